@@ -1,0 +1,38 @@
+# Set-up and the commands the README names. Every target sets itself up from nothing.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PFA    := $(VENV)/bin/perfedavg
+OUT    ?= runs/demo
+# ../shared/data holds offline copies of MNIST and CIFAR-10 on the project's machines
+PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
+export PERFEDAVG_DATA
+
+.PHONY: setup demo test test-full bench clean
+
+setup: $(VENV)/.installed
+
+# constraints.txt pins torch to the CPU build (the package itself asks for a range)
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+## the main job on the embedded default (no download): a short synthetic run -> run dir + plot
+demo: setup
+	$(PFA) run --out $(OUT) --force
+
+## the default test suite (fast; < 10 minutes on 2 cores)
+test: setup
+	$(PY) -m pytest
+
+## tests on the real MNIST / CIFAR-10 copies (PERFEDAVG_DATA) and slow tests
+test-full: setup
+	$(PY) -m pytest -m 'full_data or slow'
+
+## speed of the engine against a per-client nn.Module loop, as JSON
+bench: setup
+	$(PFA) bench
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,174 @@
+r"""The round loop of FedAvg and Per-FedAvg (PAPER.md §2, Algorithm 1), vectorized over clients.
+
+Round :math:`k`: sample :math:`rn` users uniformly without replacement, stack their
+copies of :math:`w_k` into ``W (m, P)``, run :math:`\tau` local steps on all of them at
+once (:mod:`perfedavg.local`), and set :math:`w_{k+1}` to the uniform mean of the
+returned models.  Every random draw comes from one explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .config import RunConfig
+from .errors import Diverged, UsageError
+from .local import StepSizes, fedavg_step, per_fedavg_step
+from .objective import adapted_models, client_objectives, client_test_metrics
+from .oracle import make_oracle
+from .sampling import draw_batch, num_sampled_clients, sample_clients
+from .task import Task
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue bit for bit: the model, the round, the generator."""
+
+    round: int
+    w: Tensor
+    generator: torch.Generator
+    #: sum over finished rounds k and local steps t of ||grad F(w_bar_{k+1,t})||^2 (track_inner)
+    inner_sum: float = 0.0
+    inner_terms: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "round": self.round,
+            "w": self.w.detach().cpu().clone(),
+            "generator_state": self.generator.get_state(),
+            "inner_sum": self.inner_sum,
+            "inner_terms": self.inner_terms,
+        }
+
+    @staticmethod
+    def from_dict(d: dict, device="cpu") -> "TrainState":
+        gen = torch.Generator()
+        gen.set_state(d["generator_state"])
+        return TrainState(d["round"], d["w"].to(device), gen, d["inner_sum"], d["inner_terms"])
+
+
+def step_sizes(cfg: RunConfig) -> StepSizes:
+    return StepSizes(alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
+
+
+def check_config_against_task(cfg: RunConfig, task: Task) -> None:
+    """Options whose range depends on the task: r*n >= 1, batches no larger than any client's data."""
+    n = task.n_clients
+    if num_sampled_clients(cfg.r, n) < 1:
+        raise UsageError(f"r={cfg.r} samples no user: r*n = {cfg.r * n:g} must round to >= 1 with n = {n} users")
+    smallest = task.train.min_count
+    sizes = {"D": cfg.D} if cfg.algorithm == "fedavg" else {"D": cfg.D, "D1": cfg.D1, "D2": cfg.D2}
+    for name, size in sizes.items():
+        if size > smallest:
+            raise UsageError(f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
+
+
+def initial_state(task: Task, cfg: RunConfig) -> TrainState:
+    """Round 0: the task's initial model, the generator seeded with ``cfg.seed``."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    w0 = task.init_params(gen).to(dtype=DTYPES[cfg.dtype], device=cfg.device)
+    return TrainState(round=0, w=w0, generator=gen)
+
+
+def local_round(task: Task, oracle, cfg: RunConfig, w: Tensor, gen: torch.Generator, track: bool = False):
+    r"""One round: returns :math:`w_{k+1}`, the sampled clients, and (if ``track``) the
+    averages :math:`\bar w_{k+1,t}` of the sampled users' iterates for :math:`t = 0..\tau-1`."""
+    clients = sample_clients(gen, task.n_clients, num_sampled_clients(cfg.r, task.n_clients))
+    h = step_sizes(cfg)
+    W = w.expand(len(clients), -1).clone()
+    trajectory = []
+    for t in range(cfg.tau):
+        if track:
+            trajectory.append(w if t == 0 else W.mean(0))  # w_bar_{k+1,0} = w_k exactly
+        if cfg.algorithm == "fedavg":
+            batch = draw_batch(gen, task.train, clients, cfg.D, task.batch_with_replacement)
+            W = fedavg_step(oracle, W, batch, h)
+        else:
+            batches = tuple(
+                draw_batch(gen, task.train, clients, size, task.batch_with_replacement) for size in (cfg.D, cfg.D1, cfg.D2)
+            )
+            W = per_fedavg_step(oracle, W, batches, h, cfg.algorithm)
+    return W.mean(0), clients, trajectory
+
+
+def evaluate(task: Task, cfg: RunConfig, w: Tensor) -> dict:
+    r"""Measurements at the shared model ``w``:
+
+    * ``F``, ``grad_norm_sq_F``: :math:`F(w)` and :math:`\|\nabla F(w)\|^2`, exact from full local training data;
+    * ``f``, ``grad_norm_sq_f``: the FedAvg objective and its gradient norm;
+    * personalized test loss and accuracy after one adaptation step :math:`w_i = w - \alpha\nabla f_i(w)`
+      taken on the user's training data (``*_train_step``, leak-free) or on its test data
+      (``*_test_step``, the paper's protocol); ``personalized_*`` repeats the one ``cfg.protocol`` names;
+    * ``global_*``: the shared model tested without adaptation.
+
+    Per-client values are kept under ``per_client``.
+    """
+    loss, scores = task.per_sample_loss, task.scores
+    obj = client_objectives(loss, w, task.train, cfg.alpha)
+    record = {
+        "F": float(obj.F.mean()),
+        "grad_norm_sq_F": float(obj.grad_F.mean(0).square().sum()),
+        "f": float(obj.f.mean()),
+        "grad_norm_sq_f": float(obj.grad_f.mean(0).square().sum()),
+    }
+    per_client = {"F": obj.F.tolist(), "f": obj.f.tolist()}
+    for split, data in (("train", task.train), ("test", task.test)):
+        W = adapted_models(loss, w, data, cfg.alpha)
+        test_loss, test_acc = client_test_metrics(loss, scores, W, task.test)
+        record[f"personalized_loss_{split}_step"] = float(test_loss.mean())
+        record[f"personalized_accuracy_{split}_step"] = float(test_acc.mean())
+        per_client[f"loss_{split}_step"] = test_loss.tolist()
+        per_client[f"accuracy_{split}_step"] = test_acc.tolist()
+    g_loss, g_acc = client_test_metrics(loss, scores, w, task.test)
+    record["global_loss"] = float(g_loss.mean())
+    record["global_accuracy"] = float(g_acc.mean())
+    record["personalized_loss"] = record[f"personalized_loss_{cfg.protocol}_step"]
+    record["personalized_accuracy"] = record[f"personalized_accuracy_{cfg.protocol}_step"]
+    record["per_client"] = per_client
+    return record
+
+
+def is_eval_round(cfg: RunConfig, k: int) -> bool:
+    return k == 0 or k == cfg.K or k % cfg.eval_every == 0
+
+
+def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterator[tuple[TrainState, dict | None]]:
+    """Run rounds ``state.round .. K-1``; yields ``(state, record)`` after each round (and
+    once for round 0 when starting fresh), ``record`` being the evaluation or ``None``.
+
+    Raises :class:`perfedavg.errors.Diverged` on a non-finite parameter or objective.
+    """
+    check_config_against_task(cfg, task)
+    oracle = make_oracle(task)
+    if state is None:
+        state = initial_state(task, cfg)
+        yield state, _evaluate_checked(task, cfg, state)
+    while state.round < cfg.K:
+        start = time.perf_counter()
+        w_next, _, trajectory = local_round(task, oracle, cfg, state.w, state.generator, cfg.track_inner)
+        if not bool(torch.isfinite(w_next).all()):
+            raise Diverged(state.round + 1, "a model parameter became NaN or infinite")
+        state.w = w_next
+        state.round += 1
+        for w_bar in trajectory:
+            state.inner_sum += float(client_objectives(task.per_sample_loss, w_bar, task.train, cfg.alpha).grad_F.mean(0).square().sum())
+            state.inner_terms += 1
+        state.extra["round_seconds"] = time.perf_counter() - start
+        yield state, (_evaluate_checked(task, cfg, state) if is_eval_round(cfg, state.round) else None)
+
+
+def _evaluate_checked(task: Task, cfg: RunConfig, state: TrainState) -> dict:
+    record = {"round": state.round, **evaluate(task, cfg, state.w)}
+    if state.inner_terms:
+        record["stationarity_avg"] = state.inner_sum / state.inner_terms
+    for key in ("F", "grad_norm_sq_F", "f"):
+        if not torch.isfinite(torch.tensor(record[key])):
+            raise Diverged(state.round, f"{key} is {record[key]}")
+    return record

@@ -1,0 +1,65 @@
+r"""One local step of each algorithm, for a stack of clients (PAPER.md §2, Algorithm 1).
+
+Each function is pure: ``(oracle, W, batches, hyper-parameters) -> new W``, with
+``W (m, P)`` the sampled clients' current iterates :math:`w^i_{k+1,t-1}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .sampling import Batch
+
+ALGORITHMS = ("fedavg", "fo", "hf", "exact")
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    r"""Hyper-parameters of a local step: ``alpha`` is α (inner, personalization step),
+    ``beta`` is β (outer step), ``delta`` is δ (HF's finite-difference width)."""
+
+    alpha: float
+    beta: float
+    delta: float = 1e-3
+
+
+def fedavg_step(oracle, W: Tensor, batch: Batch, h: StepSizes) -> Tensor:
+    r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`."""
+    return W - h.beta * oracle.grad(W, batch.x, batch.y)
+
+
+def meta_gradient(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str) -> Tensor:
+    r"""Per-FedAvg's stochastic gradient of :math:`F_i` at ``W`` (PAPER.md §2):
+
+    .. math::
+        \tilde w = w - \alpha \tilde\nabla f_i(w, \mathcal D), \qquad
+        g = \tilde\nabla f_i(\tilde w, \mathcal D'),
+
+    then ``variant``:
+
+    * ``"fo"``: :math:`g` (Hessian term dropped);
+    * ``"hf"``: :math:`g - \alpha\,[\tilde\nabla f_i(w+\delta g, \mathcal D'') - \tilde\nabla f_i(w-\delta g, \mathcal D'')]/(2\delta)`
+      (both gradients in one stacked call, they share :math:`\mathcal D''`);
+    * ``"exact"``: :math:`g - \alpha\,\tilde\nabla^2 f_i(w, \mathcal D'')\, g` by an exact Hessian-vector product.
+    """
+    inner, outer, hessian = batches
+    W_tilde = W - h.alpha * oracle.grad(W, inner.x, inner.y)
+    g = oracle.grad(W_tilde, outer.x, outer.y)
+    if variant == "fo":
+        return g
+    if variant == "hf":
+        stacked = hessian.repeat(2)
+        plus_minus = oracle.grad(torch.cat([W + h.delta * g, W - h.delta * g]), stacked.x, stacked.y)
+        g_plus, g_minus = plus_minus.chunk(2)
+        return g - h.alpha * (g_plus - g_minus) / (2 * h.delta)
+    if variant == "exact":
+        return g - h.alpha * oracle.hvp(W, g, hessian.x, hessian.y)
+    raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
+
+
+def per_fedavg_step(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str) -> Tensor:
+    r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1)."""
+    return W - h.beta * meta_gradient(oracle, W, batches, h, variant)

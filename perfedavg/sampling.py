@@ -1,0 +1,62 @@
+r"""Random draws of Algorithm 1, all from one explicit ``torch.Generator``.
+
+A seed fixes the whole run: the order of draws is (per round) the client sample, then
+for each local step the batches :math:`\mathcal D_t, \mathcal D'_t, \mathcal D''_t` of
+all sampled clients at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .task import ClientData
+
+
+def num_sampled_clients(r: float, n: int) -> int:
+    r"""Clients per round, :math:`|\mathcal A_k| = \mathrm{round}(r n)` (PAPER.md §2)."""
+    return int(round(r * n))
+
+
+def sample_clients(generator: torch.Generator, n: int, m: int) -> Tensor:
+    r"""A uniform draw of ``m`` distinct clients out of ``n`` (without replacement), sorted."""
+    return torch.randperm(n, generator=generator)[:m].sort().values
+
+
+def draw_positions(
+    generator: torch.Generator, data: ClientData, clients: Tensor, size: int, with_replacement: bool
+) -> Tensor:
+    r"""Positions ``(m, size)`` into each sampled client's index row.
+
+    With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4).
+    Without replacement: a uniformly random subset of the client's samples (uniform
+    :math:`p_i` only), drawn by keeping the ``size`` smallest of i.i.d. uniform keys.
+    """
+    if with_replacement:
+        return torch.multinomial(data.weight[clients], size, replacement=True, generator=generator)
+    keys = torch.rand(data.index[clients].shape, generator=generator, dtype=torch.float64)
+    keys = keys.masked_fill(data.weight[clients] <= 0, 2.0)
+    return keys.topk(size, dim=-1, largest=False).indices
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch per stacked client: ``x (m, B, ...)``, ``y (m, B)``."""
+
+    x: Tensor
+    y: Tensor
+
+    def repeat(self, times: int) -> "Batch":
+        """The same batch stacked ``times`` times along the client dimension (HF's w ± δg share D'')."""
+        return Batch(self.x.repeat(times, *([1] * (self.x.dim() - 1))), self.y.repeat(times, 1))
+
+
+def draw_batch(
+    generator: torch.Generator, data: ClientData, clients: Tensor, size: int, with_replacement: bool
+) -> Batch:
+    """A batch of ``size`` samples for each of ``clients`` (see :func:`draw_positions`)."""
+    positions = draw_positions(generator, data, clients, size, with_replacement)
+    index = data.index[clients].gather(1, positions)
+    return Batch(data.x[index], data.y[index])

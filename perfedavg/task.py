@@ -1,0 +1,123 @@
+r"""The task interface shared by ``synthetic/`` and ``empirical/``.
+
+A task gives the engine
+
+* a model as a *per-sample loss* of a flat parameter vector,
+  :math:`l(w;\theta)` with :math:`\theta=(x,y)`, written so that it broadcasts over
+  leading dimensions: ``per_sample_loss(W, X, Y)`` with ``W`` of shape ``(..., P)``,
+  ``X`` of shape ``(..., B, *feature_shape)`` and ``Y`` of shape ``(..., B)`` returns
+  ``(..., B)``.  Stacking clients in the leading dimension is how the engine
+  vectorizes them; a single client is the case without leading dimensions;
+* ``scores(W, X)`` (``(..., B, C)`` class scores) for accuracy;
+* per-client train and test data as :class:`ClientData`: each client's data
+  distribution :math:`p_i` is a probability vector over its own list of sample
+  indices into one pooled tensor, so
+
+  .. math:: f_i(w) = \mathbb{E}_{\theta\sim p_i}[l(w;\theta)]
+            = \sum_j p_{ij}\, l(w; \theta_{\mathrm{index}_{ij}})
+
+  is computed *exactly* from full local data (PAPER.md §1), and a batch is a draw
+  from :math:`p_i`;
+* optionally the constants of PAPER.md §3 when they are known exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+PerSampleLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
+Scores = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ClientData:
+    r"""Per-client data: pooled samples plus each client's distribution over them.
+
+    ``x``: ``(S, *feature_shape)`` pooled inputs; ``y``: ``(S,)`` pooled labels;
+    ``index``: ``(n, M)`` long, client ``i``'s sample indices (padded); ``weight``:
+    ``(n, M)`` the probabilities :math:`p_{ij}` (rows sum to one, zero on padding);
+    ``count``: ``(n,)`` number of real entries per row.
+    """
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+    weight: Tensor
+    count: Tensor
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def min_count(self) -> int:
+        return int(self.count.min())
+
+    def gather(self, clients: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Full local data of ``clients`` (all by default): ``X (m, M, ...)``, ``Y (m, M)``, ``P (m, M)``."""
+        index = self.index if clients is None else self.index[clients]
+        weight = self.weight if clients is None else self.weight[clients]
+        return self.x[index], self.y[index], weight
+
+    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> "ClientData":
+        x = self.x.to(device=device, dtype=dtype) if self.x.is_floating_point() else self.x.to(device)
+        return ClientData(
+            x=x,
+            y=self.y.to(device),
+            index=self.index.to(device),
+            weight=self.weight.to(device=device, dtype=dtype),
+            count=self.count.to(device),
+        )
+
+    @staticmethod
+    def from_lists(x: Tensor, y: Tensor, client_indices: list, weights: list | None = None) -> "ClientData":
+        """Build from one index list (and optional probability list) per client; uniform by default."""
+        n = len(client_indices)
+        width = max(len(ix) for ix in client_indices)
+        index = torch.zeros(n, width, dtype=torch.long)
+        weight = torch.zeros(n, width, dtype=torch.float64)
+        count = torch.zeros(n, dtype=torch.long)
+        for i, ix in enumerate(client_indices):
+            ix = torch.as_tensor(ix, dtype=torch.long)
+            k = len(ix)
+            index[i, :k] = ix
+            if weights is None:
+                weight[i, :k] = 1.0 / k
+            else:
+                p = torch.as_tensor(weights[i], dtype=torch.float64)
+                weight[i, :k] = p / p.sum()
+            count[i] = k
+        return ClientData(x=x, y=y, index=index, weight=weight, count=count)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A federated learning problem the engine can run (see the module docstring)."""
+
+    name: str
+    per_sample_loss: PerSampleLoss
+    scores: Scores
+    init_params: Callable[[torch.Generator], Tensor]
+    train: ClientData
+    test: ClientData
+    #: draw batches i.i.d. from p_i (True: the theory's model) or without replacement
+    batch_with_replacement: bool = True
+    #: exact constants of PAPER.md §3 where known (L, rho, B, sigma_G, ...), else empty
+    constants: Mapping[str, float] = field(default_factory=dict)
+    #: optional faster gradient oracle for this model (see perfedavg.oracle)
+    oracle_factory: Callable | None = None
+    description: str = ""
+    label: str = ""
+
+    @property
+    def n_clients(self) -> int:
+        return self.train.n_clients
+
+    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> "Task":
+        from dataclasses import replace
+
+        return replace(self, train=self.train.to(dtype, device), test=self.test.to(dtype, device))

@@ -1,0 +1,82 @@
+"""Task registry: ``[task] name = ...`` -> the module that builds it.
+
+A task module exposes a :class:`TaskSpec`: a frozen dataclass of options (one
+documented field each, validated in ``__post_init__`` with :class:`UsageError`) and a
+``build(options) -> Task`` function.  Modules are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
+
+from .errors import UsageError
+
+#: task name -> "module:TaskSpec attribute"
+TASKS = {
+    "softmax": "synthetic.softmax:SPEC",
+    "logistic": "synthetic.logistic:SPEC",
+    "quadratic": "synthetic.quadratic:SPEC",
+    "nonconvex": "synthetic.nonconvex:SPEC",
+    "mnist": "empirical.tasks:MNIST",
+    "cifar10": "empirical.tasks:CIFAR10",
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to build a task: its options dataclass and the builder."""
+
+    options: type
+    build: Callable[[Any], Any]
+    summary: str = ""
+
+
+def task_spec(name: str) -> TaskSpec:
+    target = TASKS.get(name)
+    if target is None:
+        raise UsageError(f"task.name={name!r} is not one of {', '.join(sorted(TASKS))}")
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"task {name!r} is not available in this installation ({exc})") from None
+    return getattr(module, attr)
+
+
+def task_options(table: Mapping[str, Any]):
+    """The validated options dataclass of ``[task]`` (``name`` plus the task's own keys)."""
+    table = dict(table)
+    name = table.pop("name")
+    spec = task_spec(name)
+    known = {f.name for f in fields(spec.options)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UsageError(f"unknown option task.{unknown[0]} for task {name!r}; known: {', '.join(sorted(known))}")
+    try:
+        return spec.options(**table)
+    except TypeError as exc:
+        raise UsageError(f"task {name!r}: {exc}") from None
+
+
+def resolved_task_table(table: Mapping[str, Any]) -> dict:
+    """``[task]`` with every default filled in (saved with the run)."""
+    return {"name": table["name"], **dataclasses.asdict(task_options(table))}
+
+
+def build_task(table: Mapping[str, Any]):
+    """The :class:`perfedavg.task.Task` that ``[task]`` describes."""
+    return task_spec(table["name"]).build(task_options(table))
+
+
+def option_field(doc: str, default):
+    """A documented options field (shown by ``--help``)."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+def check_option(task: str, name: str, value, ok: bool, allowed: str) -> None:
+    """Raise a one-line :class:`UsageError` unless ``ok``."""
+    if not ok:
+        raise UsageError(f"task.{name}={value!r} is out of range for task {task!r}: {allowed}")

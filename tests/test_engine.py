@@ -1,0 +1,172 @@
+"""The engine against a plain loop-over-clients reference, and the reductions of Algorithm 1."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+
+from perfedavg.engine import initial_state, local_round, train
+from perfedavg.local import StepSizes, meta_gradient
+from perfedavg.oracle import AutogradOracle
+from perfedavg.reference import reference_round
+from perfedavg.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
+from tests.helpers import random_params, softmax_setup
+
+#: float64 agreement of two implementations of the same arithmetic, summed in other orders
+TIGHT = 1e-10
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
+def test_vectorized_engine_equals_loop_reference(algorithm):
+    cfg, task = softmax_setup(algorithm=algorithm, alpha=0.3, beta=0.2)
+    oracle = AutogradOracle(task.per_sample_loss)
+    w = random_params(task)
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):
+        w_engine, _, _ = local_round(task, oracle, cfg, w, gen_a)
+        w_ref = reference_round(task, cfg, w, gen_b)
+        assert torch.allclose(w_engine, w_ref, rtol=0, atol=TIGHT), (w_engine - w_ref).abs().max()
+        w = w_engine
+
+
+def _meta_gradients(task, w, alpha, delta, seed=0):
+    """FO, HF, exact meta-gradients at stacked copies of w on the same batches."""
+    oracle = AutogradOracle(task.per_sample_loss)
+    gen = torch.Generator().manual_seed(seed)
+    clients = torch.arange(3)
+    batches = tuple(draw_batch(gen, task.train, clients, 8, True) for _ in range(3))
+    W = w.expand(3, -1).clone()
+    h = StepSizes(alpha=alpha, beta=1.0, delta=delta)
+    return {v: meta_gradient(oracle, W, batches, h, v) for v in ("fo", "hf", "exact")}, batches
+
+
+def test_hf_converges_to_exact_as_delta_shrinks_then_roundoff():
+    _, task = softmax_setup()
+    w = random_params(task, scale=1.0)
+    errors = {}
+    for delta in (1e-1, 1e-2, 1e-3, 1e-4, 1e-9):
+        d, _ = _meta_gradients(task, w, alpha=0.5, delta=delta)
+        errors[delta] = float((d["hf"] - d["exact"]).norm())
+    # central differences: error O(delta^2) on a smooth loss -> about 100x smaller per decade
+    assert errors[1e-2] < errors[1e-1] / 50
+    assert errors[1e-3] < errors[1e-2] / 50
+    # round-off regime: at delta = 1e-9 the float64 cancellation error (~eps/delta) dominates
+    assert errors[1e-9] > errors[1e-4]
+
+
+def test_hf_is_exact_on_a_quadratic_loss():
+    """l(w; x, y) = (x.w - y)^2 / 2 has a constant Hessian: the central difference is exact."""
+    from dataclasses import replace
+
+    _, task = softmax_setup()
+    quad = lambda W, X, Y: 0.5 * ((X * W[..., None, : X.shape[-1]]).sum(-1) - Y.to(X.dtype)) ** 2
+    task = replace(task, per_sample_loss=quad)
+    w = random_params(task)
+    for delta in (1e-1, 10.0):
+        d, _ = _meta_gradients(task, w, alpha=0.7, delta=delta)
+        assert torch.allclose(d["hf"], d["exact"], rtol=0, atol=1e-12)
+
+
+def test_alpha_zero_reduces_every_variant_to_sgd_on_the_outer_batch():
+    _, task = softmax_setup()
+    w = random_params(task)
+    d, batches = _meta_gradients(task, w, alpha=0.0, delta=1e-3)
+    sgd = AutogradOracle(task.per_sample_loss).grad(w.expand(3, -1), batches[1].x, batches[1].y)
+    for variant in ("fo", "hf", "exact"):
+        assert torch.equal(d[variant], sgd)
+
+
+def test_fedavg_with_one_local_step_and_full_participation_is_minibatch_sgd():
+    cfg, task = softmax_setup(algorithm="fedavg", tau=1, r=1.0, beta=0.3)
+    w = random_params(task)
+    gen = torch.Generator().manual_seed(3)
+    w_next, clients, _ = local_round(task, AutogradOracle(task.per_sample_loss), cfg, w, gen)
+    # replay the draws: a mini-batch of n*D samples, D from each user, one SGD step
+    gen = torch.Generator().manual_seed(3)
+    clients = sample_clients(gen, task.n_clients, task.n_clients)
+    batch = draw_batch(gen, task.train, clients, cfg.D, True)
+    x, y = batch.x.flatten(0, 1), batch.y.flatten()
+    wg = w.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(task.per_sample_loss(wg, x, y).mean(), wg)
+    assert torch.allclose(w_next, w - cfg.beta * g, rtol=0, atol=TIGHT)
+
+
+@pytest.mark.parametrize("r,n", [(0.2, 50), (0.5, 6), (1.0, 7), (0.01, 100)])
+def test_sampling_draws_exactly_rn_distinct_clients(r, n):
+    gen = torch.Generator().manual_seed(0)
+    m = num_sampled_clients(r, n)
+    assert m == round(r * n)
+    seen = set()
+    for _ in range(2000):
+        c = sample_clients(gen, n, m)
+        assert len(c) == m and len(set(c.tolist())) == m and 0 <= int(c.min()) and int(c.max()) < n
+        seen.update(c.tolist())
+    assert seen == set(range(n))  # uniform sampling reaches every client
+
+
+def test_aggregation_is_the_uniform_mean_of_the_local_models():
+    cfg, task = softmax_setup(algorithm="fo", tau=2)
+    w = random_params(task)
+    oracle = AutogradOracle(task.per_sample_loss)
+    gen = torch.Generator().manual_seed(9)
+    w_next, clients, trajectory = local_round(task, oracle, cfg, w, gen, track=True)
+    assert torch.equal(trajectory[0], w)  # w_bar_{k+1,0} = w_k
+    # re-run the local steps client by client with the same draws and average uniformly
+    gen = torch.Generator().manual_seed(9)
+    clients = sample_clients(gen, task.n_clients, len(clients))
+    W = w.expand(len(clients), -1).clone()
+    from perfedavg.local import per_fedavg_step
+
+    for _ in range(cfg.tau):
+        bs = tuple(draw_batch(gen, task.train, clients, s, True) for s in (cfg.D, cfg.D1, cfg.D2))
+        W = per_fedavg_step(oracle, W, bs, StepSizes(cfg.alpha, cfg.beta, cfg.delta), "fo")
+    assert torch.allclose(w_next, W.sum(0) / len(clients), rtol=0, atol=TIGHT)
+
+
+def _metrics(cfg, task):
+    return [rec for _, rec in train(task, cfg) if rec is not None]
+
+
+def test_same_seed_same_metrics_bit_for_bit_and_different_seeds_differ():
+    cfg, task = softmax_setup(dtype="float32", algorithm="hf")
+    a, b = _metrics(cfg, task), _metrics(cfg, task)
+    assert a == b
+    c = _metrics(cfg.replace(seed=1), task)
+    assert [r["F"] for r in a[1:]] != [r["F"] for r in c[1:]]
+
+
+def test_personalization_uses_only_the_protocols_data():
+    """The 'train' protocol's adapted models ignore the test data's inputs, and vice versa."""
+    from dataclasses import replace
+
+    from perfedavg.objective import adapted_models
+
+    _, task = softmax_setup()
+    w = random_params(task)
+    loss = task.per_sample_loss
+    scrambled = lambda d: replace(d, x=d.x.flip(0) * 3.0)
+    base_train = adapted_models(loss, w, task.train, 0.5)
+    base_test = adapted_models(loss, w, task.test, 0.5)
+    assert torch.equal(adapted_models(loss, w, task.train, 0.5), base_train)
+    assert not torch.allclose(adapted_models(loss, w, scrambled(task.train), 0.5), base_train)
+    assert not torch.allclose(base_train, base_test)
+    # one gradient step on the full local data, exactly
+    X, Y, P = task.train.gather(torch.tensor([2]))
+    wg = w.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((P[0] * loss(wg, X[0], Y[0])).sum(), wg)
+    assert torch.allclose(base_train[2], w - 0.5 * g, rtol=0, atol=TIGHT)
+
+
+def test_exact_grad_F_matches_finite_differences_of_F():
+    """grad F_i by double backward agrees with a central difference of F itself."""
+    from perfedavg.objective import client_objectives
+
+    _, task = softmax_setup()
+    w = random_params(task)
+    obj = client_objectives(task.per_sample_loss, w, task.train, 0.4)
+    direction = torch.randn(w.shape, generator=torch.Generator().manual_seed(2), dtype=w.dtype)
+    eps = 1e-5
+    Fp = client_objectives(task.per_sample_loss, w + eps * direction, task.train, 0.4).F
+    Fm = client_objectives(task.per_sample_loss, w - eps * direction, task.train, 0.4).F
+    # central difference error O(eps^2 * third derivative): 1e-10 scale, well under 1e-7
+    assert torch.allclose((Fp - Fm) / (2 * eps), obj.grad_F @ direction, rtol=0, atol=1e-7)

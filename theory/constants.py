@@ -1,0 +1,184 @@
+r"""Numeric values of the constants of the analysis: :class:`Constants`.
+
+A task fills one in (exactly for synthetic tasks, estimated for empirical ones); the
+statements of :mod:`theory.lemmas` and :mod:`theory.theorem` are evaluated on it.
+
+Assumptions of PAPER.md §3 [recalled] that the fields quantify, with ``f_i`` the loss
+of user i and ``l(w; θ)`` the per-sample loss:
+
+* ``L``: ‖∇f_i(u) − ∇f_i(v)‖ ≤ L‖u − v‖;  ``B``: ‖∇f_i(w)‖ ≤ B;
+* ``rho``: ‖∇²f_i(u) − ∇²f_i(v)‖ ≤ ρ‖u − v‖ (operator norm);
+* ``sigma_G``: E‖∇l(w;θ) − ∇f_i(w)‖² ≤ σ_G²;  ``sigma_H``: E‖∇²l(w;θ) − ∇²f_i(w)‖² ≤ σ_H²
+  (operator norm; Frobenius is larger, so a Frobenius value is also valid);
+* ``gamma_G``, ``gamma_H``: (1/n)Σ‖∇f_i − ∇f‖² ≤ γ_G², (1/n)Σ‖∇²f_i − ∇²f‖² ≤ γ_H².
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from perfedavg.errors import UsageError
+
+# (lower, lower_inclusive, must_be_integer, help)
+_RULES: dict[str, tuple[float, bool, bool, str]] = {
+    "L": (0.0, False, False, "smoothness of each f_i, L > 0"),
+    "rho": (0.0, True, False, "Hessian Lipschitz constant, rho >= 0"),
+    "B": (0.0, True, False, "gradient-norm bound, B >= 0"),
+    "sigma_G": (0.0, True, False, "per-sample gradient std, sigma_G >= 0"),
+    "sigma_H": (0.0, True, False, "per-sample Hessian std (operator norm), sigma_H >= 0"),
+    "gamma_G": (0.0, True, False, "gradient dissimilarity, gamma_G >= 0"),
+    "gamma_H": (0.0, True, False, "Hessian dissimilarity, gamma_H >= 0"),
+    "F0_gap": (0.0, True, False, "F(w0) - F*, F0_gap >= 0"),
+    "alpha": (0.0, True, False, "inner step, 0 <= alpha <= 1/L (alpha = 0 is FedAvg)"),
+    "beta": (0.0, False, False, "outer step, beta > 0"),
+    "delta": (0.0, False, False, "HF finite-difference radius, delta > 0"),
+    "tau": (1.0, True, True, "local steps per round, integer >= 1"),
+    "K": (1.0, True, True, "rounds, integer >= 1"),
+    "r": (0.0, False, False, "fraction of users per round, 0 < r <= 1 with r*n an integer >= 1"),
+    "n": (1.0, True, True, "number of users, integer >= 1"),
+    "D": (1.0, True, True, "inner-step batch size, integer >= 1"),
+    "D1": (1.0, True, True, "outer-gradient batch size D', integer >= 1"),
+    "D2": (1.0, True, True, "Hessian / HF batch size D'', integer >= 1"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constants:
+    r"""Numeric constants of Per-FedAvg's analysis (all plain floats).
+
+    Problem constants (no default: a task must say them):
+
+    L: float
+        ``L``, smoothness of each f_i.
+    rho: float
+        ``ρ``, Lipschitz constant of ∇²f_i.
+    B: float
+        ``B``, bound on ‖∇f_i(w)‖.
+    sigma_G, sigma_H: float
+        ``σ_G``, ``σ_H``, per-sample standard deviations of the gradient and Hessian.
+    gamma_G, gamma_H: float
+        ``γ_G``, ``γ_H``, dissimilarity of the users' gradients and Hessians.
+    F0_gap: float
+        ``Δ₀ = F(w_0) − F*``.
+
+    Algorithm constants (defaults: the paper's experiments, PAPER.md §7 [recalled]):
+
+    alpha: float = 0.01
+        ``α``, inner step, in [0, 1/L].
+    beta: float = 0.001
+        ``β``, outer step.
+    delta: float = 0.001
+        ``δ``, HF finite-difference radius.
+    tau: float = 10, K: float = 1000
+        ``τ`` local steps, ``K`` rounds.
+    r: float = 0.2, n: float = 50
+        fraction of users sampled (``r·n`` of them, an integer), number of users.
+    D, D1, D2: float = 40
+        batch sizes ``D``, ``D'``, ``D''``.
+    """
+
+    L: float
+    rho: float
+    B: float
+    sigma_G: float
+    sigma_H: float
+    gamma_G: float
+    gamma_H: float
+    F0_gap: float
+    alpha: float = 0.01
+    beta: float = 0.001
+    delta: float = 0.001
+    tau: float = 10.0
+    K: float = 1000.0
+    r: float = 0.2
+    n: float = 50.0
+    D: float = 40.0
+    D1: float = 40.0
+    D2: float = 40.0
+
+    def __post_init__(self):
+        for name, (low, inclusive, integer, help_) in _RULES.items():
+            raw = getattr(self, name)
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                try:
+                    value = float(raw)
+                except (TypeError, ValueError):
+                    raise UsageError(f"constant {name}={raw!r} is not a number ({help_})") from None
+            else:
+                value = float(raw)
+            if not math.isfinite(value):
+                raise UsageError(f"constant {name}={raw!r} must be finite ({help_})")
+            if value < low or (value == low and not inclusive):
+                raise UsageError(f"constant {name}={value:g} is out of range ({help_})")
+            if integer and value != round(value):
+                raise UsageError(f"constant {name}={value:g} must be an integer ({help_})")
+            object.__setattr__(self, name, value)
+        if self.alpha * self.L > 1.0 + 1e-12:
+            raise UsageError(
+                f"constant alpha={self.alpha:g} is out of range: need 0 <= alpha <= 1/L = "
+                f"{1.0 / self.L:g} (the lemmas of PAPER.md §4 assume alpha <= 1/L)"
+            )
+        if self.r > 1.0:
+            raise UsageError(f"constant r={self.r:g} is out of range ({_RULES['r'][3]})")
+        m = self.r * self.n
+        if m < 1.0 - 1e-9 or abs(m - round(m)) > 1e-6:
+            raise UsageError(
+                f"constant r={self.r:g} with n={self.n:g} gives r*n={m:g} users per round; "
+                "r*n must be an integer >= 1"
+            )
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of the fields, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Constants":
+        """Build from a mapping ``{field: number}``; unknown or missing keys are a UsageError."""
+        names = set(cls.field_names())
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UsageError(
+                f"unknown constant(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}"
+            )
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [k for k in required if k not in values]
+        if missing:
+            raise UsageError(f"missing constant(s) {', '.join(missing)} (no default: a task must give them)")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
+        """Load from a TOML file (top-level keys, or a ``[constants]`` table), then apply ``overrides``."""
+        import tomllib
+
+        path = Path(path)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise UsageError(f"--constants: file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"--constants: cannot read {path}: {exc}") from None
+        if "constants" in data and isinstance(data["constants"], dict):
+            data = data["constants"]
+        data = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        data.update(overrides or {})
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> "Constants":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, float]:
+        """``{field: value}`` as plain floats."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml` reads back."""
+        return "".join(f"{k} = {v!r}\n" for k, v in self.as_dict().items())

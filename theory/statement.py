@@ -1,0 +1,144 @@
+r"""The record every statement of :mod:`theory` returns: :class:`Statement`.
+
+A statement is one formula ``expr`` (a sympy expression in the symbols of
+:mod:`theory.symbols`) with its name, paper reference, provenance label
+(``"sure"``, ``"recalled"`` or ``"derived"``), LaTeX, and a numpy evaluator made
+with :func:`sympy.lambdify`.  A bound that is a sum of named terms keeps them in
+``terms`` (their sum is ``expr``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import sympy as sp
+
+from .symbols import latex as _latex
+
+PROVENANCES = ("sure", "recalled", "derived")
+
+
+@functools.lru_cache(maxsize=None)
+def _lambdify(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable[..., Any]:
+    return sp.lambdify(args, expr, modules="numpy")
+
+
+@dataclass(frozen=True)
+class Statement:
+    r"""One formula of the analysis with its provenance.
+
+    key: str
+        short identifier (``"L_F"``, ``"bias"`` ...), shared by the recalled and the
+        derived form of the same quantity.
+    name: str
+        human-readable name.
+    ref: str
+        where it comes from (PAPER.md section, lemma / theorem number).
+    provenance: str
+        ``"sure"``, ``"recalled"`` (reconstructed from memory of the paper, not
+        verified) or ``"derived"`` (derived in ``theory/DERIVATIONS.md``).
+    expr: sympy.Expr
+        the formula; its free symbols are named like the fields of ``Constants``
+        (plus the extras ``tv``, ``w1``, ``L_theta``, ``rho_theta``, ``g_norm``).
+    meaning: str
+        what the value bounds, e.g. ``"sup ‖∇F_i(u)−∇F_i(v)‖/‖u−v‖ <= value"``.
+    terms: tuple of (name, sympy.Expr)
+        named summands whose sum is ``expr`` (empty for a single-term formula).
+    """
+
+    key: str
+    name: str
+    ref: str
+    provenance: str
+    expr: sp.Expr
+    meaning: str = ""
+    terms: tuple[tuple[str, sp.Expr], ...] = ()
+    _fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
+        if self._fn is None:
+            object.__setattr__(self, "_fn", _lambdify(self.expr, self.args))
+
+    # -- symbolic side -------------------------------------------------------------
+    @property
+    def args(self) -> tuple[sp.Symbol, ...]:
+        """Free symbols of ``expr``, sorted by name: the evaluator's keyword arguments."""
+        return tuple(sorted(self.expr.free_symbols, key=lambda s: s.name))
+
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        """Names of :attr:`args`."""
+        return tuple(s.name for s in self.args)
+
+    @property
+    def latex(self) -> str:
+        """LaTeX of ``expr`` with the paper's symbol spelling."""
+        return _latex(self.expr)
+
+    @property
+    def label(self) -> str:
+        """``"name [provenance]"``, the way every statement is printed."""
+        return f"{self.name} [{self.provenance}]"
+
+    # -- numeric side --------------------------------------------------------------
+    def values_from(self, constants=None, **extra) -> dict[str, Any]:
+        """The keyword arguments of the evaluator, taken from ``constants`` then ``extra``."""
+        src: dict[str, Any] = {}
+        if constants is not None:
+            src.update(constants.as_dict() if hasattr(constants, "as_dict") else dict(constants))
+        src.update(extra)
+        missing = [a for a in self.arg_names if a not in src or src[a] is None]
+        if missing:
+            from perfedavg.errors import UsageError
+
+            raise UsageError(f"{self.key}: needs value(s) for {', '.join(missing)}")
+        return {a: src[a] for a in self.arg_names}
+
+    def __call__(self, constants=None, **extra):
+        r"""Evaluate with numpy: values from ``constants`` (a ``Constants`` or a mapping),
+        overridden by ``extra``; arrays broadcast.  Returns a float for scalar input."""
+        out = self._fn(**self.values_from(constants, **extra))
+        if np.ndim(out) == 0:
+            return float(out)
+        return np.asarray(out, dtype=float)
+
+    def evaluate_terms(self, constants=None, **extra) -> dict[str, float]:
+        """``{term name: value}`` for each named term (or ``{name: value}`` if none)."""
+        if not self.terms:
+            return {self.name: self(constants, **extra)}
+        out = {}
+        for tname, texpr in self.terms:
+            args = tuple(sorted(texpr.free_symbols, key=lambda s: s.name))
+            vals = self.values_from(constants, **extra)
+            out[tname] = float(_lambdify(texpr, args)(**{a.name: vals[a.name] for a in args}))
+        return out
+
+    def subs(self, mapping: Mapping, **changes) -> "Statement":
+        """The same statement with symbols substituted (e.g. ``{alpha: 0}``)."""
+        return Statement(
+            key=changes.get("key", self.key),
+            name=changes.get("name", self.name),
+            ref=changes.get("ref", self.ref),
+            provenance=changes.get("provenance", self.provenance),
+            expr=self.expr.subs(mapping),
+            meaning=changes.get("meaning", self.meaning),
+            terms=tuple((t, e.subs(mapping)) for t, e in self.terms),
+        )
+
+    def describe(self) -> str:
+        """Multi-line text: label, reference, meaning and formula."""
+        return (
+            f"{self.label}\n  ref: {self.ref}\n  bounds: {self.meaning}\n"
+            f"  formula: {sp.sstr(self.expr)}"
+        )
+
+
+def is_finite(x) -> bool:
+    """True for a finite float."""
+    return isinstance(x, float) and math.isfinite(x)
