@@ -61,6 +61,7 @@ __all__ = [
     "locate",
     "parse_dataset_name",
     "resolve_root",
+    "to_features",
     "verify_mnist",
 ]
 
@@ -510,7 +511,10 @@ def _decode_image(path: Path, mode: str) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            image.load()
+            if image.mode != mode:
+                image = image.convert(mode)
+            return np.asarray(image, dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad files
         raise UsageError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
 
@@ -706,6 +710,30 @@ def _load_source(src: DataSource, *, cache_dir=None, use_cache=True) -> Dataset:
         jpeg_copy=src.jpeg_copy,
         from_cache=from_cache,
     )
+
+
+def to_features(x: np.ndarray, mean, std, dtype=np.float32) -> np.ndarray:
+    r"""Flattened, normalized inputs for the paper's MLP.
+
+    .. math:: z_{n,j} = (x_{n,j} / 255 - \mu_{c(j)}) / \sigma_{c(j)}
+
+    with ``mean`` = μ and ``std`` = σ per channel (the last axis of a colour image).
+
+    Args:
+        x: uint8 images ``(N, H, W)`` or ``(N, H, W, C)``.
+        mean: per-channel means on the [0, 1] scale (``Dataset.mean``).
+        std: per-channel standard deviations (``Dataset.std``).
+        dtype: output float dtype.
+
+    Returns:
+        ``(N, H·W[·C])`` array of ``dtype``.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std)).astype(dtype)
+    shift = (mean / std).astype(dtype)
+    z = x.astype(dtype) * scale - shift
+    return z.reshape(len(x), -1)
 
 
 def verify_mnist(src: DataSource) -> dict[str, tuple[str, str]]:

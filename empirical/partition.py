@@ -288,6 +288,8 @@ def dirichlet_split(
     n_test = np.bincount(y_test, minlength=k)
     for _ in range(max_tries):
         p = r_train.dirichlet(np.full(num_clients, float(concentration)), size=k)  # (k, n)
+        if not np.isfinite(p).all() or (p.sum(axis=1) <= 0).any():
+            continue  # underflow at tiny concentrations: redraw
         d_train = np.stack([_apportion(p[c], int(n_train[c]), r_train) for c in range(k)], axis=1)
         if d_train.sum(axis=1).min() >= min_size:
             break

@@ -1,0 +1,222 @@
+r"""What a numeric check harness calls: numbers of every bound, with provenance.
+
+Typical use (``synthetic/`` builds ``perfedavg check`` on this)::
+
+    from theory.checks_api import lemma_bounds, compare, format_rows
+    bounds = lemma_bounds(constants, g_norm=1.3, tv=0.2, L_theta=2.0, w1=0.1, rho_theta=0.5)
+    rows = [compare(bounds["L_F"][i], measured_LF) for i in range(2)]   # recalled, derived
+    print(format_rows(rows))
+
+Keys of :func:`lemma_bounds` (each maps to a tuple of :class:`BoundValue`, recalled
+form first when there is one): ``L_F``, ``bias``, ``sigma_F2``, ``gamma_F2`` (the four
+lemmas of PAPER.md §4), ``bias_fo``, ``mse_fo``, ``bias_hf``, ``mse_hf`` (the FO / HF
+direction against ∇F_i), ``hf_hvp_error`` (needs ``g_norm``), ``gamma_G2_tv``,
+``gamma_H2_tv`` (need ``tv``), ``gamma_G2_w1`` (needs ``w1``, ``L_theta``),
+``gamma_H2_w1`` (needs ``w1``, ``rho_theta``).  What each bounds is its ``meaning``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import distances, lemmas, theorem
+from .statement import Statement
+
+VERDICT_HOLDS = "HOLDS"
+VERDICT_FAILS = "FAILS"
+
+
+@dataclass(frozen=True)
+class BoundValue:
+    r"""A statement evaluated on constants: ``value`` is the bound (a float; ``inf`` if
+    its hypothesis fails).  ``meaning`` says what is bounded, e.g.
+    "E‖∇̃F_i(w) − ∇F_i(w)‖² ≤ value"."""
+
+    key: str
+    name: str
+    ref: str
+    provenance: str
+    value: float
+    meaning: str
+    formula: str
+
+    @property
+    def label(self) -> str:
+        """``"name [provenance]"``."""
+        return f"{self.name} [{self.provenance}]"
+
+
+def evaluate(statement: Statement, constants, **extra) -> BoundValue:
+    r"""``statement`` evaluated on ``constants`` (and extra symbols) as a :class:`BoundValue`:
+    value = expr(constants, **extra), e.g. L_F = L(1+αL)² + αρB for the derived smoothness."""
+    return BoundValue(statement.key, statement.name, statement.ref, statement.provenance,
+                      float(statement(constants, **extra)), statement.meaning, str(statement.expr))
+
+
+def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
+    return {
+        "L_F": (lemmas.smoothness_recalled(), lemmas.smoothness_derived()),
+        "bias": (lemmas.bias_recalled(), lemmas.bias_derived()),
+        "sigma_F2": (lemmas.variance_recalled(), lemmas.variance_derived()),
+        "gamma_F2": (lemmas.dissimilarity_recalled(), lemmas.dissimilarity_derived()),
+        "bias_fo": (lemmas.direction_bias("fo"),),
+        "mse_fo": (lemmas.direction_mse("fo"),),
+        "bias_hf": (lemmas.direction_bias("hf"),),
+        "mse_hf": (lemmas.direction_mse("hf"),),
+        "hf_hvp_error": (lemmas.hf_hvp_error(),),
+        "gamma_G2_tv": (distances.tv_gradient_bound(),),
+        "gamma_H2_tv": (distances.tv_hessian_bound(),),
+        "gamma_G2_w1": (distances.w1_gradient_bound(),),
+        "gamma_H2_w1": (distances.w1_hessian_bound(),),
+    }
+
+
+def lemma_bounds(constants, *, g_norm=None, tv=None, w1=None, L_theta=None,
+                 rho_theta=None) -> dict[str, tuple[BoundValue, ...]]:
+    r"""Numeric value of every lemma-level bound on ``constants`` (a ``Constants``).
+
+    Keyword arguments (optional; a statement whose value they supply is left out when
+    they are ``None``): ``g_norm`` ‖g‖ for the HF error ρδ‖g‖²/2; ``tv`` the RMS over
+    users of TV(p_i, p̄); ``w1`` the RMS of W1(p_i, p̄); ``L_theta``, ``rho_theta`` the
+    Lipschitz constants in θ of ∇l and ∇²l.
+
+    Returns ``{key: (BoundValue, ...)}`` (recalled form first, then derived); see the
+    module docstring for the keys.  Formulas: L_F = L(1+αL)² + αρB (derived) vs 4L + αρB
+    (recalled), etc., as in :mod:`theory.lemmas` and :mod:`theory.distances`.
+    """
+    extra = {k: v for k, v in dict(g_norm=g_norm, tv=tv, w1=w1, L_theta=L_theta,
+                                   rho_theta=rho_theta).items() if v is not None}
+    have = set(constants.as_dict()) | set(extra)
+    out = {}
+    for key, sts in _lemma_statements().items():
+        vals = tuple(evaluate(s, constants, **extra) for s in sts if set(s.arg_names) <= have)
+        if vals:
+            out[key] = vals
+    return out
+
+
+@dataclass(frozen=True)
+class ConvergenceReport:
+    r"""Both versions of the convergence bound on (1/(τK))ΣΣE‖∇F(w̄_{k+1,t})‖² on constants.
+
+    ``derived``: value of the explicit bound (``inf`` if 6β²τ²L_F² ≥ 1);
+    ``derived_terms``: {term: value}; ``recalled_shape``/``recalled_terms``: the paper's
+    shape with O(1) = 1 (not a bound); ``condition``: {"recalled": bool, "derived": bool};
+    ``beta_max``: {"recalled": 1/(10τL_F^rec), "derived": 1/(√6 τL_F)}.
+    """
+
+    variant: str
+    derived: float
+    derived_terms: dict = field(default_factory=dict)
+    recalled_shape: float = math.nan
+    recalled_terms: dict = field(default_factory=dict)
+    condition: dict = field(default_factory=dict)
+    beta_max: dict = field(default_factory=dict)
+
+    @staticmethod
+    def dominant(terms: dict) -> str:
+        """Name of the largest term."""
+        return max(terms, key=lambda k: terms[k]) if terms else ""
+
+    def as_dict(self) -> dict:
+        """JSON-ready dictionary (``inf`` becomes the string "inf")."""
+        def f(x):
+            return x if math.isfinite(x) else str(x)
+        return {
+            "variant": self.variant,
+            "derived": {"provenance": "derived", "value": f(self.derived),
+                        "terms": {k: f(v) for k, v in self.derived_terms.items()},
+                        "dominant": self.dominant(self.derived_terms),
+                        "valid": self.condition.get("derived", False)},
+            "recalled_shape": {"provenance": "recalled", "value": f(self.recalled_shape),
+                               "terms": {k: f(v) for k, v in self.recalled_terms.items()},
+                               "dominant": self.dominant(self.recalled_terms),
+                               "note": "paper's shape with every O(1) set to 1; not an upper bound"},
+            "condition": dict(self.condition),
+            "beta_max": {k: f(v) for k, v in self.beta_max.items()},
+        }
+
+
+def convergence(constants, variant: str = "exact") -> ConvergenceReport:
+    r"""Evaluate the derived bound Φ_K ≤ (1+√c)[2Δ₀/(βτK) + L_Fβs²/n + 2b² + 2L_F²Q̄ +
+    L_F c Q_τ/(βτ)] + (c+√c)L_F²Q̄ and the recalled shape for ``variant`` ("exact",
+    "fo", "hf") on ``constants``; see :class:`ConvergenceReport`."""
+    derived = theorem.convergence_bound_derived(variant)
+    shape = theorem.convergence_bound_recalled(variant)
+    cond = theorem.condition_ok(constants, variant)
+    if cond["derived"]:
+        dterms = derived.evaluate_terms(constants)
+        dval = float(sum(dterms.values()))
+    else:
+        dterms = {k: math.inf for k in theorem.DERIVED_TERMS}
+        dval = math.inf
+    rterms = shape.evaluate_terms(constants)
+    return ConvergenceReport(
+        variant=lemmas._check_variant(variant), derived=dval, derived_terms=dterms,
+        recalled_shape=float(sum(rterms.values())), recalled_terms=rterms, condition=cond,
+        beta_max={"recalled": theorem.step_size_recalled()(constants),
+                  "derived": theorem.step_size_derived()(constants)},
+    )
+
+
+def fedavg_convergence(constants) -> float:
+    r"""Derived FedAvg bound (α = 0, batch D) on constants: :func:`theory.theorem.fedavg_bound`
+    (``inf`` if 6β²τ²L² ≥ 1)."""
+    if 6 * (constants.beta * constants.tau * constants.L) ** 2 >= 1:
+        return math.inf
+    return theorem.fedavg_bound()(constants)
+
+
+# --------------------------------------------------------------------------- rows
+@dataclass(frozen=True)
+class CheckRow:
+    r"""One line of a check: measured ≤ bound?  ``ratio`` = measured / bound; the verdict
+    is HOLDS when ``measured <= bound`` (using ``measured_high``, an upper confidence
+    limit, when given)."""
+
+    statement: str
+    provenance: str
+    measured: float
+    bound: float
+    measured_high: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        """measured / bound (``inf`` for a zero bound and positive measurement)."""
+        if self.bound == 0:
+            return 0.0 if self.measured == 0 else math.inf
+        return self.measured / self.bound
+
+    @property
+    def holds(self) -> bool:
+        """measured (or its upper confidence limit) ≤ bound."""
+        m = self.measured if self.measured_high is None else self.measured_high
+        return m <= self.bound
+
+    @property
+    def verdict(self) -> str:
+        """"HOLDS" or "FAILS"."""
+        return VERDICT_HOLDS if self.holds else VERDICT_FAILS
+
+
+def compare(bound: BoundValue, measured: float, measured_high: float | None = None) -> CheckRow:
+    r"""A :class:`CheckRow` for ``measured`` ≤ ``bound.value``."""
+    return CheckRow(bound.label, bound.provenance, float(measured), float(bound.value),
+                    None if measured_high is None else float(measured_high))
+
+
+def format_rows(rows) -> str:
+    r"""Text table: statement, provenance, measured, bound, ratio = measured/bound, verdict."""
+    head = f"{'statement':44s} {'provenance':10s} {'measured':>11s} {'bound':>11s} {'ratio':>7s}  verdict"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r.statement[:44]:44s} {r.provenance:10s} {r.measured:11.4g} "
+                     f"{r.bound:11.4g} {r.ratio:7.3f}  {r.verdict}")
+    return "\n".join(lines)
+
+
+def must_hold(row: CheckRow) -> bool:
+    r"""True when a failure of ``row`` (measured ≤ bound is false) is an error (provenance "sure" or "derived");
+    a failing "recalled" statement is a finding to report, not an error."""
+    return row.provenance in ("sure", "derived")
