@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ALGORITHMS = ("fedavg", "fo", "hf", "exact")
+#: the largest integer an option may hold: it must fit a signed 64-bit integer (torch's seeds and sizes)
+INT_MAX = 2**63 - 1
 PROTOCOLS = ("train", "test")
 
 
@@ -103,14 +105,27 @@ class RunConfig:
 def _check_type(cfg: RunConfig) -> None:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        expected = {int: int, float: float, str: str, bool: bool}.get(_annotation_type(f))
+        expected = _annotation_type(f)
         if expected is None:
             continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            object.__setattr__(cfg, f.name, float(value))
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise UsageError(f"{f.name}={value!r} has the wrong type: expected {expected.__name__} ({f.metadata['doc']})")
+        object.__setattr__(cfg, f.name, check_value_type(f.name, value, expected, f.metadata.get("doc", "")))
+
+
+def check_value_type(name: str, value, expected: type, doc: str = ""):
+    """``value`` if it has type ``expected`` (an int is accepted for a float and converted;
+    a bool is never a number); else a one-line :class:`UsageError` naming ``name``."""
+    where = f" ({doc})" if doc else ""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise UsageError(f"{name}={value} is out of range: too large for a float{where}") from None
+    if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise UsageError(f"{name}={shown} has the wrong type {type(value).__name__}: expected {expected.__name__}{where}")
+    if expected is int and abs(value) > INT_MAX:
+        raise UsageError(f"{name}={value} is out of range: must be at most {INT_MAX} in absolute value{where}")
+    return value
 
 
 def _annotation_type(f) -> type | None:
@@ -119,7 +134,8 @@ def _annotation_type(f) -> type | None:
 
 def _check_range(name: str, value, low) -> None:
     if isinstance(value, float) and not math.isfinite(value) or value < low:
-        raise UsageError(f"{name}={value} is out of range: must be >= {low}")
+        kind = "a finite number " if isinstance(value, float) else ""
+        raise UsageError(f"{name}={value} is out of range: must be {kind}>= {low}")
 
 
 def field_docs() -> dict[str, str]:
@@ -128,20 +144,27 @@ def field_docs() -> dict[str, str]:
 
 
 # -- TOML ---------------------------------------------------------------------------------
-def read_toml(path: str | Path) -> dict:
-    """Parse a TOML file; any problem is one UsageError naming the file."""
+def read_toml(path: str | Path, allow_empty: bool = False) -> dict:
+    """Parse a TOML file; any problem (missing, a directory, unreadable, not UTF-8, not
+    TOML, empty unless ``allow_empty``) is one :class:`UsageError` naming the file."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"config file {path} is a directory, not a TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config file {path} cannot be read: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"not UTF-8 text ({type(exc).__name__})"
+        raise UsageError(f"config file {path} cannot be read: {reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
+    if not data and not allow_empty:
+        raise UsageError(f"config file {path} is empty (sets no option); leave out --config to run the defaults")
+    return data
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -158,21 +181,32 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def build_config(base: Mapping[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
-    """The resolved config: defaults, then ``base`` (a parsed TOML dict), then ``--set`` overrides."""
+    """The resolved config: defaults, then ``base`` (a parsed TOML dict), then ``--set`` overrides.
+
+    ``--set task=NAME`` is ``--set task.name=NAME``; ``--set task.KEY=VALUE`` sets a task option.
+    """
     data: dict[str, Any] = {k: v for k, v in (base or {}).items()}
-    task = dict(data.pop("task", {"name": "softmax"}) or {})
-    if not isinstance(task, dict):
-        raise UsageError("task must be a table ([task] with name = ...)")
+    task = data.pop("task", {"name": "softmax"})
+    if not isinstance(task, Mapping):
+        raise UsageError(f"task must be a table ([task] with name = ...), not a {type(task).__name__}")
+    task = dict(task)
     for item in overrides:
         key, value = parse_override(item)
-        if key.startswith("task."):
+        if key == "task":
+            if not isinstance(value, str):
+                raise UsageError(f"--set task={value!r}: the task is chosen by name, e.g. --set task.name=softmax")
+            task["name"] = value
+        elif key.startswith("task."):
             task[key[len("task.") :]] = value
         else:
             data[key] = value
     known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise UsageError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known - {'task'}))}")
+    bad_keys = [k for k in task if not isinstance(k, str) or not k]
+    if bad_keys:
+        raise UsageError(f"task option {bad_keys[0]!r} is not a valid option name")
     task.setdefault("name", "softmax")
     return RunConfig(**data, task=task)
 

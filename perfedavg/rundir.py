@@ -1,13 +1,17 @@
 """Run directories: ``config.toml``, ``metrics.jsonl``, ``summary.json``, ``checkpoint.pt``.
 
 Every file but the append-only ``metrics.jsonl`` is written atomically (temporary file
-in the same folder, then ``os.replace``), so a crash never leaves a half-written
-result.  Readers say which file is damaged, or recover the intact prefix of
-``metrics.jsonl`` and say so.
+in the same folder, fsync, then ``os.replace``), so a crash never leaves a half-written
+result.  ``metrics.jsonl`` is guarded differently: the checkpoint stores the length and
+the SHA-256 of the prefix it has seen, so a resume cuts the file back to exactly that
+prefix and refuses when the prefix was changed.  Readers say which file is damaged, or
+recover the intact prefix of ``metrics.jsonl`` and say so; never a silent wrong figure.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import os
@@ -20,6 +24,25 @@ from pathlib import Path
 from .errors import UsageError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.toml", "metrics.jsonl", "summary.json", "checkpoint.pt"
+#: files a run writes (``--force`` deletes only these, and only in a directory made of them)
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT, "curves.png")
+#: version of the checkpoint layout written by :func:`perfedavg.runner.run_config`
+CHECKPOINT_FORMAT = 2
+#: keys a checkpoint must hold, with their types
+CHECKPOINT_KEYS = {
+    "format": int,
+    "config": dict,
+    "state": dict,
+    "metrics_records": int,
+    "metrics_bytes": int,
+    "metrics_sha256": str,
+    "code_version": str,
+}
+STATE_KEYS = ("round", "w", "generator_state", "inner_sum", "inner_terms")
+
+
+class DamagedFileWarning(UserWarning):
+    """A run file was damaged and only its intact prefix was used."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -54,28 +77,81 @@ def atomic_torch_save(path: str | Path, obj) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint at ``path``, checked key by key; any problem is one
+    :class:`UsageError` naming the file.  Loaded with ``weights_only=True``: a
+    checkpoint is data (tensors, numbers, strings), never code to run."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a damaged file
+        detail = " ".join(str(exc).split())[:160]
+        raise UsageError(f"checkpoint {path} is damaged or truncated and cannot be read ({type(exc).__name__}: {detail})") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"checkpoint {path} is damaged: it holds a {type(payload).__name__}, not a checkpoint")
+    for key, kind in CHECKPOINT_KEYS.items():
+        if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool):
+            raise UsageError(f"checkpoint {path} is damaged or from another version: {key!r} is missing or not a {kind.__name__}")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise UsageError(f"checkpoint {path} has format {payload['format']}, this version reads format {CHECKPOINT_FORMAT}")
+    state = payload["state"]
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing or not isinstance(state.get("w"), torch.Tensor) or not isinstance(state.get("round"), int):
+        raise UsageError(f"checkpoint {path} is damaged: its training state lacks {', '.join(missing) or 'a valid w / round'}")
+    if not bool(torch.isfinite(state["w"]).all()):
+        raise UsageError(f"checkpoint {path} is damaged: its model holds NaN or infinite values")
+    return payload
+
+
+def metrics_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def read_metrics(run_dir: str | Path, strict: bool = False) -> list[dict]:
-    """Records of ``metrics.jsonl``; a damaged tail (a killed writer) is dropped with a
-    warning naming the file, unless ``strict``, when it is an error."""
+    """Records of ``metrics.jsonl``.
+
+    A damaged *last* line (a writer killed mid-line) is dropped with a
+    :class:`DamagedFileWarning` naming the file and the number of intact records kept,
+    unless ``strict``, when it is an error.  Damage before the last line, or rounds
+    that do not increase (records appended twice), is always an error naming the file
+    and the line: a figure is never drawn from a silently wrong file.
+    """
     path = Path(run_dir) / METRICS
     if not path.is_file():
         raise UsageError(f"{path} does not exist: not a run directory, or the run never evaluated a round")
-    records = []
-    with path.open("rb") as fh:
-        lines = fh.read().split(b"\n")
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    records: list[dict] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or "round" not in record:
+            if not isinstance(record, dict) or not isinstance(record.get("round"), int):
                 raise ValueError("not a metrics record")
         except (ValueError, UnicodeDecodeError):
             message = f"{path} is damaged at line {number}"
-            if strict or any(l.strip() for l in lines[number:]):
-                raise UsageError(f"{message}; the file is corrupted beyond its last line") from None
-            warnings.warn(f"{message} (a truncated last line); recovered the {len(records)} intact records before it")
+            if any(l.strip() for l in lines[number:]):
+                raise UsageError(f"{message} (intact lines follow it: the file was corrupted, not truncated)") from None
+            if strict:
+                raise UsageError(f"{message} (a truncated last line)") from None
+            warnings.warn(
+                f"{message} (a truncated last line): recovered the {len(records)} intact records before it",
+                DamagedFileWarning,
+                stacklevel=2,
+            )
             break
+        if records and record["round"] <= records[-1]["round"]:
+            raise UsageError(
+                f"{path} is damaged at line {number}: round {record['round']} follows round {records[-1]['round']} "
+                "(records written twice?)"
+            )
         records.append(record)
     return records
 
@@ -86,31 +162,72 @@ def read_json(path: str | Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist") from None
-    except (ValueError, UnicodeDecodeError, IsADirectoryError) as exc:
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"{path} is damaged or not JSON: {exc}") from None
 
 
-def code_version() -> str:
-    """``git describe`` of the source tree when it is a checkout, else the package version."""
+#: modules of the engine whose source decides what a run computes (hashed into the code version)
+ENGINE_MODULES = ("config", "engine", "local", "models", "objective", "oracle", "sampling", "task", "tasks")
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(task_name: str | None = None) -> str:
+    """``git describe --always --dirty --tags`` of the source tree (or the package version
+    outside a checkout), plus a SHA-256 of the source that decides what a run computes:
+    the engine's modules (:data:`ENGINE_MODULES`) and the module that builds the task
+    ``task_name`` (from :data:`perfedavg.tasks.TASKS`).  ``--dirty`` alone cannot tell two
+    different dirty trees apart; the digest can, and edits elsewhere (the CLI, figures,
+    other tasks) do not block a resume.  Computed once per process and task."""
     here = Path(__file__).resolve().parent.parent
+    described = None
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
         )
         if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
+            described = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    from importlib.metadata import PackageNotFoundError, version
+    if described is None:
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return f"perfedavg {version('perfedavg')}"
-    except PackageNotFoundError:
-        return "unknown"
+        try:
+            described = f"perfedavg {version('perfedavg')}"
+        except PackageNotFoundError:
+            described = "unknown"
+    files = [here / "perfedavg" / f"{name}.py" for name in ENGINE_MODULES]
+    if task_name is not None:
+        from .tasks import TASKS
+
+        target = TASKS.get(task_name)
+        if target:
+            files.append(here.joinpath(*target.split(":")[0].split(".")).with_suffix(".py"))
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            digest.update(file.relative_to(here).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+        except OSError:
+            digest.update(file.name.encode() + b"\0missing\0")
+    return f"{described} src:{digest.hexdigest()[:12]}"
 
 
 def library_versions() -> dict:
+    """Versions of Python, the libraries a run depends on, and the platform."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+    }
+    for name in ("perfedavg", "scipy", "tqdm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out

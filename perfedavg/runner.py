@@ -1,30 +1,45 @@
 """Run one configuration into a run directory, resumably.
 
-``run_config`` validates everything (config, task, ranges that depend on the task)
-*before* it creates the directory, so bad input leaves nothing behind.  During the
-run it appends one JSON line per evaluated round to ``metrics.jsonl``, saves
-``checkpoint.pt`` atomically every ``checkpoint_every`` rounds and on Ctrl-C, and
-finally writes ``summary.json``.  A resumed run continues from the checkpoint
-and ends bit-identical to an uninterrupted one (the generator state is saved).
+Order of work, so that bad input leaves nothing behind and a crash loses nothing:
+
+1. **Validate everything before writing anything**: the config, the task and its
+   options (types and ranges), the options whose range depends on the task, the device,
+   ``--out`` (a directory that can be created or replaced; ``--force`` deletes only what
+   looks like a run directory), and on ``--resume`` the checkpoint, the config and code
+   version it was written with, and the prefix of ``metrics.jsonl`` it has seen.
+2. Write ``config.toml`` (the resolved config) and ``summary.json`` with status
+   ``running``, the code version and the library versions.
+3. Run rounds: one JSON line per evaluated round appended to ``metrics.jsonl``;
+   ``checkpoint.pt`` (model, round, generator state, accumulated sums, the length and
+   SHA-256 of the metrics written so far, elapsed time) saved atomically every
+   ``checkpoint_every`` rounds and at the end.
+4. The first SIGINT (Ctrl-C) or SIGTERM asks the run to stop at the next round
+   boundary, where the checkpoint is saved (a second one stops at once, saving the last
+   boundary's snapshot); a NaN or infinite parameter or objective stops the run with
+   status ``diverged``, the round, and the last good round's checkpoint.
+5. ``summary.json`` with the final status (``finished | interrupted | diverged``).
+
+A resumed run cuts ``metrics.jsonl`` back to the prefix its checkpoint saw and ends
+bit-identical to an uninterrupted run with the same seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import shutil
 import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import torch
-
 from . import rundir
-from .config import RunConfig, build_config, dumps_toml, read_toml
-from .engine import TrainState, check_config_against_task, train
+from .config import RunConfig, build_config, check_value_type, dumps_toml, read_toml
 from .errors import Diverged, UsageError
-from .tasks import build_task, resolved_task_table
 
 
 @dataclass(frozen=True)
@@ -35,38 +50,223 @@ class RunResult:
 
 
 def resolve(cfg: RunConfig) -> tuple[RunConfig, object]:
-    """The config with every task default filled in, and the task it describes (validated)."""
-    cfg = cfg.replace(task=resolved_task_table(cfg.task))
-    task = build_task(cfg.task)
-    from .engine import DTYPES
+    """The config with every task default filled in, and the task it describes (validated:
+    task option types and ranges, the device, and the ranges that depend on the task)."""
+    import torch
 
-    task = task.to(DTYPES[cfg.dtype], cfg.device)
+    from .engine import DTYPES, check_config_against_task
+    from .tasks import build_task, resolved_task_table, task_spec
+
+    cfg = cfg.replace(task=_typed_task_table(cfg.task, task_spec))
+    cfg = cfg.replace(task=resolved_task_table(cfg.task))
+    device = _check_device(cfg.device, torch)
+    task = build_task(cfg.task)
+    task = task.to(DTYPES[cfg.dtype], device)
     check_config_against_task(cfg, task)
     return cfg, task
 
 
-def _checkpoint_payload(cfg: RunConfig, state: TrainState, n_records: int) -> dict:
-    return {"config": cfg.to_dict(), "state": state.to_dict(), "metrics_records": n_records, "code_version": rundir.code_version()}
+def _typed_task_table(table, task_spec) -> dict:
+    """``[task]`` with each option checked against the type its options dataclass declares."""
+    table = dict(table)
+    spec = task_spec(table["name"])
+    declared = {f.name: f for f in fields(spec.options)}
+    for key, value in table.items():
+        f = declared.get(key)
+        expected = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type)) if f else None
+        if expected is None:  # unknown keys are reported by the task registry; other types are the task's
+            continue
+        if expected in (int, float) and isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"task.{key}={value} is out of range: must be a finite number ({f.metadata.get('doc', '')})")
+        table[key] = check_value_type(f"task.{key}", value, expected, f.metadata.get("doc", ""))
+    return table
 
 
-def _load_checkpoint(path: Path) -> dict:
+def _check_device(name: str, torch):
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or "state" not in payload:
-            raise ValueError("missing state")
-        return payload
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist: nothing to resume (start the run without --resume)") from None
-    except Exception as exc:  # torch raises many kinds on a damaged file
-        raise UsageError(f"checkpoint {path} is damaged and cannot be read ({type(exc).__name__})") from None
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"device={name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"device={name!r}: no CUDA device is available here; use device=cpu")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"device={name!r} is out of range: this machine has cuda:0..cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise UsageError(f"device={name!r} is not supported: use cpu, cuda or cuda:N")
+    return device
 
 
-def _truncate_metrics(path: Path, n_records: int) -> None:
-    """Keep the first ``n_records`` lines (the records the checkpoint has seen)."""
-    if not path.exists():
+# -- the run directory, checked before anything is written ------------------------------
+def _looks_like_run_dir(path: Path) -> bool:
+    """Only run files (and their atomic-write temporaries) and at least one of them."""
+    names = [p.name for p in path.iterdir()]
+    known = [n for n in names if n in rundir.RUN_FILES]
+    temporary = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
+    return bool(known) and len(known) + len(temporary) == len(names)
+
+
+def _check_fresh_out(out: Path, force: bool) -> None:
+    """``out`` can hold a new run: absent (and creatable), empty, or with ``force`` a run
+    directory to replace.  Raises :class:`UsageError` naming ``--out``; writes nothing."""
+    if out.is_symlink() and not out.exists():
+        raise UsageError(f"--out {out} is a dangling symbolic link")
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"--out {out} is a file, not a directory: choose another --out")
+        try:
+            entries = list(out.iterdir())
+        except OSError as exc:
+            raise UsageError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
+        if entries:
+            if not force:
+                raise UsageError(f"--out {out} already exists and is not empty: use --resume to continue it or --force to replace it")
+            if not _looks_like_run_dir(out):
+                raise UsageError(f"--out {out} is not a run directory (it holds other files): --force replaces only run directories")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out} is not writable")
         return
-    lines = [l for l in path.read_bytes().split(b"\n") if l.strip()][:n_records]
-    rundir.atomic_write_bytes(path, b"".join(l + b"\n" for l in lines))
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out} cannot be created: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} cannot be created: {ancestor} is not writable")
+
+
+def _create_out(out: Path, force: bool) -> None:
+    """Make ``out`` (checked by :func:`_check_fresh_out`) an empty directory."""
+    if out.exists():
+        if force:
+            for entry in out.iterdir():
+                entry.unlink()  # only run files: checked by _looks_like_run_dir
+        return
+    first_new = out.absolute()
+    while not first_new.parent.exists():
+        first_new = first_new.parent
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        if first_new.exists():
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise UsageError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def _checkpoint_payload(cfg: RunConfig, state, n_records: int, n_bytes: int, digest: str, wall: float) -> dict:
+    return {
+        "format": rundir.CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "state": state.to_dict(),
+        "metrics_records": n_records,
+        "metrics_bytes": n_bytes,
+        "metrics_sha256": digest,
+        "code_version": rundir.code_version(cfg.task['name']),
+        "wall_seconds": wall,
+    }
+
+
+@dataclass
+class _Resume:
+    """What a checked resume starts from."""
+
+    state: object
+    n_records: int
+    metrics_prefix: bytes
+    wall: float
+    dropped_records: int
+    config_changed: bool
+
+
+def _check_resume(cfg: RunConfig, out: Path, task, force: bool) -> _Resume | None:
+    """Check the checkpoint in ``out`` against ``cfg``, the code and ``metrics.jsonl``;
+    ``None`` when the run never saved a checkpoint (it restarts at round 0).  Writes nothing."""
+    from .engine import TrainState, initial_state
+
+    if not out.is_dir():
+        raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
+    path = out / rundir.CHECKPOINT
+    if not path.exists() and not path.is_symlink():
+        if not (out / rundir.CONFIG).exists():
+            raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG}, no {rundir.CHECKPOINT})")
+        return None
+    payload = rundir.read_checkpoint(path)
+    saved, now = payload["config"], cfg.to_dict()
+    changed = saved != now
+    if changed and not force:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise UsageError(f"--resume {out}: the config differs from the checkpoint's in {', '.join(diff)} (use --force to continue anyway)")
+    if payload["code_version"] != rundir.code_version(cfg.task['name']) and not force:
+        raise UsageError(
+            f"--resume {out}: the code changed since the checkpoint ({payload['code_version']} -> "
+            f"{rundir.code_version(cfg.task['name'])}); use --force to continue anyway"
+        )
+    try:
+        state = TrainState.from_dict(payload["state"], cfg.device)
+    except Exception as exc:  # a damaged generator state, a wrong tensor
+        raise UsageError(f"checkpoint {path} is damaged: its training state cannot be restored ({type(exc).__name__})") from None
+    expected = initial_state(task, cfg).w
+    if state.w.shape != expected.shape or state.w.dtype != expected.dtype:
+        raise UsageError(
+            f"checkpoint {path} holds a model of shape {tuple(state.w.shape)} {state.w.dtype}, but the config's task needs "
+            f"{tuple(expected.shape)} {expected.dtype}"
+        )
+    if not 0 <= state.round <= cfg.K:
+        raise UsageError(f"checkpoint {path} is at round {state.round}, outside 0..K={cfg.K}")
+    metrics = out / rundir.METRICS
+    try:
+        data = metrics.read_bytes() if metrics.exists() else b""
+    except OSError as exc:
+        raise UsageError(f"{metrics} cannot be read: {exc.strerror or exc}") from None
+    n_bytes = payload["metrics_bytes"]
+    if len(data) < n_bytes or rundir.metrics_digest(data[:n_bytes]) != payload["metrics_sha256"]:
+        raise UsageError(
+            f"{metrics} does not match {path}: the first {payload['metrics_records']} records the checkpoint saw were changed "
+            "or lost, so the run cannot continue bit for bit (start it again with --force, without --resume)"
+        )
+    dropped = data[n_bytes:].count(b"\n") + (0 if data.endswith(b"\n") or len(data) == n_bytes else 1)
+    return _Resume(state, payload["metrics_records"], data[:n_bytes], float(payload.get("wall_seconds", 0.0)), dropped, changed)
+
+
+# -- stopping on signals at a round boundary ---------------------------------------------------
+class _StopOnSignal:
+    """SIGINT and SIGTERM: the first asks the run to stop at the next round boundary, the
+    second raises :class:`KeyboardInterrupt` at once.  Installed in the main thread only
+    (elsewhere the caller's handling applies)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\nperfedavg: {signal.Signals(signum).name} received: stopping after this round "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def _note(message: str) -> None:
+    print(f"perfedavg: {message}", file=sys.stderr, flush=True)
 
 
 def run_config(
@@ -78,75 +278,126 @@ def run_config(
     progress: bool = True,
     plot: bool = False,
 ) -> RunResult:
-    """Run ``cfg`` into ``out`` (see the module docstring); returns the final status."""
+    """Run ``cfg`` into ``out`` (see the module docstring); returns the final status.
+
+    ``resume``: continue the run in ``out`` from its checkpoint (from round 0 when it never
+    saved one); ``force``: replace a non-empty run directory, or resume despite a changed
+    config or code version.  Raises :class:`UsageError` before writing anything on bad input.
+    """
+    from .engine import train
+
     out = Path(out)
     cfg, task = resolve(cfg)
-    state, n_records = None, 0
+    start: _Resume | None = None
     if resume:
-        payload = _load_checkpoint(out / rundir.CHECKPOINT)
-        saved = payload["config"]
-        if saved != cfg.to_dict() and not force:
-            diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
-            raise UsageError(f"--resume {out}: the config differs from the saved one in {', '.join(diff)} (use --force to continue anyway)")
-        if payload.get("code_version") != rundir.code_version() and not force:
-            raise UsageError(
-                f"--resume {out}: the code changed since the checkpoint ({payload.get('code_version')} -> "
-                f"{rundir.code_version()}); use --force to continue anyway"
-            )
-        state = TrainState.from_dict(payload["state"], cfg.device)
-        n_records = payload["metrics_records"]
-        _truncate_metrics(out / rundir.METRICS, n_records)
+        start = _check_resume(cfg, out, task, force)
     else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not force:
-                raise UsageError(f"--out {out} already exists and is not empty: use --resume to continue it or --force to replace it")
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        out.mkdir(parents=True, exist_ok=True)
+        _check_fresh_out(out, force)
+
+    # -- validated: from here on, write ----------------------------------------------------
+    if not resume:
+        _create_out(out, force)
+    if not resume or start is None or start.config_changed or not (out / rundir.CONFIG).exists():
         rundir.atomic_write_text(out / rundir.CONFIG, dumps_toml(cfg.to_dict()))
+    prefix = start.metrics_prefix if start else b""
+    if resume:
+        if start is None:
+            _note(f"no checkpoint in {out}: starting again from round 0")
+        elif start.dropped_records:
+            _note(f"dropped {start.dropped_records} line(s) of {out / rundir.METRICS} written after the checkpoint")
+        rundir.atomic_write_bytes(out / rundir.METRICS, prefix)
+    state = start.state if start else None
+    n_records, n_bytes, hasher = (start.n_records if start else 0), len(prefix), hashlib.sha256(prefix)
+    wall_before = start.wall if start else 0.0
+    base_summary = {
+        "task": task.label or task.name,
+        "code_version": rundir.code_version(cfg.task['name']),
+        "versions": rundir.library_versions(),
+    }
+    rundir.atomic_write_json(
+        out / rundir.SUMMARY,
+        {"status": "running", "message": "", "started_at_round": state.round if state else 0, "pid": os.getpid(), **base_summary},
+    )
 
     bar = _progress(cfg, state, progress)
     started = time.perf_counter()
-    status, message, diverged_round = "finished", "", None
-    boundary = None  # last consistent (round-boundary) checkpoint payload
+    status, message, diverged_round, signum = "finished", "", None, None
+    boundary = None  # snapshot of the last round boundary, as saved in a checkpoint
+    last_record = None
+    stop = _StopOnSignal()
     try:
-        with (out / rundir.METRICS).open("a") as metrics:
+        with stop, (out / rundir.METRICS).open("ab") as metrics:
             for state, record in train(task, cfg, state):
                 if record is not None:
-                    metrics.write(json.dumps(record) + "\n")
+                    line = json.dumps(record).encode() + b"\n"
+                    metrics.write(line)
                     metrics.flush()
+                    hasher.update(line)
+                    n_bytes += len(line)
                     n_records += 1
+                    last_record = record
                     bar.set_postfix_str(_postfix(record))
-                boundary = _checkpoint_payload(cfg, state, n_records)
-                if cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0 or state.round == cfg.K:
+                wall = wall_before + time.perf_counter() - started
+                boundary = _checkpoint_payload(cfg, state, n_records, n_bytes, hasher.hexdigest(), wall)
+                due = cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0 or state.round == cfg.K
+                if due or stop.signum is not None:
                     rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
                 bar.n = state.round
                 bar.refresh()
+                if stop.signum is not None and state.round < cfg.K:
+                    status, signum = "interrupted", stop.signum
+                    break
     except Diverged as exc:
         status, message, diverged_round = "diverged", str(exc), exc.round_index
-    except KeyboardInterrupt:
-        status, message = "interrupted", "interrupted by the user; continue with --resume"
+        if boundary is not None:  # the last good round: kept, never overwritten by the bad state
+            rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+    except KeyboardInterrupt:  # a second signal: stop now, at the last round boundary seen
+        status, signum = "interrupted", stop.signum or signal.SIGINT
         if boundary is not None:
             rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
     finally:
         bar.close()
-    records = rundir.read_metrics(out) if (out / rundir.METRICS).exists() else []
+    if status != "finished":  # metrics.jsonl holds exactly what the checkpoint saw
+        _truncate(out / rundir.METRICS, boundary["metrics_bytes"] if boundary is not None else len(prefix))
+    checkpoint_round = boundary["state"]["round"] if boundary is not None else (start.state.round if start else None)
+    if status == "interrupted":
+        name = signal.Signals(signum).name
+        where = f"checkpoint at round {checkpoint_round}" if checkpoint_round is not None else "no checkpoint yet"
+        message = f"interrupted by {name} ({where}); continue with: perfedavg run --resume --out {out}"
+    elif status == "diverged":
+        kept = f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}" if checkpoint_round is not None else "no checkpoint kept (it diverged at the start)"
+        message = f"{message}; {kept}"
+    else:
+        checkpoint_round = cfg.K
+    if status != "finished" or last_record is None:  # read what the file holds (resumed, or cut back)
+        records = rundir.read_metrics(out) if (out / rundir.METRICS).exists() and (out / rundir.METRICS).stat().st_size else []
+        last_record = records[-1] if records else None
     summary = {
         "status": status,
         "message": message,
-        "rounds_completed": state.round if state is not None else 0,
+        "rounds_completed": checkpoint_round if checkpoint_round is not None else 0,
+        "checkpoint_round": checkpoint_round,
         "diverged_at_round": diverged_round,
-        "final": {k: v for k, v in (records[-1] if records else {}).items() if k != "per_client"},
-        "wall_seconds": time.perf_counter() - started,
-        "task": task.label or task.name,
-        "code_version": rundir.code_version(),
-        "versions": rundir.library_versions(),
+        "signal": signal.Signals(signum).name if signum else None,
+        "final": {k: v for k, v in (last_record or {}).items() if k != "per_client"},
+        "wall_seconds": wall_before + time.perf_counter() - started,
+        **base_summary,
     }
     rundir.atomic_write_json(out / rundir.SUMMARY, summary)
-    if plot and records:
+    if plot and status == "finished" and last_record is not None:
         from .plot import plot_run
 
-        plot_run(out)
+        try:
+            plot_run(out)
+        except Exception as exc:  # the run's results are intact; the picture is a convenience
+            print(f"perfedavg: warning: could not draw {out / 'curves.png'}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return RunResult(status, out, summary)
+
+
+def _truncate(path: Path, n_bytes: int) -> None:
+    """Cut ``path`` back to its first ``n_bytes`` (the prefix a checkpoint saw)."""
+    if path.exists() and path.stat().st_size > n_bytes:
+        os.truncate(path, n_bytes)
 
 
 def _postfix(record: dict) -> str:
@@ -169,4 +420,18 @@ def _progress(cfg: RunConfig, state, enabled: bool):
 def load_run_config(config_path: str | None, overrides: list[str]) -> RunConfig:
     """Defaults <- TOML file <- ``--set`` overrides."""
     base = read_toml(config_path) if config_path else {}
+    return build_config(base, overrides)
+
+
+def load_resume_config(out: str | Path, config_path: str | None, overrides: list[str]) -> RunConfig:
+    """The config of ``--resume``: the run's saved ``config.toml`` (or ``--config``) <- ``--set``."""
+    out = Path(out)
+    if config_path:
+        base = read_toml(config_path)
+    else:
+        if not out.is_dir():
+            raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
+        if not (out / rundir.CONFIG).is_file():
+            raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG})")
+        base = read_toml(out / rundir.CONFIG)
     return build_config(base, overrides)

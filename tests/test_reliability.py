@@ -1,0 +1,388 @@
+"""Long runs that survive (issue 7): kill and resume bit for bit, signals, divergence,
+damaged run files.
+
+Faults injected here (counted in the lead's note): SIGKILL at a random round (FedAvg,
+Per-FedAvg HF), a torn last metrics line left by a killed writer, SIGTERM then resume,
+divergence, and every way of damaging ``checkpoint.pt`` and ``metrics.jsonl`` below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from perfedavg import rundir
+from perfedavg.config import build_config
+from perfedavg.errors import UsageError
+from perfedavg.rundir import DamagedFileWarning, read_checkpoint, read_metrics
+from perfedavg.runner import run_config
+
+#: a small synthetic softmax run: ~25 ms a round with one thread, so a kill lands mid-run
+SMALL = ["tau=2", "r=0.5", "D=4", "D1=4", "D2=4", "eval_every=1", "checkpoint_every=1",
+         "task.n_clients=4", "task.dim=3", "task.support=20", "task.classes=2"]
+K_KILL = 50
+#: one torch thread: the same arithmetic in every process (bit-identity), no thread thrash on shared cores
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process runs on one torch thread too (2 threads on 2 shared cores thrash: ~10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _argv(out, algorithm, K=K_KILL, extra=()):
+    sets = [f"--set={s}" for s in (*SMALL, f"K={K}", f"algorithm={algorithm!r}".replace("'", '"'), *extra)]
+    return [sys.executable, "-m", "perfedavg", "run", "--out", str(out), "--no-progress", "--no-plot", *sets]
+
+
+def _start(argv):
+    return subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _records_on_disk(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _kill_at(proc, run_dir: Path, round_index: int, signum=signal.SIGKILL):
+    """Send ``signum`` once ``metrics.jsonl`` holds the record of ``round_index`` (eval_every=1)."""
+    deadline = time.monotonic() + 120
+    while _records_on_disk(run_dir / rundir.METRICS) < round_index + 1:
+        assert proc.poll() is None, f"the run ended before round {round_index}: {proc.communicate()}"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.002)
+    proc.send_signal(signum)
+
+
+def _resume(run_dir):
+    """``--resume``; when another developer edited the engine between the kill and the resume
+    (a shared tree), the refusal is the designed behaviour: then resume with --force."""
+    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", "--out", str(run_dir), "--no-progress", "--no-plot"]
+    rc, out, err = _finish(_start(argv))
+    if rc == 2 and "the code changed" in err:
+        rc, out, err = _finish(_start(argv + ["--force"]))
+    return rc, out, err
+
+
+def _final(run_dir):
+    return json.loads((run_dir / rundir.SUMMARY).read_text())
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """Uninterrupted runs, FedAvg and Per-FedAvg (HF), as real subprocesses (in parallel)."""
+    base = tmp_path_factory.mktemp("reference")
+    procs = {a: _start(_argv(base / a, a)) for a in ("fedavg", "hf")}
+    for a, proc in procs.items():
+        rc, _, err = _finish(proc)
+        assert rc == 0, err
+    return {a: base / a for a in procs}
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "hf"])
+def test_sigkill_at_a_random_round_then_resume_is_bit_identical(algorithm, references, tmp_path):
+    seed = int.from_bytes(os.urandom(4), "little")
+    kill_round = random.Random(seed).randint(1, K_KILL - 10)
+    run = tmp_path / "killed"
+    proc = _start(_argv(run, algorithm))
+    _kill_at(proc, run, kill_round)
+    rc, _, _ = _finish(proc)
+    assert rc == -signal.SIGKILL
+    # the killed run stopped mid-way, and its checkpoint is at a round boundary
+    ckpt = read_checkpoint(run / rundir.CHECKPOINT)
+    at = ckpt["state"]["round"]
+    assert kill_round - 1 <= at < K_KILL, f"kill seed {seed}: checkpoint at round {at}"  # killed between record and checkpoint: at = kill_round - 1
+    assert json.loads((run / rundir.SUMMARY).read_text())["status"] == "running"
+    if algorithm == "fedavg":  # a writer killed mid-line leaves a torn record: it must be dropped
+        with (run / rundir.METRICS).open("ab") as fh:
+            fh.write(b'{"round": 999, "F": 0.12')
+    rc, out, err = _resume(run)
+    assert rc == 0, f"kill seed {seed}: {err}"
+    reference = references[algorithm]
+    # bit-identical: the same bytes (JSON floats are written exactly) and the same final values
+    assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), f"kill seed {seed}, round {at}"
+    assert _final(run)["final"] == _final(reference)["final"]
+    assert _final(run)["status"] == "finished" and _final(run)["rounds_completed"] == K_KILL
+    assert torch.equal(read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
+                       read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"])
+
+
+def test_sigterm_stops_at_a_round_boundary_and_resumes_bit_identical(references, tmp_path):
+    run = tmp_path / "terminated"
+    proc = _start(_argv(run, "hf"))
+    _kill_at(proc, run, 5, signal.SIGTERM)
+    rc, _, err = _finish(proc)
+    assert rc == 128 + signal.SIGTERM, err
+    summary = _final(run)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    at = summary["checkpoint_round"]
+    assert read_checkpoint(run / rundir.CHECKPOINT)["state"]["round"] == at
+    # metrics.jsonl holds exactly the records up to the checkpoint: rounds 0..at
+    assert [r["round"] for r in read_metrics(run)] == list(range(at + 1))
+    assert summary["final"]["round"] == at
+    assert "--resume" in err.strip().splitlines()[-1]
+    rc, _, err = _resume(run)
+    assert rc == 0, err
+    assert (run / rundir.METRICS).read_bytes() == (references["hf"] / rundir.METRICS).read_bytes()
+
+
+# -- in-process runs -----------------------------------------------------------------------------
+def _cfg(*extra):
+    return build_config({}, [*SMALL, *extra])
+
+
+def test_huge_beta_is_reported_as_diverged_with_its_round_and_the_last_good_checkpoint(tmp_path, capsys):
+    from perfedavg.cli import main
+
+    out = tmp_path / "run"
+    # beta = 2e38 in float32: each round moves w by ~1e37 (gradients ~0.1) in a random walk
+    # that overflows float32 (3.4e38) after a few rounds (round 22 with seed 0)
+    rc = main(["run", "--out", str(out), "--no-progress", "--no-plot",
+               *[f"--set={s}" for s in (*SMALL, "K=40", "beta=2e38", "checkpoint_every=0")]])
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "diverged at round" in lines[0], err
+    summary = _final(out)
+    k = summary["diverged_at_round"]
+    assert summary["status"] == "diverged" and 2 <= k < 40
+    assert f"round {k}" in lines[0]
+    # the last good round is kept (checkpoint_every=0 would otherwise have saved nothing)
+    ckpt = read_checkpoint(out / rundir.CHECKPOINT)
+    assert ckpt["state"]["round"] == summary["checkpoint_round"] == k - 1
+    assert bool(torch.isfinite(ckpt["state"]["w"]).all())
+    assert [r["round"] for r in read_metrics(out)] == list(range(k))  # every record before the bad round, no more
+
+
+def test_ctrl_c_in_process_checkpoints_at_a_round_boundary(tmp_path, monkeypatch):
+    """SIGINT delivered from inside round 3: the run finishes the round, checkpoints round 3, stops."""
+    import perfedavg.engine as engine
+
+    real = engine.local_round
+    calls = {"n": 0}
+
+    def interrupting(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(engine, "local_round", interrupting)
+    result = run_config(_cfg("K=10"), tmp_path / "run", progress=False)
+    assert result.status == "interrupted" and result.summary["signal"] == "SIGINT"
+    assert result.summary["checkpoint_round"] == 3
+    assert read_checkpoint(tmp_path / "run" / rundir.CHECKPOINT)["state"]["round"] == 3
+    assert [r["round"] for r in read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(engine, "local_round", real)
+    resumed = run_config(_cfg("K=10"), tmp_path / "run", resume=True, progress=False)
+    fresh = run_config(_cfg("K=10"), tmp_path / "fresh", progress=False)
+    assert resumed.summary["final"] == fresh.summary["final"]
+    assert (tmp_path / "run" / rundir.METRICS).read_bytes() == (tmp_path / "fresh" / rundir.METRICS).read_bytes()
+
+
+def test_resume_refuses_a_changed_config_unless_forced(tmp_path):
+    run_config(_cfg("K=3"), tmp_path / "run", progress=False)
+    with pytest.raises(UsageError, match=r"differs from the checkpoint's in K"):
+        run_config(_cfg("K=6"), tmp_path / "run", resume=True, progress=False)
+    extended = run_config(_cfg("K=6"), tmp_path / "run", resume=True, force=True, progress=False)
+    fresh = run_config(_cfg("K=6"), tmp_path / "fresh", progress=False)
+    assert extended.summary["final"] == fresh.summary["final"]  # extending K continues bit for bit
+    assert "K = 6" in (tmp_path / "run" / rundir.CONFIG).read_text()
+
+
+def test_resume_refuses_a_changed_code_version_unless_forced(tmp_path, monkeypatch):
+    run_config(_cfg("K=2"), tmp_path / "run", progress=False)
+    monkeypatch.setattr(rundir, "code_version", lambda task=None: "something else")
+    with pytest.raises(UsageError, match="the code changed"):
+        run_config(_cfg("K=2"), tmp_path / "run", resume=True, progress=False)
+    assert run_config(_cfg("K=2"), tmp_path / "run", resume=True, force=True, progress=False).status == "finished"
+
+
+def test_run_directory_carries_config_code_and_library_versions(tmp_path):
+    result = run_config(_cfg("K=2"), tmp_path / "run", progress=False)
+    summary = _final(tmp_path / "run")
+    assert summary["code_version"] == rundir.code_version("softmax") and "src:" in summary["code_version"]
+    assert {"python", "torch", "numpy", "perfedavg"} <= set(summary["versions"])
+    assert summary["versions"]["torch"] == torch.__version__
+    from perfedavg.config import read_toml
+    from perfedavg.runner import resolve
+
+    # config.toml is the resolved config: reading it back gives the same config, every default filled in
+    assert build_config(read_toml(tmp_path / "run" / rundir.CONFIG)) == resolve(_cfg("K=2"))[0]
+    assert result.status == "finished"
+
+
+# -- damaged files ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_config(_cfg("K=4"), out, progress=False)
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _damaged_checkpoints(good: bytes, path: Path):
+    """(name, writer) pairs: each writes one kind of damaged checkpoint at ``path``."""
+    import io
+
+    def save(obj):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        path.write_bytes(buf.getvalue())
+
+    payload = torch.load(io.BytesIO(good), weights_only=True)
+    return [
+        ("empty", lambda: path.write_bytes(b"")),
+        ("truncated half", lambda: path.write_bytes(good[: len(good) // 2])),
+        ("truncated by one byte", lambda: path.write_bytes(good[:-1])),
+        ("garbage", lambda: path.write_bytes(os.urandom(2048))),
+        ("flipped bytes", lambda: path.write_bytes(good[:100] + bytes(b ^ 0xFF for b in good[100:400]) + good[400:])),
+        ("text", lambda: path.write_text("not a checkpoint\n")),
+        ("a directory", lambda: (path.unlink(), path.mkdir())),
+        ("a list", lambda: save([1, 2, 3])),
+        ("missing state", lambda: save({k: v for k, v in payload.items() if k != "state"})),
+        ("missing metrics digest", lambda: save({k: v for k, v in payload.items() if k != "metrics_sha256"})),
+        ("future format", lambda: save({**payload, "format": 99})),
+        ("NaN model", lambda: save({**payload, "state": {**payload["state"], "w": payload["state"]["w"] * float("nan")}})),
+        ("state without generator", lambda: save({**payload, "state": {k: v for k, v in payload["state"].items() if k != "generator_state"}})),
+        ("bad generator state", lambda: save({**payload, "state": {**payload["state"], "generator_state": torch.zeros(3, dtype=torch.uint8)}})),
+        ("model of another shape", lambda: save({**payload, "state": {**payload["state"], "w": torch.zeros(3)}})),
+        ("code that runs on load", lambda: path.write_bytes(_pickle_that_runs_code())),
+    ]
+
+
+def _pickle_that_runs_code() -> bytes:
+    import io
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/perfedavg-checkpoint-ran-code",))
+
+    buf = io.BytesIO()
+    torch.save({"x": 1}, buf)  # a zip container ...
+    import zipfile
+
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, zipfile.ZipFile(zbuf, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = pickle.dumps(Evil())  # ... whose pickle would run a command
+            zout.writestr(item, data)
+    return zbuf.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_every_damaged_checkpoint_is_a_clear_error_naming_the_file(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path / "run")
+    path = run / rundir.CHECKPOINT
+    good = path.read_bytes()
+    tried = 0
+    for name, damage in _damaged_checkpoints(good, path):
+        if path.is_dir():
+            path.rmdir()
+        path.write_bytes(good)
+        damage()
+        with pytest.raises(UsageError) as info:
+            run_config(_cfg("K=4"), run, resume=True, progress=False)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message, (name, message)
+        tried += 1
+    assert tried == 16
+    assert not Path("/tmp/perfedavg-checkpoint-ran-code").exists()  # weights_only: never runs code
+
+
+def test_resume_refuses_a_metrics_file_that_does_not_match_the_checkpoint(finished_run, tmp_path):
+    for name, damage in [
+        ("a record changed", lambda b: b.replace(b'"round": 2', b'"round": 7', 1)),
+        ("records lost", lambda b: b[: len(b) // 3]),
+        ("emptied", lambda b: b""),
+    ]:
+        run = _copy(finished_run, tmp_path / name.replace(" ", "-"))
+        metrics = run / rundir.METRICS
+        metrics.write_bytes(damage(metrics.read_bytes()))
+        before = metrics.read_bytes()
+        with pytest.raises(UsageError, match=str(metrics).replace("/", "/") + " does not match"):
+            run_config(_cfg("K=4"), run, resume=True, progress=False)
+        assert metrics.read_bytes() == before  # refused before writing anything
+
+
+def test_truncated_metrics_recovers_the_intact_prefix_and_says_so(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path / "run")
+    metrics = run / rundir.METRICS
+    full = read_metrics(run)
+    data = metrics.read_bytes()
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 40  # 40 bytes into the last record
+    metrics.write_bytes(data[:cut])
+    with pytest.warns(DamagedFileWarning, match=rf"{metrics} is damaged at line {len(full)}.*recovered the {len(full) - 1} intact"):
+        records = read_metrics(run)
+    assert records == full[:-1]
+    with pytest.raises(UsageError, match="truncated last line"):
+        read_metrics(run, strict=True)
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda lines: lines[:1] + [b"{garbage"] + lines[1:], "intact lines follow"),
+    (lambda lines: lines[:2] + [lines[1]] + lines[2:], "records written twice"),
+    (lambda lines: lines[:1] + [b"[1, 2]"] + lines[1:], "intact lines follow"),
+    (lambda lines: lines[:1] + [b"\xff\xfe binary"] + lines[1:], "intact lines follow"),
+])
+def test_corrupted_metrics_is_an_error_naming_file_and_line(finished_run, tmp_path, damage, expected):
+    run = _copy(finished_run, tmp_path / "run")
+    metrics = run / rundir.METRICS
+    lines = metrics.read_bytes().rstrip(b"\n").split(b"\n")
+    metrics.write_bytes(b"\n".join(damage(lines)) + b"\n")
+    with pytest.raises(UsageError, match=rf"{metrics} is damaged at line \d+.*{expected}"):
+        read_metrics(run)
+
+
+def test_resume_without_a_checkpoint_restarts_from_round_zero(tmp_path):
+    run_config(_cfg("K=3", "checkpoint_every=0"), tmp_path / "run", progress=False)
+    (tmp_path / "run" / rundir.CHECKPOINT).unlink()  # killed before its first checkpoint
+    with (tmp_path / "run" / rundir.METRICS).open("ab") as fh:
+        fh.write(b'{"round": 0, "F"')
+    resumed = run_config(_cfg("K=3", "checkpoint_every=0"), tmp_path / "run", resume=True, progress=False)
+    fresh = run_config(_cfg("K=3", "checkpoint_every=0"), tmp_path / "fresh", progress=False)
+    assert resumed.summary["final"] == fresh.summary["final"]
+    assert (tmp_path / "run" / rundir.METRICS).read_bytes() == (tmp_path / "fresh" / rundir.METRICS).read_bytes()
+
+
+def test_force_replaces_only_run_directories(tmp_path):
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    (precious / rundir.CONFIG).write_text("x = 1\n")
+    with pytest.raises(UsageError, match="not a run directory"):
+        run_config(_cfg("K=1"), precious, force=True, progress=False)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    run_config(_cfg("K=1"), tmp_path / "run", progress=False)
+    assert run_config(_cfg("K=2"), tmp_path / "run", force=True, progress=False).status == "finished"
+    assert [r["round"] for r in read_metrics(tmp_path / "run")] == [0, 1, 2]
