@@ -53,9 +53,12 @@ def client_objectives(
             W = w.detach().expand(len(clients), -1).clone().requires_grad_(True)
             f = (P * per_sample_loss(W, X, Y)).sum(-1)
             (g,) = torch.autograd.grad(f.sum(), W, create_graph=alpha != 0)
-            F = (P * per_sample_loss(W - alpha * g, X, Y)).sum(-1) if alpha != 0 else f
-            (gF,) = torch.autograd.grad(F.sum(), W)
-        parts.append((F.detach(), gF, f.detach(), g.detach()))
+            if alpha == 0:  # F = f: no inner step to differentiate through
+                F, gF = f, g
+            else:
+                F = (P * per_sample_loss(W - alpha * g, X, Y)).sum(-1)
+                (gF,) = torch.autograd.grad(F.sum(), W)
+        parts.append((F.detach(), gF.detach(), f.detach(), g.detach()))
     return ClientObjectives(*(torch.cat(column) for column in zip(*parts)))
 
 

@@ -14,6 +14,39 @@ users whose label sets are disjoint (when ``n_clients <= classes``) — a known,
 exactly computable total-variation distance :math:`\mathrm{TV}(p_i,\bar p)` that is
 linear in :math:`h`.  Test data: a second support drawn the same way, with the same
 :math:`p_i` construction.
+
+Exact constants (PAPER.md §3).  Parameters :math:`w = (W, b)` (flat, see
+:mod:`perfedavg.models`), scores :math:`s = Wx + b = \tilde W z` with :math:`z=(x,1)`,
+:math:`R_z = \max_s\|z_s\| = \sqrt{1+\max_s\|x_s\|^2}` over the training support.
+:math:`\nabla l = (\pi(s) - e_y)\otimes z` and :math:`\nabla^2 l = A(s)\otimes zz^\top` with
+:math:`\pi` the softmax and :math:`A = \mathrm{diag}(\pi)-\pi\pi^\top`.  Along a direction
+:math:`h\in\mathbb R^C` of the scores, with :math:`X` the random variable equal to :math:`h_c`
+with probability :math:`\pi_c`, :math:`h^\top A h = \mathrm{Var}(X)` and the third derivative of
+log-sum-exp is :math:`T[h,h,h] = \mathbb E(X-\mathbb EX)^3`.  X lives in an interval of
+length :math:`\ell\le\max_c h_c-\min_c h_c\le\sqrt2\|h\|`, so
+
+* :math:`\|\pi-e_y\|^2 = (1-\pi_y)^2+\sum_{c\ne y}\pi_c^2\le 2` gives :math:`B = \sqrt2\,R_z`;
+* :math:`\mathrm{Var}(X)\le\ell^2/4\le\|h\|^2/2` gives :math:`\|A\|\le\tfrac12`, :math:`L = R_z^2/2`;
+* :math:`|\mathbb E(X-\mathbb EX)^3|\le\ell^3/(6\sqrt3)` (for a fixed mean, maximising a linear
+  functional over distributions on an interval has two-point extremes, and a two-point law
+  has :math:`|\mu_3| = \ell^3p(1-p)|1-2p|\le\ell^3/(6\sqrt3)`), so
+  :math:`|T[h,h,h]|\le c_T\|h\|^3` with :math:`c_T = 2\sqrt2/(6\sqrt3) = \sqrt2/(3\sqrt3)`; for a
+  symmetric trilinear form on a Hilbert space :math:`\sup|T[h,a,a]| = \sup|T[v,v,v]|`
+  over unit vectors (Banach), so :math:`\|A(s)-A(s')\|\le c_T\|s-s'\|\le c_T\|\Delta\tilde W\|_F R_z`
+  and :math:`\rho = c_T R_z^3`;
+* :math:`\sigma_G^2\le\max_i 2\,\mathbb E_{p_i}\|z\|^2`, :math:`\sigma_H^2\le\max_i\tfrac14\mathbb E_{p_i}\|z\|^4`
+  (variance at most the second moment), valid for every w.
+
+Ground metric for :math:`W_1`: :math:`\theta=(x,y)`,
+:math:`c(\theta,\theta') = \|x-x'\|_2 + \kappa\,[y\ne y']` with :math:`\kappa` = ``LABEL_COST`` = 1.
+Lipschitz constants in :math:`\theta` at a given w (:func:`theta_lipschitz`; a change of x
+and a change of y are bounded separately, and a sum metric gives the larger ratio):
+
+* gradient: :math:`\|(\pi-\pi')z^\top\| + \|(\pi'-e_y)(z-z')^\top\|\le(\tfrac12\|W\|_{op}R_z+\sqrt2)\|x-x'\|`
+  (:math:`\|A\|\le\tfrac12` along the segment); a label change moves it by
+  :math:`\|(e_y-e_{y'})z^\top\|\le\sqrt2R_z`: :math:`L_\theta = \max(\tfrac12\|W\|_{op}R_z+\sqrt2,\ \sqrt2R_z/\kappa)`;
+* Hessian (independent of y): :math:`\rho_\theta = c_T\|W\|_{op}R_z^2 + R_z`
+  (:math:`\|zz^\top-z'z'^\top\|\le 2R_z\|x-x'\|`, :math:`\|A\|\le\tfrac12`).
 """
 
 from __future__ import annotations
@@ -22,9 +55,18 @@ from dataclasses import dataclass
 
 import torch
 
-from perfedavg.models import mlp
+import math
+
+from perfedavg.models import mlp, mlp_layers
 from perfedavg.task import ClientData, Task
 from perfedavg.tasks import TaskSpec, check_option, option_field
+
+from .common import distances_to_mixture, euclidean_costs, rms
+
+#: kappa, the cost of changing the label in the W1 ground metric (module docstring)
+LABEL_COST = 1.0
+#: c_T = 2 sqrt(2) / (6 sqrt(3)): |third derivative of log-sum-exp along h| <= c_T ||h||^3
+C_T = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))
 
 
 @dataclass(frozen=True)
@@ -81,13 +123,54 @@ def _client_data(x, y, o) -> ClientData:
     return ClientData(x=x, y=y, index=index, weight=P, count=torch.full((o.n_clients,), len(y)))
 
 
+def ground_costs(data: ClientData):
+    r"""The W1 ground metric :math:`\|x-x'\| + \kappa[y\ne y']` between the pooled samples, ``(S, S)``."""
+    x = data.x.double().numpy()
+    y = data.y.numpy()
+    return euclidean_costs(x, x) + LABEL_COST * (y[:, None] != y[None, :])
+
+
+def softmax_constants(data: ClientData) -> dict:
+    r"""Exact constants of the module docstring on ``data`` (training split)."""
+    z2 = data.x.double().square().sum(1) + 1.0  # ||(x, 1)||^2
+    Rz = float(z2.max().sqrt())
+    P = data.weight.double()
+    second = float((P * z2[data.index]).sum(1).max())
+    fourth = float((P * z2[data.index].square()).sum(1).max())
+    tv, _ = distances_to_mixture(P)
+    return {
+        "L": 0.5 * Rz**2,
+        "rho": C_T * Rz**3,
+        "B": math.sqrt(2.0) * Rz,
+        "sigma_G": math.sqrt(2.0 * second),
+        "sigma_H": math.sqrt(0.25 * fourth),
+        "Rz": Rz,
+        "tv_rms": rms(tv),
+        "tv": tuple(tv.tolist()),
+    }
+
+
+def w1_to_mixture(data: ClientData):
+    r"""Exact :math:`W_1(p_i,\bar p)` per user with the ground metric of :func:`ground_costs`."""
+    return distances_to_mixture(data.weight.double(), cost=ground_costs(data))[1]
+
+
+def theta_lipschitz(task: Task, w) -> tuple[float, float]:
+    r""":math:`(L_\theta(w), \rho_\theta(w))` of the module docstring at the flat parameters ``w``."""
+    d = task.train.x.shape[1]
+    sizes = (d, w.shape[-1] // (d + 1))
+    (weight, _), = mlp_layers(w.double(), sizes)
+    op = float(torch.linalg.matrix_norm(weight, ord=2))
+    Rz = task.constants["Rz"]
+    return (max(0.5 * op * Rz + math.sqrt(2.0), math.sqrt(2.0) * Rz / LABEL_COST), C_T * op * Rz**2 + Rz)
+
+
 def build(o: SoftmaxOptions) -> Task:
     gen = torch.Generator().manual_seed(o.data_seed)
     teacher = torch.randn(o.dim, o.classes, generator=gen, dtype=torch.float64)
     train = _client_data(*_support(gen, o, teacher), o)
     test = _client_data(*_support(gen, o, teacher), o)
     loss, scores, init = mlp((o.dim, o.classes))
-    R2 = o.radius**2 + 1.0  # ||(x, 1)||^2 bound: the bias acts as a constant feature
     return Task(
         name="softmax",
         per_sample_loss=loss,
@@ -96,7 +179,7 @@ def build(o: SoftmaxOptions) -> Task:
         train=train,
         test=test,
         batch_with_replacement=True,
-        constants={"L": 0.5 * R2, "B": (2.0 * R2) ** 0.5},
+        constants=softmax_constants(train),
         description=f"softmax regression, d={o.dim}, C={o.classes}, n={o.n_clients}, h={o.h}",
         label=f"synthetic softmax (h={o.h})",
     )

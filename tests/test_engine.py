@@ -170,3 +170,12 @@ def test_exact_grad_F_matches_finite_differences_of_F():
     Fm = client_objectives(task.per_sample_loss, w - eps * direction, task.train, 0.4).F
     # central difference error O(eps^2 * third derivative): 1e-10 scale, well under 1e-7
     assert torch.allclose((Fp - Fm) / (2 * eps), obj.grad_F @ direction, rtol=0, atol=1e-7)
+
+
+def test_alpha_zero_objective_is_the_fedavg_objective():
+    """With alpha = 0, F = f and grad F = grad f (and no double backward is attempted)."""
+    from perfedavg.objective import client_objectives
+
+    _, task = softmax_setup()
+    obj = client_objectives(task.per_sample_loss, random_params(task), task.train, 0.0)
+    assert torch.equal(obj.F, obj.f) and torch.equal(obj.grad_F, obj.grad_f)

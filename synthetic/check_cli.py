@@ -1,0 +1,76 @@
+"""``perfedavg check``: the lemmas measured against their bounds; ``--rates``: the rate table.
+
+No torch at import time: the heavy modules are imported inside :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "check",
+        help="measure every lemma on synthetic tasks with exact constants and compare with its bound",
+        description=(
+            "Without --rates: one row per statement of PAPER.md §4/§6 (theory/): task, statement, provenance, "
+            "measured value (with a 99.7% Monte Carlo interval where sampled), bound, ratio = measured/bound, "
+            "HOLDS/FAILS and margin = bound / upper end of the interval, on the default synthetic tasks "
+            "(logistic, nonconvex, softmax). Exit status 1 if a 'derived' or 'sure' statement FAILS; a "
+            "failing 'recalled' statement is printed as a finding (exit 0). "
+            "With --rates: the table of predicted rates (exponents in K, beta, tau, D, heterogeneity, alpha, "
+            "delta) with fitted exponents, intervals and PASS/FAIL, plus the derived explicit bound checked "
+            "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K; runs land in --out."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the text table")
+    parser.add_argument("--samples", type=int, default=4000, metavar="N",
+                        help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100, default 4000)")
+    parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
+    parser.add_argument("--full", action="store_true",
+                        help="with --rates: the documented full version (more points, more rounds, 5 seeds; minutes)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="S",
+                        help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="with --rates: folder of the run directories (default runs/rates-quick or runs/rates-full); "
+                        "finished runs found there are reused (resumable)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from perfedavg.errors import UsageError
+
+    if args.samples < 100:
+        raise UsageError(f"--samples={args.samples} is out of range: must be >= 100")
+    if args.seeds is not None and args.seeds < 2:
+        raise UsageError(f"--seeds={args.seeds} is out of range: must be >= 2 (a confidence interval needs two)")
+    if args.full and not args.rates:
+        raise UsageError("--full only applies with --rates")
+    if args.rates:
+        from .rates import main_rates
+
+        return main_rates(args)
+    from .checks import format_table, run_checks, summary
+
+    rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
+    info = summary(rows)
+    if args.json:
+        print(json.dumps({"rows": [r.as_dict() for r in rows], **info}, indent=2))
+    else:
+        print(format_table(rows))
+        print()
+        derived = [r for r in rows if r.provenance == "derived"]
+        print(f"{len(rows)} rows; {sum(r.holds for r in derived)}/{len(derived)} derived statements hold; "
+              f"smallest derived margin {info['smallest_derived_margin']:.3g}")
+        for f in info["findings"]:
+            print(f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured {f['measured']:.4g} "
+                  f"> bound {f['bound']:.4g} at {f['where']}")
+        for e in info["errors"]:
+            print(f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured {e['measured']:.4g} "
+                  f"> bound {e['bound']:.4g} at {e['where']}", file=sys.stderr)
+    return 1 if info["errors"] else 0

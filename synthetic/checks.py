@@ -1,0 +1,210 @@
+r"""``perfedavg check``: every lemma of PAPER.md §4 and §6 measured against its bound.
+
+For each default synthetic task (constants known exactly, :mod:`synthetic.measure`) and
+each inner step :math:`\alpha\in\{\tfrac14,1\}/L` (the lemmas assume
+:math:`\alpha\le1/L`), at several points w:
+
+* ``L_F``: :math:`\max\|\nabla F_i(u)-\nabla F_i(v)\|/\|u-v\|` over users and sampled pairs;
+* ``bias`` / ``sigma_F2``: Monte Carlo bias and mean squared error of the exact local-step
+  direction (``bias_fo``, ``mse_fo``, ``bias_hf``, ``mse_hf`` for the FO and HF
+  directions) with batches D = D' = D'' = 2 (small batches: where the lemmas bite);
+* ``gamma_F2``: :math:`\frac1n\sum_i\|\nabla F_i(w)-\nabla F(w)\|^2`, exact;
+* ``hf_hvp_error``: central difference against the exact Hessian-vector product on
+  :math:`f_i`, along a direction of norm B, δ ∈ {1e-1, 1e-2, 1e-3};
+* ``gamma_G2_tv``, ``gamma_H2_tv``, ``gamma_G2_w1``, ``gamma_H2_w1``: the measured
+  :math:`\gamma_G^2(w)`, :math:`\gamma_H^2(w)` against the TV and W1 statements, W1 solved
+  exactly by a linear program and the Lipschitz constants in θ taken at w.
+
+Each row keeps the worst case (largest measured/bound) over points and users.  A
+Monte Carlo row carries a 99.7 % interval [low, high]; a statement FAILS only when the
+whole interval lies above the bound (a significant violation); the printed ``margin`` is
+bound / high, the conservative distance to failing.  Bounds come from
+:func:`theory.checks_api.lemma_bounds`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+#: tasks checked by default, with their options (defaults of each task unless given)
+DEFAULT_TASKS = (
+    ("logistic", {}),
+    ("nonconvex", {}),
+    ("softmax", {"support": 200}),
+)
+ALPHA_FRACTIONS = (0.25, 1.0)
+BATCH = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    """One check: ``statement`` (theory's label), measured (point, low, high) against bound."""
+
+    task: str
+    key: str
+    statement: str
+    provenance: str
+    measured: float
+    low: float
+    high: float
+    bound: float
+    where: str
+
+    @property
+    def ratio(self) -> float:
+        """measured / bound."""
+        return self.measured / self.bound if self.bound > 0 else (0.0 if self.measured == 0 else math.inf)
+
+    @property
+    def holds(self) -> bool:
+        """False only on a significant violation: low > bound."""
+        return self.low <= self.bound
+
+    @property
+    def margin(self) -> float:
+        """bound / high: how many times the measurement (upper end) fits under the bound."""
+        return self.bound / self.high if self.high > 0 else math.inf
+
+    @property
+    def verdict(self) -> str:
+        return "HOLDS" if self.holds else "FAILS"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(ratio=self.ratio, margin=self.margin, verdict=self.verdict)
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in d.items()}
+
+
+class _Worst:
+    """Keeps, per (task, alpha, key, provenance), the row with the largest ratio."""
+
+    def __init__(self):
+        self.rows: dict[tuple, Row] = {}
+
+    def add(self, task, where, bounds, key, measured, low=None, high=None):
+        for b in bounds.get(key, ()):
+            row = Row(task, key, b.label, b.provenance, float(measured), float(measured if low is None else low),
+                      float(measured if high is None else high), float(b.value), where)
+            slot = (task, where.split(",")[0], key, b.provenance, b.name)
+            old = self.rows.get(slot)
+            if old is None or row.ratio > old.ratio or (row.holds is False and old.holds):
+                self.rows[slot] = row
+
+
+def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) -> list[Row]:
+    """All rows for one task (see the module docstring)."""
+    from perfedavg.tasks import build_task
+    from theory.checks_api import lemma_bounds
+
+    from . import measure
+    from .common import sigma_G2_at
+
+    task = build_task({"name": name, **options}).to(torch.float64)
+    c = task.constants
+    P = task.init_params(torch.Generator().manual_seed(0)).shape[0]
+    gen = torch.Generator().manual_seed(1)
+    points = [task.init_params(torch.Generator().manual_seed(0)).double()]
+    points += [torch.randn(P, generator=gen, dtype=torch.float64) * s / math.sqrt(P) for s in (1.0, 4.0)]
+    w1_users = measure.task_module(task).w1_to_mixture(task.train)
+    worst = _Worst()
+    for frac in ALPHA_FRACTIONS:
+        alpha = frac / c["L"]
+        tag = f"alpha={frac:g}/L"
+        consts = measure.global_constants(task, alpha, D=BATCH, D1=BATCH, D2=BATCH, delta=1e-2)
+        bounds = lemma_bounds(consts)
+        pairs = measure.sample_pairs(P, 9, scales=(0.0, 1.0, 4.0), seed=2)
+        worst.add(name, tag, bounds, "L_F", measure.smoothness_F(task, alpha, pairs))
+        for wi, w in enumerate(points):
+            where = f"{tag}, point {wi}"
+            worst.add(name, where, bounds, "gamma_F2", measure.dissimilarity_F(task, w, alpha))
+            sG2 = sigma_G2_at(task.per_sample_loss, w, task.train)
+            for client in (0, 1):
+                # the bias lemma needs the inner-batch variance at w only: the exact sigma_G,i(w)
+                local = lemma_bounds(consts.replace(sigma_G=math.sqrt(max(float(sG2[client]), 0.0))))
+                for variant, bias_key, mse_key in (("exact", "bias", "sigma_F2"), ("fo", "bias_fo", "mse_fo"),
+                                                   ("hf", "bias_hf", "mse_hf")):
+                    st = measure.direction_stats(task, w, client, alpha=alpha, D=BATCH, D1=BATCH, D2=BATCH,
+                                                 variant=variant, delta=1e-2, samples=samples,
+                                                 seed=100 * wi + client)
+                    worst.add(name, f"{where}, user {client}", local, bias_key, st.bias,
+                              max(st.bias - st.bias_halfwidth, 0.0), st.bias + st.bias_halfwidth)
+                    worst.add(name, f"{where}, user {client}", bounds, mse_key, st.mse,
+                              st.mse - st.mse_halfwidth, st.mse + st.mse_halfwidth)
+            if progress:
+                progress.update(1)
+    # alpha-independent: HF finite difference, TV / W1 statements
+    for wi, w in enumerate(points):
+        g = torch.randn(P, generator=gen, dtype=torch.float64)
+        g = g / g.norm() * c["B"]
+        for delta in (1e-1, 1e-2, 1e-3):
+            b = lemma_bounds(measure.global_constants(task, 0.0, delta=delta), g_norm=c["B"])
+            worst.add(name, f"any alpha, point {wi}, delta={delta:g}", b, "hf_hvp_error", measure.hf_error(task, w, 0, g, delta))
+        het = measure.heterogeneity_at(task, w, w1_users)
+        b = lemma_bounds(measure.global_constants(task, 0.0), tv=het.tv, w1=het.w1, L_theta=het.L_theta,
+                         rho_theta=het.rho_theta)
+        where = f"any alpha, point {wi}"
+        worst.add(name, where, b, "gamma_G2_tv", het.gamma_G2)
+        worst.add(name, where, b, "gamma_H2_tv", het.gamma_H2)
+        worst.add(name, where, b, "gamma_G2_w1", het.gamma_G2)
+        worst.add(name, where, b, "gamma_H2_w1", het.gamma_H2)
+    if progress:
+        progress.update(1)
+    return list(worst.rows.values())
+
+
+def run_checks(tasks=DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True) -> list[Row]:
+    """Rows of every default task."""
+    from tqdm import tqdm
+
+    total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 1)
+    with tqdm(total=total, desc="check", unit="step", disable=not show_progress, leave=False) as bar:
+        rows = []
+        for name, options in tasks:
+            bar.set_postfix_str(name)
+            rows += check_task(name, options, samples=samples, progress=bar)
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    """Text table: task, statement, provenance, measured [low, high], bound, ratio, verdict, margin."""
+    head = (f"{'task':9s} {'statement':38s} {'prov.':8s} {'measured':>10s} {'interval':>23s} {'bound':>10s} "
+            f"{'ratio':>7s} {'verdict':7s} {'margin':>8s}  where")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        interval = f"[{r.low:.3g}, {r.high:.3g}]" if r.low != r.high else ""
+        lines.append(f"{r.task:9s} {r.statement[:38]:38s} {r.provenance:8s} {r.measured:10.4g} {interval:>23s} "
+                     f"{r.bound:10.4g} {r.ratio:7.3f} {r.verdict:7s} {r.margin:8.3g}  {r.where}")
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> dict:
+    """Counts and the failing rows, split into errors (derived / sure) and findings (recalled)."""
+    from theory.checks_api import must_hold
+
+    errors = [r for r in rows if not r.holds and r.provenance in ("sure", "derived")]
+    findings = [r for r in rows if not r.holds and r.provenance == "recalled"]
+    assert all(must_hold_row(r, must_hold) for r in errors)
+    derived = [r for r in rows if r.provenance == "derived"]
+    return {
+        "rows": len(rows),
+        "errors": [r.as_dict() for r in errors],
+        "findings": [r.as_dict() for r in findings],
+        "smallest_derived_margin": min((r.margin for r in derived), default=math.inf),
+    }
+
+
+def must_hold_row(row: Row, must_hold) -> bool:
+    """theory's rule (a failing sure/derived statement is an error) applied to a row."""
+    from theory.checks_api import CheckRow
+
+    return must_hold(CheckRow(row.statement, row.provenance, row.measured, row.bound))
+
+
+def timed_checks(**kw) -> tuple[list[Row], float]:
+    start = time.perf_counter()
+    rows = run_checks(**kw)
+    return rows, time.perf_counter() - start

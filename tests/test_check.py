@@ -1,0 +1,94 @@
+"""``perfedavg check``: lemma checks hold on small tasks; the seed-batched runner equals the engine;
+a smoke version of the rate table (resumable run directories, derived bound above the measurement)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from perfedavg.config import build_config
+from perfedavg.engine import initial_state, local_round
+from perfedavg.oracle import make_oracle
+from perfedavg.runner import resolve
+
+SMALL_LOGISTIC = {"n_clients": 6, "dim": 4, "support": 40, "clusters": 3, "h": 0.7}
+
+
+def test_check_module_does_not_import_torch():
+    code = "import sys, synthetic.check_cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+@pytest.mark.parametrize("name,options", [("logistic", SMALL_LOGISTIC),
+                                          ("softmax", {"n_clients": 6, "dim": 4, "classes": 3, "support": 40})])
+def test_every_derived_statement_holds_on_a_small_task(name, options):
+    from synthetic.checks import check_task
+
+    rows = check_task(name, options, samples=400)
+    keys = {r.key for r in rows}
+    assert {"L_F", "bias", "sigma_F2", "gamma_F2", "hf_hvp_error", "gamma_G2_tv", "gamma_H2_w1"} <= keys
+    failing = [(r.statement, r.measured, r.bound) for r in rows if r.provenance == "derived" and not r.holds]
+    assert not failing, failing
+    # measurements are real numbers, not zeros: the smoothness and variance are measured
+    assert all(r.measured > 0 for r in rows if r.key in ("L_F", "sigma_F2"))
+
+
+@pytest.mark.parametrize("algorithm", ["hf", "fedavg"])
+def test_seed_batched_runner_equals_the_engine(algorithm):
+    from synthetic.batched import run_seeds
+
+    sets = ['task.name="logistic"', "task.n_clients=6", "task.support=40", "task.dim=4", "K=3", "tau=2", "r=0.5",
+            f'algorithm="{algorithm}"', 'dtype="float64"', "alpha=0.5", "beta=0.3", "D=5", "D1=6", "D2=7"]
+    cfg, task = resolve(build_config({}, sets))
+    runs = run_seeds(task, cfg, [3, 4], track_inner=False)
+    for i, seed in enumerate((3, 4)):
+        c = cfg.replace(seed=seed)
+        state = initial_state(task, c)
+        w = state.w
+        for _ in range(c.K):
+            w, _, _ = local_round(task, make_oracle(task), c, w, state.generator)
+        # same draws, same arithmetic on stacked rows: equal to float64 round-off
+        assert torch.allclose(w, runs.w[i], rtol=0, atol=1e-12)
+
+
+def test_rate_smoke_derived_bound_and_resume(tmp_path):
+    from synthetic import rates
+
+    cfg = rates._config({"K": 8, "tau": 2, "beta": 0.2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20})
+    (res,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
+    summary = tmp_path / rates._slug(cfg) / "seed0" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    (again,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
+    assert summary.stat().st_mtime_ns == stamp  # finished runs are reused, not redone
+    assert (again["stationarity"] == res["stationarity"]).all()
+    records = [json.loads(l) for l in (summary.parent / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["round"] == 8 and "stationarity_avg" in records[-1]
+    check = rates.derived_bound_check(cfg, res["stationarity"], [2, 4, 8])
+    assert check["holds_at_every_K"], check
+
+
+def test_hf_error_shrinks_with_delta_then_roundoff():
+    from synthetic.rates import hf_delta_row
+
+    row = hf_delta_row([0, 1])
+    assert row.passed, row.as_dict()
+    assert row.fitted >= 1.0  # at least the bound's exponent
+
+
+@pytest.mark.slow
+def test_perfedavg_check_cli_holds_in_under_two_minutes():
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "perfedavg", "check", "--json", "--no-progress"],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert not out["errors"] and out["smallest_derived_margin"] > 1
+    assert elapsed < 120, elapsed
