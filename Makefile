@@ -7,15 +7,20 @@ OUT    ?= runs/demo
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
 
-.PHONY: setup demo test test-full bench clean
+.PHONY: setup setup-test demo test test-full bench clean
 
 setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
 
 # constraints.txt pins torch to the CPU build (the package itself asks for a range)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e .
+	touch $@
+
+# the tests also need the optional extras (hypothesis, Ray for the sweep backend, nbclient for the notebook)
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]'
 	touch $@
 
 ## the main job on the embedded default (no download): a short synthetic run -> run dir + plot
@@ -23,11 +28,11 @@ demo: setup
 	$(PFA) run --out $(OUT) --force
 
 ## the default test suite (fast; < 10 minutes on 2 cores)
-test: setup
+test: setup-test
 	$(PY) -m pytest
 
 ## tests on the real MNIST / CIFAR-10 copies (PERFEDAVG_DATA) and slow tests
-test-full: setup
+test-full: setup-test
 	$(PY) -m pytest -m 'full_data or slow'
 
 ## speed of the engine against a per-client nn.Module loop, as JSON

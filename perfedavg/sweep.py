@@ -1,0 +1,347 @@
+r"""``perfedavg sweep``: one sweep definition, many runs, on this machine or a Ray cluster.
+
+A sweep file is a run config (top-level options plus a ``[task]`` table, exactly as
+``perfedavg run --config`` reads it: the *base*) plus a ``[sweep]`` table saying what
+varies::
+
+    algorithm = "hf"              # the base config: any run option ...
+    K = 100
+    [task]                        # ... and the task table
+    name = "softmax"
+
+    [sweep]
+    seeds = 3                     # seeds 0, 1, 2 (or a list: seeds = [0, 7]); innermost axis
+    [sweep.grid]                  # axes crossed (Cartesian product), first axis slowest
+    alpha = [0.01, 0.05]
+    "task.h" = [0.0, 0.5, 1.0]    # a task option: quoted dotted key (or [sweep.grid.task])
+    [[sweep.zip]]                 # a group of equally long lists taken together,
+    beta = [0.1, 0.2]             # crossed with the grid and with the other groups
+    tau = [5, 10]
+
+The units of work are the product grid x zip groups x seeds, in that order; each unit
+is one :class:`perfedavg.config.RunConfig` run by :func:`perfedavg.runner.run_config`
+into ``DIR/runs/<name>``, where ``<name>`` is the varied values written
+``key=value,key=value`` in axis order (Hydra's multirun ``override_dirname``
+convention), e.g. ``alpha=0.01,task.h=0.5,beta=0.1,tau=5,seed=0``: stable (it depends
+on the varied values only, never on the order of execution or the backend), so
+re-running the sweep finds its runs again.  The run directories have the layout of
+``perfedavg run`` (``config.toml``, ``metrics.jsonl``, ``summary.json``,
+``checkpoint.pt``), so figures and checks do not care where a run ran.
+
+This module holds the definition (parsing, expansion, naming; no torch) and the
+command line; :mod:`perfedavg.sweep_backends` runs the units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import UsageError
+
+#: files of a sweep directory (next to ``runs/``)
+SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, RUNS = "sweep.toml", "sweep_summary.json", "sweep_summary.md", "runs"
+
+#: a run directory name longer than this is cut and completed by a hash of the full name
+MAX_NAME = 150
+
+_SWEEP_KEYS = ("seeds", "grid", "zip")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a run of ``config`` (a :meth:`RunConfig.to_dict`) into ``runs/<name>``."""
+
+    name: str = field(metadata={"doc": "run directory name, derived from the varied values"})
+    varied: Mapping[str, Any] = field(metadata={"doc": "the varied values, axis -> value, in axis order"})
+    config: Mapping[str, Any] = field(metadata={"doc": "the full run config (RunConfig.to_dict())"})
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file: the base config and the axes (see the module docstring)."""
+
+    base: Mapping[str, Any] = field(metadata={"doc": "the base run config (parsed TOML without [sweep])"})
+    grid: tuple = field(metadata={"doc": "crossed axes: ((key, (values...)), ...), first slowest"})
+    zips: tuple = field(metadata={"doc": "zip groups: (((key, (values...)), ...), ...), lists of one group have one length"})
+    seeds: tuple | None = field(metadata={"doc": "the seeds (innermost axis), or None to keep the base seed"})
+
+    @property
+    def axes(self) -> list[str]:
+        keys = [k for k, _ in self.grid] + [k for group in self.zips for k, _ in group]
+        return keys + (["seed"] if self.seeds is not None else [])
+
+    def n_units(self) -> int:
+        n = math.prod(len(v) for _, v in self.grid)
+        n *= math.prod(len(group[0][1]) for group in self.zips)
+        return n * (len(self.seeds) if self.seeds is not None else 1)
+
+
+# -- parsing --------------------------------------------------------------------------------
+def _flatten(table: Mapping[str, Any], where: str) -> list[tuple[str, list]]:
+    """Axis table -> [(key, values)], with ``task = {h = [...]}`` read as ``task.h``."""
+    out = []
+    for key, values in table.items():
+        if key == "task" and isinstance(values, Mapping):
+            out.extend((f"task.{k}", v) for k, v in values.items())
+        else:
+            out.append((key, values))
+    for key, values in out:
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{where}.{key} must be a non-empty list of values (e.g. {key} = [0.01, 0.05])")
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise UsageError(f"{where}.{key} must list plain values (numbers, strings, booleans), not tables or lists")
+    return [(k, tuple(v)) for k, v in out]
+
+
+def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
+    """A parsed TOML dict -> :class:`SweepSpec`; every problem is one :class:`UsageError`."""
+    from .config import RunConfig
+    from dataclasses import fields
+
+    data = dict(data)
+    table = data.pop("sweep", None)
+    if not isinstance(table, Mapping):
+        raise UsageError("the sweep file needs a [sweep] table (with seeds, [sweep.grid] and/or [[sweep.zip]])")
+    unknown = sorted(set(table) - set(_SWEEP_KEYS))
+    if unknown:
+        raise UsageError(f"unknown key sweep.{unknown[0]}; the [sweep] table takes {', '.join(_SWEEP_KEYS)}")
+
+    grid = _flatten(table.get("grid", {}), "sweep.grid") if isinstance(table.get("grid", {}), Mapping) else None
+    if grid is None:
+        raise UsageError("sweep.grid must be a table of lists ([sweep.grid] alpha = [0.01, 0.05])")
+    raw_zips = table.get("zip", [])
+    if isinstance(raw_zips, Mapping):
+        raw_zips = [raw_zips]
+    if not isinstance(raw_zips, list) or not all(isinstance(z, Mapping) for z in raw_zips):
+        raise UsageError("sweep.zip must be an array of tables ([[sweep.zip]] beta = [0.1, 0.2] tau = [5, 10])")
+    zips = []
+    for i, raw in enumerate(raw_zips):
+        group = _flatten(raw, f"sweep.zip[{i}]")
+        if not group:
+            raise UsageError(f"sweep.zip[{i}] is empty: give it at least one list")
+        lengths = {k: len(v) for k, v in group}
+        if len(set(lengths.values())) > 1:
+            raise UsageError(f"sweep.zip[{i}] lists must have one length to be zipped; got {lengths}")
+        zips.append(tuple(group))
+
+    seeds = table.get("seeds")
+    if seeds is not None:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise UsageError(f"sweep.seeds={seeds} is out of range: a count must be >= 1 (or give a list)")
+            seeds = tuple(range(seeds))
+        elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            if len(set(seeds)) != len(seeds):
+                raise UsageError(f"sweep.seeds={seeds} repeats a seed")
+            seeds = tuple(seeds)
+        else:
+            raise UsageError(f"sweep.seeds={seeds!r} must be a count >= 1 or a non-empty list of integers >= 0")
+
+    keys = [k for k, _ in grid] + [k for group in zips for k, _ in group] + (["seed"] if seeds is not None else [])
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        where = "sweep.seeds and an axis" if dup == "seed" and seeds is not None else "two axes"
+        raise UsageError(f"{dup} is varied by {where}: vary each option in one place only")
+    known = {f.name for f in fields(RunConfig)} - {"task"}
+    for key in keys:
+        if key == "task.name":
+            raise UsageError("task.name cannot be an axis: a sweep runs one task (write one sweep per task)")
+        if not key.startswith("task.") and key not in known:
+            raise UsageError(f"unknown axis {key!r}; axes are run options ({', '.join(sorted(known))}) or task.OPTION")
+    return SweepSpec(base=data, grid=tuple(grid), zips=tuple(zips), seeds=seeds)
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+    """Read a sweep file; ``overrides`` (``key=value``, as ``--set``) change the base config."""
+    from .config import parse_override, read_toml
+
+    data = read_toml(path)
+    base_task = dict(data.get("task", {}) or {})
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.startswith("task."):
+            base_task[key[len("task."):]] = value
+        else:
+            data[key] = value
+    if base_task:
+        data["task"] = base_task
+    return parse_sweep(data)
+
+
+# -- expansion and names ------------------------------------------------------------------
+def format_value(value) -> str:
+    """A value as it appears in a run name: ints plainly, floats shortest round-trip
+    (``repr``), booleans ``true``/``false``, strings with unsafe characters as ``_``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value)) or "_"
+
+
+def run_name(varied: Mapping[str, Any]) -> str:
+    r"""``key=value,key=value`` in axis order; over :data:`MAX_NAME` characters it is cut and
+    completed by 10 hex digits of the SHA-1 of the full name (still stable and unique)."""
+    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items()) or "base"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME - 11]}-{digest}"
+    return name
+
+
+def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
+    """The units of ``spec`` in order (grid, then zip groups, then seeds), each config
+    validated (and, with ``resolve_task``, with every task default filled in, as the
+    run saves it) *before* anything runs."""
+    from .config import build_config
+    from .tasks import resolved_task_table
+
+    grid_choices = [[(k, v) for v in values] for k, values in spec.grid]
+    zip_choices = [[tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))] for group in spec.zips]
+    seed_choices = [[("seed", s) for s in spec.seeds]] if spec.seeds is not None else []
+    units, names = [], {}
+    resolved_tasks: dict = {}
+    for combo in itertools.product(*grid_choices, *zip_choices, *seed_choices):
+        varied: dict[str, Any] = {}
+        for item in combo:
+            for k, v in (item if isinstance(item[0], tuple) else (item,)):
+                varied[k] = v
+        overrides = [f"{k}={_toml_literal(v)}" for k, v in varied.items()]
+        name = run_name(varied)
+        try:
+            cfg = build_config(spec.base, overrides)
+        except UsageError as exc:
+            raise UsageError(f"sweep run {name}: {exc}") from None
+        if resolve_task:
+            key = repr(sorted(cfg.task.items()))
+            if key not in resolved_tasks:
+                try:
+                    resolved_tasks[key] = resolved_task_table(cfg.task)
+                except UsageError as exc:
+                    raise UsageError(f"sweep run {name}: {exc}") from None
+            cfg = cfg.replace(task=resolved_tasks[key])
+        if name in names:
+            raise UsageError(f"sweep runs {names[name]} and {varied} get the same directory name {name!r}; make the values distinct")
+        names[name] = varied
+        units.append(Unit(name=name, varied=varied, config=cfg.to_dict()))
+    return units
+
+
+def _toml_literal(value) -> str:
+    from .config import _toml_value
+
+    return _toml_value(value)
+
+
+# -- command line ---------------------------------------------------------------------------
+def default_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "sweep",
+        help="run a sweep (a base config crossed with axes and seeds) locally or on a Ray cluster",
+        description="Run every unit of a sweep file (a run config plus a [sweep] table of axes and seeds) into "
+        "DIR/runs/<key=value,...>, each with the layout of `perfedavg run`, and keep DIR/sweep_summary.md and "
+        "DIR/sweep_summary.json (one row per run: status, attempts, final metrics) up to date. Re-running the "
+        "same command resumes: finished runs are skipped, interrupted ones continue from their checkpoint, "
+        "failed ones are tried again. A worker that dies loses only its own run, which is retried.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", metavar="FILE.toml", help="the sweep file: a run config plus a [sweep] table")
+    parser.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/<FILE stem>)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: a process pool on this machine (default); ray: Ray tasks on the cluster "
+                        "given by --address, or on a Ray instance started here (needs `pip install perfedavg[ray]`)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="runs at once (>= 1; default: local: the usable cores / --threads; ray: the cluster's "
+                        "CPUs / --threads)")
+    parser.add_argument("--threads", type=int, metavar="T",
+                        help="torch threads per run (>= 1; default: usable cores / --workers, at least 1); on Ray "
+                        "each run also reserves T CPUs")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="ray only: the cluster to join, e.g. ray://head:10001 or auto (default: start a "
+                        "local Ray instance with --workers x --threads CPUs)")
+    parser.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="times a run whose worker died or raised is tried again within this invocation "
+                        "(>= 0, default 2); re-running the sweep tries failed runs again")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one base option, value as a TOML literal (repeatable), e.g. --set K=50 "
+                        "or --set task.n_clients=10")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and what would happen to each (skip / resume / start), run nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="restart from scratch runs whose saved config differs from the sweep's "
+                        "(default: refuse, so an edited sweep never mixes with old results)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show the sweep's progress bar")
+    parser.add_argument("--bench", action="store_true",
+                        help="at the end, print JSON with the sweep runner's overhead per run (time not spent "
+                        "inside run_config) as a fraction of the run time")
+    parser.set_defaults(func=main)
+
+
+_EPILOG = """\
+sweep file:
+  base config      top-level run options and [task], as for `perfedavg run --config`
+  [sweep]
+  seeds            a count n (seeds 0..n-1) or a list of seeds; the innermost axis
+  [sweep.grid]     KEY = [values...]: axes crossed, the first one slowest;
+                   task options as "task.h" = [...] (or a [sweep.grid.task] table)
+  [[sweep.zip]]    KEY = [values...] lists of one length, taken together; each group
+                   is crossed with the grid and the other groups
+
+examples:
+  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h --dry-run
+  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h              # local pool
+  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h --backend ray --address auto
+"""
+
+
+def main(args) -> int:
+    import sys
+
+    for option, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1), ("--retries", args.retries, 0)):
+        if value is not None and value < low:
+            raise UsageError(f"{option}={value} is out of range: must be >= {low}")
+    if args.address is not None and args.backend != "ray":
+        raise UsageError("--address is for --backend ray only")
+    spec = load_sweep(args.file, args.overrides)
+    out = Path(args.out) if args.out else Path("sweeps") / Path(args.file).stem
+    units = expand(spec)
+
+    from .sweep_backends import SweepOptions, plan, print_plan, run_sweep
+
+    if args.dry_run:
+        print_plan(units, plan(units, out, force=args.force), out)
+        return 0
+    options = SweepOptions(
+        backend=args.backend, workers=args.workers, threads=args.threads, address=args.address,
+        retries=args.retries, force=args.force, progress=not args.no_progress,
+    )
+    report = run_sweep(units, out, options, sweep_file=args.file)
+    if args.bench:
+        import json
+
+        print(json.dumps(report.bench, indent=2))
+    counts = report.counts
+    print(f"{out}: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
+          f"{counts.get('failed', 0)} failed, {counts.get('pending', 0) + counts.get('interrupted', 0)} not done "
+          f"of {len(units)} runs ({report.wall_seconds:.1f} s); table in {out / SWEEP_SUMMARY_MD}")
+    if report.interrupted:
+        print("perfedavg: sweep interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if counts.get("failed", 0) else 0

@@ -1,0 +1,357 @@
+"""Sweeps: definition, naming, the scheduler's retry / resume policy, and the local and
+Ray backends giving bit-identical runs, also when a worker is killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from perfedavg import rundir
+from perfedavg.cli import main as cli_main
+from perfedavg.config import build_config
+from perfedavg.errors import UsageError
+from perfedavg.runner import run_config
+from perfedavg.sweep import MAX_NAME, RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep, run_name
+from perfedavg.sweep_backends import KILL_HOOK, SweepOptions, execute_unit, plan, run_sweep
+
+# A tiny synthetic softmax sweep: 2 alphas x 2 seeds, 6 rounds, a checkpoint every 2
+# rounds (so a killed worker has a checkpoint to resume from).
+SMALL = """
+K = 6
+tau = 3
+r = 0.5
+D = 5
+D1 = 6
+D2 = 7
+eval_every = 2
+checkpoint_every = 2
+
+[task]
+name = "softmax"
+n_clients = 6
+dim = 4
+classes = 3
+support = 30
+
+[sweep]
+seeds = 2
+
+[sweep.grid]
+alpha = [0.01, 0.05]
+"""
+
+N_RECORDS = 4  # rounds 0, 2, 4, 6 are evaluated
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _units(tmp_path, text=SMALL):
+    return expand(load_sweep(_write(tmp_path / "sweep.toml", text)))
+
+
+def _reference(unit, root: Path) -> bytes:
+    """metrics.jsonl of the unit run in this process, uninterrupted, with one torch thread
+    (as the sweep's workers run it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_config(build_config(unit.config), root / unit.name, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return (root / unit.name / rundir.METRICS).read_bytes()
+
+
+def _rows(out: Path) -> dict:
+    return {row["name"]: row for row in json.loads((out / SWEEP_SUMMARY_JSON).read_text())["runs"]}
+
+
+# -- definition ------------------------------------------------------------------------------
+def test_expand_crosses_grid_zips_and_seeds_in_order(tmp_path):
+    units = _units(tmp_path, """
+        K = 3
+        [task]
+        name = "softmax"
+        [sweep]
+        seeds = [3, 7]
+        [sweep.grid]
+        alpha = [0.01, 0.05]
+        [sweep.grid.task]
+        h = [0.0, 1.0]
+        [[sweep.zip]]
+        tau = [5, 10]
+        beta = [0.1, 0.05]
+    """)
+    assert len(units) == 2 * 2 * 2 * 2
+    assert units[0].name == "alpha=0.01,task.h=0.0,tau=5,beta=0.1,seed=3"
+    assert units[1].name == "alpha=0.01,task.h=0.0,tau=5,beta=0.1,seed=7"  # seeds innermost
+    assert units[-1].name == "alpha=0.05,task.h=1.0,tau=10,beta=0.05,seed=7"  # first axis slowest
+    for unit in units:  # zipped values travel together; the config carries the varied values
+        assert (unit.config["tau"], unit.config["beta"]) in {(5, 0.1), (10, 0.05)}
+        assert unit.config["alpha"] == unit.varied["alpha"] and unit.config["task"]["h"] == unit.varied["task.h"]
+        assert unit.config["K"] == 3 and unit.config["seed"] == unit.varied["seed"]
+        assert "n_clients" in unit.config["task"]  # resolved: every task default filled in, as a run saves it
+    assert len({u.name for u in units}) == len(units)
+    # stable: the same file expands to the same names; a quoted dotted key is the same axis
+    quoted = _units(tmp_path, SMALL.replace("alpha = [0.01, 0.05]", '"task.h" = [0.0, 1.0]'))
+    assert [u.name for u in quoted] == ["task.h=0.0,seed=0", "task.h=0.0,seed=1", "task.h=1.0,seed=0", "task.h=1.0,seed=1"]
+
+
+def test_long_names_are_cut_and_hashed_stably():
+    varied = {f"task.option_{i}": 0.123456789 * i for i in range(20)}
+    name = run_name(varied)
+    assert len(name) == MAX_NAME and name == run_name(dict(varied))
+    assert run_name({**varied, "task.option_19": 1.0}) != name  # the hash sees the whole name
+
+
+@pytest.mark.parametrize("table, needle", [
+    ({}, "needs a [sweep] table"),
+    ({"sweep": {"grid": {"alpah": [1.0]}}}, "unknown axis 'alpah'"),
+    ({"sweep": {"grid": {"alpha": []}}}, "sweep.grid.alpha must be a non-empty list"),
+    ({"sweep": {"grid": {"alpha": 0.1}}}, "sweep.grid.alpha must be a non-empty list"),
+    ({"sweep": {"zip": [{"tau": [1, 2], "beta": [0.1]}]}}, "one length"),
+    ({"sweep": {"seeds": 2, "grid": {"seed": [0, 1]}}}, "seed is varied by sweep.seeds and an axis"),
+    ({"sweep": {"grid": {"alpha": [0.1]}, "zip": [{"alpha": [0.2]}]}}, "alpha is varied by two axes"),
+    ({"sweep": {"seeds": 0}}, "sweep.seeds=0 is out of range"),
+    ({"sweep": {"seeds": [1, 1]}}, "repeats a seed"),
+    ({"sweep": {"grid": {"task.name": ["softmax"]}}}, "task.name cannot be an axis"),
+    ({"sweep": {"grdi": {}}}, "unknown key sweep.grdi"),
+])
+def test_bad_sweep_definitions_name_the_option(table, needle):
+    with pytest.raises(UsageError, match=None) as info:
+        parse_sweep(table)
+    assert needle in str(info.value)
+
+
+def test_a_bad_value_fails_before_anything_runs(tmp_path):
+    with pytest.raises(UsageError, match=r"sweep run alpha=-1.0,seed=0: alpha=-1.0 is out of range"):
+        _units(tmp_path, SMALL.replace("alpha = [0.01, 0.05]", "alpha = [-1.0]"))
+
+
+def test_cli_dry_run_and_option_ranges(tmp_path, capsys):
+    path = _write(tmp_path / "s.toml", SMALL)
+    assert cli_main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run", "--set", "K=4"]) == 0
+    printed = capsys.readouterr().out
+    assert "start    alpha=0.01,seed=0" in printed and "4 runs: 4 start" in printed
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    for bad in (["--workers", "0"], ["--retries", "-1"], ["--threads", "0"], ["--address", "auto"]):
+        assert cli_main(["sweep", str(path), "--dry-run", *bad]) == 2
+    assert "--workers=0 is out of range" in capsys.readouterr().err
+
+
+def test_ray_backend_without_ray_is_a_usage_error(monkeypatch, tmp_path):
+    import sys
+
+    from perfedavg.sweep_backends import RayBackend
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(UsageError, match=r"pip install 'perfedavg\[ray\]'"):
+        RayBackend(workers=1, threads=1, address=None)
+
+
+# -- scheduler policy, with an in-process backend -----------------------------------------------
+class _InProcess:
+    """A synchronous backend: ``behaviour(unit, run_dir, attempt)`` gives the outcome."""
+
+    workers, threads = 2, 1
+
+    def __init__(self, behaviour):
+        self.behaviour, self.busy, self.log = behaviour, {}, []
+
+    def warm(self, n):
+        pass
+
+    def capacity(self):
+        return self.workers - len(self.busy)
+
+    def submit(self, unit, run_dir):
+        handle = object()
+        self.busy[handle] = (unit, run_dir)
+        return handle
+
+    def wait(self, timeout):
+        handle, (unit, run_dir) = next(iter(self.busy.items()))
+        del self.busy[handle]
+        self.log.append(unit.name)
+        return [(handle, self.behaviour(unit, run_dir, self.log.count(unit.name)))]
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def shutdown(self):
+        self.busy.clear()
+
+
+def test_scheduler_retries_lost_workers_not_usage_errors_and_resumes_failed(tmp_path):
+    from concurrent.futures.process import BrokenProcessPool
+
+    units = _units(tmp_path)
+    a, b, c, d = (u.name for u in units)
+
+    def behaviour(unit, run_dir, attempt):
+        if unit.name == a and attempt == 1:
+            return BrokenProcessPool("worker died")  # lost once: retried
+        if unit.name == b:
+            return RuntimeError("node lost")  # lost every time: fails after 1 + retries attempts
+        if unit.name == c:
+            return {"status": "failed", "error": "UsageError: D=9 too large", "usage_error": True, "unit_seconds": 0.0}
+        return execute_unit(unit, run_dir)
+
+    backend = _InProcess(behaviour)
+    report = run_sweep(units, tmp_path / "out", SweepOptions(retries=2, progress=False), backend=backend)
+    rows = _rows(tmp_path / "out")
+    assert (rows[a]["status"], rows[a]["attempts"]) == ("finished", 2)
+    assert (rows[b]["status"], rows[b]["attempts"]) == ("failed", 3) and "node lost" in rows[b]["error"]
+    assert (rows[c]["status"], rows[c]["attempts"]) == ("failed", 1)  # the config's fault: not retried
+    assert (rows[d]["status"], rows[d]["attempts"]) == ("finished", 1)
+    assert report.counts == {"finished": 2, "failed": 2}
+    assert "| failed | 3 |" in (tmp_path / "out" / SWEEP_SUMMARY_MD).read_text()
+
+    # re-running the same sweep skips the finished runs and tries the failed ones again
+    assert plan(units, tmp_path / "out") == {a: "skip", b: "start", c: "start", d: "skip"}
+    again = _InProcess(lambda unit, run_dir, attempt: execute_unit(unit, run_dir))
+    run_sweep(units, tmp_path / "out", SweepOptions(progress=False), backend=again)
+    assert sorted(again.log) == sorted([b, c])
+    assert all(row["status"] == "finished" for row in _rows(tmp_path / "out").values())
+
+
+def test_ctrl_c_stops_the_sweep_and_a_signalled_worker_is_resumed(tmp_path):
+    units = _units(tmp_path)
+    interrupted = {"status": "interrupted", "summary": {"rounds_completed": 2}, "unit_seconds": 0.0}
+
+    class CtrlC(_InProcess):
+        def wait(self, timeout):
+            if not getattr(self, "interrupted", False):
+                raise KeyboardInterrupt  # Ctrl-C while both workers run
+            return super().wait(timeout)
+
+    backend = CtrlC(lambda unit, run_dir, attempt: interrupted)
+    report = run_sweep(units, tmp_path / "out", SweepOptions(progress=False), backend=backend)
+    assert report.interrupted and backend.interrupted  # the running runs were asked to stop
+    assert report.counts == {"interrupted": 2, "pending": 2}  # none retried, none started after Ctrl-C
+
+    # a worker interrupted by a signal of its own (the sweep going on) is resumed, as a lost worker
+    backend = _InProcess(lambda unit, run_dir, attempt: interrupted if attempt == 1 else execute_unit(unit, run_dir))
+    report = run_sweep(units[:1], tmp_path / "out2", SweepOptions(progress=False), backend=backend)
+    assert report.counts == {"finished": 1} and backend.log == [units[0].name] * 2
+
+
+def test_changed_sweep_is_refused_unless_forced(tmp_path):
+    units = _units(tmp_path)
+    run_sweep(units[:1], tmp_path / "out", SweepOptions(progress=False),
+              backend=_InProcess(lambda u, r, a: execute_unit(u, r)))
+    changed = _units(tmp_path, SMALL.replace("K = 6", "K = 4"))
+    with pytest.raises(UsageError, match="another config than the sweep's"):
+        plan(changed, tmp_path / "out")
+    assert plan(changed, tmp_path / "out", force=True)[changed[0].name] == "restart"
+
+
+# -- the real backends ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def killed_local_sweep(tmp_path_factory):
+    """The small sweep on the local pool (2 workers), the first run's worker SIGKILLed
+    right after its first checkpoint; plus the uninterrupted in-process references."""
+    root = tmp_path_factory.mktemp("sweep")
+    units = _units(root)
+    token = root / "kill-token"
+    token.write_text("")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(KILL_HOOK, str(token))
+    try:
+        report = run_sweep(units, root / "local", SweepOptions(backend="local", workers=2, threads=1, progress=False))
+    finally:
+        mp.undo()
+    references = {u.name: _reference(u, root / "reference") for u in units}
+    return root, units, report, references, token
+
+
+def test_killed_worker_loses_only_its_run_and_every_run_finishes_once(killed_local_sweep):
+    root, units, report, references, token = killed_local_sweep
+    assert not token.exists()  # the hook fired: one worker killed itself
+    rows = _rows(root / "local")
+    assert report.counts == {"finished": len(units)}
+    killed = [name for name, row in rows.items() if row["attempts"] == 2]
+    assert len(killed) == 1 and rows[killed[0]]["error"] is None
+    assert len(rows[killed[0]]["lost_attempts"]) == 1 and "worker lost: BrokenProcessPool" in rows[killed[0]]["lost_attempts"][0]
+    assert all(row["attempts"] == 1 for name, row in rows.items() if name not in killed)
+    for unit in units:
+        records = rundir.read_metrics(root / "local" / RUNS / unit.name, strict=True)
+        assert [r["round"] for r in records] == [0, 2, 4, 6]  # every evaluation once: no duplicates
+        # bit-identical to an uninterrupted run, the killed one (resumed from its checkpoint) included
+        assert (root / "local" / RUNS / unit.name / rundir.METRICS).read_bytes() == references[unit.name]
+
+
+def test_resume_skips_finished_runs_and_continues_interrupted_ones(killed_local_sweep, tmp_path):
+    root, units, _, references, _ = killed_local_sweep
+    out = tmp_path / "copy"
+    shutil.copytree(root / "local", out)
+    runs = out / RUNS
+    # run 0: interrupted (Ctrl-C) after its first checkpoint; run 1: died before any checkpoint
+    interrupted, unstarted, untouched = units[0].name, units[1].name, [u.name for u in units[2:]]
+    shutil.rmtree(runs / interrupted)
+    original = rundir.atomic_torch_save
+
+    def save_then_interrupt(path, obj):  # Ctrl-C right after the first checkpoint, once
+        original(path, obj)
+        rundir.atomic_torch_save = original
+        raise KeyboardInterrupt
+
+    rundir.atomic_torch_save = save_then_interrupt
+    try:
+        assert run_config(build_config(units[0].config), runs / interrupted, progress=False).status == "interrupted"
+    finally:
+        rundir.atomic_torch_save = original
+    assert len(rundir.read_metrics(runs / interrupted)) < N_RECORDS
+    (runs / unstarted / rundir.CHECKPOINT).unlink()
+    (runs / unstarted / rundir.SUMMARY).unlink()
+    mtimes = {name: (runs / name / rundir.METRICS).stat().st_mtime_ns for name in untouched}
+
+    assert plan(units, out) == {interrupted: "resume", unstarted: "start", **{n: "skip" for n in untouched}}
+    run_sweep(units, out, SweepOptions(backend="local", workers=2, threads=1, progress=False))
+    rows = _rows(out)
+    assert all(rows[u.name]["status"] == "finished" for u in units)
+    assert {n: (runs / n / rundir.METRICS).stat().st_mtime_ns for n in untouched} == mtimes  # skipped: not rewritten
+    assert all(rows[n]["attempts"] == 0 for n in untouched) and rows[interrupted]["attempts"] == 1
+    for unit in units:
+        assert (runs / unit.name / rundir.METRICS).read_bytes() == references[unit.name]
+
+    # a complete sweep starts no worker at all
+    class Refuses(_InProcess):
+        def warm(self, n):
+            raise AssertionError("a finished sweep must not start workers")
+
+    assert run_sweep(units, out, SweepOptions(progress=False), backend=Refuses(None)).counts == {"finished": len(units)}
+
+
+def test_ray_gives_the_same_runs_as_local(killed_local_sweep, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
+    root, units, _, references, _ = killed_local_sweep
+    report = run_sweep(units, tmp_path / "ray", SweepOptions(backend="ray", workers=2, threads=1, progress=False))
+    assert report.counts == {"finished": len(units)}
+    for unit in units:  # the same layout, bit-identical metrics
+        run = tmp_path / "ray" / RUNS / unit.name
+        assert sorted(p.name for p in run.iterdir()) == sorted([rundir.CONFIG, rundir.METRICS, rundir.SUMMARY, rundir.CHECKPOINT])
+        assert run.joinpath(rundir.METRICS).read_bytes() == references[unit.name]
+        assert run.joinpath(rundir.METRICS).read_bytes() == (root / "local" / RUNS / unit.name / rundir.METRICS).read_bytes()
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_run_is_retried(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
+    units = _units(tmp_path)
+    token = tmp_path / "kill-token"
+    token.write_text("")
+    monkeypatch.setenv(KILL_HOOK, str(token))
+    report = run_sweep(units, tmp_path / "ray", SweepOptions(backend="ray", workers=2, threads=1, progress=False))
+    assert not token.exists() and report.counts == {"finished": len(units)}
+    rows = _rows(tmp_path / "ray")
+    assert sorted(row["attempts"] for row in rows.values()) == [1] * (len(units) - 1) + [2]
+    for unit in units:
+        assert (tmp_path / "ray" / RUNS / unit.name / rundir.METRICS).read_bytes() == _reference(unit, tmp_path / "ref")
