@@ -20,7 +20,7 @@ from .errors import Diverged, UsageError
 from .local import StepSizes, fedavg_step, per_fedavg_step
 from .objective import adapted_models, client_objectives, client_test_metrics
 from .oracle import make_oracle
-from .sampling import draw_batch, num_sampled_clients, sample_clients
+from .sampling import Batch, draw_batch, num_sampled_clients, sample_clients
 from .task import Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -78,24 +78,41 @@ def initial_state(task: Task, cfg: RunConfig) -> TrainState:
 
 
 def local_round(task: Task, oracle, cfg: RunConfig, w: Tensor, gen: torch.Generator, track: bool = False):
-    r"""One round: returns :math:`w_{k+1}`, the sampled clients, and (if ``track``) the
+    r"""One round of one run: :math:`w_{k+1}`, the sampled clients, and (if ``track``) the
     averages :math:`\bar w_{k+1,t}` of the sampled users' iterates for :math:`t = 0..\tau-1`."""
-    clients = sample_clients(gen, task.n_clients, num_sampled_clients(cfg.r, task.n_clients))
+    W, clients, trajectory = local_rounds(task, oracle, cfg, w[None], [gen], track)
+    return W[0], clients[0], [w_bar[0] for w_bar in trajectory]
+
+
+def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, track: bool = False):
+    r"""One round of ``S`` independent runs at once (vectorized over seeds and clients).
+
+    ``W (S, P)`` holds each run's :math:`w_k`, ``gens`` its generator; each run draws in
+    its own stream in the same order as a lone run (clients, then per local step the
+    batches :math:`\mathcal D, \mathcal D', \mathcal D''`), and the ``S m`` local models
+    are stacked into one ``(S m, P)`` block for the local steps.  Returns
+    :math:`w_{k+1}` ``(S, P)`` (the uniform mean over each run's sampled users), the
+    sampled clients per run, and (if ``track``) :math:`\bar w_{k+1,t}` ``(S, P)`` for
+    :math:`t = 0..\tau-1` (:math:`\bar w_{k+1,0} = w_k` exactly).
+    """
+    S, P = W.shape
+    m = num_sampled_clients(cfg.r, task.n_clients)
+    clients = [sample_clients(gen, task.n_clients, m) for gen in gens]
     h = step_sizes(cfg)
-    W = w.expand(len(clients), -1).clone()
+    sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
+    local = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
     trajectory = []
     for t in range(cfg.tau):
         if track:
-            trajectory.append(w if t == 0 else W.mean(0))  # w_bar_{k+1,0} = w_k exactly
+            trajectory.append(W if t == 0 else local.view(S, m, P).mean(1))
+        drawn = [[draw_batch(gen, task.train, c, size, task.batch_with_replacement) for size in sizes]
+                 for gen, c in zip(gens, clients)]
+        batches = tuple(Batch.stack([run[j] for run in drawn]) for j in range(len(sizes)))
         if cfg.algorithm == "fedavg":
-            batch = draw_batch(gen, task.train, clients, cfg.D, task.batch_with_replacement)
-            W = fedavg_step(oracle, W, batch, h)
+            local = fedavg_step(oracle, local, batches[0], h)
         else:
-            batches = tuple(
-                draw_batch(gen, task.train, clients, size, task.batch_with_replacement) for size in (cfg.D, cfg.D1, cfg.D2)
-            )
-            W = per_fedavg_step(oracle, W, batches, h, cfg.algorithm)
-    return W.mean(0), clients, trajectory
+            local = per_fedavg_step(oracle, local, batches, h, cfg.algorithm)
+    return local.view(S, m, P).mean(1), clients, trajectory
 
 
 def evaluate(task: Task, cfg: RunConfig, w: Tensor) -> dict:

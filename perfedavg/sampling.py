@@ -48,6 +48,13 @@ class Batch:
     x: Tensor
     y: Tensor
 
+    @staticmethod
+    def stack(batches: list["Batch"]) -> "Batch":
+        """Batches of several runs, concatenated along the client dimension."""
+        if len(batches) == 1:
+            return batches[0]
+        return Batch(torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches]))
+
     def repeat(self, times: int) -> "Batch":
         """The same batch stacked ``times`` times along the client dimension (HF's w ± δg share D'')."""
         return Batch(self.x.repeat(times, *([1] * (self.x.dim() - 1))), self.y.repeat(times, 1))
