@@ -1,0 +1,100 @@
+r"""Figure 5 / Table 1: Table 1 of the paper regenerated (both protocols), and personalized
+accuracy against rounds on MNIST and CIFAR-10.
+
+Reads the output folder of ``perfedavg reproduce`` / :func:`empirical.reproduce.run_plan`
+(``table1.json`` and the run directories ``runs/<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``),
+found in ``<runs>/table1``.  When it is missing and the data are available, the figure
+command runs :meth:`empirical.reproduce.Plan.quick` (K = 100, one seed) there; otherwise
+the figure is skipped with a note.  Tables are written as Markdown and LaTeX.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import store
+from .style import ALGORITHM_STYLE, algorithm_label, save, setup
+
+NAME = "table1"
+TITLE = "Table 1 regenerated, and personalized accuracy against rounds (MNIST, CIFAR-10)"
+EMPIRICAL = True
+
+
+def data_available(data_dir: str | None = None) -> bool:
+    """Whether MNIST and CIFAR-10 can be loaded (no download is attempted)."""
+    try:
+        from empirical.data import load_dataset
+
+        for name in ("mnist", "cifar10"):
+            load_dataset(name, data_dir, download=False)
+        return True
+    except Exception:
+        return False
+
+
+def run(root: Path, level: str) -> None:
+    """Run the quick Table 1 plan into ``<root>/table1`` unless a table is already there."""
+    from empirical.reproduce import Plan, run_plan
+
+    out = Path(root) / NAME
+    if (out / "table1.json").is_file():
+        return
+    if not data_available():
+        raise store.Skip("MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
+                         "Table 1 and the accuracy curves were not drawn")
+    plan = Plan.quick() if level != "tiny" else Plan.quick(K=4, eval_every=2, rows=((10, 0.001),))
+    run_plan(plan, out, progress=False)
+
+
+def draw(root: Path, out: Path) -> dict:
+    import json
+
+    from empirical.reproduce import latex, markdown
+    from perfedavg.rundir import atomic_write_text, read_json
+
+    src = Path(root) / NAME
+    if not (src / "table1.json").is_file():
+        raise store.Skip(f"no Table 1 in {src}: run `perfedavg reproduce --out {src}` (needs the data) or "
+                         f"`perfedavg figures table1 --runs {root}`")
+    table = read_json(src / "table1.json")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, tex = markdown(table), latex(table)
+    atomic_write_text(out / "table1.md", md)
+    atomic_write_text(out / "table1.tex", tex)
+    plan = table["plan"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in table["rows"]))
+    plt = setup()
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        row = next(r for r in table["rows"] if r["dataset"] == ds)
+        tau, alpha = row["tau"], row["alpha"]
+        for method in plan["methods"]:
+            seeds = sorted((src / "runs" / ds / f"tau{tau}-alpha{alpha:g}").glob(f"{method}-seed*"))
+            if not seeds:
+                continue
+            import numpy as np
+
+            curves = [store.load_run(d) for d in seeds]
+            rounds, _ = curves[0].series("personalized_accuracy_train_step")
+            st = ALGORITHM_STYLE[method]
+            for key, ls, proto in (("personalized_accuracy_test_step", "-", "step on test data (paper)"),
+                                   ("personalized_accuracy_train_step", "--", "step on train data")):
+                Y = np.array([[100 * v for v in c.series(key)[1]] for c in curves])
+                ax.plot(rounds, Y.mean(0), linestyle=ls, marker=st["marker"], color=st["color"], markersize=4,
+                        label=f"{algorithm_label(method)}, {proto}")
+        ax.set_xlabel("communication round k")
+        ax.set_ylabel("personalized test accuracy (%)")
+        ax.set_title(f"{row['label']}: τ = {tau}, α = {alpha:g}, K = {plan['K']}, {plan['seeds']} seed(s)", fontsize=10)
+        ax.legend(fontsize=7.5)
+    files = save(fig, out, "fig5_accuracy")
+    files += [out / "table1.md", out / "table1.tex"]
+    caption = (
+        f"What it shows: Table 1 of the paper regenerated (K = {plan['K']}, {plan['seeds']} seed(s); the paper used "
+        "K = 1000 and reported mean ± std), personalized test accuracy after one adaptation step of size α, under "
+        "the paper's protocol (step on the user's test data) and the leak-free one (step on its training data); "
+        "and, for the first (τ, α) row, accuracy against rounds. What the theory and the paper predict: "
+        "Per-FedAvg (HF) ≥ (FO) > FedAvg after personalization, with a far larger gap on CIFAR-10 than on MNIST "
+        "(recalled magnitudes, ±5 points: MNIST ~76/78/80 %, CIFAR-10 ~37/58/60 %)."
+    )
+    return {"files": files, "caption": caption, "table_markdown": md}

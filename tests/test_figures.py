@@ -1,0 +1,152 @@
+"""figures/: every figure regenerated from tiny results, valid images, the index, explain, the tutorial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: a drawn figure is far larger than an empty canvas's few kB
+MIN_PNG_BYTES = 10_000
+
+
+def _check_image(path: Path) -> None:
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert len(data) > MIN_PNG_BYTES, (path, len(data))
+    with Image.open(path) as im:
+        im.verify()
+    pdf = path.with_suffix(".pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and len(pdf) > 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    from figures.build import build
+
+    root = tmp_path_factory.mktemp("figs")
+    entries = build(["flagship", "heterogeneity", "floors", "hf_delta"], root / "out", root / "runs",
+                    level="tiny", progress=False)
+    return root, entries
+
+
+def test_synthetic_figures_regenerate_from_tiny_runs(tiny_build):
+    root, entries = tiny_build
+    assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "hf_delta"]
+    for e in entries:
+        assert not e.note, e.note
+        pngs = [f for f in e.files if f.suffix == ".png"]
+        assert pngs
+        for p in pngs:
+            _check_image(p)
+        assert "What the theory predicts" in e.caption
+
+
+def test_index_shows_every_figure_and_caption(tiny_build):
+    root, entries = tiny_build
+    html = (root / "out" / "index.html").read_text()
+    md = (root / "out" / "index.md").read_text()
+    for e in entries:
+        png = [f for f in e.files if f.suffix == ".png"][0].name
+        assert png in html and png in md
+        assert e.title in md
+    assert "[derived]" in md and "[recalled]" in md
+
+
+def test_figures_reuse_cached_runs(tiny_build):
+    """A second build finds every run finished: no run directory is rewritten."""
+    from figures.build import build
+
+    root, _ = tiny_build
+    summaries = sorted((root / "runs").rglob("summary.json"))
+    before = {p: p.stat().st_mtime_ns for p in summaries}
+    build(["flagship"], root / "out2", root / "runs", level="tiny", progress=False)
+    assert all(p.stat().st_mtime_ns == before[p] for p in summaries if "flagship" in str(p))
+
+
+def _fake_table1(root: Path) -> None:
+    """Table 1's layout filled by tiny softmax runs (the figures only read run directories)."""
+    from empirical.reproduce import Plan, cell_dir, collect, write_table
+    from figures.store import ensure_run
+
+    plan = Plan(datasets=("mnist", "cifar10"), rows=((10, 0.001),), seeds=1, K=4, eval_every=2)
+    out = root / "table1"
+    for dataset, tau, alpha, method, seed in plan.cells():
+        ensure_run({"algorithm": method, "K": 4, "tau": 2, "eval_every": 2, "checkpoint_every": 0, "seed": seed,
+                    "alpha": alpha, "task": {"name": "softmax", "n_clients": 4, "support": 20, "dim": 3, "classes": 3},
+                    "r": 0.5, "D": 4, "D1": 4, "D2": 4}, cell_dir(out, dataset, tau, alpha, method, seed))
+    write_table(collect(plan, out), out)
+    consts = {"constants": {"L": 2.0, "rho": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 0.5, "gamma_G": 0.5,
+                            "gamma_H": 0.5, "F0_gap": 1.0, "n": 4}}
+    (out / "constants.json").write_text(json.dumps(consts))
+
+
+def test_table1_and_mnist_bound_from_fixture(tmp_path):
+    from figures import fig5_table1, fig6_mnist_bound
+
+    _fake_table1(tmp_path / "runs")
+    res = fig5_table1.draw(tmp_path / "runs", tmp_path / "out")
+    _check_image(tmp_path / "out" / "fig5_accuracy.png")
+    md = (tmp_path / "out" / "table1.md").read_text()
+    tex = (tmp_path / "out" / "table1.tex").read_text()
+    assert "Per-FedAvg (HF)" in md and "\\begin{tabular}" in tex and "test data" in md and "training data" in md
+    assert "Per-FedAvg (HF)" in res["table_markdown"]
+    res6 = fig6_mnist_bound.draw(tmp_path / "runs", tmp_path / "out")
+    _check_image(tmp_path / "out" / "fig6_mnist_bound.png")
+    assert "estimated" in res6["caption"]
+
+
+def test_empirical_figures_skip_with_a_note_without_results(tmp_path, monkeypatch):
+    from figures.build import build
+
+    monkeypatch.setenv("PERFEDAVG_DATA", str(tmp_path / "no-data"))  # never a real (minutes-long) Table 1 here
+    entries = build(["table1", "mnist_bound"], tmp_path / "out", tmp_path / "runs", level="quick", progress=False)
+    assert all(e.note and not e.files for e in entries)
+    assert "not found" in entries[0].note or "no Table 1" in entries[0].note
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_explain_names_the_dominant_term():
+    from figures.bounds import constants_for_config
+    from figures.explain import explain_text
+    from perfedavg.config import build_config
+    from perfedavg.runner import resolve
+
+    cfg = resolve(build_config({"algorithm": "fo", "beta": 0.05, "alpha": 1.0, "task": {"name": "logistic"}}))[0].to_dict()
+    text = explain_text(cfg, constants_for_config(cfg))
+    assert "dominates" in text and "[derived]" in text and "[recalled]" in text
+    # beta far above 1/(sqrt 6 tau L_F): the derived bound must say it does not apply
+    bad = {**cfg, "beta": 10.0}
+    assert "does not apply" in explain_text(bad, constants_for_config(bad))
+
+
+def test_cli_modules_import_without_torch_or_matplotlib():
+    code = ("import sys, figures.cli, figures.explain; "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_figures_cli_rejects_unknown_figure():
+    from perfedavg.cli import main
+
+    assert main(["figures", "nosuchfigure", "--out", "/tmp/never"]) == 2
+
+
+def test_tutorial_notebook_executes(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "tutorial.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "dominates" in text
