@@ -2,7 +2,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PFA    := $(VENV)/bin/perfedavg
-OUT    ?= runs/demo
+OUT    ?= figures-out
 # ../shared/data holds offline copies of MNIST and CIFAR-10 on the project's machines
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
@@ -23,9 +23,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,ray]'
 	touch $@
 
-## the main job on the embedded default (no download): a short synthetic run -> run dir + plot
+## the main job on the embedded default (no download): the quick draft of every figure
+## (synthetic tasks with exact constants plus the bounds), ending with the index path
 demo: setup
-	$(PFA) run --out $(OUT) --force
+	$(PFA) figures --quick --out $(OUT)
 
 ## the default test suite (fast; < 10 minutes on 2 cores)
 test: setup-test
