@@ -43,7 +43,7 @@ class RunConfig:
     tau: int = _doc("local steps per round tau (>= 1)", default=5)
     r: float = _doc("fraction of users sampled per round r, in (0, 1]; r*n must be >= 1", default=0.2)
     alpha: float = _doc("inner (personalization) step alpha (>= 0; 0 turns Per-FedAvg into SGD)", default=0.05)
-    beta: float = _doc("outer (local update) step beta (> 0)", default=0.1)
+    beta: float = _doc("outer (local update) step beta (> 0)", default=0.05)
     delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=1e-3)
     D: int = _doc("batch size D of the inner step (FedAvg: its only batch) (>= 1)", default=20)
     D1: int = _doc("batch size D' of the outer gradient (>= 1)", default=20)
