@@ -45,7 +45,10 @@ class ImageTaskOptions:
         check_option("image", "classes_per_client", self.classes_per_client, self.classes_per_client >= 1, ">= 1")
         check_option("image", "partition_seed", self.partition_seed, self.partition_seed >= 0, ">= 0")
         check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"), "elu | relu | tanh")
-        hidden = tuple(self.hidden)
+        try:
+            hidden = tuple(self.hidden)
+        except TypeError:
+            hidden = (None,)
         check_option("image", "hidden", self.hidden, all(isinstance(h, int) and h >= 1 for h in hidden), "a list of widths >= 1")
         object.__setattr__(self, "hidden", list(hidden))
 
@@ -66,17 +69,23 @@ def _client_data(x: np.ndarray, y: np.ndarray, parts, mean, std) -> ClientData:
     return ClientData.from_lists(normalized(x[used], mean, std), torch.from_numpy(y[used]).long(), lists)
 
 
-def build_image_task(name: str, o: ImageTaskOptions) -> Task:
-    from .data import load_dataset
-    from .partition import PAPER_A, make_partition
+def partition_options(name: str, o: ImageTaskOptions) -> dict:
+    """The keyword arguments of :func:`empirical.partition.make_partition` that ``o`` describes."""
+    from .partition import PAPER_A
 
-    ds = load_dataset(name, o.data_dir or None, download=o.download)
-    options = {
+    return {
         "paper": {"num_clients": o.clients, "a": o.a or PAPER_A[name]},
         "dirichlet": {"num_clients": o.clients, "concentration": o.concentration},
         "classes": {"num_clients": o.clients, "classes_per_client": o.classes_per_client},
     }[o.partition]
-    part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **options)
+
+
+def build_image_task(name: str, o: ImageTaskOptions) -> Task:
+    from .data import load_dataset
+    from .partition import make_partition
+
+    ds = load_dataset(name, o.data_dir or None, download=o.download)
+    part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **partition_options(name, o))
     train = _client_data(ds.x_train, ds.y_train, part.train, ds.mean, ds.std)
     test = _client_data(ds.x_test, ds.y_test, part.test, ds.mean, ds.std)
     sizes = (int(train.x.shape[1]), *o.hidden, ds.num_classes)

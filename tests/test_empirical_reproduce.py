@@ -1,0 +1,90 @@
+"""empirical.reproduce / empirical.cli: Table 1 end to end on a tiny MNIST (IDX files written
+here), resumability, the extra exact column with its own time, the users' split next to
+the table, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from empirical.reproduce import PAPER, ROWS, Plan, cell_config, cell_dir, run_plan
+from perfedavg.cli import main as cli_main
+from tests.empirical_fixtures import tiny_mnist_arrays, write_mnist
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root / "MNIST" / "raw", tiny_mnist_arrays(seed=0, n_train=600, n_test=400, side=4))
+    return root
+
+
+def test_cells_use_the_papers_hyper_parameters_and_evaluate_only_at_the_end():
+    plan = Plan()
+    assert plan.rows == ROWS == ((10, 0.001), (4, 0.001), (10, 0.01)) and plan.seeds == 5 and plan.K == 1000
+    cfg = cell_config(plan, "cifar10", 4, 0.001, "hf", 3)
+    assert (cfg.K, cfg.tau, cfg.alpha, cfg.beta, cfg.r, cfg.D, cfg.D1, cfg.D2, cfg.delta, cfg.seed) == \
+        (1000, 4, 0.001, PAPER["beta"], 0.2, 40, 40, 40, 0.001, 3)
+    assert cfg.eval_every == 1000 and cfg.task["name"] == "cifar10"
+    quick = Plan.quick()
+    assert quick.seeds == 1 and quick.K < 100
+
+
+def test_table1_end_to_end_resumable_with_extra_column(tiny_root, tmp_path):
+    plan = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fedavg", "fo", "exact"), seeds=2, K=2,
+                data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
+    out = tmp_path / "t1"
+    table = run_plan(plan, out, progress=False)
+    for name in ("table1.md", "table1.tex", "table1.json", "partition-mnist.png", "partition-mnist.md"):
+        assert (out / name).stat().st_size > 0, name
+    (row,) = table["rows"]
+    assert row["label"] == "MNIST" and set(row["cells"]) == {"fedavg", "fo", "exact"}
+    for cell in row["cells"].values():
+        for key in ("test", "train", "global"):
+            assert 0 <= cell[key]["mean"] <= 100 and cell[key]["n"] == 2
+        assert cell["wall_seconds"] > 0
+    md = (out / "table1.md").read_text()
+    assert "Per-FedAvg (exact HVP) [extra]" in md and "Wall time" in md and "partition-mnist.png" in md
+    assert "adaptation step on test data" in md and "leak-free" in md
+    assert json.loads((out / "table1.json").read_text())["plan"]["K"] == 2
+    # the cell's own record: only rounds 0 and K were evaluated
+    lines = (cell_dir(out, "mnist", 2, 0.01, "fo", 1) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [0, 2]
+    # finished cells are reused
+    again = run_plan(plan, out, progress=False)
+    assert again["seconds_this_invocation"] == {}
+    assert again["rows"][0]["cells"]["fo"]["test"] == row["cells"]["fo"]["test"]
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
+    assert cli_main(["reproduce", "table1", "--rounds", "0"]) == 2
+    assert cli_main(["reproduce", "table1", "--methods", "fedavg,sgd"]) == 2
+    assert cli_main(["reproduce", "table1", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert all(way in err[2] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
+    assert not (tmp_path / "out").exists()
+    assert cli_main(["reproduce", "constants", "--run", str(tmp_path)]) == 2
+
+
+def test_more_rounds_continue_cells_bit_for_bit_and_other_settings_rerun(tiny_root, tmp_path):
+    from dataclasses import replace
+
+    from perfedavg.rundir import read_checkpoint
+
+    base = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fo",), seeds=1, K=2, data_dir=str(tiny_root),
+                task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
+    run_plan(base, tmp_path / "a", progress=False)
+    longer = replace(base, K=3)
+    table = run_plan(longer, tmp_path / "a", progress=False)  # continues the K=2 cell
+    assert table["seconds_this_invocation"] and table["plan"]["K"] == 3
+    run_plan(longer, tmp_path / "b", progress=False)  # fresh K=3
+    w = [read_checkpoint(cell_dir(tmp_path / d, "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"] for d in "ab"]
+    assert w[0].equal(w[1])
+    other = replace(longer, settings={**longer.settings, "beta": 0.01})
+    run_plan(other, tmp_path / "a", progress=False)  # other beta: the cell is run again from round 0
+    lines = (cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [0, 3]
+    assert not read_checkpoint(cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"].equal(w[1])

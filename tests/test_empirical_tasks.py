@@ -1,0 +1,103 @@
+"""empirical.tasks: MNIST / CIFAR-10 as engine tasks (PAPER.md §7).
+
+On a tiny MNIST written in the official IDX format (600 training and 400 test images,
+labels cycling 0..9, 4x4 pixels) with a scaled paper split (n = 10, a = 4): every user
+holds exactly the class counts the split demands, no image is held twice, and the
+pooled inputs are exactly the normalized source images.  The same on the real MNIST
+copy (full_data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from empirical.data import load_dataset
+from empirical.partition import make_partition, paper_test_a
+from empirical.tasks import ImageTaskOptions, build_image_task, normalized, partition_options
+from perfedavg.errors import UsageError
+from perfedavg.oracle import AutogradOracle, make_oracle
+from tests.empirical_fixtures import real_data_root, tiny_mnist_arrays, write_mnist
+
+
+def paper_demand(n: int, a: int) -> np.ndarray:
+    """PAPER.md §7: users 0..n/2-1 hold a of each class 0..4; user n/2+j holds a/2 of class
+    j mod 5 and 2a of class 5 + (j div 5) mod 5."""
+    d = np.zeros((n, 10), dtype=np.int64)
+    d[: n // 2, :5] = a
+    for j in range(n // 2):
+        d[n // 2 + j, j % 5] = a // 2
+        d[n // 2 + j, 5 + (j // 5) % 5] = 2 * a
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root / "MNIST" / "raw", tiny_mnist_arrays(seed=0, n_train=600, n_test=400, side=4))
+    return root
+
+
+def check_paper_task(task, ds, options: ImageTaskOptions, name: str) -> None:
+    """Exact class counts per user, no image twice, pooled rows = the normalized source images."""
+    part = make_partition("paper", ds.y_train, ds.y_test, seed=options.partition_seed, **partition_options(name, options))
+    n, a = options.clients, partition_options(name, options)["a"]
+    a_test = paper_test_a(a, len(ds.y_train), len(ds.y_test))
+    for data, parts, source_x, demand in ((task.train, part.train, ds.x_train, paper_demand(n, a)),
+                                          (task.test, part.test, ds.x_test, paper_demand(n, a_test))):
+        held = []
+        for i in range(n):
+            rows = data.index[i, : int(data.count[i])]
+            assert int(data.count[i]) == demand[i].sum()
+            counts = np.bincount(data.y[rows].numpy(), minlength=10)
+            np.testing.assert_array_equal(counts, demand[i], err_msg=f"user {i}")
+            held.append(rows)
+            # the pooled rows are exactly the user's source images, normalized
+            torch.testing.assert_close(data.x[rows], normalized(source_x[parts[i]], ds.mean, ds.std), rtol=0, atol=0)
+            assert torch.allclose(data.weight[i, : len(rows)].sum(), torch.tensor(1.0, dtype=data.weight.dtype))
+        held = torch.cat(held)
+        assert len(torch.unique(held)) == len(held), "a pooled row is held twice"
+        source = np.concatenate(parts)
+        assert len(np.unique(source)) == len(source), "a source image is held twice"
+        assert data.x.shape[0] == len(held)
+
+
+def test_paper_split_task_exact_counts_and_no_image_twice(tiny_root):
+    options = ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)
+    task = build_image_task("mnist", options)
+    ds = load_dataset("mnist", str(tiny_root))
+    check_paper_task(task, ds, options, "mnist")
+    assert task.label == "MNIST" and not task.batch_with_replacement
+    assert "MLP 16-80-60-10 elu" in task.description
+
+
+def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
+    task = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)).to(torch.float64)
+    oracle = make_oracle(task)
+    W = task.init_params(torch.Generator().manual_seed(0)).to(torch.float64).expand(3, -1).clone()
+    X, Y, _ = task.train.gather(torch.arange(3))
+    X, Y = X[:, :5], Y[:, :5]
+    # float64: the two computations differ by rounding only
+    torch.testing.assert_close(oracle.grad(W, X, Y), AutogradOracle(task.per_sample_loss).grad(W, X, Y), rtol=1e-10, atol=1e-12)
+
+
+def test_missing_data_is_one_line_naming_the_three_ways(tmp_path):
+    with pytest.raises(UsageError) as info:
+        build_image_task("mnist", ImageTaskOptions(data_dir=str(tmp_path / "nothing")))
+    message = str(info.value)
+    assert "\n" not in message
+    for way in ("--data-dir", "PERFEDAVG_DATA", "--download"):
+        assert way in message
+
+
+@pytest.mark.full_data
+def test_real_mnist_paper_split_exact_counts_and_no_image_twice():
+    root = real_data_root()
+    if root is None:
+        pytest.skip("no real data (set PERFEDAVG_DATA or provide ../shared/data)")
+    options = ImageTaskOptions(data_dir=str(root))
+    task = build_image_task("mnist", options)
+    ds = load_dataset("mnist", str(root))
+    check_paper_task(task, ds, options, "mnist")
+    assert task.n_clients == 50 and task.train.x.shape == (25 * 5 * 196 + 25 * 490, 784)
