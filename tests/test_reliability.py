@@ -386,3 +386,18 @@ def test_force_replaces_only_run_directories(tmp_path):
     run_config(_cfg("K=1"), tmp_path / "run", progress=False)
     assert run_config(_cfg("K=2"), tmp_path / "run", force=True, progress=False).status == "finished"
     assert [r["round"] for r in read_metrics(tmp_path / "run")] == [0, 1, 2]
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    """Result files get the usual permissions (umask applied), not mkstemp's private 0600."""
+    import os
+    import stat
+
+    from perfedavg.rundir import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
