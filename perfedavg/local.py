@@ -27,7 +27,11 @@ class StepSizes:
 
 
 def fedavg_step(oracle, W: Tensor, batch: Batch, h: StepSizes) -> Tensor:
-    r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`."""
+    r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`.
+
+    An oracle with its own fused ``fedavg_step`` (e.g. :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
+    if hasattr(oracle, "fedavg_step"):
+        return oracle.fedavg_step(W, batch, h)
     return W - h.beta * oracle.grad(W, batch.x, batch.y)
 
 
@@ -61,5 +65,10 @@ def meta_gradient(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: Ste
 
 
 def per_fedavg_step(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str) -> Tensor:
-    r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1)."""
+    r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1).
+
+    An oracle with its own fused ``per_fedavg_step`` (the same arithmetic rearranged, e.g.
+    :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
+    if hasattr(oracle, "per_fedavg_step"):
+        return oracle.per_fedavg_step(W, batches, h, variant)
     return W - h.beta * meta_gradient(oracle, W, batches, h, variant)

@@ -288,6 +288,9 @@ def run_config(
 
     out = Path(out)
     cfg, task = resolve(cfg)
+    from .fast_mlp import tune_malloc
+
+    tune_malloc()  # keep parameter-sized buffers in the heap: ~10% of a round on MLP tasks
     start: _Resume | None = None
     if resume:
         start = _check_resume(cfg, out, task, force)

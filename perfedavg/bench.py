@@ -1,0 +1,366 @@
+r"""``perfedavg bench``: the engine's speed on the paper's workload, against a per-client loop.
+
+Workload (issue 2, "Speed"; PAPER.md §5 MNIST setting): :math:`n = 50` users, :math:`r = 0.2`
+(10 users per round), :math:`\tau = 10`, batch sizes :math:`D = D' = D'' = 40`, the MLP
+784-80-60-10 with ELU, random data of MNIST's shape (1x28x28 inputs, 10 classes).
+
+For each variant (``fedavg``, ``fo``, ``hf``, ``exact``) it times, in the same run and
+interleaved round by round (so both see the same machine load):
+
+* ``engine``: :func:`perfedavg.engine.local_round` with :class:`perfedavg.fast_mlp.MLPOracle`;
+* ``loop``: a straightforward per-client ``nn.Module`` + ``torch.optim.SGD`` loop with a
+  ``deepcopy`` of the global model per client, as existing FL libraries do (FO: two
+  SGD-like steps; HF: two extra gradient evaluations at :math:`w\pm\delta g`; exact: double
+  backward), then a uniform average of the client models;
+
+and reports medians (ms per round), their ratio, the matmul FLOPs per round (counted from
+the matmul shapes the engine runs, :func:`engine_matmul_flops`), and the fraction of the
+machine's matmul throughput the engine achieves, that throughput measured in the same
+run on ``bmm`` calls of the first layer's shapes.
+
+No torch import at module top (the CLI imports every subcommand module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from .errors import UsageError
+
+VARIANTS = ("fedavg", "fo", "hf", "exact")
+SIZES = (784, 80, 60, 10)
+
+
+# -- FLOP counts -----------------------------------------------------------------------
+def layer_units(sizes: tuple[int, ...], m: int, B: int) -> list[int]:
+    r"""FLOPs of one ``(m, B, d_l) @ (m, d_l, d_{l+1})`` matmul per layer: :math:`2 m B d_l d_{l+1}`."""
+    return [2 * m * B * din * dout for din, dout in zip(sizes[:-1], sizes[1:])]
+
+
+def grad_flops(units: list[int]) -> int:
+    r"""One gradient: forward (1 matmul per layer), weight gradient (1 per layer) and input
+    gradient (1 per layer but the first): :math:`\sum_l u_l (2 + [l>0])`."""
+    return sum(u * (2 + (l > 0)) for l, u in enumerate(units))
+
+
+def hvp_flops(units: list[int]) -> int:
+    r"""One R-operator Hessian-vector product as :class:`perfedavg.fast_mlp.MLPOracle` runs it:
+    first layer 3 matmuls (:math:`xW^\top`, :math:`xV^\top`, :math:`\mathcal RG^\top x`), every
+    other layer 8 (forward 1, R-forward 2, R weight gradient 2, :math:`GW`, :math:`\mathcal RG W + GV`)."""
+    return sum(u * (3 if l == 0 else 8) for l, u in enumerate(units))
+
+
+def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau: int = 10) -> int:
+    r"""Matmul FLOPs of one engine round (``m`` clients, ``tau`` steps, batch ``B``).
+
+    FedAvg: one gradient per step; FO: two; HF: two, plus the pair at :math:`w\pm\delta g` on
+    a shared batch (forward twice, one first-layer weight-gradient GEMM on
+    :math:`G_+-G_-`, the other layers' weight and input gradients twice); exact: two plus
+    one Hessian-vector product.
+    """
+    u = layer_units(sizes, m, B)
+    g = grad_flops(u)
+    per_step = {
+        "fedavg": g,
+        "fo": 2 * g,
+        "hf": 2 * g + 2 * g - u[0],
+        "exact": 2 * g + hvp_flops(u),
+    }[variant]
+    return tau * per_step
+
+
+# -- the workload ----------------------------------------------------------------------
+def make_task(n_clients: int, per_client: int, dtype, seed: int = 0):
+    """Random data of MNIST's shape, ``per_client`` samples per user in contiguous blocks."""
+    import torch
+
+    from .fast_mlp import mlp_oracle_factory
+    from .models import mlp
+    from .task import ClientData, Task
+
+    gen = torch.Generator().manual_seed(seed)
+    S = n_clients * per_client
+    x = torch.rand((S, 1, 28, 28), generator=gen, dtype=torch.float32).to(dtype)
+    y = torch.randint(0, 10, (S,), generator=gen)
+    blocks = [list(range(i * per_client, (i + 1) * per_client)) for i in range(n_clients)]
+    data = ClientData.from_lists(x, y, blocks).to(dtype)
+    loss, scores, init = mlp(SIZES, "elu")
+    return Task(
+        name="bench", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
+        oracle_factory=mlp_oracle_factory(SIZES, "elu"),
+    )
+
+
+class LoopBaseline:
+    r"""Per-client ``nn.Module`` + ``torch.optim.SGD`` with a ``deepcopy`` per client, as
+    existing FL code does (e.g. the Per-FedAvg user of the pFedMe code base): the same
+    algorithm and hyper-parameters as the engine, one client at a time."""
+
+    def __init__(self, task, cfg, dtype):
+        import torch
+        from torch import nn
+
+        self.cfg = cfg
+        self.model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(), nn.Linear(60, 10)
+        ).to(dtype)
+        per_client = int(task.train.count[0])
+        self.client_x = [task.train.x[i * per_client : (i + 1) * per_client] for i in range(task.n_clients)]
+        self.client_y = [task.train.y[i * per_client : (i + 1) * per_client] for i in range(task.n_clients)]
+        self.gen = torch.Generator().manual_seed(1)
+
+    def _batch(self, i: int, size: int):
+        import torch
+
+        idx = torch.randint(0, len(self.client_y[i]), (size,), generator=self.gen)
+        return self.client_x[i][idx], self.client_y[i][idx]
+
+    def _backward(self, model, batch):
+        import torch.nn.functional as F
+
+        model.zero_grad()
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+
+    def _local_step(self, model, opt, i: int) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.cfg
+        params = list(model.parameters())
+        if cfg.algorithm == "fedavg":
+            self._backward(model, self._batch(i, cfg.D))
+            opt.step()
+            return
+        w0 = [p.detach().clone() for p in params]
+        for group in opt.param_groups:  # w~ = w - alpha grad f(w, D)
+            group["lr"] = cfg.alpha
+        self._backward(model, self._batch(i, cfg.D))
+        opt.step()
+        self._backward(model, self._batch(i, cfg.D1))  # g = grad f(w~, D')
+        g = [p.grad.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, w in zip(params, w0):
+                p.copy_(w)
+        if cfg.algorithm == "hf":
+            batch = self._batch(i, cfg.D2)
+            pm = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    for p, w, gi in zip(params, w0, g):
+                        p.copy_(w).add_(gi, alpha=sign * cfg.delta)
+                self._backward(model, batch)
+                pm.append([p.grad.detach().clone() for p in params])
+            with torch.no_grad():
+                for p, w, gi, gp, gm in zip(params, w0, g, *pm):
+                    p.copy_(w)
+                    p.grad = gi - cfg.alpha * (gp - gm) / (2 * cfg.delta)
+        elif cfg.algorithm == "exact":
+            x, y = self._batch(i, cfg.D2)
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+            hv = torch.autograd.grad(grads, params, grad_outputs=g)
+            for p, gi, h in zip(params, g, hv):
+                p.grad = gi - cfg.alpha * h
+        else:
+            for p, gi in zip(params, g):
+                p.grad = gi
+        for group in opt.param_groups:
+            group["lr"] = cfg.beta
+        opt.step()
+
+    def round(self, n_clients: int, m: int) -> None:
+        import copy
+
+        import torch
+
+        clients = torch.randperm(n_clients, generator=self.gen)[:m].tolist()
+        states = []
+        for i in clients:
+            local = copy.deepcopy(self.model)
+            opt = torch.optim.SGD(local.parameters(), lr=self.cfg.beta)
+            for _ in range(self.cfg.tau):
+                self._local_step(local, opt, i)
+            states.append([p.detach() for p in local.parameters()])
+        with torch.no_grad():
+            for k, p in enumerate(self.model.parameters()):
+                p.copy_(torch.stack([s[k] for s in states]).mean(0))
+
+
+def matmul_throughput(m: int, B: int, dtype, repeats: int = 30) -> float:
+    r"""GFLOP/s of this machine on the first layer's two GEMM shapes, as ``bmm``:
+    ``(m, B, 784) @ (m, 784, 80)`` and ``(m, 80, B) @ (m, B, 784)``; median of ``repeats``."""
+    import torch
+
+    d, h = SIZES[0], SIZES[1]
+    X = torch.rand(m, B, d, dtype=dtype)
+    Wt = torch.rand(m, h, d, dtype=dtype).transpose(1, 2)
+    G = torch.rand(m, B, h, dtype=dtype)
+    out_f, out_b = torch.empty(m, B, h, dtype=dtype), torch.empty(m, h, d, dtype=dtype)
+    times = []
+    for r in range(repeats + 5):
+        start = time.perf_counter()
+        torch.bmm(X, Wt, out=out_f)
+        torch.bmm(G.transpose(1, 2), X, out=out_b)
+        if r >= 5:
+            times.append(time.perf_counter() - start)
+    return 2 * (2 * m * B * d * h) / statistics.median(times) / 1e9
+
+
+def run_bench(args) -> dict:
+    """The benchmark's JSON-ready result (module docstring); restores torch's thread count."""
+    import torch
+
+    threads = args.threads or os.cpu_count() or 1
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_bench(args, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_bench(args, threads: int) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from .config import RunConfig
+    from .engine import local_round
+    from .fast_mlp import tune_malloc
+    from .oracle import make_oracle
+
+    malloc_tuned = tune_malloc() if args.malloc_tuning else False
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    task = make_task(args.clients, args.samples, dtype)
+    oracle = make_oracle(task)
+    gen = torch.Generator().manual_seed(0)
+    w0 = task.init_params(gen).to(dtype)
+    m = max(1, int(round(0.2 * args.clients)))
+    result = {
+        "workload": {"n": args.clients, "r": 0.2, "clients_per_round": m, "tau": 10, "batch": 40,
+                     "mlp": list(SIZES), "activation": "elu", "samples_per_client": args.samples},
+        "dtype": args.dtype, "threads": threads, "torch": torch.__version__, "malloc_tuned": malloc_tuned,
+        "rounds": args.rounds, "warmup": args.warmup, "variants": {},
+    }
+    gflops = []
+    with tqdm(total=len(args.variants) * (args.rounds + args.warmup), desc="bench", unit="round", file=sys.stderr) as bar:
+        for variant in args.variants:
+            cfg = RunConfig(algorithm=variant, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.01, beta=0.01, delta=1e-3,
+                            dtype=args.dtype)
+            baseline = LoopBaseline(task, cfg, dtype)
+            w = w0.clone()
+            engine_t, loop_t, engine_cpu, loop_cpu = [], [], [], []
+            gflops.append(matmul_throughput(m, 40, dtype))
+            for r in range(args.rounds + args.warmup):
+                start, cpu = time.perf_counter(), time.process_time()
+                w_next, _, _ = local_round(task, oracle, cfg, w, gen)
+                t_engine, c_engine = time.perf_counter() - start, time.process_time() - cpu
+                start, cpu = time.perf_counter(), time.process_time()
+                baseline.round(args.clients, m)
+                t_loop, c_loop = time.perf_counter() - start, time.process_time() - cpu
+                w = w_next
+                if r >= args.warmup:
+                    engine_t.append(t_engine)
+                    loop_t.append(t_loop)
+                    engine_cpu.append(c_engine)
+                    loop_cpu.append(c_loop)
+                bar.update()
+            gflops.append(matmul_throughput(m, 40, dtype))
+            flops = engine_matmul_flops(variant, SIZES, m, 40, 10)
+            e_ms, l_ms = 1e3 * statistics.median(engine_t), 1e3 * statistics.median(loop_t)
+            result["variants"][variant] = {
+                "engine_ms": round(e_ms, 3),
+                "loop_ms": round(l_ms, 3),
+                "speedup": round(l_ms / e_ms, 2),
+                "engine_ms_min": round(1e3 * min(engine_t), 3),
+                "loop_ms_min": round(1e3 * min(loop_t), 3),
+                "speedup_of_min": round(min(loop_t) / min(engine_t), 2),
+                # process CPU time (all threads): less sensitive to other load than wall time,
+                # but it counts OpenMP spin-waiting, so compare it at --threads 1
+                "engine_cpu_ms": round(1e3 * statistics.median(engine_cpu), 3),
+                "loop_cpu_ms": round(1e3 * statistics.median(loop_cpu), 3),
+                "flops_per_round": flops,
+                "engine_gflops": round(flops / e_ms / 1e6, 1),
+            }
+    peak = statistics.median(gflops)
+    result["matmul_gflops"] = round(peak, 1)
+    result["matmul_gflops_samples"] = [round(g, 1) for g in gflops]
+    for entry in result["variants"].values():
+        entry["fraction_of_matmul"] = round(entry["engine_gflops"] / peak, 3)
+        entry["flop_floor_ms"] = round(entry["flops_per_round"] / peak / 1e6, 3)
+    return result
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"--{name}={text!r} is not an integer") from None
+        if value < (0 if name in ("warmup", "threads") else 1):
+            raise UsageError(f"--{name}={value} is out of range: must be >= {0 if name in ('warmup', 'threads') else 1}")
+        return value
+
+    return parse
+
+
+def _variants(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in names if v not in VARIANTS]
+    if bad or not names:
+        raise UsageError(f"--variants={text!r}: each must be one of {', '.join(VARIANTS)} (comma-separated)")
+    return names
+
+
+def main(args) -> int:
+    result = run_bench(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        from .rundir import atomic_write_text
+
+        atomic_write_text(args.json_out, text + "\n")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time the engine against a per-client nn.Module loop on the paper's MNIST workload shape",
+        description="Time one round of each variant on the paper's workload shape (n = 50, r = 0.2, tau = 10, "
+        "batches of 40, MLP 784-80-60-10 ELU, random MNIST-shaped data): the engine (perfedavg.engine.local_round "
+        "with the hand-written MLP oracle) and a per-client nn.Module + torch.optim.SGD loop with a deepcopy per "
+        "client, interleaved round by round in the same run. Prints JSON: median ms per round of both, their "
+        "ratio, matmul FLOPs per round, and the fraction of this machine's bmm throughput (measured in the same "
+        "run on the first layer's shapes) the engine achieves.",
+        epilog="On a loaded machine wall times with several threads are dominated by OpenMP threads waiting for "
+        "descheduled siblings: compare 'speedup' (same run) rather than absolute times, try --threads 1 "
+        "(see engine_cpu_ms / loop_cpu_ms), or set OMP_WAIT_POLICY=PASSIVE in the environment.",
+    )
+    p.add_argument("--rounds", type=_positive("rounds"), default=20, help="timed rounds per variant, >= 1 (default 20)")
+    p.add_argument("--warmup", type=_positive("warmup"), default=3, help="untimed rounds first, >= 0 (default 3)")
+    p.add_argument("--threads", type=_positive("threads"), default=0,
+                   help="torch threads (torch.set_num_threads), >= 0; 0 = all cores (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point type (default float32)")
+    p.add_argument("--variants", type=_variants, default=",".join(VARIANTS),
+                   help="comma-separated subset of fedavg,fo,hf,exact (default: all four)")
+    p.add_argument("--clients", type=_positive("clients"), default=50,
+                   help="users n, >= 3; 0.2 n of them are sampled per round (default 50)")
+    p.add_argument("--samples", type=_positive("samples"), default=1000,
+                   help="random samples per user, >= 40 (default 1000)")
+    p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
+                   help="keep glibc's malloc defaults; by default perfedavg.fast_mlp.tune_malloc() is applied to the "
+                   "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers")
+    p.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON to FILE, atomically")
+    p.set_defaults(func=_checked_main)
+
+
+def _checked_main(args) -> int:
+    if args.samples < 40:
+        raise UsageError(f"--samples={args.samples} is out of range: each user needs >= 40 samples (the batch size)")
+    if round(0.2 * args.clients) < 1:
+        raise UsageError(f"--clients={args.clients} is out of range: r*n = 0.2*n must round to >= 1 (n >= 3)")
+    return main(args)

@@ -1,0 +1,185 @@
+"""The hand-written MLP oracle against autograd, the fused local steps against the generic
+ones, and ``perfedavg bench``'s FLOP counts and command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from perfedavg.bench import engine_matmul_flops, grad_flops, layer_units
+from perfedavg.config import RunConfig
+from perfedavg.engine import local_round
+from perfedavg.fast_mlp import MLPOracle, mlp_oracle_factory
+from perfedavg.local import StepSizes, meta_gradient
+from perfedavg.models import mlp
+from perfedavg.oracle import AutogradOracle, make_oracle
+from perfedavg.sampling import Batch
+from perfedavg.task import ClientData, Task
+
+#: float64 agreement of two exact computations of the same quantity whose sums run in other
+#: orders: entries are O(1), so round-off is ~1e-15; 1e-10 leaves ample room and still
+#: catches any wrong term (which would be O(1e-2) or larger).
+TIGHT = 1e-10
+
+#: (sizes, activation): logistic regression, 1 and 2 hidden layers, a wide first layer
+CASES = [
+    ((6, 3), "elu"),
+    ((7, 5, 3), "elu"),
+    ((7, 5, 3), "tanh"),
+    ((7, 5, 3), "relu"),
+    ((9, 6, 4, 3), "elu"),
+    ((9, 6, 4, 3), "tanh"),
+    ((300, 60, 5), "elu"),
+    ((300, 60, 5), "relu"),
+]
+
+
+def _problem(sizes, m, B, seed=0, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    P = MLPOracle(sizes).num_params
+    W = torch.randn(m, P, generator=g, dtype=torch.float64) * scale
+    V = torch.randn(m, P, generator=g, dtype=torch.float64)
+    X = torch.randn(m, B, sizes[0], generator=g, dtype=torch.float64)
+    Y = torch.randint(0, sizes[-1], (m, B), generator=g)
+    return W, V, X, Y
+
+
+def _close(a, b, tol=TIGHT):
+    err = float((a - b).abs().max())
+    assert err <= tol * max(1.0, float(b.abs().max())), err
+
+
+@pytest.mark.parametrize("sizes,activation", CASES)
+@pytest.mark.parametrize("m,B", [(1, 1), (4, 1), (3, 7)])
+def test_grad_and_hvp_equal_autograd(sizes, activation, m, B):
+    W, V, X, Y = _problem(sizes, m, B, seed=m * 10 + B)
+    fast, ref = MLPOracle(sizes, activation), AutogradOracle(mlp(sizes, activation)[0])
+    _close(fast.grad(W, X, Y), ref.grad(W, X, Y))
+    _close(fast.hvp(W, V, X, Y), ref.hvp(W, V, X, Y))
+
+
+@pytest.mark.parametrize("sizes,activation", CASES[:2] + CASES[-2:])
+def test_shared_batch_grad_and_descend(sizes, activation):
+    """``W`` with 2m rows on m batches = the batch repeated (grad and hvp); ``descend`` = ``W - step * grad(at)``."""
+    W, V, X, Y = _problem(sizes, 3, 5)
+    fast, ref = MLPOracle(sizes, activation), AutogradOracle(mlp(sizes, activation)[0])
+    W2 = torch.cat([W, V])
+    _close(fast.grad(W2, X, Y), ref.grad(W2, X.repeat(2, 1, 1), Y.repeat(2, 1)))
+    _close(fast.hvp(W2, W2.flip(0), X, Y), ref.hvp(W2, W2.flip(0), X.repeat(2, 1, 1), Y.repeat(2, 1)))
+    _close(fast.descend(W, 0.3, X, Y), W - 0.3 * ref.grad(W, X, Y))
+    _close(fast.descend(W, 0.3, X, Y, at=V), W - 0.3 * ref.grad(V, X, Y))
+
+
+def test_image_shaped_inputs_are_flattened_and_float32_agrees():
+    sizes = (16, 5, 3)
+    W, V, X, Y = _problem(sizes, 2, 4)
+    X4 = X.reshape(2, 4, 1, 4, 4)
+    fast, ref = MLPOracle(sizes), AutogradOracle(mlp(sizes)[0])
+    _close(fast.grad(W, X4, Y), ref.grad(W, X, Y))
+    # float32: same formulas, single precision round-off (~1e-7 relative, summed over B)
+    g32 = fast.grad(W.float(), X.float(), Y)
+    assert g32.dtype == torch.float32
+    _close(g32.double(), ref.grad(W, X, Y), tol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["fo", "hf", "exact"])
+def test_fused_per_fedavg_step_equals_generic_meta_gradient(variant):
+    sizes = (8, 6, 3)
+    W, V, X, Y = _problem(sizes, 3, 4)
+    g = torch.Generator().manual_seed(3)
+    batches = tuple(Batch(torch.randn(3, 4, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (3, 4), generator=g))
+                    for _ in range(3))
+    h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
+    fast, ref = MLPOracle(sizes), AutogradOracle(mlp(sizes)[0])
+    expected = W - h.beta * meta_gradient(ref, W, batches, h, variant)
+    # HF divides round-off by 2*delta = 2e-3: still ~1e-13, far inside TIGHT
+    _close(fast.per_fedavg_step(W, batches, h, variant), expected)
+
+
+def _mlp_task(sizes=(10, 7, 4), activation="elu", n=6, per_client=30, fast=True):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n * per_client, sizes[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (n * per_client,), generator=g)
+    data = ClientData.from_lists(x, y, [list(range(i * per_client, (i + 1) * per_client)) for i in range(n)])
+    loss, scores, init = mlp(sizes, activation)
+    return Task(name="mlp-test", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
+                oracle_factory=mlp_oracle_factory(sizes, activation) if fast else None)
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
+@pytest.mark.parametrize("activation", ["elu", "tanh"])
+def test_engine_round_with_fast_oracle_equals_autograd_oracle(algorithm, activation):
+    task = _mlp_task(activation=activation)
+    assert isinstance(make_oracle(task), MLPOracle)
+    slow_task = replace(task, oracle_factory=None)
+    assert isinstance(make_oracle(slow_task), AutogradOracle)
+    cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
+    w = task.init_params(torch.Generator().manual_seed(1)) * 3
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(2):
+        w_fast, clients_a, _ = local_round(task, make_oracle(task), cfg, w, gen_a)
+        w_slow, clients_b, _ = local_round(slow_task, make_oracle(slow_task), cfg, w, gen_b)
+        assert torch.equal(clients_a, clients_b)
+        _close(w_fast, w_slow)
+        w = w_fast
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="activation"):
+        MLPOracle((4, 3), "sigmoid")
+    fast = MLPOracle((4, 3))
+    with pytest.raises(ValueError, match="features"):
+        fast.grad(torch.zeros(2, 15), torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="multiple"):
+        fast.grad(torch.zeros(3, 15), torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))
+
+
+# -- perfedavg bench -------------------------------------------------------------------
+def test_flop_counts():
+    u = layer_units((784, 80, 60, 10), 10, 40)
+    assert u[0] == 2 * 10 * 40 * 784 * 80
+    # a gradient: forward + weight gradient for every layer, input gradient for all but the first
+    assert grad_flops(u) == 2 * u[0] + 3 * u[1] + 3 * u[2]
+    fedavg = engine_matmul_flops("fedavg")
+    assert engine_matmul_flops("fo") == 2 * fedavg
+    # HF shares one first-layer weight-gradient GEMM between w + delta g and w - delta g
+    assert engine_matmul_flops("hf") == 4 * fedavg - 10 * u[0]
+    # exact: two gradients + the R-operator HVP (first layer 3 GEMMs, the others 8)
+    assert engine_matmul_flops("exact") == 10 * (7 * u[0] + 14 * (u[1] + u[2]))
+
+
+def test_bench_module_does_not_import_torch():
+    code = "import sys, perfedavg.bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bench_rejects_bad_options(capsys):
+    from perfedavg.cli import main
+
+    assert main(["bench", "--rounds", "0"]) == 2
+    assert "--rounds" in capsys.readouterr().err
+    assert main(["bench", "--variants", "fo,sgd"]) == 2
+    assert "--variants" in capsys.readouterr().err
+
+
+def test_bench_tiny_run_writes_json(tmp_path, capsys):
+    """One timed round of a small workload: the JSON has every field, consistent with itself."""
+    from perfedavg.cli import main
+
+    out = tmp_path / "bench.json"
+    status = main(["bench", "--rounds", "1", "--warmup", "0", "--threads", "1", "--variants", "fo",
+                   "--clients", "5", "--samples", "40", "--json-out", str(out)])
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert result == json.loads(capsys.readouterr().out)
+    fo = result["variants"]["fo"]
+    assert fo["engine_ms"] > 0 and fo["loop_ms"] > 0
+    assert fo["speedup"] == pytest.approx(fo["loop_ms"] / fo["engine_ms"], rel=1e-2)
+    assert fo["flops_per_round"] == engine_matmul_flops("fo", m=1)
+    assert 0 < fo["fraction_of_matmul"]
