@@ -39,7 +39,10 @@ def _register_table1(what) -> None:
         "personalized test accuracy under both protocols (adaptation step on the user's test data as the paper "
         "did; on its training data, leak-free), the shared model's accuracy, and the wall time of every column. "
         "The users' split is drawn to OUT/partition-<dataset>.png and tabulated in .md. Every cell is a run "
-        "directory under OUT/runs/: finished cells are reused and an interrupted reproduction resumes. "
+        "directory under OUT/runs/: finished cells are reused, cells run with fewer rounds are continued, cells "
+        "with other settings are run again, and an interrupted reproduction resumes. Cells run side by side "
+        "(--workers processes of --threads torch threads) through the sweep runner, whose record of the "
+        "invocation is OUT/sweep_summary.md. "
         "Results on the JPEG copy of CIFAR-10 are labelled 'CIFAR-10 (JPEG copy)'.",
     )
     p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder (default: runs/table1)")
@@ -54,8 +57,16 @@ def _register_table1(what) -> None:
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; each evaluation "
                    "costs about 20 MNIST rounds)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads, >= 1 (default 1: fastest on a shared 2-core machine for these small matrices)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="cells run at once, each in its own process, >= 1 (default: the usable cores / --threads, "
+                   "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads)")
+    p.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="torch threads per cell, >= 1 (default 1: fastest on a shared 2-core machine for these small "
+                   "matrices; the cores are used by running cells side by side)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
+                   "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
+                   "which retries a cell whose worker died")
     p.add_argument("--quick", action="store_true", help="reduced version (30 rounds, one seed) for a smoke test")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=table1_main)
@@ -120,11 +131,13 @@ def table1_main(args) -> int:
     if not datasets or not methods:
         raise UsageError("--datasets and --methods must each name at least one item")
     for name, value, low in (("--seeds", args.seeds, 1), ("--rounds", args.rounds, 1),
-                             ("--eval-every", args.eval_every, 0), ("--threads", args.threads, 1)):
+                             ("--eval-every", args.eval_every, 0), ("--threads", args.threads, 1),
+                             ("--workers", args.workers, 1)):
         _at_least(name, value, low)
     base = Plan.quick() if args.quick else Plan()
     kw = {"datasets": datasets, "methods": methods, "data_dir": args.data_dir, "download": args.download,
-          "eval_every": args.eval_every, "threads": args.threads}
+          "eval_every": args.eval_every, "threads": args.threads,
+          "workers": args.workers, "backend": args.backend}
     if args.seeds:
         kw["seeds"] = args.seeds
     if args.rounds:

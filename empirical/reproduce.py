@@ -29,12 +29,16 @@ Notes
 * **Cost**: an evaluation computes the exact F and ∇F of all 50 users by double
   backward on full data, which costs about as much as 20-50 training rounds; the table
   needs only the final model, so cells evaluate rounds 0 and K only (``eval_every = 0``).
-* **Threads**: one torch thread per process (``Plan.threads``); on this shared 2-core
-  machine two threads were 25x slower per round than one.
+* **Parallelism**: the cells run through the sweep runner (:mod:`perfedavg.sweep_backends`),
+  ``Plan.workers`` processes with ``Plan.threads`` torch threads each (default one thread
+  per core); on this shared 2-core machine two threads in one process were 25x slower per
+  round than one, while two one-thread processes side by side run at nearly twice the
+  rate of one.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import statistics
 import time
@@ -64,9 +68,12 @@ class Plan:
 
     ``eval_every = 0`` evaluates only round 0 and round K (the table needs only the
     final model; each evaluation costs several rounds' time, see the module notes).
-    ``threads``: torch intra-op threads of this process (1 is fastest on a shared
+    ``threads``: torch intra-op threads of each cell's process (1 is fastest on a shared
     2-core machine: measured 0.12 s against 3.3 s per FedAvg round on MNIST with 2
-    threads under contention, because the per-round matrices are small).
+    threads under contention, because the per-round matrices are small); ``workers``
+    cells run at once (the sweep runner's process pool, or Ray tasks with ``backend``
+    ``ray``): the cells are independent runs, so the cores are used by running cells side
+    by side rather than by threads inside a cell.
     """
 
     datasets: tuple[str, ...] = ("mnist", "cifar10")
@@ -78,6 +85,10 @@ class Plan:
     data_dir: str = ""
     download: bool = False
     threads: int = 1
+    #: cells run at once, each in its own process (``None``: the usable cores / ``threads``, 2 x 1 on a 2-core machine)
+    workers: int | None = None
+    #: the sweep runner's backend: ``local`` (a process pool here) or ``ray``
+    backend: str = "local"
     #: task options of every cell beyond the data root (e.g. ``{"clients": 10, "a": 4}``; default: the paper's split)
     task: Mapping[str, Any] = field(default_factory=dict)
     #: run options overriding the paper's hyper-parameters (e.g. ``{"D": 4}``; default: none)
@@ -137,35 +148,97 @@ def write_partitions(plan: Plan, out: Path) -> dict[str, dict]:
     return written
 
 
-def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
-    """Run every missing cell of ``plan`` into ``out`` and write the table; returns it."""
-    import torch
-    from tqdm import tqdm
+def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
+    r"""The cells of ``plan`` that need work, as :class:`perfedavg.sweep.Unit` s for the sweep
+    runner, and what happens to each (``start``, ``continue`` or ``rerun``; finished cells are
+    left out).  A unit's name is the cell's path under ``runs/``
+    (``<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``), so the sweep runner writes each cell
+    where :func:`cell_dir` says.
 
-    from perfedavg.runner import run_config
+    The sweep runner's worker (:func:`perfedavg.sweep_backends.execute_unit`) resumes a
+    checkpoint only when its config equals the unit's exactly; a Table 1 cell with the same
+    training settings but fewer rounds (or another data root, evaluation or checkpoint
+    frequency: :data:`_NEUTRAL`) is the same trajectory and is continued: its checkpoint's
+    config is set to the cell's new one (:func:`_adopt_checkpoint`), as
+    ``run_config(resume=True, force=True)`` would record it at its next checkpoint.  A cell
+    with other settings keeps its checkpoint, which the worker then cannot resume: it starts
+    the cell over."""
+    from perfedavg.sweep import Unit
+    from perfedavg.tasks import resolved_task_table
+
+    units, actions, tasks = [], {}, {}
+    for dataset, tau, alpha, method, seed in plan.cells():
+        cfg = cell_config(plan, dataset, tau, alpha, method, seed)
+        key = repr(sorted(cfg.task.items()))
+        if key not in tasks:
+            tasks[key] = resolved_task_table(cfg.task)
+        cfg = cfg.replace(task=tasks[key])  # as the runner saves it, so the worker recognizes its own cell
+        directory = cell_dir(out, dataset, tau, alpha, method, seed)
+        done = _done_round(directory, cfg)
+        if done == cfg.K and _status(directory) == "finished":
+            continue
+        if done is not None and done <= cfg.K:
+            _adopt_checkpoint(directory, cfg)
+            action = "continue"
+        else:
+            action = "rerun" if directory.exists() else "start"
+        name = directory.relative_to(out / "runs").as_posix()
+        varied = {"dataset": dataset, "tau": tau, "alpha": alpha, "algorithm": method, "seed": seed}
+        units.append(Unit(name=name, varied=varied, config=cfg.to_dict()))
+        actions[name] = action
+    return units, actions
+
+
+def _adopt_checkpoint(directory: Path, cfg) -> None:
+    """Record ``cfg`` as the config of ``directory``'s checkpoint (same cell, other
+    :data:`_NEUTRAL` options), atomically; the training state is untouched."""
+    path = directory / rundir.CHECKPOINT
+    payload = rundir.read_checkpoint(path)
+    if payload["config"] != cfg.to_dict():
+        payload["config"] = cfg.to_dict()
+        rundir.atomic_torch_save(path, payload)
+
+
+def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
+    r"""Run every missing cell of ``plan`` into ``out`` and write the table; returns it.
+
+    The cells run through the sweep runner (:func:`perfedavg.sweep_backends.run_sweep`):
+    ``plan.workers`` cells at once, each in its own process with ``plan.threads`` torch
+    threads, on ``plan.backend`` (``local`` process pool or ``ray``); a worker that dies
+    loses only its cell, which is retried (and resumes from its checkpoint).  The sweep
+    runner's own record of this invocation is ``out/sweep_summary.{md,json}``."""
+    import torch
+
+    from perfedavg.sweep_backends import SweepOptions, run_sweep
 
     out = Path(out)
+    # force: a cell's saved config.toml may differ from the unit's in neutral options (see cell_units)
+    options = SweepOptions(backend=plan.backend, workers=plan.workers, threads=plan.threads, force=True,
+                           progress=progress)  # checks workers, threads, backend before anything runs
     torch.set_num_threads(plan.threads)
     check_data(plan)
     out.mkdir(parents=True, exist_ok=True)
     partitions = write_partitions(plan, out)
-    cells = list(plan.cells())
+    units, actions = cell_units(plan, out)
     timings: dict[str, float] = {}
-    bar = tqdm(cells, desc="Table 1", unit="run", disable=not progress, dynamic_ncols=True)
-    for dataset, tau, alpha, method, seed in bar:
-        directory = cell_dir(out, dataset, tau, alpha, method, seed)
-        bar.set_postfix_str(f"{dataset} tau={tau} alpha={alpha:g} {method} seed {seed}")
-        cfg = cell_config(plan, dataset, tau, alpha, method, seed)
-        done = _done_round(directory, cfg)
-        if done == cfg.K and _status(directory) == "finished":
-            continue
-        started = time.perf_counter()
-        # same cell with fewer rounds (or interrupted): continue it; else (other settings, more rounds) start over
-        run_config(cfg, directory, resume=done is not None and done <= cfg.K, force=True, progress=False)
-        key = f"{dataset}/{method}"
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+    invocation = {"cells_run": len(units), "actions": dict(collections.Counter(actions.values())),
+                  "backend": plan.backend, "workers": None, "threads": plan.threads, "wall_seconds": 0.0}
+    if units:
+        report = run_sweep(units, out, options)
+        invocation.update(workers=report.bench.get("workers"), wall_seconds=report.wall_seconds)
+        if report.interrupted:
+            raise KeyboardInterrupt
+        failed = [(name, row["error"]) for name, row in report.rows.items() if row["status"] not in ("finished", "diverged")]
+        if failed:
+            name, error = failed[0]
+            raise UsageError(f"{len(failed)} Table 1 cell(s) failed, first runs/{name}: {error} "
+                             f"(see {out / 'sweep_summary.md'}; run again to retry)")
+        for unit in units:
+            key = f"{unit.varied['dataset']}/{unit.varied['algorithm']}"
+            timings[key] = timings.get(key, 0.0) + float(report.rows[unit.name]["wall_seconds"] or 0.0)
     table = collect(plan, out)
     table["seconds_this_invocation"] = timings
+    table["invocation"] = invocation
     table["partitions"] = partitions
     write_table(table, out)
     return table

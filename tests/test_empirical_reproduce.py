@@ -32,7 +32,9 @@ def test_cells_use_the_papers_hyper_parameters_and_evaluate_only_at_the_end():
 
 
 def test_table1_end_to_end_resumable_with_extra_column(tiny_root, tmp_path):
-    plan = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fedavg", "fo", "exact"), seeds=2, K=2,
+    from dataclasses import replace
+
+    plan = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fedavg", "fo", "exact"), seeds=2, K=2, workers=2,
                 data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
     out = tmp_path / "t1"
     table = run_plan(plan, out, progress=False)
@@ -51,20 +53,26 @@ def test_table1_end_to_end_resumable_with_extra_column(tiny_root, tmp_path):
     # the cell's own record: only rounds 0 and K were evaluated
     lines = (cell_dir(out, "mnist", 2, 0.01, "fo", 1) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 2]
-    # finished cells are reused
-    again = run_plan(plan, out, progress=False)
-    assert again["seconds_this_invocation"] == {}
+    # the cells ran side by side in the sweep runner's worker processes, each in its cell directory
+    assert table["invocation"]["workers"] == 2 and table["invocation"]["actions"] == {"start": 6}
+    sweep = json.loads((out / "sweep_summary.json").read_text())
+    assert {r["name"] for r in sweep["runs"]} == {f"mnist/tau2-alpha0.01/{m}-seed{s}" for m in ("fedavg", "fo", "exact") for s in (0, 1)}
+    assert {r["status"] for r in sweep["runs"]} == {"finished"}
+    # finished cells are reused, also when the data root is spelled otherwise (where the data live is no setting)
+    again = run_plan(replace(plan, data_dir=str(tiny_root) + "/"), out, progress=False)
+    assert again["seconds_this_invocation"] == {} and again["invocation"]["cells_run"] == 0
     assert again["rows"][0]["cells"]["fo"]["test"] == row["cells"]["fo"]["test"]
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert cli_main(["reproduce", "table1", "--rounds", "0"]) == 2
     assert cli_main(["reproduce", "table1", "--methods", "fedavg,sgd"]) == 2
+    assert cli_main(["reproduce", "table1", "--workers", "0"]) == 2
     assert cli_main(["reproduce", "table1", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"),
                      "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3
-    assert all(way in err[2] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
+    assert len(err) == 4 and "--workers" in err[2]
+    assert all(way in err[3] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
     assert not (tmp_path / "out").exists()
     assert cli_main(["reproduce", "constants", "--run", str(tmp_path)]) == 2
 
@@ -80,11 +88,15 @@ def test_more_rounds_continue_cells_bit_for_bit_and_other_settings_rerun(tiny_ro
     longer = replace(base, K=3)
     table = run_plan(longer, tmp_path / "a", progress=False)  # continues the K=2 cell
     assert table["seconds_this_invocation"] and table["plan"]["K"] == 3
+    assert table["invocation"]["actions"] == {"continue": 1}
+    # continued, not started over: the K=2 run's records (rounds 0 and 2) are kept and round 3 is appended
+    lines = (cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [0, 2, 3]
     run_plan(longer, tmp_path / "b", progress=False)  # fresh K=3
     w = [read_checkpoint(cell_dir(tmp_path / d, "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"] for d in "ab"]
     assert w[0].equal(w[1])
     other = replace(longer, settings={**longer.settings, "beta": 0.01})
-    run_plan(other, tmp_path / "a", progress=False)  # other beta: the cell is run again from round 0
+    assert run_plan(other, tmp_path / "a", progress=False)["invocation"]["actions"] == {"rerun": 1}  # from round 0
     lines = (cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 3]
     assert not read_checkpoint(cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"].equal(w[1])
