@@ -66,7 +66,7 @@ def test_bounds_help_lists_every_option(capsys):
 
 
 @pytest.mark.parametrize("argv, word", [
-    (["bounds", "--constants", "/nonexistent/c.toml"], "not found"),
+    (["bounds", "--constants", "/nonexistent/c.toml"], "--constants: config file /nonexistent/c.toml does not exist"),
     (["bounds", "--L", "1"], "missing constant"),
     (["bounds", "--variant", "zz"], "variant"),
     (["bounds", "--L", "abc"], "--L"),
@@ -87,7 +87,8 @@ def test_bounds_bad_toml(tmp_path, capsys):
     p = tmp_path / "bad.toml"
     p.write_text("L = = 1\n")
     assert main(["bounds", "--constants", str(p)]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--constants: config file" in err and "not valid TOML" in err
     p.write_text(Constants(**BASE).to_toml() + "Lfoo = 2\n")
     assert main(["bounds", "--constants", str(p)]) == 2
     assert "unknown constant" in capsys.readouterr().err

@@ -155,16 +155,12 @@ class Constants:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
         """Load from a TOML file (top-level keys, or a ``[constants]`` table), then apply ``overrides``."""
-        import tomllib
+        from perfedavg.config import read_toml  # torch-free; one TOML reader for the project
 
-        path = Path(path)
         try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise UsageError(f"--constants: file not found: {path}") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"--constants: cannot read {path}: {exc}") from None
+            data = read_toml(path, allow_empty=True)
+        except UsageError as exc:
+            raise UsageError(f"--constants: {exc}") from None
         if "constants" in data and isinstance(data["constants"], dict):
             data = data["constants"]
         data = {k: v for k, v in data.items() if not isinstance(v, dict)}
