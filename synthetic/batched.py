@@ -22,6 +22,7 @@ checkpoint: a batched run is short and is redone whole if interrupted).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,17 @@ def _gathered(task: Task):
     return hit[1]
 
 
+def _closed_form(task: Task, fn, W: Tensor, alpha: float):
+    return fn(task.train, W, alpha)
+
+
 def grad_F_batched(task: Task, W: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""For shared models ``W (S, P)``: :math:`F(w_s)`, :math:`\|\nabla F(w_s)\|^2`, :math:`f(w_s)`,
     :math:`\|\nabla f(w_s)\|^2`, each ``(S,)``, exactly from full local data (all users at once)."""
+    if task.name == "quadratic":  # closed form (synthetic.quadratic.exact_objectives): same values, no autograd
+        from .quadratic import exact_objectives
+
+        return tuple(v.to(W.dtype) for v in _closed_form(task, exact_objectives, W, alpha))
     X, Y, Pw = _gathered(task)
     S, n = W.shape[0], X.shape[0]
     with torch.enable_grad():
@@ -79,6 +88,9 @@ class SeedRuns:
     grad_norm_sq_f: np.ndarray
     stationarity: np.ndarray  # (S, K+1): column k = (1/(tau k)) sum_{k'<k} sum_t ||grad F(w_bar)||^2 (nan at k=0)
     w: Tensor  # (S, P) final models
+    phi: np.ndarray | None = None  # (S, K): round k's (1/tau) sum_t ||grad F(w_bar_{k+1,t})||^2 (track_inner)
+    max_w_norm: np.ndarray | None = None  # (S,): max over k and t of ||w_bar|| (domain checks)
+    wall_seconds: float = 0.0
 
 
 def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True) -> SeedRuns:
@@ -97,13 +109,21 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
     hist = {k: [v] for k, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha))}
     inner = torch.zeros(S, dtype=torch.float64)
     station = [torch.full((S,), float("nan"), dtype=torch.float64)]
+    phi = []
+    max_norm = W.norm(dim=1).double()
+    started = time.perf_counter()
     for k in range(cfg.K):
         clients = [sample_clients(g, n, m) for g in gens]
         Wc = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
+        round_sum = torch.zeros(S, dtype=torch.float64)
         for t in range(cfg.tau):
             if track_inner:
-                w_bar = W if t == 0 else Wc.view(S, m, P).mean(1)
-                inner += grad_F_batched(task, w_bar, cfg.alpha)[1].double()
+                if t == 0:  # w_bar_{k+1,0} = w_k, evaluated at the end of the previous round
+                    round_sum += hist["gF"][-1].double()
+                else:
+                    w_bar = Wc.view(S, m, P).mean(1)
+                    round_sum += grad_F_batched(task, w_bar, cfg.alpha)[1].double()
+                    max_norm = torch.maximum(max_norm, w_bar.norm(dim=1).double())
             drawn = [[draw_batch(g, task.train, c, size, task.batch_with_replacement) for size in sizes]
                      for g, c in zip(gens, clients)]
             batches = tuple(Batch(torch.cat([d[j].x for d in drawn]), torch.cat([d[j].y for d in drawn]))
@@ -113,12 +133,16 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
             else:
                 Wc = per_fedavg_step(oracle, Wc, batches, h, cfg.algorithm)
         W = Wc.view(S, m, P).mean(1)
+        max_norm = torch.maximum(max_norm, W.norm(dim=1).double())
+        inner += round_sum
+        phi.append(round_sum / cfg.tau)
         for key, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha)):
             hist[key].append(v)
         station.append(inner / (cfg.tau * (k + 1)) if track_inner else torch.full((S,), float("nan"), dtype=torch.float64))
     as_np = lambda xs: torch.stack(xs, 1).double().cpu().numpy()  # noqa: E731
     return SeedRuns(list(seeds), as_np(hist["F"]), as_np(hist["gF"]), as_np(hist["f"]), as_np(hist["gf"]),
-                    as_np(station), W)
+                    as_np(station), W, phi=as_np(phi) if track_inner and phi else None,
+                    max_w_norm=max_norm.cpu().numpy(), wall_seconds=time.perf_counter() - started)
 
 
 def eval_rounds(cfg: RunConfig) -> list[int]:
@@ -127,7 +151,18 @@ def eval_rounds(cfg: RunConfig) -> list[int]:
 
 
 def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_label: str) -> None:
-    """One run directory per seed (module docstring); ``summary.json`` is written last."""
+    r"""One run directory per seed, in :mod:`perfedavg.runner`'s layout so figures read both alike:
+    ``config.toml`` (the resolved config with that seed, :func:`perfedavg.config.dumps_toml`),
+    ``metrics.jsonl`` (one record per evaluated round: ``round``, ``F``, ``grad_norm_sq_F``, ``f``,
+    ``grad_norm_sq_f`` and, from round 1 when tracked, ``stationarity_avg``) and ``summary.json``
+    (the runner's keys ``status``, ``message``, ``rounds_completed``, ``checkpoint_round``,
+    ``diverged_at_round``, ``signal``, ``final``, ``wall_seconds`` (the batched loop's time
+    divided by the number of seeds), ``task``, ``code_version``, ``versions``; plus this engine's
+    per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``
+    and ``max_w_norm``).  Every file is written atomically (:mod:`perfedavg.rundir`), summary last:
+    a directory whose summary says ``finished`` is complete."""
+    code = rundir.code_version(cfg.task["name"])
+    versions = rundir.library_versions()
     for s, (seed, out) in enumerate(zip(runs.seeds, out_dirs)):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -141,22 +176,37 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
                 rec["stationarity_avg"] = runs.stationarity[s, k]
             lines.append(json.dumps({key: float(v) if key != "round" else int(v) for key, v in rec.items()}))
         rundir.atomic_write_text(out / rundir.METRICS, "\n".join(lines) + "\n")
-        final = json.loads(lines[-1])
-        rundir.atomic_write_json(out / rundir.SUMMARY, {
-            "status": "finished", "message": "", "rounds_completed": c.K, "diverged_at_round": None,
-            "final": final, "task": task_label, "engine": "synthetic.batched (seeds vectorized)",
+        finite = bool(np.isfinite(runs.F[s]).all() and np.isfinite(runs.grad_norm_sq_F[s]).all())
+        bad = None if finite else int(np.flatnonzero(~np.isfinite(runs.F[s]) | ~np.isfinite(runs.grad_norm_sq_F[s]))[0])
+        summary = {
+            "status": "finished" if finite else "diverged",
+            "message": "" if finite else f"F or its gradient norm is not finite at round {bad}",
+            "rounds_completed": c.K if finite else bad - 1,
+            "checkpoint_round": None,
+            "diverged_at_round": bad,
+            "signal": None,
+            "final": json.loads(lines[-1]),
+            "wall_seconds": runs.wall_seconds / len(runs.seeds),
+            "task": task_label,
+            "code_version": code,
+            "versions": versions,
+            "engine": "synthetic.batched (seeds vectorized)",
             "stationarity_by_round": runs.stationarity[s].tolist()[1:],
             "grad_norm_sq_F_by_round": runs.grad_norm_sq_F[s].tolist(),
-        })
+            "phi_by_round": runs.phi[s].tolist() if runs.phi is not None else None,
+            "max_w_norm": float(runs.max_w_norm[s]) if runs.max_w_norm is not None else None,
+        }
+        rundir.atomic_write_json(out / rundir.SUMMARY, summary)
 
 
 def is_finished(out: Path) -> bool:
-    """A run directory whose summary says finished (resume skips it)."""
+    """A run directory whose summary says finished or diverged (a completed outcome: resume skips it)."""
     try:
-        return json.loads((Path(out) / rundir.SUMMARY).read_text()).get("status") == "finished"
+        return json.loads((Path(out) / rundir.SUMMARY).read_text()).get("status") in ("finished", "diverged")
     except (OSError, ValueError):
         return False
 
 
 def read_summary(out: Path) -> dict:
+    """``summary.json`` of a run directory."""
     return json.loads((Path(out) / rundir.SUMMARY).read_text())
