@@ -1,91 +1,155 @@
-r"""Shared machinery of the floor figures (2 and 3): runs at several values of one knob,
-the stationary floor of each, its fitted log-log slope, and the derived bound's floor.
+r"""Shared machinery of the floor figures (2 and 3): the rate table's rows, saved once, drawn twice.
 
-The *floor* of a run is the mean of ‖∇F(w_k)‖² (exact) over the evaluated rounds of the
-last half (:meth:`figures.store.Run.tail_mean`); averaged over seeds with a Student-t
-95 % interval.  The experiment designs follow ``synthetic/rates.py`` (logistic task,
-exact constants, float64), where each knob isolates one term of the bound.
+The floors are *measured by the rate table* (:func:`synthetic.rates.rate_table`, the
+``perfedavg check --rates`` table): quadratic task started at its minimiser w*_α, a
+burn-in of ``BURN`` mixing times, the stationary mean of φ_k with a batch-means 95 %
+interval, the weighted log-log slope with its interval, and the predicted slope = the
+local slope of the derived explicit bound's relevant term(s) with the task's exact
+constants [derived] (the recalled shape's slope beside it [recalled]).  Nothing is
+re-measured here.
+
+:func:`ensure_rates` runs the table into ``<runs>/rates-<length>`` (finished run
+directories are reused: ``rate_table`` resumes) and saves its rows as
+``<runs>/rates-<length>/rows.json`` (atomic); each figure's manifest names that file
+(:func:`run_figure`), and :func:`read_rows` is all ``draw`` reads.  Figures 2 and 3 share one
+table per level: whichever runs second finds it saved.
+The JSON carries a signature of the table's design (grid, base config, lengths, seeds,
+tolerance), so a changed design is recomputed, never drawn from stale rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
 from . import store
 
-#: base of every floor experiment: logistic task with feature radius 2 (L = 1, so the transient
-#: from w_0 = 0 dies out within the quick K), α = 1/(2L), r = 0.1 (two users per round)
-BASE = {"algorithm": "exact", "alpha": 0.5, "beta": 0.1, "tau": 1, "r": 0.1, "D": 100, "D1": 100, "D2": 100,
-        "dtype": "float64", "eval_every": 2, "checkpoint_every": 0, "task": {"name": "logistic", "radius": 2.0}}
-SCALE = {"tiny": {"K": 6, "seeds": 1}, "quick": {"K": 120, "seeds": 2}, "full": {"K": 400, "seeds": 5}}
+#: figure level -> rate-table length (:data:`synthetic.rates.GRID`'s keys) and seeds
+LENGTH = {"tiny": "smoke", "quick": "quick", "full": "full"}
+SEEDS = {"tiny": [0], "quick": [0, 1, 2], "full": [0, 1, 2, 3, 4]}  # quick/full as `perfedavg check --rates`
+ROWS = "rows.json"
 
 
-def config(changes: dict, level: str, seed: int) -> dict:
-    """BASE with ``changes`` (a ``task`` entry updates the task table), the level's K, and ``seed``."""
-    cfg = {**BASE, **{k: v for k, v in changes.items() if k != "task"}}
-    cfg["task"] = {**BASE["task"], **changes.get("task", {})}
-    cfg.update(K=SCALE[level]["K"], seed=seed)
-    return cfg
+def rates_dir(root: Path, level: str) -> Path:
+    return Path(root) / f"rates-{LENGTH[level]}"
 
 
-def run_knob(root: Path, figure: str, knob: str, values, changes_of, level: str) -> list[dict]:
-    """Run ``changes_of(value)`` for every value and seed; manifest entries ``{dir, knob, x, seed}``."""
-    entries = []
-    for x in values:
-        for seed in range(SCALE[level]["seeds"]):
-            cfg = config(changes_of(x), level, seed)
-            d = Path(root) / figure / store.run_name(f"{knob}{x:g}-seed{seed}", cfg)
-            store.ensure_run(cfg, d)
-            entries.append({"dir": str(d.relative_to(root)), "knob": knob, "x": float(x), "seed": seed})
-    return entries
+def _signature(length: str, seeds: list[int]) -> str:
+    """SHA-1 of everything in ``synthetic.rates`` that decides the table's numbers at ``length``."""
+    from synthetic import rates
+
+    design = {"grid": rates.GRID[length], "base": rates.BASE, "burn": rates.BURN, "measure": rates.MEASURE[length],
+              "batches": rates.BATCHES, "tolerance": rates.TOLERANCE, "seeds": list(seeds)}
+    return hashlib.sha1(json.dumps(design, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def floors(root: Path, entries: list[dict], knob: str):
-    """``(xs, means, halfwidths, runs_by_x)`` of the floors of ``knob``'s runs."""
-    by_x: dict[float, list] = {}
-    for e in entries:
-        if e["knob"] == knob:
-            by_x.setdefault(e["x"], []).append(store.load_run(Path(root) / e["dir"]))
-    xs = sorted(by_x)
-    stats = [store.mean_and_halfwidth([r.tail_mean() for r in by_x[x]]) for x in xs]
-    return xs, [m for m, _ in stats], [h for _, h in stats], by_x
+def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
+    """``<runs>/rates-<length>/rows.json`` for ``level``, running :func:`synthetic.rates.rate_table` unless a
+    saved one with the same design signature is there (its run directories are reused either way)."""
+    from perfedavg.rundir import atomic_write_json, read_json
+    from synthetic import rates
+
+    length, seeds = LENGTH[level], SEEDS[level]
+    out = rates_dir(root, level)
+    path = out / ROWS
+    signature = _signature(length, seeds)
+    if path.is_file():
+        try:
+            if read_json(path).get("signature") == signature:
+                return path
+        except ValueError:
+            pass  # unreadable: recompute
+    rows, bound = rates.rate_table(out, seeds, length=length, progress=progress)
+    atomic_write_json(path, {"length": length, "seeds": seeds, "signature": signature,
+                             "tolerance": rates.TOLERANCE, "rows": [r.as_dict() for r in rows],
+                             "derived_bound": bound})
+    return path
 
 
-def slope_text(name: str, slope: float, lo: float, hi: float) -> str:
-    if math.isfinite(lo):
-        return f"{name} {slope:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-    return f"{name} {slope:+.2f}"
+def read_rows(root: Path, figure: str) -> tuple[dict, dict]:
+    """``({row name: row dict}, saved table)`` of the rate table that ``figure``'s manifest names (written by
+    its ``run``); :class:`figures.store.Skip` when either is missing."""
+    from perfedavg.rundir import read_json
+
+    man = store.read_manifest(root, figure)
+    path = Path(root) / man["rates"]
+    if not path.is_file():
+        raise store.Skip(f"no saved rate table at {path} (run `perfedavg figures {figure} --runs {root}`)")
+    table = read_json(path)
+    return {r["name"]: r for r in table["rows"]}, table
 
 
-def draw_panel(ax, xs, means, halfs, bound_xs, bound_vals, predicted: float, xlabel: str, color, marker,
-               bound_label_text: str):
-    """One log-log panel: measured floors with 95 % intervals, the fitted slope, the predicted
-    slope (guide through the measured geometric mean) and the derived bound's floor.  Returns
-    ``(fitted, low, high, bound_slope)``."""
+def run_figure(root: Path, figure: str, level: str) -> None:
+    """A floor figure's ``run``: the rate table for ``level`` (:func:`ensure_rates`) and a manifest naming it."""
+    path = ensure_rates(root, level)
+    store.write_manifest(root, figure, level, [], rates=str(path.relative_to(root)))
+
+
+def slope_text(slope: float, lo: float, hi: float) -> str:
+    if math.isfinite(lo) and math.isfinite(hi):
+        return f"{slope:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    return f"{slope:+.2f}"
+
+
+def draw_row(ax, row: dict, xlabel: str, color, marker) -> dict:
+    r"""One log-log panel from a rate-table row: the measured means with their 95 % intervals, the fitted
+    line (slope and interval in the legend), the derived bound's predicted slope and the recalled shape's
+    slope as guides through the measured points' weighted centre, the verdict in the legend.  Points with a
+    non-positive mean (a difference of floors below its noise) cannot sit on a log axis: they are counted
+    and returned.  Returns ``{"fitted", "low", "high", "predicted", "recalled", "verdict", "dropped"}``."""
     import numpy as np
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
     from .style import BOUND_STYLE, RATE_COLOR, bound_label
 
-    xs_a, m_a = np.asarray(xs, float), np.asarray(means, float)
-    ok = m_a > 0
-    fitted, lo, hi = store.fit_slope(xs_a[ok], m_a[ok]) if ok.sum() >= 2 else (math.nan, math.nan, math.nan)
-    yerr = np.minimum(np.asarray(halfs), m_a * 0.999)
-    ax.errorbar(xs_a, m_a, yerr=yerr, fmt=marker + "-", color=color, capsize=3,
-                label=slope_text("measured floor (95% CI); fitted slope", fitted, lo, hi))
-    gx = np.exp(np.log(xs_a[ok]).mean())
-    gy = np.exp(np.log(m_a[ok]).mean())
-    grid = np.geomspace(xs_a.min(), xs_a.max(), 20)
-    ax.plot(grid, gy * (grid / gx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=1.4,
-            label=bound_label(f"predicted slope {predicted:+g}", "derived"))
-    bx, bv = np.asarray(bound_xs, float), np.asarray(bound_vals, float)
-    bound_slope = math.nan
-    fin = np.isfinite(bv) & (bv > 0)
-    if fin.sum() >= 2:
-        bound_slope = store.fit_slope(bx[fin], bv[fin])[0]
-        ax.plot(bx[fin], bv[fin], **BOUND_STYLE["derived"],
-                label=bound_label(f"{bound_label_text} (slope {bound_slope:+.2f})", "derived"))
+    xs, m, h = (np.asarray(row[k], float) for k in ("xs", "means", "halfwidths"))
+    ok = m > 0
+    # lower error bar clipped above zero so the log axis can draw it (the interval itself is in the JSON)
+    lower = np.minimum(np.where(np.isfinite(h), h, m), m * 0.95)
+    upper = np.where(np.isfinite(h), h, 0.0)
+    ax.errorbar(xs[ok], m[ok], yerr=[lower[ok], upper[ok]], fmt=marker, color=color, capsize=3, markersize=6,
+                label="measured, mean ± 95% interval (batch means)")
+    fitted, lo, hi = row["fitted"], row["low"], row["high"]
+    predicted = row["predicted"]
+    recalled = row.get("extra", {}).get("recalled_shape_slope", math.nan)
+    if ok.sum() >= 1:
+        # weighted centre in log-log (weights as the fit's: 1/s², s = relative half-width): the guides pass here
+        s = np.where(np.isfinite(h[ok]) & (h[ok] > 0), h[ok] / (1.96 * m[ok]), 1.0)
+        w = 1.0 / np.maximum(s, 1e-12) ** 2
+        cx = float(np.exp((w * np.log(xs[ok])).sum() / w.sum()))
+        cy = float(np.exp((w * np.log(m[ok])).sum() / w.sum()))
+        grid = np.geomspace(xs.min(), xs.max(), 30)
+        ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3,
+                label=f"fitted slope {slope_text(fitted, lo, hi)}")
+        ax.plot(grid, cy * (grid / cx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=1.6,
+                label=f"{bound_label(f'predicted slope {predicted:+.2f}', 'derived')} (bound\'s term): {row['verdict']}")
+        if math.isfinite(recalled):
+            ax.plot(grid, cy * (grid / cx) ** recalled, **{**BOUND_STYLE["recalled"], "linewidth": 1.4},
+                    label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled"))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # ticks at the measured x values only, no minor labels: log-axis minor labels collide on a narrow range
+    ax.xaxis.set_major_locator(FixedLocator(list(xs)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([f"{x:.3g}" for x in xs])
     ax.set_xlabel(xlabel)
-    return fitted, lo, hi, bound_slope
+    pad = (xs.max() / xs.min()) ** 0.08
+    ax.set_xlim(xs.min() / pad, xs.max() * pad)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("measured"))  # measured first
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7.5, loc="best")
+    return {"fitted": fitted, "low": lo, "high": hi, "predicted": predicted, "recalled": recalled,
+            "verdict": row["verdict"], "dropped": int((~ok).sum())}
+
+
+def row_sentence(what: str, r: dict) -> str:
+    """Caption sentence of one panel's numbers."""
+    text = (f"{what}: fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval), predicted "
+            f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
+            f"[recalled]): {r['verdict']}")
+    if r["dropped"]:
+        text += f" ({r['dropped']} point(s) with a non-positive measured difference not drawn on the log axis)"
+    return text

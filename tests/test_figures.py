@@ -70,6 +70,38 @@ def test_figures_reuse_cached_runs(tiny_build):
     assert all(p.stat().st_mtime_ns == before[p] for p in summaries if "flagship" in str(p))
 
 
+def test_floor_figures_draw_the_rate_tables_rows(tiny_build):
+    """Figures 2 and 3 read the rate table's rows saved once (smoke length, shared by both manifests): the
+    caption quotes each row's fitted slope, predicted slope and verdict as saved, and a second build reuses
+    the saved rows and run directories (nothing recomputed, nothing rewritten)."""
+    from figures import _floors
+    from figures.build import build
+
+    root, entries = tiny_build
+    runs = root / "runs"
+    table = json.loads((runs / "rates-smoke" / "rows.json").read_text())
+    for fig in ("heterogeneity", "floors"):
+        assert json.loads((runs / fig / "manifest.json").read_text())["rates"] == "rates-smoke/rows.json"
+    rows = {r["name"]: r for r in table["rows"]}
+    captions = {e.name: e.caption for e in entries}
+    for fig, names in (("heterogeneity", ["floor vs TV", "floor vs W1"]),
+                       ("floors", ["floor vs D", "floor vs beta", "drift vs tau"])):
+        for name in names:
+            r = rows[name]
+            assert r["verdict"] in ("PASS", "FAIL") and len(r["xs"]) == len(r["means"]) >= 2
+            quoted = f"fitted slope {_floors.slope_text(r['fitted'], r['low'], r['high'])}"
+            assert quoted in captions[fig] and f"predicted {r['predicted']:+.2f}" in captions[fig], (fig, name)
+        assert "[derived]" in captions[fig] and "[recalled]" in captions[fig]
+    # the floor vs D row is robust at smoke scale (tests/test_rates.py): the figure shows a PASS
+    assert rows["floor vs D"]["verdict"] == "PASS" and "PASS" in captions["floors"]
+    saved = (runs / "rates-smoke" / "rows.json").stat().st_mtime_ns
+    summaries = {p: p.stat().st_mtime_ns for p in (runs / "rates-smoke").rglob("summary.json")}
+    assert summaries
+    build(["heterogeneity", "floors"], root / "out3", runs, level="tiny", progress=False)
+    assert (runs / "rates-smoke" / "rows.json").stat().st_mtime_ns == saved
+    assert all(p.stat().st_mtime_ns == t for p, t in summaries.items())
+
+
 def _fake_table1(root: Path) -> None:
     """Table 1's layout filled by tiny softmax runs (the figures only read run directories)."""
     from empirical.reproduce import Plan, cell_dir, collect, write_table
