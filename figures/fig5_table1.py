@@ -4,7 +4,7 @@ accuracy against rounds on MNIST and CIFAR-10.
 Reads the output folder of ``perfedavg reproduce`` / :func:`empirical.reproduce.run_plan`
 (``table1.json`` and the run directories ``runs/<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``),
 found in ``<runs>/table1``.  When it is missing and the data are available, the figure
-command runs :meth:`empirical.reproduce.Plan.quick` (K = 100, one seed) there; otherwise
+command runs :meth:`empirical.reproduce.Plan.quick` (the reduced plan: few rounds, one seed) there; otherwise
 the figure is skipped with a note.  Tables are written as Markdown and LaTeX.
 """
 
@@ -54,7 +54,7 @@ def draw(root: Path, out: Path) -> dict:
 
     src = Path(root) / NAME
     if not (src / "table1.json").is_file():
-        raise store.Skip(f"no Table 1 in {src}: run `perfedavg reproduce --out {src}` (needs the data) or "
+        raise store.Skip(f"no Table 1 in {src}: run `perfedavg reproduce table1 --out {src}` (needs the data) or "
                          f"`perfedavg figures table1 --runs {root}`")
     table = read_json(src / "table1.json")
     out = Path(out)

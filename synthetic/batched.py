@@ -1,6 +1,6 @@
 r"""Algorithm 1 vectorized over seeds: many runs of one configuration in one stacked loop.
 
-:func:`run_seeds` runs the round loop of :mod:`perfedavg.engine` for several seeds at
+:func:`run_seeds` drives :func:`perfedavg.engine.local_rounds` for several seeds at
 once: the sampled clients of every seed are stacked into one ``(S*m, P)`` block, so each
 local step is one call of :func:`perfedavg.local.per_fedavg_step` (or ``fedavg_step``).
 Each seed keeps its own ``torch.Generator`` and draws in the engine's order (clients,
@@ -32,10 +32,8 @@ from torch import Tensor
 
 from perfedavg import rundir
 from perfedavg.config import RunConfig, dumps_toml
-from perfedavg.engine import DTYPES, check_config_against_task, step_sizes
-from perfedavg.local import fedavg_step, per_fedavg_step
+from perfedavg.engine import DTYPES, check_config_against_task, local_rounds
 from perfedavg.oracle import make_oracle
-from perfedavg.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
 from perfedavg.task import Task
 
 
@@ -99,13 +97,9 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
     dtype = DTYPES[cfg.dtype]
     task = task.to(dtype)
     oracle = make_oracle(task)
-    h = step_sizes(cfg)
-    n = task.n_clients
-    m = num_sampled_clients(cfg.r, n)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     W = torch.stack([task.init_params(g).to(dtype) for g in gens])  # (S, P)
-    S, P = W.shape
-    sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
+    S = W.shape[0]
     hist = {k: [v] for k, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha))}
     inner = torch.zeros(S, dtype=torch.float64)
     station = [torch.full((S,), float("nan"), dtype=torch.float64)]
@@ -113,26 +107,14 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
     max_norm = W.norm(dim=1).double()
     started = time.perf_counter()
     for k in range(cfg.K):
-        clients = [sample_clients(g, n, m) for g in gens]
-        Wc = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
+        W_next, _, trajectory = local_rounds(task, oracle, cfg, W, gens, track=track_inner)
         round_sum = torch.zeros(S, dtype=torch.float64)
-        for t in range(cfg.tau):
-            if track_inner:
-                if t == 0:  # w_bar_{k+1,0} = w_k, evaluated at the end of the previous round
-                    round_sum += hist["gF"][-1].double()
-                else:
-                    w_bar = Wc.view(S, m, P).mean(1)
-                    round_sum += grad_F_batched(task, w_bar, cfg.alpha)[1].double()
-                    max_norm = torch.maximum(max_norm, w_bar.norm(dim=1).double())
-            drawn = [[draw_batch(g, task.train, c, size, task.batch_with_replacement) for size in sizes]
-                     for g, c in zip(gens, clients)]
-            batches = tuple(Batch(torch.cat([d[j].x for d in drawn]), torch.cat([d[j].y for d in drawn]))
-                            for j in range(len(sizes)))
-            if cfg.algorithm == "fedavg":
-                Wc = fedavg_step(oracle, Wc, batches[0], h)
-            else:
-                Wc = per_fedavg_step(oracle, Wc, batches, h, cfg.algorithm)
-        W = Wc.view(S, m, P).mean(1)
+        if track_inner:  # w_bar_{k+1,0} = w_k was evaluated at the end of the previous round
+            round_sum += hist["gF"][-1].double()
+            for w_bar in trajectory[1:]:
+                round_sum += grad_F_batched(task, w_bar, cfg.alpha)[1].double()
+                max_norm = torch.maximum(max_norm, w_bar.norm(dim=1).double())
+        W = W_next
         max_norm = torch.maximum(max_norm, W.norm(dim=1).double())
         inner += round_sum
         phi.append(round_sum / cfg.tau)
