@@ -34,7 +34,7 @@ def data_available(data_dir: str | None = None) -> bool:
 
 def run(root: Path, level: str) -> None:
     """Run the quick Table 1 plan into ``<root>/table1`` unless a table is already there."""
-    from empirical.reproduce import Plan, run_plan
+    from empirical.reproduce import QUICK_K, Plan, run_plan
 
     out = Path(root) / NAME
     if (out / "table1.json").is_file():
@@ -42,7 +42,8 @@ def run(root: Path, level: str) -> None:
     if not data_available():
         raise store.Skip("MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
                          "Table 1 and the accuracy curves were not drawn")
-    plan = Plan.quick() if level != "tiny" else Plan.quick(K=4, eval_every=2, rows=((10, 0.001),))
+    # evaluate every K/6 rounds so the accuracy curves have points (the table itself needs only round K)
+    plan = Plan.quick(eval_every=max(1, QUICK_K // 6)) if level != "tiny" else Plan.quick(K=4, eval_every=2, rows=((10, 0.001),))
     run_plan(plan, out, progress=False)
 
 
@@ -67,7 +68,8 @@ def draw(root: Path, out: Path) -> dict:
     plt = setup()
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.4), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
-        row = next(r for r in table["rows"] if r["dataset"] == ds)
+        # the row with the largest α: where the adaptation step, and so personalization, matters most
+        row = max((r for r in table["rows"] if r["dataset"] == ds), key=lambda r: (r["alpha"], r["tau"]))
         tau, alpha = row["tau"], row["alpha"]
         for method in plan["methods"]:
             seeds = sorted((src / "runs" / ds / f"tau{tau}-alpha{alpha:g}").glob(f"{method}-seed*"))
@@ -93,7 +95,7 @@ def draw(root: Path, out: Path) -> dict:
         f"What it shows: Table 1 of the paper regenerated (K = {plan['K']}, {plan['seeds']} seed(s); the paper used "
         "K = 1000 and reported mean ± std), personalized test accuracy after one adaptation step of size α, under "
         "the paper's protocol (step on the user's test data) and the leak-free one (step on its training data); "
-        "and, for the first (τ, α) row, accuracy against rounds. What the theory and the paper predict: "
+        "and, for the row with the largest α (where one adaptation step matters most), accuracy against rounds. What the theory and the paper predict: "
         "Per-FedAvg (HF) ≥ (FO) > FedAvg after personalization, with a far larger gap on CIFAR-10 than on MNIST "
         "(recalled magnitudes, ±5 points: MNIST ~76/78/80 %, CIFAR-10 ~37/58/60 %)."
     )
