@@ -460,7 +460,7 @@ def write_summary(out: Path, units: list[Unit], rows: dict, meta: dict) -> None:
     rundir.atomic_write_json(out / SWEEP_SUMMARY_JSON, data)
     axes = list(units[0].varied) if units else []
     head = ["run", *axes, "status", "attempts", "rounds", "wall s", *(label for _, label in TABLE_METRICS)]
-    lines = [f"# Sweep {meta.get('sweep_file', '')}", "",
+    lines = [f"# Sweep {meta.get('sweep_file') or meta.get('out', '')}", "",
              ", ".join(f"{counts[s]} {s}" for s in ("finished", "diverged", "failed", "interrupted", "running", "pending") if counts[s]),
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for unit in units:
