@@ -58,9 +58,9 @@ import torch.nn.functional as F_
 from torch import Tensor
 
 from perfedavg.task import ClientData, Task
-from perfedavg.tasks import check_option, option_field
+from perfedavg.tasks import option_field
 
-from .common import dial_distributions, distances_to_mixture, rms
+from .common import check_task_options, dial_distributions, distances_to_mixture, rms
 
 #: sup |phi'|, sup |phi''|, sup |phi'''| of each margin loss (module docstring)
 DERIVATIVE_BOUNDS = {
@@ -95,9 +95,9 @@ def binary_scores(W: Tensor, X: Tensor) -> Tensor:
 class MarginOptions:
     """Options of the binary synthetic tasks (logistic and nonconvex)."""
 
-    n_clients: int = option_field("number of users n (>= 2)", 20)
-    dim: int = option_field("feature dimension d (>= 1)", 10)
-    support: int = option_field("support points per split S (>= clusters)", 200)
+    n_clients: int = option_field("number of users n (2..10000)", 20)
+    dim: int = option_field("feature dimension d (1..10000)", 10)
+    support: int = option_field("support points per split S (clusters..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 200)
     clusters: int = option_field("feature clusters G (>= 1); user i favours cluster i mod G", 5)
     h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 each user on its own cluster", 0.5)
     radius: float = option_field("feature norm bound R (> 0)", 1.0)
@@ -105,15 +105,9 @@ class MarginOptions:
     data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
     def __post_init__(self):
-        task = "logistic/nonconvex"
-        check_option(task, "n_clients", self.n_clients, self.n_clients >= 2, "must be >= 2")
-        check_option(task, "dim", self.dim, self.dim >= 1, "must be >= 1")
-        check_option(task, "clusters", self.clusters, self.clusters >= 1, "must be >= 1")
-        check_option(task, "support", self.support, self.support >= self.clusters, "must be >= clusters")
-        check_option(task, "h", self.h, 0.0 <= self.h <= 1.0, "must be in [0, 1]")
-        check_option(task, "radius", self.radius, self.radius > 0, "must be > 0")
-        check_option(task, "label_noise", self.label_noise, self.label_noise > 0, "must be > 0")
-        check_option(task, "data_seed", self.data_seed, self.data_seed >= 0, "must be >= 0")
+        check_task_options("logistic/nonconvex", self, [
+            ("label_noise", 0 < self.label_noise < float("inf"), "must be a finite number > 0"),
+        ])
 
 
 def _support(gen: torch.Generator, o: MarginOptions, centers: Tensor, teacher: Tensor):

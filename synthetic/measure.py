@@ -191,16 +191,6 @@ def hf_error(task: Task, w: Tensor, client: int, g: Tensor, delta: float) -> flo
     return float((fd - hv[2]).norm())
 
 
-def exact_hvp(task: Task, w: Tensor, client: int, g: Tensor) -> Tensor:
-    r""":math:`\nabla^2 f_i(w)\,g` exactly (double backward)."""
-    X, Y, P = task.train.gather(torch.tensor([client]))
-    with torch.enable_grad():
-        W = w.detach().unsqueeze(0).clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad((P * task.per_sample_loss(W, X, Y)).sum(), W, create_graph=True)
-        (hv,) = torch.autograd.grad((grad * g).sum(), W)
-    return hv[0]
-
-
 def fit_exponent(x, y) -> tuple[float, float, float]:
     r"""Least-squares slope of :math:`\log y` on :math:`\log x` with a 95 % interval
     (Student t on the residuals): ``(slope, low, high)``."""

@@ -56,18 +56,18 @@ import torch
 from torch import Tensor
 
 from perfedavg.task import ClientData, Task
-from perfedavg.tasks import TaskSpec, check_option, option_field
+from perfedavg.tasks import TaskSpec, option_field
 
-from .common import dial_distributions, distances_to_mixture, rms
+from .common import check_task_options, dial_distributions, distances_to_mixture, rms
 
 
 @dataclass(frozen=True)
 class QuadraticOptions:
     """Options of the least-squares synthetic task."""
 
-    n_clients: int = option_field("number of users n (>= 2)", 20)
-    dim: int = option_field("feature dimension d (>= 1)", 2)
-    support: int = option_field("support points per split S (>= clusters)", 200)
+    n_clients: int = option_field("number of users n (2..10000)", 20)
+    dim: int = option_field("feature dimension d (1..10000)", 2)
+    support: int = option_field("support points per split S (clusters..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 200)
     clusters: int = option_field("feature cones G (>= 1); user i favours cone i mod G", 4)
     h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 each user on its own cone", 0.5)
     radius: float = option_field("feature norm bound R (> 0)", 1.0)
@@ -80,19 +80,14 @@ class QuadraticOptions:
     data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
     def __post_init__(self):
-        task = "quadratic"
-        check_option(task, "n_clients", self.n_clients, self.n_clients >= 2, "must be >= 2")
-        check_option(task, "dim", self.dim, self.dim >= 1, "must be >= 1")
-        check_option(task, "clusters", self.clusters, self.clusters >= 1, "must be >= 1")
-        check_option(task, "support", self.support, self.support >= self.clusters, "must be >= clusters")
-        check_option(task, "h", self.h, 0.0 <= self.h <= 1.0, "must be in [0, 1]")
-        check_option(task, "radius", self.radius, self.radius > 0, "must be > 0")
-        check_option(task, "noise", self.noise, self.noise >= 0, "must be >= 0")
-        check_option(task, "shift", self.shift, self.shift >= 0, "must be >= 0")
-        check_option(task, "w_radius", self.w_radius, self.w_radius > 0, "must be > 0")
-        check_option(task, "init", self.init, self.init in ("zero", "minimizer"), "must be 'zero' or 'minimizer'")
-        check_option(task, "init_alpha", self.init_alpha, self.init_alpha >= 0, "must be >= 0")
-        check_option(task, "data_seed", self.data_seed, self.data_seed >= 0, "must be >= 0")
+        finite = float("inf")
+        check_task_options("quadratic", self, [
+            ("noise", 0 <= self.noise < finite, "must be a finite number >= 0"),
+            ("shift", 0 <= self.shift < finite, "must be a finite number >= 0"),
+            ("w_radius", 0 < self.w_radius < finite, "must be a finite number > 0"),
+            ("init", self.init in ("zero", "minimizer"), "must be 'zero' or 'minimizer'"),
+            ("init_alpha", 0 <= self.init_alpha < finite, "must be a finite number >= 0"),
+        ])
 
 
 def squared_loss(W: Tensor, X: Tensor, Y: Tensor) -> Tensor:

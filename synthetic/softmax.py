@@ -59,9 +59,9 @@ import math
 
 from perfedavg.models import mlp, mlp_layers
 from perfedavg.task import ClientData, Task
-from perfedavg.tasks import TaskSpec, check_option, option_field
+from perfedavg.tasks import TaskSpec, option_field
 
-from .common import distances_to_mixture, euclidean_costs, rms
+from .common import check_task_options, distances_to_mixture, euclidean_costs, rms
 
 #: kappa, the cost of changing the label in the W1 ground metric (module docstring)
 LABEL_COST = 1.0
@@ -73,27 +73,19 @@ C_T = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))
 class SoftmaxOptions:
     """Options of the synthetic softmax-regression task."""
 
-    n_clients: int = option_field("number of users n (>= 2)", 20)
-    dim: int = option_field("feature dimension d (>= 1)", 10)
-    classes: int = option_field("number of classes C (>= 2)", 5)
-    support: int = option_field("support points per split (>= classes)", 400)
+    n_clients: int = option_field("number of users n (2..10000)", 20)
+    dim: int = option_field("feature dimension d (1..10000)", 10)
+    classes: int = option_field("number of classes C (2..1000)", 5)
+    support: int = option_field("support points per split (classes..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 400)
     h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 disjoint label sets", 0.5)
     radius: float = option_field("feature norm bound R (> 0)", 1.0)
     classes_per_client: int = option_field("classes each user favours at h > 0 (1..classes)", 1)
     data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
     def __post_init__(self):
-        check_option("softmax", "n_clients", self.n_clients, self.n_clients >= 2, "must be >= 2")
-        check_option("softmax", "dim", self.dim, self.dim >= 1, "must be >= 1")
-        check_option("softmax", "classes", self.classes, self.classes >= 2, "must be >= 2")
-        check_option("softmax", "support", self.support, self.support >= self.classes, "must be >= classes")
-        check_option("softmax", "h", self.h, 0.0 <= self.h <= 1.0, "must be in [0, 1]")
-        check_option("softmax", "radius", self.radius, self.radius > 0, "must be > 0")
-        check_option(
-            "softmax", "classes_per_client", self.classes_per_client,
-            1 <= self.classes_per_client <= self.classes, "must be in 1..classes",
-        )
-        check_option("softmax", "data_seed", self.data_seed, self.data_seed >= 0, "must be >= 0")
+        check_task_options("softmax", self, [
+            ("classes_per_client", 1 <= self.classes_per_client <= self.classes, "must be in 1..classes"),
+        ])
 
 
 def _support(gen: torch.Generator, o: SoftmaxOptions, teacher: torch.Tensor):

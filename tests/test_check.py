@@ -92,3 +92,56 @@ def test_perfedavg_check_cli_holds_in_under_two_minutes():
     out = json.loads(proc.stdout)
     assert not out["errors"] and out["smallest_derived_margin"] > 1
     assert elapsed < 120, elapsed
+
+
+def _check_exit(monkeypatch, capsys, rows):
+    """``perfedavg check`` (text output) on injected rows: (exit status, stdout, stderr)."""
+    import argparse
+
+    import synthetic.checks as checks
+    from synthetic import check_cli
+
+    monkeypatch.setattr(checks, "run_checks", lambda **kw: rows)
+    parser = argparse.ArgumentParser()
+    check_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["check", "--no-progress"])
+    status = args.func(args)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def _row(provenance, measured, low, high, bound=1.0):
+    from synthetic.checks import Row
+
+    return Row("toy", "k", f"toy statement [{provenance}]", provenance, measured, low, high, bound, "here")
+
+
+def test_check_exit_status_derived_failure_is_an_error(monkeypatch, capsys):
+    status, out, err = _check_exit(monkeypatch, capsys, [_row("derived", 2.0, 1.5, 2.5), _row("recalled", 0.5, 0.4, 0.6)])
+    assert status == 1
+    assert "ERROR (derived/sure statement fails)" in err and "FINDING" not in out
+
+
+def test_check_exit_status_sure_failure_is_an_error(monkeypatch, capsys):
+    status, _, err = _check_exit(monkeypatch, capsys, [_row("sure", 2.0, 2.0, 2.0)])
+    assert status == 1 and "ERROR" in err
+
+
+def test_check_recalled_failure_is_a_finding_with_exit_0(monkeypatch, capsys):
+    status, out, err = _check_exit(monkeypatch, capsys, [_row("recalled", 2.0, 1.5, 2.5), _row("derived", 0.5, 0.4, 0.6)])
+    assert status == 0
+    assert "FINDING (recalled statement fails): toy: toy statement [recalled]" in out and "ERROR" not in err
+
+
+def test_one_verdict_rule_uses_the_upper_confidence_limit(monkeypatch, capsys):
+    """Row and CheckRow share theory.checks_api.upper_bound_holds: an interval straddling the bound is not
+    evidence that the bound holds (FAILS), whatever the point estimate."""
+    from theory.checks_api import CheckRow, upper_bound_holds
+
+    straddling = _row("derived", 0.9, 0.7, 1.1)
+    assert not straddling.holds and not CheckRow("s", "derived", 0.9, 1.0, 1.1).holds
+    assert not upper_bound_holds(0.9, 1.0, 1.1) and upper_bound_holds(0.9, 1.0, 0.95) and upper_bound_holds(1.0, 1.0)
+    below = _row("derived", 0.5, 0.4, 0.6)
+    assert below.holds and CheckRow("s", "derived", 0.5, 1.0, 0.6).holds and below.margin > 1
+    status, _, _ = _check_exit(monkeypatch, capsys, [straddling])
+    assert status == 1

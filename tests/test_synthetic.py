@@ -156,3 +156,26 @@ def test_bad_task_options_name_the_option():
         build_task({"name": "logistic", "h": 1.5})
     with pytest.raises(UsageError, match="task.clusters"):
         build_task({"name": "nonconvex", "clusters": 0})
+
+
+@pytest.mark.parametrize("options, option", [
+    ({"name": "logistic", "dim": 10**9}, "task.dim"),
+    ({"name": "nonconvex", "n_clients": 10**7}, "task.n_clients"),
+    ({"name": "softmax", "support": 10**8}, "task.support"),
+    ({"name": "softmax", "classes": 10**6}, "task.classes"),
+    ({"name": "quadratic", "n_clients": 5000, "support": 90000}, "task.support"),
+    ({"name": "quadratic", "dim": 5000, "support": 50000}, "task.support"),
+    ({"name": "quadratic", "w_radius": float("inf")}, "task.w_radius"),
+])
+def test_huge_task_sizes_are_refused_before_allocating(options, option):
+    """Upfront caps (synthetic.common.check_task_options): a one-line error naming the option and its range,
+    raised while the options are parsed, before any tensor is built."""
+    import time
+
+    from perfedavg.errors import UsageError
+
+    start = time.perf_counter()
+    with pytest.raises(UsageError, match=option) as err:
+        build_task(options)
+    assert "\n" not in str(err.value) and ("must be" in str(err.value))
+    assert time.perf_counter() - start < 5.0  # nothing terabyte-sized was attempted

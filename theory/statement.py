@@ -10,7 +10,6 @@ with :func:`sympy.lambdify`.  A bound that is a sum of named terms keeps them in
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -138,7 +137,3 @@ class Statement:
             f"  formula: {sp.sstr(self.expr)}"
         )
 
-
-def is_finite(x) -> bool:
-    """True for a finite float."""
-    return isinstance(x, float) and math.isfinite(x)

@@ -82,12 +82,7 @@ LATEX_NAMES = {
     g_norm: r"\|g\|",
 }
 
-#: symbols whose numeric values come from :class:`theory.constants.Constants`
-CONSTANT_SYMBOLS = (
-    L, rho, B, sigma_G, sigma_H, gamma_G, gamma_H, alpha, beta, delta, tau, K, r, n,
-    D, D1, D2, F0_gap,
-)
-#: symbols supplied as keyword arguments to an evaluator
+#: symbols supplied as keyword arguments to an evaluator (``perfedavg bounds`` has a flag for each)
 EXTRA_SYMBOLS = (tv, w1, L_theta, rho_theta, g_norm)
 
 
