@@ -21,10 +21,17 @@ which is also where ``download=True`` puts the official archives (md5-checked,
 written atomically).
 
 Decoded arrays are cached as ``.npz`` under ``<cache>/decoded/`` (atomic write), keyed
-on the source files' paths, sizes and modification times, so that editing, replacing
-or adding a source file invalidates the cache.  Any corrupt or truncated source file
-raises :class:`perfedavg.errors.UsageError` naming the file -- never a silent wrong
-array.
+on the source files' paths, sizes and modification times *and their contents*
+(:func:`_content_fingerprint`): the bytes of every IDX / pickle file are hashed (about
+0.1 s for MNIST), so even a same-size edit with its modification time restored
+invalidates the cache; for a class-folder set (60,000 JPEG files for the CIFAR-10 copy)
+the bytes of every :data:`FOLDER_HASH_EVERY`-th file are hashed, plus every file's size
+and time -- hashing all of them would cost about 3 s per load against 1 s for the
+whole cached load, and an edit of the same size with a restored time in an unsampled
+image goes unnoticed (as it would while decoding: JPEG has no checksum).  Any corrupt
+or truncated source file raises :class:`perfedavg.errors.UsageError` naming the file
+-- never a silent wrong array; the four official MNIST files are also checked against
+their published md5 sums (:data:`MNIST_RAW_MD5`) whenever they are decoded.
 """
 
 from __future__ import annotations
@@ -61,15 +68,16 @@ __all__ = [
     "locate",
     "parse_dataset_name",
     "resolve_root",
-    "to_features",
     "verify_mnist",
 ]
 
 #: what ``--dataset`` accepts (NAME is a sub-folder of the data root)
 DATASET_CHOICES = "mnist, cifar10, folder:NAME"
 ENV_DATA = "PERFEDAVG_DATA"
-#: bump when the cached array layout changes
-CACHE_VERSION = 1
+#: bump when the cached array layout or its key changes
+CACHE_VERSION = 2
+#: class-folder sets: hash the bytes of every N-th file for the cache key (see the module notes)
+FOLDER_HASH_EVERY = 64
 
 MNIST_STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -83,6 +91,14 @@ MNIST_RAW_MD5 = {
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+#: the official files' IDX dimensions: a file with these is checked against :data:`MNIST_RAW_MD5`
+#: (other IDX data under MNIST's names, e.g. a test fixture, are only checked structurally)
+MNIST_OFFICIAL_DIMS = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
 }
 #: md5 sums of the official ``.gz`` archives (what the mirrors serve)
 MNIST_GZ_MD5 = {
@@ -410,12 +426,29 @@ def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> np.ndarra
     return labels.astype(np.int64)
 
 
+def _check_official_md5(data: bytes, path: Path, stem: str, dims: tuple[int, ...]) -> None:
+    """Refuse an official MNIST file (its name and the official dimensions) whose
+    uncompressed bytes do not have the published md5: a same-size corruption the IDX
+    checks cannot see.  IDX data of other dimensions are not MNIST's files: skipped."""
+    if tuple(dims) != MNIST_OFFICIAL_DIMS[stem]:
+        return
+    measured = md5_bytes(data)
+    if measured != MNIST_RAW_MD5[stem]:
+        raise UsageError(
+            f"{path}: not the official MNIST {stem} (md5 of its uncompressed bytes {measured}, published "
+            f"{MNIST_RAW_MD5[stem]}): the file is corrupt or altered; replace it (e.g. --download into an empty folder)"
+        )
+
+
 def _decode_mnist(src: DataSource) -> dict:
     found = _mnist_files(src.path)
     arrays = {}
     for key, path in found.items():
         ndim = 3 if key.endswith("images") else 1
-        arrays[key] = (_parse_idx(_read_raw(path), path, ndim), path)
+        data = _read_raw(path)
+        parsed = _parse_idx(data, path, ndim)  # structural damage first: its message is more specific
+        _check_official_md5(data, path, MNIST_STEMS[key], parsed.shape)
+        arrays[key] = (parsed, path)
     out = {}
     for split in ("train", "test"):
         (x, xpath), (y, ypath) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -535,7 +568,10 @@ def _decode_folder(src: DataSource) -> dict:
     classes = _class_dirs(train_dir)
     if not classes:
         raise UsageError(f"{train_dir}: no class folders (expected train/<class>/*.png|jpg)")
-    test_classes = _class_dirs(test_dir) if test_dir.is_dir() else []
+    if not test_dir.is_dir():
+        raise UsageError(f"{test_dir}: no test folder; a class-folder data set needs test/<class>/*.png|jpg "
+                         f"beside train/ (the personalized accuracy is measured on it)")
+    test_classes = _class_dirs(test_dir)
     extra = sorted(set(test_classes) - set(classes))
     if extra:
         raise UsageError(f"{test_dir}: classes {', '.join(extra)} have no training folder in {train_dir}")
@@ -563,7 +599,9 @@ def _decode_folder(src: DataSource) -> dict:
                 raise UsageError(
                     f"{path}: image size {image.shape[:2]} differs from the others' {shape[:2]}"
                 )
-        x = np.stack(images) if images else np.zeros((0, *(shape or (0, 0))), dtype=np.uint8)
+        if not images:
+            raise UsageError(f"{src.path / split}: no .png/.jpg images in its class folders")
+        x = np.stack(images)
         out[f"x_{split}"], out[f"y_{split}"] = x, labels
     return out
 
@@ -586,20 +624,42 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
 # ---------------------------------------------------------------------------- cache
 
 
+def _content_fingerprint(src: DataSource) -> str:
+    """blake2b of the source files' bytes: all of them for IDX and pickle files, every
+    :data:`FOLDER_HASH_EVERY`-th one (in sorted order, so the sample is fixed) for a
+    class-folder set -- the trade-off is in the module notes."""
+    step = FOLDER_HASH_EVERY if src.format == "folder" else 1
+    digest = hashlib.blake2b(digest_size=16)
+    for rel in src.files[::step]:
+        try:
+            with open(src.path / rel, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise UsageError(f"cannot read {src.path / rel}: {exc.strerror or exc}") from exc
+        digest.update(b"\0" + rel.encode())
+    return digest.hexdigest()
+
+
 def _cache_key(src: DataSource) -> str:
+    """Key of the decoded arrays: the files' paths, sizes, times and content fingerprint."""
     entries = []
     for rel in src.files:
         st = (src.path / rel).stat()
         entries.append((rel, st.st_size, st.st_mtime_ns))
     blob = json.dumps(
-        [CACHE_VERSION, src.name, src.format, str(src.path.resolve()), entries]
+        [CACHE_VERSION, src.name, src.format, str(src.path.resolve()), entries, _content_fingerprint(src)]
     ).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
 def _cache_prefix(src: DataSource) -> str:
+    """Name prefix of one source folder's cache entries (older entries with it are removed
+    when a new one is written; the folder's hash keeps two copies of a data set from
+    evicting each other)."""
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in src.name)
-    return f"{slug}-{src.format}-"
+    where = hashlib.sha256(str(src.path.resolve()).encode()).hexdigest()[:8]
+    return f"{slug}-{src.format}-{where}-"
 
 
 def _read_cache(path: Path) -> dict | None:
@@ -710,30 +770,6 @@ def _load_source(src: DataSource, *, cache_dir=None, use_cache=True) -> Dataset:
         jpeg_copy=src.jpeg_copy,
         from_cache=from_cache,
     )
-
-
-def to_features(x: np.ndarray, mean, std, dtype=np.float32) -> np.ndarray:
-    r"""Flattened, normalized inputs for the paper's MLP.
-
-    .. math:: z_{n,j} = (x_{n,j} / 255 - \mu_{c(j)}) / \sigma_{c(j)}
-
-    with ``mean`` = μ and ``std`` = σ per channel (the last axis of a colour image).
-
-    Args:
-        x: uint8 images ``(N, H, W)`` or ``(N, H, W, C)``.
-        mean: per-channel means on the [0, 1] scale (``Dataset.mean``).
-        std: per-channel standard deviations (``Dataset.std``).
-        dtype: output float dtype.
-
-    Returns:
-        ``(N, H·W[·C])`` array of ``dtype``.
-    """
-    mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
-    scale = (1.0 / (255.0 * std)).astype(dtype)
-    shift = (mean / std).astype(dtype)
-    z = x.astype(dtype) * scale - shift
-    return z.reshape(len(x), -1)
 
 
 def verify_mnist(src: DataSource) -> dict[str, tuple[str, str]]:

@@ -72,8 +72,9 @@ def register(sub) -> None:
                       help="paper: images per class a, even (default: 196 for mnist, 68 for cifar10)")
     part.add_argument("--a-test", type=int, metavar="A",
                       help="paper: a of the test split (default: largest even <= a*N_test/N_train)")
-    part.add_argument("--concentration", type=float, default=0.5, metavar="C",
-                      help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.5)")
+    part.add_argument("--concentration", type=float, default=None, metavar="C",
+                      help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, the same as "
+                      "task.concentration: partition.DEFAULT_CONCENTRATION)")
     part.add_argument("--min-size", type=int, default=1, metavar="M",
                       help="dirichlet: redraw until every client holds >= M training images (default: 1)")
     part.add_argument("--classes-per-client", type=int, default=2, metavar="K",
@@ -123,7 +124,7 @@ def partition_main(args) -> int:
     from perfedavg.errors import UsageError
 
     from ._io import atomic_write_text
-    from .partition import PAPER_A, make_partition, plot_partition, save_partition, summary_markdown
+    from .partition import DEFAULT_CONCENTRATION, PAPER_A, make_partition, plot_partition, save_partition, summary_markdown
 
     dataset = _load(args)
     if args.scheme == "paper":
@@ -132,7 +133,7 @@ def partition_main(args) -> int:
             raise UsageError(f"--a is required for --scheme paper on {dataset.name} (paper: mnist 196, cifar10 68)")
         options = dict(num_clients=args.clients, a=a, a_test=args.a_test)
     elif args.scheme == "dirichlet":
-        options = dict(num_clients=args.clients, concentration=args.concentration, min_size=args.min_size)
+        options = dict(num_clients=args.clients, concentration=DEFAULT_CONCENTRATION if args.concentration is None else args.concentration, min_size=args.min_size)
     else:
         options = dict(num_clients=args.clients, classes_per_client=args.classes_per_client)
     part = make_partition(args.scheme, dataset.y_train, dataset.y_test, seed=args.seed, **options)

@@ -2,7 +2,9 @@ r"""MNIST and CIFAR-10 as engine tasks (PAPER.md §7).
 
 The paper's model is an MLP with hidden layers 80 and 60 and ELU activations on
 flattened inputs normalized with the data set's per-channel statistics [sure, from
-several readers]; the same MLP on flattened CIFAR-10.  Users are the partition's
+several readers]; the same MLP on flattened CIFAR-10.  ``normalize = "none"`` feeds
+plain :math:`x/255` instead, for the ablation that asks whether the paper's lower
+numbers come from unnormalized inputs (see ``docs``/Table 1 notes).  Users are the partition's
 clients (the paper's split by default: n = 50, a = 196 for MNIST, 68 for CIFAR-10).
 Each user's :math:`p_i` is uniform over its own images, and batches are drawn without
 replacement, as a data loader would.
@@ -19,7 +21,11 @@ from perfedavg.models import mlp, mlp_num_params
 from perfedavg.task import ClientData, Task
 from perfedavg.tasks import TaskSpec, check_option, option_field
 
+from .partition import DEFAULT_CONCENTRATION
+
 PARTITIONS = ("paper", "dirichlet", "classes")
+#: input scalings: ``dataset`` = (x/255 - mean_c)/std_c with the training set's per-channel statistics; ``none`` = x/255
+NORMALIZATIONS = ("dataset", "none")
 
 
 @dataclass(frozen=True)
@@ -31,11 +37,13 @@ class ImageTaskOptions:
     partition: str = option_field("users' split: paper | dirichlet | classes", "paper")
     clients: int = option_field("number of users n (>= 2; even for the paper's split)", 50)
     a: int = option_field("paper split: images per class a (0 = the paper's: 196 MNIST, 68 CIFAR-10)", 0)
-    concentration: float = option_field("dirichlet split: concentration c (> 0)", 0.3)
+    concentration: float = option_field("dirichlet split: concentration c (> 0)", DEFAULT_CONCENTRATION)
     classes_per_client: int = option_field("classes split: classes per user k (>= 1)", 2)
     partition_seed: int = option_field("seed of the split (>= 0)", 0)
     hidden: tuple = option_field("hidden layer widths of the MLP (paper: [80, 60])", (80, 60))
     activation: str = option_field("hidden activation: elu (paper) | relu | tanh", "elu")
+    normalize: str = option_field("input scaling: dataset = (x/255 - mean)/std with the training set's per-channel "
+                                  "statistics (default) | none = plain x/255", "dataset")
 
     def __post_init__(self):
         check_option("image", "partition", self.partition, self.partition in PARTITIONS, f"one of {', '.join(PARTITIONS)}")
@@ -44,6 +52,7 @@ class ImageTaskOptions:
         check_option("image", "concentration", self.concentration, self.concentration > 0, "> 0")
         check_option("image", "classes_per_client", self.classes_per_client, self.classes_per_client >= 1, ">= 1")
         check_option("image", "partition_seed", self.partition_seed, self.partition_seed >= 0, ">= 0")
+        check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS, " | ".join(NORMALIZATIONS))
         check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"), "elu | relu | tanh")
         try:
             hidden = tuple(self.hidden)
@@ -59,6 +68,14 @@ def normalized(x: np.ndarray, mean, std) -> torch.Tensor:
     mean = torch.tensor(mean, dtype=torch.float32)
     std = torch.tensor(std, dtype=torch.float32)
     return ((x - mean) / std).flatten(1) if x.dim() == 4 else ((x - mean[0]) / std[0]).flatten(1)
+
+
+def input_statistics(ds, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) that :func:`normalized` uses for ``task.normalize``:
+    the data set's own (``dataset``) or (0, 1), i.e. plain x/255 (``none``)."""
+    if normalize == "none":
+        return (0.0,) * len(ds.mean), (1.0,) * len(ds.std)
+    return tuple(ds.mean), tuple(ds.std)
 
 
 def _client_data(x: np.ndarray, y: np.ndarray, parts, mean, std) -> ClientData:
@@ -86,8 +103,9 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
 
     ds = load_dataset(name, o.data_dir or None, download=o.download)
     part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **partition_options(name, o))
-    train = _client_data(ds.x_train, ds.y_train, part.train, ds.mean, ds.std)
-    test = _client_data(ds.x_test, ds.y_test, part.test, ds.mean, ds.std)
+    mean, std = input_statistics(ds, o.normalize)
+    train = _client_data(ds.x_train, ds.y_train, part.train, mean, std)
+    test = _client_data(ds.x_test, ds.y_test, part.test, mean, std)
     sizes = (int(train.x.shape[1]), *o.hidden, ds.num_classes)
     loss, scores, init = mlp(sizes, o.activation)
     return Task(
@@ -99,10 +117,14 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
         test=test,
         batch_with_replacement=False,
         oracle_factory=_fast_oracle(sizes, o.activation),
-        description=f"{ds.label}, {part.describe()}, MLP {'-'.join(map(str, sizes))} {o.activation} "
+        description=f"{ds.label}, {part.describe()}, inputs {_scaling(o.normalize)}, MLP {'-'.join(map(str, sizes))} {o.activation} "
         f"({mlp_num_params(sizes)} parameters)",
         label=ds.label,
     )
+
+
+def _scaling(normalize: str) -> str:
+    return "x/255 (not normalized)" if normalize == "none" else "normalized with the data set's statistics"
 
 
 def _fast_oracle(sizes, activation):

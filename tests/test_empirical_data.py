@@ -45,11 +45,11 @@ def assert_one_line_naming(excinfo, *needles):
 # ------------------------------------------------------------------------- formats
 
 
-@pytest.mark.parametrize("layout", ["MNIST/raw", "flat"])
+@pytest.mark.parametrize("layout", ["MNIST/raw", "MNIST", "mnist", "flat"])
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_idx_loads_gz_and_raw_in_both_layouts(tmp_path, layout, gz):
     root = tmp_path / "root"
-    folder = root / "MNIST" / "raw" if layout == "MNIST/raw" else root
+    folder = root if layout == "flat" else root / layout
     arrays = write_mnist(folder, gz=gz)
     ds = load("mnist", root, tmp_path)
     assert ds.name == "mnist" and ds.label == "MNIST" and ds.format == "idx" and not ds.jpeg_copy
@@ -159,6 +159,61 @@ def test_cache_hit_then_invalidated_by_source_change(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # the stale entry is gone
 
 
+def _rewrite_keeping_size_and_mtime(path, content: bytes) -> None:
+    """Replace a file's bytes by ``content`` of the same size and restore its times."""
+    st = path.stat()
+    assert len(content) == st.st_size
+    path.write_bytes(content)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_cache_invalidated_by_same_size_edit_with_restored_mtime(tmp_path):
+    root = tmp_path / "root"
+    arrays = write_mnist(root, gz=False)
+    assert not load("mnist", root, tmp_path).from_cache
+    assert load("mnist", root, tmp_path).from_cache
+    new = (arrays["train-labels-idx1-ubyte"] + 1) % 10
+    _rewrite_keeping_size_and_mtime(root / "train-labels-idx1-ubyte", idx_bytes(new))
+    ds = load("mnist", root, tmp_path)
+    assert not ds.from_cache
+    np.testing.assert_array_equal(ds.y_train, new)
+
+
+def test_folder_cache_fingerprint_samples_files(tmp_path):
+    """The first file (always in the hashed sample) changed in place, same size and time: a miss."""
+    import io
+
+    from PIL import Image
+
+    def png(pixels) -> bytes:  # uncompressed: two images of one size have one file size
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
+        return buffer.getvalue()
+
+    root = tmp_path / "root"
+    write_image_folder(root / "toy")
+    path = root / "toy" / "train" / "cat" / "0000.png"
+    pixels = np.zeros((5, 5, 3), dtype=np.uint8)
+    path.write_bytes(png(pixels))
+    first = load("folder:toy", root, tmp_path)
+    assert load("folder:toy", root, tmp_path).from_cache
+    pixels[0, 0] = 255
+    _rewrite_keeping_size_and_mtime(path, png(pixels))
+    ds = load("folder:toy", root, tmp_path)
+    assert not ds.from_cache
+    np.testing.assert_array_equal(ds.x_train[0], pixels)
+    assert not np.array_equal(first.x_train[0], pixels)
+
+
+def test_two_roots_of_one_data_set_keep_their_cache_entries(tmp_path):
+    write_mnist(tmp_path / "a", tiny_mnist_arrays(seed=1))
+    write_mnist(tmp_path / "b", tiny_mnist_arrays(seed=2))
+    load("mnist", tmp_path / "a", tmp_path)
+    load("mnist", tmp_path / "b", tmp_path)
+    assert load("mnist", tmp_path / "a", tmp_path).from_cache
+    assert load("mnist", tmp_path / "b", tmp_path).from_cache
+
+
 def test_cache_invalidated_by_added_image(tmp_path):
     root = tmp_path / "root"
     write_image_folder(root / "toy")
@@ -228,6 +283,33 @@ def test_truncated_idx_names_file(tmp_path, gz):
     with pytest.raises(UsageError) as e:
         load("mnist", tmp_path / "root", tmp_path)
     assert_one_line_naming(e, path, "truncated")
+
+
+def test_idx_trailing_bytes_names_file(tmp_path):
+    write_mnist(tmp_path / "root", gz=False)
+    path = tmp_path / "root" / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(UsageError) as e:
+        load("mnist", tmp_path / "root", tmp_path)
+    assert_one_line_naming(e, path, "trailing bytes")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_same_size_change_in_official_mnist_file_is_refused(tmp_path, monkeypatch, gz):
+    """A file with the official name and dimensions must have the published md5 (here the
+    tiny fixture stands in for the official files: its dims and md5 are patched in)."""
+    arrays = tiny_mnist_arrays()
+    monkeypatch.setattr(data, "MNIST_OFFICIAL_DIMS", {stem: arr.shape for stem, arr in arrays.items()})
+    monkeypatch.setattr(data, "MNIST_RAW_MD5", {stem: hashlib.md5(idx_bytes(arr)).hexdigest() for stem, arr in arrays.items()})
+    write_mnist(tmp_path / "root", arrays, gz=gz)
+    assert len(load("mnist", tmp_path / "root", tmp_path).y_train) == 20  # intact files load
+    changed = arrays["train-labels-idx1-ubyte"].copy()
+    changed[5] = (changed[5] + 1) % 10
+    path = tmp_path / "root" / ("train-labels-idx1-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(idx_bytes(changed)) if gz else idx_bytes(changed))
+    with pytest.raises(UsageError) as e:
+        load("mnist", tmp_path / "root", tmp_path)
+    assert_one_line_naming(e, path, "md5", data.MNIST_RAW_MD5["train-labels-idx1-ubyte"])
 
 
 def test_truncated_gzip_stream_names_file(tmp_path):
@@ -303,6 +385,18 @@ def test_pickle_with_foreign_code_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "should-not-exist").exists()
 
 
+@pytest.mark.parametrize("meta", [b"garbage", "list", "nine"])
+def test_corrupt_batches_meta_names_file(tmp_path, meta):
+    folder = write_cifar_pickles(tmp_path / "root")
+    names = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j"]
+    content = {"list": pickle.dumps(names, protocol=2),
+               "nine": pickle.dumps({b"label_names": names[:9]}, protocol=2)}.get(meta, meta)
+    (folder / "batches.meta").write_bytes(content)
+    with pytest.raises(UsageError) as e:
+        load("cifar10", tmp_path / "root", tmp_path)
+    assert_one_line_naming(e, folder / "batches.meta")
+
+
 def test_incomplete_cifar_pickles(tmp_path):
     folder = write_cifar_pickles(tmp_path / "root")
     (folder / "data_batch_5").unlink()
@@ -336,6 +430,21 @@ def test_mixed_image_sizes_and_unknown_test_class(tmp_path):
     with pytest.raises(UsageError) as e:
         load("folder:toy", root, tmp_path)
     assert_one_line_naming(e, "emu")
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_class_folder_without_test_images_is_an_error(tmp_path, state):
+    """Not a silently empty test set: the personalized accuracy is measured on it."""
+    root = tmp_path / "root"
+    write_image_folder(root / "toy")
+    import shutil
+
+    shutil.rmtree(root / "toy" / "test")
+    if state == "empty":
+        (root / "toy" / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(UsageError) as e:
+        load("folder:toy", root, tmp_path)
+    assert_one_line_naming(e, root / "toy" / "test")
 
 
 # ------------------------------------------------------------------------ download
@@ -434,6 +543,22 @@ def test_cli_info_and_partition(tmp_path, capsys):
     assert "--a" in capsys.readouterr().err
 
 
+def test_cli_dirichlet_default_is_the_tasks(tmp_path):
+    """One default concentration: ``data partition`` draws the split ``task.concentration`` names."""
+    from empirical.partition import DEFAULT_CONCENTRATION, load_partition
+    from empirical.tasks import ImageTaskOptions
+    from perfedavg.cli import main
+
+    root = tmp_path / "root"
+    write_image_folder(root / "toy", classes=tuple("abcdefghij"), per_class=(12, 4))
+    out_dir = tmp_path / "out"
+    assert main(["data", "partition", "--dataset", "folder:toy", "--data-dir", str(root), "--cache-dir",
+                 str(tmp_path / "c"), "--scheme", "dirichlet", "--clients", "3", "--min-size", "1",
+                 "--out", str(out_dir)]) == 0
+    params = dict(load_partition(out_dir / "partition.npz").params)
+    assert params["concentration"] == DEFAULT_CONCENTRATION == ImageTaskOptions().concentration
+
+
 def test_cli_missing_data_is_one_line_exit_2(tmp_path, capsys):
     from perfedavg.cli import main
 
@@ -479,6 +604,24 @@ def test_real_mnist_md5_sums():
 
 @pytest.mark.full_data
 @needs_real
+def test_real_mnist_same_size_label_change_is_refused(tmp_path):
+    """A copy of the real files with one label byte changed (same size): refused by md5."""
+    src = data.locate("mnist", REAL)
+    folder = tmp_path / "copy" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in src.files:
+        raw = data._read_raw(src.path / name)
+        stem = name[:-3] if name.endswith(".gz") else name
+        if stem == "t10k-labels-idx1-ubyte":
+            raw = raw[:-1] + bytes([(raw[-1] + 1) % 10])
+        (folder / stem).write_bytes(raw)
+    with pytest.raises(UsageError) as e:
+        data.load_dataset("mnist", tmp_path / "copy", cache_dir=tmp_path / "cache")
+    assert_one_line_naming(e, folder / "t10k-labels-idx1-ubyte", "md5")
+
+
+@pytest.mark.full_data
+@needs_real
 def test_real_mnist_loads_and_caches(real_cache):
     start = time.perf_counter()
     ds = data.load_dataset("mnist", REAL, cache_dir=real_cache)
@@ -507,15 +650,3 @@ def test_real_cifar_jpeg_copy_loads(real_cache):
     start = time.perf_counter()
     assert data.load_dataset("cifar10", REAL, cache_dir=real_cache).from_cache
     print(f"CIFAR-10 JPEG load: {cold:.2f} s decoding, {time.perf_counter() - start:.2f} s from cache")
-
-
-def test_to_features_normalizes_per_channel():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (3, 2, 2, 3), dtype=np.uint8)
-    mean, std = (0.1, 0.5, 0.9), (0.2, 0.25, 0.5)
-    z = data.to_features(x, mean, std)
-    assert z.shape == (3, 12) and z.dtype == np.float32
-    expected = ((x / 255.0 - np.array(mean)) / np.array(std)).reshape(3, -1)
-    np.testing.assert_allclose(z, expected, rtol=1e-5, atol=1e-5)
-    grey = data.to_features(x[..., 0], (0.5,), (0.25,), dtype=np.float64)
-    np.testing.assert_allclose(grey, ((x[..., 0] / 255.0 - 0.5) / 0.25).reshape(3, -1), rtol=1e-12)

@@ -82,6 +82,36 @@ def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
     torch.testing.assert_close(oracle.grad(W, X, Y), AutogradOracle(task.per_sample_loss).grad(W, X, Y), rtol=1e-10, atol=1e-12)
 
 
+def test_normalized_is_per_channel():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 2, 2, 3), dtype=np.uint8)
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.25, 0.5)
+    z = normalized(x, mean, std)
+    assert z.shape == (3, 12) and z.dtype == torch.float32
+    expected = ((x / 255.0 - np.array(mean)) / np.array(std)).reshape(3, -1)
+    np.testing.assert_allclose(z.numpy(), expected, rtol=1e-5, atol=1e-5)  # float32 rounding
+    grey = normalized(x[..., 0], (0.5,), (0.25,))
+    np.testing.assert_allclose(grey.numpy(), ((x[..., 0] / 255.0 - 0.5) / 0.25).reshape(3, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_none_feeds_plain_x_over_255(tiny_root):
+    ds = load_dataset("mnist", str(tiny_root))
+    plain = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4, normalize="none"))
+    standard = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4))
+    part = make_partition("paper", ds.y_train, ds.y_test, seed=0, num_clients=10, a=4)
+    used = np.concatenate(part.train)
+    expected = torch.from_numpy(ds.x_train[used].reshape(len(used), -1)).float() / 255.0
+    torch.testing.assert_close(plain.train.x, expected, rtol=0, atol=0)
+    torch.testing.assert_close(standard.train.x, (expected - ds.mean[0]) / ds.std[0], rtol=1e-6, atol=1e-6)
+    assert "x/255" in plain.description and "x/255" not in standard.description
+
+
+def test_bad_normalize_names_the_option():
+    with pytest.raises(UsageError) as info:
+        ImageTaskOptions(normalize="minmax")
+    assert "task.normalize" in str(info.value) and "dataset | none" in str(info.value)
+
+
 def test_missing_data_is_one_line_naming_the_three_ways(tmp_path):
     with pytest.raises(UsageError) as info:
         build_image_task("mnist", ImageTaskOptions(data_dir=str(tmp_path / "nothing")))
