@@ -67,6 +67,10 @@ def _register_table1(what) -> None:
                    help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
                    "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
                    "which retries a cell whose worker died")
+    p.add_argument("--normalize", choices=("dataset", "none"), default="dataset",
+                   help="input scaling of every cell (task.normalize): dataset = (x/255 - mean)/std with the training "
+                   "set's per-channel statistics (default, as the issue asks); none = plain x/255 (an ablation: use "
+                   "another --out, the cells' folders do not name it)")
     p.add_argument("--quick", action="store_true", help="reduced version (30 rounds, one seed) for a smoke test")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=table1_main)
@@ -142,6 +146,8 @@ def table1_main(args) -> int:
         kw["seeds"] = args.seeds
     if args.rounds:
         kw["K"] = args.rounds
+    if args.normalize != "dataset":
+        kw["task"] = {**base.task, "normalize": args.normalize}
     plan = Plan(**{**base.__dict__, **kw})
     table = run_plan(plan, args.out, progress=not args.no_progress)  # fails fast on missing data
     print(markdown(table))
@@ -166,7 +172,8 @@ def constants_main(args) -> int:
     c = doc["constants"]
     print(f"{doc['task']} at rounds {', '.join(map(str, doc['rounds']))} (max over rounds):")
     for name in ("L", "rho", "B", "sigma_G", "sigma_H", "gamma_G", "gamma_H", "F0_gap"):
-        print(f"  {name:8s} = {c[name]:.6g}   ({doc['provenance'][name].split(':')[0]})")
+        value = "not estimated" if c[name] is None else f"{c[name]:.6g}"
+        print(f"  {name:8s} = {value}   ({doc['provenance'][name].split(':')[0]})")
     print(f"  alpha*L  = {doc['alpha_times_L']:.3g}; {doc['theory_check']}")
     print(f"written: {path}")
     return 0

@@ -443,30 +443,36 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
     constants = {}
     for name in fields:
         values = [r[name] for r in per_round if r[name] is not None]
-        constants[name] = max(values) if values else 0.0
+        constants[name] = max(values) if values else None  # None (JSON null): not estimated, never a made-up 0
     constants["F0_gap"] = F0
     constants.update(alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta, tau=cfg.tau, K=cfg.K, r=cfg.r,
                      n=task.n_clients, D=cfg.D, D1=cfg.D1, D2=cfg.D2)
-    try:
-        from theory.constants import Constants
+    not_estimated = [name for name in fields if constants[name] is None]
+    if not_estimated:
+        check = (f"not checked: {', '.join(not_estimated)} not estimated (null); theory.constants.Constants needs "
+                 "every constant (e.g. --rho-directions >= 1 for rho)")
+    else:
+        try:
+            from theory.constants import Constants
 
-        Constants.from_dict(constants)
-        check = "accepted by theory.constants.Constants"
-    except UsageError as exc:
-        check = f"rejected by theory.constants.Constants: {exc}"
-    except ImportError:  # pragma: no cover - theory/ is part of this repository
-        check = "theory.constants not importable"
+            Constants.from_dict(constants)
+            check = "accepted by theory.constants.Constants"
+        except UsageError as exc:
+            check = f"rejected by theory.constants.Constants: {exc}"
+        except ImportError:  # pragma: no cover - theory/ is part of this repository
+            check = "theory.constants not importable"
     return {
         "run": str(run_dir) if run_dir is not None else None,
         "task": task.label or task.name,
         "description": task.description,
         "rounds": [r["round"] for r in per_round],
         "constants": constants,
+        "not_estimated": not_estimated,
         "constants_are": "max over the estimated rounds of local values at the visited models "
                          "(the paper's assumptions are suprema over all w)",
         "theory_check": check,
         "alpha_times_L": cfg.alpha * constants["L"],
-        "provenance": PROVENANCE,
+        "provenance": {name: ("not estimated" if name in not_estimated else text) for name, text in PROVENANCE.items()},
         "options": asdict(options),
         "per_round": per_round,
     }

@@ -167,6 +167,24 @@ def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
     assert set(C.PROVENANCE) <= set(loaded["provenance"])
 
 
+def test_skipped_rho_is_null_not_zero(setup, tmp_path):
+    """--rho-directions 0: rho is written as null and named 'not estimated', never as a 0
+    that would make theory's L_F = 4L + alpha*rho*B silently too small."""
+    from perfedavg.config import build_config
+
+    task, w, H = setup
+    options = C.EstimateOptions(lanczos_steps=8, gamma_users=1, hessian_samples=1, rho_directions=0)
+    record = C.estimate_at(task, w, options)
+    assert record["rho"] is None
+    cfg = build_config({"alpha": 0.001, "r": 1.0, "task": {"name": "softmax"}})
+    doc = C.document(cfg, task, [{"round": 0, **record}], F0=2.0, options=options)
+    loaded = json.loads(C.write_constants(doc, tmp_path / "constants.json").read_text())
+    assert "rho" in loaded["constants"] and loaded["constants"]["rho"] is None
+    assert loaded["not_estimated"] == ["rho"] and loaded["provenance"]["rho"] == "not estimated"
+    assert loaded["theory_check"].startswith("not checked") and "rho" in loaded["theory_check"]
+    assert loaded["constants"]["L"] == pytest.approx(record["L"])
+
+
 def test_parse_rounds_and_option_errors():
     assert C.parse_rounds("final,0, 5", 10) == [0, 5, 10]
     with pytest.raises(UsageError, match="out of range"):
