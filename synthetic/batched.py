@@ -62,17 +62,58 @@ def grad_F_batched(task: Task, W: Tensor, alpha: float) -> tuple[Tensor, Tensor,
 
         return tuple(v.to(W.dtype) for v in _closed_form(task, exact_objectives, W, alpha))
     X, Y, Pw = _gathered(task)
-    S, n = W.shape[0], X.shape[0]
+    S, n, P = W.shape[0], X.shape[0], W.shape[1]
+    # one leading (model) dimension, as every task's loss supports: rows s*n + i = (seed s, client i)
+    X, Y, Pw = (t.expand(S, *t.shape).reshape(S * n, *t.shape[1:]) for t in (X, Y, Pw))
     with torch.enable_grad():
-        Wc = W.detach()[:, None, :].expand(S, n, W.shape[1]).clone().requires_grad_(True)
-        f = (Pw * task.per_sample_loss(Wc, X, Y)).sum(-1)  # (S, n)
+        Wc = W.detach()[:, None, :].expand(S, n, P).reshape(S * n, P).clone().requires_grad_(True)
+        f = (Pw * task.per_sample_loss(Wc, X, Y)).sum(-1)  # (S*n,)
         (g,) = torch.autograd.grad(f.sum(), Wc, create_graph=alpha != 0)
         if alpha != 0:
             F = (Pw * task.per_sample_loss(Wc - alpha * g, X, Y)).sum(-1)
             (gF,) = torch.autograd.grad(F.sum(), Wc)
         else:
             F, gF = f, g
-    return (F.detach().mean(1), gF.mean(1).square().sum(1), f.detach().mean(1), g.detach().mean(1).square().sum(1))
+    F, f, gF, g = F.detach().view(S, n), f.detach().view(S, n), gF.view(S, n, P), g.detach().view(S, n, P)
+    return (F.mean(1), gF.mean(1).square().sum(1), f.mean(1), g.mean(1).square().sum(1))
+
+
+def heterogeneity_batched(task: Task, W: Tensor) -> tuple[Tensor, Tensor]:
+    r"""For shared models ``W (S, P)``: :math:`\gamma_G^2(w_s)=\frac1n\sum_i\|\nabla f_i(w_s)-\nabla f(w_s)\|^2`
+    and :math:`\gamma_H^2(w_s)=\frac1n\sum_i\|\nabla^2f_i(w_s)-\nabla^2f(w_s)\|_{op}^2`, each ``(S,)``, exactly
+    from full local data (closed form for the quadratic task, where :math:`\nabla f_i = H_iw - c_i` and the
+    Hessians :math:`H_i` do not depend on w; autograd, one double backward per parameter, otherwise)."""
+    from perfedavg.objective import client_objectives_grad_f
+
+    from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity
+
+    if task.name == "quadratic":
+        from .quadratic import client_moments
+
+        H, c = client_moments(task.train)
+        grads = torch.einsum("nab,sb->sna", H, W.double()) - c  # (S, n, d)
+        gG = (grads - grads.mean(1, keepdim=True)).square().sum(-1).mean(1)
+        gH = torch.full_like(gG, hessian_dissimilarity(H))
+        return gG, gH
+    import importlib
+
+    module = importlib.import_module(f"synthetic.{task.name}")
+    hessians = getattr(module, "client_hessians", None)  # a closed form, where the task module has one
+    gG, gH = [], []
+    for w in W:
+        gG.append(gradient_dissimilarity(client_objectives_grad_f(task.per_sample_loss, w, task.train)))
+        H = hessians(task, w) if hessians is not None else client_hessians(task.per_sample_loss, w, task.train)
+        gH.append(hessian_dissimilarity(H))
+    return torch.tensor(gG, dtype=torch.float64), torch.tensor(gH, dtype=torch.float64)
+
+
+def theta_lipschitz_batched(task: Task, W: Tensor) -> Tensor:
+    r"""``(S, 2)``: :math:`(L_\theta(w_s), \rho_\theta(w_s))`, the Lipschitz constants in θ of ∇l and ∇²l at
+    each model (the task module's ``theta_lipschitz``; they enter the W1 statements of PAPER.md §6)."""
+    import importlib
+
+    module = importlib.import_module(f"synthetic.{task.name}")
+    return torch.tensor([module.theta_lipschitz(task, w) for w in W], dtype=torch.float64)
 
 
 @dataclass
@@ -89,10 +130,20 @@ class SeedRuns:
     phi: np.ndarray | None = None  # (S, K): round k's (1/tau) sum_t ||grad F(w_bar_{k+1,t})||^2 (track_inner)
     max_w_norm: np.ndarray | None = None  # (S,): max over k and t of ||w_bar|| (domain checks)
     wall_seconds: float = 0.0
+    # (track_heterogeneity) at every recorded w_bar (w_k, and the inner w_bar_{k+1,t} when track_inner), in order:
+    gamma_G2: np.ndarray | None = None  # (S, N) exact gamma_G^2(w_bar)
+    gamma_H2: np.ndarray | None = None  # (S, N) exact gamma_H^2(w_bar)
+    theta_lipschitz: np.ndarray | None = None  # (S, N, 2) (L_theta, rho_theta) at w_bar
+    # (track_inner) FedAvg's own quantity: (S, K) round k's (1/tau) sum_t ||grad f(w_bar_{k+1,t})||^2
+    phi_f: np.ndarray | None = None
+    stationarity_f: np.ndarray | None = None  # (S, K+1): (1/(tau k)) sum sum ||grad f(w_bar)||^2 (nan at k=0)
 
 
-def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True) -> SeedRuns:
-    """Run ``cfg`` for every seed in ``seeds`` at once (module docstring)."""
+def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True,
+              track_heterogeneity: bool = False) -> SeedRuns:
+    """Run ``cfg`` for every seed in ``seeds`` at once (module docstring).  ``track_heterogeneity``: also record
+    the exact :math:`\gamma_G^2, \gamma_H^2` and :math:`(L_\theta, \rho_\theta)` at every recorded
+    :math:`\bar w` (:func:`heterogeneity_batched`, :func:`theta_lipschitz_batched`)."""
     check_config_against_task(cfg, task)
     dtype = DTYPES[cfg.dtype]
     task = task.to(dtype)
@@ -102,29 +153,56 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
     S = W.shape[0]
     hist = {k: [v] for k, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha))}
     inner = torch.zeros(S, dtype=torch.float64)
-    station = [torch.full((S,), float("nan"), dtype=torch.float64)]
-    phi = []
+    inner_f = torch.zeros(S, dtype=torch.float64)
+    nan = torch.full((S,), float("nan"), dtype=torch.float64)
+    station, station_f = [nan], [nan]
+    phi, phi_f = [], []
+    het = {"gG": [], "gH": [], "lip": []}
+
+    def record_heterogeneity(w_bar):
+        if track_heterogeneity:
+            gG, gH = heterogeneity_batched(task, w_bar)
+            het["gG"].append(gG)
+            het["gH"].append(gH)
+            het["lip"].append(theta_lipschitz_batched(task, w_bar))
+
+    record_heterogeneity(W)
     max_norm = W.norm(dim=1).double()
     started = time.perf_counter()
     for k in range(cfg.K):
         W_next, _, trajectory = local_rounds(task, oracle, cfg, W, gens, track=track_inner)
         round_sum = torch.zeros(S, dtype=torch.float64)
+        round_sum_f = torch.zeros(S, dtype=torch.float64)
         if track_inner:  # w_bar_{k+1,0} = w_k was evaluated at the end of the previous round
             round_sum += hist["gF"][-1].double()
+            round_sum_f += hist["gf"][-1].double()
             for w_bar in trajectory[1:]:
-                round_sum += grad_F_batched(task, w_bar, cfg.alpha)[1].double()
+                _, gF, _, gf = grad_F_batched(task, w_bar, cfg.alpha)
+                round_sum += gF.double()
+                round_sum_f += gf.double()
                 max_norm = torch.maximum(max_norm, w_bar.norm(dim=1).double())
+                record_heterogeneity(w_bar)
         W = W_next
         max_norm = torch.maximum(max_norm, W.norm(dim=1).double())
         inner += round_sum
+        inner_f += round_sum_f
         phi.append(round_sum / cfg.tau)
+        phi_f.append(round_sum_f / cfg.tau)
         for key, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha)):
             hist[key].append(v)
-        station.append(inner / (cfg.tau * (k + 1)) if track_inner else torch.full((S,), float("nan"), dtype=torch.float64))
+        record_heterogeneity(W)
+        station.append(inner / (cfg.tau * (k + 1)) if track_inner else nan)
+        station_f.append(inner_f / (cfg.tau * (k + 1)) if track_inner else nan)
     as_np = lambda xs: torch.stack(xs, 1).double().cpu().numpy()  # noqa: E731
+    tracked = track_inner and bool(phi)
     return SeedRuns(list(seeds), as_np(hist["F"]), as_np(hist["gF"]), as_np(hist["f"]), as_np(hist["gf"]),
-                    as_np(station), W, phi=as_np(phi) if track_inner and phi else None,
-                    max_w_norm=max_norm.cpu().numpy(), wall_seconds=time.perf_counter() - started)
+                    as_np(station), W, phi=as_np(phi) if tracked else None,
+                    max_w_norm=max_norm.cpu().numpy(), wall_seconds=time.perf_counter() - started,
+                    gamma_G2=as_np(het["gG"]) if track_heterogeneity else None,
+                    gamma_H2=as_np(het["gH"]) if track_heterogeneity else None,
+                    theta_lipschitz=as_np(het["lip"]) if track_heterogeneity else None,
+                    phi_f=as_np(phi_f) if tracked else None,
+                    stationarity_f=as_np(station_f) if tracked else None)
 
 
 def eval_rounds(cfg: RunConfig) -> list[int]:
@@ -140,8 +218,10 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
     (the runner's keys ``status``, ``message``, ``rounds_completed``, ``checkpoint_round``,
     ``diverged_at_round``, ``signal``, ``final``, ``wall_seconds`` (the batched loop's time
     divided by the number of seeds), ``task``, ``code_version``, ``versions``; plus this engine's
-    per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``
-    and ``max_w_norm``).  Every file is written atomically (:mod:`perfedavg.rundir`), summary last:
+    per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``,
+    ``stationarity_f_by_round`` (FedAvg's (1/(τk))ΣΣ‖∇f(w̄)‖²) and ``max_w_norm``, and with
+    heterogeneity tracking ``gamma_G2_trajectory``, ``gamma_H2_trajectory``,
+    ``theta_lipschitz_trajectory``).  Every file is written atomically (:mod:`perfedavg.rundir`), summary last:
     a directory whose summary says ``finished`` is complete."""
     code = rundir.code_version(cfg.task["name"])
     versions = rundir.library_versions()
@@ -177,7 +257,11 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
             "grad_norm_sq_F_by_round": runs.grad_norm_sq_F[s].tolist(),
             "phi_by_round": runs.phi[s].tolist() if runs.phi is not None else None,
             "max_w_norm": float(runs.max_w_norm[s]) if runs.max_w_norm is not None else None,
+            "stationarity_f_by_round": runs.stationarity_f[s].tolist()[1:] if runs.stationarity_f is not None else None,
         }
+        if runs.gamma_G2 is not None:
+            summary.update(gamma_G2_trajectory=runs.gamma_G2[s].tolist(), gamma_H2_trajectory=runs.gamma_H2[s].tolist(),
+                           theta_lipschitz_trajectory=runs.theta_lipschitz[s].tolist())
         rundir.atomic_write_json(out / rundir.SUMMARY, summary)
 
 

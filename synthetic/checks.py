@@ -13,7 +13,13 @@ each inner step :math:`\alpha\in\{\tfrac14,1\}/L` (the lemmas assume
   :math:`f_i`, along a direction of norm B, δ ∈ {1e-1, 1e-2, 1e-3};
 * ``gamma_G2_tv``, ``gamma_H2_tv``, ``gamma_G2_w1``, ``gamma_H2_w1``: the measured
   :math:`\gamma_G^2(w)`, :math:`\gamma_H^2(w)` against the TV and W1 statements, W1 solved
-  exactly by a linear program and the Lipschitz constants in θ taken at w.
+  exactly by a linear program and the Lipschitz constants in θ taken at w;
+* the same four along a run (keys ``..._trajectory``, :func:`trajectory_rows`): Per-FedAvg
+  (exact) from w_0 for ``TRAJECTORY`` rounds on several seeds, with the exact
+  :math:`\gamma_G^2(\bar w)`, :math:`\gamma_H^2(\bar w)` recorded at every
+  :math:`\bar w_{k+1,t}` (:func:`synthetic.batched.run_seeds` with
+  ``track_heterogeneity``); the row shows the recorded point with the largest
+  measured / bound (the W1 bound moves with w through :math:`L_\theta(w), \rho_\theta(w)`).
 
 Each row keeps the worst case (largest measured/bound) over points and users.  A
 Monte Carlo row carries a 99.7 % interval [low, high]; the verdict is the project's one
@@ -38,6 +44,9 @@ DEFAULT_TASKS = (
 )
 ALPHA_FRACTIONS = (0.25, 1.0)
 BATCH = 2
+#: the runs along which gamma_G^2(w_bar), gamma_H^2(w_bar) are recorded: Per-FedAvg (exact), alpha = alpha_L / L,
+#: beta = beta_L / L (large enough that w moves far from w_0 within K rounds), batches of ``batch``
+TRAJECTORY = {"K": 10, "tau": 2, "r": 0.5, "seeds": (0, 1), "alpha_L": 0.25, "beta_L": 0.5, "batch": 5}
 
 
 @dataclass(frozen=True)
@@ -158,16 +167,63 @@ def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) 
     return list(worst.rows.values())
 
 
+def trajectory_rows(name: str, options: dict) -> list[Row]:
+    r"""The TV and W1 statements of PAPER.md §6 (``theory.distances``) checked at every recorded
+    :math:`\bar w` of short Per-FedAvg runs (``TRAJECTORY``): one row per statement, the point with the
+    largest measured / bound, the largest measured value over the trajectory in ``where``."""
+    import numpy as np
+
+    from perfedavg.config import RunConfig
+    from perfedavg.runner import resolve
+    from theory import distances
+
+    from . import measure
+    from .batched import run_seeds
+    from .common import rms
+
+    T = TRAJECTORY
+    _, task = resolve(RunConfig(K=1, dtype="float64", task={"name": name, **options}))
+    L = task.constants["L"]
+    cfg = RunConfig(algorithm="exact", K=T["K"], tau=T["tau"], r=T["r"], alpha=T["alpha_L"] / L, beta=T["beta_L"] / L,
+                    D=T["batch"], D1=T["batch"], D2=T["batch"], dtype="float64", eval_every=T["K"],
+                    task={"name": name, **options})
+    cfg, task = resolve(cfg)
+    runs = run_seeds(task, cfg, list(T["seeds"]), track_inner=True, track_heterogeneity=True)
+    c = task.constants
+    tv, w1 = c["tv_rms"], rms(measure.task_module(task).w1_to_mixture(task.train))
+    lip = runs.theta_lipschitz
+    cases = (
+        ("gamma_G2_tv", distances.tv_gradient_bound(), runs.gamma_G2, dict(B=c["B"], tv=tv)),
+        ("gamma_H2_tv", distances.tv_hessian_bound(), runs.gamma_H2, dict(L=c["L"], tv=tv)),
+        ("gamma_G2_w1", distances.w1_gradient_bound(), runs.gamma_G2, dict(L_theta=lip[..., 0], w1=w1)),
+        ("gamma_H2_w1", distances.w1_hessian_bound(), runs.gamma_H2, dict(rho_theta=lip[..., 1], w1=w1)),
+    )
+    rows = []
+    S, N = runs.gamma_G2.shape
+    for key, statement, measured, values in cases:
+        bound = np.broadcast_to(np.asarray(statement(**values), float), measured.shape)
+        ratio = np.where(bound > 0, measured / np.where(bound > 0, bound, 1.0), np.where(measured > 0, np.inf, 0.0))
+        s_, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        m, b = float(measured[s_, j]), float(bound[s_, j])
+        rows.append(Row(name, key + "_trajectory", statement.label + " along run", statement.provenance, m, m, m, b,
+                        f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, alpha={T['alpha_L']:g}/L, "
+                        f"beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
+                        f"max measured {float(measured.max()):.4g}"))
+    return rows
+
+
 def run_checks(tasks=DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True) -> list[Row]:
     """Rows of every default task."""
     from tqdm import tqdm
 
-    total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 1)
+    total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 2)
     with tqdm(total=total, desc="check", unit="step", disable=not show_progress, leave=False) as bar:
         rows = []
         for name, options in tasks:
             bar.set_postfix_str(name)
             rows += check_task(name, options, samples=samples, progress=bar)
+            rows += trajectory_rows(name, options)
+            bar.update(1)
     return rows
 
 

@@ -157,6 +157,30 @@ def theta_lipschitz(task: Task, w) -> tuple[float, float]:
     return (max(0.5 * op * Rz + math.sqrt(2.0), math.sqrt(2.0) * Rz / LABEL_COST), C_T * op * Rz**2 + Rz)
 
 
+#: the score Jacobian of the last task seen (constant in w), so repeated calls along a run skip jacrev
+_JACOBIAN: dict = {}
+
+
+def client_hessians(task: Task, w) -> torch.Tensor:
+    r"""Exact :math:`\nabla^2 f_i(w) = \sum_s p_{is}\,J_s^\top A(s_s)\,J_s` for every user, ``(n, P, P)``, with
+    :math:`J_s = \partial s(w;x_s)/\partial w` (constant: the scores are linear in w) and
+    :math:`A = \mathrm{diag}(\pi)-\pi\pi^\top` (module docstring): equal to double backward, without its
+    P backward passes per call (what makes the trajectory checks of ``perfedavg check`` cheap)."""
+    from .common import _client_weights_on_pool
+
+    x = task.train.x.double()
+    w = w.detach().double()
+    key = (id(task.train), w.shape[0])
+    if _JACOBIAN.get("key") != key or _JACOBIAN.get("train") is not task.train:
+        _JACOBIAN.update(key=key, train=task.train, J=torch.func.jacrev(lambda v: task.scores(v, x))(w))  # (S, C, P)
+    J = _JACOBIAN["J"]
+    pi = torch.softmax(task.scores(w, x), dim=-1)  # (S, C)
+    A = torch.diag_embed(pi) - pi.unsqueeze(-1) * pi.unsqueeze(-2)  # (S, C, C)
+    per_sample = J.transpose(1, 2) @ (A @ J)  # (S, P, P)
+    weights = _client_weights_on_pool(task.train).double()  # (n, S)
+    return (weights @ per_sample.reshape(per_sample.shape[0], -1)).reshape(-1, *per_sample.shape[1:])
+
+
 def build(o: SoftmaxOptions) -> Task:
     gen = torch.Generator().manual_seed(o.data_seed)
     teacher = torch.randn(o.dim, o.classes, generator=gen, dtype=torch.float64)

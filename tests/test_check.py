@@ -145,3 +145,28 @@ def test_one_verdict_rule_uses_the_upper_confidence_limit(monkeypatch, capsys):
     assert below.holds and CheckRow("s", "derived", 0.5, 1.0, 0.6).holds and below.margin > 1
     status, _, _ = _check_exit(monkeypatch, capsys, [straddling])
     assert status == 1
+
+
+def test_heterogeneity_is_recorded_along_the_run_and_meets_the_tv_w1_bounds():
+    """run_seeds(track_heterogeneity) records the exact gamma_G^2, gamma_H^2 at every w_bar (equal to
+    measure.heterogeneity_at there), and perfedavg check's trajectory rows compare them with the TV / W1
+    statements at every recorded point."""
+    from synthetic import checks, measure
+    from synthetic.batched import run_seeds
+
+    cfg, task = resolve(build_config({"algorithm": "exact", "K": 3, "tau": 2, "r": 0.5, "alpha": 0.5, "beta": 1.0,
+                                      "D": 5, "D1": 5, "D2": 5, "dtype": "float64",
+                                      "task": {"name": "logistic", **SMALL_LOGISTIC}}))
+    runs = run_seeds(task, cfg, [0, 1], track_inner=True, track_heterogeneity=True)
+    assert runs.gamma_G2.shape == (2, 1 + cfg.K * cfg.tau) == runs.gamma_H2.shape
+    het = measure.heterogeneity_at(task.to(torch.float64), runs.w[1])
+    assert runs.gamma_G2[1, -1] == pytest.approx(het.gamma_G2, rel=1e-9)
+    assert runs.gamma_H2[1, -1] == pytest.approx(het.gamma_H2, rel=1e-9)
+    assert runs.theta_lipschitz[1, -1, 0] == pytest.approx(het.L_theta, rel=1e-12)
+    assert len(set(runs.gamma_G2[0].round(12))) > 1  # the run moves: gamma_G^2 changes along it
+
+    rows = checks.trajectory_rows("logistic", SMALL_LOGISTIC)
+    assert {r.key for r in rows} == {k + "_trajectory" for k in ("gamma_G2_tv", "gamma_H2_tv", "gamma_G2_w1", "gamma_H2_w1")}
+    for r in rows:
+        assert r.provenance == "derived" and r.holds and 0 < r.measured <= r.bound, r
+        assert "max measured" in r.where
