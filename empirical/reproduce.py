@@ -26,6 +26,13 @@ Notes
   draws (spread ±0.3), so the full-batch step stands in for "one step of SGD" here and
   no batch option is needed for Table 1 (one would belong in the engine's evaluation,
   a ``RunConfig`` field, not here).
+* ``eval_batch = N`` (``--eval-batch N``) adds the literal protocol: each user's one
+  adaptation step is a stochastic gradient step on a batch of N samples drawn (without
+  replacement) from the protocol's data -- its test set (paper) or training set -- by
+  a generator of its own (seeded by the cell's seed and :data:`EVAL_BATCH_SEED`), from
+  the cell's final model after training, so the training stream is untouched.  The
+  result is stored in the cell as ``eval_batch<N>.json`` and shown as two more tables.
+  ``0`` (default) keeps the full-batch step only.
 * **Cost**: an evaluation computes the exact F and ∇F of all 50 users by double
   backward on full data, which costs about as much as 20-50 training rounds; the table
   needs only the final model, so cells evaluate rounds 0 and K only (``eval_every = 0``).
@@ -60,6 +67,8 @@ PAPER = {"K": 1000, "r": 0.2, "beta": 0.001, "D": 40, "D1": 40, "D2": 40, "delta
 QUICK_K = 30
 #: the extra column the paper could not afford
 EXTRA_METHODS = ("exact",)
+#: offset of the generator of ``eval_batch`` draws from the cell's seed (its own stream, never the training one's)
+EVAL_BATCH_SEED = 7919
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class Plan:
     task: Mapping[str, Any] = field(default_factory=dict)
     #: run options overriding the paper's hyper-parameters (e.g. ``{"D": 4}``; default: none)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: also measure the adaptation step as one SGD step on a batch of this many samples (0: only the full-batch step)
+    eval_batch: int = 0
 
     @staticmethod
     def quick(**kw) -> "Plan":
@@ -236,6 +247,8 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
         for unit in units:
             key = f"{unit.varied['dataset']}/{unit.varied['algorithm']}"
             timings[key] = timings.get(key, 0.0) + float(report.rows[unit.name]["wall_seconds"] or 0.0)
+    if plan.eval_batch:
+        _eval_batch_cells(plan, out)
     table = collect(plan, out)
     table["seconds_this_invocation"] = timings
     table["invocation"] = invocation
@@ -292,18 +305,79 @@ def collect(plan: Plan, out: Path) -> dict:
                     if summary.get("rounds_completed") != plan.K:
                         raise UsageError(f"{directory} ran {summary.get('rounds_completed')} rounds, not K={plan.K}: "
                                          "run the plan (run_plan) to bring it to K")
-                    finals.append(summary["final"])
+                    final = dict(summary["final"])
+                    if plan.eval_batch:
+                        extra = rundir.read_json(directory / f"eval_batch{plan.eval_batch}.json")
+                        final.update({f"personalized_accuracy_{p}_batch_step": extra[f"personalized_accuracy_{p}_step"]
+                                      for p in PROTOCOLS})
+                    finals.append(final)
                     label = summary.get("task", dataset)
                 row["label"] = label
                 row["cells"][method] = {
                     protocol: _mean_std([100 * f[f"personalized_accuracy_{protocol}_step"] for f in finals])
                     for protocol in PROTOCOLS
-                } | {"global": _mean_std([100 * f["global_accuracy"] for f in finals]),
+                } | {f"{protocol}_batch": _mean_std([100 * f[f"personalized_accuracy_{protocol}_batch_step"] for f in finals])
+                     for protocol in (PROTOCOLS if plan.eval_batch else ())
+                     } | {"global": _mean_std([100 * f["global_accuracy"] for f in finals]),
                      "train_loss_f": _mean_std([f["f"] for f in finals]),
                      "wall_seconds": sum(rundir.read_json(cell_dir(out, dataset, tau, alpha, method, s) / rundir.SUMMARY)["wall_seconds"] for s in range(plan.seeds))}
             rows.append(row)
-    return {"plan": {"K": plan.K, "seeds": plan.seeds, "methods": list(plan.methods), **{k: v for k, v in PAPER.items() if k != "K"}},
+    return {"plan": {"K": plan.K, "seeds": plan.seeds, "methods": list(plan.methods), "eval_batch": plan.eval_batch,
+                     **{k: v for k, v in PAPER.items() if k != "K"}},
             "rows": rows}
+
+
+def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[str, float]:
+    r"""Personalized test accuracy after one *stochastic* adaptation step per user,
+    :math:`w_i = w - \alpha \nabla \tilde f_i(w)` with :math:`\tilde f_i` the mean loss on
+    ``batch`` samples drawn without replacement (all of them when the user has fewer)
+    from its test data (key ``test``, the paper's "one step of SGD", PAPER.md §2
+    [recalled]) or its training data (``train``); the mean over users of the accuracy on
+    its test set, as :func:`perfedavg.engine.evaluate` reports it."""
+    import torch
+
+    from perfedavg.objective import adapted_models, client_test_metrics
+    from perfedavg.task import ClientData
+
+    out = {}
+    for split, data in (("test", task.test), ("train", task.train)):
+        lists = []
+        for i in range(data.n_clients):
+            count = int(data.count[i])
+            pick = torch.randperm(count, generator=generator)[: min(batch, count)]
+            lists.append(data.index[i, pick])
+        sub = ClientData.from_lists(data.x, data.y, lists)
+        sub = ClientData(x=sub.x, y=sub.y, index=sub.index, weight=sub.weight.to(data.weight.dtype), count=sub.count)
+        W = adapted_models(task.per_sample_loss, w, sub, alpha)
+        _, accuracy = client_test_metrics(task.per_sample_loss, task.scores, W, task.test)
+        out[split] = float(accuracy.mean())
+    return out
+
+
+def _eval_batch_cells(plan: Plan, out: Path) -> None:
+    """For ``plan.eval_batch = N``: write ``eval_batch<N>.json`` into every finished cell
+    that lacks it for its final round (the task is built once per data set)."""
+    import torch
+
+    from perfedavg.config import read_toml
+    from perfedavg.runner import resolve
+
+    tasks = {}
+    for dataset, tau, alpha, method, seed in plan.cells():
+        directory = cell_dir(out, dataset, tau, alpha, method, seed)
+        path = directory / f"eval_batch{plan.eval_batch}.json"
+        state = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]
+        if path.is_file() and rundir.read_json(path).get("round") == int(state["round"]):
+            continue
+        table = read_toml(directory / rundir.CONFIG)
+        key = repr(sorted((k, v) for k, v in table["task"].items() if k not in _NEUTRAL_TASK))
+        if key not in tasks:
+            tasks[key] = resolve(build_config({**table, "task": {**table["task"], "data_dir": plan.data_dir}}))[1]
+        generator = torch.Generator().manual_seed(seed + EVAL_BATCH_SEED)
+        accuracy = batch_step_accuracy(tasks[key], state["w"], alpha, plan.eval_batch, generator)
+        rundir.atomic_write_json(path, {"round": int(state["round"]), "batch": plan.eval_batch,
+                                        "seed": seed + EVAL_BATCH_SEED, **{f"personalized_accuracy_{k}_step": v
+                                                                          for k, v in accuracy.items()}})
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -332,6 +406,9 @@ def markdown(table: dict) -> str:
              f"δ = {plan['delta']}; {plan['seeds']} seed(s), mean ± sample std over seeds. "
              "[extra]: not in the paper (exact Hessian-vector products).", ""]
     sections = [(f"Personalized test accuracy (%), {caption}", protocol) for protocol, caption in PROTOCOLS.items()]
+    if plan.get("eval_batch"):
+        sections += [(f"Personalized test accuracy (%), {caption}, one SGD step on a batch of {plan['eval_batch']}",
+                      f"{protocol}_batch") for protocol, caption in PROTOCOLS.items()]
     sections.append(("Shared model without adaptation: test accuracy (%)", "global"))
     for caption, key in sections:
         lines += [f"## {caption}", "", head, rule]

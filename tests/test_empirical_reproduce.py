@@ -64,15 +64,63 @@ def test_table1_end_to_end_resumable_with_extra_column(tiny_root, tmp_path):
     assert again["rows"][0]["cells"]["fo"]["test"] == row["cells"]["fo"]["test"]
 
 
+def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
+    """eval_batch = N: a stochastic adaptation step measured after training; the trained
+    model is the one without the option (training never sees the evaluation's draws), and a
+    batch as large as every user's data is the full-batch step exactly."""
+    from dataclasses import replace
+
+    from perfedavg.rundir import read_checkpoint
+
+    plan = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fo",), seeds=1, K=2, workers=1,
+                data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
+    full = run_plan(plan, tmp_path / "a", progress=False)
+    batched = run_plan(replace(plan, eval_batch=3), tmp_path / "b", progress=False)
+    w = [read_checkpoint(cell_dir(tmp_path / d, "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"] for d in "ab"]
+    assert w[0].equal(w[1])
+    cell = batched["rows"][0]["cells"]["fo"]
+    assert 0 <= cell["test_batch"]["mean"] <= 100 and 0 <= cell["train_batch"]["mean"] <= 100
+    assert cell["test"] == full["rows"][0]["cells"]["fo"]["test"]
+    assert "one SGD step on a batch of 3" in (tmp_path / "b" / "table1.md").read_text()
+    # a batch covering every user's data: the full-batch step (user data: 4*5 or 4*5/2+8 train, fewer test)
+    whole = run_plan(replace(plan, eval_batch=10_000), tmp_path / "b", progress=False)["rows"][0]["cells"]["fo"]
+    for protocol in ("test", "train"):
+        assert whole[f"{protocol}_batch"]["mean"] == pytest.approx(whole[protocol]["mean"], abs=1e-9)
+
+
+def test_cli_with_exact_and_normalize(tiny_root, tmp_path, monkeypatch):
+    """--with-exact adds the extra column to the paper's three; --normalize none reaches every cell's task."""
+    import empirical.reproduce as R
+
+    seen = {}
+
+    def fake_run_plan(plan, out, progress=True):
+        seen["plan"] = plan
+        raise SystemExit(0)
+
+    monkeypatch.setattr(R, "run_plan", fake_run_plan)
+    with pytest.raises(SystemExit):
+        cli_main(["reproduce", "table1", "--with-exact", "--normalize", "none", "--eval-batch", "40"])
+    plan = seen["plan"]
+    assert plan.methods == ("fedavg", "fo", "hf", "exact") and plan.task["normalize"] == "none"
+    assert plan.eval_batch == 40
+    assert cell_config(plan, "mnist", 10, 0.01, "exact", 0).task["normalize"] == "none"
+    with pytest.raises(SystemExit):
+        cli_main(["reproduce", "table1"])
+    assert seen["plan"].methods == ("fedavg", "fo", "hf") and "normalize" not in seen["plan"].task
+    assert seen["plan"].eval_batch == 0
+
+
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert cli_main(["reproduce", "table1", "--rounds", "0"]) == 2
     assert cli_main(["reproduce", "table1", "--methods", "fedavg,sgd"]) == 2
     assert cli_main(["reproduce", "table1", "--workers", "0"]) == 2
+    assert cli_main(["reproduce", "table1", "--eval-batch", "-1"]) == 2
     assert cli_main(["reproduce", "table1", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"),
                      "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and "--workers" in err[2]
-    assert all(way in err[3] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
+    assert len(err) == 5 and "--workers" in err[2] and "--eval-batch" in err[3]
+    assert all(way in err[4] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
     assert not (tmp_path / "out").exists()
     assert cli_main(["reproduce", "constants", "--run", str(tmp_path)]) == 2
 
