@@ -59,10 +59,14 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
 
 
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
-    """Options whose range depends on the task: r*n >= 1, batches no larger than any client's data."""
+    """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
+    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
-        raise UsageError(f"r={cfg.r} samples no user: r*n = {cfg.r * n:g} must round to >= 1 with n = {n} users")
+        raise UsageError(
+            f"r={cfg.r} is out of range for n = {n} users: r*n = {cfg.r * n:g} samples no user; r*n must be >= 1 "
+            f"(r >= 1/n = {1 / n:.6g}); floor(r*n) users are sampled per round"
+        )
     smallest = task.train.min_count
     sizes = {"D": cfg.D} if cfg.algorithm == "fedavg" else {"D": cfg.D, "D1": cfg.D1, "D2": cfg.D2}
     for name, size in sizes.items():

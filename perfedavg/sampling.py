@@ -7,7 +7,10 @@ all sampled clients at once.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -16,8 +19,23 @@ from .task import ClientData
 
 
 def num_sampled_clients(r: float, n: int) -> int:
-    r"""Clients per round, :math:`|\mathcal A_k| = \mathrm{round}(r n)` (PAPER.md §2)."""
-    return int(round(r * n))
+    r"""Users sampled per round, :math:`m = |\mathcal A_k| = \lfloor r n \rfloor` (PAPER.md §2 [sure]:
+    "a set :math:`\mathcal A_k` of :math:`rn` users"; the rounding of a non-integer :math:`rn`
+    is this project's rule).
+
+    Rule: round *down*, so a round never takes more than the fraction :math:`r` of the users
+    (``r = 0.625, n = 4`` gives ``m = 2``; ``r*n = 3.5`` gives 3, never banker's 4).  ``r`` is
+    read as the decimal it prints as (``Fraction(repr(r))``), so ``r = 0.29, n = 100`` gives
+    29 although ``0.29 * 100 == 28.999999999999996`` in floating point.  A result of 0
+    (``r*n < 1``) is refused by :func:`perfedavg.engine.check_config_against_task`, never
+    bumped up to one user.
+    """
+    return _floor_rn(float(r), int(n))
+
+
+@functools.lru_cache(maxsize=256)
+def _floor_rn(r: float, n: int) -> int:
+    return math.floor(Fraction(repr(r)) * n)
 
 
 def sample_clients(generator: torch.Generator, n: int, m: int) -> Tensor:

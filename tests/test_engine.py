@@ -91,17 +91,61 @@ def test_fedavg_with_one_local_step_and_full_participation_is_minibatch_sgd():
     assert torch.allclose(w_next, w - cfg.beta * g, rtol=0, atol=TIGHT)
 
 
-@pytest.mark.parametrize("r,n", [(0.2, 50), (0.5, 6), (1.0, 7), (0.01, 100)])
-def test_sampling_draws_exactly_rn_distinct_clients(r, n):
+@pytest.mark.parametrize("r,n,m", [
+    (0.2, 50, 10), (0.5, 6, 3), (1.0, 7, 7), (0.01, 100, 1),
+    (0.625, 4, 2),  # r*n = 2.5: floor, not round-half-up (3) nor banker's rounding (2 here, but ...)
+    (0.875, 4, 3),  # ... r*n = 3.5: banker's rounding would give 4
+    (0.5, 7, 3), (0.99, 100, 99), (0.25, 4, 1),
+    (0.29, 100, 29),  # 0.29 * 100 == 28.999999999999996 in floating point: r is read as the decimal 0.29
+    (0.15, 4, 0),  # r*n = 0.6: no user (refused by check_config_against_task, test_cli)
+])
+def test_users_per_round_is_floor_rn(r, n, m):
+    assert num_sampled_clients(r, n) == m
+
+
+@pytest.mark.parametrize("r,n", [(0.2, 50), (0.5, 7), (1.0, 7), (0.01, 100)])
+def test_sampling_draws_m_distinct_clients(r, n):
     gen = torch.Generator().manual_seed(0)
     m = num_sampled_clients(r, n)
-    assert m == round(r * n)
     seen = set()
     for _ in range(2000):
         c = sample_clients(gen, n, m)
         assert len(c) == m and len(set(c.tolist())) == m and 0 <= int(c.min()) and int(c.max()) < n
         seen.update(c.tolist())
     assert seen == set(range(n))  # uniform sampling reaches every client
+
+
+#: z-score allowed for a client's inclusion count, Binomial(draws, m/n): a per-client false alarm rate of
+#: ~6e-7 (two-sided normal tail at 5 sigma), so a failure means a biased sampler, not bad luck
+INCLUSION_Z = 5.0
+#: significance of the chi-square test that every m-subset is equally likely: one false alarm in 1e6 seeds
+SUBSET_P = 1e-6
+
+
+def test_sampling_is_uniform_over_clients_and_over_subsets():
+    """r*n = 3.5 (n = 7, m = 3): each client is in a round's sample with probability m/n, and each of
+    the C(7, 3) = 35 subsets is equally likely (uniform without replacement, PAPER.md §2)."""
+    import itertools
+
+    from scipy.stats import chi2
+
+    n, m, draws = 7, num_sampled_clients(0.5, 7), 35_000
+    gen = torch.Generator().manual_seed(12345)
+    samples = [tuple(sample_clients(gen, n, m).tolist()) for _ in range(draws)]
+    inclusion = torch.zeros(n)
+    for s in samples:
+        inclusion[list(s)] += 1
+    p = m / n
+    z = (inclusion - draws * p) / (draws * p * (1 - p)) ** 0.5
+    assert float(z.abs().max()) < INCLUSION_Z, z
+    subsets = list(itertools.combinations(range(n), m))
+    counts = torch.tensor([0.0] * len(subsets))
+    index = {c: i for i, c in enumerate(subsets)}
+    for s in samples:
+        counts[index[s]] += 1
+    expected = draws / len(subsets)
+    statistic = float(((counts - expected) ** 2 / expected).sum())
+    assert statistic < chi2.ppf(1 - SUBSET_P, len(subsets) - 1), statistic
 
 
 def test_aggregation_is_the_uniform_mean_of_the_local_models():
@@ -155,6 +199,52 @@ def test_personalization_uses_only_the_protocols_data():
     wg = w.clone().requires_grad_(True)
     (g,) = torch.autograd.grad((P[0] * loss(wg, X[0], Y[0])).sum(), wg)
     assert torch.allclose(base_train[2], w - 0.5 * g, rtol=0, atol=TIGHT)
+
+
+def _one_step_then_test(task, w, alpha, adapt_on):
+    """Per client, a plain loop: w_i = w - alpha grad f_i(w) on ``adapt_on``, then its test loss and accuracy."""
+    losses, accuracies = [], []
+    for i in range(task.n_clients):
+        X, Y, P = adapt_on.gather(torch.tensor([i]))
+        wg = w.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((P[0] * task.per_sample_loss(wg, X[0], Y[0])).sum(), wg)
+        w_i = w - alpha * g
+        Xt, Yt, Pt = task.test.gather(torch.tensor([i]))
+        with torch.no_grad():
+            losses.append(float((Pt[0] * task.per_sample_loss(w_i, Xt[0], Yt[0])).sum()))
+            accuracies.append(float((Pt[0] * (task.scores(w_i, Xt[0]).argmax(-1) == Yt[0]).to(Pt.dtype)).sum()))
+    return sum(losses) / len(losses), sum(accuracies) / len(accuracies)
+
+
+def test_evaluate_uses_exactly_the_protocol_asked():
+    """``evaluate``: *_train_step adapts on the users' training data, *_test_step on their test data
+    (both then tested on the test data), and personalized_* repeats the one cfg.protocol names."""
+    from dataclasses import replace
+
+    from perfedavg.engine import evaluate
+
+    cfg, task = softmax_setup(alpha=2.0)  # a large step, so that the two protocols visibly differ
+    w = random_params(task, scale=1.0)
+    record = evaluate(task, cfg, w)
+    for split, data in (("train", task.train), ("test", task.test)):
+        loss, acc = _one_step_then_test(task, w, cfg.alpha, data)
+        assert abs(record[f"personalized_loss_{split}_step"] - loss) < TIGHT
+        assert abs(record[f"personalized_accuracy_{split}_step"] - acc) < TIGHT
+    assert record["personalized_loss_train_step"] != record["personalized_loss_test_step"]
+    for protocol in ("train", "test"):
+        r = evaluate(task, cfg.replace(protocol=protocol), w)
+        assert r["personalized_loss"] == r[f"personalized_loss_{protocol}_step"]
+        assert r["personalized_accuracy"] == r[f"personalized_accuracy_{protocol}_step"]
+    assert evaluate(task, cfg.replace(protocol="train"), w)["personalized_loss"] == record["personalized_loss_train_step"]
+    assert evaluate(task, cfg.replace(protocol="test"), w)["personalized_loss"] == record["personalized_loss_test_step"]
+    # other training data (features permuted within the split): the test-step protocol and the global model,
+    # which never look at the training data, are unchanged bit for bit; what uses the training data changes
+    other = evaluate(replace(task, train=replace(task.train, x=task.train.x.flip(0))), cfg, w)
+    for key in ("personalized_loss_test_step", "personalized_accuracy_test_step", "global_loss", "global_accuracy"):
+        assert other[key] == record[key], key
+    assert other["per_client"]["loss_test_step"] == record["per_client"]["loss_test_step"]
+    for key in ("personalized_loss_train_step", "F", "grad_norm_sq_F", "f"):
+        assert other[key] != record[key], key
 
 
 def test_exact_grad_F_matches_finite_differences_of_F():
