@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perfedavg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``perfedavg run --list-tasks | head``): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     return int(status or 0)
 
 

@@ -41,13 +41,17 @@ class RunConfig:
     algorithm: str = _doc("fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf")
     K: int = _doc("number of communication rounds K (>= 1)", default=100)
     tau: int = _doc("local steps per round tau (>= 1)", default=5)
-    r: float = _doc("fraction of users sampled per round r, in (0, 1]; r*n must be >= 1", default=0.2)
+    r: float = _doc(
+        "fraction of users sampled per round r, in (0, 1], with r*n >= 1 for the task's n users; "
+        "m = floor(r*n) users are sampled per round (r*n = 2.5 samples 2; r*n < 1 is refused)",
+        default=0.2,
+    )
     alpha: float = _doc("inner (personalization) step alpha (>= 0; 0 turns Per-FedAvg into SGD)", default=0.05)
     beta: float = _doc("outer (local update) step beta (> 0)", default=0.05)
     delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=1e-3)
-    D: int = _doc("batch size D of the inner step (FedAvg: its only batch) (>= 1)", default=20)
-    D1: int = _doc("batch size D' of the outer gradient (>= 1)", default=20)
-    D2: int = _doc("batch size D'' of the Hessian term (>= 1)", default=20)
+    D: int = _doc("batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training samples", default=20)
+    D1: int = _doc("batch size D' of the outer gradient, >= 1 and <= the smallest user's training samples", default=20)
+    D2: int = _doc("batch size D'' of the Hessian term, >= 1 and <= the smallest user's training samples", default=20)
     seed: int = _doc("seed of every random draw (>= 0)", default=0)
     eval_every: int = _doc("evaluate every this many rounds (>= 1); round 0 and K are always evaluated", default=10)
     protocol: str = _doc(
@@ -141,6 +145,11 @@ def _check_range(name: str, value, low) -> None:
 def field_docs() -> dict[str, str]:
     """Option name -> documentation, for ``--help``."""
     return {f.name: f.metadata["doc"] for f in fields(RunConfig)}
+
+
+def field_defaults() -> dict[str, Any]:
+    """Option name -> default value, for ``--help``."""
+    return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in fields(RunConfig)}
 
 
 # -- TOML ---------------------------------------------------------------------------------

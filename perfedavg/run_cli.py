@@ -3,37 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
+
+
+def _row(name: str, doc: str, default, width: int) -> str:
+    """One option of a help listing: its name, its documentation (which states the range), its default."""
+    from .config import dumps_toml
+
+    shown = dumps_toml({"v": default}).split("=", 1)[1].strip() if not isinstance(default, dict) else \
+        "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
+    return textwrap.fill(f"{doc} [default: {shown}]", width=100, initial_indent=f"  {name:<{width}} ",
+                         subsequent_indent=" " * (width + 3), break_on_hyphens=False)
+
+
+def _options_text() -> str:
+    """The config options for ``--help``."""
+    from .config import field_defaults, field_docs
+
+    defaults = field_defaults()
+    return "\n".join(_row(name, doc, defaults[name], 16) for name, doc in field_docs().items())
+
+
+def task_listing() -> str:
+    """Every task of :data:`perfedavg.tasks.TASKS` with its options: name, default, and the
+    documentation (which states the range), as printed by ``perfedavg run --list-tasks``."""
+    from dataclasses import MISSING, fields
+
+    from .errors import UsageError
+    from .tasks import TASKS, task_spec
+
+    blocks = []
+    for name in TASKS:
+        try:
+            spec = task_spec(name)
+        except UsageError as exc:
+            blocks.append(f"task.name = {name}: not available here ({exc})")
+            continue
+        rows = [f"task.name = {name}" + (f": {spec.summary}" if spec.summary else "")]
+        for f in fields(spec.options):
+            default = f.default_factory() if f.default is MISSING else f.default
+            rows.append(_row(f"task.{f.name}", f.metadata.get("doc", ""), default, 23))
+        blocks.append("\n".join(rows))
+    return ("Task options (--set task.KEY=VALUE, or a [task] table in --config; the chosen task's defaults fill "
+            "the rest):\n\n" + "\n\n".join(blocks))
 
 
 def register(sub) -> None:
-    from .config import field_docs
-
-    options = "\n".join(f"  {name:<17} {doc}" for name, doc in field_docs().items())
     parser = sub.add_parser(
         "run",
         help="run FedAvg or Per-FedAvg on a task and write a run directory",
-        description="Run FedAvg / Per-FedAvg (FO, HF, exact) and write DIR/config.toml (resolved config), "
-        "DIR/metrics.jsonl (one JSON record per evaluated round), DIR/summary.json, DIR/checkpoint.pt "
-        "and DIR/curves.png. Without --config the embedded default runs (synthetic softmax regression). "
-        "Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint (twice: at once); continue with "
-        "--resume. Exit status: 0 finished, 1 diverged (NaN/inf; the last good round is kept), 2 bad input "
-        "(nothing written), 130/143 interrupted.",
-        epilog="config options (TOML top-level keys, or --set key=value):\n" + options
-        + "\n\ntask options: --set task.KEY=VALUE (e.g. --set task.h=0.9); see the task's documentation.",
+        description=textwrap.fill(
+            "Run FedAvg / Per-FedAvg (FO, HF, exact) and write DIR/config.toml (resolved config), "
+            "DIR/metrics.jsonl (one JSON record per evaluated round), DIR/summary.json (status, wall and CPU "
+            "seconds, versions), DIR/checkpoint.pt and DIR/curves.png. Without --config the embedded default runs "
+            "(synthetic softmax regression). Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
+            "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf; the last "
+            "good round is kept), 2 bad input (one line naming the option; nothing written), 130/143 interrupted.",
+            width=100),
+        epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults:\n"
+        + _options_text() + "\n\n"
+        + textwrap.fill("Users per round: m = floor(r*n) for the task's n users; r*n < 1 is refused. The batch sizes "
+                        "D, D' (D1) and D'' (D2) must not exceed the smallest user's number of training samples "
+                        "(Per-FedAvg draws all three, FedAvg only D).", width=100) + "\n\n"
+        + textwrap.fill("Task options: --set task.KEY=VALUE (e.g. --set task.h=0.9). `perfedavg run --list-tasks` "
+                        "lists every task with its options, defaults and ranges.", width=100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE.toml", help="TOML config (top-level options plus a [task] table)")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="TOML config (top-level options plus a [task] table) [default: none, the defaults below]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one option, value as a TOML literal (repeatable), e.g. --set alpha=0.01")
-    parser.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<algorithm>-<task>-seed<seed>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (its saved config.toml, changed by --config "
-                        "/ --set only with --force); bit-identical to an uninterrupted run")
+    parser.add_argument("--out", metavar="DIR", help="run directory to create [default: runs/<algorithm>-<task>-seed<seed>]")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                        help="continue the run in DIR (or in --out DIR) from its last checkpoint, with its saved "
+                        "config.toml (changed by --config / --set only with --force); bit-identical to an "
+                        "uninterrupted run. Refused when the source that computes results changed since the "
+                        "checkpoint (a new commit or a README edit alone does not block it)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing run directory --out (only run files are deleted), or resume despite a "
                         "changed config or code version")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--no-plot", action="store_true", help="do not draw DIR/curves.png")
+    parser.add_argument("--list-tasks", action="store_true",
+                        help="list every task with its options, defaults and ranges, and exit")
     parser.set_defaults(func=main)
+
+
+def _resume_dir(args) -> str | None:
+    """The run directory of ``--resume DIR`` / ``--resume --out DIR`` (``None`` without --resume)."""
+    from .errors import UsageError
+
+    if args.resume is None:
+        return None
+    given = args.resume if isinstance(args.resume, str) else None
+    if given is not None and args.out is not None and given != args.out:
+        raise UsageError(f"--resume {given} and --out {args.out} name two run directories: give it once (--resume DIR)")
+    directory = given or args.out
+    if directory is None:
+        raise UsageError("--resume needs the run directory: --resume DIR (or --resume --out DIR)")
+    return directory
 
 
 def main(args) -> int:
@@ -42,17 +110,18 @@ def main(args) -> int:
     import signal
     import sys
 
-    from .errors import UsageError
     from .runner import load_resume_config, load_run_config, run_config
 
-    if args.resume:
-        if args.out is None:
-            raise UsageError("--resume needs --out DIR (the run directory to continue)")
-        cfg = load_resume_config(args.out, args.config, args.overrides)
+    if args.list_tasks:
+        print(task_listing())
+        return 0
+    resume_dir = _resume_dir(args)
+    if resume_dir is not None:
+        cfg = load_resume_config(resume_dir, args.config, args.overrides)
     else:
         cfg = load_run_config(args.config, args.overrides)
-    out = args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
-    result = run_config(cfg, out, resume=args.resume, force=args.force, progress=not args.no_progress,
+    out = resume_dir or args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
+    result = run_config(cfg, out, resume=resume_dir is not None, force=args.force, progress=not args.no_progress,
                         plot=not args.no_plot)
     summary = result.summary
     final = summary["final"]
@@ -64,6 +133,7 @@ def main(args) -> int:
         return 128 + int(getattr(signal, summary["signal"]))
     print(
         f"{out}: {summary['rounds_completed']} rounds, ||grad F||^2 = {final.get('grad_norm_sq_F', float('nan')):.4g}, "
-        f"personalized accuracy = {100 * final.get('personalized_accuracy', float('nan')):.2f}% ({summary['wall_seconds']:.1f} s)"
+        f"personalized accuracy = {100 * final.get('personalized_accuracy', float('nan')):.2f}% "
+        f"({summary['wall_seconds']:.1f} s wall, {summary['cpu_seconds']:.1f} s CPU)"
     )
     return 0

@@ -5,14 +5,17 @@ Order of work, so that bad input leaves nothing behind and a crash loses nothing
 1. **Validate everything before writing anything**: the config, the task and its
    options (types and ranges), the options whose range depends on the task, the device,
    ``--out`` (a directory that can be created or replaced; ``--force`` deletes only what
-   looks like a run directory), and on ``--resume`` the checkpoint, the config and code
-   version it was written with, and the prefix of ``metrics.jsonl`` it has seen.
+   looks like a run directory), and on ``--resume`` the checkpoint, the config and the
+   source digest of the code it was written with (the ``src:`` part of
+   :func:`perfedavg.rundir.code_version`; its ``git describe`` part is information only),
+   and the prefix of ``metrics.jsonl`` it has seen.
 2. Write ``config.toml`` (the resolved config) and ``summary.json`` with status
    ``running``, the code version and the library versions.
 3. Run rounds: one JSON line per evaluated round appended to ``metrics.jsonl``;
    ``checkpoint.pt`` (model, round, generator state, accumulated sums, the length and
    SHA-256 of the metrics written so far, elapsed time) saved atomically every
-   ``checkpoint_every`` rounds and at the end.
+   ``checkpoint_every`` rounds and at the end.  ``summary.json`` records ``wall_seconds``
+   and ``cpu_seconds`` (this process's CPU time, ``time.process_time``) of the rounds.
 4. The first SIGINT (Ctrl-C) or SIGTERM asks the run to stop at the next round
    boundary, where the checkpoint is saved (a second one stops at once, saving the last
    boundary's snapshot); a NaN or infinite parameter or objective stops the run with
@@ -60,10 +63,60 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, object]:
     cfg = cfg.replace(task=_typed_task_table(cfg.task, task_spec))
     cfg = cfg.replace(task=resolved_task_table(cfg.task))
     device = _check_device(cfg.device, torch)
-    task = build_task(cfg.task)
-    task = task.to(DTYPES[cfg.dtype], device)
+    with _task_construction(cfg.task):
+        task = build_task(cfg.task)
+        task = task.to(DTYPES[cfg.dtype], device)
     check_config_against_task(cfg, task)
     return cfg, task
+
+
+#: what torch and numpy say when a tensor cannot be allocated (RuntimeError / ValueError text)
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "storage size calculation overflowed",
+                        "negative dimension", "array is too big", "maximum allowed dimension")
+
+
+class _task_construction:
+    """The engine's safety net around building a task (the tasks also cap their sizes up front):
+
+    * a tensor too large for this machine (``MemoryError``, torch's "can't allocate memory",
+      a size that overflows) becomes one :class:`UsageError` naming the task's size options;
+    * a data set's "how to provide it" hint names ``run``'s own options
+      (``task.data_dir`` / ``task.download``) instead of the ``perfedavg data`` flags.
+
+    Raised before anything is written (called from :func:`resolve`)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            return False
+        if isinstance(exc, UsageError):
+            raise UsageError(_in_run_terms(str(exc))) from None
+        text = str(exc)
+        too_big = isinstance(exc, (MemoryError, OverflowError)) or (
+            isinstance(exc, (RuntimeError, ValueError)) and any(p in text.lower() for p in _ALLOCATION_FAILURES)
+        )
+        if not too_big:
+            return False
+        sizes = ", ".join(f"task.{k}={v}" for k, v in self.table.items() if isinstance(v, int) and not isinstance(v, bool))
+        detail = " ".join(text.split())
+        detail = detail[detail.find("you tried") :] if "you tried" in detail else (detail[:120] or "no detail")
+        raise UsageError(
+            f"task {self.table['name']!r} is too large for this machine ({sizes}): building it failed with "
+            f"{type(exc).__name__} ({detail}); choose smaller task sizes"
+        ) from None
+
+
+def _in_run_terms(message: str) -> str:
+    """A data set's error message with the ``perfedavg data`` / ``reproduce`` flags replaced by the
+    ``perfedavg run`` options that do the same (``--set task.data_dir=DIR``, ``--set task.download=true``)."""
+    message = message.replace("with --data-dir DIR", "with --set task.data_dir=DIR")
+    message = message.replace("from --data-dir", "from task.data_dir")
+    return message.replace("with --download", "with --set task.download=true")
 
 
 def _typed_task_table(table, task_spec) -> dict:
@@ -155,7 +208,7 @@ def _create_out(out: Path, force: bool) -> None:
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def _checkpoint_payload(cfg: RunConfig, state, n_records: int, n_bytes: int, digest: str, wall: float) -> dict:
+def _checkpoint_payload(cfg: RunConfig, state, n_records: int, n_bytes: int, digest: str, wall: float, cpu: float) -> dict:
     return {
         "format": rundir.CHECKPOINT_FORMAT,
         "config": cfg.to_dict(),
@@ -165,6 +218,7 @@ def _checkpoint_payload(cfg: RunConfig, state, n_records: int, n_bytes: int, dig
         "metrics_sha256": digest,
         "code_version": rundir.code_version(cfg.task['name']),
         "wall_seconds": wall,
+        "cpu_seconds": cpu,
     }
 
 
@@ -176,8 +230,11 @@ class _Resume:
     n_records: int
     metrics_prefix: bytes
     wall: float
+    cpu: float
     dropped_records: int
     config_changed: bool
+    #: the checkpoint's code version when only its describe part differs (same source digest)
+    code_was: str | None = None
 
 
 def _check_resume(cfg: RunConfig, out: Path, task, force: bool) -> _Resume | None:
@@ -198,10 +255,11 @@ def _check_resume(cfg: RunConfig, out: Path, task, force: bool) -> _Resume | Non
     if changed and not force:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise UsageError(f"--resume {out}: the config differs from the checkpoint's in {', '.join(diff)} (use --force to continue anyway)")
-    if payload["code_version"] != rundir.code_version(cfg.task['name']) and not force:
+    saved_code, code_now = payload["code_version"], rundir.code_version(cfg.task["name"])
+    if rundir.source_digest_of(saved_code) != rundir.source_digest_of(code_now) and not force:
         raise UsageError(
-            f"--resume {out}: the code changed since the checkpoint ({payload['code_version']} -> "
-            f"{rundir.code_version(cfg.task['name'])}); use --force to continue anyway"
+            f"--resume {out}: the code that computes results changed since the checkpoint ({saved_code} -> "
+            f"{code_now}); use --force to continue anyway"
         )
     try:
         state = TrainState.from_dict(payload["state"], cfg.device)
@@ -227,7 +285,9 @@ def _check_resume(cfg: RunConfig, out: Path, task, force: bool) -> _Resume | Non
             "or lost, so the run cannot continue bit for bit (start it again with --force, without --resume)"
         )
     dropped = data[n_bytes:].count(b"\n") + (0 if data.endswith(b"\n") or len(data) == n_bytes else 1)
-    return _Resume(state, payload["metrics_records"], data[:n_bytes], float(payload.get("wall_seconds", 0.0)), dropped, changed)
+    return _Resume(state, payload["metrics_records"], data[:n_bytes], float(payload.get("wall_seconds", 0.0)),
+                   float(payload.get("cpu_seconds", 0.0)), dropped, changed,
+                   saved_code if saved_code != code_now else None)
 
 
 # -- stopping on signals at a round boundary ---------------------------------------------------
@@ -306,12 +366,15 @@ def run_config(
     if resume:
         if start is None:
             _note(f"no checkpoint in {out}: starting again from round 0")
-        elif start.dropped_records:
+        if start is not None and start.code_was is not None:
+            _note(f"resuming a run saved by {start.code_was}: the source that computes results is unchanged")
+        if start is not None and start.dropped_records:
             _note(f"dropped {start.dropped_records} line(s) of {out / rundir.METRICS} written after the checkpoint")
         rundir.atomic_write_bytes(out / rundir.METRICS, prefix)
     state = start.state if start else None
     n_records, n_bytes, hasher = (start.n_records if start else 0), len(prefix), hashlib.sha256(prefix)
     wall_before = start.wall if start else 0.0
+    cpu_before = start.cpu if start else 0.0
     base_summary = {
         "task": task.label or task.name,
         "code_version": rundir.code_version(cfg.task['name']),
@@ -323,7 +386,7 @@ def run_config(
     )
 
     bar = _progress(cfg, state, progress)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     status, message, diverged_round, signum = "finished", "", None, None
     boundary = None  # snapshot of the last round boundary, as saved in a checkpoint
     last_record = None
@@ -341,7 +404,8 @@ def run_config(
                     last_record = record
                     bar.set_postfix_str(_postfix(record))
                 wall = wall_before + time.perf_counter() - started
-                boundary = _checkpoint_payload(cfg, state, n_records, n_bytes, hasher.hexdigest(), wall)
+                cpu = cpu_before + time.process_time() - cpu_started
+                boundary = _checkpoint_payload(cfg, state, n_records, n_bytes, hasher.hexdigest(), wall, cpu)
                 due = cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0 or state.round == cfg.K
                 if due or stop.signum is not None:
                     rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
@@ -366,7 +430,7 @@ def run_config(
     if status == "interrupted":
         name = signal.Signals(signum).name
         where = f"checkpoint at round {checkpoint_round}" if checkpoint_round is not None else "no checkpoint yet"
-        message = f"interrupted by {name} ({where}); continue with: perfedavg run --resume --out {out}"
+        message = f"interrupted by {name} ({where}); continue with: perfedavg run --resume {out}"
     elif status == "diverged":
         kept = f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}" if checkpoint_round is not None else "no checkpoint kept (it diverged at the start)"
         message = f"{message}; {kept}"
@@ -384,6 +448,9 @@ def run_config(
         "signal": signal.Signals(signum).name if signum else None,
         "final": {k: v for k, v in (last_record or {}).items() if k != "per_client"},
         "wall_seconds": wall_before + time.perf_counter() - started,
+        # CPU time of this process (all its threads) over the rounds, time.process_time(): on a shared
+        # machine wall time also counts waiting for a core, CPU time does not
+        "cpu_seconds": cpu_before + time.process_time() - cpu_started,
         **base_summary,
     }
     rundir.atomic_write_json(out / rundir.SUMMARY, summary)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from perfedavg.config import build_config
@@ -21,3 +23,43 @@ def random_params(task, seed=1, scale=0.5, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     p = task.init_params(g)
     return (torch.randn(p.shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+#: address space a test may add on top of what the process already maps, while it feeds
+#: "huge but valid" task sizes (1e9..2^62) to the CLI: a bad-input example needs well under
+#: 1 GiB, while a tensor of such a task is >= 8 GB, so it fails at allocation (the engine's
+#: safety net then turns it into a one-line error) instead of being touched page by page
+#: on a shared machine (no swap here: the kernel's OOM killer would pick any process)
+ADDRESS_SPACE_HEADROOM = 4 * 2**30
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+@contextlib.contextmanager
+def bounded_address_space(headroom: int = ADDRESS_SPACE_HEADROOM):
+    """Cap this process's address space at what it maps now plus ``headroom`` (Linux), restored after."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _mapped_bytes() + headroom
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def limit_child_address_space(total: int = 6 * 2**30):
+    """``preexec_fn`` for a subprocess: at most ``total`` bytes of address space (a Python with
+    torch maps < 1 GiB; see :data:`ADDRESS_SPACE_HEADROOM`)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (total, resource.getrlimit(resource.RLIMIT_AS)[1]))

@@ -64,10 +64,11 @@ def _records_on_disk(path: Path) -> int:
         return 0
 
 
-def _kill_at(proc, run_dir: Path, round_index: int, signum=signal.SIGKILL):
-    """Send ``signum`` once ``metrics.jsonl`` holds the record of ``round_index`` (eval_every=1)."""
+def _kill_at(proc, run_dir: Path, round_index: int, signum=signal.SIGKILL, eval_every: int = 1):
+    """Send ``signum`` once ``metrics.jsonl`` holds the record of ``round_index`` (a multiple of ``eval_every``)."""
+    assert round_index % eval_every == 0
     deadline = time.monotonic() + 120
-    while _records_on_disk(run_dir / rundir.METRICS) < round_index + 1:
+    while _records_on_disk(run_dir / rundir.METRICS) < round_index // eval_every + 1:
         assert proc.poll() is None, f"the run ended before round {round_index}: {proc.communicate()}"
         assert time.monotonic() < deadline, "the run made no progress"
         time.sleep(0.002)
@@ -75,24 +76,28 @@ def _kill_at(proc, run_dir: Path, round_index: int, signum=signal.SIGKILL):
 
 
 def _resume(run_dir):
-    """``--resume``; when another developer edited the engine between the kill and the resume
-    (a shared tree), the refusal is the designed behaviour: then resume with --force."""
-    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", "--out", str(run_dir), "--no-progress", "--no-plot"]
-    rc, out, err = _finish(_start(argv))
-    if rc == 2 and "the code changed" in err:
-        rc, out, err = _finish(_start(argv + ["--force"]))
-    return rc, out, err
+    """``perfedavg run --resume DIR``, never forced: a resume refused because the code version
+    seems to have changed fails the test (only an edit of the engine's source between the kill
+    and the resume may do that)."""
+    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", str(run_dir), "--no-progress", "--no-plot"]
+    return _finish(_start(argv))
 
 
 def _final(run_dir):
     return json.loads((run_dir / rundir.SUMMARY).read_text())
 
 
+#: a run that checkpoints every 7 rounds and evaluates every 3: a kill usually lands between checkpoints
+SPARSE = ("checkpoint_every=7", "eval_every=3")
+
+
 @pytest.fixture(scope="module")
 def references(tmp_path_factory):
-    """Uninterrupted runs, FedAvg and Per-FedAvg (HF), as real subprocesses (in parallel)."""
+    """Uninterrupted runs, FedAvg and Per-FedAvg (HF), and FedAvg with sparse checkpoints, as real
+    subprocesses (in parallel)."""
     base = tmp_path_factory.mktemp("reference")
     procs = {a: _start(_argv(base / a, a)) for a in ("fedavg", "hf")}
+    procs["fedavg-sparse"] = _start(_argv(base / "fedavg-sparse", "fedavg", extra=SPARSE))
     for a, proc in procs.items():
         rc, _, err = _finish(proc)
         assert rc == 0, err
@@ -123,6 +128,31 @@ def test_sigkill_at_a_random_round_then_resume_is_bit_identical(algorithm, refer
     assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), f"kill seed {seed}, round {at}"
     assert _final(run)["final"] == _final(reference)["final"]
     assert _final(run)["status"] == "finished" and _final(run)["rounds_completed"] == K_KILL
+    assert torch.equal(read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
+                       read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"])
+
+
+def test_sigkill_between_checkpoints_then_resume_is_bit_identical(references, tmp_path):
+    """checkpoint_every=7, eval_every=3: the kill lands after evaluated rounds that no checkpoint saw;
+    the resume drops them, reruns from the last checkpoint, and ends byte for byte as the reference."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    # an evaluated round (multiple of 3) that is not a checkpoint round (multiple of 7), past the first checkpoint
+    kill_round = random.Random(seed).choice([k for k in range(9, K_KILL - 9, 3) if k % 7])
+    run = tmp_path / "killed"
+    proc = _start(_argv(run, "fedavg", extra=SPARSE))
+    _kill_at(proc, run, kill_round, eval_every=3)
+    rc, _, _ = _finish(proc)
+    assert rc == -signal.SIGKILL
+    at = read_checkpoint(run / rundir.CHECKPOINT)["state"]["round"]
+    assert at % 7 == 0 and 7 <= at < K_KILL, f"kill seed {seed}: checkpoint at round {at}"
+    written = [r["round"] for r in read_metrics(run)]
+    assert written[-1] > at, f"kill seed {seed}: nothing after the checkpoint to drop ({written}, checkpoint {at})"
+    rc, _, err = _resume(run)
+    assert rc == 0, f"kill seed {seed}: {err}"
+    assert "dropped" in err and "written after the checkpoint" in err, err
+    reference = references["fedavg-sparse"]
+    assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), f"kill seed {seed}"
+    assert _final(run)["final"] == _final(reference)["final"] and _final(run)["status"] == "finished"
     assert torch.equal(read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
                        read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"])
 
@@ -176,29 +206,18 @@ def test_huge_beta_is_reported_as_diverged_with_its_round_and_the_last_good_chec
 
 def test_ctrl_c_in_process_checkpoints_at_a_round_boundary(tmp_path, monkeypatch):
     """SIGINT delivered from inside round 3: the run finishes the round, checkpoints round 3, stops."""
-    import perfedavg.engine as engine
-
-    real = engine.local_round
-    calls = {"n": 0}
-
-    def interrupting(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(engine, "local_round", interrupting)
-    result = run_config(_cfg("K=10"), tmp_path / "run", progress=False)
+    result = _interrupted_run(tmp_path / "run", monkeypatch, "K=10", at_round=3)
     assert result.status == "interrupted" and result.summary["signal"] == "SIGINT"
     assert result.summary["checkpoint_round"] == 3
     assert read_checkpoint(tmp_path / "run" / rundir.CHECKPOINT)["state"]["round"] == 3
     assert [r["round"] for r in read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    monkeypatch.setattr(engine, "local_round", real)
+    cpu_before = read_checkpoint(tmp_path / "run" / rundir.CHECKPOINT)["cpu_seconds"]
     resumed = run_config(_cfg("K=10"), tmp_path / "run", resume=True, progress=False)
     fresh = run_config(_cfg("K=10"), tmp_path / "fresh", progress=False)
     assert resumed.summary["final"] == fresh.summary["final"]
     assert (tmp_path / "run" / rundir.METRICS).read_bytes() == (tmp_path / "fresh" / rundir.METRICS).read_bytes()
+    assert resumed.summary["cpu_seconds"] > cpu_before > 0  # CPU time, like wall time, adds up across a resume
 
 
 def test_resume_refuses_a_changed_config_unless_forced(tmp_path):
@@ -214,14 +233,87 @@ def test_resume_refuses_a_changed_config_unless_forced(tmp_path):
 def test_resume_refuses_a_changed_code_version_unless_forced(tmp_path, monkeypatch):
     run_config(_cfg("K=2"), tmp_path / "run", progress=False)
     monkeypatch.setattr(rundir, "code_version", lambda task=None: "something else")
-    with pytest.raises(UsageError, match="the code changed"):
+    with pytest.raises(UsageError, match="the code that computes results changed"):
         run_config(_cfg("K=2"), tmp_path / "run", resume=True, progress=False)
     assert run_config(_cfg("K=2"), tmp_path / "run", resume=True, force=True, progress=False).status == "finished"
+
+
+def _interrupted_run(out: Path, monkeypatch, *extra, at_round: int = 2):
+    """An in-process run stopped by SIGINT during round ``at_round`` (checkpoint at that round)."""
+    import perfedavg.engine as engine
+
+    real, calls = engine.local_round, {"n": 0}
+
+    def interrupting(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == at_round:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(engine, "local_round", interrupting)
+    result = run_config(_cfg(*extra), out, progress=False)
+    monkeypatch.setattr(engine, "local_round", real)
+    assert result.status == "interrupted" and result.summary["checkpoint_round"] == at_round
+    return result
+
+
+def test_resume_compares_the_source_digest_not_git_describe(tmp_path, monkeypatch, capsys):
+    """A new commit or a README edit changes ``git describe`` (``abc123`` -> ``abc123-dirty``) but not
+    the source that computes results: the resume goes on (and says so) and ends bit-identical.  A
+    changed source digest with the same describe refuses, writing nothing, unless forced."""
+    described, digest = rundir.code_version("softmax").rsplit(" src:", 1)
+    monkeypatch.setattr(rundir, "code_version", lambda task=None: f"{described} src:{digest}")
+    for name in ("describe", "source"):
+        _interrupted_run(tmp_path / name, monkeypatch, "K=5")
+    capsys.readouterr()
+
+    monkeypatch.setattr(rundir, "code_version", lambda task=None: f"{described}-dirty-or-a-new-commit src:{digest}")
+    resumed = run_config(_cfg("K=5"), tmp_path / "describe", resume=True, progress=False)
+    assert resumed.status == "finished" and "the source that computes results is unchanged" in capsys.readouterr().err
+    fresh = run_config(_cfg("K=5"), tmp_path / "fresh", progress=False)
+    assert (tmp_path / "describe" / rundir.METRICS).read_bytes() == (tmp_path / "fresh" / rundir.METRICS).read_bytes()
+
+    monkeypatch.setattr(rundir, "code_version", lambda task=None: f"{described} src:{'0' * 12}")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "source").iterdir()}
+    with pytest.raises(UsageError, match="the code that computes results changed"):
+        run_config(_cfg("K=5"), tmp_path / "source", resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "source").iterdir()} == before  # refused before writing
+    assert run_config(_cfg("K=5"), tmp_path / "source", resume=True, force=True, progress=False).status == "finished"
+
+
+def test_source_digest_ignores_docs_and_other_modules_but_not_what_a_run_imports(tmp_path):
+    """On a copy of the tree: editing README.md, the CLI, or a module no run imports keeps the digest;
+    editing the engine, the task's module, or a module the task imports (synthetic/common.py for
+    softmax) changes it."""
+    import shutil
+
+    root = Path(rundir.__file__).resolve().parent.parent
+    copy = tmp_path / "tree"
+    for package in ("perfedavg", "synthetic"):
+        shutil.copytree(root / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "README.md").write_text("readme\n")
+    base = rundir.source_digest("softmax", copy)
+    assert base == rundir.source_digest("softmax", root) == rundir.source_digest_of(rundir.code_version("softmax"))
+
+    def digest_after(edit: str) -> str:
+        path = copy / edit
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        try:
+            return rundir.source_digest("softmax", copy)
+        finally:
+            path.write_bytes(original)
+
+    for unchanged in ("README.md", "perfedavg/run_cli.py", "perfedavg/runner.py", "synthetic/quadratic.py"):
+        assert digest_after(unchanged) == base, unchanged
+    for changed in ("perfedavg/engine.py", "perfedavg/local.py", "synthetic/softmax.py", "synthetic/common.py"):
+        assert digest_after(changed) != base, changed
 
 
 def test_run_directory_carries_config_code_and_library_versions(tmp_path):
     result = run_config(_cfg("K=2"), tmp_path / "run", progress=False)
     summary = _final(tmp_path / "run")
+    assert summary["cpu_seconds"] > 0 and summary["wall_seconds"] > 0
     assert summary["code_version"] == rundir.code_version("softmax") and "src:" in summary["code_version"]
     assert {"python", "torch", "numpy", "perfedavg"} <= set(summary["versions"])
     assert summary["versions"]["torch"] == torch.__version__
