@@ -63,11 +63,16 @@ finite = st.floats(allow_nan=False, allow_infinity=False, min_value=1e-300, max_
        seed=st.integers(0, INT_MAX), algorithm=st.sampled_from(["fedavg", "fo", "hf", "exact"]),
        h=st.floats(0.0, 1.0), track=st.booleans())
 def test_the_saved_toml_reads_back_to_the_same_config(K, alpha, beta, r, seed, algorithm, h, track):
+    """Written by the project's TOML writer, read by its one reader (``read_toml``: tomllib, or tomli on 3.10)."""
+    import tempfile
+    from pathlib import Path
+
     cfg = build_config({"K": K, "alpha": alpha, "beta": beta, "r": r, "seed": seed, "algorithm": algorithm,
                         "track_inner": track, "task": {"name": "softmax", "h": h}})
-    import tomllib
-
-    again = build_config(tomllib.loads(dumps_toml(cfg.to_dict())))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.toml"
+        path.write_text(dumps_toml(cfg.to_dict()))
+        again = build_config(read_toml(path))
     assert again == cfg  # floats written with repr(): exact
 
 
