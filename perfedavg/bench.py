@@ -231,6 +231,7 @@ def _run_bench(args, threads: int) -> dict:
     from .engine import local_round
     from .fast_mlp import tune_malloc
     from .oracle import make_oracle
+    from .sampling import num_sampled_clients
 
     malloc_tuned = tune_malloc() if args.malloc_tuning else False
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -238,7 +239,7 @@ def _run_bench(args, threads: int) -> dict:
     oracle = make_oracle(task)
     gen = torch.Generator().manual_seed(0)
     w0 = task.init_params(gen).to(dtype)
-    m = max(1, int(round(0.2 * args.clients)))
+    m = num_sampled_clients(0.2, args.clients)  # the engine's rule, floor(r*n)
     result = {
         "workload": {"n": args.clients, "r": 0.2, "clients_per_round": m, "tau": 10, "batch": 40,
                      "mlp": list(SIZES), "activation": "elu", "samples_per_client": args.samples},
@@ -348,7 +349,7 @@ def register(subparsers) -> None:
     p.add_argument("--variants", type=_variants, default=",".join(VARIANTS),
                    help="comma-separated subset of fedavg,fo,hf,exact (default: all four)")
     p.add_argument("--clients", type=_positive("clients"), default=50,
-                   help="users n, >= 3; 0.2 n of them are sampled per round (default 50)")
+                   help="users n, >= 5; floor(0.2 n) of them are sampled per round (default 50)")
     p.add_argument("--samples", type=_positive("samples"), default=1000,
                    help="random samples per user, >= 40 (default 1000)")
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
@@ -361,6 +362,8 @@ def register(subparsers) -> None:
 def _checked_main(args) -> int:
     if args.samples < 40:
         raise UsageError(f"--samples={args.samples} is out of range: each user needs >= 40 samples (the batch size)")
-    if round(0.2 * args.clients) < 1:
-        raise UsageError(f"--clients={args.clients} is out of range: r*n = 0.2*n must round to >= 1 (n >= 3)")
+    from .sampling import num_sampled_clients
+
+    if num_sampled_clients(0.2, args.clients) < 1:
+        raise UsageError(f"--clients={args.clients} is out of range: r*n = 0.2*n must be >= 1 (n >= 5)")
     return main(args)
