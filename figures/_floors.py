@@ -78,6 +78,7 @@ def read_rows(root: Path, figure: str) -> tuple[dict, dict]:
     if not path.is_file():
         raise store.Skip(f"no saved rate table at {path} (run `perfedavg figures {figure} --runs {root}`)")
     table = read_json(path)
+    table["_dir"] = str(path.parent)
     return {r["name"]: r for r in table["rows"]}, table
 
 
@@ -93,12 +94,49 @@ def slope_text(slope: float, lo: float, hi: float) -> str:
     return f"{slope:+.2f}"
 
 
-def draw_row(ax, row: dict, xlabel: str, color, marker) -> dict:
+#: row fields (top level or under ``extra``) that may carry the bound term's value at each x (newer rate tables)
+LEVEL_FIELDS = ("bound_levels", "predicted_levels", "predicted_values", "bound_values", "term_values")
+#: row fields that may say a PASS needed the slope tolerance (newer rate tables); else computed from the interval
+TOLERANCE_FIELDS = ("needs_tolerance", "pass_needs_tolerance", "within_tolerance_only", "tolerance_pass")
+#: a bound level more than this factor above the largest measured mean is drawn on its own right-hand axis
+LEVEL_SAME_AXIS_FACTOR = 100.0
+#: a lower interval end at or below this fraction of the mean is "at or below 0" for the log axis
+CLIP_FRACTION = 0.0
+
+
+def row_field(row: dict, names):
+    """The first of ``names`` present in the row or its ``extra`` (rate tables gain fields over time), else None."""
+    for name in names:
+        for where in (row, row.get("extra", {})):
+            if isinstance(where, dict) and where.get(name) is not None:
+                return where[name]
+    return None
+
+
+def needs_tolerance(row: dict) -> bool:
+    """A PASS whose predicted slope lies outside the fitted 95 % interval (it passed through the tolerance only):
+    the row's own flag when it carries one, else computed from ``predicted``, ``low``, ``high``."""
+    flag = row_field(row, TOLERANCE_FIELDS)
+    if flag is not None:
+        return bool(flag)
+    return row["verdict"] == "PASS" and not (row["low"] <= row["predicted"] <= row["high"])
+
+
+def verdict_text(row: dict, tol: float) -> str:
+    """``PASS``, ``FAIL`` or ``PASS (only within the ±tol tolerance)``."""
+    return f"PASS only within ±{tol:g} tolerance" if needs_tolerance(row) else row["verdict"]
+
+
+def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label: str = "") -> dict:
     r"""One log-log panel from a rate-table row: the measured means with their 95 % intervals, the fitted
     line (slope and interval in the legend), the derived bound's predicted slope and the recalled shape's
-    slope as guides through the measured points' weighted centre, the verdict in the legend.  Points with a
-    non-positive mean (a difference of floors below its noise) cannot sit on a log axis: they are counted
-    and returned.  Returns ``{"fitted", "low", "high", "predicted", "recalled", "verdict", "dropped"}``."""
+    slope as guides through the measured points' weighted centre (the recalled one drawn on top, dotted, so it
+    stays visible when both slopes agree), and, when ``levels`` (the bound term's value at each x) is given,
+    the derived term itself as a line at its own level.  Points with a non-positive mean (a difference of
+    floors below its noise) cannot sit on a log axis: they are counted and returned.  A lower interval end
+    ≤ 0 cannot be drawn either: its bar is drawn down to the bottom of the axis, ending in a downward arrow
+    head, and counted.  The legend goes below the axes (it never covers data).  Returns ``{"fitted", "low",
+    "high", "predicted", "recalled", "verdict", "dropped", "clipped"}``."""
     import numpy as np
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
@@ -106,11 +144,12 @@ def draw_row(ax, row: dict, xlabel: str, color, marker) -> dict:
 
     xs, m, h = (np.asarray(row[k], float) for k in ("xs", "means", "halfwidths"))
     ok = m > 0
-    # lower error bar clipped above zero so the log axis can draw it (the interval itself is in the JSON)
-    lower = np.minimum(np.where(np.isfinite(h), h, m), m * 0.95)
-    upper = np.where(np.isfinite(h), h, 0.0)
-    ax.errorbar(xs[ok], m[ok], yerr=[lower[ok], upper[ok]], fmt=marker, color=color, capsize=3, markersize=6,
-                label="measured, mean ± 95% interval (batch means)")
+    h_fin = np.where(np.isfinite(h), h, 0.0)
+    clipped = ok & np.isfinite(h) & (m - h <= CLIP_FRACTION * m)
+    # bars whose lower end is > 0 drawn as they are; clipped ones get their lower bar after the y limits are known
+    lower = np.where(clipped, 0.0, h_fin)
+    ax.errorbar(xs[ok], m[ok], yerr=[lower[ok], h_fin[ok]], fmt=marker, color=color, capsize=3, markersize=6,
+                label="measured, mean ± 95% interval (batch means)", zorder=4)
     fitted, lo, hi = row["fitted"], row["low"], row["high"]
     predicted = row["predicted"]
     recalled = row.get("extra", {}).get("recalled_shape_slope", math.nan)
@@ -121,28 +160,62 @@ def draw_row(ax, row: dict, xlabel: str, color, marker) -> dict:
         cx = float(np.exp((w * np.log(xs[ok])).sum() / w.sum()))
         cy = float(np.exp((w * np.log(m[ok])).sum() / w.sum()))
         grid = np.geomspace(xs.min(), xs.max(), 30)
-        ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3,
+        ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3, zorder=3,
                 label=f"fitted slope {slope_text(fitted, lo, hi)}")
-        ax.plot(grid, cy * (grid / cx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=1.6,
-                label=f"{bound_label(f'predicted slope {predicted:+.2f}', 'derived')} (bound\'s term): {row['verdict']}")
+        ax.plot(grid, cy * (grid / cx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=2.2, zorder=2,
+                label=bound_label(f"predicted slope {predicted:+.2f}", "derived") + " (guide through the data)")
         if math.isfinite(recalled):
-            ax.plot(grid, cy * (grid / cx) ** recalled, **{**BOUND_STYLE["recalled"], "linewidth": 1.4},
-                    label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled"))
+            ax.plot(grid, cy * (grid / cx) ** recalled, **{**BOUND_STYLE["recalled"], "linewidth": 2.0},
+                    dashes=(1, 2.5), zorder=5,
+                    label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled") + " (guide)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    twin = None
+    if levels is not None:
+        lv = np.asarray(levels, float)
+        good = np.isfinite(lv) & (lv > 0)
+        if good.any():
+            label = bound_label(level_label or "the bound's term at its own level", "derived")
+            far = ok.any() and lv[good].max() > LEVEL_SAME_AXIS_FACTOR * m[ok].max()
+            target = ax
+            if far:  # decades above the data: its own (right, labelled) axis, or the data would be squashed flat
+                twin = target = ax.twinx()
+                twin.set_yscale("log")
+                twin.grid(False)
+                # the right axis is the left one times an exact power of ten, so the offset is stated, not hidden
+                shift = 10.0 ** round(float(np.mean(np.log10(lv[good])) - np.mean(np.log10(m[ok]))))
+                twin.set_ylabel(f"bound's term = left axis × {shift:.0e} [derived]")
+                label += f", right axis (×{shift:.0e})"
+            target.plot(xs[good], lv[good], **BOUND_STYLE["derived"], marker="x", markersize=8, zorder=3, label=label)
+    if clipped.any():
+        bottom, top = ax.get_ylim()
+        for x, y in zip(xs[clipped], m[clipped]):
+            ax.annotate("", xy=(x, bottom), xytext=(x, y), zorder=4, annotation_clip=False,
+                        arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.5, "shrinkA": 0, "shrinkB": 0})
+        ax.plot([], [], color=color, marker=r"$\downarrow$", linestyle="none", markersize=9,
+                label="interval reaches ≤ 0 (bar runs off the log axis)")
+        ax.set_ylim(bottom, top)
     # ticks at the measured x values only, no minor labels: log-axis minor labels collide on a narrow range
     ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticklabels([f"{x:.3g}" for x in xs])
+    ax.set_xticklabels([f"{x:.2g}" for x in xs])
+    if twin is not None:  # after every change of the left limits
+        bottom, top = ax.get_ylim()
+        twin.set_ylim(bottom * shift, top * shift)
     ax.set_xlabel(xlabel)
     pad = (xs.max() / xs.min()) ** 0.08
     ax.set_xlim(xs.min() / pad, xs.max() * pad)
     handles, labels = ax.get_legend_handles_labels()
+    if twin is not None:
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("measured"))  # measured first
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7.5, loc="best")
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=9, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=1)
     return {"fitted": fitted, "low": lo, "high": hi, "predicted": predicted, "recalled": recalled,
-            "verdict": row["verdict"], "dropped": int((~ok).sum())}
+            "verdict": row["verdict"], "dropped": int((~ok).sum()), "clipped": [float(x) for x in xs[clipped]],
+            "needs_tolerance": needs_tolerance(row)}
 
 
 def row_sentence(what: str, r: dict) -> str:
@@ -150,6 +223,45 @@ def row_sentence(what: str, r: dict) -> str:
     text = (f"{what}: fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval), predicted "
             f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
             f"[recalled]): {r['verdict']}")
+    if r.get("needs_tolerance"):
+        text += (" — the predicted slope lies outside the fitted 95% interval: this PASS holds only through the "
+                 "slope tolerance")
+    if r.get("clipped"):
+        text += (f" (the 95% interval reaches ≤ 0 at x = {', '.join(f'{x:.3g}' for x in r['clipped'])}: "
+                 "drawn as a bar running down off the log axis, ending in an arrow)")
     if r["dropped"]:
         text += f" ({r['dropped']} point(s) with a non-positive measured difference not drawn on the log axis)"
     return text
+
+
+def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list | None, list | None, str]:
+    r"""The γ-part of the derived bound's client-sampling term at each h, with γ_G, γ_H from the TV statements
+    and from the W1 statements (the task's exact constants): ``(tv_levels, w1_levels, source)``.
+
+    Taken from the rows when the rate table carries them (:data:`LEVEL_FIELDS`); otherwise evaluated here on
+    the *saved* configs of the heterogeneity runs (``<rates>/h/<slug>/seed0/config.toml``) with the rate
+    table's own function :func:`synthetic.rates.bound_terms` (theory only: nothing is run), the W1 version at
+    the runs' start w*_α as the table does.  ``(None, None, why)`` when neither is possible."""
+    tv, w1 = row_field(row_tv, LEVEL_FIELDS), row_field(row_w1, LEVEL_FIELDS)
+    if tv is not None and w1 is not None:
+        return list(tv), list(w1), "the rate table's rows"
+    try:
+        import torch
+
+        from perfedavg.runner import load_run_config, resolve
+        from synthetic.rates import bound_terms
+
+        cfgs = {}
+        for path in sorted((Path(table["_dir"]) / "h").glob("*/seed0/config.toml")):
+            cfg = load_run_config(str(path), [])
+            cfgs[float(cfg.task["h"])] = cfg
+        tv_levels, w1_levels = [], []
+        for h, w1_x in zip(row_tv["extra"]["h"], row_w1["xs"]):
+            cfg = cfgs[float(h)]
+            none = bound_terms(cfg, "none")[0]["client sampling"]
+            tv_levels.append(bound_terms(cfg)[0]["client sampling"] - none)
+            start = resolve(cfg)[1].init_params(torch.Generator())
+            w1_levels.append(bound_terms(cfg, "w1", w1_x, start)[0]["client sampling"] - none)
+        return tv_levels, w1_levels, "the saved runs' configs (synthetic.rates.bound_terms)"
+    except (KeyError, OSError, ValueError, ImportError) as exc:
+        return None, None, f"not available ({type(exc).__name__}: {exc})"

@@ -86,8 +86,13 @@ def explain_text(config: dict, constants, notes=()) -> str:
                      + ("the optimization term is already below that floor: more rounds barely help."
                         if rep.derived_terms.get("optimization", 0.0) < floor else
                         "more rounds still help: the optimization term is above that floor."))
-    lines.append(f"Recalled shape of the paper [recalled] (O(1) = 1, not a bound): {rep.recalled_shape:.4g}, "
-                 f"dominated by '{rep.dominant(rep.recalled_terms)}'.")
+    if rep.condition["recalled"]:
+        lines.append(f"Recalled shape of the paper [recalled] (O(1) = 1, not a bound): {rep.recalled_shape:.4g}, "
+                     f"dominated by '{rep.dominant(rep.recalled_terms)}'.")
+    else:
+        lines.append(f"The paper's recalled shape [recalled] does not apply: its own step-size condition "
+                     f"beta <= {rep.beta_max['recalled']:.4g} fails (beta = {constants.beta:g}); "
+                     f"(its value with O(1) = 1 would be {rep.recalled_shape:.4g}, meaningless here).")
     lines.append(f"Step-size conditions: recalled beta <= {rep.beta_max['recalled']:.4g} "
                  f"({'holds' if rep.condition['recalled'] else 'fails'}); derived beta < {rep.beta_max['derived']:.4g} "
                  f"({'holds' if rep.condition['derived'] else 'fails'}).")

@@ -26,6 +26,19 @@ TASK = {"name": "logistic", "radius": 2.0}
 DELTAS = {"tiny": [10.0**-e for e in (1, 4, 8)], "quick": [10.0**-e for e in range(0, 13)],
           "full": [10.0**(-e / 2) for e in range(0, 27)]}
 POINTS = {"tiny": 1, "quick": 3, "full": 10}
+#: the paper's finite-difference width for Per-FedAvg (HF) (PAPER.md §7, [recalled])
+PAPER_DELTA = 1e-3
+#: consecutive errors within this relative difference count as "flat" (float32 perturbation lost to rounding)
+FLAT_RELATIVE = 0.01
+
+
+def _flat_stretch(deltas, errors) -> tuple[float, float] | None:
+    """(largest δ from which the error stays constant to the smallest δ, that level), or None: the stretch where
+    w ± δg rounds to w and the central difference is exactly 0 (needs at least two such δ)."""
+    i = len(errors) - 1
+    while i > 0 and abs(errors[i - 1] - errors[-1]) <= FLAT_RELATIVE * errors[-1]:
+        i -= 1
+    return (float(deltas[i]), float(errors[-1])) if i < len(errors) - 1 else None
 
 
 def run(root: Path, level: str) -> None:
@@ -94,13 +107,17 @@ def draw(root: Path, out: Path) -> dict:
         best = int(np.argmin(mean))
         summary[key] = (d[best], mean[best])
     bound = res["rho"] * d * res["g_norm"] ** 2 / 2
-    ax.loglog(d, bound, **BOUND_STYLE["derived"], label=bound_label(r"bound $\rho\delta\|g\|^2/2$", "derived"))
-    ax.set_xlabel(r"finite-difference width $\delta$")
-    ax.set_ylabel(r"$\|\mathrm{HF}(\delta) - \nabla^2 f_i(w)g\|$ (exact HVP = 0)")
+    ax.loglog(d, bound, **BOUND_STYLE["derived"],
+              label=bound_label(r"bound $\rho\delta\|g\|^2/2$ (truncation only)", "derived"))
+    ax.axvline(PAPER_DELTA, color=OKABE_ITO["grey"], linestyle="--", linewidth=1.2,
+               label=f"paper's δ = {PAPER_DELTA:g} [recalled]")
+    ax.set_xlabel(r"finite-difference width $\delta$ (decreasing to the right)")
+    ax.set_ylabel(r"error $\|\mathrm{HF}(\delta) - \nabla^2 f_i(w)g\|$")
     ax.set_title(f"Synthetic logistic task (ρ = {res['rho']:.3g}, ‖g‖ = B = {res['g_norm']:.3g}): "
                  "central difference vs exact HVP", fontsize=10)
     ax.invert_xaxis()
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    flat = _flat_stretch(d, np.array([r["float32"] for r in res["rows"]]).mean(0))
     files = save(fig, out, "fig4_hf_delta")
     best = "; ".join(f"{k}: smallest error {v[1]:.2g} at δ = {v[0]:.0e}" for k, v in summary.items())
     caption = (
@@ -111,6 +128,11 @@ def draw(root: Path, out: Path) -> dict:
         "below the best δ the round-off of subtracting two nearly equal gradients takes over and the error grows "
         f"like ε‖∇f_i‖/δ (dotted), which the bound does not cover. {best}. The paper's δ = 1e-3 is on the "
         f"{'truncation' if 1e-3 >= summary['float64'][0] else 'round-off'} branch in float64 and on the "
-        f"{'truncation' if 1e-3 >= summary['float32'][0] else 'round-off'} branch in float32."
+        f"{'truncation' if 1e-3 >= summary['float32'][0] else 'round-off'} branch in float32 (grey dashed line)."
+        + (f" The float32 curve is flat at {flat[1]:.2g} for δ ≤ {flat[0]:.0e}: there δ‖g‖ is below float32's "
+           "resolution of w's coordinates (about 6e-8 relative), so w + δg and w − δg round to w itself, the two "
+           "gradients are identical, the difference quotient is 0, and the error is the whole ‖∇²f_i(w)g‖; the "
+           "ε/δ round-off model (dotted), which assumes the perturbation is represented, stops applying there."
+           if flat else "")
     )
     return {"files": files, "caption": caption}

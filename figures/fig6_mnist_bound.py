@@ -15,11 +15,27 @@ import math
 from pathlib import Path
 
 from . import store
-from .style import ALGORITHM_STYLE, BOUND_STYLE, algorithm_label, bound_label, save, setup
+from .fig5_table1 import DATASET_NAMES
+from .style import ALGORITHM_STYLE, algorithm_label, bound_label, save, setup
 
 NAME = "mnist_bound"
 TITLE = "MNIST: measured gradient norms against the bound with estimated constants"
 EMPIRICAL = True
+#: line style of each variant's bound (own colour and dash: the two stay apart when they coincide)
+BOUND_LINES = {"hf": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55}, "fo": {"linestyle": (0, (5, 3)), "linewidth": 1.6}}
+
+
+def row_key(directory: Path) -> tuple[float, int]:
+    """(α, τ) of a Table 1 row directory ``tau<τ>-alpha<α>``."""
+    tau, alpha = directory.name[len("tau"):].split("-alpha")
+    return float(alpha), int(tau)
+
+
+def chosen_row_dir(src: Path) -> Path | None:
+    """The row figure 5 shows (largest α, then τ: :func:`figures.fig5_table1.chosen_row`'s rule), among the
+    row directories present under ``src``."""
+    rows = sorted(src.glob("tau*-alpha*")) if src.is_dir() else []
+    return max(rows, key=row_key) if rows else None
 
 
 def find_constants(root: Path, run_dir: Path) -> Path | None:
@@ -35,9 +51,8 @@ def find_constants(root: Path, run_dir: Path) -> Path | None:
 def run(root: Path, level: str) -> None:
     """Estimate the constants of Table 1's first MNIST HF run (``empirical.constants.estimate_run``)
     into its ``constants.json`` when none is there; the runs themselves come from figure ``table1``."""
-    src = Path(root) / "table1" / "runs" / "mnist"
-    rows = sorted(src.glob("tau*-alpha*")) if src.is_dir() else []
-    runs = sorted(rows[0].glob("hf-seed0")) if rows else []
+    row = chosen_row_dir(Path(root) / "table1" / "runs" / "mnist")
+    runs = sorted(row.glob("hf-seed0")) if row else []
     if not runs or find_constants(root, runs[0]) is not None:
         return
     from empirical.constants import estimate_run, write_constants
@@ -47,14 +62,14 @@ def run(root: Path, level: str) -> None:
 
 def draw(root: Path, out: Path) -> dict:
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     from .bounds import bound_for, constants_from_json
 
     src = Path(root) / "table1" / "runs" / "mnist"
-    rows = sorted(src.glob("tau*-alpha*")) if src.is_dir() else []
-    if not rows:
+    row = chosen_row_dir(src)
+    if row is None:
         raise store.Skip(f"no MNIST runs in {src} (run the 'table1' figure with the data available)")
-    row = rows[0]
     runs = {m: store.load_run(d) for m in ("fedavg", "fo", "hf") for d in sorted(row.glob(f"{m}-seed0"))}
     cpath = find_constants(root, next(iter(runs.values())).directory)
     if cpath is None:
@@ -73,23 +88,26 @@ def draw(root: Path, out: Path) -> dict:
     cfg = runs.get("hf", next(iter(runs.values()))).config
     c, notes = constants_from_json(cpath, cfg)
     Ks = [k for k in next(iter(runs.values())).series("grad_norm_sq_F")[0] if k > 0]
-    for alg, ls in (("hf", "-"), ("fo", "-.")):
+    for alg in ("hf", "fo"):
         vals = [bound_for(c.replace(K=float(k)), alg)[0] for k in Ks]
         if all(math.isfinite(v) for v in vals):
-            ax.semilogy(Ks, vals, color=BOUND_STYLE["derived"]["color"], linestyle=ls,
+            ax.semilogy(Ks, vals, color=ALGORITHM_STYLE[alg]["color"], **BOUND_LINES[alg],
                         label=bound_label(f"explicit bound, {algorithm_label(alg)}, estimated constants", "derived"))
             text.append(f"{algorithm_label(alg)} {vals[-1]:.3g}")
         else:
             text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails)")
     ax.set_xlabel("communication round k (= K for the bound)")
-    ax.set_ylabel(r"squared gradient norm of F")
-    ax.set_title(f"MNIST, τ = {cfg['tau']}, α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})",
+    ax.set_ylabel(r"$\|\nabla F\|^2$ (squared gradient norm of F)")
+    dataset = str(cfg["task"].get("name", "?"))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (read from {row.name})\nτ = {cfg['tau']}, α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})",
                  fontsize=10)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1)
     files = save(fig, out, "fig6_mnist_bound")
     caption = (
         "What it shows: the exact squared gradient norm of the personalized objective F at the server model, "
-        "and its running mean, on MNIST (paper's split and MLP), against the derived explicit bound evaluated "
+        f"and its running mean, on {DATASET_NAMES.get(dataset, dataset)} (paper's split and MLP), for the Table 1 row "
+        f"{row.name} (the row figure 5 shows: largest α, where the adaptation step matters most; seed 0), against the derived explicit bound evaluated "
         f"with constants estimated from the data ({cpath}). Bound at the last K: {'; '.join(text)}. "
         + (f"Notes: {'; '.join(notes)}. " if notes else "")
         + "What the theory predicts: the running mean stays below the bound if the estimated constants are upper "
