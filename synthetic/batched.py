@@ -141,7 +141,7 @@ class SeedRuns:
 
 def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True,
               track_heterogeneity: bool = False) -> SeedRuns:
-    """Run ``cfg`` for every seed in ``seeds`` at once (module docstring).  ``track_heterogeneity``: also record
+    r"""Run ``cfg`` for every seed in ``seeds`` at once (module docstring).  ``track_heterogeneity``: also record
     the exact :math:`\gamma_G^2, \gamma_H^2` and :math:`(L_\theta, \rho_\theta)` at every recorded
     :math:`\bar w` (:func:`heterogeneity_batched`, :func:`theta_lipschitz_batched`)."""
     check_config_against_task(cfg, task)

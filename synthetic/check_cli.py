@@ -23,7 +23,12 @@ def register(sub) -> None:
             "failing 'recalled' statement is printed as a finding (exit 0). "
             "With --rates: the table of predicted rates (exponents in K, beta, tau, D, heterogeneity, alpha, "
             "delta) with fitted exponents, intervals and PASS/FAIL, plus the derived explicit bound checked "
-            "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K; runs land in --out."
+            "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K (and FedAvg's own bound against "
+            "FedAvg's (1/(tau K)) sum ||grad f(w_bar)||^2); runs land in --out. "
+            "Run times (2-core machine under load; measured, see the report of the commit): plain check ~30-60 s; "
+            "--rates (quick) a few minutes; --rates --full much longer (tens of minutes); resumable. "
+            "With --speed-sweep [DIR]: the 100 configurations x 5 seeds logistic sweep of issue 4 (progress bar, "
+            "resumable), printing one JSON timing record."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,7 +37,11 @@ def register(sub) -> None:
                         help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100, default 4000)")
     parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
     parser.add_argument("--full", action="store_true",
-                        help="with --rates: the documented full version (more points, more rounds, 5 seeds; minutes)")
+                        help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
+                        "tens of minutes on 2 cores; resumable: rerun the same command to continue)")
+    parser.add_argument("--speed-sweep", nargs="?", const="runs/speed", default=None, metavar="DIR",
+                        help="time the 100 configurations x 5 seeds logistic sweep (seed-vectorized, progress, "
+                        "resumable) into DIR (default runs/speed, outside version control) and print JSON timing")
     parser.add_argument("--seeds", type=int, default=None, metavar="S",
                         help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)")
     parser.add_argument("--out", default=None, metavar="DIR",
@@ -51,6 +60,18 @@ def main(args) -> int:
         raise UsageError(f"--seeds={args.seeds} is out of range: must be >= 2 (a confidence interval needs two)")
     if args.full and not args.rates:
         raise UsageError("--full only applies with --rates")
+    if args.speed_sweep is not None:
+        if args.rates:
+            raise UsageError("--speed-sweep and --rates are separate commands: give one")
+        from pathlib import Path
+
+        from .rates import speed_sweep
+
+        out = Path(args.speed_sweep)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--speed-sweep={args.speed_sweep} is not a folder")
+        print(json.dumps(speed_sweep(out, seeds=args.seeds or 5, progress=not args.no_progress), indent=2))
+        return 0
     if args.rates:
         from .rates import main_rates
 

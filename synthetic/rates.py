@@ -23,7 +23,8 @@ points scatter more than their intervals allow.  Predicted: the same fit applied
 **derived explicit bound's** relevant term(s) (``theory.checks_api.convergence`` on the
 task's exact constants at each x: never a hard-coded power); the paper's recalled shape's
 slope (same terms of ``recalled_terms``) is printed beside it.  PASS when the predicted
-slope lies within ``TOLERANCE`` of the fitted interval.
+slope lies within ``TOLERANCE`` of the fitted interval; "PASS (tol.)" (``pass_needs_tolerance``)
+when it passes only through the tolerance.
 
 =====================  =================================================  ==================================
 row                    measured                                           derived-bound term(s) predicting
@@ -32,13 +33,16 @@ opt. term vs K         Φ_K − floor from w_0 = 0, low noise (batches 100)   op
 floor vs β             stationary φ, τ = 1, D' = 1 (gradient noise)         stochastic gradient (L_Fβs²/n)
 drift vs τ             φ(τ) − φ(1), h = 1, batches 200, β·τ_max fixed       local drift (2L_F²Q̄(τ))
 floor vs D             stationary φ, D' = D'' = 200, α = 1, D varied       stochastic gradient + bias floor
-floor vs TV, vs W1     φ(h) − φ(0), r = 0.2 (client sampling)               γ-part of client sampling (γ via TV / W1)
+drift vs τ (Γ~1)       as drift vs τ at β τ_max = 0.06 (Γ ≥ 0.89), batches 1000  local drift, 1/Γ ≈ 1
+floor vs TV            φ(h) − φ(0), r = 0.2 (client sampling)               γ-part of client sampling (γ via TV)
+floor vs W1            φ(h=1,s) − φ(h=0,s), label shift s varied, TV fixed  γ-part of client sampling (γ via W1)
 FO floor vs α          stationary φ of FO, h = 1, batches 200              bias floor of FO (2b_FO²)
-HF error vs δ          ‖d_HF − d_exact‖ (logistic, ρ > 0), same batches     ρδ‖g‖²/2 (exponent 1, an upper bound)
+HF error vs δ          ‖d_HF − d_exact‖ (logistic, ρ > 0), same batches     ρδ‖g‖²/2 (theory's HF error, upper bound)
 =====================  =================================================  ==================================
 
 Plus the derived explicit bound with the task's exact constants, checked to lie above the
-measured Φ_K (upper end of its interval) at every K of the K-row's run.
+measured Φ_K (upper end of its interval) at every K of the K-row's run, and the same for FedAvg
+(``theory``'s FedAvg bound against FedAvg's own (1/(τK)) ΣΣ ‖∇f(w̄)‖², :func:`fedavg_bound_check`).
 """
 
 from __future__ import annotations
@@ -52,13 +56,15 @@ from pathlib import Path
 
 import numpy as np
 
-#: A predicted exponent PASSes when it lies within this distance of the fitted 95 % interval.
-#: Why 0.25: the bound's terms are exact power laws in x, the measured floors are power laws
-#: only to first order.  Known corrections over the swept ranges: the stationary SGD floor is
-#: β·tr(HΣ)/(2 − βH), local slope 1 + βλ/(2 − βλ) ≤ 1.03; the heterogeneity part is
-#: h² + O(h⁴) and the FO bias α² + O(α³) (α ≤ 0.5, relative corrections ≲ 0.2); the drift is
-#: the bound's (τ−1)(2τ−1)/Γ against the fixed point's ≈ (τ−1)², whose local slopes differ by
-#: ≈ 0.1–0.3 on τ ∈ [2, 16].  A larger miss means the bound's dependence is wrong in shape.
+#: A predicted exponent PASSes when it lies within this distance of the fitted 95 % interval; a PASS that
+#: needs it (the prediction lies outside the interval itself) is flagged ``pass_needs_tolerance`` and printed
+#: "PASS (tol.)".  Why 0.25: the bound's terms are power laws in x only locally, and so are the measured
+#: floors; the known curvature over the swept ranges (local slopes, computed from the closed forms): the
+#: stationary SGD floor β·tr(HΣ)/(2 − βH) has local slope 1 + βλ/(2 − βλ) ≤ 1.03; the heterogeneity part is
+#: h² + O(h⁴) and the FO bias α² + O(α³) (α ≤ 0.5), relative corrections ≲ 0.2 in the slope; the drift is the
+#: bound's (τ−1)(2τ−1)/Γ against the fixed point's ≈ (τ−1)², local slopes differing by ≈ 0.1–0.3 on
+#: τ ∈ [2, 16].  So a shape error below 0.25 cannot be told from these curvatures with 3–5 points; a larger
+#: miss means the bound's dependence is wrong in shape.  The flag keeps every such PASS visible.
 TOLERANCE = 0.25
 #: burn-in and measurement length of a floor run, in mixing times T = 1/(β τ μ_F)
 BURN = 2
@@ -66,11 +72,12 @@ MEASURE = {"smoke": 6, "quick": 12, "full": 40}
 #: swept values per length ("smoke": the default-test version; "quick": ``--rates``; "full": ``--rates --full``)
 GRID = {
     "smoke": {"K": (32, 64, 128), "beta": (0.04, 0.16), "tau": (2, 4), "D": (1, 16), "h": (0.5, 1.0),
-              "alpha": (0.125, 0.5)},
+              "alpha": (0.125, 0.5), "shift": (1.0, 4.0)},
     "quick": {"K": (64, 128, 256), "beta": (0.04, 0.08, 0.16), "tau": (2, 4, 8), "D": (1, 4, 16),
-              "h": (0.25, 0.5, 1.0), "alpha": (0.125, 0.25, 0.5)},
+              "h": (0.25, 0.5, 1.0), "alpha": (0.125, 0.25, 0.5), "shift": (0.5, 1.0, 2.0, 4.0)},
     "full": {"K": (64, 128, 256, 512, 1024), "beta": (0.02, 0.04, 0.08, 0.16), "tau": (2, 4, 8, 16),
-             "D": (1, 2, 4, 8, 16), "h": (0.125, 0.25, 0.5, 1.0), "alpha": (0.0625, 0.125, 0.25, 0.5)},
+             "D": (1, 2, 4, 8, 16), "h": (0.125, 0.25, 0.5, 1.0), "alpha": (0.0625, 0.125, 0.25, 0.5),
+             "shift": (0.25, 0.5, 1.0, 2.0, 4.0)},
 }
 #: batch-means blocks per seed
 BATCHES = 8
@@ -98,13 +105,31 @@ class RateRow:
 
     @property
     def passed(self) -> bool:
+        """PASS: the prediction within ``TOLERANCE`` of the fitted interval (or the row's own rule in ``extra``)."""
         if "pass" in self.extra:
             return bool(self.extra["pass"])
         return self.low - TOLERANCE <= self.predicted <= self.high + TOLERANCE
 
+    @property
+    def passed_strictly(self) -> bool:
+        """PASS without the tolerance: the prediction inside the fitted 95 % interval (or the row's own rule)."""
+        if "pass_strict" in self.extra:
+            return bool(self.extra["pass_strict"])
+        return self.low <= self.predicted <= self.high
+
+    @property
+    def verdict_shown(self) -> str:
+        """"PASS", "PASS (tol.)" (passes only through ``TOLERANCE``) or "FAIL"."""
+        if not self.passed:
+            return "FAIL"
+        return "PASS" if self.passed_strictly else "PASS (tol.)"
+
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
         d["verdict"] = "PASS" if self.passed else "FAIL"
+        d["pass_needs_tolerance"] = bool(self.passed and not self.passed_strictly)
+        d["verdict_shown"] = self.verdict_shown
+        d["tolerance"] = TOLERANCE
         return d
 
 
@@ -161,11 +186,13 @@ def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = Fa
                 write_run_dirs(runs, cfg_r, dirs, task.label or task.name)
             sums = [read_summary(d) for d in dirs]
             phi = [s.get("phi_by_round") for s in sums]
+            st_f = [s.get("stationarity_f_by_round") for s in sums]
             results.append({
                 "grad_norm_sq_F": np.array([s["grad_norm_sq_F_by_round"] for s in sums]),
                 "stationarity": np.array([s["stationarity_by_round"] for s in sums], dtype=float),
                 "phi": np.array(phi, dtype=float) if all(p is not None for p in phi) else None,
                 "max_w_norm": np.array([s.get("max_w_norm") or math.nan for s in sums], dtype=float),
+                "stationarity_f": np.array(st_f, dtype=float) if all(v is not None for v in st_f) else None,
                 "dirs": [str(d) for d in dirs],
             })
             bar.update(1)
@@ -260,7 +287,21 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None)
     return report.derived_terms, report.recalled_terms
 
 
+def theory_LF(cfg) -> float:
+    """The derived L_F = L(1+αL)² + αρB (``theory.lemmas.smoothness_derived``) on ``cfg``'s task constants."""
+    from perfedavg.runner import resolve
+    from theory import lemmas
+
+    from .measure import global_constants
+
+    _, task = resolve(cfg)
+    return lemmas.smoothness_derived()(global_constants(task, cfg.alpha))
+
+
 def _row(name, xs, means, halfs, pred_terms, recalled_terms, note="", **extra) -> RateRow:
+    if min(means) <= 0:  # a measured difference not resolved from 0: no exponent to fit, the row FAILS visibly
+        extra["unresolved"] = True
+        note = (note + "; " if note else "") + "UNRESOLVED: a measured difference is <= 0 (signal below the noise)"
     slope, lo, hi = fit_weighted(xs, means, halfs)
     predicted = predicted_slope(xs, pred_terms)
     recalled = predicted_slope(xs, recalled_terms) if all(v > 0 for v in recalled_terms) else math.nan
@@ -315,6 +356,10 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
                      f"Φ_K − floor, w_0 = 0, β = {cfg_K.beta}, batches 100; floor {floor:.3g} ± {floor_half:.2g} "
                      "(stationary run at the same config)"))
     bound_check = derived_bound_check(cfg_K, st, list(range(1, K_max + 1)))
+    cfg_fedavg = _config({"K": K_max, "algorithm": "fedavg"})
+    (res_f,) = run_sweep([cfg_fedavg], seeds, out / "K-fedavg", track_inner=True, progress=progress)
+    domain.append(_domain_ok([res_f], [cfg_fedavg]))
+    bound_check["fedavg"] = fedavg_bound_check(cfg_fedavg, res_f, list(range(1, K_max + 1)))
 
     # 2. floor vs β (gradient noise: D' = 1)
     betas = list(grid["beta"])
@@ -339,9 +384,32 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
                      f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, β = {beta_tau:g}: "
                      "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ", lag1=[s[2] for s in stats]))
 
+    # 3b. the same at a β where the bound's Γ = 1 − 6β²τ²L_F² ≈ 1 for every τ (β τ_max = 0.06: Γ ≥ 0.89, so 1/Γ
+    # adds at most log(1/0.89)/log(τ_max/τ_min) ≤ 0.1 to the slope): the derived τ-shape (τ−1)(2τ−1) is then
+    # nearly free of 1/Γ, so this row tells whether the derived τ-exponent or the recalled τ² is right where the
+    # step-size factor plays no part.  Batches of 1000 (support 1000): the drift (∝ β²) is small against the noise
+    # floor (∝ β).
+    beta_small = 0.06 / max(taus)
+    huge = {"D": 1000, "D1": 1000, "D2": 1000}
+    cfgs, _, stats = floors("tau-gamma1", [{"tau": t, "beta": beta_small, **huge, "task": {"h": 1.0, "support": 1000}}
+                                           for t in [1] + taus],
+                            taus, None)
+    base_mean, base_half, _ = stats[0]
+    terms = [bound_terms(c) for c in cfgs[1:]]
+    gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs[1:]]
+    rows.append(_row("drift vs tau (Gamma~1)", taus, [s[0] - base_mean for s in stats[1:]],
+                     [math.hypot(s[1], base_half) for s in stats[1:]],
+                     [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
+                     f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
+                     f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
+                     lag1=[s[2] for s in stats], Gamma=gammas))
+
     # 4. floor vs inner batch D
     Ds = list(grid["D"])
-    cfgs, _, stats = floors("D", [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1} for d in Ds], Ds, None)
+    # alpha = 1: the inner points w - alpha grad l reach ||.|| ~ 2.03 around w* (audit), past W = 2, so B and
+    # sigma_G are stated on ||w|| <= 3 here (the recorded max ||w_bar|| is checked against it as everywhere)
+    cfgs, _, stats = floors("D", [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1, "task": {"w_radius": 3.0}}
+                                  for d in Ds], Ds, None)
     terms = [bound_terms(c) for c in cfgs]
     names = ("stochastic gradient", "bias floor")
     rows.append(_row("floor vs D", Ds, [s[0] for s in stats], [s[1] for s in stats],
@@ -362,12 +430,26 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     tv_rec = [(bound_terms(c)[1][sampling] - bound_terms(c, "none")[1][sampling]) for c in cfgs[1:]]
     note = f"φ(h) − φ(0) (φ(0) = {base_mean:.3g} ± {base_half:.2g}), r = 0.2, τ = 1, batches 200: γ-part of the client-sampling term"
     rows.append(_row("floor vs TV", tvs, means, halfs, tv_terms, tv_rec, note, h=hs))
+    # W1 on its own: h = 1 fixed (TV fixed at its h = 1 value), the per-cone label shift s varied, so the
+    # supports move apart in y and W1(p_i, p̄) on θ = (x, y) grows while TV does not move; x (hence L, H_i,
+    # μ_F and the mixing time) is unchanged.  Measured: φ(h=1, s) − φ(h=0, s) (same s: the noise floor moves
+    # with s too); predicted: the γ-part of the client-sampling term with γ from the W1 statements.
+    shifts = list(grid["shift"])
+    wide = {"w_radius": 5.0}  # ||w*|| reaches 3.6 at s = 4
+    pairs = [[{**het, "task": {"h": hv, "shift": sv, **wide}} for hv in (0.0, 1.0)] for sv in shifts]
+    cfgs_w, _, stats_w = floors("w1", [c for pair in pairs for c in pair], None, None)
+    top_w = cfgs_w[1::2]
+    means_w = [b[0] - a[0] for a, b in zip(stats_w[0::2], stats_w[1::2])]
+    halfs_w = [math.hypot(a[1], b[1]) for a, b in zip(stats_w[0::2], stats_w[1::2])]
+    tvs_w, w1s, wstars = _distances(top_w)
     w1_terms = [(bound_terms(c, "w1", w1, w)[0][sampling] - bound_terms(c, "none")[0][sampling])
-                for c, w1, w in zip(cfgs[1:], w1s, wstars)]
+                for c, w1, w in zip(top_w, w1s, wstars)]
     w1_rec = [(bound_terms(c, "w1", w1, w)[1][sampling] - bound_terms(c, "none")[1][sampling])
-              for c, w1, w in zip(cfgs[1:], w1s, wstars)]
-    rows.append(_row("floor vs W1", w1s, means, halfs, w1_terms, w1_rec,
-                     "same runs; W1 by linear program on θ = (x, y); γ from the W1 statements with L_θ, ρ_θ at w*", h=hs))
+              for c, w1, w in zip(top_w, w1s, wstars)]
+    rows.append(_row("floor vs W1", w1s, means_w, halfs_w, w1_terms, w1_rec,
+                     f"φ(h=1, s) − φ(h=0, s), label shift s = {', '.join(f'{v:g}' for v in shifts)} at fixed TV = "
+                     f"{tvs_w[0]:.3g} (W1 moves alone), r = 0.2, W = 5; W1 by linear program on θ = (x, y); "
+                     "γ from the W1 statements with L_θ, ρ_θ at w*", shift=shifts, tv=tvs_w))
 
     # 6. FO floor vs α (heterogeneous Hessians, large batches)
     alphas = list(grid["alpha"])
@@ -404,13 +486,14 @@ def _distances(cfgs) -> tuple[list[float], list[float], list]:
 
 def derived_bound_check(cfg, stationarity: np.ndarray, Ks: list[int]) -> dict:
     r"""The derived explicit bound on Φ_K (theory.checks_api.convergence) with the task's exact
-    constants at each K, against the measured Φ_K (mean over seeds and the upper end of its interval)."""
+    constants at each K, against the measured Φ_K (mean over seeds and the upper end of its interval;
+    verdict :func:`theory.checks_api.upper_bound_holds`)."""
+    from dataclasses import replace
+
     from perfedavg.runner import resolve
-    from theory.checks_api import convergence
+    from theory.checks_api import convergence, upper_bound_holds
 
     from .measure import global_constants
-
-    from dataclasses import replace
 
     _, task = resolve(cfg)
     rows, ok = [], True
@@ -420,12 +503,43 @@ def derived_bound_check(cfg, stationarity: np.ndarray, Ks: list[int]) -> dict:
         consts = replace(base, K=float(K))
         report = convergence(consts, cfg.algorithm if cfg.algorithm != "fedavg" else "exact")
         mean, half = _mean_ci(stationarity[:, K - 1])
-        holds = mean + half <= report.derived
+        holds = upper_bound_holds(mean, report.derived, mean + half)
         ok &= holds
         rows.append({"K": K, "measured": mean, "halfwidth": half, "derived_bound": report.derived,
                      "dominant_term": report.dominant(report.derived_terms), "holds": bool(holds),
                      "margin": report.derived / (mean + half) if mean + half > 0 else math.inf})
     return {"provenance": "derived", "holds_at_every_K": bool(ok), "rows": rows}
+
+
+def fedavg_bound_check(cfg, res: dict, Ks: list[int]) -> dict:
+    r"""FedAvg's own stationarity against the derived FedAvg bound (``theory.theorem.fedavg_bound``, the α → 0
+    form of the derived bound, via ``theory.checks_api.fedavg_convergence``) at every K: measured
+    :math:`\frac1{\tau K}\sum_k\sum_t\|\nabla f(\bar w_{k+1,t})\|^2` exactly (full data, closed form),
+    mean over seeds with its 95 % interval, HOLDS by :func:`theory.checks_api.upper_bound_holds`.  Also
+    reported, not bounded: the same average of :math:`\|\nabla F(\bar w)\|^2` (Per-FedAvg's objective at
+    FedAvg's iterates, α of ``cfg``)."""
+    from dataclasses import replace
+
+    from perfedavg.runner import resolve
+    from theory.checks_api import fedavg_convergence, upper_bound_holds
+
+    from .measure import global_constants
+
+    _, task = resolve(cfg)
+    base = global_constants(task, 0.0, beta=cfg.beta, tau=cfg.tau, K=1, r=cfg.r, D=cfg.D, D1=cfg.D1, D2=cfg.D2)
+    rows, ok = [], True
+    for K in Ks:
+        bound = fedavg_convergence(replace(base, K=float(K)))
+        mean, half = _mean_ci(res["stationarity_f"][:, K - 1])
+        mean_F, half_F = _mean_ci(res["stationarity"][:, K - 1])
+        holds = upper_bound_holds(mean, bound, mean + half)
+        ok &= holds
+        rows.append({"K": K, "measured": mean, "halfwidth": half, "derived_bound": bound, "holds": bool(holds),
+                     "margin": bound / (mean + half) if mean + half > 0 else math.inf,
+                     "measured_grad_F": mean_F, "halfwidth_grad_F": half_F})
+    return {"provenance": "derived", "statement": "convergence bound, FedAvg (α = 0) [derived]",
+            "holds_at_every_K": bool(ok), "rows": rows,
+            "config": {"beta": cfg.beta, "tau": cfg.tau, "r": cfg.r, "D": cfg.D, "alpha_of_F": cfg.alpha}}
 
 
 def hf_delta_row(seeds) -> RateRow:
@@ -458,31 +572,45 @@ def hf_delta_row(seeds) -> RateRow:
     errs = np.array(per_seed)
     means = errs.mean(0)
     decay = [i for i, d in enumerate(deltas) if d >= 1e-3]
-    slope, lo, hi = fit_exponent([deltas[i] for i in decay], [means[i] for i in decay])
+    xs_decay = [deltas[i] for i in decay]
+    slope, lo, hi = fit_exponent(xs_decay, [means[i] for i in decay])
+    # predicted: theory's HF error statement ρδ‖g‖²/2 (the exact direction's HVP replaced by the central
+    # difference errs by α times it), on the same δ grid; recalled: the HF term (αρδB²)² is a squared floor,
+    # so its square root αρδB² is on the scale of the measured (unsquared) error
+    from theory import lemmas
+
+    c = task.constants
+    predicted = predicted_slope(xs_decay, [lemmas.hf_hvp_error()(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs_decay])
+    recalled = predicted_slope(xs_decay, [math.sqrt(lemmas.hf_term_recalled()(alpha=1.0, rho=c["rho"], delta=d, B=c["B"]))
+                                          for d in xs_decay])
     best = int(np.argmin(means))
     rises = best < len(deltas) - 1 and means[-1] > 10 * means[best]
-    return RateRow("HF error vs delta", 1.0, slope, lo, hi, deltas, means.tolist(), [0.0] * len(deltas),
-                   f"decay slope on δ ≥ 1e-3 (bound ρδ‖g‖²/2 has exponent 1; a C³ loss gives 2); "
+    return RateRow("HF error vs delta", predicted, slope, lo, hi, deltas, means.tolist(), [0.0] * len(deltas),
+                   f"decay slope on δ ≥ 1e-3 against theory's HF error ρδ‖g‖²/2 (an upper bound: PASS when the fitted "
+                   f"slope is ≥ its exponent; a C³ loss gives 2) and the recalled √((αρδB²)²); "
                    f"minimum at δ* = {deltas[best]:g}, round-off rise below: {rises}",
-                   {"pass": bool(lo >= 1.0 - TOLERANCE and rises), "recalled_shape_slope": 2.0, "delta_star": deltas[best], "roundoff_rise": bool(rises)})
+                   {"pass": bool(lo >= predicted - TOLERANCE and rises), "pass_strict": bool(lo >= predicted and rises),
+                    "recalled_shape_slope": recalled, "recalled_scale": "square root of the recalled squared term",
+                    "delta_star": deltas[best], "roundoff_rise": bool(rises)})
 
 
 def format_rates(rows: list[RateRow], bound: dict) -> str:
     r"""The rate table as text: predicted (derived bound's local slope) and the recalled shape's slope, the
     fitted slope with its 95 % interval, the verdict, then the measured points."""
-    lines = [f"{'rate':20s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict  "
+    lines = [f"{'rate':20s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict      "
              f"points (x: mean ± 95% half-width)"]
     for r in rows:
         pts = ", ".join(f"{x:.3g}: {m:.3g}±{h:.2g}" for x, m, h in zip(r.xs, r.means, r.halfwidths))
         pred = f"{'>=' if r.name.startswith('HF') else ''}{r.predicted:+.2f}"
         rec = r.extra.get("recalled_shape_slope", math.nan)
         lines.append(f"{r.name:20s} {pred:>9s} {rec:+8.2f} {r.fitted:+8.3f} [{r.low:+7.3f}, {r.high:+7.3f}]  "
-                     f"{'PASS' if r.passed else 'FAIL':7s}  {pts}")
+                     f"{r.verdict_shown:11s}  {pts}")
         if r.note:
             lines.append(f"{'':20s} {r.note}")
     lines.append("")
-    lines.append(f"tolerance on exponents: {TOLERANCE}; every run stayed in the domain ||w|| <= W of B, sigma_G: "
-                 f"{bound.get('domain_respected', 'n/a')}")
+    lines.append(f"tolerance on exponents: {TOLERANCE} (see synthetic.rates.TOLERANCE); 'PASS (tol.)': the prediction "
+                 "lies outside the fitted 95% interval and passes only through the tolerance")
+    lines.append(f"every run stayed in the domain ||w|| <= W of B, sigma_G: {bound.get('domain_respected', 'n/a')}")
     lines.append("derived explicit bound [derived] vs measured Φ_K = (1/(τK)) ΣΣ ‖∇F(w̄_{k+1,t})‖² "
                  f"(holds at every K = 1..{bound['rows'][-1]['K']}: {bound['holds_at_every_K']}; shown at powers of 2):")
     for b in bound["rows"]:
@@ -490,6 +618,17 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
             continue
         lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  bound {b['derived_bound']:.4g} "
                      f"({b['dominant_term']} dominates)  {'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}")
+    fed = bound.get("fedavg")
+    if fed:
+        lines.append(f"FedAvg's own stationarity (1/(τK)) ΣΣ ‖∇f(w̄_{{k+1,t}})‖² vs {fed['statement']} "
+                     f"(holds at every K = 1..{fed['rows'][-1]['K']}: {fed['holds_at_every_K']}; powers of 2; "
+                     f"‖∇F‖² of FedAvg's iterates at α = {fed['config']['alpha_of_F']:g} beside it):")
+        for b in fed["rows"]:
+            if b["K"] & (b["K"] - 1):
+                continue
+            lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  bound "
+                         f"{b['derived_bound']:.4g}  {'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}  "
+                         f"(‖∇F‖²: {b['measured_grad_F']:.4g} ± {b['halfwidth_grad_F']:.2g})")
     return "\n".join(lines)
 
 
@@ -505,20 +644,38 @@ def main_rates(args) -> int:
     else:
         print(format_rates(rows, bound))
         print(f"\n{sum(r.passed for r in rows)}/{len(rows)} rates PASS; runs in {out} ({elapsed:.0f} s)")
-    return 0 if bound["holds_at_every_K"] and bound.get("domain_respected", True) else 1
+    fed_ok = bound.get("fedavg", {}).get("holds_at_every_K", True)
+    return 0 if bound["holds_at_every_K"] and fed_ok and bound.get("domain_respected", True) else 1
+
+
+#: where ``perfedavg check --speed-sweep`` writes by default (runs/ is outside version control)
+SPEED_OUT = "runs/speed"
 
 
 def speed_grid(K: int = 50) -> list:
     r"""A 100-configuration grid on the logistic task (β × D × h × algorithm, 5 × 4 × 5 × 1 = 100; τ = 2,
-    r = 0.2) used to time the seed-vectorized sweep: ``python -m synthetic.rates OUT``."""
+    r = 0.2, K = 50, Per-FedAvg exact, track_inner) used to time the seed-vectorized sweep of issue 4
+    ("100 configurations × 5 seeds in under 10 minutes, with progress, resumable"):
+    ``perfedavg check --speed-sweep [DIR]`` (:func:`speed_sweep`)."""
     return [_config({"K": K, "tau": 2, "r": 0.2, "alpha": 1.0, "beta": b, "D": d, "D1": d, "D2": d,
                      "task": {"name": "logistic", "dim": 3, "h": h}})
             for b in (0.05, 0.1, 0.2, 0.4, 0.8) for d in (1, 5, 20, 50) for h in (0.0, 0.25, 0.5, 0.75, 1.0)]
 
 
-if __name__ == "__main__":  # pragma: no cover - the documented speed sweep
-    import sys
+def speed_sweep(out: Path, seeds: int = 5, progress: bool = True, configs: list | None = None) -> dict:
+    r"""Run :func:`speed_grid` for ``seeds`` seeds into ``out`` (one run directory per seed; finished ones are
+    reused, so an interrupted sweep resumes) and return the timing record printed as JSON: ``configs``,
+    ``seeds``, ``runs``, ``already_finished`` (configs found complete), ``seconds``,
+    ``seconds_per_run``, ``out``, ``under_10_minutes``."""
+    from .batched import is_finished
 
+    configs = speed_grid() if configs is None else configs
+    seed_list = list(range(seeds))
+    done = sum(all(is_finished(Path(out) / _slug(c) / f"seed{s}") for s in seed_list) for c in configs)
     start = time.perf_counter()
-    run_sweep(speed_grid(), list(range(5)), Path(sys.argv[1] if len(sys.argv) > 1 else "runs/speed"), track_inner=True)
-    print(f"100 configurations x 5 seeds (track_inner, K=50, tau=2): {time.perf_counter() - start:.0f} s")
+    run_sweep(configs, seed_list, Path(out), track_inner=True, progress=progress)
+    seconds = time.perf_counter() - start
+    runs = len(configs) * len(seed_list)
+    return {"configs": len(configs), "seeds": len(seed_list), "runs": runs, "already_finished": done,
+            "seconds": round(seconds, 2), "seconds_per_run": round(seconds / runs, 4), "out": str(out),
+            "under_10_minutes": seconds < 600, "grid": "logistic, beta x D x h = 5 x 4 x 5, tau = 2, r = 0.2, K = 50"}

@@ -34,8 +34,14 @@ length :math:`\ell\le\max_c h_c-\min_c h_c\le\sqrt2\|h\|`, so
   symmetric trilinear form on a Hilbert space :math:`\sup|T[h,a,a]| = \sup|T[v,v,v]|`
   over unit vectors (Banach), so :math:`\|A(s)-A(s')\|\le c_T\|s-s'\|\le c_T\|\Delta\tilde W\|_F R_z`
   and :math:`\rho = c_T R_z^3`;
-* :math:`\sigma_G^2\le\max_i 2\,\mathbb E_{p_i}\|z\|^2`, :math:`\sigma_H^2\le\max_i\tfrac14\mathbb E_{p_i}\|z\|^4`
-  (variance at most the second moment), valid for every w.
+* :math:`\sigma_G^2\le\max_i 2\,\mathbb E_{p_i}\|z\|^2` (variance at most the second moment, in the
+  Euclidean norm), and :math:`\sigma_H^2\le\max_i\tfrac14\mathbb E_{p_i}\|z\|^4` through the **Frobenius**
+  norm, not the operator norm (for which "variance ≤ second moment" is not automatic):
+  :math:`\mathbb E\|\nabla^2l-\nabla^2f_i\|_{op}^2\le\mathbb E\|\nabla^2l-\mathbb E\nabla^2l\|_F^2
+  \le\mathbb E\|\nabla^2l\|_F^2` (the Frobenius norm is Euclidean on matrices), and
+  :math:`\|A\otimes zz^\top\|_F = \|A\|_F\|z\|^2\le\tfrac12\|z\|^2` because
+  :math:`\|A\|_F^2 = p_2 - 2p_3 + p_2^2 \le p_2 - p_2^2\le\tfrac14` with :math:`p_k=\sum_c\pi_c^k` and
+  :math:`p_3 = \mathbb E_\pi[\pi_c^2]\ge(\mathbb E_\pi\pi_c)^2 = p_2^2` (Jensen); valid for every w.
 
 Ground metric for :math:`W_1`: :math:`\theta=(x,y)`,
 :math:`c(\theta,\theta') = \|x-x'\|_2 + \kappa\,[y\ne y']` with :math:`\kappa` = ``LABEL_COST`` = 1.

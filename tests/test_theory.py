@@ -449,3 +449,25 @@ def test_checks_api_rows_and_keys():
     assert not checks_api.must_hold(rows[0]) and checks_api.must_hold(rows[1])
     text = checks_api.format_rows(rows)
     assert "recalled" in text and "derived" in text and "FAILS" in text and "ratio" in text
+
+
+def test_corollary_beta_is_solved_with_sympy_and_is_the_minimiser():
+    """DERIVATIONS §8: beta(K) is the positive root of d/dbeta [2 D0/(beta tau K) + beta C] = 0 (sympy.solve), equal
+    to sqrt(2 D0/(tau K C)), and the corollary's numeric choice uses the same value."""
+    import math
+
+    import sympy as sp
+
+    from theory import theorem
+    from theory.symbols import F0_gap, K, tau
+
+    root = theorem.beta_star_in_C()
+    assert sp.simplify(root - sp.sqrt(2 * F0_gap / (tau * K * theorem.C_LIN))) == 0
+    g = 2 * F0_gap / (sp.Symbol("b", positive=True) * tau * K) + sp.Symbol("b", positive=True) * theorem.C_LIN
+    assert sp.simplify(sp.diff(g, sp.Symbol("b", positive=True)).subs(sp.Symbol("b", positive=True), root)) == 0
+    c = Constants(L=1.0, rho=0.5, B=1.0, sigma_G=1.0, sigma_H=1.0, gamma_G=0.3, gamma_H=0.2, F0_gap=2.0, K=1000.0)
+    cor = theorem.corollary("exact")
+    b_num, t = cor.choose(c, 1000.0)
+    vals = {**c.as_dict(), "tau": t}
+    b_sym = float(cor.beta_star.subs({s: vals[s.name] for s in cor.beta_star.free_symbols}))
+    assert math.isclose(b_num, b_sym, rel_tol=1e-12)

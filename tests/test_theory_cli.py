@@ -92,3 +92,64 @@ def test_bounds_bad_toml(tmp_path, capsys):
     p.write_text(Constants(**BASE).to_toml() + "Lfoo = 2\n")
     assert main(["bounds", "--constants", str(p)]) == 2
     assert "unknown constant" in capsys.readouterr().err
+
+
+def _constants_json(tmp_path, rho_estimated: bool):
+    """A document in the format of ``perfedavg reproduce constants`` (empirical.constants.document): the writer
+    puts 0.0 in ``constants`` for a field it did not estimate; ``per_round`` says null."""
+    constants = {**BASE, "rho": 0.0 if not rho_estimated else 2.0, "alpha": 0.01, "beta": 0.001, "delta": 0.001,
+                 "tau": 10, "K": 30, "r": 0.2, "n": 50, "D": 40, "D1": 40, "D2": 40}
+    per_round = [{"round": 0, "L": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 1.0, "gamma_G": 0.5, "gamma_H": 0.5,
+                  "rho": 2.0 if rho_estimated else None, "f": 0.7, "per_user": {}}]
+    p = tmp_path / "constants.json"
+    p.write_text(json.dumps({"run": "runs/x", "task": "mnist", "constants": constants, "per_round": per_round,
+                             "provenance": {}, "options": {"rho_directions": 2 if rho_estimated else 0}}))
+    return str(p)
+
+
+def test_bounds_reads_the_reproduce_constants_json(tmp_path, capsys):
+    path = _constants_json(tmp_path, rho_estimated=True)
+    assert main(["bounds", "--constants", path, "--json", "--variant", "exact"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["constants"]["rho"] == 2.0 and out["missing"] == []
+    assert isinstance(out["convergence"]["exact"]["derived"]["value"], float)
+
+
+def test_an_unestimated_constant_is_missing_never_zero(tmp_path, capsys):
+    """rho skipped (per_round null, 0.0 in 'constants'): every value that needs rho is 'not evaluable'; the
+    rest is evaluated; a flag supplies the missing value."""
+    path = _constants_json(tmp_path, rho_estimated=False)
+    assert main(["bounds", "--constants", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["missing"] == ["rho"] and out["constants"]["rho"] == "nan"
+    L_F = {v["provenance"]: v for v in out["lemmas"]["L_F"]}
+    assert L_F["derived"]["value"] == "not evaluable" and L_F["derived"]["needs"] == ["rho"]
+    bias = {v["provenance"]: v for v in out["lemmas"]["bias"]}
+    assert isinstance(bias["derived"]["value"], float)  # the exact bias does not involve rho
+    assert out["convergence"]["exact"] == {"value": "not evaluable", "needs": ["rho"]}
+    assert isinstance(out["fedavg_bound"]["value"], float)  # alpha = 0: no rho
+    assert main(["bounds", "--constants", path]) == 0
+    text = capsys.readouterr().out
+    assert "rho=MISSING" in text and "not evaluable (needs rho)" in text
+    assert main(["bounds", "--constants", path, "--rho", "2", "--json", "--variant", "exact"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing"] == []
+
+
+def test_bounds_distance_and_hf_flags_evaluate_section_6(toml, capsys):
+    assert main(["bounds", "--constants", toml, "--json", "--tv", "0.3", "--w1", "0.5", "--L-theta", "2",
+                 "--rho-theta", "1", "--g-norm", "1.5"]) == 0
+    lem = json.loads(capsys.readouterr().out)["lemmas"]
+    assert lem["gamma_G2_tv"][0]["value"] == pytest.approx(4 * BASE["B"] ** 2 * 0.3**2)
+    assert lem["gamma_H2_tv"][0]["value"] == pytest.approx(4 * BASE["L"] ** 2 * 0.3**2)
+    assert lem["gamma_G2_w1"][0]["value"] == pytest.approx(2**2 * 0.5**2)
+    assert lem["gamma_H2_w1"][0]["value"] == pytest.approx(1**2 * 0.5**2)
+    assert lem["hf_hvp_error"][0]["value"] == pytest.approx(BASE["rho"] * 0.001 * 1.5**2 / 2)
+
+
+@pytest.mark.parametrize("flag, value, word", [("--tv", "1.5", "--tv=1.5 is out of range"),
+                                               ("--w1", "-1", "--w1=-1 is out of range"),
+                                               ("--L-theta", "inf", "--L-theta=inf is out of range")])
+def test_bounds_bad_distance_flag_is_one_line_exit_2(toml, flag, value, word, capsys):
+    assert main(["bounds", "--constants", toml, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err

@@ -18,6 +18,14 @@ from perfedavg.errors import UsageError
 from .constants import _RULES, Constants
 
 _VARIANTS = ("exact", "fo", "hf")
+#: the extra symbols of the distance statements and the HF error (theory.symbols.EXTRA_SYMBOLS), each a flag
+_EXTRA_FLAGS = {
+    "tv": "RMS over users of TV(p_i, mixture), in [0, 1]: evaluates the TV statements of PAPER.md §6",
+    "w1": "RMS over users of W1(p_i, mixture), >= 0: evaluates the W1 statements (with --L-theta / --rho-theta)",
+    "L_theta": "Lipschitz constant in theta of the per-sample gradient, >= 0 (W1 statement for gamma_G)",
+    "rho_theta": "Lipschitz constant in theta of the per-sample Hessian, >= 0 (W1 statement for gamma_H)",
+    "g_norm": "norm of the vector g of the HF finite difference, >= 0 (HF error rho delta ||g||^2 / 2)",
+}
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,14 +39,22 @@ def register(subparsers) -> argparse.ArgumentParser:
             "(1/(tau K)) sum_k sum_t E||grad F(w_{k+1,t})||^2 term by term (DERIVED explicit "
             "upper bound, and the RECALLED shape of the paper with O(1) constants set to 1, "
             "which is not an upper bound), and the derived corollary.  Constants come from "
-            "--constants FILE.toml and/or the flags below (flags win)."
+            "--constants FILE (TOML, or the JSON written by 'perfedavg reproduce constants') and/or the flags "
+            "below (flags win).  A constant the JSON file did not estimate (e.g. rho skipped) is missing: every "
+            "value that needs it is printed as 'not evaluable', never computed with 0.  --tv/--w1/--L-theta/"
+            "--rho-theta/--g-norm evaluate the heterogeneity statements of PAPER.md §6 and the HF error."
         ),
     )
-    p.add_argument("--constants", metavar="FILE.toml",
-                   help="TOML file with the constants (top-level keys or a [constants] table)")
+    p.add_argument("--constants", metavar="FILE",
+                   help="TOML file with the constants (top-level keys or a [constants] table), or the JSON "
+                        "document of 'perfedavg reproduce constants' (its 'constants' mapping; unestimated "
+                        "constants are missing)")
     for name, (_, _, integer, help_) in _RULES.items():
         p.add_argument(f"--{name}", dest=f"c_{name}", metavar="N" if integer else "X",
                        type=float, default=None, help=help_)
+    for name, help_ in _EXTRA_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=f"e_{name}", metavar="X", type=float, default=None,
+                       help=help_)
     p.add_argument("--variant", choices=_VARIANTS + ("all",), default="all",
                    help="local step: exact second-order, FO, HF, or all three (default: all)")
     fmt = p.add_mutually_exclusive_group()
@@ -50,12 +66,34 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def constants_from_args(args) -> Constants:
-    r"""A validated :class:`Constants` from ``--constants`` and the per-field flags."""
+    r"""A validated :class:`Constants` from ``--constants`` (TOML or the constants JSON,
+    :meth:`Constants.from_file`; unestimated constants are missing, NaN) and the per-field flags."""
     flags = {name: getattr(args, f"c_{name}") for name in _RULES
              if getattr(args, f"c_{name}", None) is not None}
     if args.constants:
-        return Constants.from_toml(args.constants, flags)
+        return Constants.from_file(args.constants, flags)
     return Constants.from_dict(flags)
+
+
+def extras_from_args(args) -> dict[str, float]:
+    r"""``{symbol: value}`` of the given ``--tv/--w1/--L-theta/--rho-theta/--g-norm`` (validated)."""
+    out = {}
+    for name in _EXTRA_FLAGS:
+        value = getattr(args, f"e_{name}", None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(value) or value < 0 or (name == "tv" and value > 1):
+            allowed = "in [0, 1]" if name == "tv" else "a finite number >= 0"
+            raise UsageError(f"{flag}={value:g} is out of range: must be {allowed}")
+        out[name] = value
+    return out
+
+
+def _needs(statement, missing) -> list[str]:
+    """The missing constants a statement (or one of its terms, a sympy expression) needs."""
+    symbols = statement.free_symbols if hasattr(statement, "free_symbols") else statement.expr.free_symbols
+    return sorted(s.name for s in symbols if s.name in missing)
 
 
 def _fmt(x: float) -> str:
@@ -68,6 +106,7 @@ def run(args) -> int:
 
     variants = _VARIANTS if args.variant == "all" else (args.variant,)
     if args.latex:
+        extras_from_args(args)  # bad flags are errors in every mode
         statements = list(lemmas.all_lemmas()) + list(distances.all_distance_bounds())
         statements += [theorem.step_size_recalled(), theorem.step_size_derived()]
         for v in variants:
@@ -80,24 +119,47 @@ def run(args) -> int:
         return 0
 
     c = constants_from_args(args)
-    lem = checks_api.lemma_bounds(c)
-    reports = {v: checks_api.convergence(c, v) for v in variants}
-    cors = {}
+    extra = extras_from_args(args)
+    missing = c.missing
+    have = set(c.as_dict()) | set(extra)
+    lem = {}  # key -> [(statement, value or None, needs)]
+    for key, sts in checks_api._lemma_statements().items():
+        for st in sts:
+            if not set(st.arg_names) <= have:
+                continue  # an extra symbol (tv, w1, ...) not given
+            needs = _needs(st, missing)
+            lem.setdefault(key, []).append((st, None if needs else float(st(c, **extra)), needs))
+    reports, unevaluable = {}, {}
     for v in variants:
+        needs = sorted(set(_needs(theorem.convergence_bound_derived(v), missing))
+                       | set(_needs(theorem.step_size_derived(), missing)))
+        if needs:
+            unevaluable[v] = needs
+        else:
+            reports[v] = checks_api.convergence(c, v)
+    cors = {}
+    for v in reports:
         cor = theorem.corollary(v)
         if c.F0_gap > 0:
             b_K, t_K = cor.choose(c, c.K)
-            cors[v] = {"provenance": "derived", "tau_of_K": "floor(K^(1/3))",
-                       "beta_of_K": "sqrt(2*F0_gap/(tau*K*C))", "beta_at_K": b_K, "tau_at_K": t_K,
-                       "threshold_K": cor.threshold_K(c), "rate_exponent": cor.claimed_exponent(c)}
+            cors[v] = {"provenance": "derived", "tau_of_K": "floor(K^(1/3)) (a choice, not optimised)",
+                       "beta_of_K": "sqrt(2*F0_gap/(tau*K*C)) (sympy.solve of d/dbeta = 0)", "beta_at_K": b_K,
+                       "tau_at_K": t_K, "threshold_K": cor.threshold_K(c), "rate_exponent": cor.claimed_exponent(c)}
+    fed_needs = _needs(theorem.fedavg_bound(), missing)
+    fedavg = None if fed_needs else checks_api.fedavg_convergence(c)
     if args.json:
         out = {
-            "constants": c.as_dict(),
-            "lemmas": {k: [dict(provenance=b.provenance, name=b.name, ref=b.ref, value=b.value,
-                                meaning=b.meaning, formula=b.formula) for b in vals]
+            "constants": {k: _json_num(v) for k, v in c.as_dict().items()},
+            "missing": sorted(missing),
+            "extra": extra,
+            "lemmas": {k: [dict(provenance=st.provenance, name=st.name, ref=st.ref,
+                                value=_json_num(val) if val is not None else "not evaluable",
+                                needs=needs, meaning=st.meaning, formula=str(st.expr)) for st, val, needs in vals]
                        for k, vals in lem.items()},
-            "convergence": {v: r.as_dict() for v, r in reports.items()},
-            "fedavg_bound": {"provenance": "derived", "value": _json_num(checks_api.fedavg_convergence(c))},
+            "convergence": {**{v: r.as_dict() for v, r in reports.items()},
+                            **{v: {"value": "not evaluable", "needs": n} for v, n in unevaluable.items()}},
+            "fedavg_bound": {"provenance": "derived",
+                             "value": _json_num(fedavg) if fedavg is not None else "not evaluable", "needs": fed_needs},
             "corollary": cors,
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -105,17 +167,26 @@ def run(args) -> int:
 
     print("Per-FedAvg bounds.  Provenance: [recalled] = reconstructed from memory of the paper "
           "(unverified); [derived] = derived in theory/DERIVATIONS.md.")
-    print("constants: " + ", ".join(f"{k}={v:g}" for k, v in c.as_dict().items()))
-    print("\nLemmas (PAPER.md §4; alpha <= 1/L):")
+    print("constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING"
+                                    for k, v in c.as_dict().items()))
+    if missing:
+        print(f"missing (not estimated): {', '.join(sorted(missing))}: every value that needs them is not evaluable")
+    if extra:
+        print("distances / extras: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
+    print("\nLemmas (PAPER.md §4, §6; alpha <= 1/L):")
     for vals in lem.values():
-        for b in vals:
-            print(f"  {b.label:48s} {_fmt(b.value):>11s}   {b.meaning}")
-    r0 = next(iter(reports.values()))
-    print("\nStep-size condition (beta = %g):" % c.beta)
-    print(f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
-          f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}")
-    print(f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
-          f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}")
+        for st, val, needs in vals:
+            shown = _fmt(val) if val is not None else f"not evaluable (needs {', '.join(needs)})"
+            print(f"  {st.label:48s} {shown:>11s}   {st.meaning}")
+    if not any(k in lem for k in ("gamma_G2_tv", "gamma_G2_w1", "hf_hvp_error")):
+        print("  (the TV / W1 statements and the HF error need --tv, --w1 with --L-theta/--rho-theta, --g-norm)")
+    if reports:
+        r0 = next(iter(reports.values()))
+        print("\nStep-size condition (beta = %g):" % c.beta)
+        print(f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
+              f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}")
+        print(f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
+              f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}")
     for v, rep in reports.items():
         print(f"\nConvergence, Per-FedAvg ({v.upper()}): bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
         _print_terms("DERIVED explicit upper bound [derived]", rep.derived, rep.derived_terms)
@@ -123,11 +194,14 @@ def run(args) -> int:
                      rep.recalled_shape, rep.recalled_terms)
         if v in cors:
             co = cors[v]
-            print(f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']}, "
+            print(f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']} (a choice), "
                   f"beta = sqrt(2 F0_gap/(tau K C)) = {_fmt(co['beta_at_K'])} at K = {c.K:g}; "
                   f"condition holds for K >= {_fmt(co['threshold_K'])}; "
                   f"bound - floor ~ K^({co['rate_exponent']:.4g})")
-    print(f"\nFedAvg (alpha = 0) bound [derived]: {_fmt(checks_api.fedavg_convergence(c))}")
+    for v, needs in unevaluable.items():
+        print(f"\nConvergence, Per-FedAvg ({v.upper()}): not evaluable (needs {', '.join(needs)})")
+    shown = _fmt(fedavg) if fedavg is not None else f"not evaluable (needs {', '.join(fed_needs)})"
+    print(f"\nFedAvg (alpha = 0) bound [derived]: {shown}")
     return 0
 
 

@@ -167,6 +167,67 @@ class Constants:
         data.update(overrides or {})
         return cls.from_dict(data)
 
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
+        r"""Load constants from ``path``: a TOML file (:meth:`from_toml`), or the JSON document that
+        ``perfedavg reproduce constants`` writes (:func:`empirical.constants.document`: a ``constants``
+        mapping plus ``per_round`` estimates), then apply ``overrides`` (flags win).
+
+        A problem constant that was **not estimated** is *missing*, never a number: a ``null`` in
+        ``constants``, or a field whose every ``per_round`` value is ``null`` (e.g. ``rho`` with
+        ``rho_directions = 0``; the writer puts 0.0 in ``constants`` then, which would silently remove
+        every ρ-term).  Missing fields are NaN in the returned object (:meth:`with_missing`; listed by
+        :attr:`missing`), so every value that needs one is NaN and ``perfedavg bounds`` prints it as
+        not evaluable.
+        """
+        import json
+
+        path = Path(path)
+        if path.suffix.lower() != ".json" and not (path.is_file() and path.read_bytes()[:64].lstrip().startswith(b"{")):
+            return cls.from_toml(path, overrides)  # TOML (and its error messages)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(f"--constants: cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--constants: {path} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise UsageError(f"--constants: {path}: expected a JSON object with a 'constants' mapping")
+        data = doc.get("constants", doc)
+        if not isinstance(data, dict):
+            raise UsageError(f"--constants: {path}: 'constants' must be a mapping of names to numbers")
+        data = {k: v for k, v in data.items() if k in cls.field_names() or not isinstance(v, (dict, list, str))}
+        problem = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        rounds = doc.get("per_round") if isinstance(doc.get("per_round"), list) else []
+        missing = {k for k in problem if k in data and data[k] is None}
+        for k in problem:
+            values = [r.get(k) for r in rounds if isinstance(r, dict) and k in r]
+            if values and all(v is None for v in values):
+                missing.add(k)
+        data.update(overrides or {})
+        missing -= set(overrides or {})
+        # placeholders that pass validation, replaced by NaN right after (L must be > 0)
+        for k in missing:
+            data[k] = 1e-300 if k == "L" else 0.0
+        return cls.from_dict(data).with_missing(missing)
+
+    def with_missing(self, names) -> "Constants":
+        """A copy whose fields ``names`` are NaN: not known (see :meth:`from_file`); NaN propagates through
+        every formula that uses them, so no missing constant is ever read as a number."""
+        out = dataclasses.replace(self)
+        for name in names:
+            if name not in self.field_names():
+                raise UsageError(f"unknown constant {name}; allowed: {', '.join(self.field_names())}")
+            object.__setattr__(out, name, math.nan)
+        return out
+
+    @property
+    def missing(self) -> frozenset[str]:
+        """Names of the fields that are not known (NaN, :meth:`with_missing`)."""
+        return frozenset(k for k, v in self.as_dict().items() if isinstance(v, float) and math.isnan(v))
+
     def replace(self, **changes) -> "Constants":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

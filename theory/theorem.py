@@ -201,7 +201,10 @@ class Corollary:
 
     * τ(K) = K^{1/3} (use ⌊K^{1/3}⌋ ≥ 1 in practice; a smaller τ only helps the condition);
     * β(K) = sqrt(2Δ₀ / (τ K C)),  C = L_F s²/n + L_F c (2s² + 6τ(γ² + b²)),
-      the β that balances the optimization term 2Δ₀/(βτK) against the terms linear in β;
+      the β that minimises the optimization term 2Δ₀/(βτK) plus the terms linear in β
+      (:attr:`beta_star`, solved with ``sympy.solve``);
+    * τ(K) = K^{1/3} is a *choice*, not an optimum: with c·(γ² + b²) > 0 any τ gives the
+      K^{-1/2} rate, and K^{1/3} is what gives K^{-2/3} when c·(γ² + b²) = 0;
     * the step-size condition β ≤ 1/(10τL_F) (so also 6β²τ²L_F² < 1) holds for every
       K ≥ K₀ (:meth:`threshold_K`), because Kτ⁻¹C(τ) increases with K;
     * the bound minus its floor (1+√c)·2b² decays like K^e with
@@ -239,17 +242,23 @@ class Corollary:
         return LF * s2 / n + LF * c * (2 * s2 + 6 * tau * (g2 + b**2))
 
     @property
+    def beta_star(self) -> sp.Expr:
+        r"""β minimising :math:`g(\beta) = 2\Delta_0/(\beta\tau K) + \beta C` (the optimization term against
+        the terms linear in β; τ free), **solved with sympy**: the positive root of
+        :math:`g'(\beta) = 0` (``sympy.solve``), which is :math:`\sqrt{2\Delta_0/(\tau K C)}` (tested)."""
+        return _solve_beta_star(self.variant)
+
+    @property
     def beta_of_K(self) -> sp.Expr:
-        r""":math:`\beta(K) = \sqrt{2\Delta_0/(\tau K C)}` with τ = τ(K) substituted."""
-        return sp.sqrt(2 * F0_gap / (tau * K * self.linear_coefficient)).subs(tau, self.tau_of_K)
+        r""":math:`\beta(K) = \sqrt{2\Delta_0/(\tau K C)}` (:attr:`beta_star`) with τ = τ(K) substituted."""
+        return self.beta_star.subs(tau, self.tau_of_K)
 
     def bound_of_K(self) -> Statement:
         r"""The derived bound with β = β(K), τ = τ(K): a function of K and the problem constants."""
         st = convergence_bound_derived(self.variant)
         # substitute β first (it contains τ), then τ
-        beta_tau = sp.sqrt(2 * F0_gap / (tau * K * self.linear_coefficient))
-        return st.subs({beta: beta_tau}).subs({tau: self.tau_of_K},
-                                               key="corollary_" + st.key, name="corollary bound")
+        return st.subs({beta: self.beta_star}).subs({tau: self.tau_of_K},
+                                                    key="corollary_" + st.key, name="corollary bound")
 
     def floor(self) -> sp.Expr:
         r"""Limit of the bound as K → ∞: :math:`(1+\sqrt c)\,2b^2`."""
@@ -320,6 +329,27 @@ class Corollary:
         return (ys[1] - ys[0]) / (math.log(K_values[1]) - math.log(K_values[0]))
 
 
+#: the linear coefficient C of the corollary as a plain positive symbol, for solving in β
+C_LIN = sp.Symbol("C_lin", positive=True)
+
+
+@functools.cache
+def beta_star_in_C() -> sp.Expr:
+    r"""sympy.solve of :math:`\frac{d}{d\beta}\big[2\Delta_0/(\beta\tau K) + \beta C\big] = 0` for β > 0, C the
+    symbol ``C_LIN``: :math:`\sqrt{2\Delta_0/(\tau K C)}` (the one stationary point of a convex function of β)."""
+    b = sp.Symbol("beta_opt", positive=True)
+    roots = [x for x in sp.solve(sp.diff(2 * F0_gap / (b * tau * K) + b * C_LIN, b), b) if x.is_positive is not False]
+    if len(roots) != 1:  # pragma: no cover - g is strictly convex in b > 0: one stationary point
+        raise RuntimeError(f"expected one positive stationary point, got {roots}")
+    return roots[0]
+
+
+@functools.cache
+def _solve_beta_star(variant: str) -> sp.Expr:
+    """``Corollary.beta_star``: :func:`beta_star_in_C` with the variant's C substituted."""
+    return beta_star_in_C().subs(C_LIN, Corollary(variant).linear_coefficient)
+
+
 def corollary(variant: str = "exact") -> Corollary:
     r"""The derived corollary (τ = K^{1/3}, β = sqrt(2Δ₀/(τKC))) for ``variant``; see :class:`Corollary`."""
     return Corollary(lemmas._check_variant(variant))
@@ -351,7 +381,7 @@ def all_theorem_statements(variant: str = "exact") -> tuple[Statement, ...]:
 
 
 __all__ = [
-    "DERIVED_TERMS", "Corollary", "all_theorem_statements", "condition_ok",
+    "C_LIN", "DERIVED_TERMS", "Corollary", "all_theorem_statements", "beta_star_in_C", "condition_ok",
     "convergence_bound_derived", "convergence_bound_recalled", "corollary", "fedavg_bound",
     "local_sgd_bound", "sampling_factor", "step_size_derived", "step_size_recalled",
 ]
