@@ -232,6 +232,28 @@ def test_scheduler_retries_lost_workers_not_usage_errors_and_resumes_failed(tmp_
     assert all(row["status"] == "finished" for row in _rows(tmp_path / "out").values())
 
 
+def test_a_diverging_run_is_recorded_with_its_round_and_the_sweep_goes_on(tmp_path):
+    # beta = 2e38 in float32: steps of ~1e37 random-walk past float32's 3.4e38 within a few
+    # dozen local steps (the softmax task's gradients are bounded, so a merely large beta never
+    # overflows); beta = 0.05 runs are ordinary
+    text = SMALL.replace("alpha = [0.01, 0.05]", "beta = [2e38, 0.05]").replace("K = 6", 'K = 40\ndtype = "float32"')
+    units = _units(tmp_path, text)
+    bad, good = [u.name for u in units if u.varied["beta"] == 2e38], [u.name for u in units if u.varied["beta"] == 0.05]
+    backend = _InProcess(lambda unit, run_dir, attempt: execute_unit(unit, run_dir))
+    report = run_sweep(units, tmp_path / "out", SweepOptions(progress=False), backend=backend)
+    assert report.counts == {"diverged": len(bad), "finished": len(good)}
+    assert sorted(backend.log) == sorted(bad + good)  # every run tried once: a divergence is a result, not retried
+    rows = _rows(tmp_path / "out")
+    for name in bad:
+        summary = json.loads((tmp_path / "out" / RUNS / name / rundir.SUMMARY).read_text())
+        assert rows[name]["status"] == summary["status"] == "diverged"
+        assert 1 <= summary["diverged_at_round"] <= 40 and rows[name]["error"]
+    assert all(rows[name]["status"] == "finished" and rows[name]["rounds_completed"] == 40 for name in good)
+    assert "diverged" in (tmp_path / "out" / SWEEP_SUMMARY_MD).read_text()
+    # re-running skips them all: a diverged run is done
+    assert set(plan(units, tmp_path / "out").values()) == {"skip"}
+
+
 def test_ctrl_c_stops_the_sweep_and_a_signalled_worker_is_resumed(tmp_path):
     units = _units(tmp_path)
     interrupted = {"status": "interrupted", "summary": {"rounds_completed": 2}, "unit_seconds": 0.0}
