@@ -55,21 +55,37 @@ def hvp_flops(units: list[int]) -> int:
     return sum(u * (3 if l == 0 else 8) for l, u in enumerate(units))
 
 
-def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau: int = 10) -> int:
-    r"""Matmul FLOPs of one engine round (``m`` clients, ``tau`` steps, batch ``B``).
+def upper_grad_flops(units: list[int]) -> int:
+    r"""The part of :func:`grad_flops` above the first layer: :math:`3\sum_{l>0} u_l`."""
+    return sum(3 * u for u in units[1:])
 
-    FedAvg: one gradient per step; FO: two; HF: two, plus the pair at :math:`w\pm\delta g` on
-    a shared batch (forward twice, one first-layer weight-gradient GEMM on
-    :math:`G_+-G_-`, the other layers' weight and input gradients twice); exact: two plus
-    one Hessian-vector product.
+
+def kernel_flops(sizes, m: int, B: int) -> int:
+    r"""One first-layer kernel correction :math:`(X_b X_a^\top)\,G_a` of
+    :meth:`perfedavg.fast_mlp.MLPOracle.per_fedavg_step` (batches of ``B``):
+    :math:`2mB^2d_0 + 2mB^2d_1`."""
+    return 2 * m * B * B * sizes[0] + 2 * m * B * B * sizes[1]
+
+
+def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau: int = 10) -> int:
+    r"""Matmul FLOPs of one engine round (``m`` clients, ``tau`` steps, batch ``B``), counted from
+    the shapes :class:`perfedavg.fast_mlp.MLPOracle` runs.
+
+    FedAvg: one gradient per step.  Per-FedAvg never forms the first layer at
+    :math:`\tilde w` or :math:`w\pm\delta g` (first-layer kernel identity): per step the first
+    layer costs one forward GEMM per batch (:math:`\mathcal D, \mathcal D'`, and
+    :math:`\mathcal D''` for HF/exact), one kernel correction per derived point
+    (:func:`kernel_flops`; FO one, HF/exact two) and one weight GEMM per term of the update
+    (FO one, HF/exact two); the layers above run as usual: FO two gradients, HF four (the
+    pair at :math:`w\pm\delta g` stacked), exact two plus the R-operator's (8 per layer).
     """
     u = layer_units(sizes, m, B)
-    g = grad_flops(u)
+    upper, kernel = upper_grad_flops(u), kernel_flops(sizes, m, B)
     per_step = {
-        "fedavg": g,
-        "fo": 2 * g,
-        "hf": 2 * g + 2 * g - u[0],
-        "exact": 2 * g + hvp_flops(u),
+        "fedavg": grad_flops(u),
+        "fo": 3 * u[0] + 2 * upper + kernel,
+        "hf": 5 * u[0] + 4 * upper + 2 * kernel,
+        "exact": 5 * u[0] + 2 * upper + (hvp_flops(u) - 3 * u[0]) + 2 * kernel,  # R-operator above layer 0
     }[variant]
     return tau * per_step
 

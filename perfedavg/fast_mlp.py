@@ -37,12 +37,23 @@ and :math:`\nabla^2 f\, v = \mathcal R\{\nabla f\}`.
 
 Besides the oracle interface (``grad``, ``hvp``) the class offers fused local steps
 (:meth:`MLPOracle.fedavg_step`, :meth:`MLPOracle.per_fedavg_step`) that
-:mod:`perfedavg.local` uses when an oracle has them: each ``w - step * gradient`` update
-is fused with writing the layer's gradient (one elementwise ``add`` per layer, no
-separate passes over the parameter vector), HF's two gradients at
-:math:`w\pm\delta g` share the batch :math:`\mathcal D''` without copying it and share one
-first-layer weight-gradient GEMM (:math:`(G_+ - G_-)^\top x`), and the exact variant's
-Hessian-vector product is the R-operator above.
+:mod:`perfedavg.local` uses when an oracle has them.  Each ``w - step * gradient`` update
+is fused with writing the layer's gradient (no separate passes over the parameter vector),
+and Per-FedAvg uses the **first-layer kernel identity** [derive]: a gradient step changes the
+first layer's weights by a matrix of rank at most :math:`B`,
+:math:`W_0 - \alpha\,G_a^\top X_a`, so on another batch :math:`X_b`
+
+.. math:: X_b (W_0 - \alpha G_a^\top X_a)^\top = X_b W_0^\top - \alpha\,(X_b X_a^\top)\, G_a .
+
+Hence the first layer at :math:`\tilde w` (FO, HF, exact) and at :math:`w\pm\delta g` (HF; and the
+direction :math:`g` of the exact variant's R-operator) is never formed: its pre-activations
+come from those at :math:`w` plus a :math:`B\times B` Gram block, and the new first-layer
+weights are :math:`W_0` plus one accumulating GEMM per gradient term (FO one, HF and exact two).
+Per step this costs 3.5 (FO) and 6 (HF, exact) first-layer GEMM units instead of 4 and 7, and
+no elementwise pass over the first layer's weights beyond the final write.  The layers above
+(small) are formed as usual; HF's two gradients at :math:`w\pm\delta g` share the batch
+:math:`\mathcal D''` without copying it, and the exact variant's Hessian-vector product is the
+R-operator above.
 """
 
 from __future__ import annotations
@@ -152,8 +163,14 @@ class MLPOracle:
         """Scores and what the backward pass needs: inputs ``H[l]`` of layer ``l`` (``H[0]`` is
         ``X``), :math:`\\phi'` and (``second``) :math:`\\phi''` of every hidden layer."""
         layers = self.layers(W)
-        H, D, E = [X], [], []
-        Z = self._first_layer(X, *layers[0], groups)
+        S, H, D, E = self._forward_from(layers, self._first_layer(X, *layers[0], groups), second)
+        return S, [X] + H, D, E
+
+    def _forward_from(self, layers, Z: Tensor, second: bool = False):
+        """Layers ``1..L-1`` from the first layer's pre-activations ``Z`` (overwritten: the
+        activation is applied in place).  Returns the scores and, for every hidden layer,
+        ``h_l`` (``l >= 1``), :math:`\\phi'` and (``second``) :math:`\\phi''`."""
+        H, D, E = [], [], []
         for l in range(1, len(layers)):
             h, d, e = _hidden(Z, self.activation, second)
             H.append(h)
@@ -169,10 +186,18 @@ class MLPOracle:
         r"""``out = base + scale * A @ Bm`` (or ``out += scale * A @ Bm`` when ``accumulate``).
 
         ``out`` is a view into the flat ``(n, P)`` buffer: each client's block is contiguous
-        but the stack is not.  A GEMM into a fresh contiguous tensor followed by one fused
-        elementwise ``add`` into the view is measured fastest here: ``bmm``/``baddbmm`` with
-        ``out=`` a non-contiguous view go through a temporary and a per-batch path that runs
-        about 2x slower with 2 threads (and no faster with 1)."""
+        but the stack is not.  Which write is fastest depends on the thread count (measured
+        here on the first layer's shapes, best of 300): with several threads a GEMM into a
+        fresh contiguous tensor followed by one fused elementwise ``add`` into the view
+        (``baddbmm`` into the view: ~780 µs vs ~590 µs for two such writes with 2 threads);
+        with one thread the GEMM accumulating into the view itself (``baddbmm``, ``beta = 1``:
+        ~980 µs vs ~1100 µs), which saves a pass over the parameters."""
+        if torch.get_num_threads() == 1 and (accumulate or base is not None):
+            if accumulate:
+                out.baddbmm_(A, Bm, alpha=scale)
+            else:
+                torch.baddbmm(base, A, Bm, alpha=scale, out=out)
+            return
         AB = torch.bmm(A, Bm)
         if accumulate:
             out.add_(AB, alpha=scale)
@@ -196,35 +221,48 @@ class MLPOracle:
         r"""``out = base + scale * grad f(W)`` (``base`` None: ``scale * grad``); with
         ``difference`` (``groups == 2``), ``out (m, P) = base + scale * (grad f(W_+) - grad f(W_-))``
         for ``W = [W_+; W_-]``."""
-        S, H, D, _ = self._forward(W, X, groups)
-        Yg = Y if groups == 1 else Y.repeat(groups, 1)
-        _, G = _softmax_ce_grad(S, Yg)
         layers = self.layers(W)
-        out_layers = self.layers(out)
-        base_layers = self.layers(base) if base is not None else [(None, None)] * len(layers)
+        Z0 = self._first_layer(X, *layers[0], groups)
         m = out.shape[0]
-        for l in range(len(layers) - 1, -1, -1):
+        G = self._grad_from(layers, Z0, Y if groups == 1 else Y.repeat(groups, 1), out, base, scale,
+                            m if difference else None)
+        (ow, ob), (bw, bb) = self.layers(out)[0], self._base_layers(base, layers)[0]
+        if difference:  # both halves share X: one GEMM on G_+ - G_-
+            G = G[:m] - G[m:]
+        if groups == 1 or difference:
+            self._write(ow, bw, scale, G.transpose(1, 2), X)
+        else:  # groups of clients sharing X: one GEMM per group
+            for j in range(groups):
+                rows = slice(j * X.shape[0], (j + 1) * X.shape[0])
+                self._write(ow[rows], None if bw is None else bw[rows], scale, G[rows].transpose(1, 2), X)
+        self._write_bias(ob, bb, scale, G)
+        return out
+
+    def _base_layers(self, base, layers):
+        return self.layers(base) if base is not None else [(None, None)] * len(layers)
+
+    def _grad_from(self, layers, Z0, Y, out, base, scale, half=None):
+        r"""Forward from the first layer's pre-activations ``Z0`` through ``layers`` 1..L-1, then
+        backward: write ``out = base + scale * grad`` for the parameters of layers ``>= 1``
+        (with ``half = m``: ``out (m, P) = base + scale * (grad(rows :m) - grad(rows m:))``) and
+        return ``G_0``, the gradient with respect to ``Z0``; layer 0 is the caller's."""
+        S, H, D, _ = self._forward_from(layers, Z0)
+        _, G = _softmax_ce_grad(S, Y)
+        out_layers, base_layers = self.layers(out), self._base_layers(base, layers)
+        for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
-            if not difference:
-                if l or groups == 1:
-                    self._write(ow, bw, scale, G.transpose(1, 2), H[l])
-                else:  # groups of clients sharing X: one GEMM per group
-                    for j in range(groups):
-                        rows = slice(j * X.shape[0], (j + 1) * X.shape[0])
-                        self._write(ow[rows], None if bw is None else bw[rows], scale, G[rows].transpose(1, 2), X)
+            h = H[l - 1]
+            if half is None:
+                self._write(ow, bw, scale, G.transpose(1, 2), h)
                 self._write_bias(ob, bb, scale, G)
-            elif l == 0:  # both halves share X: one GEMM on G_+ - G_-
-                dG = G[:m] - G[m:]
-                self._write(ow, bw, scale, dG.transpose(1, 2), X)
-                self._write_bias(ob, bb, scale, dG)
             else:
-                self._write(ow, bw, scale, G[:m].transpose(1, 2), H[l][:m])
-                self._write(ow, None, -scale, G[m:].transpose(1, 2), H[l][m:], accumulate=True)
+                m = half
+                self._write(ow, bw, scale, G[:m].transpose(1, 2), h[:m])
+                self._write(ow, None, -scale, G[m:].transpose(1, 2), h[m:], accumulate=True)
                 self._write_bias(ob, bb, scale, G[:m])
                 self._write_bias(ob, None, -scale, G[m:], accumulate=True)
-            if l:
-                G = torch.bmm(G, layers[l][0]).mul_(D[l - 1])
-        return out
+            G = torch.bmm(G, layers[l][0]).mul_(D[l - 1])
+        return G
 
     # -- the oracle interface -----------------------------------------------------------
     def grad(self, W: Tensor, X: Tensor, Y: Tensor) -> Tensor:
@@ -247,39 +285,45 @@ class MLPOracle:
 
     def _hvp(self, W, V, X, Y, groups, out, base, scale):
         r"""``out = base + scale * Hessian(W) V`` (``base`` None: ``scale * Hessian(W) V``)."""
-        S, H, D, E = self._forward(W, X, groups, second=True)
-        Yg = Y if groups == 1 else Y.repeat(groups, 1)
         layers, dirs = self.layers(W), self.layers(V)
-        # R-forward: RZ[l] = R{z_l}, RH[l] = R{h_l} (RH[0] = 0)
-        RZ, RH = [], [None]
-        for l, ((weight, _), (vw, vb)) in enumerate(zip(layers, dirs)):
-            if l == 0:
-                rz = self._first_layer(X, vw, vb, groups)
-            else:
-                rz = torch.baddbmm(vb.unsqueeze(1), RH[l], weight.transpose(1, 2))
-                rz.baddbmm_(H[l], vw.transpose(1, 2))
+        Z0 = self._first_layer(X, *layers[0], groups)
+        RZ0 = self._first_layer(X, *dirs[0], groups)
+        RG = self._hvp_from(layers, dirs, Z0, RZ0, Y if groups == 1 else Y.repeat(groups, 1), out, base, scale)
+        (ow, ob), (bw, bb) = self.layers(out)[0], self._base_layers(base, layers)[0]
+        self._write(ow, bw, scale, RG.transpose(1, 2), self._grouped(X, groups))  # R h_0 = 0: no G_0 term
+        self._write_bias(ob, bb, scale, RG)
+        return out
+
+    def _hvp_from(self, layers, dirs, Z0, RZ0, Y, out, base, scale):
+        r"""The R-operator (module docstring) from the first layer's pre-activations ``Z0`` and
+        their directional derivative ``RZ0``: write ``out = base + scale * (Hessian V)`` for the
+        parameters of layers ``>= 1`` and return :math:`\mathcal R G_0`; layer 0 is the caller's."""
+        S, H, D, E = self._forward_from(layers, Z0, second=True)
+        H = [None] + H
+        # R-forward: RZ[l] = R{z_l}, RH[l] = R{h_l}
+        RZ, RH = [RZ0], [None]
+        for l in range(1, len(layers)):
+            (weight, _), (vw, vb) = layers[l], dirs[l]
+            RH.append(D[l - 1] * RZ[l - 1])
+            rz = torch.baddbmm(vb.unsqueeze(1), RH[l], weight.transpose(1, 2))
+            rz.baddbmm_(H[l], vw.transpose(1, 2))
             RZ.append(rz)
-            if l < len(layers) - 1:
-                RH.append(D[l] * rz)
-        p, G = _softmax_ce_grad(S, Yg)
+        p, G = _softmax_ce_grad(S, Y)
         RS = RZ[-1]
         RG = (RS - (p * RS).sum(-1, keepdim=True)).mul_(p).mul_(1.0 / S.shape[-2])
-        out_layers = self.layers(out)
-        base_layers = self.layers(base) if base is not None else [(None, None)] * len(layers)
-        for l in range(len(layers) - 1, -1, -1):
+        out_layers, base_layers = self.layers(out), self._base_layers(base, layers)
+        for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
-            self._write(ow, bw, scale, RG.transpose(1, 2), H[l] if l else self._grouped(X, groups))
-            if l:
-                self._write(ow, None, scale, G.transpose(1, 2), RH[l], accumulate=True)
+            self._write(ow, bw, scale, RG.transpose(1, 2), H[l])
+            self._write(ow, None, scale, G.transpose(1, 2), RH[l], accumulate=True)
             self._write_bias(ob, bb, scale, RG)
-            if l:
-                weight, vw = layers[l][0], dirs[l][0]
-                dH = torch.bmm(G, weight)
-                RdH = torch.bmm(RG, weight).baddbmm_(G, vw)
-                RG = RdH.mul_(D[l - 1]).addcmul_(dH * E[l - 1], RZ[l - 1])
-                if l > 1:  # G_0 itself is not needed: R h_0 = 0
-                    G = dH.mul_(D[l - 1])
-        return out
+            weight, vw = layers[l][0], dirs[l][0]
+            dH = torch.bmm(G, weight)
+            RdH = torch.bmm(RG, weight).baddbmm_(G, vw)
+            RG = RdH.mul_(D[l - 1]).addcmul_(dH * E[l - 1], RZ[l - 1])
+            if l > 1:  # G_0 itself is not needed: R h_0 = 0
+                G = dH.mul_(D[l - 1])
+        return RG
 
     @staticmethod
     def _grouped(X: Tensor, groups: int) -> Tensor:
@@ -300,23 +344,69 @@ class MLPOracle:
         * HF: :math:`w - \beta g + \frac{\alpha\beta}{2\delta}\,[\tilde\nabla f(w+\delta g,\mathcal D'')
           - \tilde\nabla f(w-\delta g,\mathcal D'')]`;
         * exact: :math:`w - \beta g + \alpha\beta\,\tilde\nabla^2 f(w,\mathcal D'')\,g`.
+
+        The first layer's weights are never formed at :math:`\tilde w` or :math:`w\pm\delta g`
+        (module docstring, "first-layer kernel identity"): their pre-activations on a batch
+        :math:`X_b` follow from those at :math:`w` and the Gram block :math:`X_b X_a^\top`, and the
+        new first-layer weights are one accumulating GEMM per gradient term.
         """
-        inner, outer, hessian = batches
-        W_tilde = self.descend(W, h.alpha, inner.x, inner.y)
-        if variant == "fo":
-            return self.descend(W, h.beta, outer.x, outer.y, at=W_tilde)
-        if variant not in ("hf", "exact"):
+        if variant not in ("fo", "hf", "exact"):
             raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
-        g = self.grad(W_tilde, outer.x, outer.y)
-        base = torch.add(W, g, alpha=-h.beta)
-        X, _ = self._check(W, hessian.x)
+        inner, outer, hessian = batches
+        X1, _ = self._check(W, inner.x)
+        X2, _ = self._check(W, outer.x)
+        m = W.shape[0]
+        layers = self.layers(W)
+        (W0, b0) = layers[0]
+        W0t = W0.transpose(1, 2)
+        out = torch.empty_like(W)
+        (o0, ob0) = self.layers(out)[0]
+        # inner step: w~ = w - alpha grad f(w, D); layers >= 1 and the first bias written into W_tilde
+        W_tilde = torch.empty_like(W)
+        G1 = self._grad_from(layers, torch.baddbmm(b0.unsqueeze(1), X1, W0t), inner.y, W_tilde, W, -h.alpha)
+        tilde = self.layers(W_tilde)
+        torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
+        # outer gradient at w~ on D': first-layer pre-activations X2 W0^T + b~ - alpha (X2 X1^T) G1
+        Z2 = torch.baddbmm(tilde[0][1].unsqueeze(1), X2, W0t)
+        Z2.baddbmm_(torch.bmm(X2, X1.transpose(1, 2)), G1, alpha=-h.alpha)
+        if variant == "fo":
+            G2 = self._grad_from(tilde, Z2, outer.y, out, W, -h.beta)
+            self._write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
+            self._write_bias(ob0, b0, -h.beta, G2)
+            return out
+        # g = grad f(w~, D'): layers >= 1 and the first bias in g; first-layer weight G2^T X2 implicit
+        g = torch.empty_like(W)
+        G2 = self._grad_from(tilde, Z2, outer.y, g, None, 1.0)
+        g_layers = self.layers(g)
+        gb0 = torch.sum(G2, 1, out=g_layers[0][1])
+        for (ow, ob), (w_, b_), (gw, gb) in zip(self.layers(out)[1:], layers[1:], g_layers[1:]):
+            torch.add(w_, gw, alpha=-h.beta, out=ow)  # base = w - beta g, layers >= 1
+            torch.add(b_, gb, alpha=-h.beta, out=ob)
+        X3, _ = self._check(W, hessian.x)
+        P3 = torch.baddbmm(b0.unsqueeze(1), X3, W0t)  # X3 W0^T + b0
+        C3 = torch.bmm(torch.bmm(X3, X2.transpose(1, 2)), G2).add_(gb0.unsqueeze(1))  # X3 V0^T + c0 for v = g
         if variant == "hf":
-            W_pm = W.new_empty((2 * W.shape[0], W.shape[1]))
-            torch.add(W, g, alpha=h.delta, out=W_pm[: W.shape[0]])
-            torch.add(W, g, alpha=-h.delta, out=W_pm[W.shape[0] :])
             scale = h.alpha * h.beta / (2 * h.delta)
-            return self._backward(W_pm, X, hessian.y, 2, torch.empty_like(W), base, scale, difference=True)
-        return self._hvp(W, g, X, hessian.y, 1, torch.empty_like(W), base, h.alpha * h.beta)
+            W_pm = W.new_empty((2 * m, W.shape[1]))
+            pm = self.layers(W_pm)
+            for l in range(1, len(layers)):
+                for j, sign in ((0, 1.0), (1, -1.0)):
+                    rows = slice(j * m, (j + 1) * m)
+                    torch.add(layers[l][0], g_layers[l][0], alpha=sign * h.delta, out=pm[l][0][rows])
+                    torch.add(layers[l][1], g_layers[l][1], alpha=sign * h.delta, out=pm[l][1][rows])
+            Z_pm = X3.new_empty((2 * m,) + P3.shape[1:])
+            torch.add(P3, C3, alpha=h.delta, out=Z_pm[:m])
+            torch.add(P3, C3, alpha=-h.delta, out=Z_pm[m:])
+            G_pm = self._grad_from(pm, Z_pm, hessian.y.repeat(2, 1), out, out, scale, half=m)
+            last, last_scale = G_pm[:m] - G_pm[m:], scale
+        else:  # exact: the R-operator at w along g on D''
+            last = self._hvp_from(layers, g_layers, P3, C3, hessian.y, out, out, h.alpha * h.beta)
+            last_scale = h.alpha * h.beta
+        self._write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
+        self._write(o0, None, last_scale, last.transpose(1, 2), X3, accumulate=True)
+        self._write_bias(ob0, b0, -h.beta, G2)
+        self._write_bias(ob0, None, last_scale, last, accumulate=True)
+        return out
 
 
 def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:

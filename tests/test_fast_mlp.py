@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg.bench import engine_matmul_flops, grad_flops, layer_units
+from perfedavg.bench import engine_matmul_flops, grad_flops, kernel_flops, layer_units
 from perfedavg.config import RunConfig
 from perfedavg.engine import local_round
 from perfedavg.fast_mlp import MLPOracle, mlp_oracle_factory
@@ -101,6 +101,31 @@ def test_fused_per_fedavg_step_equals_generic_meta_gradient(variant):
     _close(fast.per_fedavg_step(W, batches, h, variant), expected)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes,activation", CASES)
+@pytest.mark.parametrize("variant", ["fo", "hf", "exact"])
+def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activation, variant, threads):
+    """The first-layer kernel identity (w~ and w +- delta g never formed) on logistic regression,
+    deeper and wider MLPs, batches of three sizes, and both ways of writing a layer
+    (``_write`` picks the GEMM form by thread count)."""
+    W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes))
+    g = torch.Generator().manual_seed(4)
+    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
+    fast, ref = MLPOracle(sizes, activation), AutogradOracle(mlp(sizes, activation)[0])
+    expected = W - h.beta * meta_gradient(ref, W, batches, h, variant)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = fast.per_fedavg_step(W, batches, h, variant)
+        fedavg = fast.fedavg_step(W, batches[0], h)
+    finally:
+        torch.set_num_threads(before)
+    _close(got, expected)  # HF: round-off / (2 delta) ~ 1e-13, inside TIGHT
+    _close(fedavg, W - h.beta * ref.grad(W, batches[0].x, batches[0].y))
+
+
 def _mlp_task(sizes=(10, 7, 4), activation="elu", n=6, per_client=30, fast=True):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n * per_client, sizes[0], generator=g, dtype=torch.float64)
@@ -145,12 +170,20 @@ def test_flop_counts():
     assert u[0] == 2 * 10 * 40 * 784 * 80
     # a gradient: forward + weight gradient for every layer, input gradient for all but the first
     assert grad_flops(u) == 2 * u[0] + 3 * u[1] + 3 * u[2]
-    fedavg = engine_matmul_flops("fedavg")
-    assert engine_matmul_flops("fo") == 2 * fedavg
-    # HF shares one first-layer weight-gradient GEMM between w + delta g and w - delta g
-    assert engine_matmul_flops("hf") == 4 * fedavg - 10 * u[0]
-    # exact: two gradients + the R-operator HVP (first layer 3 GEMMs, the others 8)
-    assert engine_matmul_flops("exact") == 10 * (7 * u[0] + 14 * (u[1] + u[2]))
+    assert engine_matmul_flops("fedavg") == 10 * grad_flops(u)
+    upper = 3 * (u[1] + u[2])
+    # one kernel correction (X_b X_a^T) G_a: a 40x784x40 and a 40x40x80 GEMM per client
+    kernel = 2 * 10 * 40 * 40 * 784 + 2 * 10 * 40 * 40 * 80
+    assert kernel_flops((784, 80, 60, 10), 10, 40) == kernel
+    # FO: first-layer forwards on D and D', one kernel correction, one update GEMM
+    assert engine_matmul_flops("fo") == 10 * (3 * u[0] + 2 * upper + kernel)
+    # HF: forwards on D, D', D''; two kernel corrections; two update GEMMs; four upper gradients
+    assert engine_matmul_flops("hf") == 10 * (5 * u[0] + 4 * upper + 2 * kernel)
+    # exact: as HF in the first layer; two upper gradients + the R-operator above layer 0 (8 per layer)
+    assert engine_matmul_flops("exact") == 10 * (5 * u[0] + 2 * upper + 8 * (u[1] + u[2]) + 2 * kernel)
+    # fewer FLOPs than forming w~ and w +- delta g: FO two full gradients, HF 7 first-layer GEMMs
+    assert engine_matmul_flops("fo") < 10 * 2 * grad_flops(u)
+    assert engine_matmul_flops("hf") < 10 * (7 * u[0] + 4 * upper)
 
 
 def test_bench_module_does_not_import_torch():
