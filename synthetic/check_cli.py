@@ -25,8 +25,11 @@ def register(sub) -> None:
             "delta) with fitted exponents, intervals and PASS/FAIL, plus the derived explicit bound checked "
             "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K (and FedAvg's own bound against "
             "FedAvg's (1/(tau K)) sum ||grad f(w_bar)||^2); runs land in --out. "
-            "Run times (2-core machine under load; measured, see the report of the commit): plain check ~30-60 s; "
-            "--rates (quick) a few minutes; --rates --full much longer (tens of minutes); resumable. "
+            "Run times on the 2-core development machine (measured under heavy load, so pessimistic): plain check "
+            "about 90 s of CPU (27 s wall before the trajectory rows, at load 4-5); --rates (quick) 1.5-3 min; "
+            "--rates --full not timed end to end: estimated an hour or more (40 mixing times per floor, 4-5 points "
+            "per row, 5 seeds, and the Gamma~1 drift row alone ~30 min); every --rates run is resumable: rerun "
+            "the same command to continue. "
             "With --speed-sweep [DIR]: the 100 configurations x 5 seeds logistic sweep of issue 4 (progress bar, "
             "resumable), printing one JSON timing record."
         ),

@@ -46,7 +46,7 @@ ALPHA_FRACTIONS = (0.25, 1.0)
 BATCH = 2
 #: the runs along which gamma_G^2(w_bar), gamma_H^2(w_bar) are recorded: Per-FedAvg (exact), alpha = alpha_L / L,
 #: beta = beta_L / L (large enough that w moves far from w_0 within K rounds), batches of ``batch``
-TRAJECTORY = {"K": 10, "tau": 2, "r": 0.5, "seeds": (0, 1), "alpha_L": 0.25, "beta_L": 0.5, "batch": 5}
+TRAJECTORY = {"K": 8, "tau": 2, "r": 0.5, "seeds": (0, 1), "alpha_L": 0.25, "beta_L": 0.5, "batch": 5}
 
 
 @dataclass(frozen=True)

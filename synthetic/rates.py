@@ -33,7 +33,7 @@ opt. term vs K         Φ_K − floor from w_0 = 0, low noise (batches 100)   op
 floor vs β             stationary φ, τ = 1, D' = 1 (gradient noise)         stochastic gradient (L_Fβs²/n)
 drift vs τ             φ(τ) − φ(1), h = 1, batches 200, β·τ_max fixed       local drift (2L_F²Q̄(τ))
 floor vs D             stationary φ, D' = D'' = 200, α = 1, D varied       stochastic gradient + bias floor
-drift vs τ (Γ~1)       as drift vs τ at β τ_max = 0.06 (Γ ≥ 0.89), batches 1000  local drift, 1/Γ ≈ 1
+drift vs τ (Γ~1)       as drift vs τ at β τ_max = 0.06 (Γ ≥ 0.89), batches 1000  local drift, 1/Γ ≈ 1 (--full)
 floor vs TV            φ(h) − φ(0), r = 0.2 (client sampling)               γ-part of client sampling (γ via TV)
 floor vs W1            φ(h=1,s) − φ(h=0,s), label shift s varied, TV fixed  γ-part of client sampling (γ via W1)
 FO floor vs α          stationary φ of FO, h = 1, batches 200              bias floor of FO (2b_FO²)
@@ -77,7 +77,7 @@ GRID = {
               "h": (0.25, 0.5, 1.0), "alpha": (0.125, 0.25, 0.5), "shift": (0.5, 1.0, 2.0, 4.0)},
     "full": {"K": (64, 128, 256, 512, 1024), "beta": (0.02, 0.04, 0.08, 0.16), "tau": (2, 4, 8, 16),
              "D": (1, 2, 4, 8, 16), "h": (0.125, 0.25, 0.5, 1.0), "alpha": (0.0625, 0.125, 0.25, 0.5),
-             "shift": (0.25, 0.5, 1.0, 2.0, 4.0)},
+             "shift": (0.25, 0.5, 1.0, 2.0, 4.0), "tau_gamma1": (2, 4, 8)},
 }
 #: batch-means blocks per seed
 BATCHES = 8
@@ -384,25 +384,10 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
                      f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, β = {beta_tau:g}: "
                      "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ", lag1=[s[2] for s in stats]))
 
-    # 3b. the same at a β where the bound's Γ = 1 − 6β²τ²L_F² ≈ 1 for every τ (β τ_max = 0.06: Γ ≥ 0.89, so 1/Γ
-    # adds at most log(1/0.89)/log(τ_max/τ_min) ≤ 0.1 to the slope): the derived τ-shape (τ−1)(2τ−1) is then
-    # nearly free of 1/Γ, so this row tells whether the derived τ-exponent or the recalled τ² is right where the
-    # step-size factor plays no part.  Batches of 1000 (support 1000): the drift (∝ β²) is small against the noise
-    # floor (∝ β).
-    beta_small = 0.06 / max(taus)
-    huge = {"D": 1000, "D1": 1000, "D2": 1000}
-    cfgs, _, stats = floors("tau-gamma1", [{"tau": t, "beta": beta_small, **huge, "task": {"h": 1.0, "support": 1000}}
-                                           for t in [1] + taus],
-                            taus, None)
-    base_mean, base_half, _ = stats[0]
-    terms = [bound_terms(c) for c in cfgs[1:]]
-    gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs[1:]]
-    rows.append(_row("drift vs tau (Gamma~1)", taus, [s[0] - base_mean for s in stats[1:]],
-                     [math.hypot(s[1], base_half) for s in stats[1:]],
-                     [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
-                     f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
-                     f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
-                     lag1=[s[2] for s in stats], Gamma=gammas))
+    # 3b. the drift at Γ ≈ 1 (drift_gamma1_row)
+    # Costly (β 2.7x smaller, batches 5x larger than the drift row: ~13x its time), so only with --full.
+    if "tau_gamma1" in grid:
+        rows.append(drift_gamma1_row(grid["tau_gamma1"], floors))
 
     # 4. floor vs inner batch D
     Ds = list(grid["D"])
@@ -464,6 +449,29 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     rows.append(hf_delta_row(seeds))
     bound_check["domain_respected"] = bool(all(domain))
     return rows, bound_check
+
+
+def drift_gamma1_row(taus, floors) -> RateRow:
+    r"""The drift row at Γ ≈ 1 (``--full`` only; ``floors`` is :func:`rate_table`'s floor runner)."""
+    # 3b. the same at a β where the bound's Γ = 1 − 6β²τ²L_F² ≈ 1 for every τ (β τ_max = 0.06: Γ ≥ 0.89, so 1/Γ
+    # adds at most log(1/0.89)/log(τ_max/τ_min) ≤ 0.1 to the slope): the derived τ-shape (τ−1)(2τ−1) is then
+    # nearly free of 1/Γ, so this row tells whether the derived τ-exponent or the recalled τ² is right where the
+    # step-size factor plays no part.  Batches of 1000 (support 1000): the drift (∝ β²) is small against the noise
+    # floor (∝ β).
+    beta_small = 0.06 / max(taus)
+    big = {"D": 1000, "D1": 1000, "D2": 1000}
+    cfgs, _, stats = floors("tau-gamma1", [{"tau": t, "beta": beta_small, **big, "task": {"h": 1.0, "support": 1000}}
+                                           for t in [1] + taus],
+                            taus, None)
+    base_mean, base_half, _ = stats[0]
+    terms = [bound_terms(c) for c in cfgs[1:]]
+    gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs[1:]]
+    return (_row("drift vs tau (Gamma~1)", taus, [s[0] - base_mean for s in stats[1:]],
+                     [math.hypot(s[1], base_half) for s in stats[1:]],
+                     [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
+                     f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
+                     f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
+                     lag1=[s[2] for s in stats], Gamma=gammas))
 
 
 def _distances(cfgs) -> tuple[list[float], list[float], list]:

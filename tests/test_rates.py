@@ -96,8 +96,8 @@ def test_smoke_rate_table(tmp_path):
 
     rows, bound = rates.rate_table(tmp_path, [0, 1], progress=False, length="smoke")
     names = [r.name for r in rows]
-    assert names == ["opt. term vs K", "floor vs beta", "drift vs tau", "drift vs tau (Gamma~1)", "floor vs D",
-                     "floor vs TV", "floor vs W1", "FO floor vs alpha", "HF error vs delta"]
+    assert names == ["opt. term vs K", "floor vs beta", "drift vs tau", "floor vs D",
+                     "floor vs TV", "floor vs W1", "FO floor vs alpha", "HF error vs delta"]  # the Γ≈1 drift row: --full
     for r in rows:
         d = r.as_dict()
         assert d["verdict"] in ("PASS", "FAIL") and d["pass_needs_tolerance"] == (d["verdict_shown"] == "PASS (tol.)")
