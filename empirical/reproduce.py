@@ -32,7 +32,16 @@ Notes
   a generator of its own (seeded by the cell's seed and :data:`EVAL_BATCH_SEED`), from
   the cell's final model after training, so the training stream is untouched.  The
   result is stored in the cell as ``eval_batch<N>.json`` and shown as two more tables.
-  ``0`` (default) keeps the full-batch step only.
+  ``0`` (default) keeps the full-batch step only.  Measured on MNIST cells (K = 1000,
+  τ = 10, seed 0, five batch-40 draws each): the batch step's mean is within 0.2 point
+  of the full-batch step in every cell (α = 0.01: FedAvg 94.58 full vs 94.63 batch, FO
+  95.61 vs 95.67, HF 96.04 vs 96.01), draws spread by at most ±0.35.
+* **Input scaling** (``task.normalize``, ``--normalize``): with plain x/255 inputs
+  (``none``) the same MNIST cells train much more slowly (seed 0, K = 1000, τ = 10,
+  test-data step, FedAvg / FO / HF: α = 0.001 85.1 / 85.7 / 85.8 % against 91.3 /
+  91.4 / 91.4 % standardized; α = 0.01 89.3 / 90.7 / 93.9 against 94.6 / 95.6 /
+  96.0).  Unnormalized FedAvg (85.1) is closer to the recalled 76 % (PAPER.md §7)
+  than standardized (91.3), but still above the recalled ±5 range.
 * **Cost**: an evaluation computes the exact F and ∇F of all 50 users by double
   backward on full data, which costs about as much as 20-50 training rounds; the table
   needs only the final model, so cells evaluate rounds 0 and K only (``eval_every = 0``).
