@@ -160,8 +160,9 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
         cx = float(np.exp((w * np.log(xs[ok])).sum() / w.sum()))
         cy = float(np.exp((w * np.log(m[ok])).sum() / w.sum()))
         grid = np.geomspace(xs.min(), xs.max(), 30)
-        ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3, zorder=3,
-                label=f"fitted slope {slope_text(fitted, lo, hi)}")
+        if math.isfinite(fitted):
+            ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3, zorder=3,
+                    label=f"fitted slope {slope_text(fitted, lo, hi)}")
         ax.plot(grid, cy * (grid / cx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=2.2, zorder=2,
                 label=bound_label(f"predicted slope {predicted:+.2f}", "derived") + " (guide through the data)")
         if math.isfinite(recalled):
@@ -187,22 +188,32 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
                 twin.set_ylabel(f"bound's term = left axis × {shift:.0e} [derived]")
                 label += f", right axis (×{shift:.0e})"
             target.plot(xs[good], lv[good], **BOUND_STYLE["derived"], marker="x", markersize=8, zorder=3, label=label)
+    if twin is not None:  # both scales hold every level point
+        bottom, top = ax.get_ylim()
+        bottom, top = min(bottom, lv[good].min() / shift / 1.3), max(top, lv[good].max() / shift * 1.3)
+        ax.set_ylim(bottom, top)
+        twin.set_ylim(bottom * shift, top * shift)
     if clipped.any():
         bottom, top = ax.get_ylim()
+        bottom = min(bottom, float(m[clipped].min()) / 4)  # room for the arrow to be seen
         for x, y in zip(xs[clipped], m[clipped]):
             ax.annotate("", xy=(x, bottom), xytext=(x, y), zorder=4, annotation_clip=False,
                         arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.5, "shrinkA": 0, "shrinkB": 0})
         ax.plot([], [], color=color, marker=r"$\downarrow$", linestyle="none", markersize=9,
                 label="interval reaches ≤ 0 (bar runs off the log axis)")
         ax.set_ylim(bottom, top)
+        if twin is not None:
+            twin.set_ylim(bottom * shift, top * shift)
+    if (~ok).any():  # a mean ≤ 0 has no place on the log axis: an open marker on the axis's bottom edge says so
+        bottom = ax.get_ylim()[0]
+        ax.plot(xs[~ok], np.full((~ok).sum(), bottom), marker=marker, linestyle="none", color=color,
+                markerfacecolor="white", markersize=8, clip_on=False, zorder=6,
+                label="mean ≤ 0 (open marker on the bottom edge)")
     # ticks at the measured x values only, no minor labels: log-axis minor labels collide on a narrow range
     ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticklabels([f"{x:.2g}" for x in xs])
-    if twin is not None:  # after every change of the left limits
-        bottom, top = ax.get_ylim()
-        twin.set_ylim(bottom * shift, top * shift)
     ax.set_xlabel(xlabel)
     pad = (xs.max() / xs.min()) ** 0.08
     ax.set_xlim(xs.min() / pad, xs.max() * pad)
@@ -220,7 +231,9 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
 
 def row_sentence(what: str, r: dict) -> str:
     """Caption sentence of one panel's numbers."""
-    text = (f"{what}: fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval), predicted "
+    fitted = (f"fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval)" if math.isfinite(r["fitted"])
+              else "no slope fitted (a measured difference is ≤ 0: not resolved from the noise)")
+    text = (f"{what}: {fitted}, predicted "
             f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
             f"[recalled]): {r['verdict']}")
     if r.get("needs_tolerance"):
@@ -230,38 +243,65 @@ def row_sentence(what: str, r: dict) -> str:
         text += (f" (the 95% interval reaches ≤ 0 at x = {', '.join(f'{x:.3g}' for x in r['clipped'])}: "
                  "drawn as a bar running down off the log axis, ending in an arrow)")
     if r["dropped"]:
-        text += f" ({r['dropped']} point(s) with a non-positive measured difference not drawn on the log axis)"
+        text += (f" ({r['dropped']} point(s) with a non-positive measured mean, which a log axis cannot place: drawn "
+                 "as an open marker on the bottom edge)")
     return text
 
 
+def _saved_configs(directory: Path, key) -> dict:
+    """``{key(cfg): cfg}`` over the saved run configs ``<directory>/<slug>/seed0/config.toml``."""
+    from perfedavg.runner import load_run_config
+
+    out = {}
+    for path in sorted(Path(directory).glob("*/seed0/config.toml")):
+        cfg = load_run_config(str(path), [])
+        out[key(cfg)] = cfg
+    return out
+
+
 def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list | None, list | None, str]:
-    r"""The γ-part of the derived bound's client-sampling term at each h, with γ_G, γ_H from the TV statements
-    and from the W1 statements (the task's exact constants): ``(tv_levels, w1_levels, source)``.
+    r"""The γ-part of the derived bound's client-sampling term at each point of the TV row (γ_G, γ_H from the
+    TV statements) and of the W1 row (from the W1 statements), with the task's exact constants:
+    ``(tv_levels, w1_levels, source)``.
 
     Taken from the rows when the rate table carries them (:data:`LEVEL_FIELDS`); otherwise evaluated here on
-    the *saved* configs of the heterogeneity runs (``<rates>/h/<slug>/seed0/config.toml``) with the rate
-    table's own function :func:`synthetic.rates.bound_terms` (theory only: nothing is run), the W1 version at
-    the runs' start w*_α as the table does.  ``(None, None, why)`` when neither is possible."""
+    the *saved* configs of the rows' runs with the rate table's own function
+    :func:`synthetic.rates.bound_terms` (theory only: nothing is run).  The TV row's runs are
+    ``<rates>/h/*`` (one per h, h = 0 the baseline); the W1 row's are the same runs (older tables: its ``extra``
+    has ``h``) or ``<rates>/w1/*`` at h = 1 (newer tables: its ``extra`` has ``shift``, W1 moved by the label
+    shift at fixed TV); the W1 version is evaluated at the run's start w*_α as the table does.
+    A level that cannot be had is ``None`` (with the reason in ``source``)."""
     tv, w1 = row_field(row_tv, LEVEL_FIELDS), row_field(row_w1, LEVEL_FIELDS)
     if tv is not None and w1 is not None:
         return list(tv), list(w1), "the rate table's rows"
+    reasons = []
     try:
         import torch
 
-        from perfedavg.runner import load_run_config, resolve
+        from perfedavg.runner import resolve
         from synthetic.rates import bound_terms
 
-        cfgs = {}
-        for path in sorted((Path(table["_dir"]) / "h").glob("*/seed0/config.toml")):
-            cfg = load_run_config(str(path), [])
-            cfgs[float(cfg.task["h"])] = cfg
-        tv_levels, w1_levels = [], []
-        for h, w1_x in zip(row_tv["extra"]["h"], row_w1["xs"]):
-            cfg = cfgs[float(h)]
+        def gamma_part(cfg, how="tv", w1_x=None):
             none = bound_terms(cfg, "none")[0]["client sampling"]
-            tv_levels.append(bound_terms(cfg)[0]["client sampling"] - none)
+            if how == "tv":
+                return bound_terms(cfg)[0]["client sampling"] - none
             start = resolve(cfg)[1].init_params(torch.Generator())
-            w1_levels.append(bound_terms(cfg, "w1", w1_x, start)[0]["client sampling"] - none)
-        return tv_levels, w1_levels, "the saved runs' configs (synthetic.rates.bound_terms)"
-    except (KeyError, OSError, ValueError, ImportError) as exc:
-        return None, None, f"not available ({type(exc).__name__}: {exc})"
+            return bound_terms(cfg, "w1", w1_x, start)[0]["client sampling"] - none
+
+        rates = Path(table["_dir"])
+        if tv is None:
+            by_h = _saved_configs(rates / "h", lambda c: float(c.task["h"]))
+            tv = [gamma_part(by_h[float(h)]) for h in row_tv["extra"]["h"]]
+        if w1 is None:
+            extra = row_w1.get("extra", {})
+            if "shift" in extra:
+                by_s = _saved_configs(rates / "w1", lambda c: (float(c.task["h"]), float(c.task["shift"])))
+                w1 = [gamma_part(by_s[(1.0, float(sv))], "w1", x) for sv, x in zip(extra["shift"], row_w1["xs"])]
+            else:
+                by_h = _saved_configs(rates / "h", lambda c: float(c.task["h"]))
+                w1 = [gamma_part(by_h[float(h)], "w1", x) for h, x in zip(extra["h"], row_w1["xs"])]
+        return list(tv), list(w1), "the saved runs' configs, evaluated with synthetic.rates.bound_terms"
+    except (KeyError, OSError, ValueError, ImportError, TypeError) as exc:
+        reasons.append(f"{type(exc).__name__}: {exc}")
+    return (list(tv) if tv is not None else None, list(w1) if w1 is not None else None,
+            "not available (" + "; ".join(reasons) + ")")

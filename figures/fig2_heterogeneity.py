@@ -37,8 +37,15 @@ def run(root: Path, level: str) -> None:
     _floors.run_figure(root, NAME, level)
 
 
+def same_runs(row_tv: dict, row_w1: dict) -> bool:
+    """Whether the W1 row re-plots the TV row's runs (older rate tables) rather than its own experiment."""
+    return "shift" not in row_w1.get("extra", {}) and row_w1["means"] == row_tv["means"]
+
+
 def w1_over_tv(row_tv: dict, row_w1: dict) -> tuple[bool, float]:
-    """(whether W1 = c·TV at every point of this task's dial, the mean ratio c)."""
+    """(whether W1 = c·TV at every point, the mean ratio c); only meaningful when both rows share their runs."""
+    if not same_runs(row_tv, row_w1):
+        return False, math.nan
     ratios = [w / t for w, t in zip(row_w1["xs"], row_tv["xs"]) if t > 0]
     if not ratios:
         return False, math.nan
@@ -52,16 +59,20 @@ def draw(root: Path, out: Path) -> dict:
     row_tv, row_w1 = rows[PANELS["TV"][0]], rows[PANELS["W1"][0]]
     tv_levels, w1_levels, level_source = _floors.heterogeneity_levels(table, row_tv, row_w1)
     levels = {"TV": tv_levels, "W1": w1_levels}
+    shared = same_runs(row_tv, row_w1)
+    ylabels = {"TV": r"$\varphi(h)-\varphi(0)$",
+               "W1": r"$\varphi(h)-\varphi(0)$" if shared else r"$\varphi(h{=}1, s)-\varphi(h{=}0, s)$"}
     plt = setup()
-    fig, axes = plt.subplots(2, 1, figsize=(7.0, 10.0), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(7.0, 10.0), sharey=shared)
     parts, results = [], {}
     for ax, (dist, (row_name, xlabel, color, marker)) in zip(axes, PANELS.items()):
         row = rows[row_name]
         res = _floors.draw_row(ax, row, xlabel, color, marker, levels=levels[dist],
                                level_label=f"γ-part of the client-sampling term, γ via {dist}")
         results[dist] = res
-        ax.set_ylabel(r"$\varphi(h)-\varphi(0)$")
-        ax.set_title(f"({'ab'[list(PANELS).index(dist)]}) floor vs {dist}: {_floors.verdict_text(row, tol)}",
+        ax.set_ylabel(ylabels[dist])
+        what = "" if dist == "TV" or shared else " (label shift s varied, TV fixed)"
+        ax.set_title(f"({'ab'[list(PANELS).index(dist)]}) floor vs {dist}{what}: {_floors.verdict_text(row, tol)}",
                      fontsize=10.5)
         parts.append(_floors.row_sentence(f"against {dist}", res))
     fig.tight_layout()
@@ -72,27 +83,29 @@ def draw(root: Path, out: Path) -> dict:
         w1_note = (f"On this task W1 = {c:.3g}·TV at every h (the dial moves all users' distributions along the same "
                    "segment), so the two panels show the same runs on rescaled x axes and cannot tell which distance "
                    "governs the floor; only the bound's levels differ (γ from the TV statements vs the W1 ones). ")
+    elif shared:
+        w1_note = "Both panels show the same runs; W1 is not proportional to TV over them. "
     else:
-        w1_note = ("W1 is not proportional to TV on this task (W1/TV ranges over "
-                   f"{min(w / t for w, t in zip(row_w1['xs'], row_tv['xs'])):.3g}–"
-                   f"{max(w / t for w, t in zip(row_w1['xs'], row_tv['xs'])):.3g}), so the panels can tell the two "
-                   "distances apart. ")
-    if tv_levels is not None:
-        ratio = [lv / m for lv, m in zip(tv_levels, row_tv["means"]) if m > 0]
-        ratio_w1 = [lv / m for lv, m in zip(w1_levels, row_w1["means"]) if m > 0]
+        tv_fixed = row_w1.get("extra", {}).get("tv")
+        tv_text = f" (TV = {tv_fixed[0]:.3g} at every point)" if isinstance(tv_fixed, list) and tv_fixed else ""
+        w1_note = ("Panel (b) is a different sweep of the rate table: at h = 1 the per-cone label shift s is varied, which moves W1 "
+                   f"while TV stays fixed{tv_text}, so the two panels can tell the distances apart. ")
+    ratio = [lv / m for lv, m in zip(tv_levels or [], row_tv["means"]) if m > 0]
+    ratio_w1 = [lv / m for lv, m in zip(w1_levels or [], row_w1["means"]) if m > 0]
+    if ratio and ratio_w1:
         level_note = (f"The black line (×{', on the right-hand axis, which is the left one times the stated power of ten' if max(ratio) > _floors.LEVEL_SAME_AXIS_FACTOR else ''}) is the derived bound's γ-part of the client-sampling term itself, with "
                       f"γ_G, γ_H from the TV (a) or W1 (b) statements and the task's exact constants (from "
-                      f"{level_source}): it lies {min(ratio):.3g}–{max(ratio):.3g}× (TV) and "
-                      f"{min(ratio_w1):.3g}–{max(ratio_w1):.3g}× (W1) above the measured differences. ")
+                      f"{level_source}): it is {min(ratio):.3g}–{max(ratio):.3g}× (TV) and "
+                      f"{min(ratio_w1):.3g}–{max(ratio_w1):.3g}× (W1) the measured differences. ")
     else:
         level_note = f"The bound's level is not drawn: {level_source}. "
     caption = (
         "What it shows: the part of the stationary floor that heterogeneity adds, φ(h) − φ(0) with "
         "φ = (1/τ)Σ_t ‖∇F(w̄_{k+1,t})‖² averaged after a burn-in, on the quadratic task with Per-FedAvg (exact HVP) "
         f"started at the minimiser w*_α ({len(table['seeds'])} seed(s) × batch means, 95% intervals; rate table "
-        f"'{table['length']}'), at h = {', '.join(f'{h:g}' for h in hs)}, against the RMS total variation (a) and "
-        "the RMS 1-Wasserstein distance (b) between each user's distribution and the mixture (both exact). "
-        f"Runs: {row_tv['note']}. W1 panel: {row_w1['note']}. These are the rate table's rows 'floor vs TV' and "
+        f"'{table['length']}'), against the RMS total variation (a, dial h = {', '.join(f'{h:g}' for h in hs)}) "
+        "and the RMS 1-Wasserstein distance (b) between each user's distribution and the mixture (both exact). "
+        f"Runs (a): {row_tv['note']}. Runs (b): {row_w1['note']}. These are the rate table's rows 'floor vs TV' and "
         "'floor vs W1' (`perfedavg check --rates`), not a separate experiment. " + w1_note +
         "What the theory predicts: with partial participation the client-sampling term grows with γ², and the "
         "distance statements (PAPER.md §6) bound γ_G, γ_H linearly by TV or W1. " + level_note +

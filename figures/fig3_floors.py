@@ -33,6 +33,9 @@ PANELS = {
              OKABE_ITO["sky blue"], "s", "outer step β (stochastic-gradient term)"),
     "tau": ("drift vs tau", "local steps τ", r"drift part: $\varphi(\tau)-\varphi(1)$",
             OKABE_ITO["sky blue"], "^", "local steps τ (local-drift term)"),
+    # newer rate tables: the same drift at a β where the bound's step-size factor Γ ≈ 1 (drawn when present)
+    "tau_gamma1": ("drift vs tau (Gamma~1)", "local steps τ (β τ_max small: Γ ≈ 1)", r"drift part: $\varphi(\tau)-\varphi(1)$",
+                   OKABE_ITO["sky blue"], "v", "local steps τ at Γ ≈ 1 (local-drift term without the 1/Γ factor)"),
 }
 
 
@@ -44,16 +47,17 @@ def run(root: Path, level: str) -> None:
 def draw(root: Path, out: Path) -> dict:
     rows, table = _floors.read_rows(root, NAME)
     tol = table["tolerance"]
+    panels = [p for p in PANELS.values() if p[0] in rows]
     plt = setup()
-    fig, axes = plt.subplots(3, 1, figsize=(7.0, 14.5))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 4.85 * len(panels)), squeeze=False)
     parts, notes = [], []
-    for i, (ax, (knob, (row_name, xlabel, ylabel, color, marker, phrase))) in enumerate(zip(axes, PANELS.items())):
+    for i, (ax, (row_name, xlabel, ylabel, color, marker, phrase)) in enumerate(zip(axes[:, 0], panels)):
         row = rows[row_name]
         res = _floors.draw_row(ax, row, xlabel, color, marker)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"({'abc'[i]}) {row_name}: {_floors.verdict_text(row, tol)}", fontsize=10.5)
+        ax.set_title(f"({'abcd'[i]}) {row_name}: {_floors.verdict_text(row, tol)}", fontsize=10.5)
         parts.append(_floors.row_sentence(phrase, res))
-        notes.append(f"({'abc'[i]}) {row['note']}")
+        notes.append(f"({'abcd'[i]}) {row['note']}")
     fig.tight_layout()
     files = save(fig, out, "fig3_floors")
     caption = (

@@ -123,6 +123,21 @@ def draw(root: Path, out: Path) -> dict:
         "Per-FedAvg (HF) ≥ (FO) > FedAvg after personalization, with a far larger gap on CIFAR-10 than on MNIST "
         f"(recalled magnitudes, drawn as dotted lines with a shaded ±{RECALLED_RANGE:g}-point sanity range, never a "
         "target: " + "; ".join(f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
-                               for ds, accs in RECALLED_ACCURACY.items()) + "; PAPER.md §7)."
+                               for ds, accs in RECALLED_ACCURACY.items()) + "; PAPER.md §7). Measured: "
+        + " ".join(_measured_sentence(chosen_row(table, ds), ds, plan["methods"]) for ds in datasets)
     )
     return {"files": files, "caption": caption, "table_markdown": md}
+
+
+def _measured_sentence(row: dict, dataset: str, methods) -> str:
+    """The plotted row's final accuracies (paper's protocol), their order, and whether each lies in the recalled
+    ±RECALLED_RANGE sanity range: computed from the table, never assumed."""
+    test = {m: row["cells"][m]["test"]["mean"] for m in methods if m in row["cells"]}
+    order = " > ".join(algorithm_label(m) for m in sorted(test, key=test.get, reverse=True))
+    recalled = RECALLED_ACCURACY.get(dataset, {})
+    outside = [f"{algorithm_label(m)} ({test[m]:.1f} vs {recalled[m]:g})" for m in test
+               if m in recalled and abs(test[m] - recalled[m]) > RECALLED_RANGE]
+    return (f"{DATASET_NAMES.get(dataset, dataset)} (τ = {row['tau']}, α = {row['alpha']:g}), step on test data: "
+            + ", ".join(f"{algorithm_label(m)} {v:.1f}%" for m, v in test.items()) + f"; order {order}; "
+            + (f"outside the recalled ±{RECALLED_RANGE:g} range: {', '.join(outside)}." if outside
+               else f"all within the recalled ±{RECALLED_RANGE:g} range."))

@@ -166,19 +166,37 @@ def test_explain_names_the_dominant_term():
     assert "recalled shape [recalled] does not apply" in text
 
 
-def test_quick_index_builds_on_the_embedded_default(tmp_path, monkeypatch):
+def test_quick_index_builds_on_the_embedded_default(tiny_build, tmp_path, monkeypatch):
     """The README's first command, `perfedavg figures --quick`, on the embedded default (synthetic tasks and the
-    bounds; no data, so Table 1 and the MNIST bound are skipped with a note) ends with the index path."""
+    bounds; no data, so Table 1 and the MNIST bound are skipped with a note), ends with the index path.
+
+    Reduced but real: figures 1 and 4 run at their quick scale; figures 2 and 3 read the rate table at its
+    *smoke* length (the one `tiny_build` already ran, reused here through its design signature) instead of the
+    quick one, whose many stationary sweeps take ~10 minutes on a loaded 2-core machine (`perfedavg figures
+    --quick` itself uses the quick table)."""
+    import shutil
+
+    from figures import _floors
     from perfedavg.cli import main
 
+    root, _ = tiny_build
+    monkeypatch.setitem(_floors.LENGTH, "quick", _floors.LENGTH["tiny"])
+    monkeypatch.setitem(_floors.SEEDS, "quick", _floors.SEEDS["tiny"])
     monkeypatch.setenv("PERFEDAVG_DATA", str(tmp_path / "no-data"))
     out, runs = tmp_path / "out", tmp_path / "runs"
+    shutil.copytree(root / "runs" / f"rates-{_floors.LENGTH['tiny']}", runs / f"rates-{_floors.LENGTH['tiny']}")
     assert main(["figures", "--quick", "--out", str(out), "--runs", str(runs), "--no-progress"]) == 0
     md = (out / "index.md").read_text()
     for stem in ("fig1_flagship", "fig2_heterogeneity", "fig3_floors", "fig4_hf_delta"):
         _check_image(out / f"{stem}.png")
         assert f"{stem}.png" in md
     assert md.count("**Skipped:**") == 2 and (out / "index.html").is_file()
+    # figures 1 and 4 really ran at the quick scale
+    from figures import fig1_flagship
+
+    manifest = json.loads((runs / "flagship" / "manifest.json").read_text())
+    assert manifest["level"] == "quick"
+    assert len(manifest["entries"]) == len(fig1_flagship.ALGORITHMS) * fig1_flagship.SCALE["quick"]["seeds"]
 
 
 def test_cli_modules_import_without_torch_or_matplotlib():
