@@ -84,7 +84,8 @@ def main(args) -> int:
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
     info = summary(rows)
     if args.json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], **info}, indent=2))
+        # the row list last: summary()'s "rows" is only their count (kept as "row_count")
+        print(json.dumps({**info, "row_count": info["rows"], "rows": [r.as_dict() for r in rows]}, indent=2))
     else:
         print(format_table(rows))
         print()

@@ -170,3 +170,20 @@ def test_heterogeneity_is_recorded_along_the_run_and_meets_the_tv_w1_bounds():
     for r in rows:
         assert r.provenance == "derived" and r.holds and 0 < r.measured <= r.bound, r
         assert "max measured" in r.where
+
+
+def test_check_json_lists_the_rows(monkeypatch, capsys):
+    """--json prints every row (the summary's row count once overwrote the list)."""
+    import argparse
+
+    import synthetic.checks as checks
+    from synthetic import check_cli
+
+    monkeypatch.setattr(checks, "run_checks", lambda **kw: [_row("derived", 0.5, 0.4, 0.6), _row("recalled", 2.0, 1.5, 2.5)])
+    parser = argparse.ArgumentParser()
+    check_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["check", "--no-progress", "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["provenance"] for r in out["rows"]] == ["derived", "recalled"] and out["row_count"] == 2
+    assert len(out["findings"]) == 1 and not out["errors"]
