@@ -16,11 +16,6 @@ import json
 import math
 from pathlib import Path
 
-from perfedavg.errors import UsageError
-
-#: problem constants a Constants needs (no default)
-PROBLEM_KEYS = ("L", "rho", "B", "sigma_G", "sigma_H", "gamma_G", "gamma_H", "F0_gap")
-
 
 def variant_of(algorithm: str) -> str:
     """The theory's variant for an algorithm (FedAvg is bounded as α = 0: see :func:`bound_for`)."""
@@ -90,50 +85,22 @@ def floor_of(constants, algorithm: str) -> float:
 
 
 def constants_from_json(path: str | Path, config: dict | None = None, K: float | None = None):
-    r"""A :class:`theory.constants.Constants` from an *estimated* constants file.
+    r"""A :class:`theory.constants.Constants` from an *estimated* constants file, for a run.
 
-    Accepted layouts (``empirical/constants.py`` writes one of them): a flat object
-    ``{"L": 3.1, "B": ..., ...}``, or the same under ``"constants"`` or ``"estimates"``;
-    each value a number or an object with ``"value"`` (or ``"estimate"``).  Missing ρ,
-    σ_H, γ_H are taken as 0 only if absent from the file (and named in the returned notes);
-    ``F0_gap`` defaults to ``F0`` when given.  The run's α, β, τ, K, r, n, D... come
-    from ``config`` (a run-config dict) when given.  Returns ``(constants, notes)``.
+    The file is read by theory's one reader, :meth:`theory.constants.Constants.from_file` (the
+    JSON of ``perfedavg reproduce constants``, or TOML): a constant that was not estimated
+    (``null``) is *missing* (NaN), named in the returned notes, and every bound term that needs
+    it is NaN, never a number computed with a made-up 0.  The run's α, β, δ, τ, K, r, D, D', D''
+    come from ``config`` (a run-config dict) when given, K replaced by ``K`` when given; α is
+    clipped to 1/L for the lemmas (which assume α ≤ 1/L) and the clip is noted.
+    Returns ``(constants, notes)``.
     """
     from theory.constants import Constants
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"constants file {path} cannot be read: {exc}") from None
-    for key in ("constants", "estimates"):
-        if isinstance(data.get(key), dict):
-            data = data[key]
-            break
-
-    def number(v):
-        if isinstance(v, dict):
-            v = v.get("value", v.get("estimate"))
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    values = {k: number(v) for k, v in data.items() if number(v) is not None}
-    if "F0_gap" not in values and "F0" in values:
-        values["F0_gap"] = values["F0"]
-    notes = []
-    for k in ("rho", "sigma_H", "gamma_H"):
-        if k not in values:
-            values[k] = 0.0
-            notes.append(f"{k} not estimated (taken as 0)")
-    missing = [k for k in PROBLEM_KEYS if k not in values]
-    if missing:
-        raise UsageError(f"constants file {path} lacks {', '.join(missing)}")
-    fields = {k: values[k] for k in PROBLEM_KEYS}
-    if config is not None:
-        fields.update(alpha=config["alpha"], **algorithm_constants(config, K))
-        n = values.get("n")
-        if n is not None:
-            fields["n"] = n
-    if "alpha" in fields and fields["alpha"] * fields["L"] > 1:
-        notes.append(f"alpha = {fields['alpha']:g} exceeds 1/L = {1 / fields['L']:.3g}: alpha clipped to 1/L for the lemmas")
-        fields["alpha"] = 1.0 / fields["L"]
-    return Constants(**{k: float(v) for k, v in fields.items()}), notes
+    overrides = {} if config is None else {"alpha": config["alpha"], **algorithm_constants(config, K)}
+    constants = Constants.from_file(path, overrides)
+    notes = [f"{k} not estimated: terms that need it are not evaluable" for k in sorted(constants.missing)]
+    if math.isfinite(constants.L) and constants.alpha * constants.L > 1:
+        notes.append(f"alpha = {constants.alpha:g} exceeds 1/L = {1 / constants.L:.3g}: alpha clipped to 1/L for the lemmas")
+        constants = constants.replace(alpha=1.0 / constants.L)
+    return constants, notes

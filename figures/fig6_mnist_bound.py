@@ -5,7 +5,7 @@ full local data at every evaluated round) and its running average over the evalu
 rounds (a proxy of Φ_K taken at the server iterates w_k only), and the estimated
 constants written beside them by ``empirical/constants.py`` (a ``constants.json`` in the
 run directory, in ``<runs>/table1/``, or ``<runs>/table1/constants/mnist.json``; layouts
-accepted by :func:`figures.bounds.constants_from_json`).  The derived explicit bound is
+read by :func:`figures.bounds.constants_from_json`).  The derived explicit bound is
 evaluated on those constants at every K (``derived``, but with estimated inputs).
 """
 
@@ -94,6 +94,8 @@ def draw(root: Path, out: Path) -> dict:
             ax.semilogy(Ks, vals, color=ALGORITHM_STYLE[alg]["color"], **BOUND_LINES[alg],
                         label=bound_label(f"explicit bound, {algorithm_label(alg)}, estimated constants", "derived"))
             text.append(f"{algorithm_label(alg)} {vals[-1]:.3g}")
+        elif c.missing:
+            text.append(f"{algorithm_label(alg)}: not evaluable ({', '.join(sorted(c.missing))} not estimated)")
         else:
             text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails)")
     ax.set_xlabel("communication round k (= K for the bound)")

@@ -149,6 +149,25 @@ def test_empirical_figures_skip_with_a_note_without_results(tmp_path, monkeypatc
     assert (tmp_path / "out" / "index.html").is_file()
 
 
+def test_estimated_constants_not_estimated_are_missing_never_zero(tmp_path):
+    """A constant the estimator skipped (null in reproduce-constants JSON) makes every bound term that
+    needs it NaN (not drawn, named in the notes); a file with every constant gives finite bounds."""
+    import math
+
+    from figures.bounds import bound_for, constants_from_json
+
+    full = {"L": 2.0, "rho": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 0.5, "gamma_G": 0.5, "gamma_H": 0.5,
+            "F0_gap": 1.0, "n": 4}
+    config = {"alpha": 0.01, "beta": 1e-4, "delta": 1e-3, "tau": 2, "K": 10, "r": 0.5, "D": 5, "D1": 5, "D2": 5}
+    (tmp_path / "full.json").write_text(json.dumps({"constants": full}))
+    (tmp_path / "norho.json").write_text(json.dumps({"constants": {**full, "rho": None}}))
+    c, notes = constants_from_json(tmp_path / "full.json", config)
+    assert not c.missing and not notes and math.isfinite(bound_for(c, "hf")[0])
+    c, notes = constants_from_json(tmp_path / "norho.json", config)
+    assert c.missing == {"rho"} and any("rho not estimated" in n for n in notes)
+    assert math.isnan(bound_for(c, "hf")[0])  # L_F = 4L + alpha rho B needs rho
+
+
 def test_explain_names_the_dominant_term():
     from figures.bounds import constants_for_config
     from figures.explain import explain_text

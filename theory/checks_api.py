@@ -100,7 +100,8 @@ def lemma_bounds(constants, *, g_norm=None, tv=None, w1=None, L_theta=None,
 class ConvergenceReport:
     r"""Both versions of the convergence bound on (1/(τK))ΣΣE‖∇F(w̄_{k+1,t})‖² on constants.
 
-    ``derived``: value of the explicit bound (``inf`` if 6β²τ²L_F² ≥ 1);
+    ``derived``: value of the explicit bound (``inf`` if 6β²τ²L_F² ≥ 1; NaN if a constant it
+    needs is missing, :meth:`theory.constants.Constants.with_missing`);
     ``derived_terms``: {term: value}; ``recalled_shape``/``recalled_terms``: the paper's
     shape with O(1) = 1 (not a bound); ``condition``: {"recalled": bool, "derived": bool};
     ``beta_max``: {"recalled": 1/(10τL_F^rec), "derived": 1/(√6 τL_F)}.
@@ -145,7 +146,10 @@ def convergence(constants, variant: str = "exact") -> ConvergenceReport:
     derived = theorem.convergence_bound_derived(variant)
     shape = theorem.convergence_bound_recalled(variant)
     cond = theorem.condition_ok(constants, variant)
-    if cond["derived"]:
+    if math.isnan(theorem.step_size_derived()(constants)):  # a constant is missing (NaN): not evaluable,
+        dterms = {k: math.nan for k in theorem.DERIVED_TERMS}  # not "condition fails"
+        dval = math.nan
+    elif cond["derived"]:
         dterms = derived.evaluate_terms(constants)
         dval = float(sum(dterms.values()))
     else:
