@@ -32,7 +32,7 @@ NORMALIZATIONS = ("dataset", "none")
 class ImageTaskOptions:
     """Options of the MNIST / CIFAR-10 tasks."""
 
-    data_dir: str = option_field("data root ('' = --data-dir default: $PERFEDAVG_DATA, else the user cache)", "")
+    data_dir: str = option_field("data root ('' = $PERFEDAVG_DATA, else the user cache)", "")
     download: bool = option_field("download the official archives when the data are missing (needs network)", False)
     partition: str = option_field("users' split: paper | dirichlet | classes", "paper")
     clients: int = option_field("number of users n (>= 2; even for the paper's split)", 50)
