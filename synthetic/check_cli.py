@@ -41,7 +41,7 @@ def register(sub) -> None:
     parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
     parser.add_argument("--full", action="store_true",
                         help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
-                        "tens of minutes on 2 cores; resumable: rerun the same command to continue)")
+                        "an hour or more on 2 cores; resumable: rerun the same command to continue)")
     parser.add_argument("--speed-sweep", nargs="?", const="runs/speed", default=None, metavar="DIR",
                         help="time the 100 configurations x 5 seeds logistic sweep (seed-vectorized, progress, "
                         "resumable) into DIR (default runs/speed, outside version control) and print JSON timing")
