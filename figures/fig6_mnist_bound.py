@@ -71,7 +71,8 @@ def draw(root: Path, out: Path) -> dict:
     if row is None:
         raise store.Skip(f"no MNIST runs in {src} (run the 'table1' figure with the data available)")
     runs = {m: store.load_run(d) for m in ("fedavg", "fo", "hf") for d in sorted(row.glob(f"{m}-seed0"))}
-    cpath = find_constants(root, next(iter(runs.values())).directory)
+    # the constants are estimated on the HF run (see run()), so look beside that one first
+    cpath = find_constants(root, runs.get("hf", next(iter(runs.values()))).directory)
     if cpath is None:
         raise store.Skip(f"no estimated constants for MNIST near {row} (empirical/constants.py writes constants.json)")
     plt = setup()

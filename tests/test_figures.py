@@ -137,6 +137,11 @@ def test_table1_and_mnist_bound_from_fixture(tmp_path):
     res6 = fig6_mnist_bound.draw(tmp_path / "runs", tmp_path / "out")
     _check_image(tmp_path / "out" / "fig6_mnist_bound.png")
     assert "estimated" in res6["caption"]
+    # where fig6's own run() writes the estimate: beside the chosen row's HF run (not the first run read)
+    table = tmp_path / "runs" / "table1"
+    hf_run = fig6_mnist_bound.chosen_row_dir(table / "runs" / "mnist") / "hf-seed0"
+    (table / "constants.json").rename(hf_run / "constants.json")
+    assert "estimated" in fig6_mnist_bound.draw(tmp_path / "runs", tmp_path / "out2")["caption"]
 
 
 def test_empirical_figures_skip_with_a_note_without_results(tmp_path, monkeypatch):
