@@ -84,23 +84,28 @@ def floor_of(constants, algorithm: str) -> float:
     return sum(v for k, v in terms.items() if k != "optimization")
 
 
-def constants_from_json(path: str | Path, config: dict | None = None, K: float | None = None):
+def constants_from_json(path: str | Path, config: dict, K: float | None = None):
     r"""A :class:`theory.constants.Constants` from an *estimated* constants file, for a run.
 
     The file is read by theory's one reader, :meth:`theory.constants.Constants.from_file` (the
     JSON of ``perfedavg reproduce constants``, or TOML): a constant that was not estimated
     (``null``) is *missing* (NaN), named in the returned notes, and every bound term that needs
     it is NaN, never a number computed with a made-up 0.  The run's α, β, δ, τ, K, r, D, D', D''
-    come from ``config`` (a run-config dict) when given, K replaced by ``K`` when given; α is
-    clipped to 1/L for the lemmas (which assume α ≤ 1/L) and the clip is noted.
+    come from ``config`` (a run-config dict), K replaced by ``K`` when given.  The lemmas assume
+    α ≤ 1/L; when the run's α exceeds 1/L of the estimated L (the paper's α = 0.01 does on a
+    trained MNIST model) the bound is evaluated with α clipped to 1/L and a note says so.
     Returns ``(constants, notes)``.
     """
     from theory.constants import Constants
 
-    overrides = {} if config is None else {"alpha": config["alpha"], **algorithm_constants(config, K)}
-    constants = Constants.from_file(path, overrides)
-    notes = [f"{k} not estimated: terms that need it are not evaluable" for k in sorted(constants.missing)]
-    if math.isfinite(constants.L) and constants.alpha * constants.L > 1:
-        notes.append(f"alpha = {constants.alpha:g} exceeds 1/L = {1 / constants.L:.3g}: alpha clipped to 1/L for the lemmas")
-        constants = constants.replace(alpha=1.0 / constants.L)
-    return constants, notes
+    run = algorithm_constants(config, K)
+    probe = Constants.from_file(path, {**run, "alpha": 0.0})  # the estimated L, to check alpha against
+    notes = [f"{k} not estimated: terms that need it are not evaluable" for k in sorted(probe.missing)]
+    if not math.isfinite(probe.L):
+        return probe, notes
+    alpha = config["alpha"]
+    if alpha * probe.L > 1:
+        notes.append(f"alpha = {alpha:g} exceeds 1/L = {1 / probe.L:.3g} of the estimated L: the lemmas assume "
+                     "alpha <= 1/L, so the bound is evaluated with alpha clipped to 1/L")
+        alpha = 1.0 / probe.L
+    return Constants.from_file(path, {**run, "alpha": alpha}), notes

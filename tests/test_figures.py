@@ -171,6 +171,9 @@ def test_estimated_constants_not_estimated_are_missing_never_zero(tmp_path):
     c, notes = constants_from_json(tmp_path / "norho.json", config)
     assert c.missing == {"rho"} and any("rho not estimated" in n for n in notes)
     assert math.isnan(bound_for(c, "hf")[0])  # L_F = 4L + alpha rho B needs rho
+    # a run's alpha above 1/L of the estimated L (the lemmas assume alpha <= 1/L): clipped, and said
+    c, notes = constants_from_json(tmp_path / "full.json", {**config, "alpha": 0.9})
+    assert c.alpha == 0.5 and any("exceeds 1/L" in n for n in notes) and math.isfinite(bound_for(c, "hf")[0])
 
 
 def test_explain_names_the_dominant_term():
