@@ -98,7 +98,12 @@ def draw(root: Path, out: Path) -> dict:
         elif c.missing:
             text.append(f"{algorithm_label(alg)}: not evaluable ({', '.join(sorted(c.missing))} not estimated)")
         else:
-            text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails)")
+            from theory.checks_api import convergence
+
+            beta_max = convergence(c, alg).beta_max["derived"]
+            text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails: the run's "
+                        f"β = {c.beta:g} is {c.beta / beta_max:.3g}× the largest step the derived bound allows with these "
+                        f"constants, β_max = {beta_max:.3g})")
     ax.set_xlabel("communication round k (= K for the bound)")
     ax.set_ylabel(r"$\|\nabla F\|^2$ (squared gradient norm of F)")
     dataset = str(cfg["task"].get("name", "?"))
