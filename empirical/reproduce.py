@@ -23,14 +23,13 @@ Notes
   on CIFAR-10) and batch 40 that step would be noisier.  Measured on MNIST (K = 300,
   τ = 10, α = 0.01, where the step matters most: FedAvg 85.4 -> 92.2 %, HF 57.6 ->
   94.5 %): one step on a random batch of 40 gave 92.1 and 94.4 % on average over 5
-  draws (spread ±0.3), so the full-batch step stands in for "one step of SGD" here and
-  no batch option is needed for Table 1 (one would belong in the engine's evaluation,
-  a ``RunConfig`` field, not here).
+  draws (spread ±0.3), so the full-batch step stands in for "one step of SGD" here.
 * ``eval_batch = N`` (``--eval-batch N``) adds the literal protocol: each user's one
   adaptation step is a stochastic gradient step on a batch of N samples drawn (without
   replacement) from the protocol's data -- its test set (paper) or training set -- by
-  a generator of its own (seeded by the cell's seed and :data:`EVAL_BATCH_SEED`), from
-  the cell's final model after training, so the training stream is untouched.  The
+  :func:`perfedavg.engine.eval_batch_generator` (a stream of its own, seeded by the cell's
+  seed and round K), from the cell's final model after training, so the training stream is
+  untouched and the numbers equal ``perfedavg run --set eval_batch=N``'s at round K.  The
   result is stored in the cell as ``eval_batch<N>.json`` and shown as two more tables.
   ``0`` (default) keeps the full-batch step only.  Measured on MNIST cells (K = 1000,
   τ = 10, seed 0, five batch-40 draws each): the batch step's mean is within 0.2 point
@@ -76,8 +75,8 @@ PAPER = {"K": 1000, "r": 0.2, "beta": 0.001, "D": 40, "D1": 40, "D2": 40, "delta
 QUICK_K = 30
 #: the extra column the paper could not afford
 EXTRA_METHODS = ("exact",)
-#: offset of the generator of ``eval_batch`` draws from the cell's seed (its own stream, never the training one's)
-EVAL_BATCH_SEED = 7919
+#: how ``eval_batch<N>.json`` files were drawn (older files, drawn otherwise, are redone)
+EVAL_BATCH_DRAWS = "perfedavg.engine.eval_batch_generator(seed, round)"
 
 
 @dataclass(frozen=True)
@@ -317,7 +316,7 @@ def collect(plan: Plan, out: Path) -> dict:
                     final = dict(summary["final"])
                     if plan.eval_batch:
                         extra = rundir.read_json(directory / f"eval_batch{plan.eval_batch}.json")
-                        final.update({f"personalized_accuracy_{p}_batch_step": extra[f"personalized_accuracy_{p}_step"]
+                        final.update({f"personalized_accuracy_{p}_batch_step": extra[f"personalized_accuracy_{p}_batch_step"]
                                       for p in PROTOCOLS})
                     finals.append(final)
                     label = summary.get("task", dataset)
@@ -338,27 +337,18 @@ def collect(plan: Plan, out: Path) -> dict:
 
 def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[str, float]:
     r"""Personalized test accuracy after one *stochastic* adaptation step per user,
-    :math:`w_i = w - \alpha \nabla \tilde f_i(w)` with :math:`\tilde f_i` the mean loss on
-    ``batch`` samples drawn without replacement (all of them when the user has fewer)
-    from its test data (key ``test``, the paper's "one step of SGD", PAPER.md §2
-    [recalled]) or its training data (``train``); the mean over users of the accuracy on
-    its test set, as :func:`perfedavg.engine.evaluate` reports it."""
-    import torch
-
-    from perfedavg.objective import adapted_models, client_test_metrics
-    from perfedavg.task import ClientData
+    :math:`w_i = w - \alpha \nabla \tilde f_i(w)` with :math:`\tilde f_i` the mean loss on a batch of
+    ``batch`` samples (:func:`perfedavg.objective.client_batches`; all of them when the user has fewer)
+    from its training data (key ``train``) or its test data (``test``, the paper's "one step of SGD",
+    PAPER.md §2 [recalled]); the mean over users of the accuracy on its test set.  Drawn in the order of
+    :func:`perfedavg.engine.evaluate`, so with ``eval_batch_generator(seed, K)`` it equals the
+    ``*_batch_step`` metrics of ``perfedavg run --set eval_batch=N`` at round K."""
+    from perfedavg.objective import client_batches, personalized_test_metrics
 
     out = {}
-    for split, data in (("test", task.test), ("train", task.train)):
-        lists = []
-        for i in range(data.n_clients):
-            count = int(data.count[i])
-            pick = torch.randperm(count, generator=generator)[: min(batch, count)]
-            lists.append(data.index[i, pick])
-        sub = ClientData.from_lists(data.x, data.y, lists)
-        sub = ClientData(x=sub.x, y=sub.y, index=sub.index, weight=sub.weight.to(data.weight.dtype), count=sub.count)
-        W = adapted_models(task.per_sample_loss, w, sub, alpha)
-        _, accuracy = client_test_metrics(task.per_sample_loss, task.scores, W, task.test)
+    for split, data in (("train", task.train), ("test", task.test)):
+        sub = client_batches(data, batch, generator, task.batch_with_replacement)
+        _, accuracy = personalized_test_metrics(task.per_sample_loss, task.scores, w, sub, task.test, alpha)
         out[split] = float(accuracy.mean())
     return out
 
@@ -366,9 +356,8 @@ def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[st
 def _eval_batch_cells(plan: Plan, out: Path) -> None:
     """For ``plan.eval_batch = N``: write ``eval_batch<N>.json`` into every finished cell
     that lacks it for its final round (the task is built once per data set)."""
-    import torch
-
     from perfedavg.config import read_toml
+    from perfedavg.engine import eval_batch_generator
     from perfedavg.runner import resolve
 
     tasks = {}
@@ -376,17 +365,18 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
         directory = cell_dir(out, dataset, tau, alpha, method, seed)
         path = directory / f"eval_batch{plan.eval_batch}.json"
         state = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]
-        if path.is_file() and rundir.read_json(path).get("round") == int(state["round"]):
+        done = rundir.read_json(path) if path.is_file() else {}
+        if done.get("draws") == EVAL_BATCH_DRAWS and done.get("round") == int(state["round"]):
             continue
         table = read_toml(directory / rundir.CONFIG)
         key = repr(sorted((k, v) for k, v in table["task"].items() if k not in _NEUTRAL_TASK))
         if key not in tasks:
             tasks[key] = resolve(build_config({**table, "task": {**table["task"], "data_dir": plan.data_dir}}))[1]
-        generator = torch.Generator().manual_seed(seed + EVAL_BATCH_SEED)
+        generator = eval_batch_generator(seed, int(state["round"]))
         accuracy = batch_step_accuracy(tasks[key], state["w"], alpha, plan.eval_batch, generator)
-        rundir.atomic_write_json(path, {"round": int(state["round"]), "batch": plan.eval_batch,
-                                        "seed": seed + EVAL_BATCH_SEED, **{f"personalized_accuracy_{k}_step": v
-                                                                          for k, v in accuracy.items()}})
+        rundir.atomic_write_json(path, {"round": int(state["round"]), "batch": plan.eval_batch, "seed": seed,
+                                        "draws": EVAL_BATCH_DRAWS,
+                                        **{f"personalized_accuracy_{k}_batch_step": v for k, v in accuracy.items()}})
 
 
 def _mean_std(values: list[float]) -> dict:

@@ -54,6 +54,13 @@ class RunConfig:
     D2: int = _doc("batch size D'' of the Hessian term, >= 1 and <= the smallest user's training samples", default=20)
     seed: int = _doc("seed of every random draw (>= 0)", default=0)
     eval_every: int = _doc("evaluate every this many rounds (>= 1); round 0 and K are always evaluated", default=10)
+    eval_batch: int = _doc(
+        "also report the adaptation step as one SGD step on a batch of N samples per user (the paper's "
+        "wording; *_batch_step metrics), drawn from a stream of its own so training is unchanged; >= 0 and <= the "
+        "largest user's data (0: only the full-batch step on the user's whole training/test data; a user with "
+        "fewer samples uses all)",
+        default=0,
+    )
     protocol: str = _doc(
         "personalization protocol reported as personalized_accuracy: train (adapt on the user's training "
         "data, leak-free) | test (adapt on its test data, as the paper did); both are always recorded",
@@ -85,6 +92,7 @@ class RunConfig:
         _check_range("D2", self.D2, 1)
         _check_range("seed", self.seed, 0)
         _check_range("eval_every", self.eval_every, 1)
+        _check_range("eval_batch", self.eval_batch, 0)
         _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("alpha", self.alpha, 0.0)
         if not (math.isfinite(self.r) and 0 < self.r <= 1):

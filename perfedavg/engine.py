@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .config import RunConfig
 from .errors import Diverged, UsageError
 from .local import StepSizes, fedavg_step, per_fedavg_step
-from .objective import adapted_models, client_objectives, client_test_metrics
+from .objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from .oracle import make_oracle
 from .sampling import Batch, draw_batch, num_sampled_clients, sample_clients
 from .task import Task
@@ -60,7 +61,8 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
 
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
-    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data."""
+    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data, and an
+    evaluation batch no larger than the largest user's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
         raise UsageError(
@@ -72,6 +74,10 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     for name, size in sizes.items():
         if size > smallest:
             raise UsageError(f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
+    largest = max(int(task.train.count.max()), int(task.test.count.max()))
+    if cfg.eval_batch > largest:
+        raise UsageError(f"eval_batch={cfg.eval_batch} is larger than any user's data ({largest} samples at most): "
+                         f"must be <= {largest} (a user with fewer samples adapts on all of them)")
 
 
 def initial_state(task: Task, cfg: RunConfig) -> TrainState:
@@ -119,14 +125,17 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     return local.view(S, m, P).mean(1), clients, trajectory
 
 
-def evaluate(task: Task, cfg: RunConfig, w: Tensor) -> dict:
-    r"""Measurements at the shared model ``w``:
+def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dict:
+    r"""Measurements at the shared model ``w`` (after round ``round_index``):
 
     * ``F``, ``grad_norm_sq_F``: :math:`F(w)` and :math:`\|\nabla F(w)\|^2`, exact from full local training data;
     * ``f``, ``grad_norm_sq_f``: the FedAvg objective and its gradient norm;
     * personalized test loss and accuracy after one adaptation step :math:`w_i = w - \alpha\nabla f_i(w)`
       taken on the user's training data (``*_train_step``, leak-free) or on its test data
       (``*_test_step``, the paper's protocol); ``personalized_*`` repeats the one ``cfg.protocol`` names;
+    * with ``cfg.eval_batch = N``, also the step as one SGD step on a batch of ``N`` of those samples
+      (``*_train_batch_step``, ``*_test_batch_step``; the paper's literal wording), drawn by
+      :func:`eval_batch_generator`, never by the training generator;
     * ``global_*``: the shared model tested without adaptation.
 
     Per-client values are kept under ``per_client``.
@@ -140,9 +149,13 @@ def evaluate(task: Task, cfg: RunConfig, w: Tensor) -> dict:
         "grad_norm_sq_f": float(obj.grad_f.mean(0).square().sum()),
     }
     per_client = {"F": obj.F.tolist(), "f": obj.f.tolist()}
-    for split, data in (("train", task.train), ("test", task.test)):
-        W = adapted_models(loss, w, data, cfg.alpha)
-        test_loss, test_acc = client_test_metrics(loss, scores, W, task.test)
+    adaptations = [("train", task.train), ("test", task.test)]
+    if cfg.eval_batch:
+        generator = eval_batch_generator(cfg.seed, round_index)
+        adaptations += [(f"{split}_batch", client_batches(data, cfg.eval_batch, generator, task.batch_with_replacement))
+                        for split, data in adaptations]
+    for split, data in adaptations:
+        test_loss, test_acc = personalized_test_metrics(loss, scores, w, data, task.test, cfg.alpha)
         record[f"personalized_loss_{split}_step"] = float(test_loss.mean())
         record[f"personalized_accuracy_{split}_step"] = float(test_acc.mean())
         per_client[f"loss_{split}_step"] = test_loss.tolist()
@@ -154,6 +167,17 @@ def evaluate(task: Task, cfg: RunConfig, w: Tensor) -> dict:
     record["personalized_accuracy"] = record[f"personalized_accuracy_{cfg.protocol}_step"]
     record["per_client"] = per_client
     return record
+
+
+#: the stream of the ``eval_batch`` draws, apart from the training generator's
+EVAL_BATCH_STREAM = 7919
+
+
+def eval_batch_generator(seed: int, round_index: int) -> torch.Generator:
+    """The generator of the evaluation batches at ``round_index`` of the run with ``seed``: a function of
+    both alone, so evaluating (or not, or resuming) never changes the training draws or another round's."""
+    state = np.random.SeedSequence([seed, EVAL_BATCH_STREAM, round_index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def is_eval_round(cfg: RunConfig, k: int) -> bool:
@@ -186,7 +210,7 @@ def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterat
 
 
 def _evaluate_checked(task: Task, cfg: RunConfig, state: TrainState) -> dict:
-    record = {"round": state.round, **evaluate(task, cfg, state.w)}
+    record = {"round": state.round, **evaluate(task, cfg, state.w, state.round)}
     if state.inner_terms:
         record["stationarity_avg"] = state.inner_sum / state.inner_terms
     for key in ("F", "grad_norm_sq_F", "f"):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .sampling import draw_positions
 from .task import ClientData, PerSampleLoss, Scores
 
 
@@ -98,3 +99,26 @@ def client_test_metrics(
             losses.append((P * per_sample_loss(Wc, X, Y)).sum(-1))
             accuracies.append((P * (s.argmax(-1) == Y).to(P.dtype)).sum(-1))
     return torch.cat(losses), torch.cat(accuracies)
+
+
+def client_batches(data: ClientData, size: int, generator: torch.Generator, with_replacement: bool) -> ClientData:
+    r"""One batch :math:`\mathcal D_i` of ``size`` samples per client, as a :class:`ClientData` whose
+    :math:`p_i` is uniform over the batch (its empirical distribution), drawn the way training batches
+    are (:func:`perfedavg.sampling.draw_positions`): i.i.d. from :math:`p_i` with replacement, or a
+    uniformly random subset without it (all of a client's samples when it has fewer than ``size``)."""
+    clients = torch.arange(data.n_clients)
+    take = size if with_replacement else min(size, data.index.shape[1])
+    rows = data.index.gather(1, draw_positions(generator, data, clients, take, with_replacement))
+    kept = [row if with_replacement else row[: min(take, int(count))] for row, count in zip(rows, data.count)]
+    batches = ClientData.from_lists(data.x, data.y, kept)
+    return ClientData(x=batches.x, y=batches.y, index=batches.index, weight=batches.weight.to(data.weight.dtype),
+                      count=batches.count)
+
+
+def personalized_test_metrics(
+    per_sample_loss: PerSampleLoss, scores: Scores, w: Tensor, adaptation: ClientData, test: ClientData, alpha: float
+) -> tuple[Tensor, Tensor]:
+    r"""Per-client test loss and accuracy of the personalized models :math:`w_i = w - \alpha\nabla f_i(w)`,
+    :math:`f_i` the loss on the client's ``adaptation`` data (its full training or test data, or one batch of
+    it from :func:`client_batches`: the paper's "one step of SGD", PAPER.md §2), each ``(n,)``."""
+    return client_test_metrics(per_sample_loss, scores, adapted_models(per_sample_loss, w, adaptation, alpha), test)

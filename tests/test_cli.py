@@ -58,6 +58,8 @@ BAD = {
     "D2": st.one_of(positive_int_bad, st.integers(21, 2**62)),
     "seed": st.one_of(st.integers(max_value=-1), huge_int, st.floats(), wrong_scalar),
     "checkpoint_every": st.one_of(st.integers(max_value=-1), huge_int, st.floats(), wrong_scalar),
+    # negative, or more than the largest user's data (the default task's users hold 20 training samples)
+    "eval_batch": st.one_of(st.integers(max_value=-1), st.integers(21, 2**62), huge_int, st.floats(), wrong_scalar),
     "alpha": st.one_of(st.floats(max_value=-1e-300), not_finite, st.text(max_size=5), st.booleans()),
     "beta": st.one_of(st.floats(max_value=0.0), not_finite, st.text(max_size=5), st.booleans()),
     "delta": st.one_of(st.floats(max_value=0.0), not_finite, st.booleans()),
@@ -76,7 +78,7 @@ BAD = {
     "task.classes": st.one_of(st.integers(max_value=1), huge_valid_size, st.floats(), wrong_scalar),
     "task.name": st.one_of(st.text(max_size=8).filter(lambda s: s not in ("softmax", "logistic", "quadratic", "nonconvex", "mnist", "cifar10")), st.integers()),
 }
-KNOWN = {"algorithm", "K", "tau", "r", "alpha", "beta", "delta", "D", "D1", "D2", "seed", "eval_every", "protocol",
+KNOWN = {"algorithm", "K", "tau", "r", "alpha", "beta", "delta", "D", "D1", "D2", "seed", "eval_every", "eval_batch", "protocol",
          "track_inner", "dtype", "device", "checkpoint_every", "task"}
 unknown_key = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,10}", fullmatch=True).filter(lambda k: k not in KNOWN)
 unknown_task_key = st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(
@@ -211,6 +213,8 @@ def test_bad_input_real_process_exit_2_one_line_nothing_written(case):
     ("tau=0", ["tau", ">= 1"]),
     ("D=21", ["D=21", "smallest user", "<= 20"]),  # every user has 20 samples
     ("D2=1000", ["D2=1000", "<= 20"]),
+    ("eval_batch=-1", ["eval_batch", ">= 0"]),
+    ("eval_batch=21", ["eval_batch=21", "larger than any user's data", "<= 20"]),
     ("bogus=1", ["unknown option 'bogus'"]),
     ("task.bogus=1", ["task.bogus", "softmax"]),
     ("K=1.5", ["K=1.5", "wrong type", "int"]),

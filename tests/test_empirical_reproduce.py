@@ -82,6 +82,18 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
     assert 0 <= cell["test_batch"]["mean"] <= 100 and 0 <= cell["train_batch"]["mean"] <= 100
     assert cell["test"] == full["rows"][0]["cells"]["fo"]["test"]
     assert "one SGD step on a batch of 3" in (tmp_path / "b" / "table1.md").read_text()
+    # the same numbers as the engine's evaluation with eval_batch = 3 at round K (perfedavg run --set eval_batch=3)
+    from perfedavg.config import build_config, read_toml
+    from perfedavg.engine import evaluate
+    from perfedavg.runner import resolve
+
+    directory = cell_dir(tmp_path / "b", "mnist", 2, 0.01, "fo", 0)
+    table = read_toml(directory / "config.toml")
+    cfg, task = resolve(build_config({**table, "eval_batch": 3, "task": {**table["task"], "data_dir": str(tiny_root)}}))
+    record = evaluate(task, cfg, w[1], round_index=plan.K)
+    stored = json.loads((directory / "eval_batch3.json").read_text())
+    for protocol in ("test", "train"):
+        assert stored[f"personalized_accuracy_{protocol}_batch_step"] == record[f"personalized_accuracy_{protocol}_batch_step"]
     # a batch covering every user's data: the full-batch step (user data: 4*5 or 4*5/2+8 train, fewer test)
     whole = run_plan(replace(plan, eval_batch=10_000), tmp_path / "b", progress=False)["rows"][0]["cells"]["fo"]
     for protocol in ("test", "train"):

@@ -247,6 +247,54 @@ def test_evaluate_uses_exactly_the_protocol_asked():
         assert other[key] != record[key], key
 
 
+def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
+    """``eval_batch = N``: *_batch_step adapts every user on N samples of its training (test) data drawn by
+    client_batches from eval_batch_generator(seed, round), train first: exactly the plain loop's one step on that
+    batch; the full-batch keys are unchanged; the draws depend on seed and round alone; and without replacement a
+    batch holding all of a user's samples is the full-batch step."""
+    from dataclasses import replace
+
+    from perfedavg.engine import eval_batch_generator, evaluate
+    from perfedavg.objective import client_batches
+    from perfedavg.task import ClientData
+
+    cfg, task = softmax_setup(alpha=2.0)
+    w = random_params(task, scale=1.0)
+    base = evaluate(task, cfg, w)
+    assert not any("batch" in key for key in base)
+    record = evaluate(task, cfg.replace(eval_batch=3), w, round_index=7)
+    generator = eval_batch_generator(cfg.seed, 7)
+    for split, data in (("train", task.train), ("test", task.test)):
+        batch = client_batches(data, 3, generator, task.batch_with_replacement)
+        assert batch.count.tolist() == [3] * task.n_clients
+        loss, acc = _one_step_then_test(task, w, cfg.alpha, batch)
+        assert abs(record[f"personalized_loss_{split}_batch_step"] - loss) < TIGHT
+        assert abs(record[f"personalized_accuracy_{split}_batch_step"] - acc) < TIGHT
+        assert abs(record[f"personalized_loss_{split}_batch_step"] - base[f"personalized_loss_{split}_step"]) > TIGHT
+    assert {k: v for k, v in record.items() if k != "per_client"} == {**{k: v for k, v in base.items() if k != "per_client"},
+                                                                      **{k: v for k, v in record.items() if "batch" in k}}
+    assert evaluate(task, cfg.replace(eval_batch=3), w, round_index=7) == record
+    other_round = evaluate(task, cfg.replace(eval_batch=3), w, round_index=8)
+    assert other_round["personalized_loss_train_batch_step"] != record["personalized_loss_train_batch_step"]
+    # uniform users, batches without replacement, larger than any user: the full-batch step exactly
+    uniform = lambda d: ClientData.from_lists(d.x, d.y, [row[:c] for row, c in zip(d.index, d.count.tolist())])
+    task_u = replace(task, train=uniform(task.train), test=uniform(task.test), batch_with_replacement=False)
+    largest = max(int(task_u.train.count.max()), int(task_u.test.count.max()))
+    whole = evaluate(task_u, cfg.replace(eval_batch=largest), w, round_index=7)
+    for split in ("train", "test"):
+        for what in ("loss", "accuracy"):
+            assert abs(whole[f"personalized_{what}_{split}_batch_step"] - whole[f"personalized_{what}_{split}_step"]) < TIGHT
+
+
+def test_eval_batch_never_touches_training():
+    """A run with eval_batch = N has the same iterates and full-batch metrics, bit for bit, as one without."""
+    cfg, task = softmax_setup(dtype="float32", algorithm="hf")
+    plain, batched = _metrics(cfg, task), _metrics(cfg.replace(eval_batch=4), task)
+    assert [{k: v for k, v in r.items() if "batch" not in k and k != "per_client"} for r in batched] == \
+        [{k: v for k, v in r.items() if k != "per_client"} for r in plain]
+    assert all("personalized_accuracy_test_batch_step" in r for r in batched)
+
+
 def test_exact_grad_F_matches_finite_differences_of_F():
     """grad F_i by double backward agrees with a central difference of F itself."""
     from perfedavg.objective import client_objectives
