@@ -127,7 +127,8 @@ def verdict_text(row: dict, tol: float) -> str:
     return f"PASS only within ±{tol:g} tolerance" if needs_tolerance(row) else row["verdict"]
 
 
-def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label: str = "") -> dict:
+def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label: str = "",
+             measured_label: str = "measured, mean ± 95% interval (batch means)") -> dict:
     r"""One log-log panel from a rate-table row: the measured means with their 95 % intervals, the fitted
     line (slope and interval in the legend), the derived bound's predicted slope and the recalled shape's
     slope as guides through the measured points' weighted centre (the recalled one drawn on top, dotted, so it
@@ -149,7 +150,7 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
     # bars whose lower end is > 0 drawn as they are; clipped ones get their lower bar after the y limits are known
     lower = np.where(clipped, 0.0, h_fin)
     ax.errorbar(xs[ok], m[ok], yerr=[lower[ok], h_fin[ok]], fmt=marker, color=color, capsize=3, markersize=6,
-                label="measured, mean ± 95% interval (batch means)", zorder=4)
+                label=measured_label, zorder=4)
     fitted, lo, hi = row["fitted"], row["low"], row["high"]
     predicted = row["predicted"]
     recalled = row.get("extra", {}).get("recalled_shape_slope", math.nan)

@@ -9,7 +9,9 @@ exact constants, runs started at the minimiser w*_α, stationary means with batc
 * **D** (D' = D'' = 200, α = 1, β = 0.1): stochastic-gradient + bias-floor terms
   (bias ∝ α²σ_G²/D);
 * **β** (τ = 1, D' = 1: gradient noise): the stochastic-gradient term L_F β s²/n;
-* **τ** (h = 1, batches 200, β·τ_max fixed): φ(τ) − φ(1), the local-drift term.
+* **τ** (h = 1, batches 200, β·τ_max fixed): φ(τ) − φ(1), the local-drift term;
+* **τ without noise** (r = 1, whole-distribution batches: :func:`synthetic.quadratic.noise_free_cycle`,
+  exact): the drift floor φ_∞(τ) itself, at the same β and at a β where Γ ≈ 1.
 
 Each panel: the measured means, the fitted slope with its interval, the predicted slope
 (local slope of the derived bound's term, [derived]), the recalled shape's slope
@@ -36,7 +38,16 @@ PANELS = {
     # newer rate tables: the same drift at a β where the bound's step-size factor Γ ≈ 1 (drawn when present)
     "tau_gamma1": ("drift vs tau (Gamma~1)", "local steps τ (β τ_max small: Γ ≈ 1)", r"drift part: $\varphi(\tau)-\varphi(1)$",
                    OKABE_ITO["sky blue"], "v", "local steps τ at Γ ≈ 1 (local-drift term without the 1/Γ factor)"),
+    # the drift without noise (closed form, exact): what the noisy τ rows measure, resolved
+    "tau_noise_free": ("drift vs tau (noise-free)", "local steps τ (no noise: r = 1, whole batches)",
+                       r"drift floor $\varphi_\infty(\tau)$ (exact)", OKABE_ITO["bluish green"], "D",
+                       "local steps τ without noise (the local drift alone, exact)"),
+    "tau_noise_free_gamma1": ("drift vs tau (noise-free, Gamma~1)", "local steps τ (no noise; Γ ≈ 1)",
+                              r"drift floor $\varphi_\infty(\tau)$ (exact)", OKABE_ITO["bluish green"], "d",
+                              "local steps τ without noise at Γ ≈ 1 (the drift's τ-shape, exact)"),
 }
+#: how a panel's points were obtained: noise-free rows are a closed form, the others stationary means of runs
+EXACT_LABEL = "exact floor of the noise-free cycle (closed form; no interval)"
 
 
 def run(root: Path, level: str) -> None:
@@ -49,15 +60,20 @@ def draw(root: Path, out: Path) -> dict:
     tol = table["tolerance"]
     panels = [p for p in PANELS.values() if p[0] in rows]
     plt = setup()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 4.85 * len(panels)), squeeze=False)
+    ncols = 2 if len(panels) > 3 else 1
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.0 * ncols, 4.85 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     parts, notes = [], []
-    for i, (ax, (row_name, xlabel, ylabel, color, marker, phrase)) in enumerate(zip(axes[:, 0], panels)):
+    for i, (ax, (row_name, xlabel, ylabel, color, marker, phrase)) in enumerate(zip(axes.flat, panels)):
         row = rows[row_name]
-        res = _floors.draw_row(ax, row, xlabel, color, marker)
+        kwargs = {"measured_label": EXACT_LABEL} if "noise-free" in row_name else {}
+        res = _floors.draw_row(ax, row, xlabel, color, marker, **kwargs)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"({'abcd'[i]}) {row_name}: {_floors.verdict_text(row, tol)}", fontsize=10.5)
+        ax.set_title(f"({'abcdef'[i]}) {row_name}: {_floors.verdict_text(row, tol)}", fontsize=10.5)
         parts.append(_floors.row_sentence(phrase, res))
-        notes.append(f"({'abcd'[i]}) {row['note']}")
+        notes.append(f"({'abcdef'[i]}) {row['note']}")
     fig.tight_layout()
     files = save(fig, out, "fig3_floors")
     caption = (

@@ -188,6 +188,55 @@ def exact_objectives(data: ClientData, W: Tensor, alpha: float) -> tuple[Tensor,
     return f_i(U).mean(1), gF_i.mean(1).square().sum(1), f, g_i.mean(1).square().sum(1)
 
 
+@dataclass(frozen=True)
+class NoiseFreeCycle:
+    """The cycle of Algorithm 1 without sampling noise (:func:`noise_free_cycle`)."""
+
+    w: Tensor  # (d,) the shared model every round returns to
+    w_bar: Tensor  # (tau, d) the users' mean iterate after t = 0..tau-1 local steps (w_bar[0] = w)
+    phi: float  # (1/tau) sum_t ||grad F(w_bar_t)||^2: the theorem's integrand, constant along the cycle
+
+
+def noise_free_cycle(data: ClientData, alpha: float, beta: float, tau: int) -> NoiseFreeCycle:
+    r"""The stationary floor of Algorithm 1 (exact variant) when nothing is random: every user takes part
+    (r = 1) and every batch is its whole distribution, so each local step is
+    :math:`w \leftarrow w - \beta\nabla F_i(w) = M_iw + \beta g_i` with :math:`G_i = A_iH_iA_i`,
+    :math:`g_i = A_i^2c_i`, :math:`M_i = I - \beta G_i` (module docstring).  One round is the affine map
+    :math:`w \mapsto Pw + q`, :math:`P = \frac1n\sum_iM_i^\tau`, :math:`q = \frac1n\sum_i\sum_{s<\tau}M_i^s\beta g_i`,
+    whose fixed point :math:`w = (I-P)^{-1}q` the rounds converge to when
+    :math:`\beta < 2/\lambda_{\max}(G_i)`; there the theorem's integrand
+    :math:`\phi = \frac1\tau\sum_{t<\tau}\|\nabla F(\bar w_t)\|^2`,
+    :math:`\bar w_t = \frac1n\sum_i(M_i^tw + \sum_{s<t}M_i^s\beta g_i)`, is the pure **local-drift** part of the
+    floor of PAPER.md §5 (the noise and client-sampling terms are zero: s = b = 0, r = 1).  For τ = 1 it is 0
+    (the fixed point is the minimiser w*_α); for small βτL_F it is :math:`\approx C\beta^2(\tau-1)^2`
+    (first order in β: :math:`\nabla F(w) = \tfrac{\beta(\tau-1)}2\frac1n\sum_iG_i\nabla F_i(w)`), which the
+    rate table compares with the derived drift term's :math:`(\tau-1)(2\tau-1)/\Gamma` [derived] and the
+    recalled :math:`\tau^2`.  float64, closed form (a d×d solve): exact to round-off; pinned to the engine
+    by a test."""
+    H, c = client_moments(data)
+    eye = torch.eye(H.shape[-1], dtype=H.dtype)
+    A = eye - alpha * H
+    G, g = A @ H @ A, (A @ A @ c.unsqueeze(-1)).squeeze(-1)
+    M = eye - beta * G
+
+    def local_steps(W: Tensor, steps: int) -> Tensor:  # W (n, d): every user's model after `steps` local steps
+        for _ in range(steps):
+            W = (M @ W.unsqueeze(-1)).squeeze(-1) + beta * g
+        return W
+
+    zero = torch.zeros_like(c)
+    q = local_steps(zero, tau).mean(0)
+    P = torch.stack([local_steps(eye[j].expand_as(c), tau).mean(0) for j in range(len(eye))], 1) - q.unsqueeze(1)
+    w = torch.linalg.solve(eye - P, q)
+    w_bar, W = [], w.expand_as(c)
+    for _ in range(tau):
+        w_bar.append(W.mean(0))
+        W = local_steps(W, 1)
+    w_bar = torch.stack(w_bar)
+    grad_F = w_bar @ G.mean(0).T - g.mean(0)
+    return NoiseFreeCycle(w, w_bar, float(grad_F.square().sum(1).mean()))
+
+
 def quadratic_constants(data: ClientData, w_radius: float) -> dict:
     r"""The constants of the module docstring on the domain :math:`\|w\|\le W` = ``w_radius``."""
     x, y = data.x.double(), data.y.double()

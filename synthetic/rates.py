@@ -32,6 +32,7 @@ row                    measured                                           derive
 opt. term vs K         Φ_K − floor from w_0 = 0, low noise (batches 100)   optimization (2Δ₀/(βτK))
 floor vs β             stationary φ, τ = 1, D' = 1 (gradient noise)         stochastic gradient (L_Fβs²/n)
 drift vs τ             φ(τ) − φ(1), h = 1, batches 200, β·τ_max fixed       local drift (2L_F²Q̄(τ))
+noise-free drift (2)   φ_∞(τ) of the noise-free cycle, h = 1 (exact)       local drift, s = b = 0 (two β: Γ down to 0.2; Γ ≈ 1)
 floor vs D             stationary φ, D' = D'' = 200, α = 1, D varied       stochastic gradient + bias floor
 drift vs τ (Γ~1)       as drift vs τ at β τ_max = 0.06 (Γ ≥ 0.89), batches 1000  local drift, 1/Γ ≈ 1 (--full)
 floor vs TV            φ(h) − φ(0), r = 0.2 (client sampling)               γ-part of client sampling (γ via TV)
@@ -66,6 +67,10 @@ import numpy as np
 #: τ ∈ [2, 16].  So a shape error below 0.25 cannot be told from these curvatures with 3–5 points; a larger
 #: miss means the bound's dependence is wrong in shape.  The flag keeps every such PASS visible.
 TOLERANCE = 0.25
+#: half-width of a noise-free row's slope interval: its φ_∞ are exact to ~1e-12 relative (a d×d solve and τ
+#: float64 steps; the engine reproduces them to 1e-10, tested), which moves a log-log slope by < 1e-9; 1e-6 is
+#: the round-off of the closed form with a wide margin, not a statistical interval (there is no noise to fit)
+NOISE_FREE_SLOPE_ROUNDOFF = 1e-6
 #: burn-in and measurement length of a floor run, in mixing times T = 1/(β τ μ_F)
 BURN = 2
 MEASURE = {"smoke": 6, "quick": 12, "full": 40}
@@ -260,10 +265,13 @@ def predicted_slope(xs, term_values) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None):
+def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None, noise_free: bool = False):
     r"""``(derived_terms, recalled_terms)`` of the convergence bound for ``cfg`` with the task's exact constants
     (``theory.checks_api.convergence``).  ``gamma_from="w1"``: γ_G, γ_H from the W1 statements
-    (``theory.distances``) with :math:`L_\theta, \rho_\theta` at ``w_at`` instead of the TV ones."""
+    (``theory.distances``) with :math:`L_\theta, \rho_\theta` at ``w_at`` instead of the TV ones.
+    ``noise_free``: the bound for batches that are the users' whole distributions, as K → ∞
+    (σ_G = σ_H = 0, so s = b = 0 for the exact variant; the optimization term, which K → ∞ removes, is left to
+    the caller)."""
     from dataclasses import replace
 
     from perfedavg.runner import resolve
@@ -283,6 +291,8 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None)
         consts = replace(consts, gamma_G=math.sqrt(g2), gamma_H=math.sqrt(h2))
     elif gamma_from == "none":
         consts = replace(consts, gamma_G=0.0, gamma_H=0.0)
+    if noise_free:
+        consts = replace(consts, sigma_G=0.0, sigma_H=0.0)
     report = convergence(consts, cfg.algorithm if cfg.algorithm != "fedavg" else "exact")
     return report.derived_terms, report.recalled_terms
 
@@ -384,6 +394,9 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
                      f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, β = {beta_tau:g}: "
                      "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ", lag1=[s[2] for s in stats]))
 
+    # 3a. the same without noise (closed form, milliseconds): decides the τ-shape that the noisy rows cannot
+    rows.extend(drift_noise_free_rows(taus))
+
     # 3b. the drift at Γ ≈ 1 (drift_gamma1_row)
     # Costly (β 2.7x smaller, batches 5x larger than the drift row: ~13x its time), so only with --full.
     if "tau_gamma1" in grid:
@@ -472,6 +485,42 @@ def drift_gamma1_row(taus, floors) -> RateRow:
                      f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
                      f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
                      lag1=[s[2] for s in stats], Gamma=gammas))
+
+
+def drift_noise_free_rows(taus) -> list[RateRow]:
+    r"""The drift measured without noise: :func:`synthetic.quadratic.noise_free_cycle` (every user in every
+    round, whole-distribution batches: a closed form, no seeds, exact to round-off) gives the floor φ_∞(τ), which
+    is then the local drift alone (φ_∞(1) = 0).  Its local slope in τ is fitted on the same τ by the same
+    least squares as the derived drift term's with s = b = 0 (:func:`bound_terms` ``noise_free``), so the power
+    laws' common curvature cancels, and the 95 % interval is the round-off of the closed form alone
+    (:data:`NOISE_FREE_SLOPE_ROUNDOFF`).  Two rows: at the drift row's β·τ_max = 0.16 (Γ down to ≈ 0.2, where the
+    derived 1/Γ steepens the term) and at β·τ_max = 0.06 (Γ ≥ 0.89: the polynomial (τ−1)(2τ−1) alone).  Each
+    also checks the value: the noise-free derived bound (all its terms, K → ∞) above φ_∞(τ) at every τ."""
+    from perfedavg.runner import resolve
+
+    from .quadratic import noise_free_cycle
+
+    rows = []
+    for label, beta_tau_max in (("", 0.16), (", Gamma~1", 0.06)):
+        beta = beta_tau_max / max(taus)
+        cfgs = [_config({"tau": t, "beta": beta, "task": {"h": 1.0}}) for t in taus]
+        _, task = resolve(cfgs[0])
+        phis = [noise_free_cycle(task.train, c.alpha, beta, c.tau).phi for c in cfgs]
+        terms = [bound_terms(c, noise_free=True) for c in cfgs]
+        bounds = [sum(v for name, v in t[0].items() if name != "optimization") for t in terms]  # K -> infinity
+        gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs]
+        slope = predicted_slope(taus, phis)
+        row = RateRow(f"drift vs tau (noise-free{label})", predicted_slope(taus, [t[0]["local drift"] for t in terms]),
+                      slope, slope - NOISE_FREE_SLOPE_ROUNDOFF, slope + NOISE_FREE_SLOPE_ROUNDOFF, list(map(float, taus)),
+                      phis, [0.0] * len(taus),
+                      f"φ_∞(τ) of the noise-free cycle (r = 1, whole-distribution batches, closed form), h = 1, "
+                      f"β = {beta:g}, Γ = {', '.join(f'{g:.2f}' for g in gammas)}; φ_∞/(β²(τ−1)²) = "
+                      f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; derived noise-free "
+                      f"bound / φ_∞ = {', '.join(f'{b / p:.3g}' for b, p in zip(bounds, phis))}",
+                      {"recalled_shape_slope": predicted_slope(taus, [t[1]["local drift"] for t in terms]),
+                       "Gamma": gammas, "bound": bounds, "bound_holds": all(b >= p for b, p in zip(bounds, phis))})
+        rows.append(row)
+    return rows
 
 
 def _distances(cfgs) -> tuple[list[float], list[float], list]:
@@ -605,16 +654,17 @@ def hf_delta_row(seeds) -> RateRow:
 def format_rates(rows: list[RateRow], bound: dict) -> str:
     r"""The rate table as text: predicted (derived bound's local slope) and the recalled shape's slope, the
     fitted slope with its 95 % interval, the verdict, then the measured points."""
-    lines = [f"{'rate':20s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict      "
+    width = max([20] + [len(r.name) for r in rows])
+    lines = [f"{'rate':{width}s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict      "
              f"points (x: mean ± 95% half-width)"]
     for r in rows:
         pts = ", ".join(f"{x:.3g}: {m:.3g}±{h:.2g}" for x, m, h in zip(r.xs, r.means, r.halfwidths))
         pred = f"{'>=' if r.name.startswith('HF') else ''}{r.predicted:+.2f}"
         rec = r.extra.get("recalled_shape_slope", math.nan)
-        lines.append(f"{r.name:20s} {pred:>9s} {rec:+8.2f} {r.fitted:+8.3f} [{r.low:+7.3f}, {r.high:+7.3f}]  "
+        lines.append(f"{r.name:{width}s} {pred:>9s} {rec:+8.2f} {r.fitted:+8.3f} [{r.low:+7.3f}, {r.high:+7.3f}]  "
                      f"{r.verdict_shown:11s}  {pts}")
         if r.note:
-            lines.append(f"{'':20s} {r.note}")
+            lines.append(f"{'':{width}s} {r.note}")
     lines.append("")
     lines.append(f"tolerance on exponents: {TOLERANCE} (see synthetic.rates.TOLERANCE); 'PASS (tol.)': the prediction "
                  "lies outside the fitted 95% interval and passes only through the tolerance")

@@ -53,6 +53,68 @@ def test_quadratic_constants_hold_on_the_stated_domain():
     assert math.isclose(float(torch.linalg.matrix_norm(H0, ord=2).max()), c["L"], rel_tol=1e-12)
 
 
+def _own_cluster_task(tau, beta, h=1.0):
+    """The rate table's drift configuration on data where each user holds exactly its own distribution's
+    support with uniform weights (h = 1: p_i is uniform on its cone), so that batches of all of a user's samples
+    drawn without replacement are whole-distribution batches, and the engine makes no random choice that matters."""
+    from dataclasses import replace
+
+    from perfedavg.task import ClientData
+    from synthetic import rates
+
+    cfg = rates._config({"tau": tau, "beta": beta, "task": {"h": h}})
+    _, task = resolve(cfg)
+    d = task.train
+    own = ClientData.from_lists(d.x, d.y, [row[:c][p[:c] > 0] for row, p, c in zip(d.index, d.weight, d.count.tolist())])
+    assert all(torch.allclose(p[p > 0], p[p > 0][0]) for p in d.weight)  # p_i uniform on its support: own = p_i
+    counts = set(own.count.tolist())
+    assert len(counts) == 1
+    size = counts.pop()
+    cfg = cfg.replace(D=size, D1=size, D2=size)
+    return cfg, replace(task, train=own, batch_with_replacement=False)
+
+
+@pytest.mark.parametrize("tau", [1, 3, 8])
+def test_noise_free_cycle_is_the_engines_round_without_noise(tau):
+    """With every user in every round and each batch a user's whole (uniform) distribution, one engine round of
+    Per-FedAvg (exact) from the closed form's fixed point returns to it through the closed form's w_bar_t, and
+    the theorem's integrand there is the closed form's phi, to round-off (float64)."""
+    from perfedavg.engine import local_rounds
+    from perfedavg.oracle import make_oracle
+    from synthetic.quadratic import exact_objectives, noise_free_cycle
+
+    cfg, task = _own_cluster_task(tau, beta=0.02)
+    cycle = noise_free_cycle(task.train, cfg.alpha, cfg.beta, tau)
+    w_next, _, trajectory = local_rounds(task, make_oracle(task), cfg, cycle.w[None], [torch.Generator().manual_seed(3)],
+                                         track=True)
+    scale = float(cycle.w.norm())
+    assert float((w_next[0] - cycle.w).norm()) < ROUNDOFF * scale
+    assert float((torch.cat(trajectory) - cycle.w_bar).norm()) < ROUNDOFF * scale
+    _, grad_sq, _, _ = exact_objectives(task.train, torch.cat(trajectory), cfg.alpha)
+    if tau == 1:  # no drift: the fixed point is the minimiser of F
+        assert cycle.phi < 1e-25
+    else:
+        assert math.isclose(float(grad_sq.mean()), cycle.phi, rel_tol=ROUNDOFF)
+
+
+def test_noise_free_drift_is_beta_squared_tau_minus_one_squared_and_under_the_derived_bound():
+    r"""The noise-free rows: φ_∞(τ) ≈ Cβ²(τ−1)² (the first-order law of ``noise_free_cycle``'s docstring, to
+    2 % where βτL_F is small), under the derived noise-free bound at every τ; the recalled shape τ² has slope
+    exactly 2; the slope interval is round-off only."""
+    from synthetic import rates
+
+    rows = rates.drift_noise_free_rows([2, 4, 8, 16])
+    assert [r.name for r in rows] == ["drift vs tau (noise-free)", "drift vs tau (noise-free, Gamma~1)"]
+    for r in rows:
+        assert r.extra["bound_holds"] and all(b > m for b, m in zip(r.extra["bound"], r.means))
+        assert r.extra["recalled_shape_slope"] == pytest.approx(2.0, abs=1e-9)
+        assert r.high - r.low == pytest.approx(2 * rates.NOISE_FREE_SLOPE_ROUNDOFF)
+    gamma1 = rows[1]
+    beta = 0.06 / 16
+    C = [m / (beta * (t - 1)) ** 2 for m, t in zip(gamma1.means, gamma1.xs)]
+    assert max(C) / min(C) < 1.02, C
+
+
 def test_weighted_fit_recovers_a_power_law_and_widens_with_scatter():
     from synthetic.rates import fit_weighted, predicted_slope
 
@@ -96,8 +158,9 @@ def test_smoke_rate_table(tmp_path):
 
     rows, bound = rates.rate_table(tmp_path, [0, 1], progress=False, length="smoke")
     names = [r.name for r in rows]
-    assert names == ["opt. term vs K", "floor vs beta", "drift vs tau", "floor vs D",
-                     "floor vs TV", "floor vs W1", "FO floor vs alpha", "HF error vs delta"]  # the Γ≈1 drift row: --full
+    assert names == ["opt. term vs K", "floor vs beta", "drift vs tau", "drift vs tau (noise-free)",
+                     "drift vs tau (noise-free, Gamma~1)", "floor vs D", "floor vs TV", "floor vs W1",
+                     "FO floor vs alpha", "HF error vs delta"]  # the stochastic Γ≈1 drift row: --full
     for r in rows:
         d = r.as_dict()
         assert d["verdict"] in ("PASS", "FAIL") and d["pass_needs_tolerance"] == (d["verdict_shown"] == "PASS (tol.)")
