@@ -60,11 +60,8 @@ def draw(root: Path, out: Path) -> dict:
     tol = table["tolerance"]
     panels = [p for p in PANELS.values() if p[0] in rows]
     plt = setup()
-    ncols = 2 if len(panels) > 3 else 1
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.0 * ncols, 4.85 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
+    # one column: the index shows figures at most 1100 px wide, so panels stack rather than sit side by side
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.0, 4.85 * len(panels)), squeeze=False)
     parts, notes = [], []
     for i, (ax, (row_name, xlabel, ylabel, color, marker, phrase)) in enumerate(zip(axes.flat, panels)):
         row = rows[row_name]

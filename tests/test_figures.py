@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,7 @@ def test_tutorial_notebook_executes(tmp_path):
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "dominates" in text
+    # the dial (section 5) reruns HF at each h: the derived bound lies above every measured Phi_K
+    dial = re.findall(r"h = ([0-9.]+): measured Phi_K = ([0-9.e+-]+), derived bound = ([0-9.e+-]+)", text)
+    assert [float(h) for h, _, _ in dial] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(0 < float(m) < float(b) for _, m, b in dial), dial
