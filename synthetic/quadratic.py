@@ -224,9 +224,8 @@ def noise_free_cycle(data: ClientData, alpha: float, beta: float, tau: int) -> N
             W = (M @ W.unsqueeze(-1)).squeeze(-1) + beta * g
         return W
 
-    zero = torch.zeros_like(c)
-    q = local_steps(zero, tau).mean(0)
-    P = torch.stack([local_steps(eye[j].expand_as(c), tau).mean(0) for j in range(len(eye))], 1) - q.unsqueeze(1)
+    P = torch.linalg.matrix_power(M, tau).mean(0)
+    q = local_steps(torch.zeros_like(c), tau).mean(0)  # the affine part: tau steps from w = 0
     w = torch.linalg.solve(eye - P, q)
     w_bar, W = [], w.expand_as(c)
     for _ in range(tau):
