@@ -90,6 +90,23 @@ def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau
     return tau * per_step
 
 
+def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10) -> tuple[int, str]:
+    r"""Matmul FLOPs of one engine round as the oracle runs it, and how (``"steps"`` or
+    ``"sample_space"``, :meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`): in sample
+    space the first layer's part of :func:`engine_matmul_flops` (``2 m`` times
+    :func:`perfedavg.fast_mlp.first_layer_macs` ``("steps", ...)``) is replaced by its own."""
+    from .fast_mlp import first_layer_macs
+
+    batches = (B,) if variant == "fedavg" else (B, B, B)
+    flops = engine_matmul_flops(variant, SIZES, m, B, tau)
+    if not oracle.prefers_sample_space(task.train, variant, tau, batches):
+        return flops, "steps"
+    count = task.train.count.double()
+    args = (variant, tau, batches, SIZES[0], SIZES[1], float(count.mean()), int(count.max()))
+    delta = first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args)
+    return int(flops + 2 * m * delta), "sample_space"
+
+
 # -- the workload ----------------------------------------------------------------------
 def make_task(n_clients: int, per_client: int, dtype, seed: int = 0):
     """Random data of MNIST's shape, ``per_client`` samples per user in contiguous blocks."""
@@ -286,7 +303,7 @@ def _run_bench(args, threads: int) -> dict:
                     loop_cpu.append(c_loop)
                 bar.update()
             gflops.append(matmul_throughput(m, 40, dtype))
-            flops = engine_matmul_flops(variant, SIZES, m, 40, 10)
+            flops, rounds = engine_flops(oracle, task, variant, m)
             e_ms, l_ms = 1e3 * statistics.median(engine_t), 1e3 * statistics.median(loop_t)
             result["variants"][variant] = {
                 "engine_ms": round(e_ms, 3),
@@ -299,6 +316,7 @@ def _run_bench(args, threads: int) -> dict:
                 # but it counts OpenMP spin-waiting, so compare it at --threads 1
                 "engine_cpu_ms": round(1e3 * statistics.median(engine_cpu), 3),
                 "loop_cpu_ms": round(1e3 * statistics.median(loop_cpu), 3),
+                "engine_rounds": rounds,
                 "flops_per_round": flops,
                 "engine_gflops": round(flops / e_ms / 1e6, 1),
             }

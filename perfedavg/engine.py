@@ -21,7 +21,7 @@ from .errors import Diverged, UsageError
 from .local import StepSizes, fedavg_step, per_fedavg_step
 from .objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from .oracle import make_oracle
-from .sampling import Batch, draw_batch, num_sampled_clients, sample_clients
+from .sampling import draw_positions, gather_batch, num_sampled_clients, sample_clients
 from .task import Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -104,20 +104,31 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     :math:`w_{k+1}` ``(S, P)`` (the uniform mean over each run's sampled users), the
     sampled clients per run, and (if ``track``) :math:`\bar w_{k+1,t}` ``(S, P)`` for
     :math:`t = 0..\tau-1` (:math:`\bar w_{k+1,0} = w_k` exactly).
+
+    An oracle with ``round_in_sample_space`` (:class:`perfedavg.fast_mlp.MLPOracle`) runs the
+    whole round there when it says that is cheaper (``prefers_sample_space``; not with
+    ``track``): the same draws and arithmetic, rearranged (its docstring).
     """
     S, P = W.shape
     m = num_sampled_clients(cfg.r, task.n_clients)
     clients = [sample_clients(gen, task.n_clients, m) for gen in gens]
     h = step_sizes(cfg)
     sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
+    # batches do not depend on the model: draw every step's positions first, in a lone run's order
+    drawn = [[[draw_positions(gen, task.train, c, size, task.batch_with_replacement) for size in sizes]
+              for gen, c in zip(gens, clients)] for _ in range(cfg.tau)]
+    steps = [tuple(torch.cat([run[j] for run in step]) for j in range(len(sizes))) for step in drawn]
+    stacked = torch.cat(clients)
+    sample_space = getattr(oracle, "round_in_sample_space", None)
+    if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
+        return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
+    used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
     local = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
     trajectory = []
-    for t in range(cfg.tau):
+    for t, positions in enumerate(steps):
         if track:
             trajectory.append(W if t == 0 else local.view(S, m, P).mean(1))
-        drawn = [[draw_batch(gen, task.train, c, size, task.batch_with_replacement) for size in sizes]
-                 for gen, c in zip(gens, clients)]
-        batches = tuple(Batch.stack([run[j] for run in drawn]) for j in range(len(sizes)))
+        batches = tuple(gather_batch(task.train, stacked, p) if j < used else None for j, p in enumerate(positions))
         if cfg.algorithm == "fedavg":
             local = fedavg_step(oracle, local, batches[0], h)
         else:

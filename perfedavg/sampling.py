@@ -82,7 +82,11 @@ def draw_batch(
     generator: torch.Generator, data: ClientData, clients: Tensor, size: int, with_replacement: bool
 ) -> Batch:
     """A batch of ``size`` samples for each of ``clients`` (see :func:`draw_positions`)."""
-    positions = draw_positions(generator, data, clients, size, with_replacement)
+    return gather_batch(data, clients, draw_positions(generator, data, clients, size, with_replacement))
+
+
+def gather_batch(data: ClientData, clients: Tensor, positions: Tensor) -> Batch:
+    """The samples at ``positions (m, B)`` of each of ``clients``' index rows, as a :class:`Batch`."""
     index = data.index[clients].gather(1, positions)
     flat = index.reshape(-1)  # index_select on the flat list is ~5x faster than advanced indexing
     x = data.x.index_select(0, flat).view(*index.shape, *data.x.shape[1:])

@@ -13,8 +13,8 @@ import torch
 
 from perfedavg.bench import engine_matmul_flops, grad_flops, kernel_flops, layer_units
 from perfedavg.config import RunConfig
-from perfedavg.engine import local_round
-from perfedavg.fast_mlp import MLPOracle, mlp_oracle_factory
+from perfedavg.engine import local_round, local_rounds
+from perfedavg.fast_mlp import MLPOracle, first_layer_macs, mlp_oracle_factory
 from perfedavg.local import StepSizes, meta_gradient
 from perfedavg.models import mlp
 from perfedavg.oracle import AutogradOracle, make_oracle
@@ -154,9 +154,93 @@ def test_engine_round_with_fast_oracle_equals_autograd_oracle(algorithm, activat
         w = w_fast
 
 
+def _uneven_task(sizes, activation, with_replacement, rounds):
+    """Users of 12, 7, 15, 9, 11 and 8 samples (padded index rows), one sample held by two users."""
+    g = torch.Generator().manual_seed(0)
+    counts = [12, 7, 15, 9, 11, 8]
+    x = torch.randn(sum(counts), sizes[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (sum(counts),), generator=g)
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    index = [list(range(a, a + c)) for a, c in zip(starts, counts)]
+    index[2][3] = 0
+    data = ClientData.from_lists(x, y, index)
+    loss, scores, init = mlp(sizes, activation)
+    return Task(name="uneven", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
+                batch_with_replacement=with_replacement, oracle_factory=mlp_oracle_factory(sizes, activation, rounds))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("with_replacement", [True, False])
+@pytest.mark.parametrize("sizes,activation", [((9, 6, 4, 3), "elu"), ((7, 5, 3), "tanh"), ((6, 3), "relu")])
+@pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
+def test_sample_space_rounds_equal_the_generic_engine(algorithm, sizes, activation, with_replacement, threads):
+    """Whole rounds in the users' sample space (first layer as X_i W_0^T - K_i A_i, never formed)
+    against the generic engine (autograd oracle, per-step loop), two runs at once, users of
+    unequal sizes, batches with and without replacement, two rounds."""
+    task = _uneven_task(sizes, activation, with_replacement, "sample_space")
+    slow_task = replace(task, oracle_factory=None)
+    cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
+    W = torch.stack([task.init_params(torch.Generator().manual_seed(s)) for s in (1, 2)]) * 3
+    gens_a = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    gens_b = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    fast, slow, expected = make_oracle(task), make_oracle(slow_task), W
+    assert fast.prefers_sample_space(task.train, algorithm, cfg.tau, (5, 6, 7))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(2):
+            W, clients_a, _ = local_rounds(task, fast, cfg, W, gens_a)
+            expected, clients_b, _ = local_rounds(slow_task, slow, cfg, expected, gens_b)
+            assert all(torch.equal(a, b) for a, b in zip(clients_a, clients_b))
+            _close(W, expected)  # HF: round-off / (2 delta) ~ 1e-13, inside TIGHT
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_sample_space_data_are_recomputed_for_other_data():
+    """One oracle, two data sets: the cached X_i and K_i follow the data (identity and dtype)."""
+    task = _uneven_task((7, 5, 3), "elu", True, "sample_space")
+    other = replace(task, train=replace(task.train, x=task.train.x.flip(0)))
+    oracle = make_oracle(task)
+    cfg = RunConfig(algorithm="fo", tau=2, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, dtype="float64")
+    w = task.init_params(torch.Generator().manual_seed(1))
+    for t in (task, other, task):
+        got, _, _ = local_round(t, oracle, cfg, w, torch.Generator().manual_seed(2))
+        want, _, _ = local_round(t, make_oracle(replace(t, oracle_factory=None)), cfg, w, torch.Generator().manual_seed(2))
+        _close(got, want)
+
+
+#: the paper's splits (PAPER.md §7): 25 users of 5a samples, 25 of 2.5a; a = 196 (MNIST), 68 (CIFAR-10)
+SPLITS = {"mnist": (784, 980, 490), "cifar10": (3072, 340, 170)}
+
+
+@pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
+def test_round_strategy_follows_first_layer_cost(algorithm):
+    """``auto`` picks the cheaper way by first-layer multiply-adds: sample space on CIFAR-10's
+    split (few samples of many features per user: 2.4-3.8x fewer for tau = 10), per step on
+    MNIST's; the counts are those written out in the docstring of first_layer_macs."""
+    batches = (40,) if algorithm == "fedavg" else (40, 40, 40)
+    for name, (d0, big, small) in SPLITS.items():
+        args = (algorithm, 10, batches, d0, 80, (big + small) / 2, big)
+        steps, space = first_layer_macs("steps", *args), first_layer_macs("sample_space", *args)
+        assert (space < steps) == (name == "cifar10"), (name, steps, space)
+    per_row = {"fedavg": 2, "fo": 3, "hf": 5, "exact": 5}[algorithm]  # batch rows read + term rows, / B
+    grams = {"fedavg": 0, "fo": 1, "hf": 2, "exact": 2}[algorithm]
+    assert first_layer_macs("steps", algorithm, 10, batches, 3072, 80, 255, 340) == 10 * (
+        per_row * 40 * 3072 * 80 + grams * 40 * 40 * (3072 + 80))
+    terms = {"fedavg": 1, "fo": 1, "hf": 2, "exact": 2}[algorithm]
+    assert first_layer_macs("sample_space", algorithm, 10, batches, 3072, 80, 255, 340) == (
+        2 * 255 * 3072 * 80 + 10 * (340 * terms * 40 * 80 + grams * 40 * 40 * 80))
+    data = _uneven_task((9, 6, 4, 3), "elu", True, "auto").train
+    assert MLPOracle((9, 6, 4, 3), rounds="steps").prefers_sample_space(data, algorithm, 10, batches) is False
+    assert MLPOracle((9, 6, 4, 3), rounds="sample_space").prefers_sample_space(data, algorithm, 10, batches) is True
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="activation"):
         MLPOracle((4, 3), "sigmoid")
+    with pytest.raises(ValueError, match="rounds"):
+        MLPOracle((4, 3), rounds="fast")
     fast = MLPOracle((4, 3))
     with pytest.raises(ValueError, match="features"):
         fast.grad(torch.zeros(2, 15), torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))
@@ -167,6 +251,13 @@ def test_bad_arguments_are_rejected():
 # -- perfedavg bench -------------------------------------------------------------------
 def test_flop_counts():
     u = layer_units((784, 80, 60, 10), 10, 40)
+    # the two counts of the per-step first layer (bench, first_layer_macs) agree in every term with d_0
+    for variant in ("fedavg", "fo", "hf", "exact"):
+        batches = (40,) if variant == "fedavg" else (40, 40, 40)
+        first = 2 * 10 * first_layer_macs("steps", variant, 10, batches, 784, 80, 1000, 1000)
+        upper_only = engine_matmul_flops(variant, (784, 80, 60, 10)) - first
+        assert upper_only == engine_matmul_flops(variant, (1, 80, 60, 10)) - 2 * 10 * first_layer_macs(
+            "steps", variant, 10, batches, 1, 80, 1000, 1000)
     assert u[0] == 2 * 10 * 40 * 784 * 80
     # a gradient: forward + weight gradient for every layer, input gradient for all but the first
     assert grad_flops(u) == 2 * u[0] + 3 * u[1] + 3 * u[2]
@@ -214,5 +305,9 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
     fo = result["variants"]["fo"]
     assert fo["engine_ms"] > 0 and fo["loop_ms"] > 0
     assert fo["speedup"] == pytest.approx(fo["loop_ms"] / fo["engine_ms"], rel=1e-2)
-    assert fo["flops_per_round"] == engine_matmul_flops("fo", m=1)
+    # 40 samples of 784 features per user: the first layer is cheaper in sample space
+    assert fo["engine_rounds"] == "sample_space"
+    args = ("fo", 10, (40, 40, 40), 784, 80, 40.0, 40)
+    assert fo["flops_per_round"] == engine_matmul_flops("fo", m=1) + 2 * (
+        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
     assert 0 < fo["fraction_of_matmul"]
