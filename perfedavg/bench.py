@@ -2,7 +2,9 @@ r"""``perfedavg bench``: the engine's speed on the paper's workload, against a p
 
 Workload (issue 2, "Speed"; PAPER.md §5 MNIST setting): :math:`n = 50` users, :math:`r = 0.2`
 (10 users per round), :math:`\tau = 10`, batch sizes :math:`D = D' = D'' = 40`, the MLP
-784-80-60-10 with ELU, random data of MNIST's shape (1x28x28 inputs, 10 classes).
+784-80-60-10 with ELU, random data of MNIST's shape (1x28x28 inputs, 10 classes); ``--shape cifar10`` the same on
+CIFAR-10's shape (3x32x32, MLP 3072-80-60-10, 340 samples per user by default), where the
+engine runs whole rounds in the users' sample space.
 
 For each variant (``fedavg``, ``fo``, ``hf``, ``exact``) it times, in the same run and
 interleaved round by round (so both see the same machine load):
@@ -34,6 +36,15 @@ from .errors import UsageError
 
 VARIANTS = ("fedavg", "fo", "hf", "exact")
 SIZES = (784, 80, 60, 10)
+#: ``--shape``: input shape of the random data, and the samples per user by default (MNIST: 1000;
+#: CIFAR-10: 340, the larger users of the paper's split, PAPER.md §7)
+SHAPES = {"mnist": ((1, 28, 28), 1000), "cifar10": ((3, 32, 32), 340)}
+
+
+def mlp_sizes(shape: str) -> tuple[int, ...]:
+    """The paper's MLP (hidden 80 and 60, 10 classes) on flattened inputs of ``shape``."""
+    c, h, w = SHAPES[shape][0]
+    return (c * h * w,) + SIZES[1:]
 
 
 # -- FLOP counts -----------------------------------------------------------------------
@@ -90,7 +101,7 @@ def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau
     return tau * per_step
 
 
-def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10) -> tuple[int, str]:
+def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10, sizes=SIZES) -> tuple[int, str]:
     r"""Matmul FLOPs of one engine round as the oracle runs it, and how (``"steps"`` or
     ``"sample_space"``, :meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`): in sample
     space the first layer's part of :func:`engine_matmul_flops` (``2 m`` times
@@ -98,18 +109,18 @@ def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10)
     from .fast_mlp import first_layer_macs
 
     batches = (B,) if variant == "fedavg" else (B, B, B)
-    flops = engine_matmul_flops(variant, SIZES, m, B, tau)
+    flops = engine_matmul_flops(variant, sizes, m, B, tau)
     if not oracle.prefers_sample_space(task.train, variant, tau, batches):
         return flops, "steps"
     count = task.train.count.double()
-    args = (variant, tau, batches, SIZES[0], SIZES[1], float(count.mean()), int(count.max()))
+    args = (variant, tau, batches, sizes[0], sizes[1], float(count.mean()), int(count.max()))
     delta = first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args)
     return int(flops + 2 * m * delta), "sample_space"
 
 
 # -- the workload ----------------------------------------------------------------------
-def make_task(n_clients: int, per_client: int, dtype, seed: int = 0):
-    """Random data of MNIST's shape, ``per_client`` samples per user in contiguous blocks."""
+def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str = "mnist"):
+    """Random data of ``shape`` (:data:`SHAPES`), ``per_client`` samples per user in contiguous blocks."""
     import torch
 
     from .fast_mlp import mlp_oracle_factory
@@ -118,14 +129,15 @@ def make_task(n_clients: int, per_client: int, dtype, seed: int = 0):
 
     gen = torch.Generator().manual_seed(seed)
     S = n_clients * per_client
-    x = torch.rand((S, 1, 28, 28), generator=gen, dtype=torch.float32).to(dtype)
+    x = torch.rand((S,) + SHAPES[shape][0], generator=gen, dtype=torch.float32).to(dtype)
+    sizes = mlp_sizes(shape)
     y = torch.randint(0, 10, (S,), generator=gen)
     blocks = [list(range(i * per_client, (i + 1) * per_client)) for i in range(n_clients)]
     data = ClientData.from_lists(x, y, blocks).to(dtype)
-    loss, scores, init = mlp(SIZES, "elu")
+    loss, scores, init = mlp(sizes, "elu")
     return Task(
         name="bench", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
-        oracle_factory=mlp_oracle_factory(SIZES, "elu"),
+        oracle_factory=mlp_oracle_factory(sizes, "elu"),
     )
 
 
@@ -140,7 +152,7 @@ class LoopBaseline:
 
         self.cfg = cfg
         self.model = nn.Sequential(
-            nn.Flatten(), nn.Linear(784, 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(), nn.Linear(60, 10)
+            nn.Flatten(), nn.Linear(task.train.x[0].numel(), 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(), nn.Linear(60, 10)
         ).to(dtype)
         per_client = int(task.train.count[0])
         self.client_x = [task.train.x[i * per_client : (i + 1) * per_client] for i in range(task.n_clients)]
@@ -223,12 +235,13 @@ class LoopBaseline:
                 p.copy_(torch.stack([s[k] for s in states]).mean(0))
 
 
-def matmul_throughput(m: int, B: int, dtype, repeats: int = 30) -> float:
+def matmul_throughput(m: int, B: int, dtype, repeats: int = 30, sizes=SIZES) -> float:
     r"""GFLOP/s of this machine on the first layer's two GEMM shapes, as ``bmm``:
-    ``(m, B, 784) @ (m, 784, 80)`` and ``(m, 80, B) @ (m, B, 784)``; median of ``repeats``."""
+    ``(m, B, d) @ (m, d, 80)`` and ``(m, 80, B) @ (m, B, d)`` (``d = sizes[0]``, 784 for MNIST);
+    median of ``repeats``."""
     import torch
 
-    d, h = SIZES[0], SIZES[1]
+    d, h = sizes[0], sizes[1]
     X = torch.rand(m, B, d, dtype=dtype)
     Wt = torch.rand(m, h, d, dtype=dtype).transpose(1, 2)
     G = torch.rand(m, B, h, dtype=dtype)
@@ -268,14 +281,16 @@ def _run_bench(args, threads: int) -> dict:
 
     malloc_tuned = tune_malloc() if args.malloc_tuning else False
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    task = make_task(args.clients, args.samples, dtype)
+    samples = args.samples or SHAPES[args.shape][1]
+    sizes = mlp_sizes(args.shape)
+    task = make_task(args.clients, samples, dtype, shape=args.shape)
     oracle = make_oracle(task)
     gen = torch.Generator().manual_seed(0)
     w0 = task.init_params(gen).to(dtype)
     m = num_sampled_clients(0.2, args.clients)  # the engine's rule, floor(r*n)
     result = {
         "workload": {"n": args.clients, "r": 0.2, "clients_per_round": m, "tau": 10, "batch": 40,
-                     "mlp": list(SIZES), "activation": "elu", "samples_per_client": args.samples},
+                     "shape": args.shape, "mlp": list(sizes), "activation": "elu", "samples_per_client": samples},
         "dtype": args.dtype, "threads": threads, "torch": torch.__version__, "malloc_tuned": malloc_tuned,
         "rounds": args.rounds, "warmup": args.warmup, "variants": {},
     }
@@ -287,7 +302,7 @@ def _run_bench(args, threads: int) -> dict:
             baseline = LoopBaseline(task, cfg, dtype)
             w = w0.clone()
             engine_t, loop_t, engine_cpu, loop_cpu = [], [], [], []
-            gflops.append(matmul_throughput(m, 40, dtype))
+            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes))
             for r in range(args.rounds + args.warmup):
                 start, cpu = time.perf_counter(), time.process_time()
                 w_next, _, _ = local_round(task, oracle, cfg, w, gen)
@@ -302,8 +317,8 @@ def _run_bench(args, threads: int) -> dict:
                     engine_cpu.append(c_engine)
                     loop_cpu.append(c_loop)
                 bar.update()
-            gflops.append(matmul_throughput(m, 40, dtype))
-            flops, rounds = engine_flops(oracle, task, variant, m)
+            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes))
+            flops, rounds = engine_flops(oracle, task, variant, m, sizes=sizes)
             e_ms, l_ms = 1e3 * statistics.median(engine_t), 1e3 * statistics.median(loop_t)
             result["variants"][variant] = {
                 "engine_ms": round(e_ms, 3),
@@ -366,7 +381,7 @@ def register(subparsers) -> None:
         "bench",
         help="time the engine against a per-client nn.Module loop on the paper's MNIST workload shape",
         description="Time one round of each variant on the paper's workload shape (n = 50, r = 0.2, tau = 10, "
-        "batches of 40, MLP 784-80-60-10 ELU, random MNIST-shaped data): the engine (perfedavg.engine.local_round "
+        "batches of 40, MLP 784-80-60-10 ELU, random MNIST-shaped data; --shape cifar10 for CIFAR-10's): the engine (perfedavg.engine.local_round "
         "with the hand-written MLP oracle) and a per-client nn.Module + torch.optim.SGD loop with a deepcopy per "
         "client, interleaved round by round in the same run. Prints JSON: median ms per round of both, their "
         "ratio, matmul FLOPs per round, and the fraction of this machine's bmm throughput (measured in the same "
@@ -384,8 +399,13 @@ def register(subparsers) -> None:
                    help="comma-separated subset of fedavg,fo,hf,exact (default: all four)")
     p.add_argument("--clients", type=_positive("clients"), default=50,
                    help="users n, >= 5; floor(0.2 n) of them are sampled per round (default 50)")
-    p.add_argument("--samples", type=_positive("samples"), default=1000,
-                   help="random samples per user, >= 40 (default 1000)")
+    p.add_argument("--samples", type=_positive("samples"), default=0,
+                   help="random samples per user, >= 40 (default: 1000 for mnist, 340 for cifar10, the larger users "
+                   "of the paper's CIFAR-10 split); with few samples of many features per user the engine runs whole "
+                   "rounds in the users' sample space (JSON: engine_rounds)")
+    p.add_argument("--shape", choices=tuple(SHAPES), default="mnist",
+                   help="input shape of the random data: mnist (1x28x28, the MLP 784-80-60-10; default) or cifar10 "
+                   "(3x32x32, 3072-80-60-10)")
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
                    help="keep glibc's malloc defaults; by default perfedavg.fast_mlp.tune_malloc() is applied to the "
                    "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers")
@@ -394,7 +414,7 @@ def register(subparsers) -> None:
 
 
 def _checked_main(args) -> int:
-    if args.samples < 40:
+    if args.samples and args.samples < 40:
         raise UsageError(f"--samples={args.samples} is out of range: each user needs >= 40 samples (the batch size)")
     from .sampling import num_sampled_clients
 

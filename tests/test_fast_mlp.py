@@ -277,6 +277,23 @@ def test_flop_counts():
     assert engine_matmul_flops("hf") < 10 * (7 * u[0] + 4 * upper)
 
 
+def test_bench_cifar_shape_runs_in_sample_space(capsys):
+    """``--shape cifar10``: the MLP on 3072 inputs, 340 samples per user unless told, whole rounds
+    in sample space, and the FLOP count that goes with it."""
+    from perfedavg.cli import main
+
+    status = main(["bench", "--shape", "cifar10", "--rounds", "1", "--warmup", "0", "--threads", "1",
+                   "--variants", "hf", "--clients", "5"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["workload"]["mlp"] == [3072, 80, 60, 10] and result["workload"]["samples_per_client"] == 340
+    hf = result["variants"]["hf"]
+    assert hf["engine_rounds"] == "sample_space"
+    args = ("hf", 10, (40, 40, 40), 3072, 80, 340.0, 340)
+    assert hf["flops_per_round"] == engine_matmul_flops("hf", (3072, 80, 60, 10), m=1) + 2 * (
+        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
+
+
 def test_bench_module_does_not_import_torch():
     code = "import sys, perfedavg.bench; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
