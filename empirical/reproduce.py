@@ -137,6 +137,21 @@ def cell_config(plan: Plan, dataset: str, tau: int, alpha: float, method: str, s
     return build_config({**sets, "task": task})
 
 
+def trained_in(plan: Plan, dataset: str, tau: int, alpha: float, method: str, seed: int) -> tuple | None:
+    r"""The cell whose training this FedAvg cell shares, or ``None`` when it trains itself.
+
+    FedAvg's local steps never use α (PAPER.md §2; α only enters the evaluation's adaptation
+    step), so the FedAvg cells of two rows with the same τ train the same model from the same
+    seed.  When the plan evaluates only rounds 0 and K (``eval_every = 0``) and tracks no inner
+    iterates, only the first such row's cell trains; the others evaluate its final model
+    (:func:`perfedavg.runner.run_from_trained`): the same records, a tenth of the paper's rows'
+    FedAvg cost saved (rows (10, 0.001) and (10, 0.01))."""
+    if method != "fedavg" or plan.eval_every or plan.settings.get("track_inner"):
+        return None
+    first = next(a for t, a in plan.rows if t == tau)
+    return None if first == alpha else (dataset, tau, first, method, seed)
+
+
 def check_data(plan: Plan) -> None:
     """Fail fast, before any run starts, when a data set is missing: one line listing the
     three ways to provide it (``--data-dir``, ``$PERFEDAVG_DATA``, ``--download``)."""
@@ -187,6 +202,8 @@ def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
 
     units, actions, tasks = [], {}, {}
     for dataset, tau, alpha, method, seed in plan.cells():
+        if trained_in(plan, dataset, tau, alpha, method, seed):
+            continue  # evaluated from its twin's model after the sweep (_evaluate_twins)
         cfg = cell_config(plan, dataset, tau, alpha, method, seed)
         key = repr(sorted(cfg.task.items()))
         if key not in tasks:
@@ -255,6 +272,9 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
         for unit in units:
             key = f"{unit.varied['dataset']}/{unit.varied['algorithm']}"
             timings[key] = timings.get(key, 0.0) + float(report.rows[unit.name]["wall_seconds"] or 0.0)
+    twins = _evaluate_twins(plan, out, progress)
+    if twins:
+        invocation["actions"]["evaluated from a twin"] = twins
     if plan.eval_batch:
         _eval_batch_cells(plan, out)
     table = collect(plan, out)
@@ -263,6 +283,25 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     table["partitions"] = partitions
     write_table(table, out)
     return table
+
+
+def _evaluate_twins(plan: Plan, out: Path, progress: bool) -> int:
+    """Write every FedAvg cell that :func:`trained_in` a twin and is not finished at K, from
+    its twin's final model; returns how many were written."""
+    from tqdm import tqdm
+
+    from perfedavg.runner import run_from_trained
+
+    todo = []
+    for cell in plan.cells():
+        twin = trained_in(plan, *cell)
+        if twin is not None:
+            directory, cfg = cell_dir(out, *cell), cell_config(plan, *cell)
+            if not (_done_round(directory, cfg) == cfg.K and _status(directory) == "finished"):
+                todo.append((cfg, directory, cell_dir(out, *twin)))
+    for cfg, directory, source in tqdm(todo, desc="FedAvg cells from their twin", unit="cell", disable=not progress or not todo):
+        run_from_trained(cfg, directory, source)
+    return len(todo)
 
 
 #: run options that do not change the trained model (a cell with other values is the same cell)
@@ -304,10 +343,11 @@ def collect(plan: Plan, out: Path) -> dict:
         for tau, alpha in plan.rows:
             row = {"dataset": dataset, "tau": tau, "alpha": alpha, "cells": {}}
             for method in plan.methods:
-                finals, label = [], dataset
+                finals, summaries, label = [], [], dataset
                 for seed in range(plan.seeds):
                     directory = cell_dir(out, dataset, tau, alpha, method, seed)
                     summary = rundir.read_json(directory / rundir.SUMMARY)
+                    summaries.append(summary)
                     if summary["status"] != "finished":
                         raise UsageError(f"{directory} did not finish ({summary['status']}: {summary['message']})")
                     if summary.get("rounds_completed") != plan.K:
@@ -328,7 +368,8 @@ def collect(plan: Plan, out: Path) -> dict:
                      for protocol in (PROTOCOLS if plan.eval_batch else ())
                      } | {"global": _mean_std([100 * f["global_accuracy"] for f in finals]),
                      "train_loss_f": _mean_std([f["f"] for f in finals]),
-                     "wall_seconds": sum(rundir.read_json(cell_dir(out, dataset, tau, alpha, method, s) / rundir.SUMMARY)["wall_seconds"] for s in range(plan.seeds))}
+                     "wall_seconds": sum(f["wall_seconds"] for f in summaries),
+                     "trained_in": any(f.get("trained_in") for f in summaries)}
             rows.append(row)
     return {"plan": {"K": plan.K, "seeds": plan.seeds, "methods": list(plan.methods), "eval_batch": plan.eval_batch,
                      **{k: v for k, v in PAPER.items() if k != "K"}},
@@ -422,6 +463,11 @@ def markdown(table: dict) -> str:
     totals = {m: sum(row["cells"][m]["wall_seconds"] for row in table["rows"]) for m in methods}
     lines += ["", "Total per column (all rows, data sets and seeds): "
               + ", ".join(f"{_method_header(m)} {totals[m]:.0f} s" for m in methods) + ".", ""]
+    shared = [row for row in table["rows"] if any(c.get("trained_in") for c in row["cells"].values())]
+    if shared:
+        lines += ["FedAvg never uses α to train (only to evaluate), so its cells at "
+                  + ", ".join(f"(τ, α) = ({row['tau']}, {row['alpha']:g})" for row in shared)
+                  + " evaluate the model trained in the first row with the same τ; their time is the evaluation's.", ""]
     for dataset, info in table.get("partitions", {}).items():
         lines += [f"Users' split of {info['label']}: {info['describe']} "
                   f"([picture]({info['picture']}), [table]({info['table']})).", ""]

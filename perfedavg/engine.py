@@ -205,7 +205,7 @@ def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterat
     oracle = make_oracle(task)
     if state is None:
         state = initial_state(task, cfg)
-        yield state, _evaluate_checked(task, cfg, state)
+        yield state, evaluate_state(task, cfg, state)
     while state.round < cfg.K:
         start = time.perf_counter()
         w_next, _, trajectory = local_round(task, oracle, cfg, state.w, state.generator, cfg.track_inner)
@@ -217,10 +217,12 @@ def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterat
             state.inner_sum += float(client_objectives(task.per_sample_loss, w_bar, task.train, cfg.alpha).grad_F.mean(0).square().sum())
             state.inner_terms += 1
         state.extra["round_seconds"] = time.perf_counter() - start
-        yield state, (_evaluate_checked(task, cfg, state) if is_eval_round(cfg, state.round) else None)
+        yield state, (evaluate_state(task, cfg, state) if is_eval_round(cfg, state.round) else None)
 
 
-def _evaluate_checked(task: Task, cfg: RunConfig, state: TrainState) -> dict:
+def evaluate_state(task: Task, cfg: RunConfig, state: TrainState) -> dict:
+    """The record of ``state``'s round (:func:`evaluate` of its model, its round, the inner-iterate
+    average when tracked); raises :class:`perfedavg.errors.Diverged` on a non-finite objective."""
     record = {"round": state.round, **evaluate(task, cfg, state.w, state.round)}
     if state.inner_terms:
         record["stationarity_avg"] = state.inner_sum / state.inner_terms

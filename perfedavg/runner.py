@@ -375,11 +375,7 @@ def run_config(
     n_records, n_bytes, hasher = (start.n_records if start else 0), len(prefix), hashlib.sha256(prefix)
     wall_before = start.wall if start else 0.0
     cpu_before = start.cpu if start else 0.0
-    base_summary = {
-        "task": task.label or task.name,
-        "code_version": rundir.code_version(cfg.task['name']),
-        "versions": rundir.library_versions(),
-    }
+    base_summary = _base_summary(cfg, task)
     rundir.atomic_write_json(
         out / rundir.SUMMARY,
         {"status": "running", "message": "", "started_at_round": state.round if state else 0, "pid": os.getpid(), **base_summary},
@@ -446,12 +442,8 @@ def run_config(
         "checkpoint_round": checkpoint_round,
         "diverged_at_round": diverged_round,
         "signal": signal.Signals(signum).name if signum else None,
-        "final": {k: v for k, v in (last_record or {}).items() if k != "per_client"},
-        "wall_seconds": wall_before + time.perf_counter() - started,
-        # CPU time of this process (all its threads) over the rounds, time.process_time(): on a shared
-        # machine wall time also counts waiting for a core, CPU time does not
-        "cpu_seconds": cpu_before + time.process_time() - cpu_started,
-        **base_summary,
+        **_final_summary(last_record, wall_before + time.perf_counter() - started,
+                         cpu_before + time.process_time() - cpu_started, base_summary),
     }
     rundir.atomic_write_json(out / rundir.SUMMARY, summary)
     if plot and status == "finished" and last_record is not None:
@@ -462,6 +454,80 @@ def run_config(
         except Exception as exc:  # the run's results are intact; the picture is a convenience
             print(f"perfedavg: warning: could not draw {out / 'curves.png'}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return RunResult(status, out, summary)
+
+
+def _base_summary(cfg: RunConfig, task) -> dict:
+    return {
+        "task": task.label or task.name,
+        "code_version": rundir.code_version(cfg.task['name']),
+        "versions": rundir.library_versions(),
+    }
+
+
+def _final_summary(last_record: dict | None, wall: float, cpu: float, base_summary: dict) -> dict:
+    return {
+        "final": {k: v for k, v in (last_record or {}).items() if k != "per_client"},
+        "wall_seconds": wall,
+        # CPU time of this process (all its threads) over the rounds, time.process_time(): on a shared
+        # machine wall time also counts waiting for a core, CPU time does not
+        "cpu_seconds": cpu,
+        **base_summary,
+    }
+
+
+#: options that never enter FedAvg's training (its local steps use beta and D only, PAPER.md §2)
+FEDAVG_EVALUATION_ONLY = ("alpha",)
+
+
+def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> RunResult:
+    r"""Write the run directory of ``cfg`` at ``out`` without training: ``source`` is a finished
+    FedAvg run whose training is ``cfg``'s (they differ at most in α, which FedAvg uses only to
+    evaluate, :data:`FEDAVG_EVALUATION_ONLY`, and in K-neutral bookkeeping: checkpoint frequency).
+
+    ``cfg`` must evaluate only rounds 0 and K (``eval_every = K``) and not track inner
+    iterates, since those need the models in between: then its records are the evaluations,
+    under ``cfg``, of the initial model and of ``source``'s final model, which is the model
+    ``run_config(cfg, out)`` would train bit for bit (same seed, same draws), and the directory
+    is what that would write, a checkpoint at round K included (so it can be continued); its
+    summary names ``trained_in``.  Refused (:class:`UsageError`, nothing written) otherwise.
+    """
+    from .engine import TrainState, evaluate_state, initial_state
+
+    out, source = Path(out), Path(source)
+    cfg, task = resolve(cfg)
+    try:
+        trained = rundir.read_checkpoint(source / rundir.CHECKPOINT)
+        finished = json.loads((source / rundir.SUMMARY).read_text())["status"] == "finished"
+    except (OSError, ValueError, KeyError, UsageError) as exc:
+        raise UsageError(f"{source} is not a finished run: {exc}") from None
+    theirs = build_config(trained["config"]).to_dict()
+    mine = cfg.to_dict()
+    differing = sorted(k for k in mine if mine[k] != theirs[k] and k not in ("checkpoint_every", "eval_every"))
+    if not finished or trained["state"]["round"] != cfg.K:
+        raise UsageError(f"{source} is not a finished run of K={cfg.K} rounds")
+    if cfg.algorithm != "fedavg" or any(k not in FEDAVG_EVALUATION_ONLY for k in differing):
+        raise UsageError(f"{source} trains another model than {out} would: "
+                         f"{', '.join(differing) or 'algorithm'} differ{'s' if len(differing) == 1 else ''}")
+    if cfg.eval_every != cfg.K or cfg.track_inner:
+        raise UsageError(f"{out} evaluates rounds between 0 and K (eval_every={cfg.eval_every}, "
+                         f"track_inner={cfg.track_inner}): it has to be trained")
+    _check_fresh_out(out, force=True)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    records = [evaluate_state(task, cfg, initial_state(task, cfg)),
+               evaluate_state(task, cfg, TrainState.from_dict(trained["state"]))]
+    lines = b"".join(json.dumps(record).encode() + b"\n" for record in records)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    _create_out(out, force=True)
+    rundir.atomic_write_text(out / rundir.CONFIG, dumps_toml(mine))
+    rundir.atomic_write_bytes(out / rundir.METRICS, lines)
+    state = TrainState.from_dict(trained["state"])
+    rundir.atomic_torch_save(out / rundir.CHECKPOINT, _checkpoint_payload(
+        cfg, state, len(records), len(lines), hashlib.sha256(lines).hexdigest(), wall, cpu))
+    summary = {"status": "finished", "message": "", "rounds_completed": cfg.K, "checkpoint_round": cfg.K,
+               "diverged_at_round": None, "signal": None, "trained_in": str(source),
+               **_final_summary(records[-1], wall, cpu, _base_summary(cfg, task))}
+    rundir.atomic_write_json(out / rundir.SUMMARY, summary)
+    return RunResult("finished", out, summary)
 
 
 def _truncate(path: Path, n_bytes: int) -> None:

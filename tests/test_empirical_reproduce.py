@@ -160,3 +160,59 @@ def test_more_rounds_continue_cells_bit_for_bit_and_other_settings_rerun(tiny_ro
     lines = (cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 3]
     assert not read_checkpoint(cell_dir(tmp_path / "a", "mnist", 2, 0.01, "fo", 0) / "checkpoint.pt")["state"]["w"].equal(w[1])
+
+
+def test_fedavg_cells_of_another_alpha_evaluate_their_twins_model(tiny_root, tmp_path):
+    """FedAvg trains without α: the cell (2, 0.05) evaluates the model trained in (2, 0.01) and its
+    directory equals a cell trained on its own, records byte for byte and the model bit for bit;
+    more rounds re-evaluate it from the continued twin."""
+    from dataclasses import replace
+
+    from perfedavg.rundir import read_checkpoint
+    from perfedavg.runner import run_config
+
+    plan = Plan(datasets=("mnist",), rows=((2, 0.01), (2, 0.05)), methods=("fedavg", "fo"), seeds=1, K=2,
+                data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
+    table = run_plan(plan, tmp_path / "t", progress=False)
+    assert table["invocation"]["cells_run"] == 3 and table["invocation"]["actions"]["evaluated from a twin"] == 1
+    assert [row["cells"]["fedavg"]["trained_in"] for row in table["rows"]] == [False, True]
+    assert "evaluate the model trained in the first row with the same τ" in (tmp_path / "t" / "table1.md").read_text()
+    for K in (2, 3):
+        plan = replace(plan, K=K)
+        if K == 3:
+            assert run_plan(plan, tmp_path / "t", progress=False)["invocation"]["actions"] == {
+                "continue": 3, "evaluated from a twin": 1}
+        twin = cell_dir(tmp_path / "t", "mnist", 2, 0.05, "fedavg", 0)
+        alone = tmp_path / f"alone{K}"
+        run_config(cell_config(plan, "mnist", 2, 0.05, "fedavg", 0), alone, progress=False)
+        assert (twin / "metrics.jsonl").read_bytes() == (alone / "metrics.jsonl").read_bytes()
+        assert [json.loads(x)["round"] for x in (twin / "metrics.jsonl").read_text().splitlines()] == [0, K]
+        assert read_checkpoint(twin / "checkpoint.pt")["state"]["w"].equal(read_checkpoint(alone / "checkpoint.pt")["state"]["w"])
+        summary = json.loads((twin / "summary.json").read_text())
+        assert summary["trained_in"].endswith("tau2-alpha0.01/fedavg-seed0") and summary["final"] == \
+            json.loads((alone / "summary.json").read_text())["final"]
+
+
+def test_run_from_trained_refuses_another_training_and_writes_nothing(tiny_root, tmp_path):
+    from perfedavg.errors import UsageError
+    from perfedavg.runner import run_config, run_from_trained
+
+    plan = Plan(datasets=("mnist",), rows=((2, 0.01),), seeds=1, K=2, data_dir=str(tiny_root),
+                task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
+    fedavg, fo = tmp_path / "fedavg", tmp_path / "fo"
+    run_config(cell_config(plan, "mnist", 2, 0.01, "fedavg", 0), fedavg, progress=False)
+    run_config(cell_config(plan, "mnist", 2, 0.01, "fo", 0), fo, progress=False)
+    cfg = cell_config(plan, "mnist", 2, 0.05, "fedavg", 0)
+    cases = [
+        (fo, cfg, "algorithm"),  # another algorithm trained it
+        (fedavg, cell_config(plan, "mnist", 2, 0.05, "fedavg", 1), "seed"),
+        (fedavg, cell_config(plan, "mnist", 3, 0.05, "fedavg", 0), "tau"),
+        (fedavg, cell_config(plan, "mnist", 2, 0.05, "fo", 0), "algorithm"),
+        (fedavg, cfg.replace(K=3, eval_every=3), "K=3"),
+        (fedavg, cfg.replace(eval_every=1), "eval_every=1"),
+        (tmp_path / "missing", cfg, "not a finished run"),
+    ]
+    for source, config, message in cases:
+        with pytest.raises(UsageError, match=message):
+            run_from_trained(config, tmp_path / "out", source)
+        assert not (tmp_path / "out").exists()
