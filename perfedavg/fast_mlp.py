@@ -497,9 +497,10 @@ class MLPOracle:
         for j, (i, N) in enumerate(zip(users, counts)):
             torch.mm(X[i, :N], W0[j // m].t(), out=Z[j, :N])
         A = torch.zeros_like(Z)
-        Kc = K.index_select(0, clients)
-        offsets = (torch.arange(mm) * M).unsqueeze(1)
-        labels = data.y.index_select(0, data.index[clients].reshape(-1)).view(mm, M)
+        on_device = clients.to(K.device)
+        Kc = K.index_select(0, on_device)
+        offsets = (torch.arange(mm, device=K.device) * M).unsqueeze(1)
+        labels = data.y.index_select(0, data.index.index_select(0, on_device).reshape(-1)).view(mm, M)
 
         def rows(T: Tensor, p: Tensor) -> Tensor:  # T (mm, M, k) at positions p (mm, B): (mm, B, k)
             return T.view(mm * M, -1).index_select(0, (p + offsets).reshape(-1)).view(*p.shape, -1)
