@@ -40,7 +40,9 @@ def _register_table1(what) -> None:
         "did; on its training data, leak-free), the shared model's accuracy, and the wall time of every column. "
         "The users' split is drawn to OUT/partition-<dataset>.png and tabulated in .md. Every cell is a run "
         "directory under OUT/runs/: finished cells are reused, cells run with fewer rounds are continued, cells "
-        "with other settings are run again, and an interrupted reproduction resumes. Cells run side by side "
+        "with other settings are run again, and an interrupted reproduction resumes. FedAvg does not use alpha "
+        "to train, so its cells at (10, 0.01) evaluate the model trained at (10, 0.001) (when only rounds 0 and "
+        "K are evaluated; the table says so). Cells run side by side "
         "(--workers processes of --threads torch threads) through the sweep runner, whose record of the "
         "invocation is OUT/sweep_summary.md. "
         "Results on the JPEG copy of CIFAR-10 are labelled 'CIFAR-10 (JPEG copy)'.",

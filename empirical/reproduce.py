@@ -463,10 +463,11 @@ def markdown(table: dict) -> str:
     totals = {m: sum(row["cells"][m]["wall_seconds"] for row in table["rows"]) for m in methods}
     lines += ["", "Total per column (all rows, data sets and seeds): "
               + ", ".join(f"{_method_header(m)} {totals[m]:.0f} s" for m in methods) + ".", ""]
-    shared = [row for row in table["rows"] if any(c.get("trained_in") for c in row["cells"].values())]
+    shared = dict.fromkeys((row["tau"], row["alpha"]) for row in table["rows"]
+                           if any(c.get("trained_in") for c in row["cells"].values()))
     if shared:
         lines += ["FedAvg never uses α to train (only to evaluate), so its cells at "
-                  + ", ".join(f"(τ, α) = ({row['tau']}, {row['alpha']:g})" for row in shared)
+                  + ", ".join(f"(τ, α) = ({tau}, {alpha:g})" for tau, alpha in shared)
                   + " evaluate the model trained in the first row with the same τ; their time is the evaluation's.", ""]
     for dataset, info in table.get("partitions", {}).items():
         lines += [f"Users' split of {info['label']}: {info['describe']} "

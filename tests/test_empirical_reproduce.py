@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from empirical.reproduce import PAPER, ROWS, Plan, cell_config, cell_dir, run_plan
+from empirical.reproduce import PAPER, ROWS, Plan, cell_config, cell_dir, markdown, run_plan
 from perfedavg.cli import main as cli_main
 from tests.empirical_fixtures import tiny_mnist_arrays, write_mnist
 
@@ -176,7 +176,10 @@ def test_fedavg_cells_of_another_alpha_evaluate_their_twins_model(tiny_root, tmp
     table = run_plan(plan, tmp_path / "t", progress=False)
     assert table["invocation"]["cells_run"] == 3 and table["invocation"]["actions"]["evaluated from a twin"] == 1
     assert [row["cells"]["fedavg"]["trained_in"] for row in table["rows"]] == [False, True]
-    assert "evaluate the model trained in the first row with the same τ" in (tmp_path / "t" / "table1.md").read_text()
+    assert "its cells at (τ, α) = (2, 0.05) evaluate the model trained in the first row with the same τ" in (
+        tmp_path / "t" / "table1.md").read_text()
+    two = dict(table, rows=table["rows"] + [dict(row, label="CIFAR-10") for row in table["rows"]])
+    assert "its cells at (τ, α) = (2, 0.05) evaluate" in markdown(two)  # each row once, not per data set
     for K in (2, 3):
         plan = replace(plan, K=K)
         if K == 3:
