@@ -513,14 +513,13 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
                          f"track_inner={cfg.track_inner}): it has to be trained")
     _check_fresh_out(out, force=True)
     started, cpu_started = time.perf_counter(), time.process_time()
-    records = [evaluate_state(task, cfg, initial_state(task, cfg)),
-               evaluate_state(task, cfg, TrainState.from_dict(trained["state"]))]
+    state = TrainState.from_dict(trained["state"])
+    records = [evaluate_state(task, cfg, initial_state(task, cfg)), evaluate_state(task, cfg, state)]
     lines = b"".join(json.dumps(record).encode() + b"\n" for record in records)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     _create_out(out, force=True)
     rundir.atomic_write_text(out / rundir.CONFIG, dumps_toml(mine))
     rundir.atomic_write_bytes(out / rundir.METRICS, lines)
-    state = TrainState.from_dict(trained["state"])
     rundir.atomic_torch_save(out / rundir.CHECKPOINT, _checkpoint_payload(
         cfg, state, len(records), len(lines), hashlib.sha256(lines).hexdigest(), wall, cpu))
     summary = {"status": "finished", "message": "", "rounds_completed": cfg.K, "checkpoint_round": cfg.K,
