@@ -106,16 +106,12 @@ def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10,
     ``"sample_space"``, :meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`): in sample
     space the first layer's part of :func:`engine_matmul_flops` (``2 m`` times
     :func:`perfedavg.fast_mlp.first_layer_macs` ``("steps", ...)``) is replaced by its own."""
-    from .fast_mlp import first_layer_macs
-
     batches = (B,) if variant == "fedavg" else (B, B, B)
     flops = engine_matmul_flops(variant, sizes, m, B, tau)
     if not oracle.prefers_sample_space(task.train, variant, tau, batches):
         return flops, "steps"
-    count = task.train.count.double()
-    args = (variant, tau, batches, sizes[0], sizes[1], float(count.mean()), int(count.max()))
-    delta = first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args)
-    return int(flops + 2 * m * delta), "sample_space"
+    cost = oracle.first_layer_costs(task.train, variant, tau, batches)
+    return int(flops + 2 * m * (cost["sample_space"] - cost["steps"])), "sample_space"
 
 
 # -- the workload ----------------------------------------------------------------------

@@ -443,9 +443,14 @@ class MLPOracle:
         features per user, but not MNIST's, 980 or 490 of 784)."""
         if self.rounds != "auto":
             return self.rounds == "sample_space"
+        cost = self.first_layer_costs(data, algorithm, tau, batches)
+        return cost["sample_space"] < cost["steps"]
+
+    def first_layer_costs(self, data, algorithm: str, tau: int, batches: tuple[int, ...]) -> dict[str, float]:
+        """:func:`first_layer_macs` of a round on ``data`` either way, per user."""
         count = data.count.to(torch.float64)
         args = (algorithm, tau, batches, self.sizes[0], self.sizes[1], float(count.mean()), int(count.max()))
-        return first_layer_macs("sample_space", *args) < first_layer_macs("steps", *args)
+        return {strategy: first_layer_macs(strategy, *args) for strategy in ("steps", "sample_space")}
 
     def _sample_space(self, data, dtype):
         r"""Each user's inputs ``X (n, M, d_0)`` (zero rows on padding) and Gram matrix
