@@ -76,6 +76,9 @@ from torch import Tensor
 ACTIVATIONS = ("elu", "tanh", "relu")
 #: how :class:`MLPOracle` runs a round: per local step, in each user's sample space, or the cheaper
 ROUND_STRATEGIES = ("auto", "steps", "sample_space")
+#: entries per client of a layer's weight block from which :meth:`MLPOracle._write` fuses the GEMM with
+#: the write on several threads (the first layer of the paper's MLPs, 784x80 or 3072x80, is above it)
+FUSED_WRITE_MIN = 1 << 14
 
 
 def _hidden(Z: Tensor, activation: str, second: bool):
@@ -146,9 +149,15 @@ class MLPOracle:
 
     # -- layout ------------------------------------------------------------------------
     def layers(self, W: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, d_{l+1}))]`` into ``W (n, P)``."""
-        n = W.shape[0]
-        return [(W[:, a:b].view(n, dout, din), W[:, b:c]) for a, b, c, din, dout in self.spans]
+        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, d_{l+1}))]`` into ``W (n, P)`` (rows of unit stride).
+
+        Built with one ``as_strided`` per view (the same views as ``W[:, a:b].view(n, d_{l+1}, d_l)``
+        and ``W[:, b:c]``, in half the time: a local step takes several sets of views)."""
+        if W.dim() != 2 or W.stride(1) != 1:
+            raise ValueError(f"W must be (n, P) with rows of unit stride, got shape {tuple(W.shape)} strides {W.stride()}")
+        n, row, start = W.shape[0], W.stride(0), W.storage_offset()
+        return [(W.as_strided((n, dout, din), (row, din, 1), start + a), W.as_strided((n, dout), (row, 1), start + b))
+                for a, b, _, din, dout in self.spans]
 
     def _check(self, W: Tensor, X: Tensor) -> tuple[Tensor, int]:
         if W.dim() != 2 or W.shape[1] != self.num_params:
@@ -202,13 +211,19 @@ class MLPOracle:
         r"""``out = base + scale * A @ Bm`` (or ``out += scale * A @ Bm`` when ``accumulate``).
 
         ``out`` is a view into the flat ``(n, P)`` buffer: each client's block is contiguous
-        but the stack is not.  Which write is fastest depends on the thread count (measured
-        here on the first layer's shapes, best of 300): with several threads a GEMM into a
-        fresh contiguous tensor followed by one fused elementwise ``add`` into the view
-        (``baddbmm`` into the view: ~780 µs vs ~590 µs for two such writes with 2 threads);
-        with one thread the GEMM accumulating into the view itself (``baddbmm``, ``beta = 1``:
-        ~980 µs vs ~1100 µs), which saves a pass over the parameters."""
-        if torch.get_num_threads() == 1 and (accumulate or base is not None):
+        but the stack is not.  Two ways: the GEMM accumulating into the view itself
+        (``baddbmm``, :math:`\beta = 1`: one pass over the parameters), or a GEMM into a fresh
+        contiguous tensor followed by one fused elementwise ``add`` into the view.  Which is
+        faster depends on the block's size and the thread count (machine B, AMD EPYC, 10
+        clients, batches of 40, median of 400, µs, unfused / fused): with one thread the fused
+        write on every layer (first layer 784x80: 1225 / 953; the layers above are small
+        either way, 85 / 96 and 25 / 44, and are kept fused so that one-thread results keep
+        their bits); with several threads the fused write on blocks of at least
+        :data:`FUSED_WRITE_MIN` entries per client (first layer: 641 / 491, accumulating
+        524 / 414) and the unfused one below (60x80: 53 / 79; 10x60: 20 / 50)."""
+        if (accumulate or base is not None) and (
+            torch.get_num_threads() == 1 or out[0].numel() >= FUSED_WRITE_MIN
+        ):
             if accumulate:
                 out.baddbmm_(A, Bm, alpha=scale)
             else:
@@ -240,9 +255,10 @@ class MLPOracle:
         layers = self.layers(W)
         Z0 = self._first_layer(X, *layers[0], groups)
         m = out.shape[0]
-        G = self._grad_from(layers, Z0, Y if groups == 1 else Y.repeat(groups, 1), out, base, scale,
+        out_layers, base_layers = self.layers(out), (layers if base is W else self._views(base))
+        G = self._grad_from(layers, Z0, Y if groups == 1 else Y.repeat(groups, 1), out_layers, base_layers, scale,
                             m if difference else None)
-        (ow, ob), (bw, bb) = self.layers(out)[0], self._base_layers(base, layers)[0]
+        (ow, ob), (bw, bb) = out_layers[0], base_layers[0]
         if difference:  # both halves share X: one GEMM on G_+ - G_-
             G = G[:m] - G[m:]
         if groups == 1 or difference:
@@ -254,17 +270,22 @@ class MLPOracle:
         self._write_bias(ob, bb, scale, G)
         return out
 
-    def _base_layers(self, base, layers):
-        return self.layers(base) if base is not None else [(None, None)] * len(layers)
+    def _views(self, T: Tensor | list | None) -> list:
+        """The layer views of ``T``: an ``(n, P)`` buffer (:meth:`layers`), its views already taken
+        (returned as they are: a step takes each buffer's views once), or None (no base)."""
+        if T is None:
+            return [(None, None)] * len(self.spans)
+        return T if isinstance(T, list) else self.layers(T)
 
     def _grad_from(self, layers, Z0, Y, out, base, scale, half=None):
         r"""Forward from the first layer's pre-activations ``Z0`` through ``layers`` 1..L-1, then
         backward: write ``out = base + scale * grad`` for the parameters of layers ``>= 1``
         (with ``half = m``: ``out (m, P) = base + scale * (grad(rows :m) - grad(rows m:))``) and
-        return ``G_0``, the gradient with respect to ``Z0``; layer 0 is the caller's."""
+        return ``G_0``, the gradient with respect to ``Z0``; layer 0 is the caller's.  ``out`` and
+        ``base``: buffers or their layer views (:meth:`_views`)."""
         S, H, D, _ = self._forward_from(layers, Z0)
         _, G = _softmax_ce_grad(S, Y)
-        out_layers, base_layers = self.layers(out), self._base_layers(base, layers)
+        out_layers, base_layers = self._views(out), self._views(base)
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
             h = H[l - 1]
@@ -304,8 +325,9 @@ class MLPOracle:
         layers, dirs = self.layers(W), self.layers(V)
         Z0 = self._first_layer(X, *layers[0], groups)
         RZ0 = self._first_layer(X, *dirs[0], groups)
-        RG = self._hvp_from(layers, dirs, Z0, RZ0, Y if groups == 1 else Y.repeat(groups, 1), out, base, scale)
-        (ow, ob), (bw, bb) = self.layers(out)[0], self._base_layers(base, layers)[0]
+        out_layers, base_layers = self.layers(out), self._views(base)
+        RG = self._hvp_from(layers, dirs, Z0, RZ0, Y if groups == 1 else Y.repeat(groups, 1), out_layers, base_layers, scale)
+        (ow, ob), (bw, bb) = out_layers[0], base_layers[0]
         self._write(ow, bw, scale, RG.transpose(1, 2), self._grouped(X, groups))  # R h_0 = 0: no G_0 term
         self._write_bias(ob, bb, scale, RG)
         return out
@@ -313,7 +335,8 @@ class MLPOracle:
     def _hvp_from(self, layers, dirs, Z0, RZ0, Y, out, base, scale):
         r"""The R-operator (module docstring) from the first layer's pre-activations ``Z0`` and
         their directional derivative ``RZ0``: write ``out = base + scale * (Hessian V)`` for the
-        parameters of layers ``>= 1`` and return :math:`\mathcal R G_0`; layer 0 is the caller's."""
+        parameters of layers ``>= 1`` and return :math:`\mathcal R G_0`; layer 0 is the caller's
+        (``out``, ``base``: buffers or their views, :meth:`_views`)."""
         S, H, D, E = self._forward_from(layers, Z0, second=True)
         H = [None] + H
         # R-forward: RZ[l] = R{z_l}, RH[l] = R{h_l}
@@ -327,7 +350,7 @@ class MLPOracle:
         p, G = _softmax_ce_grad(S, Y)
         RS = RZ[-1]
         RG = (RS - (p * RS).sum(-1, keepdim=True)).mul_(p).mul_(1.0 / S.shape[-2])
-        out_layers, base_layers = self.layers(out), self._base_layers(base, layers)
+        out_layers, base_layers = self._views(out), self._views(base)
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
             self._write(ow, bw, scale, RG.transpose(1, 2), H[l])
@@ -345,10 +368,10 @@ class MLPOracle:
     def _grouped(X: Tensor, groups: int) -> Tensor:
         return X if groups == 1 else X.repeat(groups, 1, 1)
 
-    def _hessian_term(self, layers, g_layers, P3, C3, Y3, out, h, variant):
+    def _hessian_term(self, layers, g_layers, P3, C3, Y3, out: list, h, variant):
         r"""HF's or the exact variant's Hessian term of :meth:`per_fedavg_step` on :math:`\mathcal D''`,
         given the first layer's pre-activations ``P3`` at :math:`w` and ``C3`` along :math:`g`: add
-        it to the layers ``>= 1`` of ``out`` and return ``(last, scale)``, the first layer's part being
+        it to the layers ``>= 1`` of ``out`` (layer views) and return ``(last, scale)``, the first layer's part being
         ``scale * last^T X3`` (weights) and ``scale * sum_b last`` (bias).
 
         * HF: ``last`` = :math:`G_0(w+\delta g) - G_0(w-\delta g)`, scale :math:`\alpha\beta/(2\delta)`
@@ -359,7 +382,7 @@ class MLPOracle:
             return self._hvp_from(layers, g_layers, P3, C3, Y3, out, out, h.alpha * h.beta), h.alpha * h.beta
         m = P3.shape[0]
         scale = h.alpha * h.beta / (2 * h.delta)
-        W_pm = out.new_empty((2 * m, out.shape[1]))
+        W_pm = P3.new_empty((2 * m, self.num_params))
         pm = self.layers(W_pm)
         for l in range(1, len(layers)):
             for j, sign in ((0, 1.0), (1, -1.0)):
@@ -403,32 +426,31 @@ class MLPOracle:
         (W0, b0) = layers[0]
         W0t = W0.transpose(1, 2)
         out = torch.empty_like(W)
-        (o0, ob0) = self.layers(out)[0]
+        out_layers = self.layers(out)
+        (o0, ob0) = out_layers[0]
         # inner step: w~ = w - alpha grad f(w, D); layers >= 1 and the first bias written into W_tilde
-        W_tilde = torch.empty_like(W)
-        G1 = self._grad_from(layers, torch.baddbmm(b0.unsqueeze(1), X1, W0t), inner.y, W_tilde, W, -h.alpha)
-        tilde = self.layers(W_tilde)
+        tilde = self.layers(torch.empty_like(W))
+        G1 = self._grad_from(layers, torch.baddbmm(b0.unsqueeze(1), X1, W0t), inner.y, tilde, layers, -h.alpha)
         torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
         # outer gradient at w~ on D': first-layer pre-activations X2 W0^T + b~ - alpha (X2 X1^T) G1
         Z2 = torch.baddbmm(tilde[0][1].unsqueeze(1), X2, W0t)
         Z2.baddbmm_(torch.bmm(X2, X1.transpose(1, 2)), G1, alpha=-h.alpha)
         if variant == "fo":
-            G2 = self._grad_from(tilde, Z2, outer.y, out, W, -h.beta)
+            G2 = self._grad_from(tilde, Z2, outer.y, out_layers, layers, -h.beta)
             self._write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
             self._write_bias(ob0, b0, -h.beta, G2)
             return out
         # g = grad f(w~, D'): layers >= 1 and the first bias in g; first-layer weight G2^T X2 implicit
-        g = torch.empty_like(W)
-        G2 = self._grad_from(tilde, Z2, outer.y, g, None, 1.0)
-        g_layers = self.layers(g)
+        g_layers = self.layers(torch.empty_like(W))
+        G2 = self._grad_from(tilde, Z2, outer.y, g_layers, None, 1.0)
         gb0 = torch.sum(G2, 1, out=g_layers[0][1])
-        for (ow, ob), (w_, b_), (gw, gb) in zip(self.layers(out)[1:], layers[1:], g_layers[1:]):
+        for (ow, ob), (w_, b_), (gw, gb) in zip(out_layers[1:], layers[1:], g_layers[1:]):
             torch.add(w_, gw, alpha=-h.beta, out=ow)  # base = w - beta g, layers >= 1
             torch.add(b_, gb, alpha=-h.beta, out=ob)
         X3, _ = self._check(W, hessian.x)
         P3 = torch.baddbmm(b0.unsqueeze(1), X3, W0t)  # X3 W0^T + b0
         C3 = torch.bmm(torch.bmm(X3, X2.transpose(1, 2)), G2).add_(gb0.unsqueeze(1))  # X3 V0^T + c0 for v = g
-        last, last_scale = self._hessian_term(layers, g_layers, P3, C3, hessian.y, out, h, variant)
+        last, last_scale = self._hessian_term(layers, g_layers, P3, C3, hessian.y, out_layers, h, variant)
         self._write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
         self._write(o0, None, last_scale, last.transpose(1, 2), X3, accumulate=True)
         self._write_bias(ob0, b0, -h.beta, G2)
@@ -519,36 +541,36 @@ class MLPOracle:
 
         U = W.new_empty((mm, P))
         U[:, b:] = W[:, None, b:].expand(S, m, P - b).reshape(mm, P - b)
+        layers = self.layers(U)
         for positions in steps:
-            layers = self.layers(U)
             b0 = layers[0][1]
             out = torch.empty_like(U)
-            ob0 = self.layers(out)[0][1]
+            out_layers = self.layers(out)
+            ob0 = out_layers[0][1]
             p1 = positions[0]
             y1 = labels.gather(1, p1)
             if algorithm == "fedavg":
-                G = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, out, U, -h.beta)
+                G = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, out_layers, layers, -h.beta)
                 torch.add(b0, G.sum(1), alpha=-h.beta, out=ob0)
                 add_term(rows(Kc, p1), p1, G.mul_(h.beta))
-                U = out
+                U, layers = out, out_layers
                 continue
             p2 = positions[1]
-            W_tilde = torch.empty_like(U)
-            G1 = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, W_tilde, U, -h.alpha)
-            tilde = self.layers(W_tilde)
+            tilde = self.layers(torch.empty_like(U))
+            G1 = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, tilde, layers, -h.alpha)
             torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
             K2 = rows(Kc, p2)
             Z2 = (rows(Z, p2) + tilde[0][1].unsqueeze(1)).baddbmm_(block(K2, p1), G1, alpha=-h.alpha)
             y2 = labels.gather(1, p2)
             if algorithm == "fo":
-                G2 = self._grad_from(tilde, Z2, y2, out, U, -h.beta)
+                G2 = self._grad_from(tilde, Z2, y2, out_layers, layers, -h.beta)
                 torch.add(b0, G2.sum(1), alpha=-h.beta, out=ob0)
                 add_term(K2, p2, G2.mul_(h.beta))
-                U = out
+                U, layers = out, out_layers
                 continue
             g = torch.empty_like(U)
-            G2 = self._grad_from(tilde, Z2, y2, g, None, 1.0)
             g_layers = self.layers(g)
+            G2 = self._grad_from(tilde, Z2, y2, g_layers, None, 1.0)
             gb0 = torch.sum(G2, 1, out=g_layers[0][1])
             torch.add(U[:, b:], g[:, b:], alpha=-h.beta, out=out[:, b:])  # w - beta g, layers >= 1 and b_0
             p3 = positions[2]
@@ -556,10 +578,10 @@ class MLPOracle:
             P3 = rows(Z, p3).add_(b0.unsqueeze(1))
             C3 = torch.bmm(block(K3, p2), G2).add_(gb0.unsqueeze(1))
             y3 = labels.gather(1, p3)
-            last, last_scale = self._hessian_term(layers, g_layers, P3, C3, y3, out, h, algorithm)
+            last, last_scale = self._hessian_term(layers, g_layers, P3, C3, y3, out_layers, h, algorithm)
             ob0.add_(last.sum(1), alpha=last_scale)
             add_term(torch.cat([K2, K3], 1), torch.cat([p2, p3], 1), torch.cat([G2.mul_(h.beta), last.mul_(-last_scale)], 1))
-            U = out
+            U, layers = out, out_layers
         result = W.new_empty((S, P))
         result[:, b:] = U.view(S, m, P)[:, :, b:].mean(1)
         new_W0 = result[:, :b].view(S, d1, d0)

@@ -14,7 +14,7 @@ import torch
 from perfedavg.bench import engine_matmul_flops, grad_flops, kernel_flops, layer_units
 from perfedavg.config import RunConfig
 from perfedavg.engine import local_round, local_rounds
-from perfedavg.fast_mlp import MLPOracle, first_layer_macs, mlp_oracle_factory
+from perfedavg.fast_mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
 from perfedavg.local import StepSizes, meta_gradient
 from perfedavg.models import mlp
 from perfedavg.oracle import AutogradOracle, make_oracle
@@ -107,7 +107,8 @@ def test_fused_per_fedavg_step_equals_generic_meta_gradient(variant):
 def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activation, variant, threads):
     """The first-layer kernel identity (w~ and w +- delta g never formed) on logistic regression,
     deeper and wider MLPs, batches of three sizes, and both ways of writing a layer
-    (``_write`` picks the GEMM form by thread count)."""
+    (``_write`` picks the GEMM form by thread count and block size: with 2 threads the 300x60
+    first layer is written fused, the blocks below ``FUSED_WRITE_MIN`` unfused)."""
     W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes))
     g = torch.Generator().manual_seed(4)
     batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
@@ -124,6 +125,13 @@ def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activ
         torch.set_num_threads(before)
     _close(got, expected)  # HF: round-off / (2 delta) ~ 1e-13, inside TIGHT
     _close(fedavg, W - h.beta * ref.grad(W, batches[0].x, batches[0].y))
+
+
+def test_the_cases_cover_both_multi_threaded_write_forms():
+    """Some layer of ``CASES`` is at least ``FUSED_WRITE_MIN`` entries (fused write with several
+    threads) and some below (GEMM, then add), so the 2-thread cases above run both forms."""
+    blocks = [din * dout for sizes, _ in CASES for din, dout in zip(sizes[:-1], sizes[1:])]
+    assert max(blocks) >= FUSED_WRITE_MIN > min(blocks)
 
 
 def _mlp_task(sizes=(10, 7, 4), activation="elu", n=6, per_client=30, fast=True):
