@@ -115,20 +115,22 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     h = step_sizes(cfg)
     sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
     # batches do not depend on the model: draw every step's positions first, in a lone run's order
-    drawn = [[[draw_positions(gen, task.train, c, size, task.batch_with_replacement) for size in sizes]
-              for gen, c in zip(gens, clients)] for _ in range(cfg.tau)]
+    rows = [task.train.select(c) for c in clients]
+    drawn = [[[draw_positions(gen, run_rows, None, size, task.batch_with_replacement) for size in sizes]
+              for gen, run_rows in zip(gens, rows)] for _ in range(cfg.tau)]
     steps = [tuple(torch.cat([run[j] for run in step]) for j in range(len(sizes))) for step in drawn]
     stacked = torch.cat(clients)
     sample_space = getattr(oracle, "round_in_sample_space", None)
     if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
         return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
+    round_rows = task.train.select(stacked)
     local = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
     trajectory = []
     for t, positions in enumerate(steps):
         if track:
             trajectory.append(W if t == 0 else local.view(S, m, P).mean(1))
-        batches = tuple(gather_batch(task.train, stacked, p) if j < used else None for j, p in enumerate(positions))
+        batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
         if cfg.algorithm == "fedavg":
             local = fedavg_step(oracle, local, batches[0], h)
         else:

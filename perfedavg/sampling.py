@@ -44,18 +44,20 @@ def sample_clients(generator: torch.Generator, n: int, m: int) -> Tensor:
 
 
 def draw_positions(
-    generator: torch.Generator, data: ClientData, clients: Tensor, size: int, with_replacement: bool
+    generator: torch.Generator, data: ClientData, clients: Tensor | None, size: int, with_replacement: bool
 ) -> Tensor:
-    r"""Positions ``(m, size)`` into each sampled client's index row.
+    r"""Positions ``(m, size)`` into each sampled client's index row (``clients`` None: every row of
+    ``data``, e.g. a :meth:`ClientData.select` of the sampled users).
 
     With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4).
     Without replacement: a uniformly random subset of the client's samples (uniform
     :math:`p_i` only), drawn by keeping the ``size`` smallest of i.i.d. uniform keys.
     """
+    weight = data.weight if clients is None else data.weight[clients]
     if with_replacement:
-        return torch.multinomial(data.weight[clients], size, replacement=True, generator=generator)
-    keys = torch.rand(data.index[clients].shape, generator=generator, dtype=torch.float64)
-    keys = keys.masked_fill(data.weight[clients] <= 0, 2.0)
+        return torch.multinomial(weight, size, replacement=True, generator=generator)
+    keys = torch.rand(weight.shape, generator=generator, dtype=torch.float64)
+    keys = keys.masked_fill(weight <= 0, 2.0)
     return keys.topk(size, dim=-1, largest=False).indices
 
 
@@ -85,9 +87,9 @@ def draw_batch(
     return gather_batch(data, clients, draw_positions(generator, data, clients, size, with_replacement))
 
 
-def gather_batch(data: ClientData, clients: Tensor, positions: Tensor) -> Batch:
-    """The samples at ``positions (m, B)`` of each of ``clients``' index rows, as a :class:`Batch`."""
-    index = data.index[clients].gather(1, positions)
+def gather_batch(data: ClientData, clients: Tensor | None, positions: Tensor) -> Batch:
+    """The samples at ``positions (m, B)`` of each of ``clients``' index rows (None: of every row), as a :class:`Batch`."""
+    index = (data.index if clients is None else data.index[clients]).gather(1, positions)
     flat = index.reshape(-1)  # index_select on the flat list is ~5x faster than advanced indexing
     x = data.x.index_select(0, flat).view(*index.shape, *data.x.shape[1:])
     return Batch(x, data.y.index_select(0, flat).view(index.shape))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import pytest
 
@@ -16,9 +18,13 @@ from tests.helpers import random_params, softmax_setup
 TIGHT = 1e-10
 
 
+@pytest.mark.parametrize("with_replacement", [True, False])
 @pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
-def test_vectorized_engine_equals_loop_reference(algorithm):
+def test_vectorized_engine_equals_loop_reference(algorithm, with_replacement):
+    """Same seed, same batches (the engine draws from the sampled users' rows, taken once per round;
+    the reference from the whole data set, client by client), same models to float64 round-off."""
     cfg, task = softmax_setup(algorithm=algorithm, alpha=0.3, beta=0.2)
+    task = replace(task, batch_with_replacement=with_replacement)
     oracle = AutogradOracle(task.per_sample_loss)
     w = random_params(task)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -56,8 +62,6 @@ def test_hf_converges_to_exact_as_delta_shrinks_then_roundoff():
 
 def test_hf_is_exact_on_a_quadratic_loss():
     """l(w; x, y) = (x.w - y)^2 / 2 has a constant Hessian: the central difference is exact."""
-    from dataclasses import replace
-
     _, task = softmax_setup()
     quad = lambda W, X, Y: 0.5 * ((X * W[..., None, : X.shape[-1]]).sum(-1) - Y.to(X.dtype)) ** 2
     task = replace(task, per_sample_loss=quad)
