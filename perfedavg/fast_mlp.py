@@ -222,7 +222,7 @@ class MLPOracle:
         :data:`FUSED_WRITE_MIN` entries per client (first layer: 641 / 491, accumulating
         524 / 414) and the unfused one below (60x80: 53 / 79; 10x60: 20 / 50)."""
         if (accumulate or base is not None) and (
-            torch.get_num_threads() == 1 or out[0].numel() >= FUSED_WRITE_MIN
+            torch.get_num_threads() == 1 or out.shape[-2] * out.shape[-1] >= FUSED_WRITE_MIN
         ):
             if accumulate:
                 out.baddbmm_(A, Bm, alpha=scale)
