@@ -270,22 +270,20 @@ class MLPOracle:
         self._write_bias(ob, bb, scale, G)
         return out
 
-    def _views(self, T: Tensor | list | None) -> list:
-        """The layer views of ``T``: an ``(n, P)`` buffer (:meth:`layers`), its views already taken
-        (returned as they are: a step takes each buffer's views once), or None (no base)."""
-        if T is None:
-            return [(None, None)] * len(self.spans)
-        return T if isinstance(T, list) else self.layers(T)
+    def _views(self, T: Tensor | None) -> list:
+        """The layer views of a buffer ``T`` (:meth:`layers`), or ``(None, None)`` per layer for no base."""
+        return [(None, None)] * len(self.spans) if T is None else self.layers(T)
 
     def _grad_from(self, layers, Z0, Y, out, base, scale, half=None):
         r"""Forward from the first layer's pre-activations ``Z0`` through ``layers`` 1..L-1, then
         backward: write ``out = base + scale * grad`` for the parameters of layers ``>= 1``
         (with ``half = m``: ``out (m, P) = base + scale * (grad(rows :m) - grad(rows m:))``) and
         return ``G_0``, the gradient with respect to ``Z0``; layer 0 is the caller's.  ``out`` and
-        ``base``: buffers or their layer views (:meth:`_views`)."""
+        ``base`` are layer views (:meth:`layers`; a step takes each buffer's views once), ``base``
+        None for none."""
         S, H, D, _ = self._forward_from(layers, Z0)
         _, G = _softmax_ce_grad(S, Y)
-        out_layers, base_layers = self._views(out), self._views(base)
+        out_layers, base_layers = out, base or self._views(None)
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
             h = H[l - 1]
@@ -336,7 +334,7 @@ class MLPOracle:
         r"""The R-operator (module docstring) from the first layer's pre-activations ``Z0`` and
         their directional derivative ``RZ0``: write ``out = base + scale * (Hessian V)`` for the
         parameters of layers ``>= 1`` and return :math:`\mathcal R G_0`; layer 0 is the caller's
-        (``out``, ``base``: buffers or their views, :meth:`_views`)."""
+        (``out``, ``base``: layer views as in :meth:`_grad_from`)."""
         S, H, D, E = self._forward_from(layers, Z0, second=True)
         H = [None] + H
         # R-forward: RZ[l] = R{z_l}, RH[l] = R{h_l}
@@ -350,7 +348,7 @@ class MLPOracle:
         p, G = _softmax_ce_grad(S, Y)
         RS = RZ[-1]
         RG = (RS - (p * RS).sum(-1, keepdim=True)).mul_(p).mul_(1.0 / S.shape[-2])
-        out_layers, base_layers = self._views(out), self._views(base)
+        out_layers, base_layers = out, base or self._views(None)
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
             self._write(ow, bw, scale, RG.transpose(1, 2), H[l])
