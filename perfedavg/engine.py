@@ -131,10 +131,10 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
         if track:
             trajectory.append(W if t == 0 else local.view(S, m, P).mean(1))
         batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
-        if cfg.algorithm == "fedavg":
-            local = fedavg_step(oracle, local, batches[0], h)
+        if cfg.algorithm == "fedavg":  # in place: local is this round's own copy
+            fedavg_step(oracle, local, batches[0], h, out=local)
         else:
-            local = per_fedavg_step(oracle, local, batches, h, cfg.algorithm)
+            per_fedavg_step(oracle, local, batches, h, cfg.algorithm, out=local)
     return local.view(S, m, P).mean(1), clients, trajectory
 
 

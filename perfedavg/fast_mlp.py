@@ -220,7 +220,11 @@ class MLPOracle:
         either way, 85 / 96 and 25 / 44, and are kept fused so that one-thread results keep
         their bits); with several threads the fused write on blocks of at least
         :data:`FUSED_WRITE_MIN` entries per client (first layer: 641 / 491, accumulating
-        524 / 414) and the unfused one below (60x80: 53 / 79; 10x60: 20 / 50)."""
+        524 / 414) and the unfused one below (60x80: 53 / 79; 10x60: 20 / 50).
+
+        ``base`` may be ``out`` itself (the same view object): the write then accumulates in place."""
+        if base is out:
+            base, accumulate = None, True
         if (accumulate or base is not None) and (
             torch.get_num_threads() == 1 or out.shape[-2] * out.shape[-1] >= FUSED_WRITE_MIN
         ):
@@ -239,7 +243,9 @@ class MLPOracle:
 
     @staticmethod
     def _write_bias(out: Tensor, base: Tensor | None, scale: float, G: Tensor, accumulate: bool = False) -> None:
-        r"""``out = base + scale * sum_b G`` (or ``out += ...``)."""
+        r"""``out = base + scale * sum_b G`` (or ``out += ...``; also when ``base`` is ``out``)."""
+        if base is out:
+            base, accumulate = None, True
         s = G.sum(1)
         if accumulate:
             out.add_(s, alpha=scale)
@@ -255,7 +261,8 @@ class MLPOracle:
         layers = self.layers(W)
         Z0 = self._first_layer(X, *layers[0], groups)
         m = out.shape[0]
-        out_layers, base_layers = self.layers(out), (layers if base is W else self._views(base))
+        base_layers = layers if base is W else self._views(base)
+        out_layers = base_layers if out is base else self.layers(out)  # out is base: in place
         G = self._grad_from(layers, Z0, Y if groups == 1 else Y.repeat(groups, 1), out_layers, base_layers, scale,
                             m if difference else None)
         (ow, ob), (bw, bb) = out_layers[0], base_layers[0]
@@ -287,6 +294,7 @@ class MLPOracle:
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
             h = H[l - 1]
+            below = torch.bmm(G, layers[l][0]).mul_(D[l - 1])  # before the write: out may be the weights read
             if half is None:
                 self._write(ow, bw, scale, G.transpose(1, 2), h)
                 self._write_bias(ob, bb, scale, G)
@@ -296,7 +304,7 @@ class MLPOracle:
                 self._write(ow, None, -scale, G[m:].transpose(1, 2), h[m:], accumulate=True)
                 self._write_bias(ob, bb, scale, G[:m])
                 self._write_bias(ob, None, -scale, G[m:], accumulate=True)
-            G = torch.bmm(G, layers[l][0]).mul_(D[l - 1])
+            G = below
         return G
 
     # -- the oracle interface -----------------------------------------------------------
@@ -306,12 +314,14 @@ class MLPOracle:
         X, groups = self._check(W, X)
         return self._backward(W, X, Y, groups, torch.empty_like(W), None, 1.0)
 
-    def descend(self, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None) -> Tensor:
+    def descend(self, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None,
+                out: Tensor | None = None) -> Tensor:
         r""":math:`w - \mathrm{step}\cdot\tilde\nabla f_i(\mathrm{at}_i, \mathcal D_i)` (``at`` defaults
-        to ``W``), the update fused with writing each layer's gradient."""
+        to ``W``), the update fused with writing each layer's gradient, into ``out`` (default a new
+        tensor; ``out=W`` updates ``W`` in place, which spares a pass over the parameters)."""
         at = W if at is None else at
         X, groups = self._check(at, X)
-        return self._backward(at, X, Y, groups, torch.empty_like(W), W, -step)
+        return self._backward(at, X, Y, groups, torch.empty_like(W) if out is None else out, W, -step)
 
     def hvp(self, W: Tensor, V: Tensor, X: Tensor, Y: Tensor) -> Tensor:
         r"""Exact :math:`\tilde\nabla^2 f_i(w_i,\mathcal D_i)\, v_i` by the R-operator (module docstring)."""
@@ -351,12 +361,12 @@ class MLPOracle:
         out_layers, base_layers = out, base or self._views(None)
         for l in range(len(layers) - 1, 0, -1):
             (ow, ob), (bw, bb) = out_layers[l], base_layers[l]
+            weight, vw = layers[l][0], dirs[l][0]
+            dH = torch.bmm(G, weight)  # before the writes: out may be the weights read
+            RdH = torch.bmm(RG, weight).baddbmm_(G, vw)
             self._write(ow, bw, scale, RG.transpose(1, 2), H[l])
             self._write(ow, None, scale, G.transpose(1, 2), RH[l], accumulate=True)
             self._write_bias(ob, bb, scale, RG)
-            weight, vw = layers[l][0], dirs[l][0]
-            dH = torch.bmm(G, weight)
-            RdH = torch.bmm(RG, weight).baddbmm_(G, vw)
             RG = RdH.mul_(D[l - 1]).addcmul_(dH * E[l - 1], RZ[l - 1])
             if l > 1:  # G_0 itself is not needed: R h_0 = 0
                 G = dH.mul_(D[l - 1])
@@ -394,11 +404,12 @@ class MLPOracle:
         return G_pm[:m] - G_pm[m:], scale
 
     # -- fused local steps (used by perfedavg.local when present) -----------------------
-    def fedavg_step(self, W: Tensor, batch, h) -> Tensor:
-        r"""FedAvg's :math:`w - \beta\tilde\nabla f_i(w,\mathcal D)` (see :func:`perfedavg.local.fedavg_step`)."""
-        return self.descend(W, h.beta, batch.x, batch.y)
+    def fedavg_step(self, W: Tensor, batch, h, out: Tensor | None = None) -> Tensor:
+        r"""FedAvg's :math:`w - \beta\tilde\nabla f_i(w,\mathcal D)` (see :func:`perfedavg.local.fedavg_step`),
+        into ``out`` as in :meth:`descend`."""
+        return self.descend(W, h.beta, batch.x, batch.y, out=out)
 
-    def per_fedavg_step(self, W: Tensor, batches, h, variant: str) -> Tensor:
+    def per_fedavg_step(self, W: Tensor, batches, h, variant: str, out: Tensor | None = None) -> Tensor:
         r"""Per-FedAvg's local step (see :func:`perfedavg.local.meta_gradient`), rearranged as
 
         .. math::
@@ -413,6 +424,11 @@ class MLPOracle:
         (module docstring, "first-layer kernel identity"): their pre-activations on a batch
         :math:`X_b` follow from those at :math:`w` and the Gram block :math:`X_b X_a^\top`, and the
         new first-layer weights are one accumulating GEMM per gradient term.
+
+        The result goes into ``out`` (default a new tensor); ``out=W`` updates ``W`` in place: every
+        layer is then read before it is written (the Hessian term reads a copy of :math:`w`'s
+        layers above the first, which are small), and the first layer, the big one, is updated by
+        accumulating GEMMs with no pass to copy it.  The same arithmetic either way, bit for bit.
         """
         if variant not in ("fo", "hf", "exact"):
             raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
@@ -423,8 +439,8 @@ class MLPOracle:
         layers = self.layers(W)
         (W0, b0) = layers[0]
         W0t = W0.transpose(1, 2)
-        out = torch.empty_like(W)
-        out_layers = self.layers(out)
+        out = torch.empty_like(W) if out is None else out
+        out_layers = layers if out is W else self.layers(out)
         (o0, ob0) = out_layers[0]
         # inner step: w~ = w - alpha grad f(w, D); layers >= 1 and the first bias written into W_tilde
         tilde = self.layers(torch.empty_like(W))
@@ -442,6 +458,10 @@ class MLPOracle:
         g_layers = self.layers(torch.empty_like(W))
         G2 = self._grad_from(tilde, Z2, outer.y, g_layers, None, 1.0)
         gb0 = torch.sum(G2, 1, out=g_layers[0][1])
+        if out is W and len(self.spans) > 1:  # the Hessian term reads w's layers >= 1, overwritten below: a copy
+            upper = torch.empty_like(W)
+            upper[:, self.spans[1][0]:] = W[:, self.spans[1][0]:]
+            layers = layers[:1] + self.layers(upper)[1:]
         for (ow, ob), (w_, b_), (gw, gb) in zip(out_layers[1:], layers[1:], g_layers[1:]):
             torch.add(w_, gw, alpha=-h.beta, out=ow)  # base = w - beta g, layers >= 1
             torch.add(b_, gb, alpha=-h.beta, out=ob)

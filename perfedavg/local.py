@@ -1,7 +1,10 @@
 r"""One local step of each algorithm, for a stack of clients (PAPER.md §2, Algorithm 1).
 
 Each function is pure: ``(oracle, W, batches, hyper-parameters) -> new W``, with
-``W (m, P)`` the sampled clients' current iterates :math:`w^i_{k+1,t-1}`.
+``W (m, P)`` the sampled clients' current iterates :math:`w^i_{k+1,t-1}`; except that the
+steps take an optional ``out`` to write the new iterates into, which may be ``W`` itself (the
+engine owns its iterates and updates them in place: an oracle with fused steps then spares a
+pass over the parameters).
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ class StepSizes:
     delta: float = 1e-3
 
 
-def fedavg_step(oracle, W: Tensor, batch: Batch, h: StepSizes) -> Tensor:
-    r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`.
+def fedavg_step(oracle, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | None = None) -> Tensor:
+    r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`
+    (into ``out`` if given; it may be ``W``).
 
     An oracle with its own fused ``fedavg_step`` (e.g. :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
     if hasattr(oracle, "fedavg_step"):
-        return oracle.fedavg_step(W, batch, h)
-    return W - h.beta * oracle.grad(W, batch.x, batch.y)
+        return oracle.fedavg_step(W, batch, h, out=out)
+    return _into(out, W - h.beta * oracle.grad(W, batch.x, batch.y))
+
+
+def _into(out: Tensor | None, new: Tensor) -> Tensor:
+    return new if out is None else out.copy_(new)
 
 
 def meta_gradient(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str) -> Tensor:
@@ -64,11 +72,13 @@ def meta_gradient(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: Ste
     raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
 
 
-def per_fedavg_step(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str) -> Tensor:
-    r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1).
+def per_fedavg_step(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: StepSizes, variant: str,
+                    out: Tensor | None = None) -> Tensor:
+    r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1;
+    into ``out`` if given; it may be ``W``).
 
     An oracle with its own fused ``per_fedavg_step`` (the same arithmetic rearranged, e.g.
     :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
     if hasattr(oracle, "per_fedavg_step"):
-        return oracle.per_fedavg_step(W, batches, h, variant)
-    return W - h.beta * meta_gradient(oracle, W, batches, h, variant)
+        return oracle.per_fedavg_step(W, batches, h, variant, out=out)
+    return _into(out, W - h.beta * meta_gradient(oracle, W, batches, h, variant))

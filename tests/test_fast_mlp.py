@@ -127,6 +127,31 @@ def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activ
     _close(fedavg, W - h.beta * ref.grad(W, batches[0].x, batches[0].y))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes,activation", CASES)
+def test_steps_in_place_equal_steps_into_a_new_tensor_bit_for_bit(sizes, activation, threads):
+    """``out=W`` (the engine's in-place update: every layer read before it is written, the
+    Hessian term on a copy of the layers above the first) gives the very bits of a new tensor,
+    for every fused step and both write forms; and ``W`` is then the result."""
+    W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes) + 1)
+    g = torch.Generator().manual_seed(5)
+    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
+    fast = MLPOracle(sizes, activation)
+    steps = {"fedavg": lambda V, out=None: fast.fedavg_step(V, batches[0], h, out=out)}
+    steps.update({v: (lambda V, out=None, v=v: fast.per_fedavg_step(V, batches, h, v, out=out)) for v in ("fo", "hf", "exact")})
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for name, step in steps.items():
+            new, V = step(W), W.clone()
+            assert step(V, out=V) is V, name
+            assert torch.equal(V, new), name
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_cases_cover_both_multi_threaded_write_forms():
     """Some layer of ``CASES`` is at least ``FUSED_WRITE_MIN`` entries (fused write with several
     threads) and some below (GEMM, then add), so the 2-thread cases above run both forms."""
