@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from perfedavg.fast_mlp import ROUND_STRATEGIES, mlp_oracle_factory
 from perfedavg.models import mlp, mlp_num_params
 from perfedavg.task import ClientData, Task
 from perfedavg.tasks import TaskSpec, check_option, option_field
@@ -44,6 +45,11 @@ class ImageTaskOptions:
     activation: str = option_field("hidden activation: elu (paper) | relu | tanh", "elu")
     normalize: str = option_field("input scaling: dataset = (x/255 - mean)/std with the training set's per-channel "
                                   "statistics (default) | none = plain x/255", "dataset")
+    round_strategy: str = option_field(
+        "how the engine's MLP oracle runs a round: auto (per local step, or whole rounds in the users' sample "
+        "space when that costs fewer first-layer multiply-adds, e.g. CIFAR-10 at tau = 10) | steps | sample_space; "
+        "the same draws and the same arithmetic rearranged, so results differ at round-off only (a speed knob for "
+        "where auto picks the slower way)", "auto")
 
     def __post_init__(self):
         check_option("image", "partition", self.partition, self.partition in PARTITIONS, f"one of {', '.join(PARTITIONS)}")
@@ -54,6 +60,8 @@ class ImageTaskOptions:
         check_option("image", "partition_seed", self.partition_seed, self.partition_seed >= 0, ">= 0")
         check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS, " | ".join(NORMALIZATIONS))
         check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"), "elu | relu | tanh")
+        check_option("image", "round_strategy", self.round_strategy, self.round_strategy in ROUND_STRATEGIES,
+                     " | ".join(ROUND_STRATEGIES))
         try:
             hidden = tuple(self.hidden)
         except TypeError:
@@ -116,7 +124,7 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
         train=train,
         test=test,
         batch_with_replacement=False,
-        oracle_factory=_fast_oracle(sizes, o.activation),
+        oracle_factory=mlp_oracle_factory(sizes, o.activation, o.round_strategy),
         description=f"{ds.label}, {part.describe()}, inputs {_scaling(o.normalize)}, MLP {'-'.join(map(str, sizes))} {o.activation} "
         f"({mlp_num_params(sizes)} parameters)",
         label=ds.label,
@@ -125,15 +133,6 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
 
 def _scaling(normalize: str) -> str:
     return "x/255 (not normalized)" if normalize == "none" else "normalized with the data set's statistics"
-
-
-def _fast_oracle(sizes, activation):
-    """The hand-written batched MLP oracle when this installation has it."""
-    try:
-        from perfedavg.fast_mlp import mlp_oracle_factory
-    except ImportError:
-        return None
-    return mlp_oracle_factory(sizes, activation)
 
 
 MNIST = TaskSpec(ImageTaskOptions, lambda o: build_image_task("mnist", o), "MNIST, the paper's split and MLP")

@@ -9,6 +9,8 @@ copy (full_data).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from empirical.data import load_dataset
 from empirical.partition import make_partition, paper_test_a
 from empirical.tasks import ImageTaskOptions, build_image_task, normalized, partition_options
 from perfedavg.errors import UsageError
+from perfedavg.fast_mlp import MLPOracle
 from perfedavg.oracle import AutogradOracle, make_oracle
 from tests.empirical_fixtures import real_data_root, tiny_mnist_arrays, write_mnist
 
@@ -80,6 +83,31 @@ def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
     X, Y = X[:, :5], Y[:, :5]
     # float64: the two computations differ by rounding only
     torch.testing.assert_close(oracle.grad(W, X, Y), AutogradOracle(task.per_sample_loss).grad(W, X, Y), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["steps", "sample_space"])
+def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tiny_root, strategy):
+    """``task.round_strategy`` forces the fast oracle's way of running a round; the run's
+    arithmetic is rearranged, not changed (float64: agreement to round-off)."""
+    from perfedavg.config import RunConfig
+    from perfedavg.engine import local_round
+
+    base = ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)
+    forced = build_image_task("mnist", replace(base, round_strategy=strategy)).to(torch.float64)
+    auto = build_image_task("mnist", base).to(torch.float64)
+    oracle = make_oracle(forced)
+    assert oracle.rounds == strategy and make_oracle(auto).rounds == "auto"
+    cfg = RunConfig(algorithm="hf", tau=3, r=0.3, D=4, D1=4, D2=4, alpha=0.05, beta=0.05, dtype="float64")
+    w = auto.init_params(torch.Generator().manual_seed(0)).to(torch.float64)
+    got = local_round(forced, oracle, cfg, w, torch.Generator().manual_seed(1))[0]
+    steps = local_round(auto, MLPOracle(oracle.sizes, rounds="steps"), cfg, w, torch.Generator().manual_seed(1))[0]
+    torch.testing.assert_close(got, steps, rtol=1e-10, atol=1e-12)  # float64 round-off, as the fast-oracle test above
+
+
+def test_bad_round_strategy_names_the_option():
+    with pytest.raises(UsageError) as info:
+        ImageTaskOptions(round_strategy="fastest")
+    assert "task.round_strategy" in str(info.value) and "auto | steps | sample_space" in str(info.value)
 
 
 def test_normalized_is_per_channel():
