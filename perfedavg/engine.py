@@ -61,7 +61,8 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
 
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
-    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data, and an
+    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data, a
+    forced round strategy that fits (:meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`), and an
     evaluation batch no larger than the largest user's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
@@ -74,6 +75,9 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     for name, size in sizes.items():
         if size > smallest:
             raise UsageError(f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
+    prefers_sample_space = getattr(make_oracle(task), "prefers_sample_space", None)
+    if prefers_sample_space is not None:  # a round strategy that cannot run here says so now
+        prefers_sample_space(task.train, cfg.algorithm, cfg.tau, tuple(sizes.values()))
     largest = max(int(task.train.count.max()), int(task.test.count.max()))
     if cfg.eval_batch > largest:
         raise UsageError(f"eval_batch={cfg.eval_batch} is larger than any user's data ({largest} samples at most): "

@@ -67,11 +67,14 @@ is cheaper and stays.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import torch
 import torch.nn.functional as F_
 from torch import Tensor
+
+from .errors import UsageError
 
 ACTIVATIONS = ("elu", "tanh", "relu")
 #: how :class:`MLPOracle` runs a round: per local step, in each user's sample space, or the cheaper
@@ -79,6 +82,34 @@ ROUND_STRATEGIES = ("auto", "steps", "sample_space")
 #: entries per client of a layer's weight block from which :meth:`MLPOracle._write` fuses the GEMM with
 #: the write on several threads (the first layer of the paper's MLPs, 784x80 or 3072x80, is above it)
 FUSED_WRITE_MIN = 1 << 14
+#: the share of a device's memory that :meth:`MLPOracle.round_in_sample_space`'s caches (every user's
+#: inputs and Gram matrix) may take: beyond it "auto" runs per step and "sample_space" is refused
+SAMPLE_SPACE_MEMORY_SHARE = 0.5
+
+
+def _in_units(size: int) -> str:
+    """``size`` bytes in B, KiB, MiB or GiB (e.g. ``1.5 GiB``)."""
+    if size < 1024:
+        return f"{size} B"
+    for unit in ("KiB", "MiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} GiB"
+
+
+def memory_budget(device) -> int:
+    """Bytes the sample-space caches may take on ``device``: :data:`SAMPLE_SPACE_MEMORY_SHARE` of its
+    memory (CUDA: the device's; CPU: the machine's physical memory), no limit where that is unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return 2**63 - 1
+    return int(total * SAMPLE_SPACE_MEMORY_SHARE)
 
 
 def _hidden(Z: Tensor, activation: str, second: bool):
@@ -480,11 +511,28 @@ class MLPOracle:
         r"""Whether :meth:`round_in_sample_space` is the way to run a round on ``data``: as set by
         ``rounds``, or with ``"auto"`` when it costs fewer first-layer multiply-adds
         (:func:`first_layer_macs`; e.g. CIFAR-10's paper split, 340 or 170 samples of 3072
-        features per user, but not MNIST's, 980 or 490 of 784)."""
-        if self.rounds != "auto":
-            return self.rounds == "sample_space"
+        features per user, but not MNIST's, 980 or 490 of 784) and its caches fit
+        (:meth:`sample_space_bytes` within :func:`memory_budget`).  ``rounds="sample_space"`` on data
+        whose caches do not fit is a :class:`perfedavg.errors.UsageError`."""
+        if self.rounds == "steps":
+            return False
+        need, budget = self.sample_space_bytes(data), memory_budget(data.x.device)
+        if self.rounds == "sample_space":
+            if need > budget:
+                n, M = data.index.shape
+                raise UsageError(
+                    f"round strategy sample_space keeps every user's inputs and Gram matrix: {_in_units(need)} "
+                    f"({n} users x {M} samples, padded to the largest user), more than {_in_units(budget)} "
+                    f"({SAMPLE_SPACE_MEMORY_SHARE:.0%} of this device's memory); use steps or auto")
+            return True
         cost = self.first_layer_costs(data, algorithm, tau, batches)
-        return cost["sample_space"] < cost["steps"]
+        return need <= budget and cost["sample_space"] < cost["steps"]
+
+    def sample_space_bytes(self, data) -> int:
+        r"""Bytes of :meth:`round_in_sample_space`'s caches on ``data``: every user's inputs and Gram
+        matrix, padded to the largest user, :math:`nM(d_0 + M)` values of ``data.x``'s type."""
+        n, M = data.index.shape
+        return n * M * (self.sizes[0] + M) * data.x.element_size()
 
     def first_layer_costs(self, data, algorithm: str, tau: int, batches: tuple[int, ...]) -> dict[str, float]:
         """:func:`first_layer_macs` of a round on ``data`` either way, per user."""

@@ -104,6 +104,22 @@ def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tin
     torch.testing.assert_close(got, steps, rtol=1e-10, atol=1e-12)  # float64 round-off, as the fast-oracle test above
 
 
+def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_written(tiny_root, tmp_path, capsys,
+                                                                                        monkeypatch):
+    import perfedavg.fast_mlp as fast_mlp
+    from perfedavg.cli import main
+
+    monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: 1000)
+    out = tmp_path / "run"
+    argv = ["run", "--no-progress", "--no-plot", "--out", str(out), "--set=task.name=mnist", f"--set=task.data_dir={tiny_root}",
+            "--set=task.clients=10", "--set=task.a=4", "--set=K=1", "--set=D=4", "--set=D1=4", "--set=D2=4"]
+    assert main(argv + ["--set=task.round_strategy=sample_space"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sample_space" in err and "use steps or auto" in err
+    assert not out.exists()
+    assert main(argv) == 0  # auto: the same budget makes it run per step
+
+
 def test_bad_round_strategy_names_the_option():
     with pytest.raises(UsageError) as info:
         ImageTaskOptions(round_strategy="fastest")

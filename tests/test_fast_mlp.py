@@ -269,6 +269,27 @@ def test_round_strategy_follows_first_layer_cost(algorithm):
     assert MLPOracle((9, 6, 4, 3), rounds="sample_space").prefers_sample_space(data, algorithm, 10, batches) is True
 
 
+def test_sample_space_caches_are_counted_exactly_and_must_fit(monkeypatch):
+    """``sample_space_bytes`` is what ``round_in_sample_space`` keeps (every user's inputs and Gram
+    matrix); over the memory budget "auto" runs per step and a forced "sample_space" is refused
+    with a one-line UsageError."""
+    import perfedavg.fast_mlp as fast_mlp
+    from perfedavg.errors import UsageError
+
+    data = _uneven_task((300, 6, 3), "elu", True, "auto").train
+    auto, forced = MLPOracle((300, 6, 3)), MLPOracle((300, 6, 3), rounds="sample_space")
+    need = auto.sample_space_bytes(data)
+    assert need == sum(t.nbytes for t in auto._sample_space(data, data.x.dtype)) == 6 * 15 * (300 + 15) * 8
+    assert auto.prefers_sample_space(data, "fo", 10, (5, 5, 5))  # cheaper here, and it fits
+    monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: need)
+    assert auto.prefers_sample_space(data, "fo", 10, (5, 5, 5)) and forced.prefers_sample_space(data, "fo", 10, (5, 5, 5))
+    monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: need - 1)
+    assert not auto.prefers_sample_space(data, "fo", 10, (5, 5, 5))
+    with pytest.raises(UsageError, match=r"sample_space .*: 221.5 KiB \(6 users x 15 samples.*than 221.5 KiB .* use steps or auto"):
+        forced.prefers_sample_space(data, "fo", 10, (5, 5, 5))
+    assert MLPOracle((300, 6, 3), rounds="steps").prefers_sample_space(data, "fo", 10, (5, 5, 5)) is False
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="activation"):
         MLPOracle((4, 3), "sigmoid")
