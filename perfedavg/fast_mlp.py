@@ -521,7 +521,7 @@ class MLPOracle:
             if need > budget:
                 n, M = data.index.shape
                 raise UsageError(
-                    f"round strategy sample_space keeps every user's inputs and Gram matrix: {_in_units(need)} "
+                    f"round_strategy=sample_space keeps every user's inputs and Gram matrix: {_in_units(need)} "
                     f"({n} users x {M} samples, padded to the largest user), more than {_in_units(budget)} "
                     f"({SAMPLE_SPACE_MEMORY_SHARE:.0%} of this device's memory); use steps or auto")
             return True
