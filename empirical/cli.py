@@ -72,6 +72,10 @@ def _register_table1(what) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="T",
                    help="torch threads per cell, >= 1 (default 1: fastest on a shared 2-core machine for these small "
                    "matrices; the cores are used by running cells side by side)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of every cell: cpu (default), cuda or cuda:N; on one GPU the --workers cells share "
+                   "it (a cell's draws stay on the CPU, so its results equal the CPU cell's to round-off, but its "
+                   "folder is not reused by a run on the other device)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
                    "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
@@ -159,6 +163,12 @@ def table1_main(args) -> int:
         kw["K"] = args.rounds
     if args.normalize != "dataset":
         kw["task"] = {**base.task, "normalize": args.normalize}
+    if args.device != "cpu":
+        import torch
+
+        from perfedavg.runner import check_device
+
+        kw["settings"] = {**base.settings, "device": str(check_device(args.device, torch, "--device"))}
     plan = Plan(**{**base.__dict__, **kw})
     table = run_plan(plan, args.out, progress=not args.no_progress)  # fails fast on missing data
     print(markdown(table))

@@ -414,7 +414,8 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
         if key not in tasks:
             tasks[key] = resolve(build_config({**table, "task": {**table["task"], "data_dir": plan.data_dir}}))[1]
         generator = eval_batch_generator(seed, int(state["round"]))
-        accuracy = batch_step_accuracy(tasks[key], state["w"], alpha, plan.eval_batch, generator)
+        w = state["w"].to(tasks[key].train.x.device)  # the checkpoint holds it on the CPU; the cell may run on CUDA
+        accuracy = batch_step_accuracy(tasks[key], w, alpha, plan.eval_batch, generator)
         rundir.atomic_write_json(path, {"round": int(state["round"]), "batch": plan.eval_batch, "seed": seed,
                                         "draws": EVAL_BATCH_DRAWS,
                                         **{f"personalized_accuracy_{k}_batch_step": v for k, v in accuracy.items()}})

@@ -25,7 +25,6 @@ No torch import at module top (the CLI imports every subcommand module).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -115,8 +114,8 @@ def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10,
 
 
 # -- the workload ----------------------------------------------------------------------
-def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str = "mnist"):
-    """Random data of ``shape`` (:data:`SHAPES`), ``per_client`` samples per user in contiguous blocks."""
+def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str = "mnist", device="cpu"):
+    """Random data of ``shape`` (:data:`SHAPES`), ``per_client`` samples per user in contiguous blocks, on ``device``."""
     import torch
 
     from .fast_mlp import mlp_oracle_factory
@@ -129,7 +128,7 @@ def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str 
     sizes = mlp_sizes(shape)
     y = torch.randint(0, 10, (S,), generator=gen)
     blocks = [list(range(i * per_client, (i + 1) * per_client)) for i in range(n_clients)]
-    data = ClientData.from_lists(x, y, blocks).to(dtype)
+    data = ClientData.from_lists(x, y, blocks).to(dtype, device)
     loss, scores, init = mlp(sizes, "elu")
     return Task(
         name="bench", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
@@ -149,7 +148,7 @@ class LoopBaseline:
         self.cfg = cfg
         self.model = nn.Sequential(
             nn.Flatten(), nn.Linear(task.train.x[0].numel(), 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(), nn.Linear(60, 10)
-        ).to(dtype)
+        ).to(dtype=dtype, device=task.train.x.device)
         per_client = int(task.train.count[0])
         self.client_x = [task.train.x[i * per_client : (i + 1) * per_client] for i in range(task.n_clients)]
         self.client_y = [task.train.y[i * per_client : (i + 1) * per_client] for i in range(task.n_clients)]
@@ -158,7 +157,7 @@ class LoopBaseline:
     def _batch(self, i: int, size: int):
         import torch
 
-        idx = torch.randint(0, len(self.client_y[i]), (size,), generator=self.gen)
+        idx = torch.randint(0, len(self.client_y[i]), (size,), generator=self.gen).to(self.client_y[i].device)
         return self.client_x[i][idx], self.client_y[i][idx]
 
     def _backward(self, model, batch):
@@ -231,22 +230,33 @@ class LoopBaseline:
                 p.copy_(torch.stack([s[k] for s in states]).mean(0))
 
 
-def matmul_throughput(m: int, B: int, dtype, repeats: int = 30, sizes=SIZES) -> float:
-    r"""GFLOP/s of this machine on the first layer's two GEMM shapes, as ``bmm``:
+def synchronize(device) -> None:
+    """Wait for ``device``'s queued work (CUDA kernels run asynchronously; the CPU's are done)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_throughput(m: int, B: int, dtype, repeats: int = 30, sizes=SIZES, device="cpu") -> float:
+    r"""GFLOP/s of ``device`` on the first layer's two GEMM shapes, as ``bmm``:
     ``(m, B, d) @ (m, d, 80)`` and ``(m, 80, B) @ (m, B, d)`` (``d = sizes[0]``, 784 for MNIST);
     median of ``repeats``."""
     import torch
 
     d, h = sizes[0], sizes[1]
-    X = torch.rand(m, B, d, dtype=dtype)
-    Wt = torch.rand(m, h, d, dtype=dtype).transpose(1, 2)
-    G = torch.rand(m, B, h, dtype=dtype)
-    out_f, out_b = torch.empty(m, B, h, dtype=dtype), torch.empty(m, h, d, dtype=dtype)
+    like = {"dtype": dtype, "device": device}
+    X = torch.rand(m, B, d, **like)
+    Wt = torch.rand(m, h, d, **like).transpose(1, 2)
+    G = torch.rand(m, B, h, **like)
+    out_f, out_b = torch.empty(m, B, h, **like), torch.empty(m, h, d, **like)
     times = []
     for r in range(repeats + 5):
+        synchronize(device)
         start = time.perf_counter()
         torch.bmm(X, Wt, out=out_f)
         torch.bmm(G.transpose(1, 2), X, out=out_b)
+        synchronize(device)
         if r >= 5:
             times.append(time.perf_counter() - start)
     return 2 * (2 * m * B * d * h) / statistics.median(times) / 1e9
@@ -279,15 +289,17 @@ def _run_bench(args, threads: int) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     samples = args.samples or SHAPES[args.shape][1]
     sizes = mlp_sizes(args.shape)
-    task = make_task(args.clients, samples, dtype, shape=args.shape)
+    device = args.device
+    task = make_task(args.clients, samples, dtype, shape=args.shape, device=device)
     oracle = make_oracle(task)
     gen = torch.Generator().manual_seed(0)
-    w0 = task.init_params(gen).to(dtype)
+    w0 = task.init_params(gen).to(dtype=dtype, device=device)
     m = num_sampled_clients(0.2, args.clients)  # the engine's rule, floor(r*n)
     result = {
         "workload": {"n": args.clients, "r": 0.2, "clients_per_round": m, "tau": 10, "batch": 40,
                      "shape": args.shape, "mlp": list(sizes), "activation": "elu", "samples_per_client": samples},
-        "dtype": args.dtype, "threads": threads, "torch": torch.__version__, "malloc_tuned": malloc_tuned,
+        "dtype": args.dtype, "device": _device_name(device), "threads": threads, "torch": torch.__version__,
+        "malloc_tuned": malloc_tuned,
         "rounds": args.rounds, "warmup": args.warmup, "variants": {},
     }
     gflops = []
@@ -298,13 +310,16 @@ def _run_bench(args, threads: int) -> dict:
             baseline = LoopBaseline(task, cfg, dtype)
             w = w0.clone()
             engine_t, loop_t, engine_cpu, loop_cpu = [], [], [], []
-            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes))
+            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes, device=device))
             for r in range(args.rounds + args.warmup):
+                synchronize(device)
                 start, cpu = time.perf_counter(), time.process_time()
                 w_next, _, _ = local_round(task, oracle, cfg, w, gen)
+                synchronize(device)
                 t_engine, c_engine = time.perf_counter() - start, time.process_time() - cpu
                 start, cpu = time.perf_counter(), time.process_time()
                 baseline.round(args.clients, m)
+                synchronize(device)
                 t_loop, c_loop = time.perf_counter() - start, time.process_time() - cpu
                 w = w_next
                 if r >= args.warmup:
@@ -313,7 +328,7 @@ def _run_bench(args, threads: int) -> dict:
                     engine_cpu.append(c_engine)
                     loop_cpu.append(c_loop)
                 bar.update()
-            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes))
+            gflops.append(matmul_throughput(m, 40, dtype, sizes=sizes, device=device))
             flops, rounds = engine_flops(oracle, task, variant, m, sizes=sizes)
             e_ms, l_ms = 1e3 * statistics.median(engine_t), 1e3 * statistics.median(loop_t)
             result["variants"][variant] = {
@@ -338,6 +353,17 @@ def _run_bench(args, threads: int) -> dict:
         entry["fraction_of_matmul"] = round(entry["engine_gflops"] / peak, 3)
         entry["flop_floor_ms"] = round(entry["flops_per_round"] / peak / 1e6, 3)
     return result
+
+
+def _device_name(device) -> str:
+    """``device`` as the JSON reports it, with the GPU's name on CUDA (e.g. ``cuda:0 (NVIDIA H200)``)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _positive(name):
@@ -405,11 +431,19 @@ def register(subparsers) -> None:
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
                    help="keep glibc's malloc defaults; by default perfedavg.fast_mlp.tune_malloc() is applied to the "
                    "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
+                   "every timing waits for the device's queued work first")
     p.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON to FILE, atomically")
     p.set_defaults(func=_checked_main)
 
 
 def _checked_main(args) -> int:
+    import torch
+
+    from .runner import check_device
+
+    args.device = check_device(args.device, torch, "--device")
     if args.samples and args.samples < 40:
         raise UsageError(f"--samples={args.samples} is out of range: each user needs >= 40 samples (the batch size)")
     from .sampling import num_sampled_clients

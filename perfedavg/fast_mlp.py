@@ -602,7 +602,10 @@ class MLPOracle:
             return Kp.gather(2, q.unsqueeze(1).expand(-1, Kp.shape[1], -1))
 
         def add_term(Kp: Tensor, p: Tensor, CG: Tensor) -> None:  # W_0^(i) -= CG^T X_i[p]
-            A.scatter_add_(1, p.unsqueeze(-1).expand_as(CG), CG)
+            if A.is_cuda:  # a position drawn twice adds twice: CUDA's scatter_add_ does that in any order, index_put_ in one
+                A.view(mm * M, -1).index_put_(((p + offsets).reshape(-1),), CG.reshape(-1, CG.shape[-1]), accumulate=True)
+            else:
+                A.scatter_add_(1, p.unsqueeze(-1).expand_as(CG), CG)
             Z.baddbmm_(Kp.transpose(1, 2), CG, alpha=-1.0)
 
         U = W.new_empty((mm, P))

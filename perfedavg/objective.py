@@ -110,9 +110,10 @@ def client_batches(data: ClientData, size: int, generator: torch.Generator, with
     take = size if with_replacement else min(size, data.index.shape[1])
     rows = data.index.gather(1, draw_positions(generator, data, clients, take, with_replacement))
     kept = [row if with_replacement else row[: min(take, int(count))] for row, count in zip(rows, data.count)]
-    batches = ClientData.from_lists(data.x, data.y, kept)
-    return ClientData(x=batches.x, y=batches.y, index=batches.index, weight=batches.weight.to(data.weight.dtype),
-                      count=batches.count)
+    batches = ClientData.from_lists(data.x, data.y, kept)  # index rows built on the CPU
+    on = data.index.device
+    return ClientData(x=batches.x, y=batches.y, index=batches.index.to(on),
+                      weight=batches.weight.to(device=on, dtype=data.weight.dtype), count=batches.count.to(on))
 
 
 def personalized_test_metrics(

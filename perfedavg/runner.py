@@ -62,7 +62,7 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, object]:
 
     cfg = cfg.replace(task=_typed_task_table(cfg.task, task_spec))
     cfg = cfg.replace(task=resolved_task_table(cfg.task))
-    device = _check_device(cfg.device, torch)
+    device = check_device(cfg.device, torch)
     with _task_construction(cfg.task):
         task = build_task(cfg.task)
         task = task.to(DTYPES[cfg.dtype], device)
@@ -135,19 +135,21 @@ def _typed_task_table(table, task_spec) -> dict:
     return table
 
 
-def _check_device(name: str, torch):
+def check_device(name: str, torch, option: str = "device"):
+    """``name`` as a torch device this machine has (cpu, cuda, cuda:N), or a one-line :class:`UsageError`
+    naming ``option`` (the config key, or a flag such as ``--device``)."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UsageError(f"device={name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+        raise UsageError(f"{option}={name!r} is not a torch device: use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UsageError(f"device={name!r}: no CUDA device is available here; use device=cpu")
+            raise UsageError(f"{option}={name!r}: no CUDA device is available here; use {option}=cpu")
         if device.index is not None and device.index >= count:
-            raise UsageError(f"device={name!r} is out of range: this machine has cuda:0..cuda:{count - 1}")
+            raise UsageError(f"{option}={name!r} is out of range: this machine has cuda:0..cuda:{count - 1}")
     elif device.type != "cpu":
-        raise UsageError(f"device={name!r} is not supported: use cpu, cuda or cuda:N")
+        raise UsageError(f"{option}={name!r} is not supported: use cpu, cuda or cuda:N")
     return device
 
 
@@ -513,7 +515,7 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
                          f"track_inner={cfg.track_inner}): it has to be trained")
     _check_fresh_out(out, force=True)
     started, cpu_started = time.perf_counter(), time.process_time()
-    state = TrainState.from_dict(trained["state"])
+    state = TrainState.from_dict(trained["state"], cfg.device)
     records = [evaluate_state(task, cfg, initial_state(task, cfg)), evaluate_state(task, cfg, state)]
     lines = b"".join(json.dumps(record).encode() + b"\n" for record in records)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started

@@ -52,13 +52,17 @@ def draw_positions(
     With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4).
     Without replacement: a uniformly random subset of the client's samples (uniform
     :math:`p_i` only), drawn by keeping the ``size`` smallest of i.i.d. uniform keys.
+
+    Drawn on the CPU, from the CPU ``generator``, whatever device ``data`` is on, and returned on
+    that device: a seed picks the same batches on CPU and CUDA.
     """
-    weight = data.weight if clients is None else data.weight[clients]
+    weight = (data.weight if clients is None else data.weight[clients]).cpu()
     if with_replacement:
-        return torch.multinomial(weight, size, replacement=True, generator=generator)
-    keys = torch.rand(weight.shape, generator=generator, dtype=torch.float64)
-    keys = keys.masked_fill(weight <= 0, 2.0)
-    return keys.topk(size, dim=-1, largest=False).indices
+        positions = torch.multinomial(weight, size, replacement=True, generator=generator)
+    else:
+        keys = torch.rand(weight.shape, generator=generator, dtype=torch.float64)
+        positions = keys.masked_fill(weight <= 0, 2.0).topk(size, dim=-1, largest=False).indices
+    return positions.to(data.index.device)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ import contextlib
 import torch
 
 from perfedavg.config import build_config
+from perfedavg.fast_mlp import mlp_oracle_factory
+from perfedavg.models import mlp
 from perfedavg.runner import resolve
+from perfedavg.task import ClientData, Task
 
 
 def softmax_setup(dtype="float64", **overrides):
@@ -17,6 +20,21 @@ def softmax_setup(dtype="float64", **overrides):
     sets.update(overrides)
     cfg = build_config({}, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sets.items()])
     return resolve(cfg)
+
+
+def uneven_mlp_task(sizes, activation, with_replacement, rounds):
+    """Users of 12, 7, 15, 9, 11 and 8 samples (padded index rows), one sample held by two users."""
+    g = torch.Generator().manual_seed(0)
+    counts = [12, 7, 15, 9, 11, 8]
+    x = torch.randn(sum(counts), sizes[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (sum(counts),), generator=g)
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    index = [list(range(a, a + c)) for a, c in zip(starts, counts)]
+    index[2][3] = 0
+    data = ClientData.from_lists(x, y, index)
+    loss, scores, init = mlp(sizes, activation)
+    return Task(name="uneven", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
+                batch_with_replacement=with_replacement, oracle_factory=mlp_oracle_factory(sizes, activation, rounds))
 
 
 def random_params(task, seed=1, scale=0.5, dtype=torch.float64):

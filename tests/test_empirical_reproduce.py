@@ -128,11 +128,12 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert cli_main(["reproduce", "table1", "--methods", "fedavg,sgd"]) == 2
     assert cli_main(["reproduce", "table1", "--workers", "0"]) == 2
     assert cli_main(["reproduce", "table1", "--eval-batch", "-1"]) == 2
+    assert cli_main(["reproduce", "table1", "--device", "tpu", "--out", str(tmp_path / "out")]) == 2
     assert cli_main(["reproduce", "table1", "--datasets", "mnist", "--data-dir", str(tmp_path / "none"),
                      "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and "--workers" in err[2] and "--eval-batch" in err[3]
-    assert all(way in err[4] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
+    assert len(err) == 6 and "--workers" in err[2] and "--eval-batch" in err[3] and "--device='tpu'" in err[4]
+    assert all(way in err[5] for way in ("--data-dir", "PERFEDAVG_DATA", "--download"))
     assert not (tmp_path / "out").exists()
     assert cli_main(["reproduce", "constants", "--run", str(tmp_path)]) == 2
 

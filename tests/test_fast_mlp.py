@@ -20,6 +20,7 @@ from perfedavg.models import mlp
 from perfedavg.oracle import AutogradOracle, make_oracle
 from perfedavg.sampling import Batch
 from perfedavg.task import ClientData, Task
+from tests.helpers import uneven_mlp_task
 
 #: float64 agreement of two exact computations of the same quantity whose sums run in other
 #: orders: entries are O(1), so round-off is ~1e-15; 1e-10 leaves ample room and still
@@ -187,21 +188,6 @@ def test_engine_round_with_fast_oracle_equals_autograd_oracle(algorithm, activat
         w = w_fast
 
 
-def _uneven_task(sizes, activation, with_replacement, rounds):
-    """Users of 12, 7, 15, 9, 11 and 8 samples (padded index rows), one sample held by two users."""
-    g = torch.Generator().manual_seed(0)
-    counts = [12, 7, 15, 9, 11, 8]
-    x = torch.randn(sum(counts), sizes[0], generator=g, dtype=torch.float64)
-    y = torch.randint(0, sizes[-1], (sum(counts),), generator=g)
-    starts = [sum(counts[:i]) for i in range(len(counts))]
-    index = [list(range(a, a + c)) for a, c in zip(starts, counts)]
-    index[2][3] = 0
-    data = ClientData.from_lists(x, y, index)
-    loss, scores, init = mlp(sizes, activation)
-    return Task(name="uneven", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
-                batch_with_replacement=with_replacement, oracle_factory=mlp_oracle_factory(sizes, activation, rounds))
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("with_replacement", [True, False])
 @pytest.mark.parametrize("sizes,activation", [((9, 6, 4, 3), "elu"), ((7, 5, 3), "tanh"), ((6, 3), "relu")])
@@ -210,7 +196,7 @@ def test_sample_space_rounds_equal_the_generic_engine(algorithm, sizes, activati
     """Whole rounds in the users' sample space (first layer as X_i W_0^T - K_i A_i, never formed)
     against the generic engine (autograd oracle, per-step loop), two runs at once, users of
     unequal sizes, batches with and without replacement, two rounds."""
-    task = _uneven_task(sizes, activation, with_replacement, "sample_space")
+    task = uneven_mlp_task(sizes, activation, with_replacement, "sample_space")
     slow_task = replace(task, oracle_factory=None)
     cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
     W = torch.stack([task.init_params(torch.Generator().manual_seed(s)) for s in (1, 2)]) * 3
@@ -232,7 +218,7 @@ def test_sample_space_rounds_equal_the_generic_engine(algorithm, sizes, activati
 
 def test_sample_space_data_are_recomputed_for_other_data():
     """One oracle, two data sets: the cached X_i and K_i follow the data (identity and dtype)."""
-    task = _uneven_task((7, 5, 3), "elu", True, "sample_space")
+    task = uneven_mlp_task((7, 5, 3), "elu", True, "sample_space")
     other = replace(task, train=replace(task.train, x=task.train.x.flip(0)))
     oracle = make_oracle(task)
     cfg = RunConfig(algorithm="fo", tau=2, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, dtype="float64")
@@ -264,7 +250,7 @@ def test_round_strategy_follows_first_layer_cost(algorithm):
     terms = {"fedavg": 1, "fo": 1, "hf": 2, "exact": 2}[algorithm]
     assert first_layer_macs("sample_space", algorithm, 10, batches, 3072, 80, 255, 340) == (
         2 * 255 * 3072 * 80 + 10 * (340 * terms * 40 * 80 + grams * 40 * 40 * 80))
-    data = _uneven_task((9, 6, 4, 3), "elu", True, "auto").train
+    data = uneven_mlp_task((9, 6, 4, 3), "elu", True, "auto").train
     assert MLPOracle((9, 6, 4, 3), rounds="steps").prefers_sample_space(data, algorithm, 10, batches) is False
     assert MLPOracle((9, 6, 4, 3), rounds="sample_space").prefers_sample_space(data, algorithm, 10, batches) is True
 
@@ -276,7 +262,7 @@ def test_sample_space_caches_are_counted_exactly_and_must_fit(monkeypatch):
     import perfedavg.fast_mlp as fast_mlp
     from perfedavg.errors import UsageError
 
-    data = _uneven_task((300, 6, 3), "elu", True, "auto").train
+    data = uneven_mlp_task((300, 6, 3), "elu", True, "auto").train
     auto, forced = MLPOracle((300, 6, 3)), MLPOracle((300, 6, 3), rounds="sample_space")
     need = auto.sample_space_bytes(data)
     assert need == sum(t.nbytes for t in auto._sample_space(data, data.x.dtype)) == 6 * 15 * (300 + 15) * 8
@@ -361,6 +347,10 @@ def test_bench_rejects_bad_options(capsys):
     assert "--rounds" in capsys.readouterr().err
     assert main(["bench", "--variants", "fo,sgd"]) == 2
     assert "--variants" in capsys.readouterr().err
+    assert main(["bench", "--device", "tpu"]) == 2
+    assert "--device='tpu'" in capsys.readouterr().err
+    assert main(["bench", "--device", "cuda:99"]) == 2
+    assert "--device='cuda:99'" in capsys.readouterr().err
 
 
 def test_bench_tiny_run_writes_json(tmp_path, capsys):
@@ -382,3 +372,4 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
     assert fo["flops_per_round"] == engine_matmul_flops("fo", m=1) + 2 * (
         first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
     assert 0 < fo["fraction_of_matmul"]
+    assert result["device"] == "cpu"
