@@ -293,3 +293,25 @@ def test_table1_on_cuda_equals_the_cpu_table(tmp_path):
         for method, cell in row_cpu["cells"].items():
             for key in ("test", "train", "global", "test_batch", "train_batch"):
                 assert row_gpu["cells"][method][key]["mean"] == pytest.approx(cell[key]["mean"], rel=METRIC_RTOL), (method, key)
+
+
+#: constants estimated on the two devices: the same draws (CPU generator), other round-off, which
+#: the Lanczos recurrence and the max over users may amplify a little; a wrong term would be O(1)
+CONSTANTS_RTOL = 1e-6
+
+
+def test_constants_of_a_cuda_run_equal_the_cpu_runs(tmp_path):
+    """``reproduce constants`` on a run made on CUDA (its config says device = cuda): every estimate
+    equals the one on the same run made on the CPU."""
+    import empirical.constants as C
+
+    options = C.EstimateOptions(lanczos_steps=8, hessian_samples=1, gamma_users=2, rho_directions=1)
+    docs = []
+    for device in ("cpu", CUDA):
+        run = tmp_path / f"run{len(docs)}"
+        _run(run, algorithm="fo", device=device, K=3, eval_every=3)
+        docs.append(C.estimate_run(run, "0,2,final", options, progress=False))
+    cpu, gpu = docs
+    assert gpu["theory_check"] == cpu["theory_check"]
+    for name, value in cpu["constants"].items():
+        assert gpu["constants"][name] == pytest.approx(value, rel=CONSTANTS_RTOL), name
