@@ -37,6 +37,27 @@ def uneven_mlp_task(sizes, activation, with_replacement, rounds):
                 batch_with_replacement=with_replacement, oracle_factory=mlp_oracle_factory(sizes, activation, rounds))
 
 
+def table1_plan(monkeypatch, argv: list[str]):
+    """The :class:`empirical.reproduce.Plan` that ``perfedavg reproduce table1 ARGV`` hands to
+    ``run_plan`` (replaced for the call: nothing runs)."""
+    import empirical.reproduce as R
+    from perfedavg.cli import main
+
+    seen = {}
+
+    def capture(plan, out, progress=True):
+        seen["plan"] = plan
+        raise SystemExit(0)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(R, "run_plan", capture)
+        try:
+            main(["reproduce", "table1", *argv])
+        except SystemExit:
+            pass
+    return seen["plan"]
+
+
 def random_params(task, seed=1, scale=0.5, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     p = task.init_params(g)

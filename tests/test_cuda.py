@@ -24,7 +24,7 @@ from perfedavg.reference import reference_round
 from perfedavg.runner import run_config
 from perfedavg.sampling import draw_batch, sample_clients
 from tests.empirical_fixtures import real_data_root
-from tests.helpers import random_params, softmax_setup, uneven_mlp_task
+from tests.helpers import random_params, softmax_setup, table1_plan, uneven_mlp_task
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -245,20 +245,10 @@ def test_paper_mnist_run_on_cuda_is_bit_reproducible(tmp_path):
 
 
 def test_reproduce_table1_device_reaches_every_cell(monkeypatch):
-    import empirical.reproduce as R
     from empirical.reproduce import cell_config
-    from perfedavg.cli import main
 
-    seen = {}
-
-    def fake_run_plan(plan, out, progress=True):
-        seen["plan"] = plan
-        raise SystemExit(0)
-
-    monkeypatch.setattr(R, "run_plan", fake_run_plan)
-    with pytest.raises(SystemExit):
-        main(["reproduce", "table1", "--device", "cuda:0"])
-    assert cell_config(seen["plan"], "mnist", 10, 0.01, "hf", 0).device == "cuda:0"
+    plan = table1_plan(monkeypatch, ["--device", "cuda:0"])
+    assert cell_config(plan, "mnist", 10, 0.01, "hf", 0).device == "cuda:0"
 
 
 def test_fedavg_evaluated_from_a_trained_cuda_cell_equals_training_it(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from empirical.reproduce import PAPER, ROWS, Plan, cell_config, cell_dir, markdown, run_plan
 from perfedavg.cli import main as cli_main
 from tests.empirical_fixtures import tiny_mnist_arrays, write_mnist
+from tests.helpers import table1_plan
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +103,14 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
 
 def test_cli_with_exact_and_normalize(tiny_root, tmp_path, monkeypatch):
     """--with-exact adds the extra column to the paper's three; --normalize none reaches every cell's task."""
-    import empirical.reproduce as R
-
-    seen = {}
-
-    def fake_run_plan(plan, out, progress=True):
-        seen["plan"] = plan
-        raise SystemExit(0)
-
-    monkeypatch.setattr(R, "run_plan", fake_run_plan)
-    with pytest.raises(SystemExit):
-        cli_main(["reproduce", "table1", "--with-exact", "--normalize", "none", "--eval-batch", "40"])
-    plan = seen["plan"]
+    plan = table1_plan(monkeypatch, ["--with-exact", "--normalize", "none", "--eval-batch", "40"])
     assert plan.methods == ("fedavg", "fo", "hf", "exact") and plan.task["normalize"] == "none"
     assert plan.eval_batch == 40
     assert cell_config(plan, "mnist", 10, 0.01, "exact", 0).task["normalize"] == "none"
-    with pytest.raises(SystemExit):
-        cli_main(["reproduce", "table1"])
-    assert seen["plan"].methods == ("fedavg", "fo", "hf") and "normalize" not in seen["plan"].task
-    assert seen["plan"].eval_batch == 0
+    plan = table1_plan(monkeypatch, [])
+    assert plan.methods == ("fedavg", "fo", "hf") and "normalize" not in plan.task
+    assert plan.eval_batch == 0
+    assert cell_config(plan, "mnist", 10, 0.01, "hf", 0).device == "cpu"
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
