@@ -7,7 +7,7 @@ OUT    ?= figures-out
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
 
-.PHONY: setup setup-test demo test test-full bench clean
+.PHONY: setup setup-test demo test test-full bench gpu-check clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -39,6 +39,15 @@ test-full: setup-test
 ## speed of the engine against a per-client nn.Module loop, as JSON
 bench: setup
 	$(PFA) bench
+
+## on a machine with a GPU: the CUDA tests, then the bench there on both input shapes (JSON in $(OUT)/);
+## runs from this checkout with GPU_PYTHON, whose torch must be a CUDA build (the venv's is the CPU one)
+GPU_PYTHON ?= python3
+gpu-check:
+	mkdir -p $(OUT)
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest -p no:cacheprovider -q -m cuda tests/test_cuda.py
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m perfedavg bench --device cuda --json-out $(OUT)/bench-cuda-mnist.json
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m perfedavg bench --device cuda --shape cifar10 --json-out $(OUT)/bench-cuda-cifar10.json
 
 clean:
 	rm -rf $(VENV) runs
