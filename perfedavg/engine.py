@@ -104,7 +104,8 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     ``W (S, P)`` holds each run's :math:`w_k`, ``gens`` its generator; each run draws in
     its own stream in the same order as a lone run (clients, then per local step the
     batches :math:`\mathcal D, \mathcal D', \mathcal D''`), and the ``S m`` local models
-    are stacked into one ``(S m, P)`` block for the local steps.  Returns
+    are stacked into one block for the local steps (``(S m, P)``, or the oracle's own layout:
+    :func:`_stack`).  Returns
     :math:`w_{k+1}` ``(S, P)`` (the uniform mean over each run's sampled users), the
     sampled clients per run, and (if ``track``) :math:`\bar w_{k+1,t}` ``(S, P)`` for
     :math:`t = 0..\tau-1` (:math:`\bar w_{k+1,0} = w_k` exactly).
@@ -113,7 +114,7 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     whole round there when it says that is cheaper (``prefers_sample_space``; not with
     ``track``): the same draws and arithmetic, rearranged (its docstring).
     """
-    S, P = W.shape
+    S = W.shape[0]
     m = num_sampled_clients(cfg.r, task.n_clients)
     clients = [sample_clients(gen, task.n_clients, m) for gen in gens]
     h = step_sizes(cfg)
@@ -129,17 +130,33 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
         return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
     round_rows = task.train.select(stacked)
-    local = W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
+    local = _stack(oracle, W, m)
     trajectory = []
     for t, positions in enumerate(steps):
         if track:
-            trajectory.append(W if t == 0 else local.view(S, m, P).mean(1))
+            trajectory.append(W if t == 0 else _average(oracle, local, S))
         batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
         if cfg.algorithm == "fedavg":  # in place: local is this round's own copy
             fedavg_step(oracle, local, batches[0], h, out=local)
         else:
             per_fedavg_step(oracle, local, batches, h, cfg.algorithm, out=local)
-    return local.view(S, m, P).mean(1), clients, trajectory
+    return _average(oracle, local, S), clients, trajectory
+
+
+def _stack(oracle, W: Tensor, m: int) -> Tensor:
+    """A round's local iterates: each run's model ``W (S, P)`` repeated for its ``m`` users, as
+    ``(S m, P)`` or in the oracle's own layout (``oracle.stack``, e.g. the MLP oracle's layer-major one)."""
+    if hasattr(oracle, "stack"):
+        return oracle.stack(W, m)
+    S, P = W.shape
+    return W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
+
+
+def _average(oracle, local: Tensor, S: int) -> Tensor:
+    """The uniform mean ``(S, P)`` of each run's users in ``local`` (:func:`_stack`'s layout)."""
+    if hasattr(oracle, "average"):
+        return oracle.average(local, S)
+    return local.view(S, -1, local.shape[-1]).mean(1)
 
 
 def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dict:

@@ -55,6 +55,13 @@ no elementwise pass over the first layer's weights beyond the final write.  The 
 :math:`\mathcal D''` without copying it, and the exact variant's Hessian-vector product is the
 R-operator above.
 
+The users' parameters may be ``(n, P)`` rows (the oracle interface) or a **layer-major stack**
+(:meth:`MLPOracle.stack`, the engine's layout for a round's iterates and the steps' own
+temporaries): each layer's weights of all users one contiguous ``(n, d_{l+1}, d_l)`` block, then
+their biases.  A layer's GEMM then reads and writes its block in one batched call; into rows,
+whose blocks are ``P`` apart, torch runs one GEMM per user (the first layer's in-place write
+was 20-35 % slower that way on the paper's MNIST shape).
+
 A whole round can go further (:meth:`MLPOracle.round_in_sample_space`, chosen by
 :meth:`MLPOracle.prefers_sample_space` when :func:`first_layer_macs` says it is cheaper): every
 first-layer change of user :math:`i` is :math:`-A_i^\top X_i` for its own data :math:`X_i`, so
@@ -80,7 +87,8 @@ ACTIVATIONS = ("elu", "tanh", "relu")
 #: how :class:`MLPOracle` runs a round: per local step, in each user's sample space, or the cheaper
 ROUND_STRATEGIES = ("auto", "steps", "sample_space")
 #: entries per client of a layer's weight block from which :meth:`MLPOracle._write` fuses the GEMM with
-#: the write on several threads (the first layer of the paper's MLPs, 784x80 or 3072x80, is above it)
+#: the write into ``(n, P)`` rows on several threads (the first layer of the paper's MLPs, 784x80 or
+#: 3072x80, is above it; a layer-major stack's contiguous blocks are always written fused)
 FUSED_WRITE_MIN = 1 << 14
 #: the share of a device's memory that :meth:`MLPOracle.round_in_sample_space`'s caches (every user's
 #: inputs and Gram matrix) may take: beyond it "auto" runs per step and "sample_space" is refused
@@ -180,28 +188,69 @@ class MLPOracle:
 
     # -- layout ------------------------------------------------------------------------
     def layers(self, W: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, d_{l+1}))]`` into ``W (n, P)`` (rows of unit stride).
+        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, d_{l+1}))]`` into ``n`` users' parameters ``W``.
 
-        Built with one ``as_strided`` per view (the same views as ``W[:, a:b].view(n, d_{l+1}, d_l)``
-        and ``W[:, b:c]``, in half the time: a local step takes several sets of views)."""
+        ``W`` is either ``(n, P)``, one user per row (the oracle's interface), or a *layer-major*
+        stack (:meth:`stack`): a 1-D buffer of ``n P`` values holding, layer by layer, the weights of
+        all ``n`` users ``(n, d_{l+1}, d_l)`` and then their biases ``(n, d_{l+1})``, each block
+        contiguous.  Built with one ``as_strided`` per view (half the time of slicing and viewing:
+        a local step takes several sets of views)."""
+        start = W.storage_offset()
+        if W.dim() == 1 and W.stride(0) == 1 and W.numel() % self.num_params == 0:
+            n = W.numel() // self.num_params
+            return [(W.as_strided((n, dout, din), (dout * din, din, 1), start + n * a),
+                     W.as_strided((n, dout), (dout, 1), start + n * b)) for a, b, _, din, dout in self.spans]
         if W.dim() != 2 or W.stride(1) != 1:
-            raise ValueError(f"W must be (n, P) with rows of unit stride, got shape {tuple(W.shape)} strides {W.stride()}")
-        n, row, start = W.shape[0], W.stride(0), W.storage_offset()
+            raise ValueError(f"W must be (n, P) with rows of unit stride or a layer-major stack, got shape "
+                             f"{tuple(W.shape)} strides {W.stride()}")
+        n, row = W.shape[0], W.stride(0)
         return [(W.as_strided((n, dout, din), (row, din, 1), start + a), W.as_strided((n, dout), (row, 1), start + b))
                 for a, b, _, din, dout in self.spans]
 
-    def _check(self, W: Tensor, X: Tensor) -> tuple[Tensor, int]:
+    def users(self, W: Tensor) -> int:
+        """How many users' parameters ``W`` holds (``(n, P)`` or a layer-major stack of ``n P`` values)."""
+        if W.dim() == 1 and W.numel() % self.num_params == 0:
+            return W.numel() // self.num_params
         if W.dim() != 2 or W.shape[1] != self.num_params:
-            raise ValueError(f"W must be (n, {self.num_params}), got {tuple(W.shape)}")
+            raise ValueError(f"W must be (n, {self.num_params}) or a layer-major stack, got {tuple(W.shape)}")
+        return W.shape[0]
+
+    def stack(self, W: Tensor, m: int) -> Tensor:
+        """Each of the ``S`` models ``W (S, P)`` repeated for ``m`` users, as a new layer-major stack of
+        ``S m`` users (:meth:`layers`; run ``j`` in users ``j m .. j m + m - 1``)."""
+        S = W.shape[0]
+        out = W.new_empty(S * m * self.num_params)
+        for s, e in self._pieces():
+            out[S * m * s:S * m * e].view(S, m, e - s).copy_(W[:, None, s:e].expand(S, m, e - s))
+        return out
+
+    def average(self, U: Tensor, S: int) -> Tensor:
+        """The uniform mean ``(S, P)`` of each of ``S`` runs' users in the layer-major stack ``U``
+        (:meth:`stack`'s layout: the runs' users consecutive)."""
+        n = self.users(U)
+        return torch.cat([U[n * s:n * e].view(S, n // S, e - s).mean(1) for s, e in self._pieces()], dim=1)
+
+    def _above_first(self, W: Tensor) -> Tensor:
+        """The view of ``W``'s values of layers ``>= 1`` (``(n, P)`` or layer-major: the same layers)."""
+        s = self.spans[1][0]
+        return W[self.users(W) * s:] if W.dim() == 1 else W[:, s:]
+
+    def _pieces(self) -> list[tuple[int, int]]:
+        """The column ranges ``[s, e)`` of ``(n, P)`` that a layer-major stack keeps as contiguous
+        ``(n, e - s)`` blocks: each layer's weights, then its biases."""
+        return [piece for a, b, c, _, _ in self.spans for piece in ((a, b), (b, c))]
+
+    def _check(self, W: Tensor, X: Tensor) -> tuple[Tensor, int]:
+        n = self.users(W)
         X = X.reshape(X.shape[0], X.shape[1], -1)
         if X.shape[-1] != self.sizes[0]:
             raise ValueError(f"inputs have {X.shape[-1]} features, the MLP expects {self.sizes[0]}")
         m = X.shape[0]
-        if W.shape[0] % m:
-            raise ValueError(f"{W.shape[0]} parameter rows are not a multiple of {m} batches")
+        if n % m:
+            raise ValueError(f"{n} parameter rows are not a multiple of {m} batches")
         if X.dtype != W.dtype:
             X = X.to(W.dtype)
-        return X, W.shape[0] // m
+        return X, n // m
 
     # -- forward -----------------------------------------------------------------------
     def _first_layer(self, X: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
@@ -241,15 +290,19 @@ class MLPOracle:
     def _write(out: Tensor, base: Tensor | None, scale: float, A: Tensor, Bm: Tensor, accumulate: bool = False) -> None:
         r"""``out = base + scale * A @ Bm`` (or ``out += scale * A @ Bm`` when ``accumulate``).
 
-        ``out`` is a view into the flat ``(n, P)`` buffer: each client's block is contiguous
-        but the stack is not.  Two ways: the GEMM accumulating into the view itself
+        ``out`` is a layer's view into a buffer of ``n`` users (:meth:`layers`): in a layer-major
+        stack the whole ``(n, d_{l+1}, d_l)`` block is contiguous; in ``(n, P)`` rows each user's
+        block is, but the stack is not.  Two ways: the GEMM accumulating into the view itself
         (``baddbmm``, :math:`\beta = 1`: one pass over the parameters), or a GEMM into a fresh
-        contiguous tensor followed by one fused elementwise ``add`` into the view.  Which is
-        faster depends on the block's size and the thread count (machine B, AMD EPYC, 10
-        clients, batches of 40, median of 400, µs, unfused / fused): with one thread the fused
-        write on every layer (first layer 784x80: 1225 / 953; the layers above are small
-        either way, 85 / 96 and 25 / 44, and are kept fused so that one-thread results keep
-        their bits); with several threads the fused write on blocks of at least
+        contiguous tensor followed by one fused elementwise ``add`` into the view.  Into a
+        contiguous block the fused write is one batched GEMM and the faster on every layer
+        (machine B, AMD EPYC, 2 threads, 10 clients, batches of 40, median of 2000, µs, unfused /
+        fused: 60x80 50 / 42, 10x60 20 / 17; the first layer 784x80 as one batched GEMM 390-480
+        against 470-720 into rows, where torch runs one GEMM per user).  Into rows it depends on
+        the block's size and the thread count (median of 400, unfused / fused): with one thread
+        the fused write on every layer (first layer 784x80: 1225 / 953; the layers above are
+        small either way, 85 / 96 and 25 / 44, and are kept fused so that one-thread results
+        keep their bits); with several threads the fused write on blocks of at least
         :data:`FUSED_WRITE_MIN` entries per client (first layer: 641 / 491, accumulating
         524 / 414) and the unfused one below (60x80: 53 / 79; 10x60: 20 / 50).
 
@@ -257,7 +310,7 @@ class MLPOracle:
         if base is out:
             base, accumulate = None, True
         if (accumulate or base is not None) and (
-            torch.get_num_threads() == 1 or out.shape[-2] * out.shape[-1] >= FUSED_WRITE_MIN
+            torch.get_num_threads() == 1 or out.is_contiguous() or out.shape[-2] * out.shape[-1] >= FUSED_WRITE_MIN
         ):
             if accumulate:
                 out.baddbmm_(A, Bm, alpha=scale)
@@ -291,7 +344,7 @@ class MLPOracle:
         for ``W = [W_+; W_-]``."""
         layers = self.layers(W)
         Z0 = self._first_layer(X, *layers[0], groups)
-        m = out.shape[0]
+        m = self.users(out)
         base_layers = layers if base is W else self._views(base)
         out_layers = base_layers if out is base else self.layers(out)  # out is base: in place
         G = self._grad_from(layers, Z0, Y if groups == 1 else Y.repeat(groups, 1), out_layers, base_layers, scale,
@@ -421,7 +474,7 @@ class MLPOracle:
             return self._hvp_from(layers, g_layers, P3, C3, Y3, out, out, h.alpha * h.beta), h.alpha * h.beta
         m = P3.shape[0]
         scale = h.alpha * h.beta / (2 * h.delta)
-        W_pm = P3.new_empty((2 * m, self.num_params))
+        W_pm = P3.new_empty(2 * m * self.num_params)  # layer-major (layers): each block contiguous
         pm = self.layers(W_pm)
         for l in range(1, len(layers)):
             for j, sign in ((0, 1.0), (1, -1.0)):
@@ -466,7 +519,7 @@ class MLPOracle:
         inner, outer, hessian = batches
         X1, _ = self._check(W, inner.x)
         X2, _ = self._check(W, outer.x)
-        m = W.shape[0]
+        m = self.users(W)
         layers = self.layers(W)
         (W0, b0) = layers[0]
         W0t = W0.transpose(1, 2)
@@ -474,7 +527,7 @@ class MLPOracle:
         out_layers = layers if out is W else self.layers(out)
         (o0, ob0) = out_layers[0]
         # inner step: w~ = w - alpha grad f(w, D); layers >= 1 and the first bias written into W_tilde
-        tilde = self.layers(torch.empty_like(W))
+        tilde = self.layers(W.new_empty(m * self.num_params))  # layer-major: contiguous blocks
         G1 = self._grad_from(layers, torch.baddbmm(b0.unsqueeze(1), X1, W0t), inner.y, tilde, layers, -h.alpha)
         torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
         # outer gradient at w~ on D': first-layer pre-activations X2 W0^T + b~ - alpha (X2 X1^T) G1
@@ -486,12 +539,12 @@ class MLPOracle:
             self._write_bias(ob0, b0, -h.beta, G2)
             return out
         # g = grad f(w~, D'): layers >= 1 and the first bias in g; first-layer weight G2^T X2 implicit
-        g_layers = self.layers(torch.empty_like(W))
+        g_layers = self.layers(W.new_empty(m * self.num_params))
         G2 = self._grad_from(tilde, Z2, outer.y, g_layers, None, 1.0)
         gb0 = torch.sum(G2, 1, out=g_layers[0][1])
         if out is W and len(self.spans) > 1:  # the Hessian term reads w's layers >= 1, overwritten below: a copy
             upper = torch.empty_like(W)
-            upper[:, self.spans[1][0]:] = W[:, self.spans[1][0]:]
+            self._above_first(upper).copy_(self._above_first(W))
             layers = layers[:1] + self.layers(upper)[1:]
         for (ow, ob), (w_, b_), (gw, gb) in zip(out_layers[1:], layers[1:], g_layers[1:]):
             torch.add(w_, gw, alpha=-h.beta, out=ow)  # base = w - beta g, layers >= 1

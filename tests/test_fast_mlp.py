@@ -128,13 +128,16 @@ def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activ
     _close(fedavg, W - h.beta * ref.grad(W, batches[0].x, batches[0].y))
 
 
+@pytest.mark.parametrize("layout", ["rows", "layer_major"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("sizes,activation", CASES)
-def test_steps_in_place_equal_steps_into_a_new_tensor_bit_for_bit(sizes, activation, threads):
+def test_steps_in_place_equal_steps_into_a_new_tensor_bit_for_bit(sizes, activation, threads, layout):
     """``out=W`` (the engine's in-place update: every layer read before it is written, the
     Hessian term on a copy of the layers above the first) gives the very bits of a new tensor,
-    for every fused step and both write forms; and ``W`` is then the result."""
+    for every fused step, both write forms and both layouts; and ``W`` is then the result."""
     W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes) + 1)
+    if layout == "layer_major":
+        W = MLPOracle(sizes, activation).stack(W, 1)
     g = torch.Generator().manual_seed(5)
     batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
                           torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
@@ -153,9 +156,56 @@ def test_steps_in_place_equal_steps_into_a_new_tensor_bit_for_bit(sizes, activat
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("sizes,activation", CASES[:2] + CASES[4:7])
+def test_layer_major_stack_holds_each_layer_of_all_users_contiguously(sizes, activation):
+    """``stack(W, m)`` repeats each run's model for its users, every layer's weights (and biases) of
+    all users one contiguous block; ``layers`` reads it as it reads rows; ``average`` is the mean of
+    each run's users."""
+    fast = MLPOracle(sizes, activation)
+    rows, _, _, _ = _problem(sizes, 6, 1)
+    U = fast.stack(rows, 1)  # six runs of one user each: the rows themselves
+    assert U.shape == (6 * fast.num_params,) and fast.users(U) == 6
+    for (w, b), (uw, ub) in zip(fast.layers(rows), fast.layers(U)):
+        assert uw.is_contiguous() and ub.is_contiguous()
+        assert torch.equal(uw, w) and torch.equal(ub, b)
+    assert torch.equal(fast.average(U, 6), rows)  # the mean of one user is that user
+    _close(fast.average(U, 2), rows.view(2, 3, -1).mean(1))
+    repeated = fast.stack(rows[:2], 3)  # two runs, three users each
+    for (w, b), (uw, ub) in zip(fast.layers(rows[:2].repeat_interleave(3, 0)), fast.layers(repeated)):
+        assert torch.equal(uw, w) and torch.equal(ub, b)
+    with pytest.raises(ValueError, match="layer-major"):
+        fast.users(torch.zeros(fast.num_params + 1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes,activation", CASES)
+def test_fused_steps_on_a_layer_major_stack_equal_steps_on_rows(sizes, activation, threads):
+    """The engine's layout (every layer of all users contiguous, so GEMMs write in place on one batched
+    call) gives the steps of the row layout to float64 round-off, in place as the engine runs them."""
+    W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes) + 2)
+    g = torch.Generator().manual_seed(6)
+    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
+    fast = MLPOracle(sizes, activation)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        U = fast.stack(W, 1)
+        assert fast.fedavg_step(U, batches[0], h, out=U) is U
+        _close(fast.average(U, 3), fast.fedavg_step(W, batches[0], h))
+        for variant in ("fo", "hf", "exact"):
+            U = fast.stack(W, 1)
+            assert fast.per_fedavg_step(U, batches, h, variant, out=U) is U
+            _close(fast.average(U, 3), fast.per_fedavg_step(W, batches, h, variant))
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_cases_cover_both_multi_threaded_write_forms():
     """Some layer of ``CASES`` is at least ``FUSED_WRITE_MIN`` entries (fused write with several
-    threads) and some below (GEMM, then add), so the 2-thread cases above run both forms."""
+    threads) and some below (GEMM, then add, when written into rows; a layer-major block is always
+    written fused), so the 2-thread cases above run both forms."""
     blocks = [din * dout for sizes, _ in CASES for din, dout in zip(sizes[:-1], sizes[1:])]
     assert max(blocks) >= FUSED_WRITE_MIN > min(blocks)
 
