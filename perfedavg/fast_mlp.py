@@ -78,7 +78,6 @@ import os
 from functools import partial
 
 import torch
-import torch.nn.functional as F_
 from torch import Tensor
 
 from .errors import UsageError
@@ -121,15 +120,21 @@ def memory_budget(device) -> int:
 
 
 def _hidden(Z: Tensor, activation: str, second: bool):
-    r"""Apply :math:`\phi` to ``Z`` in place; return ``(h, phi'(z), phi''(z) or None)``.
+    r"""Apply :math:`\phi` to ``Z`` (overwritten); return ``(h, phi'(z), phi''(z) or None)``.
 
-    The derivatives are written in terms of :math:`h=\phi(z)`: ELU (α = 1)
-    :math:`\phi' = \min(h + 1, 1)`, :math:`\phi'' = (h+1)[z\le 0]`; tanh
+    ELU (α = 1) as :math:`\phi(z) = (e^{\min(z,0)} - 1) + \max(z, 0)`, with
+    :math:`\phi' = e^{\min(z,0)}` and :math:`\phi'' = \phi'\,[z\le 0]`: torch's ELU kernel
+    evaluates ``expm1`` one element at a time on the CPU, ``exp`` is vectorized, and this form
+    took about half the time (machine B, 2 threads, (10, 40, 80): 56 against 110 µs with
+    :math:`\phi'`).  For :math:`z < 0` it rounds :math:`e^z - 1` to within one unit of 1's last
+    place (6e-8 in float32, 1.1e-16 in float64), where ``expm1`` is exact to :math:`h`'s own last
+    place: the difference is below the round-off of the sums the activation feeds.
+    The other derivatives are written in terms of :math:`h=\phi(z)`: tanh
     :math:`\phi' = 1-h^2`, :math:`\phi'' = -2h(1-h^2)`; ReLU :math:`\phi' = [z>0]`, :math:`\phi''=0`.
     """
-    if activation == "elu":
-        H = F_.elu_(Z)
-        D = (H + 1).clamp_(max=1.0)
+    if activation == "elu":  # exp(min(z, 0)) - 1 + max(z, 0): see the docstring
+        D = Z.clamp(max=0.0).exp_()
+        H = (D - 1.0).add_(Z.clamp_(min=0.0))
         E = D.masked_fill(H > 0, 0.0) if second else None
     elif activation == "tanh":
         H = Z.tanh_()
@@ -272,8 +277,8 @@ class MLPOracle:
         return S, [X] + H, D, E
 
     def _forward_from(self, layers, Z: Tensor, second: bool = False):
-        """Layers ``1..L-1`` from the first layer's pre-activations ``Z`` (overwritten: the
-        activation is applied in place).  Returns the scores and, for every hidden layer,
+        """Layers ``1..L-1`` from the first layer's pre-activations ``Z`` (overwritten).  Returns the
+        scores and, for every hidden layer,
         ``h_l`` (``l >= 1``), :math:`\\phi'` and (``second``) :math:`\\phi''`."""
         H, D, E = [], [], []
         for l in range(1, len(layers)):

@@ -88,6 +88,26 @@ def test_image_shaped_inputs_are_flattened_and_float32_agrees():
     _close(g32.double(), ref.grad(W, X, Y), tol=1e-5)
 
 
+#: ELU's :math:`e^{\min(z,0)} - 1` (``_hidden``) against torch's ``expm1``: one unit in the last place of 1
+ELU_ULP = {torch.float32: 2.0**-23, torch.float64: 2.0**-52}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elu_and_its_derivatives_by_exp_agree_with_torch(dtype):
+    r"""``_hidden``'s ELU (by ``exp``, vectorized) is torch's ``F.elu`` (by ``expm1``) to one unit of 1's
+    last place, its derivatives are :math:`e^{\min(z,0)}` and that on :math:`z\le 0`, and it is exact for
+    :math:`z \ge 0`."""
+    from perfedavg.fast_mlp import _hidden
+
+    z = torch.cat([torch.linspace(-30, 5, 20001, dtype=dtype), torch.tensor([-1e-30, 0.0, 1e-30], dtype=dtype)])
+    H, D, E = _hidden(z.clone(), "elu", True)
+    expected = torch.nn.functional.elu(z)
+    assert float((H - expected).abs().max()) <= ELU_ULP[dtype]
+    assert torch.equal(H[z >= 0], z[z >= 0])
+    assert torch.equal(D, torch.exp(z.clamp(max=0)))
+    assert torch.equal(E, torch.where(z <= 0, D, torch.zeros_like(D)))
+
+
 @pytest.mark.parametrize("variant", ["fo", "hf", "exact"])
 def test_fused_per_fedavg_step_equals_generic_meta_gradient(variant):
     sizes = (8, 6, 3)
