@@ -21,7 +21,7 @@ from .errors import Diverged, UsageError
 from .local import StepSizes, fedavg_step, per_fedavg_step
 from .objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from .oracle import make_oracle
-from .sampling import draw_positions, gather_batch, num_sampled_clients, sample_clients
+from .sampling import draw_position_blocks, gather_batch, num_sampled_clients, sample_clients
 from .task import Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -121,9 +121,10 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
     # batches do not depend on the model: draw every step's positions first, in a lone run's order
     rows = [task.train.select(c) for c in clients]
-    drawn = [[[draw_positions(gen, run_rows, None, size, task.batch_with_replacement) for size in sizes]
-              for gen, run_rows in zip(gens, rows)] for _ in range(cfg.tau)]
-    steps = [tuple(torch.cat([run[j] for run in step]) for j in range(len(sizes))) for step in drawn]
+    J = len(sizes)  # per run, per step t: D, (D', D''); one call per run draws them all in that order
+    drawn = [draw_position_blocks(gen, run_rows, None, sizes * cfg.tau, task.batch_with_replacement)
+             for gen, run_rows in zip(gens, rows)]
+    steps = [tuple(torch.cat([run[t * J + j] for run in drawn]) for j in range(J)) for t in range(cfg.tau)]
     stacked = torch.cat(clients)
     sample_space = getattr(oracle, "round_in_sample_space", None)
     if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):

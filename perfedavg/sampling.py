@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,9 +49,23 @@ def draw_positions(
     generator: torch.Generator, data: ClientData, clients: Tensor | None, size: int, with_replacement: bool
 ) -> Tensor:
     r"""Positions ``(m, size)`` into each sampled client's index row (``clients`` None: every row of
-    ``data``, e.g. a :meth:`ClientData.select` of the sampled users).
+    ``data``, e.g. a :meth:`ClientData.select` of the sampled users); see :func:`draw_position_blocks`."""
+    return draw_position_blocks(generator, data, clients, (size,), with_replacement)[0]
 
-    With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4).
+
+def draw_position_blocks(
+    generator: torch.Generator, data: ClientData, clients: Tensor | None, sizes: Sequence[int], with_replacement: bool
+) -> list[Tensor]:
+    r"""Positions ``(m, size)`` for each of ``sizes`` in turn, in one call: the very draws of
+    consecutive :func:`draw_positions` calls, the generator's stream consumed in the same order
+    (the engine draws a whole round's batches this way).
+
+    With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4), by
+    inverse transform: one uniform :math:`u` (float64) per draw, the position being the first
+    :math:`j` with :math:`C_{ij} \ge u` (:func:`cumulative_weights`).  That is the algorithm of
+    ``torch.multinomial(..., replacement=True)`` on the CPU for two or more samples, the same
+    uniforms and comparisons (a test pins it), so runs keep the batches multinomial drew for them
+    before; batches of one sample differ (multinomial draws those another way).
     Without replacement: a uniformly random subset of the client's samples (uniform
     :math:`p_i` only), drawn by keeping the ``size`` smallest of i.i.d. uniform keys.
 
@@ -57,12 +73,27 @@ def draw_positions(
     that device: a seed picks the same batches on CPU and CUDA.
     """
     weight = (data.weight if clients is None else data.weight[clients]).cpu()
+    m, sizes = weight.shape[0], [int(s) for s in sizes]
     if with_replacement:
-        positions = torch.multinomial(weight, size, replacement=True, generator=generator)
+        uniforms = torch.rand(m * sum(sizes), generator=generator, dtype=torch.float64).split([m * s for s in sizes])
+        u = torch.cat([block.view(m, s) for block, s in zip(uniforms, sizes)], dim=1)
+        positions = torch.searchsorted(cumulative_weights(weight), u).split(sizes, dim=1)
     else:
-        keys = torch.rand(weight.shape, generator=generator, dtype=torch.float64)
-        positions = keys.masked_fill(weight <= 0, 2.0).topk(size, dim=-1, largest=False).indices
-    return positions.to(data.index.device)
+        keys = torch.rand((len(sizes), *weight.shape), generator=generator, dtype=torch.float64)
+        ranked = keys.masked_fill(weight <= 0, 2.0).topk(max(sizes), dim=-1, largest=False).indices  # sorted: any size is a prefix
+        positions = [ranked[j, :, :s] for j, s in enumerate(sizes)]
+    return [p.to(data.index.device) for p in positions]
+
+
+def cumulative_weights(weight: Tensor) -> Tensor:
+    r"""Each row's normalized cumulative distribution :math:`C_{ij} = \sum_{k\le j} p_{ik} / \sum_k p_{ik}`
+    as float64, computed as ``torch.multinomial``'s CPU kernel does: a running sum in the weights'
+    own type (sequential, as ``numpy.add.accumulate``), divided by the row's total, the last entry
+    set to 1."""
+    running = torch.from_numpy(np.add.accumulate(weight.cpu().numpy(), axis=1))
+    running /= running[:, -1:].clone()
+    running[:, -1] = 1.0
+    return running.to(torch.float64)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from perfedavg.local import StepSizes, meta_gradient
 from perfedavg.oracle import AutogradOracle
 from perfedavg.reference import reference_round
 from perfedavg.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
+from perfedavg.task import ClientData
 from tests.helpers import random_params, softmax_setup
 
 #: float64 agreement of two implementations of the same arithmetic, summed in other orders
@@ -150,6 +151,82 @@ def test_sampling_is_uniform_over_clients_and_over_subsets():
     expected = draws / len(subsets)
     statistic = float(((counts - expected) ** 2 / expected).sum())
     assert statistic < chi2.ppf(1 - SUBSET_P, len(subsets) - 1), statistic
+
+
+def _weights(seed: int, n: int, M: int, dtype) -> torch.Tensor:
+    """Rows of three kinds: uniform on a padded prefix, sparse and uneven, dense and uneven."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(n, M, generator=g, dtype=torch.float64)
+    for i in range(n):
+        if i % 3 == 0:
+            k = int(torch.randint(1, M + 1, (1,), generator=g))
+            w[i] = 0.0
+            w[i, :k] = 1.0 / k
+        elif i % 3 == 1:
+            w[i, w[i] < 0.6] = 0.0
+            w[i, -1] += 0.05
+    return (w / w.sum(1, keepdim=True)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batches_with_replacement_are_torch_multinomial_draws(dtype):
+    """The inverse-transform sampler draws what ``torch.multinomial(p, size, replacement=True)`` drew
+    (size >= 2; the engine's draws before it had its own sampler), position for position, and leaves
+    the generator in the same state: runs keep their batches."""
+    from perfedavg.sampling import draw_positions
+
+    for trial in range(60):
+        n, M, size = 1 + trial % 7, 1 + (37 * trial) % 1100, 2 + (13 * trial) % 90
+        data = ClientData.from_lists(torch.zeros(M, 1), torch.zeros(M, dtype=torch.long), [list(range(M))] * n)
+        data = replace(data, weight=_weights(trial, n, M, dtype))
+        ours, theirs = torch.Generator().manual_seed(trial), torch.Generator().manual_seed(trial)
+        drawn = draw_positions(ours, data, None, size, True)
+        expected = torch.multinomial(data.weight, size, replacement=True, generator=theirs)
+        assert torch.equal(drawn, expected), (trial, n, M, size)
+        assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+#: significance of the chi-square goodness-of-fit test of the batch sampler: one false alarm in 1e6 seeds
+DRAW_P = 1e-6
+
+
+def test_batches_with_replacement_follow_p_i():
+    """i.i.d. draws from p_i (PAPER.md §3.4): a chi-square test per user on uneven weights with zeros,
+    which are never drawn."""
+    from scipy.stats import chi2
+
+    from perfedavg.sampling import draw_positions
+
+    weight = _weights(3, 3, 12, torch.float64)
+    data = replace(ClientData.from_lists(torch.zeros(12, 1), torch.zeros(12, dtype=torch.long), [list(range(12))] * 3),
+                   weight=weight)
+    drawn = draw_positions(torch.Generator().manual_seed(0), data, None, 60_000, True)
+    for i in range(3):
+        counts = torch.bincount(drawn[i], minlength=12).double()
+        support = weight[i] > 0
+        assert float(counts[~support].sum()) == 0.0
+        expected = 60_000 * weight[i][support]
+        statistic = float(((counts[support] - expected) ** 2 / expected).sum())
+        assert statistic < chi2.ppf(1 - DRAW_P, int(support.sum()) - 1), (i, statistic)
+
+
+@pytest.mark.parametrize("with_replacement", [True, False])
+def test_a_rounds_batches_drawn_at_once_equal_step_by_step_draws(with_replacement):
+    """``draw_position_blocks`` (the engine draws a round's batches in one call) gives the positions of
+    consecutive ``draw_positions`` calls, block for block, and the same generator state after."""
+    from perfedavg.sampling import draw_position_blocks, draw_positions
+
+    data = ClientData.from_lists(torch.zeros(50, 1), torch.zeros(50, dtype=torch.long),
+                                 [list(range(50 - 7 * i)) for i in range(5)])  # uniform on 50, 43, ... samples
+    if with_replacement:  # uneven weights on the same supports
+        data = replace(data, weight=_weights(1, 5, 50, torch.float64) * (data.weight > 0))
+    sizes = (5, 6, 7) * 4
+    ours, theirs = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    blocks = draw_position_blocks(ours, data, torch.tensor([0, 2, 4]), sizes, with_replacement)
+    one_by_one = [draw_positions(theirs, data, torch.tensor([0, 2, 4]), s, with_replacement) for s in sizes]
+    assert [b.shape for b in blocks] == [(3, s) for s in sizes]
+    assert all(torch.equal(a, b) for a, b in zip(blocks, one_by_one))
+    assert torch.equal(ours.get_state(), theirs.get_state())
 
 
 def test_aggregation_is_the_uniform_mean_of_the_local_models():
