@@ -123,7 +123,8 @@ def _hidden(Z: Tensor, activation: str, second: bool):
     r"""Apply :math:`\phi` to ``Z`` (overwritten); return ``(h, phi'(z), phi''(z) or None)``.
 
     ELU (α = 1) as :math:`\phi(z) = (e^{\min(z,0)} - 1) + \max(z, 0)`, with
-    :math:`\phi' = e^{\min(z,0)}` and :math:`\phi'' = \phi'\,[z\le 0]`: torch's ELU kernel
+    :math:`\phi' = e^{\min(z,0)}` and :math:`\phi'' = \phi'\,[z\le 0] = \phi' - [z > 0]` (exactly:
+    :math:`\phi' = 1` where :math:`z > 0`; 23 µs against 184 for ``masked_fill``): torch's ELU kernel
     evaluates ``expm1`` one element at a time on the CPU, ``exp`` is vectorized, and this form
     took about half the time (machine B, 2 threads, (10, 40, 80): 56 against 110 µs with
     :math:`\phi'`).  For :math:`z < 0` it rounds :math:`e^z - 1` to within one unit of 1's last
@@ -134,8 +135,9 @@ def _hidden(Z: Tensor, activation: str, second: bool):
     """
     if activation == "elu":  # exp(min(z, 0)) - 1 + max(z, 0): see the docstring
         D = Z.clamp(max=0.0).exp_()
-        H = (D - 1.0).add_(Z.clamp_(min=0.0))
-        E = D.masked_fill(H > 0, 0.0) if second else None
+        positive = Z.clamp_(min=0.0)
+        H = (D - 1.0).add_(positive)
+        E = D - positive.sign_() if second else None  # D is exactly 1 where z > 0
     elif activation == "tanh":
         H = Z.tanh_()
         D = torch.addcmul(torch.ones_like(H), H, H, value=-1.0)
