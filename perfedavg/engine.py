@@ -119,18 +119,17 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     clients = [sample_clients(gen, task.n_clients, m) for gen in gens]
     h = step_sizes(cfg)
     sizes = (cfg.D,) if cfg.algorithm == "fedavg" else (cfg.D, cfg.D1, cfg.D2)
-    # batches do not depend on the model: draw every step's positions first, in a lone run's order
-    rows = [task.train.select(c) for c in clients]
-    J = len(sizes)  # per run, per step t: D, (D', D''); one call per run draws them all in that order
-    drawn = [draw_position_blocks(gen, run_rows, None, sizes * cfg.tau, task.batch_with_replacement)
-             for gen, run_rows in zip(gens, rows)]
-    steps = [tuple(torch.cat([run[t * J + j] for run in drawn]) for j in range(J)) for t in range(cfg.tau)]
     stacked = torch.cat(clients)
+    # batches do not depend on the model: draw every step's positions first, in a lone run's order
+    J = len(sizes)  # per run, per step t: D, (D', D''); one call per run draws them all in that order
+    drawn = [draw_position_blocks(gen, task.train, run_clients, sizes * cfg.tau, task.batch_with_replacement)
+             for gen, run_clients in zip(gens, clients)]
+    steps = [tuple(_join([run[t * J + j] for run in drawn]) for j in range(J)) for t in range(cfg.tau)]
     sample_space = getattr(oracle, "round_in_sample_space", None)
     if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
         return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
-    round_rows = task.train.select(stacked)
+    round_rows = task.train.select(stacked)  # the sampled users' rows, taken once per round
     local = _stack(oracle, W, m)
     trajectory = []
     for t, positions in enumerate(steps):
@@ -142,6 +141,11 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
         else:
             per_fedavg_step(oracle, local, batches, h, cfg.algorithm, out=local)
     return _average(oracle, local, S), clients, trajectory
+
+
+def _join(blocks: list[Tensor]) -> Tensor:
+    """The runs' positions of one batch, stacked along the users (a lone run's as they are)."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 def _stack(oracle, W: Tensor, m: int) -> Tensor:

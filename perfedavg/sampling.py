@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,8 +61,8 @@ def draw_position_blocks(
 
     With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4), by
     inverse transform: one uniform :math:`u` (float64) per draw, the position being the first
-    :math:`j` with :math:`C_{ij} \ge u` (:func:`cumulative_weights`).  That is the algorithm of
-    ``torch.multinomial(..., replacement=True)`` on the CPU for two or more samples, the same
+    :math:`j` with :math:`C_{ij} \ge u` (:attr:`ClientData.cumulative_weight`).  That is the algorithm
+    of ``torch.multinomial(..., replacement=True)`` on the CPU for two or more samples, the same
     uniforms and comparisons (a test pins it), so runs keep the batches multinomial drew for them
     before; batches of one sample differ (multinomial draws those another way).
     Without replacement: a uniformly random subset of the client's samples (uniform
@@ -72,28 +71,25 @@ def draw_position_blocks(
     Drawn on the CPU, from the CPU ``generator``, whatever device ``data`` is on, and returned on
     that device: a seed picks the same batches on CPU and CUDA.
     """
-    weight = (data.weight if clients is None else data.weight[clients]).cpu()
-    m, sizes = weight.shape[0], [int(s) for s in sizes]
+    sizes = tuple(int(s) for s in sizes)
     if with_replacement:
-        uniforms = torch.rand(m * sum(sizes), generator=generator, dtype=torch.float64).split([m * s for s in sizes])
-        u = torch.cat([block.view(m, s) for block, s in zip(uniforms, sizes)], dim=1)
-        positions = torch.searchsorted(cumulative_weights(weight), u).split(sizes, dim=1)
-    else:
-        keys = torch.rand((len(sizes), *weight.shape), generator=generator, dtype=torch.float64)
-        ranked = keys.masked_fill(weight <= 0, 2.0).topk(max(sizes), dim=-1, largest=False).indices  # sorted: any size is a prefix
-        positions = [ranked[j, :, :s] for j, s in enumerate(sizes)]
-    return [p.to(data.index.device) for p in positions]
+        table = data.cumulative_weight if clients is None else data.cumulative_weight[clients.cpu()]
+        uniforms = torch.rand(table.shape[0] * sum(sizes), generator=generator, dtype=torch.float64)
+        positions = torch.searchsorted(table, uniforms[_side_by_side(table.shape[0], sizes)])
+        return list(positions.to(data.index.device).split(sizes, dim=1))
+    weight = (data.weight if clients is None else data.weight[clients]).cpu()
+    keys = torch.rand((len(sizes), *weight.shape), generator=generator, dtype=torch.float64)
+    ranked = keys.masked_fill(weight <= 0, 2.0).topk(max(sizes), dim=-1, largest=False).indices  # sorted: any size is a prefix
+    return [ranked[j, :, :s].to(data.index.device) for j, s in enumerate(sizes)]
 
 
-def cumulative_weights(weight: Tensor) -> Tensor:
-    r"""Each row's normalized cumulative distribution :math:`C_{ij} = \sum_{k\le j} p_{ik} / \sum_k p_{ik}`
-    as float64, computed as ``torch.multinomial``'s CPU kernel does: a running sum in the weights'
-    own type (sequential, as ``numpy.add.accumulate``), divided by the row's total, the last entry
-    set to 1."""
-    running = torch.from_numpy(np.add.accumulate(weight.cpu().numpy(), axis=1))
-    running /= running[:, -1:].clone()
-    running[:, -1] = 1.0
-    return running.to(torch.float64)
+@functools.lru_cache(maxsize=64)
+def _side_by_side(m: int, sizes: tuple[int, ...]) -> Tensor:
+    """Where the numbers of consecutive ``(m, s_j)`` draws land in one ``(m, sum_j s_j)`` table, block
+    ``j`` in columns ``s_0 + .. + s_{j-1}`` onwards: entry ``(i, c)`` of block ``j`` is number
+    ``m (s_0 + .. + s_{j-1}) + i s_j + c`` of the stream (an index; never written)."""
+    starts = [m * sum(sizes[:j]) for j in range(len(sizes))]
+    return torch.cat([start + torch.arange(m)[:, None] * s + torch.arange(s) for start, s in zip(starts, sizes)], dim=1)
 
 
 @dataclass(frozen=True)

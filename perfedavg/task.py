@@ -24,8 +24,10 @@ A task gives the engine
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,6 +58,17 @@ class ClientData:
     @property
     def min_count(self) -> int:
         return int(self.count.min())
+
+    @cached_property
+    def cumulative_weight(self) -> Tensor:
+        r"""Each row's normalized cumulative distribution :math:`C_{ij} = \sum_{k\le j} p_{ik} / \sum_k p_{ik}`,
+        float64 on the CPU, computed once per data set as ``torch.multinomial``'s CPU kernel does: a
+        running sum in the weights' own type (sequential, as ``numpy.add.accumulate``), divided by the
+        row's total, the last entry set to 1 (the table of :func:`perfedavg.sampling.draw_position_blocks`)."""
+        running = torch.from_numpy(np.add.accumulate(self.weight.cpu().numpy(), axis=1))
+        running /= running[:, -1:].clone()
+        running[:, -1] = 1.0
+        return running.to(torch.float64)
 
     def gather(self, clients: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Full local data of ``clients`` (all by default): ``X (m, M, ...)``, ``Y (m, M)``, ``P (m, M)``."""
