@@ -130,16 +130,18 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
         return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
     round_rows = task.train.select(stacked)  # the sampled users' rows, taken once per round
-    local = _stack(oracle, W, m)
+    # a lone run's first step reads w_k itself for every user (no copies) and writes the round's iterates
+    local = _stack(oracle, W, m, fill=S > 1)
     trajectory = []
     for t, positions in enumerate(steps):
         if track:
             trajectory.append(W if t == 0 else _average(oracle, local, S))
         batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
-        if cfg.algorithm == "fedavg":  # in place: local is this round's own copy
-            fedavg_step(oracle, local, batches[0], h, out=local)
+        current = W[0].expand(m, -1) if t == 0 and S == 1 else local  # then in place: local is the round's own
+        if cfg.algorithm == "fedavg":
+            fedavg_step(oracle, current, batches[0], h, out=local)
         else:
-            per_fedavg_step(oracle, local, batches, h, cfg.algorithm, out=local)
+            per_fedavg_step(oracle, current, batches, h, cfg.algorithm, out=local)
     return _average(oracle, local, S), clients, trajectory
 
 
@@ -148,13 +150,14 @@ def _join(blocks: list[Tensor]) -> Tensor:
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
-def _stack(oracle, W: Tensor, m: int) -> Tensor:
-    """A round's local iterates: each run's model ``W (S, P)`` repeated for its ``m`` users, as
-    ``(S m, P)`` or in the oracle's own layout (``oracle.stack``, e.g. the MLP oracle's layer-major one)."""
+def _stack(oracle, W: Tensor, m: int, fill: bool = True) -> Tensor:
+    """A round's local iterates: each run's model ``W (S, P)`` repeated for its ``m`` users (with
+    ``fill``; else uninitialized), as ``(S m, P)`` or in the oracle's own layout (``oracle.stack``,
+    e.g. the MLP oracle's layer-major one)."""
     if hasattr(oracle, "stack"):
-        return oracle.stack(W, m)
+        return oracle.stack(W, m, fill)
     S, P = W.shape
-    return W[:, None, :].expand(S, m, P).reshape(S * m, P).clone()
+    return W[:, None, :].expand(S, m, P).reshape(S * m, P).clone() if fill else W.new_empty((S * m, P))
 
 
 def _average(oracle, local: Tensor, S: int) -> Tensor:

@@ -220,12 +220,13 @@ class MLPOracle:
             raise ValueError(f"W must be (n, {self.num_params}) or a layer-major stack, got {tuple(W.shape)}")
         return W.shape[0]
 
-    def stack(self, W: Tensor, m: int) -> Tensor:
+    def stack(self, W: Tensor, m: int, fill: bool = True) -> Tensor:
         """Each of the ``S`` models ``W (S, P)`` repeated for ``m`` users, as a new layer-major stack of
-        ``S m`` users (:meth:`layers`; run ``j`` in users ``j m .. j m + m - 1``)."""
+        ``S m`` users (:meth:`layers`; run ``j`` in users ``j m .. j m + m - 1``); uninitialized
+        without ``fill``."""
         S = W.shape[0]
         out = W.new_empty(S * m * self.num_params)
-        for s, e in self._pieces():
+        for s, e in self._pieces() if fill else ():
             out[S * m * s:S * m * e].view(S, m, e - s).copy_(W[:, None, s:e].expand(S, m, e - s))
         return out
 
