@@ -78,7 +78,6 @@ import os
 from functools import partial
 
 import torch
-import torch.nn.functional as F_
 from torch import Tensor
 
 from .errors import UsageError
@@ -157,7 +156,8 @@ def _softmax_ce_grad(S: Tensor, Y: Tensor) -> tuple[Tensor, Tensor]:
     batch-mean cross-entropy with respect to the scores ``S (n, B, C)``."""
     p = (S - S.amax(-1, keepdim=True)).exp_()  # softmax by hand: ~3x faster than torch.softmax over 10 classes
     p.div_(p.sum(-1, keepdim=True))
-    return p, torch.sub(p, F_.one_hot(Y, S.shape[-1])).mul_(1.0 / S.shape[-2])  # 2 ops, not 6: 70 vs 84 us
+    minus_one = p.new_full((1,) * p.dim(), -1.0).expand(*Y.shape, 1)
+    return p, p.scatter_add(-1, Y.unsqueeze(-1), minus_one).mul_(1.0 / S.shape[-2])  # p - e_y, not copied first
 
 
 class MLPOracle:
