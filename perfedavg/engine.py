@@ -131,13 +131,14 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
     round_rows = task.train.select(stacked)  # the sampled users' rows, taken once per round
     # a lone run's first step reads w_k itself for every user (no copies) and writes the round's iterates
-    local = _stack(oracle, W, m, fill=S > 1)
+    broadcast = S == 1
+    local = _stack(oracle, W, m, fill=not broadcast)
     trajectory = []
     for t, positions in enumerate(steps):
         if track:
             trajectory.append(W if t == 0 else _average(oracle, local, S))
         batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
-        current = W[0].expand(m, -1) if t == 0 and S == 1 else local  # then in place: local is the round's own
+        current = W[0].expand(m, -1) if t == 0 and broadcast else local  # then in place: local is the round's own
         if cfg.algorithm == "fedavg":
             fedavg_step(oracle, current, batches[0], h, out=local)
         else:
