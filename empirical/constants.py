@@ -121,7 +121,7 @@ def lanczos_extremes(matvec, V0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
     q = V0 / V0.norm(dim=1, keepdim=True)
     q_prev = torch.zeros_like(q)
     b_prev = torch.zeros(m, dtype=q.dtype, device=q.device)
-    size = torch.full((m,), steps, dtype=torch.long)
+    size = torch.full((m,), steps, dtype=torch.long, device=q.device)
     alphas, betas = [], []
     for j in range(steps):
         z = matvec(q)
@@ -132,12 +132,13 @@ def lanczos_extremes(matvec, V0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
         betas.append(b)
         scale = torch.stack(alphas).abs().amax(0).clamp_min(torch.finfo(q.dtype).tiny)
         broken = (b <= 1e-10 * scale) & (size == steps)
-        size[broken.cpu()] = j + 1
-        alive = (size == steps).to(q.device)
+        size = torch.where(broken, j + 1, size)
+        alive = size == steps
         q_prev, q = q, torch.where(alive[:, None], z / b.clamp_min(torch.finfo(q.dtype).tiny)[:, None], torch.zeros_like(z))
         b_prev = torch.where(alive, b, torch.zeros_like(b))
     A = torch.stack(alphas, 1).cpu()
     Bt = torch.stack(betas, 1).cpu()
+    size = size.cpu()
     largest, smallest = torch.empty(m, dtype=A.dtype), torch.empty(m, dtype=A.dtype)
     for i in range(m):
         k = int(size[i])
