@@ -21,7 +21,7 @@ from .errors import Diverged, UsageError
 from .local import StepSizes, fedavg_step, per_fedavg_step
 from .objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from .oracle import make_oracle
-from .sampling import draw_position_blocks, gather_batch, num_sampled_clients, sample_clients
+from .sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
 from .task import Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -129,7 +129,8 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
         return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
-    round_rows = task.train.select(stacked)  # the sampled users' rows, taken once per round
+    # the sampled users' batches, step after step (labels looked up once per round, inputs as each step comes)
+    batches = gather_batches(task.train, stacked, [p for positions in steps for p in positions[:used]])
     # a lone run's first step reads w_k itself for every user (no copies) and writes the round's iterates
     broadcast = S == 1
     local = _stack(oracle, W, m, fill=not broadcast)
@@ -137,12 +138,12 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     for t, positions in enumerate(steps):
         if track:
             trajectory.append(W if t == 0 else _average(oracle, local, S))
-        batches = tuple(gather_batch(round_rows, None, p) if j < used else None for j, p in enumerate(positions))
+        step_batches = tuple(next(batches) if j < used else None for j in range(J))
         current = W[0].expand(m, -1) if t == 0 and broadcast else local  # then in place: local is the round's own
         if cfg.algorithm == "fedavg":
-            fedavg_step(oracle, current, batches[0], h, out=local)
+            fedavg_step(oracle, current, step_batches[0], h, out=local)
         else:
-            per_fedavg_step(oracle, current, batches, h, cfg.algorithm, out=local)
+            per_fedavg_step(oracle, current, step_batches, h, cfg.algorithm, out=local)
     return _average(oracle, local, S), clients, trajectory
 
 

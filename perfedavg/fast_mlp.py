@@ -205,7 +205,8 @@ class MLPOracle:
 
     # -- layout ------------------------------------------------------------------------
     def layers(self, W: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, d_{l+1}))]`` into ``n`` users' parameters ``W``.
+        """Views ``[(weight (n, d_{l+1}, d_l), bias (n, 1, d_{l+1}))]`` into ``n`` users' parameters ``W``
+        (the bias a row, ready to broadcast over a batch: no ``unsqueeze`` per use).
 
         ``W`` is either ``(n, P)``, one user per row (the oracle's interface), or a *layer-major*
         stack (:meth:`stack`): a 1-D buffer of ``n P`` values holding, layer by layer, the weights of
@@ -216,12 +217,12 @@ class MLPOracle:
         if W.dim() == 1 and W.stride(0) == 1 and W.numel() % self.num_params == 0:
             n = W.numel() // self.num_params
             return [(W.as_strided((n, dout, din), (dout * din, din, 1), start + n * a),
-                     W.as_strided((n, dout), (dout, 1), start + n * b)) for a, b, _, din, dout in self.spans]
+                     W.as_strided((n, 1, dout), (dout, dout, 1), start + n * b)) for a, b, _, din, dout in self.spans]
         if W.dim() != 2 or W.stride(1) != 1:
             raise ValueError(f"W must be (n, P) with rows of unit stride or a layer-major stack, got shape "
                              f"{tuple(W.shape)} strides {W.stride()}")
         n, row = W.shape[0], W.stride(0)
-        return [(W.as_strided((n, dout, din), (row, din, 1), start + a), W.as_strided((n, dout), (row, 1), start + b))
+        return [(W.as_strided((n, dout, din), (row, din, 1), start + a), W.as_strided((n, 1, dout), (row, dout, 1), start + b))
                 for a, b, _, din, dout in self.spans]
 
     def users(self, W: Tensor) -> int:
@@ -274,12 +275,12 @@ class MLPOracle:
     def _first_layer(self, X: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
         r""":math:`z_0 = x W_0^\top + b_0` for ``groups`` stacks of clients sharing ``X``."""
         if groups == 1:
-            return torch.baddbmm(bias.unsqueeze(1), X, weight.transpose(1, 2))
+            return torch.baddbmm(bias, X, weight.transpose(1, 2))
         m = X.shape[0]
         Z = X.new_empty((weight.shape[0], X.shape[1], weight.shape[1]))
         for j in range(groups):
             rows = slice(j * m, (j + 1) * m)
-            torch.baddbmm(bias[rows].unsqueeze(1), X, weight[rows].transpose(1, 2), out=Z[rows])
+            torch.baddbmm(bias[rows], X, weight[rows].transpose(1, 2), out=Z[rows])
         return Z
 
     def _forward(self, W: Tensor, X: Tensor, groups: int, second: bool = False):
@@ -300,7 +301,7 @@ class MLPOracle:
             D.append(d)
             E.append(e)
             weight, bias = layers[l]
-            Z = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            Z = torch.baddbmm(bias, h, weight.transpose(1, 2))
         return Z, H, D, E
 
     # -- writing gradients -------------------------------------------------------------
@@ -348,7 +349,7 @@ class MLPOracle:
         r"""``out = base + scale * sum_b G`` (or ``out += ...``; also when ``base`` is ``out``)."""
         if base is out:
             base, accumulate = None, True
-        s = G.sum(1)
+        s = G.sum(1, keepdim=True)
         if accumulate:
             out.add_(s, alpha=scale)
         elif base is None:
@@ -454,7 +455,7 @@ class MLPOracle:
         for l in range(1, len(layers)):
             (weight, _), (vw, vb) = layers[l], dirs[l]
             RH.append(D[l - 1] * RZ[l - 1])
-            rz = torch.baddbmm(vb.unsqueeze(1), RH[l], weight.transpose(1, 2))
+            rz = torch.baddbmm(vb, RH[l], weight.transpose(1, 2))
             rz.baddbmm_(H[l], vw.transpose(1, 2))
             RZ.append(rz)
         p, G = _softmax_ce_grad(S, Y)
@@ -546,10 +547,10 @@ class MLPOracle:
         (o0, ob0) = out_layers[0]
         # inner step: w~ = w - alpha grad f(w, D); layers >= 1 and the first bias written into W_tilde
         tilde = self.layers(W.new_empty(m * self.num_params))  # layer-major: contiguous blocks
-        G1 = self._grad_from(layers, torch.baddbmm(b0.unsqueeze(1), X1, W0t), inner.y, tilde, layers, -h.alpha)
-        torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
+        G1 = self._grad_from(layers, torch.baddbmm(b0, X1, W0t), inner.y, tilde, layers, -h.alpha)
+        torch.add(b0, G1.sum(1, keepdim=True), alpha=-h.alpha, out=tilde[0][1])
         # outer gradient at w~ on D': first-layer pre-activations X2 W0^T + b~ - alpha (X2 X1^T) G1
-        Z2 = torch.baddbmm(tilde[0][1].unsqueeze(1), X2, W0t)
+        Z2 = torch.baddbmm(tilde[0][1], X2, W0t)
         Z2.baddbmm_(torch.bmm(X2, X1.transpose(1, 2)), G1, alpha=-h.alpha)
         if variant == "fo":
             G2 = self._grad_from(tilde, Z2, outer.y, out_layers, layers, -h.beta)
@@ -559,7 +560,7 @@ class MLPOracle:
         # g = grad f(w~, D'): layers >= 1 and the first bias in g; first-layer weight G2^T X2 implicit
         g_layers = self.layers(W.new_empty(m * self.num_params))
         G2 = self._grad_from(tilde, Z2, outer.y, g_layers, None, 1.0)
-        gb0 = torch.sum(G2, 1, out=g_layers[0][1])
+        gb0 = torch.sum(G2, 1, keepdim=True, out=g_layers[0][1])
         if out is W and len(self.spans) > 1:  # the Hessian term reads w's layers >= 1, overwritten below: a copy
             upper = torch.empty_like(W)
             self._above_first(upper).copy_(self._above_first(W))
@@ -568,8 +569,8 @@ class MLPOracle:
             torch.add(w_, gw, alpha=-h.beta, out=ow)  # base = w - beta g, layers >= 1
             torch.add(b_, gb, alpha=-h.beta, out=ob)
         X3, _ = self._check(W, hessian.x)
-        P3 = torch.baddbmm(b0.unsqueeze(1), X3, W0t)  # X3 W0^T + b0
-        C3 = torch.bmm(torch.bmm(X3, X2.transpose(1, 2)), G2).add_(gb0.unsqueeze(1))  # X3 V0^T + c0 for v = g
+        P3 = torch.baddbmm(b0, X3, W0t)  # X3 W0^T + b0
+        C3 = torch.bmm(torch.bmm(X3, X2.transpose(1, 2)), G2).add_(gb0)  # X3 V0^T + c0 for v = g
         last, last_scale = self._hessian_term(layers, g_layers, P3, C3, hessian.y, out_layers, h, variant)
         self._write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
         self._write(o0, None, last_scale, last.transpose(1, 2), X3, accumulate=True)
@@ -690,36 +691,36 @@ class MLPOracle:
             p1 = positions[0]
             y1 = labels.gather(1, p1)
             if algorithm == "fedavg":
-                G = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, out_layers, layers, -h.beta)
-                torch.add(b0, G.sum(1), alpha=-h.beta, out=ob0)
+                G = self._grad_from(layers, rows(Z, p1) + b0, y1, out_layers, layers, -h.beta)
+                torch.add(b0, G.sum(1, keepdim=True), alpha=-h.beta, out=ob0)
                 add_term(rows(Kc, p1), p1, G.mul_(h.beta))
                 U, layers = out, out_layers
                 continue
             p2 = positions[1]
             tilde = self.layers(torch.empty_like(U))
-            G1 = self._grad_from(layers, rows(Z, p1) + b0.unsqueeze(1), y1, tilde, layers, -h.alpha)
-            torch.add(b0, G1.sum(1), alpha=-h.alpha, out=tilde[0][1])
+            G1 = self._grad_from(layers, rows(Z, p1) + b0, y1, tilde, layers, -h.alpha)
+            torch.add(b0, G1.sum(1, keepdim=True), alpha=-h.alpha, out=tilde[0][1])
             K2 = rows(Kc, p2)
-            Z2 = (rows(Z, p2) + tilde[0][1].unsqueeze(1)).baddbmm_(block(K2, p1), G1, alpha=-h.alpha)
+            Z2 = (rows(Z, p2) + tilde[0][1]).baddbmm_(block(K2, p1), G1, alpha=-h.alpha)
             y2 = labels.gather(1, p2)
             if algorithm == "fo":
                 G2 = self._grad_from(tilde, Z2, y2, out_layers, layers, -h.beta)
-                torch.add(b0, G2.sum(1), alpha=-h.beta, out=ob0)
+                torch.add(b0, G2.sum(1, keepdim=True), alpha=-h.beta, out=ob0)
                 add_term(K2, p2, G2.mul_(h.beta))
                 U, layers = out, out_layers
                 continue
             g = torch.empty_like(U)
             g_layers = self.layers(g)
             G2 = self._grad_from(tilde, Z2, y2, g_layers, None, 1.0)
-            gb0 = torch.sum(G2, 1, out=g_layers[0][1])
+            gb0 = torch.sum(G2, 1, keepdim=True, out=g_layers[0][1])
             torch.add(U[:, b:], g[:, b:], alpha=-h.beta, out=out[:, b:])  # w - beta g, layers >= 1 and b_0
             p3 = positions[2]
             K3 = rows(Kc, p3)
-            P3 = rows(Z, p3).add_(b0.unsqueeze(1))
-            C3 = torch.bmm(block(K3, p2), G2).add_(gb0.unsqueeze(1))
+            P3 = rows(Z, p3).add_(b0)
+            C3 = torch.bmm(block(K3, p2), G2).add_(gb0)
             y3 = labels.gather(1, p3)
             last, last_scale = self._hessian_term(layers, g_layers, P3, C3, y3, out_layers, h, algorithm)
-            ob0.add_(last.sum(1), alpha=last_scale)
+            ob0.add_(last.sum(1, keepdim=True), alpha=last_scale)
             add_term(torch.cat([K2, K3], 1), torch.cat([p2, p3], 1), torch.cat([G2.mul_(h.beta), last.mul_(-last_scale)], 1))
             U, layers = out, out_layers
         result = W.new_empty((S, P))

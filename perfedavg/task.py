@@ -76,12 +76,6 @@ class ClientData:
         weight = self.weight if clients is None else self.weight[clients]
         return self.x[index], self.y[index], weight
 
-    def select(self, clients: Tensor) -> "ClientData":
-        """The rows of ``clients`` (the pooled samples shared): a round indexes its sampled users'
-        rows once instead of once per batch."""
-        return ClientData(x=self.x, y=self.y, index=self.index[clients], weight=self.weight[clients],
-                          count=self.count[clients])
-
     def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> "ClientData":
         x = self.x.to(device=device, dtype=dtype) if self.x.is_floating_point() else self.x.to(device)
         return ClientData(
