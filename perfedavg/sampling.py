@@ -48,7 +48,7 @@ def draw_positions(
     generator: torch.Generator, data: ClientData, clients: Tensor | None, size: int, with_replacement: bool
 ) -> Tensor:
     r"""Positions ``(m, size)`` into each sampled client's index row (``clients`` None: every row of
-    ``data``, e.g. a :meth:`ClientData.select` of the sampled users); see :func:`draw_position_blocks`."""
+    ``data``); see :func:`draw_position_blocks`."""
     return draw_position_blocks(generator, data, clients, (size,), with_replacement)[0]
 
 

@@ -229,6 +229,25 @@ def test_a_rounds_batches_drawn_at_once_equal_step_by_step_draws(with_replacemen
     assert torch.equal(ours.get_state(), theirs.get_state())
 
 
+def test_a_rounds_batches_gathered_at_once_equal_batch_by_batch_gathers():
+    """``gather_batches`` (the engine looks a round's indices and labels up at once) yields, batch after
+    batch, what ``gather_batch`` gathers for each positions block: the same inputs and labels, in order."""
+    from perfedavg.sampling import draw_position_blocks, gather_batch, gather_batches
+
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(60, 2, 3, generator=gen), torch.randint(0, 10, (60,), generator=gen)
+    data = ClientData.from_lists(x, y, [list(range(i, 60, 5)) for i in range(5)])  # interleaved users of 12 samples
+    clients = torch.tensor([1, 3, 4])
+    blocks = draw_position_blocks(gen, data, clients, (5, 6, 7) * 2, True)
+    gathered = list(gather_batches(data, clients, blocks))
+    assert len(gathered) == len(blocks)
+    for batch, positions in zip(gathered, blocks):
+        alone = gather_batch(data, clients, positions)
+        assert batch.x.shape == (3, positions.shape[1], 2, 3) and batch.y.shape == positions.shape
+        assert torch.equal(batch.x, alone.x) and torch.equal(batch.y, alone.y)
+        assert torch.equal(batch.x, x[data.index[clients].gather(1, positions)])  # by definition
+
+
 def test_aggregation_is_the_uniform_mean_of_the_local_models():
     cfg, task = softmax_setup(algorithm="fo", tau=2)
     w = random_params(task)
