@@ -137,9 +137,9 @@ def _hidden(Z: Tensor, activation: str, second: bool):
     The other derivatives are written in terms of :math:`h=\phi(z)`: tanh
     :math:`\phi' = 1-h^2`, :math:`\phi'' = -2h(1-h^2)`; ReLU :math:`\phi' = [z>0]`, :math:`\phi''=0`.
     """
-    if activation == "elu":  # exp(min(z, 0)) - 1 + max(z, 0): see the docstring
+    if activation == "elu":  # max(z, exp(min(z, 0)) - 1): see the docstring
         D = Z.clamp(max=0.0).exp_()
-        H = torch.maximum(Z, D - 1.0, out=Z)  # max(z, exp(min(z, 0)) - 1)
+        H = torch.maximum(Z, D - 1.0, out=Z)
         E = D - (H > 0).to(H.dtype) if second else None  # D is exactly 1 where z > 0; h > 0 exactly where z > 0
     elif activation == "tanh":
         H = Z.tanh_()

@@ -125,12 +125,13 @@ def gather_batch(data: ClientData, clients: Tensor | None, positions: Tensor) ->
 
 def gather_batches(data: ClientData, clients: Tensor | None, positions: Sequence[Tensor]) -> Iterator[Batch]:
     """The batches at each of ``positions`` (``(m, B_k)`` into each of ``clients``' index rows; None: every
-    row) in turn, as :class:`Batch` es.
+    row), one :class:`Batch` after another.
 
     The sample indices and labels of all of them are looked up at once (the engine passes a whole
     round's batches: two small ops per round instead of two per batch); each batch's inputs are
-    gathered only when the iterator reaches it, just before the local step that reads them (while
-    they are in cache; a round's inputs gathered at once took longer than batch by batch)."""
+    gathered only when the iterator reaches it, just before the local step that reads them, while
+    they are in cache (a round's inputs gathered in one call were no faster over the four
+    algorithms: FedAvg 1 % and HF 5 % slower, FO within noise)."""
     index = (data.index if clients is None else data.index[clients]).gather(1, torch.cat(list(positions), 1))
     labels = data.y.index_select(0, index.reshape(-1)).view(index.shape)
     start = 0
