@@ -181,15 +181,20 @@ def constants_main(args) -> int:
 
     import torch
 
+    from perfedavg.rundir import output_file
+
     from .constants import EstimateOptions, estimate_run, write_constants
 
     _at_least("--threads", args.threads, 1)
+    out = args.out or Path(args.run) / "constants.json"
+    if args.out or Path(args.run).is_dir():  # before minutes of estimation; a missing --run is estimate_run's error
+        output_file(out, "--out")
     torch.set_num_threads(args.threads)
     options = EstimateOptions(lanczos_steps=args.lanczos_steps, samples=args.samples,
                               hessian_samples=args.hessian_samples, gamma_users=args.gamma_users,
                               rho_directions=args.rho_directions, rho_radius=args.rho_radius, seed=args.seed)
     doc = estimate_run(args.run, args.rounds, options, data_dir=args.data_dir or None, progress=not args.no_progress)
-    path = write_constants(doc, args.out or Path(args.run) / "constants.json")
+    path = write_constants(doc, out)
     c = doc["constants"]
     print(f"{doc['task']} at rounds {', '.join(map(str, doc['rounds']))} (max over rounds):")
     for name in ("L", "rho", "B", "sigma_G", "sigma_H", "gamma_G", "gamma_H", "F0_gap"):

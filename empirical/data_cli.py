@@ -119,9 +119,8 @@ def info_main(args) -> int:
 
 def partition_main(args) -> int:
     """``perfedavg data partition``: split, then write the table, picture and indices."""
-    from pathlib import Path
-
     from perfedavg.errors import UsageError
+    from perfedavg.rundir import output_dir
 
     from ._io import atomic_write_text
     from .partition import DEFAULT_CONCENTRATION, PAPER_A, make_partition, plot_partition, save_partition, summary_markdown
@@ -137,7 +136,7 @@ def partition_main(args) -> int:
     else:
         options = dict(num_clients=args.clients, classes_per_client=args.classes_per_client)
     part = make_partition(args.scheme, dataset.y_train, dataset.y_test, seed=args.seed, **options)
-    out = Path(args.out)
+    out = output_dir(args.out, "--out")
     title = f"{dataset.label}: {part.describe()}"
     atomic_write_text(out / "partition.md", summary_markdown(part, dataset.classes, title=title))
     plot_partition(part, out / "partition.png", dataset.classes, title=title)

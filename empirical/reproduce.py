@@ -253,7 +253,7 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
                            progress=progress)  # checks workers, threads, backend before anything runs
     torch.set_num_threads(plan.threads)
     check_data(plan)
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.output_dir(out, "--out")
     partitions = write_partitions(plan, out)
     units, actions = cell_units(plan, out)
     timings: dict[str, float] = {}

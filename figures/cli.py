@@ -10,6 +10,13 @@ import argparse
 FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "hf_delta", "table1", "mnist_bound")
 
 
+def _figure_name(text: str) -> str:
+    """One NAME argument, checked (argparse's ``choices`` would list a stray ``[]`` for ``nargs="*"``)."""
+    if text not in FIGURE_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a figure: choose from {', '.join(FIGURE_NAMES)}")
+    return text
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "figures",
@@ -24,7 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
             "bound with estimated constants; needs the data)."
         ),
     )
-    p.add_argument("names", nargs="*", metavar="NAME", choices=list(FIGURE_NAMES) + [[]],
+    p.add_argument("names", nargs="*", metavar="NAME", type=_figure_name,
                    help=f"figures to regenerate (default: all): {', '.join(FIGURE_NAMES)}")
     p.add_argument("--out", default="figures-out", metavar="DIR",
                    help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index (default: figures-out)")
@@ -40,10 +47,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
+    from perfedavg.rundir import output_dir
+
     from .build import build
 
     level = "quick" if args.quick else "full"
     runs = args.runs or ("runs/figures-quick" if args.quick else "runs/figures")
+    output_dir(args.out, "--out")
+    output_dir(runs, "--runs")
     entries = build(args.names, args.out, runs, level=level, progress=not args.no_progress)
     for e in entries:
         status = f"skipped: {e.note}" if e.note else ", ".join(str(f) for f in e.files)

@@ -388,6 +388,10 @@ def _variants(text: str) -> list[str]:
 
 
 def main(args) -> int:
+    if args.json_out:
+        from .rundir import output_file
+
+        output_file(args.json_out, "--json-out")  # before the minutes of timing, not after
     result = run_bench(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -32,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2 (argparse's own convention)."""
 
     def error(self, message):  # noqa: D401 - argparse API
-        raise UsageError(f"{self.prog}: {message}")
+        # "perfedavg: error: <message>" for the top level, "perfedavg: error: perfedavg run: <message>" below it
+        raise UsageError(message if self.prog == "perfedavg" else f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named with the subcommand they were given to (argparse reports them at the top level)
+            raise UsageError(f"perfedavg {args.command}: unrecognized arguments: {' '.join(extra)}")
         status = args.func(args)
     except UsageError as exc:
         print(f"perfedavg: error: {exc}", file=sys.stderr)
@@ -69,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 0
+    except OSError as exc:  # the file system refused mid-work (disk full, a folder removed): one line, never a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"perfedavg: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     return int(status or 0)
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UsageError
+from .rundir import output_dir
 
 #: files of a sweep directory (next to ``runs/``)
 SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, RUNS = "sweep.toml", "sweep_summary.json", "sweep_summary.md", "runs"
@@ -321,6 +322,8 @@ def main(args) -> int:
         raise UsageError("--address is for --backend ray only")
     spec = load_sweep(args.file, args.overrides)
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.file).stem
+    if not args.dry_run:
+        output_dir(out, "--out")
     units = expand(spec)
 
     from .sweep_backends import SweepOptions, plan, print_plan, run_sweep

@@ -66,13 +66,11 @@ def main(args) -> int:
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
-        from pathlib import Path
+        from perfedavg.rundir import output_dir
 
         from .rates import speed_sweep
 
-        out = Path(args.speed_sweep)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--speed-sweep={args.speed_sweep} is not a folder")
+        out = output_dir(args.speed_sweep, "--speed-sweep")
         print(json.dumps(speed_sweep(out, seeds=args.seeds or 5, progress=not args.no_progress), indent=2))
         return 0
     if args.rates:

@@ -691,8 +691,10 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
 
 
 def main_rates(args) -> int:
+    from perfedavg.rundir import output_dir
+
     seeds = list(range(args.seeds or (5 if args.full else 3)))
-    out = Path(args.out or ("runs/rates-full" if args.full else "runs/rates-quick"))
+    out = output_dir(args.out or ("runs/rates-full" if args.full else "runs/rates-quick"), "--out")
     start = time.perf_counter()
     rows, bound = rate_table(out, seeds, full=args.full, progress=not args.no_progress)
     elapsed = time.perf_counter() - start

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -433,3 +434,67 @@ def test_a_successful_run_writes_config_metrics_summary_and_a_png(tmp_path, caps
 
     image = matplotlib.image.imread(out / "curves.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and float(image.std()) > 0
+
+
+SWEEP_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "alpha_h.toml"
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["figures", "--quick", "--no-progress", "--out", "{bad}"], "--out"),
+    (["figures", "--quick", "--no-progress", "--out", "{ok}", "--runs", "{bad}"], "--runs"),
+    (["sweep", str(SWEEP_EXAMPLE), "--no-progress", "--out", "{bad}"], "--out"),
+    (["check", "--rates", "--no-progress", "--out", "{bad}"], "--out"),
+    (["check", "--speed-sweep", "{bad}", "--no-progress"], "--speed-sweep"),
+    (["bench", "--rounds", "1", "--warmup", "0", "--json-out", "{bad}/bench.json"], "--json-out"),
+    (["reproduce", "constants", "--run", "{ok}", "--out", "{bad}/constants.json"], "--out"),
+], ids=["figures-out", "figures-runs", "sweep-out", "check-rates-out", "speed-sweep", "bench-json-out", "constants-out"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(argv, option, tmp_path, capsys):
+    """Every command's output option is checked first: a path under a regular file (mkdir fails there
+    even for root) is one line naming the option, exit status 2, before any work and with nothing written."""
+    (tmp_path / "a-file").write_text("not a folder")
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    bad = tmp_path / "a-file" / "sub"
+    argv = [a.format(bad=bad, ok=ok) for a in argv]
+    before = _snapshot(tmp_path)
+    start = time.perf_counter()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip("\n").split("\n")
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"perfedavg: error: {option} "), err
+    assert "Traceback" not in err
+    assert time.perf_counter() - start < 5.0  # refused up front, not after the command's minutes of work
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_output_file_option_given_a_folder_is_refused(tmp_path, capsys):
+    rc = main(["bench", "--json-out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip() == f"perfedavg: error: --json-out {tmp_path} is a folder, not a file"
+
+
+def test_a_file_system_error_mid_work_is_one_line_exit_1(monkeypatch, capsys):
+    """An OSError no option check could foresee (disk full, a folder removed under a running command)
+    is reported as one line with the file it concerns, exit status 1, never a traceback."""
+    import theory.cli
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "/somewhere/table.md")
+
+    monkeypatch.setattr(theory.cli, "run", full_disk)
+    rc = main(["bounds"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == "perfedavg: error: No space left on device: /somewhere/table.md\n"
+
+
+@pytest.mark.parametrize("argv, prefix", [
+    (["run", "--no-such-option"], "perfedavg: error: perfedavg run: unrecognized arguments: --no-such-option"),
+    (["check", "--rates", "--set", "x=1"], "perfedavg: error: perfedavg check: unrecognized arguments: --set x=1"),
+    (["no-such-command"], "perfedavg: error: argument COMMAND: invalid choice: 'no-such-command'"),
+    (["figures", "nonsense"], "perfedavg: error: perfedavg figures: argument NAME: 'nonsense' is not a figure: "
+                              "choose from flagship, heterogeneity, floors, hf_delta, table1, mnist_bound\n"),
+])
+def test_unknown_arguments_are_named_with_their_subcommand(argv, prefix, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(prefix) and err.count("\n") == 1, err
