@@ -322,9 +322,9 @@ def main(args) -> int:
         raise UsageError("--address is for --backend ray only")
     spec = load_sweep(args.file, args.overrides)
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.file).stem
-    if not args.dry_run:
-        output_dir(out, "--out")
     units = expand(spec)
+    if not args.dry_run:  # after the sweep file's own checks: a bad file leaves no empty folder behind
+        output_dir(out, "--out")
 
     from .sweep_backends import SweepOptions, plan, print_plan, run_sweep
 

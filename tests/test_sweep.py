@@ -387,3 +387,11 @@ def test_ray_worker_killed_mid_run_is_retried(tmp_path, monkeypatch):
     assert sorted(row["attempts"] for row in rows.values()) == [1] * (len(units) - 1) + [2]
     for unit in units:
         assert (tmp_path / "ray" / RUNS / unit.name / rundir.METRICS).read_bytes() == _reference(unit, tmp_path / "ref")
+
+
+def test_cli_a_bad_sweep_value_leaves_no_sweep_folder(tmp_path, capsys):
+    """The sweep file's checks (expand: every run's config) come before --out is created."""
+    path = _write(tmp_path / "s.toml", SMALL.replace("alpha = [0.01, 0.05]", "alpha = [-1.0]"))
+    assert cli_main(["sweep", str(path), "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    assert "alpha=-1.0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
