@@ -128,7 +128,8 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a damaged file
-        detail = " ".join(str(exc).split())[:160]
+        detail = " ".join(str(exc).split()).split(". ")[0]  # torch's first sentence says what failed; the rest is advice
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise UsageError(f"checkpoint {path} is damaged or truncated and cannot be read ({type(exc).__name__}: {detail})") from None
     if not isinstance(payload, dict):
         raise UsageError(f"checkpoint {path} is damaged: it holds a {type(payload).__name__}, not a checkpoint")
