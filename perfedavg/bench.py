@@ -18,7 +18,10 @@ interleaved round by round (so both see the same machine load):
 and reports medians (ms per round), their ratio, the matmul FLOPs per round (counted from
 the matmul shapes the engine runs, :func:`engine_matmul_flops`), and the fraction of the
 machine's matmul throughput the engine achieves, that throughput measured in the same
-run on ``bmm`` calls of the first layer's shapes.
+run on ``bmm`` calls of the first layer's shapes, before and after each variant.  How far those samples
+spread within the run says whether the host was quiet (:data:`QUIET_SPREAD`): on a shared machine the
+neighbours' load moves one run's ratio by up to 30 %, so ``--repeat N`` runs the whole bench N times and
+reports the distribution over runs (:func:`pool`), and ``--pool FILE...`` pools saved runs.
 
 No torch import at module top (the CLI imports every subcommand module).
 """
@@ -38,6 +41,14 @@ SIZES = (784, 80, 60, 10)
 #: ``--shape``: input shape of the random data, and the samples per user by default (MNIST: 1000;
 #: CIFAR-10: 340, the larger users of the paper's split, PAPER.md §7)
 SHAPES = {"mnist": ((1, 28, 28), 1000), "cifar10": ((3, 32, 32), 340)}
+#: the largest spread of a run's bmm throughput samples (:func:`throughput_spread`; one sample before and one
+#: after each variant) at which the host counts as quiet.  Machine B, 52 runs on 2026-11-30/12-01
+#: (benchmarks/machine-b): quiet runs spread 1-11 %; runs under load from the host's other tenants 27-96 %, and
+#: those hold most of the low ratios (FedAvg 3.7-4.5x in 9 of 14).  15 % lies between the two groups.  Load that
+#: lasts through a whole run moves no sample against another and goes unseen.
+QUIET_SPREAD = 0.15
+#: a run's fields that :func:`run_bench` measures (the rest of its JSON describes the workload and the machine)
+MEASURED = ("variants", "matmul_gflops", "matmul_gflops_samples", "matmul_gflops_spread", "host_quiet")
 
 
 def mlp_sizes(shape: str) -> tuple[int, ...]:
@@ -262,20 +273,58 @@ def matmul_throughput(m: int, B: int, dtype, repeats: int = 30, sizes=SIZES, dev
     return 2 * (2 * m * B * d * h) / statistics.median(times) / 1e9
 
 
-def run_bench(args) -> dict:
-    """The benchmark's JSON-ready result (module docstring); restores torch's thread count."""
+def throughput_spread(samples: list[float]) -> float:
+    """``max / min - 1`` of a run's bmm throughput samples: how far the machine's speed moved during the
+    run (other tenants of a shared host; see :data:`QUIET_SPREAD`)."""
+    return max(samples) / min(samples) - 1.0
+
+
+def pool(runs: list[dict]) -> dict:
+    """Per variant, the distribution over bench runs of the same workload: the median, least and greatest
+    ``speedup`` (each run's own ratio of medians), every run's speedup in run order, the medians of
+    ``engine_ms``, ``loop_ms`` and ``fraction_of_matmul``, and the same speedup median over the runs on a
+    quiet host only (:data:`QUIET_SPREAD`; None when there is none).  ``runs`` are single-run results
+    (:func:`run_bench`), for one machine's load is the noise that a single run cannot average out."""
+    quiet = [run for run in runs if _quiet(run)]
+    pooled = {"runs": len(runs), "quiet_runs": len(quiet), "variants": {}}
+    for variant in runs[0]["variants"]:
+        def values(key, among=runs):
+            return [run["variants"][variant][key] for run in among]
+
+        speedups = values("speedup")
+        pooled["variants"][variant] = {
+            "speedup_median": round(statistics.median(speedups), 2),
+            "speedup_min": min(speedups),
+            "speedup_max": max(speedups),
+            "speedups": speedups,
+            "speedup_median_quiet": round(statistics.median(values("speedup", quiet)), 2) if quiet else None,
+            "engine_ms_median": round(statistics.median(values("engine_ms")), 3),
+            "loop_ms_median": round(statistics.median(values("loop_ms")), 3),
+            "fraction_of_matmul_median": round(statistics.median(values("fraction_of_matmul")), 3),
+        }
+    return pooled
+
+
+def _quiet(run: dict) -> bool:
+    """Whether a run's host was quiet (results saved before the field existed: from their samples)."""
+    return run.get("host_quiet", throughput_spread(run["matmul_gflops_samples"]) <= QUIET_SPREAD)
+
+
+def run_bench(args, desc: str = "bench") -> dict:
+    """The benchmark's JSON-ready result (module docstring); restores torch's thread count.  ``desc``
+    labels the progress bar."""
     import torch
 
     threads = args.threads or os.cpu_count() or 1
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_bench(args, threads)
+        return _run_bench(args, threads, desc)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_bench(args, threads: int) -> dict:
+def _run_bench(args, threads: int, desc: str) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -303,7 +352,7 @@ def _run_bench(args, threads: int) -> dict:
         "rounds": args.rounds, "warmup": args.warmup, "variants": {},
     }
     gflops = []
-    with tqdm(total=len(args.variants) * (args.rounds + args.warmup), desc="bench", unit="round", file=sys.stderr) as bar:
+    with tqdm(total=len(args.variants) * (args.rounds + args.warmup), desc=desc, unit="round", file=sys.stderr) as bar:
         for variant in args.variants:
             cfg = RunConfig(algorithm=variant, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.01, beta=0.01, delta=1e-3,
                             dtype=args.dtype)
@@ -349,6 +398,8 @@ def _run_bench(args, threads: int) -> dict:
     peak = statistics.median(gflops)
     result["matmul_gflops"] = round(peak, 1)
     result["matmul_gflops_samples"] = [round(g, 1) for g in gflops]
+    result["matmul_gflops_spread"] = round(throughput_spread(result["matmul_gflops_samples"]), 3)  # as a reader recomputes it
+    result["host_quiet"] = result["matmul_gflops_spread"] <= QUIET_SPREAD
     for entry in result["variants"].values():
         entry["fraction_of_matmul"] = round(entry["engine_gflops"] / peak, 3)
         entry["flop_floor_ms"] = round(entry["flops_per_round"] / peak / 1e6, 3)
@@ -387,12 +438,60 @@ def _variants(text: str) -> list[str]:
     return names
 
 
+def pool_files(paths: list[str]) -> dict:
+    """:func:`pool` over saved bench results (each a single run's JSON or a ``--repeat`` one's), which must
+    share the workload, dtype, device, thread count and variants: the first run's description, the files,
+    the pool."""
+    saved = [(path, _saved_runs(path)) for path in paths]
+    runs = [run for _, found in saved for run in found]
+    like = ("workload", "dtype", "device", "threads")
+    for path, found in saved:
+        for run in found:
+            if any(run.get(k) != runs[0].get(k) for k in like) or set(run["variants"]) != set(runs[0]["variants"]):
+                raise UsageError(f"--pool: {path} measured another workload, dtype, device, thread count or set of "
+                                 f"variants than {paths[0]}; only like runs pool")
+    first = {k: v for k, v in runs[0].items() if k not in MEASURED + ("runs", "pooled", "repeat")}
+    return {**first, "files": [str(p) for p in paths], "pooled": pool(runs)}
+
+
+def _saved_runs(path: str) -> list[dict]:
+    """The single-run results in the saved bench JSON at ``path`` (a ``--repeat`` file's runs, each with the
+    file's description); a one-line :class:`UsageError` for anything else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except OSError as e:
+        raise UsageError(f"--pool: cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UsageError(f"--pool: {path} is not JSON ({e})") from None
+    runs = [{**saved, **run} for run in saved.get("runs", [saved])] if isinstance(saved, dict) else []
+    fields = ("speedup", "engine_ms", "loop_ms", "fraction_of_matmul")
+    if not runs or not all(isinstance(run, dict) and run.get("variants") and run.get("matmul_gflops_samples")
+                           and all(isinstance(v, dict) and all(f in v for f in fields) for v in run["variants"].values())
+                           for run in runs):
+        raise UsageError(f"--pool: {path} is not a perfedavg bench result (single or --repeat run; pooled outputs "
+                         f"do not pool again: pool their files)")
+    return runs
+
+
 def main(args) -> int:
     if args.json_out:
         from .rundir import output_file
 
         output_file(args.json_out, "--json-out")  # before the minutes of timing, not after
-    result = run_bench(args)
+    if args.pool:
+        result = pool_files(args.pool)
+    else:
+        runs = [run_bench(args, "bench" if args.repeat == 1 else f"bench {i + 1}/{args.repeat}")
+                for i in range(args.repeat)]
+        busy = sum(not run["host_quiet"] for run in runs)
+        if busy:
+            print(f"perfedavg bench: warning: the host was busy in {busy} of {len(runs)} run(s) (bmm throughput moved "
+                  f"by more than {QUIET_SPREAD:.0%} within the run; JSON: matmul_gflops_spread, host_quiet): their "
+                  f"ratios are not representative", file=sys.stderr)
+        result = runs[0] if len(runs) == 1 else {
+            **{k: v for k, v in runs[0].items() if k not in MEASURED}, "repeat": len(runs),
+            "runs": [{k: run[k] for k in MEASURED} for run in runs], "pooled": pool(runs)}
     text = json.dumps(result, indent=2)
     print(text)
     if args.json_out:
@@ -411,7 +510,9 @@ def register(subparsers) -> None:
         "with the hand-written MLP oracle) and a per-client nn.Module + torch.optim.SGD loop with a deepcopy per "
         "client, interleaved round by round in the same run. Prints JSON: median ms per round of both, their "
         "ratio, matmul FLOPs per round, and the fraction of this machine's bmm throughput (measured in the same "
-        "run on the first layer's shapes) the engine achieves.",
+        "run on the first layer's shapes) the engine achieves, and how far that throughput moved within the run "
+        "(more than 15%%: the host was busy, and a warning says so). --repeat N runs it all N times and adds the "
+        "distribution over the runs; --pool FILE... pools saved results without timing anything.",
         epilog="On a loaded machine wall times with several threads are dominated by OpenMP threads waiting for "
         "descheduled siblings: compare 'speedup' (same run) rather than absolute times, try --threads 1 "
         "(see engine_cpu_ms / loop_cpu_ms), or set OMP_WAIT_POLICY=PASSIVE in the environment.",
@@ -438,6 +539,14 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu",
                    help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
                    "every timing waits for the device's queued work first")
+    p.add_argument("--repeat", type=_positive("repeat"), default=1,
+                   help="whole bench runs one after another, >= 1 (default 1); with more than one the JSON holds "
+                   "each run ('runs') and their distribution per variant ('pooled': median, least and greatest "
+                   "speedup, and the median over the runs on a quiet host), since on a shared host one run's ratio "
+                   "moves with the neighbours' load")
+    p.add_argument("--pool", nargs="+", default=None, metavar="FILE",
+                   help="time nothing: pool saved bench JSONs (--json-out files of single or --repeat runs of one "
+                   "workload, dtype, device and thread count) into that same distribution")
     p.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON to FILE, atomically")
     p.set_defaults(func=_checked_main)
 

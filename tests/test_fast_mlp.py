@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg.bench import engine_matmul_flops, grad_flops, kernel_flops, layer_units
+from perfedavg.bench import QUIET_SPREAD, engine_matmul_flops, grad_flops, kernel_flops, layer_units, pool, throughput_spread
 from perfedavg.config import RunConfig
 from perfedavg.engine import local_round, local_rounds
 from perfedavg.fast_mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
@@ -443,3 +443,91 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
         first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
     assert 0 < fo["fraction_of_matmul"]
     assert result["device"] == "cpu"
+    samples = result["matmul_gflops_samples"]  # one before and one after the variant
+    assert len(samples) == 2 and result["matmul_gflops_spread"] == round(max(samples) / min(samples) - 1, 3)
+    assert result["host_quiet"] == (result["matmul_gflops_spread"] <= QUIET_SPREAD)
+
+
+def _run(speedups: dict, samples: list, **extra) -> dict:
+    """A single bench run's JSON with the given speedup per variant (engine 10 ms, loop 10 * speedup)."""
+    return {"workload": {"n": 50}, "dtype": "float32", "device": "cpu", "threads": 2, "matmul_gflops_samples": samples,
+            "variants": {v: {"speedup": s, "engine_ms": 10.0, "loop_ms": 10.0 * s, "fraction_of_matmul": s / 10}
+                         for v, s in speedups.items()}, **extra}
+
+
+def test_throughput_spread_is_how_far_the_samples_moved():
+    assert throughput_spread([100.0, 110.0, 105.0]) == pytest.approx(0.10)
+    assert throughput_spread([120.0]) == 0.0
+    assert 0.11 < QUIET_SPREAD < 0.27  # between machine B's quiet runs (2-11 %) and its busy ones (27-78 %)
+
+
+def test_pool_gives_each_variants_distribution_over_runs():
+    """Median, least and greatest speedup over the runs, every run's in order, and the median over the
+    quiet runs only (from the saved flag, or from the samples where a run predates it)."""
+    quiet, busy = [100.0, 105.0], [60.0, 110.0]
+    runs = [_run({"fedavg": 5.2}, quiet), _run({"fedavg": 3.7}, busy), _run({"fedavg": 4.9}, quiet),
+            _run({"fedavg": 5.0}, busy, host_quiet=True), _run({"fedavg": 5.6}, quiet, host_quiet=False)]
+    pooled = pool(runs)
+    assert pooled["runs"] == 5 and pooled["quiet_runs"] == 3
+    fedavg = pooled["variants"]["fedavg"]
+    assert fedavg["speedups"] == [5.2, 3.7, 4.9, 5.0, 5.6]
+    assert (fedavg["speedup_median"], fedavg["speedup_min"], fedavg["speedup_max"]) == (5.0, 3.7, 5.6)
+    assert fedavg["speedup_median_quiet"] == 5.0  # 5.2, 4.9, 5.0
+    assert fedavg["loop_ms_median"] == 50.0 and fedavg["fraction_of_matmul_median"] == 0.5
+    assert pool([_run({"fo": 4.0}, busy)])["variants"]["fo"]["speedup_median_quiet"] is None
+
+
+def test_bench_repeat_reports_each_run_and_their_pool(tmp_path, capsys):
+    """--repeat 2: the workload once, each run's measurements, and the pool of those runs; --pool over the
+    saved file and a single run's gives the pool of all three."""
+    from perfedavg.cli import main
+
+    tiny = ["--rounds", "1", "--warmup", "0", "--threads", "1", "--variants", "fo", "--clients", "5", "--samples", "40"]
+    assert main(["bench", *tiny, "--repeat", "2", "--json-out", str(tmp_path / "two.json")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["repeat"] == 2 and len(result["runs"]) == 2 and result["workload"]["n"] == 5
+    assert "variants" not in result and set(result["runs"][0]) >= {"variants", "matmul_gflops_samples", "host_quiet"}
+    runs = [{**result, **run} for run in result["runs"]]
+    assert result["pooled"] == pool(runs)
+    assert main(["bench", *tiny, "--json-out", str(tmp_path / "one.json")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["bench", "--pool", str(tmp_path / "two.json"), str(tmp_path / "one.json")]) == 0
+    pooled = json.loads(capsys.readouterr().out)
+    assert pooled["pooled"] == pool(runs + [one]) and pooled["pooled"]["runs"] == 3
+    assert pooled["files"] == [str(tmp_path / "two.json"), str(tmp_path / "one.json")]
+
+
+def test_bench_warns_when_the_host_was_busy(monkeypatch, capsys):
+    """A run whose bmm throughput moved by more than QUIET_SPREAD is flagged in the JSON and on stderr."""
+    import perfedavg.bench as bench
+    from perfedavg.cli import main
+
+    samples = iter([100.0, 150.0])
+    monkeypatch.setattr(bench, "matmul_throughput", lambda *a, **k: next(samples))
+    assert main(["bench", "--rounds", "1", "--warmup", "0", "--threads", "1", "--variants", "fedavg",
+                 "--clients", "5", "--samples", "40"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["matmul_gflops_spread"] == 0.5 and result["host_quiet"] is False
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "busy in 1 of 1 run" in warnings[0]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    ("{not json", "is not JSON"),
+    ('{"pooled": {}}', "is not a perfedavg bench result"),
+    ('[1, 2]', "is not a perfedavg bench result"),
+    (json.dumps(_run({"fo": 5.0}, [1.0, 1.0], threads=1)), "measured another workload"),
+    (json.dumps(_run({"hf": 5.0}, [1.0, 1.0])), "measured another workload"),
+], ids=["missing", "not-json", "pooled-output", "not-an-object", "other-threads", "other-variants"])
+def test_bench_pool_refuses_what_does_not_pool(tmp_path, capsys, content, message):
+    from perfedavg.cli import main
+
+    good, other = tmp_path / "good.json", tmp_path / "other.json"
+    good.write_text(json.dumps(_run({"fo": 5.0}, [1.0, 1.0])))
+    if content is not None:
+        other.write_text(content)
+    assert main(["bench", "--pool", str(good), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pool" in err and message in err and "Traceback" not in err
