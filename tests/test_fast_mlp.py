@@ -531,3 +531,25 @@ def test_bench_pool_refuses_what_does_not_pool(tmp_path, capsys, content, messag
     assert main(["bench", "--pool", str(good), str(other)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--pool" in err and message in err and "Traceback" not in err
+
+
+def test_readme_bench_figures_are_the_pool_of_the_saved_runs():
+    """The README's machine-B bench row quotes ``perfedavg bench --pool benchmarks/machine-b/*.json``:
+    recomputed here from the saved files, so that the figures cannot drift from the data behind them."""
+    from pathlib import Path
+
+    from perfedavg.bench import pool_files
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(str(p) for p in (root / "benchmarks" / "machine-b").glob("*.json"))
+    pooled = pool_files(files)["pooled"]
+    n, names = pooled["runs"], {"fedavg": "FedAvg", "fo": "FO", "hf": "HF", "exact": "exact"}
+    row = next(line for line in (root / "README.md").read_text().splitlines() if "bench --pool benchmarks/machine-b" in line)
+    assert f"Pooled over {n} runs" in row and f"Over the {pooled['quiet_runs']} runs on a quiet host" in row
+    for variant, entry in pooled["variants"].items():
+        at_least_5 = sum(s >= 5 for s in entry["speedups"])
+        label = f"{names[variant]} {entry['speedup_median']:.2f}x ({at_least_5} of {n}"
+        assert label in row, label
+        assert f"{names[variant]} {entry['speedup_median_quiet']:.2f}x" in row
+    fractions = [entry["fraction_of_matmul_median"] for entry in pooled["variants"].values()]
+    assert f"at {round(100 * min(fractions))}-{round(100 * max(fractions))}% of the bmm throughput (medians)" in row
