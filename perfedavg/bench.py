@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import statistics
 import sys
 import time
@@ -281,12 +282,14 @@ def throughput_spread(samples: list[float]) -> float:
 
 def pool(runs: list[dict]) -> dict:
     """Per variant, the distribution over bench runs of the same workload: the median, least and greatest
-    ``speedup`` (each run's own ratio of medians), every run's speedup in run order, the medians of
-    ``engine_ms``, ``loop_ms`` and ``fraction_of_matmul``, and the same speedup median over the runs on a
-    quiet host only (:data:`QUIET_SPREAD`; None when there is none).  ``runs`` are single-run results
+    ``speedup`` (each run's own ratio of medians), every run's speedup and fraction of the bmm throughput
+    in run order, the medians of ``engine_ms``, ``loop_ms`` and ``fraction_of_matmul``, and the speedup
+    median over the runs on a quiet host only (:data:`QUIET_SPREAD`; None when there is none); and which
+    runs were quiet.  ``runs`` are single-run results
     (:func:`run_bench`), for one machine's load is the noise that a single run cannot average out."""
-    quiet = [run for run in runs if _quiet(run)]
-    pooled = {"runs": len(runs), "quiet_runs": len(quiet), "variants": {}}
+    flags = [_quiet(run) for run in runs]
+    quiet = [run for run, flag in zip(runs, flags) if flag]
+    pooled = {"runs": len(runs), "quiet_runs": len(quiet), "host_quiet": flags, "variants": {}}
     for variant in runs[0]["variants"]:
         def values(key, among=runs):
             return [run["variants"][variant][key] for run in among]
@@ -301,6 +304,7 @@ def pool(runs: list[dict]) -> dict:
             "engine_ms_median": round(statistics.median(values("engine_ms")), 3),
             "loop_ms_median": round(statistics.median(values("loop_ms")), 3),
             "fraction_of_matmul_median": round(statistics.median(values("fraction_of_matmul")), 3),
+            "fractions_of_matmul": values("fraction_of_matmul"),
         }
     return pooled
 
@@ -474,11 +478,19 @@ def _saved_runs(path: str) -> list[dict]:
     return runs
 
 
-def main(args) -> int:
-    if args.json_out:
-        from .rundir import output_file
+#: picture formats ``--plot`` writes (matplotlib's, by the file's suffix)
+PLOT_FORMATS = (".png", ".pdf", ".svg")
 
+
+def main(args) -> int:
+    from .rundir import output_file
+
+    if args.json_out:
         output_file(args.json_out, "--json-out")  # before the minutes of timing, not after
+    if args.plot:
+        output_file(args.plot, "--plot")
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            raise UsageError(f"--plot {args.plot}: the file must end in {', '.join(PLOT_FORMATS)}")
     if args.pool:
         result = pool_files(args.pool)
     else:
@@ -498,6 +510,14 @@ def main(args) -> int:
         from .rundir import atomic_write_text
 
         atomic_write_text(args.json_out, text + "\n")
+    if args.plot:
+        from .plot import plot_bench
+
+        pooled = result.get("pooled") or pool([result])
+        shape = result["workload"]
+        plot_bench(pooled, f"perfedavg bench: {pooled['runs']} run(s), {shape['shape']} shape "
+                   f"(MLP {'-'.join(map(str, shape['mlp']))}), {result['dtype']}, {result['threads']} thread(s), "
+                   f"{result['device']}", args.plot)
     return 0
 
 
@@ -512,7 +532,8 @@ def register(subparsers) -> None:
         "ratio, matmul FLOPs per round, and the fraction of this machine's bmm throughput (measured in the same "
         "run on the first layer's shapes) the engine achieves, and how far that throughput moved within the run "
         "(more than 15%%: the host was busy, and a warning says so). --repeat N runs it all N times and adds the "
-        "distribution over the runs; --pool FILE... pools saved results without timing anything.",
+        "distribution over the runs; --pool FILE... pools saved results without timing anything; --plot FILE draws "
+        "the runs.",
         epilog="On a loaded machine wall times with several threads are dominated by OpenMP threads waiting for "
         "descheduled siblings: compare 'speedup' (same run) rather than absolute times, try --threads 1 "
         "(see engine_cpu_ms / loop_cpu_ms), or set OMP_WAIT_POLICY=PASSIVE in the environment.",
@@ -548,6 +569,9 @@ def register(subparsers) -> None:
                    help="time nothing: pool saved bench JSONs (--json-out files of single or --repeat runs of one "
                    "workload, dtype, device and thread count) into that same distribution")
     p.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON to FILE, atomically")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="also draw the runs to FILE (.png, .pdf or .svg), atomically: per variant each run's speedup "
+                   "and fraction of the bmm throughput, quiet-host runs filled, busy ones hollow, the medians as bars")
     p.set_defaults(func=_checked_main)
 
 

@@ -450,7 +450,7 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
 
 def _run(speedups: dict, samples: list, **extra) -> dict:
     """A single bench run's JSON with the given speedup per variant (engine 10 ms, loop 10 * speedup)."""
-    return {"workload": {"n": 50}, "dtype": "float32", "device": "cpu", "threads": 2, "matmul_gflops_samples": samples,
+    return {"workload": {"n": 50, "shape": "mnist", "mlp": [784, 80, 60, 10]}, "dtype": "float32", "device": "cpu", "threads": 2, "matmul_gflops_samples": samples,
             "variants": {v: {"speedup": s, "engine_ms": 10.0, "loop_ms": 10.0 * s, "fraction_of_matmul": s / 10}
                          for v, s in speedups.items()}, **extra}
 
@@ -553,3 +553,23 @@ def test_readme_bench_figures_are_the_pool_of_the_saved_runs():
         assert f"{names[variant]} {entry['speedup_median_quiet']:.2f}x" in row
     fractions = [entry["fraction_of_matmul_median"] for entry in pooled["variants"].values()]
     assert f"at {round(100 * min(fractions))}-{round(100 * max(fractions))}% of the bmm throughput (medians)" in row
+
+
+def test_bench_plot_draws_the_pool_and_refuses_other_formats_before_any_work(tmp_path, capsys):
+    """--plot FILE draws the runs (here pooled from a saved file, quiet and busy) atomically; a suffix
+    matplotlib is not asked to write is one line, status 2, nothing written."""
+    from perfedavg.cli import main
+
+    saved = tmp_path / "runs.json"
+    saved.write_text(json.dumps({**_run({"fedavg": 5.1, "fo": 5.3}, [100.0, 101.0]), "repeat": 2, "runs": [
+        {"variants": _run({"fedavg": 5.1, "fo": 5.3}, [])["variants"], "matmul_gflops_samples": [100.0, 101.0]},
+        {"variants": _run({"fedavg": 3.9, "fo": 4.4}, [])["variants"], "matmul_gflops_samples": [60.0, 101.0]}]}))
+    picture = tmp_path / "bench.png"
+    assert main(["bench", "--pool", str(saved), "--plot", str(picture)]) == 0
+    assert json.loads(capsys.readouterr().out)["pooled"]["host_quiet"] == [True, False]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.png", "runs.json"]  # no temporary left
+    assert main(["bench", "--rounds", "1", "--plot", str(tmp_path / "bench.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plot" in err and ".png" in err
+    assert not (tmp_path / "bench.jpg").exists()
