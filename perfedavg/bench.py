@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from .errors import UsageError
 

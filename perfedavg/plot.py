@@ -67,6 +67,7 @@ def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     from .rundir import atomic_write_bytes
 
@@ -89,7 +90,7 @@ def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
         ax.set_xticks(range(len(pooled["variants"])), list(pooled["variants"]))
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    axes[1].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes[0].scatter([], [], s=22, color="grey", label=f"quiet host ({pooled['quiet_runs']})")
     axes[0].scatter([], [], s=22, facecolors="none", edgecolors="grey", label=f"busy host ({pooled['runs'] - pooled['quiet_runs']})")
     axes[0].plot([], [], color="black", linewidth=2, label="median")
