@@ -3,7 +3,6 @@ distribution of ``perfedavg bench`` runs."""
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 
@@ -74,8 +73,10 @@ def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
     path = Path(path)
     quiet = pooled["host_quiet"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for ax, key, label in ((axes[0], "speedups", "loop time / engine time (same run)"),
-                           (axes[1], "fractions_of_matmul", "engine FLOP rate / measured bmm rate")):
+    for ax, key, median_key, label in (
+        (axes[0], "speedups", "speedup_median", "loop time / engine time (same run)"),
+        (axes[1], "fractions_of_matmul", "fraction_of_matmul_median", "engine FLOP rate / measured bmm rate"),
+    ):
         for x, (variant, entry) in enumerate(pooled["variants"].items()):
             values = entry[key]
             colour = VARIANT_COLOURS.get(variant, "#555555")
@@ -84,7 +85,7 @@ def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
                 chosen = [(x + o, v) for o, v, q in zip(offsets, values, quiet) if q == flag]
                 if chosen:
                     ax.scatter(*zip(*chosen), s=22, facecolors=face, edgecolors=colour, linewidths=1.0, zorder=3)
-            median = statistics.median(values)
+            median = entry[median_key]
             ax.hlines(median, x - 0.22, x + 0.22, colors="black", linewidth=2, zorder=4)
             ax.annotate(f"{median:.2f}" if key == "speedups" else f"{median:.0%}", (x + 0.24, median), va="center", fontsize=8)
         ax.set_xticks(range(len(pooled["variants"])), list(pooled["variants"]))

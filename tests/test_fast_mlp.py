@@ -450,7 +450,8 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
 
 def _run(speedups: dict, samples: list, **extra) -> dict:
     """A single bench run's JSON with the given speedup per variant (engine 10 ms, loop 10 * speedup)."""
-    return {"workload": {"n": 50, "shape": "mnist", "mlp": [784, 80, 60, 10]}, "dtype": "float32", "device": "cpu", "threads": 2, "matmul_gflops_samples": samples,
+    return {"workload": {"n": 50, "shape": "mnist", "mlp": [784, 80, 60, 10]}, "dtype": "float32", "device": "cpu",
+            "threads": 2, "matmul_gflops_samples": samples,
             "variants": {v: {"speedup": s, "engine_ms": 10.0, "loop_ms": 10.0 * s, "fraction_of_matmul": s / 10}
                          for v, s in speedups.items()}, **extra}
 
@@ -458,7 +459,7 @@ def _run(speedups: dict, samples: list, **extra) -> dict:
 def test_throughput_spread_is_how_far_the_samples_moved():
     assert throughput_spread([100.0, 110.0, 105.0]) == pytest.approx(0.10)
     assert throughput_spread([120.0]) == 0.0
-    assert 0.11 < QUIET_SPREAD < 0.27  # between machine B's quiet runs (2-11 %) and its busy ones (27-78 %)
+    assert 0.11 < QUIET_SPREAD < 0.27  # between machine B's quiet runs (1-11 %) and its busy ones (27-96 %)
 
 
 def test_pool_gives_each_variants_distribution_over_runs():
