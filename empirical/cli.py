@@ -166,7 +166,7 @@ def table1_main(args) -> int:
     if args.device != "cpu":
         import torch
 
-        from perfedavg.runner import check_device
+        from perfedavg.runs.runner import check_device
 
         kw["settings"] = {**base.settings, "device": str(check_device(args.device, torch, "--device"))}
     plan = Plan(**{**base.__dict__, **kw})
@@ -181,7 +181,7 @@ def constants_main(args) -> int:
 
     import torch
 
-    from perfedavg.rundir import output_file
+    from perfedavg.runs.rundir import output_file
 
     from .constants import EstimateOptions, estimate_run, write_constants
 

@@ -383,8 +383,8 @@ def models_at_rounds(task, cfg, checkpoint_state: dict, rounds: list[int]) -> di
     round is read from it, and any other round is replayed from round 0 with the run's own
     generator (the engine's draws are deterministic, and evaluation draws nothing; the
     tests check the replay against a checkpoint bit for bit)."""
-    from perfedavg.engine import initial_state, local_round
-    from perfedavg.oracle import make_oracle
+    from perfedavg.engine.rounds import initial_state, local_round
+    from perfedavg.engine.oracle import make_oracle
 
     final = int(checkpoint_state["round"])
     out = {}
@@ -407,10 +407,10 @@ def estimate_run(run_dir: str | Path, rounds: str = "0,final", options: Estimate
     """Estimate the constants of the run in ``run_dir`` at ``rounds``; returns the JSON document."""
     from tqdm import tqdm
 
-    from perfedavg import rundir
-    from perfedavg.config import build_config, read_toml
-    from perfedavg.objective import client_objectives
-    from perfedavg.runner import resolve
+    from perfedavg.runs import rundir
+    from perfedavg.runs.config import build_config, read_toml
+    from perfedavg.engine.objective import client_objectives
+    from perfedavg.runs.runner import resolve
 
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CHECKPOINT).exists() or not (run_dir / rundir.CONFIG).exists():
@@ -481,7 +481,7 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
 
 def write_constants(doc: dict, path: str | Path) -> Path:
     """Write the document atomically as JSON."""
-    from perfedavg.rundir import atomic_write_text
+    from perfedavg.runs.rundir import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return Path(path)

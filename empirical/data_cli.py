@@ -120,7 +120,7 @@ def info_main(args) -> int:
 def partition_main(args) -> int:
     """``perfedavg data partition``: split, then write the table, picture and indices."""
     from perfedavg.errors import UsageError
-    from perfedavg.rundir import output_dir
+    from perfedavg.runs.rundir import output_dir
 
     from ._io import atomic_write_text
     from .partition import DEFAULT_CONCENTRATION, PAPER_A, make_partition, plot_partition, save_partition, summary_markdown

@@ -17,7 +17,7 @@ picture and a table (``partition-<dataset>.{png,md}``).
 
 Notes
 -----
-* **The adaptation step** is :func:`perfedavg.engine.evaluate`'s: one *full-batch*
+* **The adaptation step** is :func:`perfedavg.engine.rounds.evaluate`'s: one *full-batch*
   gradient step of size α on the user's whole local training (or test) data.  The
   paper says "one step of SGD"; with a user's test set of 80-160 MNIST images (30-60
   on CIFAR-10) and batch 40 that step would be noisier.  Measured on MNIST (K = 300,
@@ -27,7 +27,7 @@ Notes
 * ``eval_batch = N`` (``--eval-batch N``) adds the literal protocol: each user's one
   adaptation step is a stochastic gradient step on a batch of N samples drawn (without
   replacement) from the protocol's data -- its test set (paper) or training set -- by
-  :func:`perfedavg.engine.eval_batch_generator` (a stream of its own, seeded by the cell's
+  :func:`perfedavg.engine.rounds.eval_batch_generator` (a stream of its own, seeded by the cell's
   seed and round K), from the cell's final model after training, so the training stream is
   untouched and the numbers equal ``perfedavg run --set eval_batch=N``'s at round K.  The
   result is stored in the cell as ``eval_batch<N>.json`` and shown as two more tables.
@@ -44,7 +44,7 @@ Notes
 * **Cost**: an evaluation computes the exact F and ∇F of all 50 users by double
   backward on full data, which costs about as much as 20-50 training rounds; the table
   needs only the final model, so cells evaluate rounds 0 and K only (``eval_every = 0``).
-* **Parallelism**: the cells run through the sweep runner (:mod:`perfedavg.sweep_backends`),
+* **Parallelism**: the cells run through the sweep runner (:mod:`perfedavg.sweep.backends`),
   ``Plan.workers`` processes with ``Plan.threads`` torch threads each (default one thread
   per core); on this shared 2-core machine two threads in one process were 25x slower per
   round than one, while two one-thread processes side by side run at nearly twice the
@@ -61,8 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from perfedavg import rundir
-from perfedavg.config import build_config
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
 
 ROWS = ((10, 0.001), (4, 0.001), (10, 0.01))
@@ -76,7 +76,7 @@ QUICK_K = 30
 #: the extra column the paper could not afford
 EXTRA_METHODS = ("exact",)
 #: how ``eval_batch<N>.json`` files were drawn (older files, drawn otherwise, are redone)
-EVAL_BATCH_DRAWS = "perfedavg.engine.eval_batch_generator(seed, round)"
+EVAL_BATCH_DRAWS = "perfedavg.engine.rounds.eval_batch_generator(seed, round)"
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def trained_in(plan: Plan, dataset: str, tau: int, alpha: float, method: str, se
     step), so the FedAvg cells of two rows with the same τ train the same model from the same
     seed.  When the plan evaluates only rounds 0 and K (``eval_every = 0``) and tracks no inner
     iterates, only the first such row's cell trains; the others evaluate its final model
-    (:func:`perfedavg.runner.run_from_trained`): the same records, and for the paper's rows the
+    (:func:`perfedavg.runs.runner.run_from_trained`): the same records, and for the paper's rows the
     FedAvg trainings of row (10, 0.01) saved (10 of Table 1's 90 cells)."""
     if method != "fedavg" or plan.eval_every or plan.settings.get("track_inner"):
         return None
@@ -183,13 +183,13 @@ def write_partitions(plan: Plan, out: Path) -> dict[str, dict]:
 
 
 def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
-    r"""The cells of ``plan`` that need work, as :class:`perfedavg.sweep.Unit` s for the sweep
+    r"""The cells of ``plan`` that need work, as :class:`perfedavg.sweep.spec.Unit` s for the sweep
     runner, and what happens to each (``start``, ``continue`` or ``rerun``; finished cells are
     left out).  A unit's name is the cell's path under ``runs/``
     (``<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``), so the sweep runner writes each cell
     where :func:`cell_dir` says.
 
-    The sweep runner's worker (:func:`perfedavg.sweep_backends.execute_unit`) resumes a
+    The sweep runner's worker (:func:`perfedavg.sweep.backends.execute_unit`) resumes a
     checkpoint only when its config equals the unit's exactly; a Table 1 cell with the same
     training settings but fewer rounds (or another data root, evaluation or checkpoint
     frequency: :data:`_NEUTRAL`) is the same trajectory and is continued: its checkpoint's
@@ -197,8 +197,8 @@ def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
     ``run_config(resume=True, force=True)`` would record it at its next checkpoint.  A cell
     with other settings keeps its checkpoint, which the worker then cannot resume: it starts
     the cell over."""
-    from perfedavg.sweep import Unit
-    from perfedavg.tasks import resolved_task_table
+    from perfedavg.sweep.spec import Unit
+    from perfedavg.runs.registry import resolved_task_table
 
     units, actions, tasks = [], {}, {}
     for dataset, tau, alpha, method, seed in plan.cells():
@@ -238,14 +238,14 @@ def _adopt_checkpoint(directory: Path, cfg) -> None:
 def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     r"""Run every missing cell of ``plan`` into ``out`` and write the table; returns it.
 
-    The cells run through the sweep runner (:func:`perfedavg.sweep_backends.run_sweep`):
+    The cells run through the sweep runner (:func:`perfedavg.sweep.backends.run_sweep`):
     ``plan.workers`` cells at once, each in its own process with ``plan.threads`` torch
     threads, on ``plan.backend`` (``local`` process pool or ``ray``); a worker that dies
     loses only its cell, which is retried (and resumes from its checkpoint).  The sweep
     runner's own record of this invocation is ``out/sweep_summary.{md,json}``."""
     import torch
 
-    from perfedavg.sweep_backends import SweepOptions, run_sweep
+    from perfedavg.sweep.backends import SweepOptions, run_sweep
 
     out = Path(out)
     # force: a cell's saved config.toml may differ from the unit's in neutral options (see cell_units)
@@ -290,7 +290,7 @@ def _evaluate_twins(plan: Plan, out: Path, progress: bool) -> int:
     its twin's final model; returns how many were written."""
     from tqdm import tqdm
 
-    from perfedavg.runner import run_from_trained
+    from perfedavg.runs.runner import run_from_trained
 
     todo = []
     for cell in plan.cells():
@@ -314,7 +314,7 @@ def _done_round(directory: Path, cfg) -> int | None:
     options except K, evaluation and checkpoint frequency, and where the data live), else
     ``None``.  A cell run with fewer rounds is continued bit for bit by resuming (the
     trajectory does not depend on K); one with other settings is run again."""
-    from perfedavg.config import read_toml
+    from perfedavg.runs.config import read_toml
 
     try:
         saved = build_config(read_toml(directory / rundir.CONFIG))
@@ -379,12 +379,12 @@ def collect(plan: Plan, out: Path) -> dict:
 def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[str, float]:
     r"""Personalized test accuracy after one *stochastic* adaptation step per user,
     :math:`w_i = w - \alpha \nabla \tilde f_i(w)` with :math:`\tilde f_i` the mean loss on a batch of
-    ``batch`` samples (:func:`perfedavg.objective.client_batches`; all of them when the user has fewer)
+    ``batch`` samples (:func:`perfedavg.engine.objective.client_batches`; all of them when the user has fewer)
     from its training data (key ``train``) or its test data (``test``, the paper's "one step of SGD",
     PAPER.md §2 [recalled]); the mean over users of the accuracy on its test set.  Drawn in the order of
-    :func:`perfedavg.engine.evaluate`, so with ``eval_batch_generator(seed, K)`` it equals the
+    :func:`perfedavg.engine.rounds.evaluate`, so with ``eval_batch_generator(seed, K)`` it equals the
     ``*_batch_step`` metrics of ``perfedavg run --set eval_batch=N`` at round K."""
-    from perfedavg.objective import client_batches, personalized_test_metrics
+    from perfedavg.engine.objective import client_batches, personalized_test_metrics
 
     out = {}
     for split, data in (("train", task.train), ("test", task.test)):
@@ -397,9 +397,9 @@ def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[st
 def _eval_batch_cells(plan: Plan, out: Path) -> None:
     """For ``plan.eval_batch = N``: write ``eval_batch<N>.json`` into every finished cell
     that lacks it for its final round (the task is built once per data set)."""
-    from perfedavg.config import read_toml
-    from perfedavg.engine import eval_batch_generator
-    from perfedavg.runner import resolve
+    from perfedavg.runs.config import read_toml
+    from perfedavg.engine.rounds import eval_batch_generator
+    from perfedavg.runs.runner import resolve
 
     tasks = {}
     for dataset, tau, alpha, method, seed in plan.cells():

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from perfedavg.fast_mlp import ROUND_STRATEGIES, mlp_oracle_factory
-from perfedavg.models import mlp, mlp_num_params
-from perfedavg.task import ClientData, Task
-from perfedavg.tasks import TaskSpec, check_option, option_field
+from perfedavg.engine.mlp import ROUND_STRATEGIES, mlp_oracle_factory
+from perfedavg.engine.models import mlp, mlp_num_params
+from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.registry import TaskSpec, check_option, option_field
 
 from .partition import DEFAULT_CONCENTRATION
 

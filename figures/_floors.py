@@ -48,7 +48,7 @@ def _signature(length: str, seeds: list[int]) -> str:
 def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
     """``<runs>/rates-<length>/rows.json`` for ``level``, running :func:`synthetic.rates.rate_table` unless a
     saved one with the same design signature is there (its run directories are reused either way)."""
-    from perfedavg.rundir import atomic_write_json, read_json
+    from perfedavg.runs.rundir import atomic_write_json, read_json
     from synthetic import rates
 
     length, seeds = LENGTH[level], SEEDS[level]
@@ -71,7 +71,7 @@ def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
 def read_rows(root: Path, figure: str) -> tuple[dict, dict]:
     """``({row name: row dict}, saved table)`` of the rate table that ``figure``'s manifest names (written by
     its ``run``); :class:`figures.store.Skip` when either is missing."""
-    from perfedavg.rundir import read_json
+    from perfedavg.runs.rundir import read_json
 
     man = store.read_manifest(root, figure)
     path = Path(root) / man["rates"]
@@ -251,7 +251,7 @@ def row_sentence(what: str, r: dict) -> str:
 
 def _saved_configs(directory: Path, key) -> dict:
     """``{key(cfg): cfg}`` over the saved run configs ``<directory>/<slug>/seed0/config.toml``."""
-    from perfedavg.runner import load_run_config
+    from perfedavg.runs.runner import load_run_config
 
     out = {}
     for path in sorted(Path(directory).glob("*/seed0/config.toml")):
@@ -279,7 +279,7 @@ def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list 
     try:
         import torch
 
-        from perfedavg.runner import resolve
+        from perfedavg.runs.runner import resolve
         from synthetic.rates import bound_terms
 
         def gamma_part(cfg, how="tv", w1_x=None):

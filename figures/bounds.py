@@ -26,7 +26,7 @@ def variant_of(algorithm: str) -> str:
 def _task(task_json: str, dtype: str):
     import torch
 
-    from perfedavg.tasks import build_task
+    from perfedavg.runs.registry import build_task
 
     return build_task(json.loads(task_json)).to(getattr(torch, dtype))
 

@@ -92,7 +92,7 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
 
 def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tuple[Path, Path]:
     """``index.md`` and ``index.html`` in ``out``: every figure with its caption, or the skip note."""
-    from perfedavg.rundir import atomic_write_text
+    from perfedavg.runs.rundir import atomic_write_text
 
     head = ("Per-FedAvg: figures regenerated from saved runs",
             f"Level: {level}. Runs read from `{runs}`. Provenance in legends: [derived] = derived in "

@@ -47,7 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    from perfedavg.rundir import output_dir
+    from perfedavg.runs.rundir import output_dir
 
     from .build import build
 

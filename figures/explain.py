@@ -101,7 +101,7 @@ def explain_text(config: dict, constants, notes=()) -> str:
 
 def main(args) -> int:
     from perfedavg.errors import UsageError
-    from perfedavg.runner import load_run_config, resolve
+    from perfedavg.runs.runner import load_run_config, resolve
 
     from .bounds import constants_for_config, constants_from_json
 

@@ -45,7 +45,7 @@ def run(root: Path, level: str) -> None:
     """Measure e(δ) at a few random points (float64 and float32) into ``hf_delta/results.json``."""
     import torch
 
-    from perfedavg.tasks import build_task
+    from perfedavg.runs.registry import build_task
     from synthetic.measure import hf_error
 
     path = Path(root) / NAME / "results.json"
@@ -75,7 +75,7 @@ def run(root: Path, level: str) -> None:
             "float32": [hf_error(task32, w.float(), client, g.float(), d) for d in DELTAS[level]],
         })
     path.parent.mkdir(parents=True, exist_ok=True)
-    from perfedavg.rundir import atomic_write_json
+    from perfedavg.runs.rundir import atomic_write_json
 
     atomic_write_json(path, {**want, "B": B, "rho": rho, "g_norm": B, "rows": rows})
 
@@ -83,7 +83,7 @@ def run(root: Path, level: str) -> None:
 def draw(root: Path, out: Path) -> dict:
     import numpy as np
 
-    from perfedavg.rundir import read_json
+    from perfedavg.runs.rundir import read_json
 
     path = Path(root) / NAME / "results.json"
     if not path.is_file():

@@ -64,7 +64,7 @@ def draw(root: Path, out: Path) -> dict:
     import json
 
     from empirical.reproduce import latex, markdown
-    from perfedavg.rundir import atomic_write_text, read_json
+    from perfedavg.runs.rundir import atomic_write_text, read_json
 
     src = Path(root) / NAME
     if not (src / "table1.json").is_file():

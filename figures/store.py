@@ -1,8 +1,8 @@
 r"""Saved results the figures read: run directories, manifests, and running what is missing.
 
 "Runs write, figures read" (DESIGN.md): a figure module first makes sure the runs it
-needs exist (:func:`ensure_run` runs a :class:`perfedavg.config.RunConfig` through the
-normal runner :func:`perfedavg.runner.run_config` into a run directory, unless a
+needs exist (:func:`ensure_run` runs a :class:`perfedavg.engine.config.RunConfig` through the
+normal runner :func:`perfedavg.runs.runner.run_config` into a run directory, unless a
 finished one with the same config is there), records what it ran in a *manifest*
 (``<runs>/<figure>/manifest.json``), and then draws from the manifest and the run
 directories only.  A run directory's name ends with a hash of its config, so changing
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfedavg import rundir
+from perfedavg.runs import rundir
 from perfedavg.errors import UsageError
 
 #: scales of an experiment: ``tiny`` (tests: seconds), ``quick`` (a draft of everything: ~minutes), ``full``
@@ -49,9 +49,9 @@ def is_finished(directory: Path) -> bool:
 
 def ensure_run(config: dict, directory: Path) -> Path:
     """Run ``config`` (a run-config dict: top-level options plus ``task``) into ``directory``
-    with :func:`perfedavg.runner.run_config` unless a finished run is already there."""
-    from perfedavg.config import build_config
-    from perfedavg.runner import run_config
+    with :func:`perfedavg.runs.runner.run_config` unless a finished run is already there."""
+    from perfedavg.runs.config import build_config
+    from perfedavg.runs.runner import run_config
 
     directory = Path(directory)
     if is_finished(directory):
@@ -105,7 +105,7 @@ class Run:
 
 def load_run(directory: str | Path) -> Run:
     """Read ``config.toml``, ``metrics.jsonl`` and ``summary.json`` of a run directory."""
-    from perfedavg.config import read_toml
+    from perfedavg.runs.config import read_toml
 
     directory = Path(directory)
     return Run(directory, read_toml(directory / rundir.CONFIG), rundir.read_metrics(directory),

@@ -6,7 +6,7 @@ r"""Shared look of every figure: fonts, the Okabe–Ito palette, labels, and sav
   legend entry (:func:`bound_label`: ``[derived]`` or ``[recalled]``) and its line style
   (derived: solid black-ish, recalled: dotted grey).
 * :func:`save` writes a PNG (150 dpi) and a PDF of the same figure atomically
-  (:func:`perfedavg.rundir.atomic_write_bytes`) and returns both paths.
+  (:func:`perfedavg.runs.rundir.atomic_write_bytes`) and returns both paths.
 
 matplotlib is imported inside the functions only (the CLI must not pay for it at import).
 """
@@ -99,7 +99,7 @@ def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.pdf`` into ``out_dir`` atomically; close ``fig``."""
     import matplotlib.pyplot as plt
 
-    from perfedavg.rundir import atomic_write_bytes
+    from perfedavg.runs.rundir import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,13 @@ cells = [
        "Provenance labels: **[derived]** = derived in `theory/DERIVATIONS.md` (an explicit upper bound); "
        "**[recalled]** = the paper's statement as we recall it (a shape with O(1) = 1, not a bound)."),
     code("import torch\ntorch.set_num_threads(1)\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
-         "from perfedavg.tasks import build_task\n"
+         "from perfedavg.runs.registry import build_task\n"
          "task = build_task({'name': 'logistic', 'radius': 2.0, 'h': 0.5}).to(torch.float64)\n"
          "print(task.description)\nprint({k: round(v, 4) for k, v in task.constants.items() if isinstance(v, float)})"),
     md("## 1. The objective F\n\nUser *i* has loss $f_i$. Per-FedAvg minimizes $F(w) = \\frac1n\\sum_i f_i(w - \\alpha\\nabla f_i(w))$: "
        "the average loss **after one step of personal adaptation**. FedAvg minimizes $f = \\frac1n\\sum_i f_i$. "
        "Below: both along a line through parameter space."),
-    code("from perfedavg.objective import client_objectives\n"
+    code("from perfedavg.engine.objective import client_objectives\n"
          "alpha = 0.25\nw0 = task.init_params(torch.Generator().manual_seed(0))\n"
          "d = torch.randn(w0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)\n"
          "ts = torch.linspace(-3, 3, 31)\nFs, fs = [], []\n"
@@ -31,8 +31,8 @@ cells = [
        "* **FO**: $g$ (Hessian term dropped);\n* **HF**: $g - \\alpha[\\nabla f_i(w+\\delta g) - \\nabla f_i(w-\\delta g)]/(2\\delta)$;\n"
        "* **exact**: $g - \\alpha\\nabla^2 f_i(w) g$ (exact Hessian-vector product).\n\n"
        "Same batches, three directions, and the exact $\\nabla F_i$ for reference:"),
-    code("from perfedavg.local import StepSizes, meta_gradient\nfrom perfedavg.oracle import make_oracle\n"
-         "from perfedavg.sampling import draw_batch\n"
+    code("from perfedavg.engine.local import StepSizes, meta_gradient\nfrom perfedavg.engine.oracle import make_oracle\n"
+         "from perfedavg.engine.sampling import draw_batch\n"
          "gen = torch.Generator().manual_seed(0)\nclients = torch.tensor([0])\n"
          "batches = tuple(draw_batch(gen, task.train, clients, 20, True) for _ in range(3))\n"
          "w = (w0 + d).unsqueeze(0)\noracle = make_oracle(task)\n"
@@ -42,7 +42,7 @@ cells = [
          "    print(f'{v:6s} distance to the exact grad F_i: {float((dv - true).norm()):.4f}')"),
     md("## 3. One run\n\nThe normal runner writes a run directory (config, one metrics record per evaluated round, summary). "
        "`track_inner = true` records the theorem's own quantity $\\Phi_K$."),
-    code("import tempfile, pathlib\nfrom perfedavg.config import build_config\nfrom perfedavg.runner import run_config\n"
+    code("import tempfile, pathlib\nfrom perfedavg.runs.config import build_config\nfrom perfedavg.runs.runner import run_config\n"
          "from figures.store import load_run\n"
          "cfg = build_config({'algorithm': 'hf', 'K': 60, 'tau': 2, 'alpha': alpha, 'beta': 0.1, 'r': 0.5, 'D': 10, 'D1': 10,\n"
          "                    'D2': 10, 'eval_every': 5, 'track_inner': True, 'dtype': 'float64', 'checkpoint_every': 0,\n"

@@ -12,19 +12,19 @@ import argparse
 import importlib
 import sys
 
-from .errors import UsageError
+from perfedavg.errors import UsageError
 
 #: subcommand name -> module that defines ``register(subparsers)``
 COMMANDS = {
-    "run": "perfedavg.run_cli",
-    "bench": "perfedavg.bench",
+    "run": "perfedavg.runs.cli",
+    "bench": "perfedavg.bench.run",
     "bounds": "theory.cli",
     "check": "synthetic.check_cli",
     "reproduce": "empirical.cli",
     "data": "empirical.data_cli",
     "figures": "figures.cli",
     "explain": "figures.explain",
-    "sweep": "perfedavg.sweep",
+    "sweep": "perfedavg.sweep.spec",
 }
 
 

@@ -1,8 +1,8 @@
 r"""Algorithm 1 vectorized over seeds: many runs of one configuration in one stacked loop.
 
-:func:`run_seeds` drives :func:`perfedavg.engine.local_rounds` for several seeds at
+:func:`run_seeds` drives :func:`perfedavg.engine.rounds.local_rounds` for several seeds at
 once: the sampled clients of every seed are stacked into one ``(S*m, P)`` block, so each
-local step is one call of :func:`perfedavg.local.per_fedavg_step` (or ``fedavg_step``).
+local step is one call of :func:`perfedavg.engine.local.per_fedavg_step` (or ``fedavg_step``).
 Each seed keeps its own ``torch.Generator`` and draws in the engine's order (clients,
 then for each local step the batches D, D', D''), so seed s gives the same iterates as
 ``perfedavg run --set seed=s`` up to floating-point summation order (tested).
@@ -13,7 +13,7 @@ users' iterates (:math:`\bar w_{k+1,0}=w_k`) and :math:`\nabla F` from full loca
 for all seeds in one batched double-backward (:func:`grad_F_batched`).
 
 :func:`write_run_dirs` stores each seed as a run directory (``config.toml``,
-``metrics.jsonl``, ``summary.json``) in the format of :mod:`perfedavg.runner`, with the
+``metrics.jsonl``, ``summary.json``) in the format of :mod:`perfedavg.runs.runner`, with the
 objective metrics (``F``, ``grad_norm_sq_F``, ``f``, ``grad_norm_sq_f``,
 ``stationarity_avg``) at every evaluated round (no personalized test metrics, no
 checkpoint: a batched run is short and is redone whole if interrupted).
@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from perfedavg import rundir
-from perfedavg.config import RunConfig, dumps_toml
-from perfedavg.engine import DTYPES, check_config_against_task, local_rounds
-from perfedavg.oracle import make_oracle
-from perfedavg.task import Task
+from perfedavg.runs import rundir
+from perfedavg.engine.config import RunConfig
+from perfedavg.runs.config import dumps_toml
+from perfedavg.engine.rounds import DTYPES, check_config_against_task, local_rounds
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.task import Task
 
 
 _GATHER_CACHE: dict = {}
@@ -83,7 +84,7 @@ def heterogeneity_batched(task: Task, W: Tensor) -> tuple[Tensor, Tensor]:
     and :math:`\gamma_H^2(w_s)=\frac1n\sum_i\|\nabla^2f_i(w_s)-\nabla^2f(w_s)\|_{op}^2`, each ``(S,)``, exactly
     from full local data (closed form for the quadratic task, where :math:`\nabla f_i = H_iw - c_i` and the
     Hessians :math:`H_i` do not depend on w; autograd, one double backward per parameter, otherwise)."""
-    from perfedavg.objective import client_objectives_grad_f
+    from perfedavg.engine.objective import client_objectives_grad_f
 
     from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity
 
@@ -211,8 +212,8 @@ def eval_rounds(cfg: RunConfig) -> list[int]:
 
 
 def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_label: str) -> None:
-    r"""One run directory per seed, in :mod:`perfedavg.runner`'s layout so figures read both alike:
-    ``config.toml`` (the resolved config with that seed, :func:`perfedavg.config.dumps_toml`),
+    r"""One run directory per seed, in :mod:`perfedavg.runs.runner`'s layout so figures read both alike:
+    ``config.toml`` (the resolved config with that seed, :func:`perfedavg.runs.config.dumps_toml`),
     ``metrics.jsonl`` (one record per evaluated round: ``round``, ``F``, ``grad_norm_sq_F``, ``f``,
     ``grad_norm_sq_f`` and, from round 1 when tracked, ``stationarity_avg``) and ``summary.json``
     (the runner's keys ``status``, ``message``, ``rounds_completed``, ``checkpoint_round``,
@@ -221,7 +222,7 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
     per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``,
     ``stationarity_f_by_round`` (FedAvg's (1/(τk))ΣΣ‖∇f(w̄)‖²) and ``max_w_norm``, and with
     heterogeneity tracking ``gamma_G2_trajectory``, ``gamma_H2_trajectory``,
-    ``theta_lipschitz_trajectory``).  Every file is written atomically (:mod:`perfedavg.rundir`), summary last:
+    ``theta_lipschitz_trajectory``).  Every file is written atomically (:mod:`perfedavg.runs.rundir`), summary last:
     a directory whose summary says ``finished`` is complete."""
     code = rundir.code_version(cfg.task["name"])
     versions = rundir.library_versions()

@@ -66,7 +66,7 @@ def main(args) -> int:
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
-        from perfedavg.rundir import output_dir
+        from perfedavg.runs.rundir import output_dir
 
         from .rates import speed_sweep
 

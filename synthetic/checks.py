@@ -108,7 +108,7 @@ class _Worst:
 
 def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) -> list[Row]:
     """All rows for one task (see the module docstring)."""
-    from perfedavg.tasks import build_task
+    from perfedavg.runs.registry import build_task
     from theory.checks_api import lemma_bounds
 
     from . import measure
@@ -173,8 +173,8 @@ def trajectory_rows(name: str, options: dict) -> list[Row]:
     largest measured / bound, the largest measured value over the trajectory in ``where``."""
     import numpy as np
 
-    from perfedavg.config import RunConfig
-    from perfedavg.runner import resolve
+    from perfedavg.engine.config import RunConfig
+    from perfedavg.runs.runner import resolve
     from theory import distances
 
     from . import measure

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from perfedavg.tasks import check_option
+from perfedavg.runs.registry import check_option
 
 
 # ----------------------------------------------------------------------------- options

@@ -15,8 +15,8 @@ The support is ``support`` points in ``clusters`` clusters around centres at dis
 
 from __future__ import annotations
 
-from perfedavg.task import Task
-from perfedavg.tasks import TaskSpec
+from perfedavg.engine.task import Task
+from perfedavg.runs.registry import TaskSpec
 
 from .margin import MarginOptions, build_margin_task, theta_lipschitz, w1_to_mixture  # noqa: F401  (re-exported)
 

@@ -57,8 +57,8 @@ import torch
 import torch.nn.functional as F_
 from torch import Tensor
 
-from perfedavg.task import ClientData, Task
-from perfedavg.tasks import option_field
+from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.registry import option_field
 
 from .common import check_task_options, dial_distributions, distances_to_mixture, rms
 

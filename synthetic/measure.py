@@ -1,7 +1,7 @@
 r"""Measurement harness: each lemma's quantity measured on a task with exact constants.
 
-Everything is computed from the task's full local data (:mod:`perfedavg.objective`) or
-by Monte Carlo over Algorithm 1's own batches (:func:`perfedavg.local.meta_gradient`);
+Everything is computed from the task's full local data (:mod:`perfedavg.engine.objective`) or
+by Monte Carlo over Algorithm 1's own batches (:func:`perfedavg.engine.local.meta_gradient`);
 every bound value comes from :mod:`theory` (``theory.checks_api.lemma_bounds`` and the
 statements behind it) — this module never writes a bound formula.
 
@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from perfedavg.local import StepSizes, meta_gradient
-from perfedavg.objective import client_objectives, client_objectives_grad_f
-from perfedavg.oracle import make_oracle
-from perfedavg.sampling import draw_batch
-from perfedavg.task import Task
+from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.objective import client_objectives, client_objectives_grad_f
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.sampling import draw_batch
+from perfedavg.engine.task import Task
 
 from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity, rms, sigma_G2_at
 
@@ -120,7 +120,7 @@ def direction_stats(
     r"""Bias and mean squared error of Algorithm 1's direction (``variant`` exact / fo / hf)
     at ``w`` for user ``client``, from ``samples`` independent draws of the three batches
     :math:`\mathcal D,\mathcal D',\mathcal D''` (sizes ``D``, ``D1``, ``D2``, i.i.d. from
-    :math:`p_i`), all evaluated in one stacked call of :func:`perfedavg.local.meta_gradient`."""
+    :math:`p_i`), all evaluated in one stacked call of :func:`perfedavg.engine.local.meta_gradient`."""
     gen = torch.Generator().manual_seed(seed)
     oracle = make_oracle(task)
     clients = torch.full((samples,), client, dtype=torch.long)

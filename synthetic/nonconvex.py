@@ -13,8 +13,8 @@ The initial model is :math:`w_0\sim N(0, 0.1^2 I)` drawn from the run's generato
 
 from __future__ import annotations
 
-from perfedavg.task import Task
-from perfedavg.tasks import TaskSpec
+from perfedavg.engine.task import Task
+from perfedavg.runs.registry import TaskSpec
 
 from .margin import MarginOptions, build_margin_task, theta_lipschitz, w1_to_mixture  # noqa: F401  (re-exported)
 

@@ -55,8 +55,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from perfedavg.task import ClientData, Task
-from perfedavg.tasks import TaskSpec, option_field
+from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.registry import TaskSpec, option_field
 
 from .common import check_task_options, dial_distributions, distances_to_mixture, rms
 

@@ -151,7 +151,7 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 def _config(changes: dict):
     """A RunConfig: ``BASE`` updated by ``changes`` (its ``task`` table merged; a different task name starts
     from that task's defaults)."""
-    from perfedavg.config import RunConfig
+    from perfedavg.engine.config import RunConfig
 
     data = json.loads(json.dumps(BASE))
     task = dict(data.pop("task"))
@@ -176,7 +176,7 @@ def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = Fa
     import torch
     from tqdm import tqdm
 
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
 
     from .batched import is_finished, read_summary, run_seeds, write_run_dirs
 
@@ -209,7 +209,7 @@ def mu_F(cfg) -> float:
     r"""Smallest eigenvalue of :math:`\nabla^2F = \frac1n\sum_iA_iH_iA_i` (quadratic task, exact)."""
     import torch
 
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
 
     from .quadratic import client_moments
 
@@ -274,7 +274,7 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None,
     the caller)."""
     from dataclasses import replace
 
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
     from theory import distances
     from theory.checks_api import convergence
 
@@ -299,7 +299,7 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None,
 
 def theory_LF(cfg) -> float:
     """The derived L_F = L(1+αL)² + αρB (``theory.lemmas.smoothness_derived``) on ``cfg``'s task constants."""
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
     from theory import lemmas
 
     from .measure import global_constants
@@ -496,7 +496,7 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
     (:data:`NOISE_FREE_SLOPE_ROUNDOFF`).  Two rows: at the drift row's β·τ_max = 0.16 (Γ down to ≈ 0.2, where the
     derived 1/Γ steepens the term) and at β·τ_max = 0.06 (Γ ≥ 0.89: the polynomial (τ−1)(2τ−1) alone).  Each
     also checks the value: the noise-free derived bound (all its terms, K → ∞) above φ_∞(τ) at every τ."""
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
 
     from .quadratic import noise_free_cycle
 
@@ -525,7 +525,7 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
 
 def _distances(cfgs) -> tuple[list[float], list[float], list]:
     """RMS over users of TV(p_i, p̄) and W1(p_i, p̄) (the task module's exact LP) and the start w* of each config."""
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
 
     from .common import rms
     from .measure import task_module
@@ -547,7 +547,7 @@ def derived_bound_check(cfg, stationarity: np.ndarray, Ks: list[int]) -> dict:
     verdict :func:`theory.checks_api.upper_bound_holds`)."""
     from dataclasses import replace
 
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
     from theory.checks_api import convergence, upper_bound_holds
 
     from .measure import global_constants
@@ -577,7 +577,7 @@ def fedavg_bound_check(cfg, res: dict, Ks: list[int]) -> dict:
     FedAvg's iterates, α of ``cfg``)."""
     from dataclasses import replace
 
-    from perfedavg.runner import resolve
+    from perfedavg.runs.runner import resolve
     from theory.checks_api import fedavg_convergence, upper_bound_holds
 
     from .measure import global_constants
@@ -606,10 +606,10 @@ def hf_delta_row(seeds) -> RateRow:
     the fitted slope is ≥ 1 − TOLERANCE; a C³ loss gives 2 by Taylor), and the round-off rise below δ*."""
     import torch
 
-    from perfedavg.local import StepSizes, meta_gradient
-    from perfedavg.oracle import make_oracle
-    from perfedavg.sampling import draw_batch
-    from perfedavg.tasks import build_task
+    from perfedavg.engine.local import StepSizes, meta_gradient
+    from perfedavg.engine.oracle import make_oracle
+    from perfedavg.engine.sampling import draw_batch
+    from perfedavg.runs.registry import build_task
 
     from .measure import fit_exponent
 
@@ -691,7 +691,7 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
 
 
 def main_rates(args) -> int:
-    from perfedavg.rundir import output_dir
+    from perfedavg.runs.rundir import output_dir
 
     seeds = list(range(args.seeds or (5 if args.full else 3)))
     out = output_dir(args.out or ("runs/rates-full" if args.full else "runs/rates-quick"), "--out")

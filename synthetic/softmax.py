@@ -16,7 +16,7 @@ linear in :math:`h`.  Test data: a second support drawn the same way, with the s
 :math:`p_i` construction.
 
 Exact constants (PAPER.md §3).  Parameters :math:`w = (W, b)` (flat, see
-:mod:`perfedavg.models`), scores :math:`s = Wx + b = \tilde W z` with :math:`z=(x,1)`,
+:mod:`perfedavg.engine.models`), scores :math:`s = Wx + b = \tilde W z` with :math:`z=(x,1)`,
 :math:`R_z = \max_s\|z_s\| = \sqrt{1+\max_s\|x_s\|^2}` over the training support.
 :math:`\nabla l = (\pi(s) - e_y)\otimes z` and :math:`\nabla^2 l = A(s)\otimes zz^\top` with
 :math:`\pi` the softmax and :math:`A = \mathrm{diag}(\pi)-\pi\pi^\top`.  Along a direction
@@ -63,9 +63,9 @@ import torch
 
 import math
 
-from perfedavg.models import mlp, mlp_layers
-from perfedavg.task import ClientData, Task
-from perfedavg.tasks import TaskSpec, option_field
+from perfedavg.engine.models import mlp, mlp_layers
+from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.registry import TaskSpec, option_field
 
 from .common import check_task_options, distances_to_mixture, euclidean_costs, rms
 

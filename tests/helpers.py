@@ -6,11 +6,11 @@ import contextlib
 
 import torch
 
-from perfedavg.config import build_config
-from perfedavg.fast_mlp import mlp_oracle_factory
-from perfedavg.models import mlp
-from perfedavg.runner import resolve
-from perfedavg.task import ClientData, Task
+from perfedavg.runs.config import build_config
+from perfedavg.engine.mlp import mlp_oracle_factory
+from perfedavg.engine.models import mlp
+from perfedavg.runs.runner import resolve
+from perfedavg.engine.task import ClientData, Task
 
 
 def softmax_setup(dtype="float64", **overrides):

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from perfedavg.config import build_config
-from perfedavg.engine import initial_state, local_round
-from perfedavg.oracle import make_oracle
-from perfedavg.runner import resolve
+from perfedavg.runs.config import build_config
+from perfedavg.engine.rounds import initial_state, local_round
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.runs.runner import resolve
 
 SMALL_LOGISTIC = {"n_clients": 6, "dim": 4, "support": 40, "clusters": 3, "h": 0.7}
 

@@ -309,7 +309,7 @@ def test_resume_dir_and_resume_out_dir_both_continue_a_run(tmp_path, capsys):
 
 
 def test_help_names_every_option_its_default_and_the_exit_statuses(capsys):
-    from perfedavg.config import RunConfig
+    from perfedavg.engine.config import RunConfig
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
@@ -332,7 +332,7 @@ def test_help_names_every_option_its_default_and_the_exit_statuses(capsys):
 def test_list_tasks_shows_every_task_option_with_its_default_and_doc(capsys):
     from dataclasses import fields
 
-    from perfedavg.tasks import TASKS, task_spec
+    from perfedavg.runs.registry import TASKS, task_spec
 
     assert main(["run", "--list-tasks"]) == 0
     text = capsys.readouterr().out
@@ -349,7 +349,7 @@ def test_list_tasks_shows_every_task_option_with_its_default_and_doc(capsys):
 def test_rn_not_an_integer_samples_floor_rn_users(tmp_path, capsys, monkeypatch):
     """r*n = 0.625*4 = 2.5: the documented rule, m = floor(r*n) = 2 users per round (not round-half-even's 2
     by luck: 0.875*4 = 3.5 gives 3, where Python's round would give 4)."""
-    import perfedavg.engine as engine
+    import perfedavg.engine.rounds as engine
 
     seen = []
     real = engine.sample_clients
@@ -368,7 +368,7 @@ def test_a_task_too_large_to_allocate_is_a_one_line_error(tmp_path, capsys, monk
     the task's size options, exit 2, nothing written.  Any other error is not disguised."""
     import torch
 
-    import perfedavg.tasks as tasks
+    import perfedavg.runs.registry as tasks
 
     failures = [lambda: torch.empty(2**62, 5), lambda: (_ for _ in ()).throw(MemoryError()),
                 lambda: (_ for _ in ()).throw(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
@@ -406,7 +406,7 @@ PER_CLIENT_KEYS = {"F", "f", "loss_train_step", "accuracy_train_step", "loss_tes
 
 
 def test_a_successful_run_writes_config_metrics_summary_and_a_png(tmp_path, capsys):
-    from perfedavg.config import build_config, read_toml
+    from perfedavg.runs.config import build_config, read_toml
 
     out = tmp_path / "run"
     sets = [*BASE, "K=4", "eval_every=3", "protocol='test'"]

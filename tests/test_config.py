@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perfedavg.config import INT_MAX, RunConfig, build_config, dumps_toml, read_toml
+from perfedavg.engine.config import INT_MAX, RunConfig
+
+from perfedavg.runs.config import build_config, dumps_toml, read_toml
 from perfedavg.errors import UsageError
 
 

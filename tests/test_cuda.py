@@ -1,7 +1,7 @@
 """The engine on a CUDA device (``device = "cuda"``), against the same engine on the CPU.
 
 Every random draw comes from the run's CPU generator whatever the device
-(:func:`perfedavg.sampling.draw_positions`), so a seed picks the same users and batches on both:
+(:func:`perfedavg.engine.sampling.draw_positions`), so a seed picks the same users and batches on both:
 in float64 the models then agree to round-off, and a CUDA run repeated is bit for bit the same.
 Skipped where no CUDA device is present (CI); run with ``pytest -m cuda`` on a machine with one.
 """
@@ -14,15 +14,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg import rundir
-from perfedavg.config import RunConfig, build_config
-from perfedavg.engine import local_round, local_rounds
-from perfedavg.fast_mlp import memory_budget
-from perfedavg.local import StepSizes, fedavg_step, per_fedavg_step
-from perfedavg.oracle import AutogradOracle, make_oracle
-from perfedavg.reference import reference_round
-from perfedavg.runner import run_config
-from perfedavg.sampling import draw_batch, sample_clients
+from perfedavg.runs import rundir
+from perfedavg.engine.config import RunConfig
+from perfedavg.runs.config import build_config
+from perfedavg.engine.rounds import local_round, local_rounds
+from perfedavg.engine.mlp import memory_budget
+from perfedavg.engine.local import StepSizes, fedavg_step, per_fedavg_step
+from perfedavg.engine.oracle import AutogradOracle, make_oracle
+from perfedavg.engine.reference import reference_round
+from perfedavg.runs.runner import run_config
+from perfedavg.engine.sampling import draw_batch, sample_clients
 from tests.empirical_fixtures import real_data_root
 from tests.helpers import random_params, softmax_setup, table1_plan, uneven_mlp_task
 
@@ -276,10 +277,10 @@ def test_reproduce_table1_device_reaches_every_cell(monkeypatch):
 
 
 def test_fedavg_evaluated_from_a_trained_cuda_cell_equals_training_it(tmp_path):
-    """Table 1's FedAvg twins on CUDA (:func:`perfedavg.runner.run_from_trained`): the trained cell's
+    """Table 1's FedAvg twins on CUDA (:func:`perfedavg.runs.runner.run_from_trained`): the trained cell's
     final model, read from its checkpoint, is evaluated on the device under another alpha, with
     the records of training that cell itself."""
-    from perfedavg.runner import run_from_trained
+    from perfedavg.runs.runner import run_from_trained
 
     options = {**SMALL_RUN, "algorithm": "fedavg", "device": CUDA, "eval_every": SMALL_RUN["K"]}
     _run(tmp_path / "trained", **options)

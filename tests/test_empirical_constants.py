@@ -15,8 +15,8 @@ import torch
 
 from empirical import constants as C
 from perfedavg.errors import UsageError
-from perfedavg.models import mlp
-from perfedavg.task import ClientData, Task
+from perfedavg.engine.models import mlp
+from perfedavg.engine.task import ClientData, Task
 
 SIZES = (4, 5, 3)
 REL = 1e-6  # float64 Lanczos with steps = P on a 43-dimensional operator
@@ -149,7 +149,7 @@ def test_rho_finite_difference_matches_dense_difference(setup):
 
 
 def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
-    from perfedavg.config import build_config
+    from perfedavg.runs.config import build_config
     from theory.constants import Constants
 
     task, w, H = setup
@@ -170,7 +170,7 @@ def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
 def test_skipped_rho_is_null_not_zero(setup, tmp_path):
     """--rho-directions 0: rho is written as null and named 'not estimated', never as a 0
     that would make theory's L_F = 4L + alpha*rho*B silently too small."""
-    from perfedavg.config import build_config
+    from perfedavg.runs.config import build_config
 
     task, w, H = setup
     options = C.EstimateOptions(lanczos_steps=8, gamma_users=1, hessian_samples=1, rho_directions=0)
@@ -196,9 +196,9 @@ def test_parse_rounds_and_option_errors():
 
 
 def test_estimate_run_replays_rounds_bit_for_bit_and_writes_json(tmp_path):
-    from perfedavg.config import build_config
-    from perfedavg.rundir import read_checkpoint
-    from perfedavg.runner import resolve, run_config
+    from perfedavg.runs.config import build_config
+    from perfedavg.runs.rundir import read_checkpoint
+    from perfedavg.runs.runner import resolve, run_config
 
     table = {"algorithm": "fo", "K": 3, "tau": 2, "alpha": 0.01, "beta": 0.05, "D": 5, "D1": 5, "D2": 5,
              "checkpoint_every": 0, "eval_every": 3, "task": {"name": "softmax"}}

@@ -71,7 +71,7 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
     batch as large as every user's data is the full-batch step exactly."""
     from dataclasses import replace
 
-    from perfedavg.rundir import read_checkpoint
+    from perfedavg.runs.rundir import read_checkpoint
 
     plan = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fo",), seeds=1, K=2, workers=1,
                 data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
@@ -84,9 +84,9 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
     assert cell["test"] == full["rows"][0]["cells"]["fo"]["test"]
     assert "one SGD step on a batch of 3" in (tmp_path / "b" / "table1.md").read_text()
     # the same numbers as the engine's evaluation with eval_batch = 3 at round K (perfedavg run --set eval_batch=3)
-    from perfedavg.config import build_config, read_toml
-    from perfedavg.engine import evaluate
-    from perfedavg.runner import resolve
+    from perfedavg.runs.config import build_config, read_toml
+    from perfedavg.engine.rounds import evaluate
+    from perfedavg.runs.runner import resolve
 
     directory = cell_dir(tmp_path / "b", "mnist", 2, 0.01, "fo", 0)
     table = read_toml(directory / "config.toml")
@@ -131,7 +131,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
 def test_more_rounds_continue_cells_bit_for_bit_and_other_settings_rerun(tiny_root, tmp_path):
     from dataclasses import replace
 
-    from perfedavg.rundir import read_checkpoint
+    from perfedavg.runs.rundir import read_checkpoint
 
     base = Plan(datasets=("mnist",), rows=((2, 0.01),), methods=("fo",), seeds=1, K=2, data_dir=str(tiny_root),
                 task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
@@ -159,8 +159,8 @@ def test_fedavg_cells_of_another_alpha_evaluate_their_twins_model(tiny_root, tmp
     more rounds re-evaluate it from the continued twin."""
     from dataclasses import replace
 
-    from perfedavg.rundir import read_checkpoint
-    from perfedavg.runner import run_config
+    from perfedavg.runs.rundir import read_checkpoint
+    from perfedavg.runs.runner import run_config
 
     plan = Plan(datasets=("mnist",), rows=((2, 0.01), (2, 0.05)), methods=("fedavg", "fo"), seeds=1, K=2,
                 data_dir=str(tiny_root), task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})
@@ -189,7 +189,7 @@ def test_fedavg_cells_of_another_alpha_evaluate_their_twins_model(tiny_root, tmp
 
 def test_run_from_trained_refuses_another_training_and_writes_nothing(tiny_root, tmp_path):
     from perfedavg.errors import UsageError
-    from perfedavg.runner import run_config, run_from_trained
+    from perfedavg.runs.runner import run_config, run_from_trained
 
     plan = Plan(datasets=("mnist",), rows=((2, 0.01),), seeds=1, K=2, data_dir=str(tiny_root),
                 task={"clients": 10, "a": 4}, settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05})

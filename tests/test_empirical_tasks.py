@@ -19,8 +19,8 @@ from empirical.data import load_dataset
 from empirical.partition import make_partition, paper_test_a
 from empirical.tasks import ImageTaskOptions, build_image_task, normalized, partition_options
 from perfedavg.errors import UsageError
-from perfedavg.fast_mlp import MLPOracle
-from perfedavg.oracle import AutogradOracle, make_oracle
+from perfedavg.engine.mlp import MLPOracle
+from perfedavg.engine.oracle import AutogradOracle, make_oracle
 from tests.empirical_fixtures import real_data_root, tiny_mnist_arrays, write_mnist
 
 
@@ -89,8 +89,8 @@ def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
 def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tiny_root, strategy):
     """``task.round_strategy`` forces the fast oracle's way of running a round; the run's
     arithmetic is rearranged, not changed (float64: agreement to round-off)."""
-    from perfedavg.config import RunConfig
-    from perfedavg.engine import local_round
+    from perfedavg.engine.config import RunConfig
+    from perfedavg.engine.rounds import local_round
 
     base = ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)
     forced = build_image_task("mnist", replace(base, round_strategy=strategy)).to(torch.float64)
@@ -106,7 +106,7 @@ def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tin
 
 def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_written(tiny_root, tmp_path, capsys,
                                                                                         monkeypatch):
-    import perfedavg.fast_mlp as fast_mlp
+    import perfedavg.engine.mlp as fast_mlp
     from perfedavg.cli import main
 
     monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: 1000)

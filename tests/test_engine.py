@@ -7,12 +7,12 @@ from dataclasses import replace
 import torch
 import pytest
 
-from perfedavg.engine import initial_state, local_round, train
-from perfedavg.local import StepSizes, meta_gradient
-from perfedavg.oracle import AutogradOracle
-from perfedavg.reference import reference_round
-from perfedavg.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
-from perfedavg.task import ClientData
+from perfedavg.engine.rounds import initial_state, local_round, train
+from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.oracle import AutogradOracle
+from perfedavg.engine.reference import reference_round
+from perfedavg.engine.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
+from perfedavg.engine.task import ClientData
 from tests.helpers import random_params, softmax_setup
 
 #: float64 agreement of two implementations of the same arithmetic, summed in other orders
@@ -173,7 +173,7 @@ def test_batches_with_replacement_are_torch_multinomial_draws(dtype):
     """The inverse-transform sampler draws what ``torch.multinomial(p, size, replacement=True)`` drew
     (size >= 2; the engine's draws before it had its own sampler), position for position, and leaves
     the generator in the same state: runs keep their batches."""
-    from perfedavg.sampling import draw_positions
+    from perfedavg.engine.sampling import draw_positions
 
     for trial in range(60):
         n, M, size = 1 + trial % 7, 1 + (37 * trial) % 1100, 2 + (13 * trial) % 90
@@ -195,7 +195,7 @@ def test_batches_with_replacement_follow_p_i():
     which are never drawn."""
     from scipy.stats import chi2
 
-    from perfedavg.sampling import draw_positions
+    from perfedavg.engine.sampling import draw_positions
 
     weight = _weights(3, 3, 12, torch.float64)
     data = replace(ClientData.from_lists(torch.zeros(12, 1), torch.zeros(12, dtype=torch.long), [list(range(12))] * 3),
@@ -214,7 +214,7 @@ def test_batches_with_replacement_follow_p_i():
 def test_a_rounds_batches_drawn_at_once_equal_step_by_step_draws(with_replacement):
     """``draw_position_blocks`` (the engine draws a round's batches in one call) gives the positions of
     consecutive ``draw_positions`` calls, block for block, and the same generator state after."""
-    from perfedavg.sampling import draw_position_blocks, draw_positions
+    from perfedavg.engine.sampling import draw_position_blocks, draw_positions
 
     data = ClientData.from_lists(torch.zeros(50, 1), torch.zeros(50, dtype=torch.long),
                                  [list(range(50 - 7 * i)) for i in range(5)])  # uniform on 50, 43, ... samples
@@ -232,7 +232,7 @@ def test_a_rounds_batches_drawn_at_once_equal_step_by_step_draws(with_replacemen
 def test_a_rounds_batches_gathered_at_once_equal_batch_by_batch_gathers():
     """``gather_batches`` (the engine looks a round's indices and labels up at once) yields, batch after
     batch, what ``gather_batch`` gathers for each positions block: the same inputs and labels, in order."""
-    from perfedavg.sampling import draw_position_blocks, gather_batch, gather_batches
+    from perfedavg.engine.sampling import draw_position_blocks, gather_batch, gather_batches
 
     gen = torch.Generator().manual_seed(4)
     x, y = torch.randn(60, 2, 3, generator=gen), torch.randint(0, 10, (60,), generator=gen)
@@ -259,7 +259,7 @@ def test_aggregation_is_the_uniform_mean_of_the_local_models():
     gen = torch.Generator().manual_seed(9)
     clients = sample_clients(gen, task.n_clients, len(clients))
     W = w.expand(len(clients), -1).clone()
-    from perfedavg.local import per_fedavg_step
+    from perfedavg.engine.local import per_fedavg_step
 
     for _ in range(cfg.tau):
         bs = tuple(draw_batch(gen, task.train, clients, s, True) for s in (cfg.D, cfg.D1, cfg.D2))
@@ -283,7 +283,7 @@ def test_personalization_uses_only_the_protocols_data():
     """The 'train' protocol's adapted models ignore the test data's inputs, and vice versa."""
     from dataclasses import replace
 
-    from perfedavg.objective import adapted_models
+    from perfedavg.engine.objective import adapted_models
 
     _, task = softmax_setup()
     w = random_params(task)
@@ -321,7 +321,7 @@ def test_evaluate_uses_exactly_the_protocol_asked():
     (both then tested on the test data), and personalized_* repeats the one cfg.protocol names."""
     from dataclasses import replace
 
-    from perfedavg.engine import evaluate
+    from perfedavg.engine.rounds import evaluate
 
     cfg, task = softmax_setup(alpha=2.0)  # a large step, so that the two protocols visibly differ
     w = random_params(task, scale=1.0)
@@ -354,9 +354,9 @@ def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
     batch holding all of a user's samples is the full-batch step."""
     from dataclasses import replace
 
-    from perfedavg.engine import eval_batch_generator, evaluate
-    from perfedavg.objective import client_batches
-    from perfedavg.task import ClientData
+    from perfedavg.engine.rounds import eval_batch_generator, evaluate
+    from perfedavg.engine.objective import client_batches
+    from perfedavg.engine.task import ClientData
 
     cfg, task = softmax_setup(alpha=2.0)
     w = random_params(task, scale=1.0)
@@ -397,7 +397,7 @@ def test_eval_batch_never_touches_training():
 
 def test_exact_grad_F_matches_finite_differences_of_F():
     """grad F_i by double backward agrees with a central difference of F itself."""
-    from perfedavg.objective import client_objectives
+    from perfedavg.engine.objective import client_objectives
 
     _, task = softmax_setup()
     w = random_params(task)
@@ -412,7 +412,7 @@ def test_exact_grad_F_matches_finite_differences_of_F():
 
 def test_alpha_zero_objective_is_the_fedavg_objective():
     """With alpha = 0, F = f and grad F = grad f (and no double backward is attempted)."""
-    from perfedavg.objective import client_objectives
+    from perfedavg.engine.objective import client_objectives
 
     _, task = softmax_setup()
     obj = client_objectives(task.per_sample_loss, random_params(task), task.train, 0.0)
@@ -421,7 +421,7 @@ def test_alpha_zero_objective_is_the_fedavg_objective():
 
 def test_rounds_vectorized_over_seeds_equal_separate_runs():
     """S runs stacked in one block give each run's own iterates (float64, summation-order tolerance)."""
-    from perfedavg.engine import local_rounds
+    from perfedavg.engine.rounds import local_rounds
 
     cfg, task = softmax_setup(algorithm="hf", alpha=0.3, beta=0.2)
     oracle = AutogradOracle(task.per_sample_loss)

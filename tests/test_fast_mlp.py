@@ -11,15 +11,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg.bench import QUIET_SPREAD, engine_matmul_flops, grad_flops, kernel_flops, layer_units, pool, throughput_spread
-from perfedavg.config import RunConfig
-from perfedavg.engine import local_round, local_rounds
-from perfedavg.fast_mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
-from perfedavg.local import StepSizes, meta_gradient
-from perfedavg.models import mlp
-from perfedavg.oracle import AutogradOracle, make_oracle
-from perfedavg.sampling import Batch
-from perfedavg.task import ClientData, Task
+from perfedavg.bench.run import QUIET_SPREAD, engine_matmul_flops, grad_flops, kernel_flops, layer_units, pool, throughput_spread
+from perfedavg.engine.config import RunConfig
+from perfedavg.engine.rounds import local_round, local_rounds
+from perfedavg.engine.mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
+from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.models import mlp
+from perfedavg.engine.oracle import AutogradOracle, make_oracle
+from perfedavg.engine.sampling import Batch
+from perfedavg.engine.task import ClientData, Task
 from tests.helpers import uneven_mlp_task
 
 #: float64 agreement of two exact computations of the same quantity whose sums run in other
@@ -97,7 +97,7 @@ def test_elu_and_its_derivatives_by_exp_agree_with_torch(dtype):
     r"""``_hidden``'s ELU (by ``exp``, vectorized) is torch's ``F.elu`` (by ``expm1``) to one unit of 1's
     last place, its derivatives are :math:`e^{\min(z,0)}` and that on :math:`z\le 0`, and it is exact for
     :math:`z \ge 0`."""
-    from perfedavg.fast_mlp import _hidden
+    from perfedavg.engine.mlp import _hidden
 
     z = torch.cat([torch.linspace(-30, 5, 20001, dtype=dtype), torch.tensor([-1e-30, 0.0, 1e-30], dtype=dtype)])
     H, D, E = _hidden(z.clone(), "elu", True)
@@ -329,7 +329,7 @@ def test_sample_space_caches_are_counted_exactly_and_must_fit(monkeypatch):
     """``sample_space_bytes`` is what ``round_in_sample_space`` keeps (every user's inputs and Gram
     matrix); over the memory budget "auto" runs per step and a forced "sample_space" is refused
     with a one-line UsageError."""
-    import perfedavg.fast_mlp as fast_mlp
+    import perfedavg.engine.mlp as fast_mlp
     from perfedavg.errors import UsageError
 
     data = uneven_mlp_task((300, 6, 3), "elu", True, "auto").train
@@ -405,7 +405,7 @@ def test_bench_cifar_shape_runs_in_sample_space(capsys):
 
 
 def test_bench_module_does_not_import_torch():
-    code = "import sys, perfedavg.bench; print('torch' in sys.modules)"
+    code = "import sys, perfedavg.bench.run; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -500,7 +500,7 @@ def test_bench_repeat_reports_each_run_and_their_pool(tmp_path, capsys):
 
 def test_bench_warns_when_the_host_was_busy(monkeypatch, capsys):
     """A run whose bmm throughput moved by more than QUIET_SPREAD is flagged in the JSON and on stderr."""
-    import perfedavg.bench as bench
+    import perfedavg.bench.run as bench
     from perfedavg.cli import main
 
     samples = iter([100.0, 150.0])
@@ -539,7 +539,7 @@ def test_readme_bench_figures_are_the_pool_of_the_saved_runs():
     recomputed here from the saved files, so that the figures cannot drift from the data behind them."""
     from pathlib import Path
 
-    from perfedavg.bench import pool_files
+    from perfedavg.bench.run import pool_files
 
     root = Path(__file__).resolve().parents[1]
     files = sorted(str(p) for p in (root / "benchmarks" / "machine-b").glob("*.json"))

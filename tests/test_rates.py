@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from perfedavg.runner import resolve
+from perfedavg.runs.runner import resolve
 
 #: closed-form and autograd evaluations of the same float64 quantity agree to this (relative) round-off
 ROUNDOFF = 1e-10
 
 
 def test_quadratic_minimizer_is_a_zero_of_grad_F_and_closed_form_matches_autograd():
-    from perfedavg.objective import client_objectives
+    from perfedavg.engine.objective import client_objectives
     from synthetic.quadratic import exact_objectives, minimizer_F
 
     from synthetic import rates
@@ -59,7 +59,7 @@ def _own_cluster_task(tau, beta, h=1.0):
     drawn without replacement are whole-distribution batches, and the engine makes no random choice that matters."""
     from dataclasses import replace
 
-    from perfedavg.task import ClientData
+    from perfedavg.engine.task import ClientData
     from synthetic import rates
 
     cfg = rates._config({"tau": tau, "beta": beta, "task": {"h": h}})
@@ -79,8 +79,8 @@ def test_noise_free_cycle_is_the_engines_round_without_noise(tau):
     """With every user in every round and each batch a user's whole (uniform) distribution, one engine round of
     Per-FedAvg (exact) from the closed form's fixed point returns to it through the closed form's w_bar_t, and
     the theorem's integrand there is the closed form's phi, to round-off (float64)."""
-    from perfedavg.engine import local_rounds
-    from perfedavg.oracle import make_oracle
+    from perfedavg.engine.rounds import local_rounds
+    from perfedavg.engine.oracle import make_oracle
     from synthetic.quadratic import exact_objectives, noise_free_cycle
 
     cfg, task = _own_cluster_task(tau, beta=0.02)
@@ -128,7 +128,7 @@ def test_weighted_fit_recovers_a_power_law_and_widens_with_scatter():
 
 
 def test_batched_run_dirs_have_the_runner_layout(tmp_path):
-    from perfedavg.config import read_toml
+    from perfedavg.runs.config import read_toml
 
     from synthetic import rates
 

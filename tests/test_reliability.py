@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from perfedavg import rundir
-from perfedavg.config import build_config
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
-from perfedavg.rundir import DamagedFileWarning, read_checkpoint, read_metrics
-from perfedavg.runner import run_config
+from perfedavg.runs.rundir import DamagedFileWarning, read_checkpoint, read_metrics
+from perfedavg.runs.runner import run_config
 
 #: a small synthetic softmax run: ~25 ms a round with one thread, so a kill lands mid-run
 SMALL = ["tau=2", "r=0.5", "D=4", "D1=4", "D2=4", "eval_every=1", "checkpoint_every=1",
@@ -81,7 +81,7 @@ def _kill_at(proc, run_dir: Path, round_index: int, signum=signal.SIGKILL, eval_
 #: that polls metrics.jsonl can land several fast unevaluated rounds late
 KILL_DRIVER = """
 import os, signal, sys
-import perfedavg.engine as engine
+import perfedavg.engine.rounds as engine
 kill_round, train = int(sys.argv[1]), engine.train
 def killing_train(*args, **kwargs):
     for state, record in train(*args, **kwargs):
@@ -264,7 +264,7 @@ def test_resume_refuses_a_changed_code_version_unless_forced(tmp_path, monkeypat
 
 def _interrupted_run(out: Path, monkeypatch, *extra, at_round: int = 2):
     """An in-process run stopped by SIGINT during round ``at_round`` (checkpoint at that round)."""
-    import perfedavg.engine as engine
+    import perfedavg.engine.rounds as engine
 
     real, calls = engine.local_round, {"n": 0}
 
@@ -311,7 +311,7 @@ def test_source_digest_ignores_docs_and_other_modules_but_not_what_a_run_imports
     softmax) changes it."""
     import shutil
 
-    root = Path(rundir.__file__).resolve().parent.parent
+    root = Path(rundir.__file__).resolve().parents[2]
     copy = tmp_path / "tree"
     for package in ("perfedavg", "synthetic"):
         shutil.copytree(root / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -329,9 +329,9 @@ def test_source_digest_ignores_docs_and_other_modules_but_not_what_a_run_imports
         finally:
             path.write_bytes(original)
 
-    for unchanged in ("README.md", "perfedavg/run_cli.py", "perfedavg/runner.py", "synthetic/quadratic.py"):
+    for unchanged in ("README.md", "perfedavg/runs/cli.py", "perfedavg/runs/runner.py", "synthetic/quadratic.py"):
         assert digest_after(unchanged) == base, unchanged
-    for changed in ("perfedavg/engine.py", "perfedavg/local.py", "synthetic/softmax.py", "synthetic/common.py"):
+    for changed in ("perfedavg/engine/rounds.py", "perfedavg/engine/local.py", "synthetic/softmax.py", "synthetic/common.py"):
         assert digest_after(changed) != base, changed
 
 
@@ -342,8 +342,8 @@ def test_run_directory_carries_config_code_and_library_versions(tmp_path):
     assert summary["code_version"] == rundir.code_version("softmax") and "src:" in summary["code_version"]
     assert {"python", "torch", "numpy", "perfedavg"} <= set(summary["versions"])
     assert summary["versions"]["torch"] == torch.__version__
-    from perfedavg.config import read_toml
-    from perfedavg.runner import resolve
+    from perfedavg.runs.config import read_toml
+    from perfedavg.runs.runner import resolve
 
     # config.toml is the resolved config: reading it back gives the same config, every default filled in
     assert build_config(read_toml(tmp_path / "run" / rundir.CONFIG)) == resolve(_cfg("K=2"))[0]
@@ -511,7 +511,7 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     import os
     import stat
 
-    from perfedavg.rundir import atomic_write_text
+    from perfedavg.runs.rundir import atomic_write_text
 
     old = os.umask(0o022)
     try:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from perfedavg import rundir
+from perfedavg.runs import rundir
 from perfedavg.cli import main as cli_main
-from perfedavg.config import build_config
+from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
-from perfedavg.runner import run_config
-from perfedavg.sweep import MAX_NAME, RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep, run_name
-from perfedavg.sweep_backends import KILL_HOOK, SweepOptions, execute_unit, plan, run_sweep
+from perfedavg.runs.runner import run_config
+from perfedavg.sweep.spec import MAX_NAME, RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep, run_name
+from perfedavg.sweep.backends import KILL_HOOK, SweepOptions, execute_unit, plan, run_sweep
 
 def require_ray():
     """Ray, or a skip where the extra is not installed; under CI (``CI`` set, as ``.ci/run`` does)
@@ -159,7 +159,7 @@ def test_cli_dry_run_and_option_ranges(tmp_path, capsys):
 def test_ray_backend_without_ray_is_a_usage_error(monkeypatch, tmp_path):
     import sys
 
-    from perfedavg.sweep_backends import RayBackend
+    from perfedavg.sweep.backends import RayBackend
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(UsageError, match=r"pip install 'perfedavg\[ray\]'"):

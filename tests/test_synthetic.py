@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from perfedavg.tasks import build_task
+from perfedavg.runs.registry import build_task
 from synthetic.common import (
     dial_distributions,
     distances_to_mixture,

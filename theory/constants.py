@@ -155,7 +155,7 @@ class Constants:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
         """Load from a TOML file (top-level keys, or a ``[constants]`` table), then apply ``overrides``."""
-        from perfedavg.config import read_toml  # torch-free; one TOML reader for the project
+        from perfedavg.runs.config import read_toml  # torch-free; one TOML reader for the project
 
         try:
             data = read_toml(path, allow_empty=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import RunConfig
-from .sampling import draw_batch, num_sampled_clients, sample_clients
-from .task import Task
+from perfedavg.engine.config import RunConfig
+from perfedavg.engine.sampling import draw_batch, num_sampled_clients, sample_clients
+from perfedavg.engine.task import Task
 
 
 def _grad(task: Task, w: Tensor, x: Tensor, y: Tensor) -> Tensor:

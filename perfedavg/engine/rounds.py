@@ -2,7 +2,7 @@ r"""The round loop of FedAvg and Per-FedAvg (PAPER.md §2, Algorithm 1), vectori
 
 Round :math:`k`: sample :math:`rn` users uniformly without replacement, stack their
 copies of :math:`w_k` into ``W (m, P)``, run :math:`\tau` local steps on all of them at
-once (:mod:`perfedavg.local`), and set :math:`w_{k+1}` to the uniform mean of the
+once (:mod:`perfedavg.engine.local`), and set :math:`w_{k+1}` to the uniform mean of the
 returned models.  Every random draw comes from one explicit ``torch.Generator``.
 """
 
@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import RunConfig
-from .errors import Diverged, UsageError
-from .local import StepSizes, fedavg_step, per_fedavg_step
-from .objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
-from .oracle import make_oracle
-from .sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
-from .task import Task
+from perfedavg.engine.config import RunConfig
+from perfedavg.errors import Diverged, UsageError
+from perfedavg.engine.local import StepSizes, fedavg_step, per_fedavg_step
+from perfedavg.engine.objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
+from perfedavg.engine.task import Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -61,8 +61,8 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
 
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
-    :func:`perfedavg.sampling.num_sampled_clients`), batches no larger than any client's data, a
-    forced round strategy that fits (:meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`), and an
+    :func:`perfedavg.engine.sampling.num_sampled_clients`), batches no larger than any client's data, a
+    forced round strategy that fits (:meth:`perfedavg.engine.mlp.MLPOracle.prefers_sample_space`), and an
     evaluation batch no larger than the largest user's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
@@ -110,7 +110,7 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     sampled clients per run, and (if ``track``) :math:`\bar w_{k+1,t}` ``(S, P)`` for
     :math:`t = 0..\tau-1` (:math:`\bar w_{k+1,0} = w_k` exactly).
 
-    An oracle with ``round_in_sample_space`` (:class:`perfedavg.fast_mlp.MLPOracle`) runs the
+    An oracle with ``round_in_sample_space`` (:class:`perfedavg.engine.mlp.MLPOracle`) runs the
     whole round there when it says that is cheaper (``prefers_sample_space``; not with
     ``track``): the same draws and arithmetic, rearranged (its docstring).
     """

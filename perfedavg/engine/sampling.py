@@ -16,7 +16,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from .task import ClientData
+from perfedavg.engine.task import ClientData
 
 
 def num_sampled_clients(r: float, n: int) -> int:
@@ -28,7 +28,7 @@ def num_sampled_clients(r: float, n: int) -> int:
     (``r = 0.625, n = 4`` gives ``m = 2``; ``r*n = 3.5`` gives 3, never banker's 4).  ``r`` is
     read as the decimal it prints as (``Fraction(repr(r))``), so ``r = 0.29, n = 100`` gives
     29 although ``0.29 * 100 == 28.999999999999996`` in floating point.  A result of 0
-    (``r*n < 1``) is refused by :func:`perfedavg.engine.check_config_against_task`, never
+    (``r*n < 1``) is refused by :func:`perfedavg.engine.rounds.check_config_against_task`, never
     bumped up to one user.
     """
     return _floor_rn(float(r), int(n))

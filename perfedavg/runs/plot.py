@@ -13,7 +13,7 @@ def plot_run(run_dir: str | Path, filename: str = "curves.png") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .rundir import atomic_write_bytes, read_metrics
+    from perfedavg.runs.rundir import atomic_write_bytes, read_metrics
 
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
@@ -57,7 +57,7 @@ VARIANT_COLOURS = {"fedavg": "#D55E00", "fo": "#009E73", "hf": "#0072B2", "exact
 
 
 def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
-    """Draw bench runs (:func:`perfedavg.bench.pool`'s ``pooled``): per variant, every run's speedup
+    """Draw bench runs (:func:`perfedavg.bench.run.pool`'s ``pooled``): per variant, every run's speedup
     (loop time over engine time, same run) and fraction of the bmm throughput, filled on a quiet host
     and hollow on a busy one, the median as a bar; written atomically to ``path`` (format from its suffix)."""
     import io
@@ -68,7 +68,7 @@ def plot_bench(pooled: dict, title: str, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
-    from .rundir import atomic_write_bytes
+    from perfedavg.runs.rundir import atomic_write_bytes
 
     path = Path(path)
     quiet = pooled["host_quiet"]

@@ -1,8 +1,8 @@
 r"""A hand-written gradient oracle for MLP classifiers, batched over stacked clients.
 
-Same model, loss and flat parameter layout as :func:`perfedavg.models.mlp_cross_entropy`
+Same model, loss and flat parameter layout as :func:`perfedavg.engine.models.mlp_cross_entropy`
 (per layer :math:`l`: the weight :math:`W_l\in\mathbb R^{d_{l+1}\times d_l}` row-major, then
-the bias :math:`b_l`), same answers as :class:`perfedavg.oracle.AutogradOracle`, without
+the bias :math:`b_l`), same answers as :class:`perfedavg.engine.oracle.AutogradOracle`, without
 autograd: every layer is one ``bmm``/``baddbmm`` over the client dimension on views of the
 flat buffers, and gradients are written straight into one preallocated ``(m, P)`` buffer
 (DESIGN.md, performance notes).
@@ -37,7 +37,7 @@ and :math:`\nabla^2 f\, v = \mathcal R\{\nabla f\}`.
 
 Besides the oracle interface (``grad``, ``hvp``) the class offers fused local steps
 (:meth:`MLPOracle.fedavg_step`, :meth:`MLPOracle.per_fedavg_step`) that
-:mod:`perfedavg.local` uses when an oracle has them.  Each ``w - step * gradient`` update
+:mod:`perfedavg.engine.local` uses when an oracle has them.  Each ``w - step * gradient`` update
 is fused with writing the layer's gradient (no separate passes over the parameter vector),
 and Per-FedAvg uses the **first-layer kernel identity** [derive]: a gradient step changes the
 first layer's weights by a matrix of rank at most :math:`B`,
@@ -80,7 +80,7 @@ from functools import lru_cache, partial
 import torch
 from torch import Tensor
 
-from .errors import UsageError
+from perfedavg.errors import UsageError
 
 ACTIVATIONS = ("elu", "tanh", "relu")
 #: how :class:`MLPOracle` runs a round: per local step, in each user's sample space, or the cheaper
@@ -506,14 +506,14 @@ class MLPOracle:
         G_pm = self._grad_from(pm, Z_pm, Y3.repeat(2, 1), out, out, scale, half=m)
         return G_pm[:m] - G_pm[m:], scale
 
-    # -- fused local steps (used by perfedavg.local when present) -----------------------
+    # -- fused local steps (used by perfedavg.engine.local when present) -----------------------
     def fedavg_step(self, W: Tensor, batch, h, out: Tensor | None = None) -> Tensor:
-        r"""FedAvg's :math:`w - \beta\tilde\nabla f_i(w,\mathcal D)` (see :func:`perfedavg.local.fedavg_step`),
+        r"""FedAvg's :math:`w - \beta\tilde\nabla f_i(w,\mathcal D)` (see :func:`perfedavg.engine.local.fedavg_step`),
         into ``out`` as in :meth:`descend`."""
         return self.descend(W, h.beta, batch.x, batch.y, out=out)
 
     def per_fedavg_step(self, W: Tensor, batches, h, variant: str, out: Tensor | None = None) -> Tensor:
-        r"""Per-FedAvg's local step (see :func:`perfedavg.local.meta_gradient`), rearranged as
+        r"""Per-FedAvg's local step (see :func:`perfedavg.engine.local.meta_gradient`), rearranged as
 
         .. math::
             \tilde w = w - \alpha\tilde\nabla f(w,\mathcal D),\quad g = \tilde\nabla f(\tilde w,\mathcal D'),
@@ -578,7 +578,7 @@ class MLPOracle:
         self._write_bias(ob0, None, last_scale, last, accumulate=True)
         return out
 
-    # -- whole rounds in the users' sample space (used by perfedavg.engine when cheaper) --------
+    # -- whole rounds in the users' sample space (used by perfedavg.engine.rounds when cheaper) --------
     def prefers_sample_space(self, data, algorithm: str, tau: int, batches: tuple[int, ...]) -> bool:
         r"""Whether :meth:`round_in_sample_space` is the way to run a round on ``data``: as set by
         ``rounds``, or with ``"auto"`` when it costs fewer first-layer multiply-adds
@@ -787,5 +787,5 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -
 
 
 def mlp_oracle_factory(sizes: tuple[int, ...], activation: str = "elu", rounds: str = "auto"):
-    """A zero-argument factory for :attr:`perfedavg.task.Task.oracle_factory`."""
+    """A zero-argument factory for :attr:`perfedavg.engine.task.Task.oracle_factory`."""
     return partial(MLPOracle, tuple(int(s) for s in sizes), activation, rounds)

@@ -1,6 +1,6 @@
 r"""Gradient oracles: stochastic gradients and Hessian-vector products for stacked clients.
 
-The local steps of :mod:`perfedavg.local` only ever ask for
+The local steps of :mod:`perfedavg.engine.local` only ever ask for
 
 * ``grad(W, X, Y)``: :math:`\tilde\nabla f_i(w_i, \mathcal D_i) = \frac1{|\mathcal D_i|}\sum_{\theta\in\mathcal D_i}\nabla l(w_i;\theta)`
   for every stacked client ``i`` (``W (m, P)``, ``X (m, B, ...)``, ``Y (m, B)`` -> ``(m, P)``);
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .task import PerSampleLoss
+from perfedavg.engine.task import PerSampleLoss
 
 
 class AutogradOracle:

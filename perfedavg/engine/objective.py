@@ -1,7 +1,7 @@
 r"""Exact objectives from full local data, and the one-step personalized evaluation.
 
 For client :math:`i` with distribution :math:`p_i` (a probability vector over its
-samples, :class:`perfedavg.task.ClientData`):
+samples, :class:`perfedavg.engine.task.ClientData`):
 
 .. math::
     f_i(w) = \sum_j p_{ij}\, l(w;\theta_{ij}), \qquad
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .sampling import draw_positions
-from .task import ClientData, PerSampleLoss, Scores
+from perfedavg.engine.sampling import draw_positions
+from perfedavg.engine.task import ClientData, PerSampleLoss, Scores
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def client_test_metrics(
 def client_batches(data: ClientData, size: int, generator: torch.Generator, with_replacement: bool) -> ClientData:
     r"""One batch :math:`\mathcal D_i` of ``size`` samples per client, as a :class:`ClientData` whose
     :math:`p_i` is uniform over the batch (its empirical distribution), drawn the way training batches
-    are (:func:`perfedavg.sampling.draw_positions`): i.i.d. from :math:`p_i` with replacement, or a
+    are (:func:`perfedavg.engine.sampling.draw_positions`): i.i.d. from :math:`p_i` with replacement, or a
     uniformly random subset without it (all of a client's samples when it has fewer than ``size``)."""
     clients = torch.arange(data.n_clients)
     take = size if with_replacement else min(size, data.index.shape[1])

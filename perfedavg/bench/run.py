@@ -9,7 +9,7 @@ engine runs whole rounds in the users' sample space.
 For each variant (``fedavg``, ``fo``, ``hf``, ``exact``) it times, in the same run and
 interleaved round by round (so both see the same machine load):
 
-* ``engine``: :func:`perfedavg.engine.local_round` with :class:`perfedavg.fast_mlp.MLPOracle`;
+* ``engine``: :func:`perfedavg.engine.rounds.local_round` with :class:`perfedavg.engine.mlp.MLPOracle`;
 * ``loop``: a straightforward per-client ``nn.Module`` + ``torch.optim.SGD`` loop with a
   ``deepcopy`` of the global model per client, as existing FL libraries do (FO: two
   SGD-like steps; HF: two extra gradient evaluations at :math:`w\pm\delta g`; exact: double
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from perfedavg.errors import UsageError
 
 VARIANTS = ("fedavg", "fo", "hf", "exact")
 SIZES = (784, 80, 60, 10)
@@ -71,7 +71,7 @@ def grad_flops(units: list[int]) -> int:
 
 
 def hvp_flops(units: list[int]) -> int:
-    r"""One R-operator Hessian-vector product as :class:`perfedavg.fast_mlp.MLPOracle` runs it:
+    r"""One R-operator Hessian-vector product as :class:`perfedavg.engine.mlp.MLPOracle` runs it:
     first layer 3 matmuls (:math:`xW^\top`, :math:`xV^\top`, :math:`\mathcal RG^\top x`), every
     other layer 8 (forward 1, R-forward 2, R weight gradient 2, :math:`GW`, :math:`\mathcal RG W + GV`)."""
     return sum(u * (3 if l == 0 else 8) for l, u in enumerate(units))
@@ -84,14 +84,14 @@ def upper_grad_flops(units: list[int]) -> int:
 
 def kernel_flops(sizes, m: int, B: int) -> int:
     r"""One first-layer kernel correction :math:`(X_b X_a^\top)\,G_a` of
-    :meth:`perfedavg.fast_mlp.MLPOracle.per_fedavg_step` (batches of ``B``):
+    :meth:`perfedavg.engine.mlp.MLPOracle.per_fedavg_step` (batches of ``B``):
     :math:`2mB^2d_0 + 2mB^2d_1`."""
     return 2 * m * B * B * sizes[0] + 2 * m * B * B * sizes[1]
 
 
 def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau: int = 10) -> int:
     r"""Matmul FLOPs of one engine round (``m`` clients, ``tau`` steps, batch ``B``), counted from
-    the shapes :class:`perfedavg.fast_mlp.MLPOracle` runs.
+    the shapes :class:`perfedavg.engine.mlp.MLPOracle` runs.
 
     FedAvg: one gradient per step.  Per-FedAvg never forms the first layer at
     :math:`\tilde w` or :math:`w\pm\delta g` (first-layer kernel identity): per step the first
@@ -114,9 +114,9 @@ def engine_matmul_flops(variant: str, sizes=SIZES, m: int = 10, B: int = 40, tau
 
 def engine_flops(oracle, task, variant: str, m: int, B: int = 40, tau: int = 10, sizes=SIZES) -> tuple[int, str]:
     r"""Matmul FLOPs of one engine round as the oracle runs it, and how (``"steps"`` or
-    ``"sample_space"``, :meth:`perfedavg.fast_mlp.MLPOracle.prefers_sample_space`): in sample
+    ``"sample_space"``, :meth:`perfedavg.engine.mlp.MLPOracle.prefers_sample_space`): in sample
     space the first layer's part of :func:`engine_matmul_flops` (``2 m`` times
-    :func:`perfedavg.fast_mlp.first_layer_macs` ``("steps", ...)``) is replaced by its own."""
+    :func:`perfedavg.engine.mlp.first_layer_macs` ``("steps", ...)``) is replaced by its own."""
     batches = (B,) if variant == "fedavg" else (B, B, B)
     flops = engine_matmul_flops(variant, sizes, m, B, tau)
     if not oracle.prefers_sample_space(task.train, variant, tau, batches):
@@ -130,9 +130,9 @@ def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str 
     """Random data of ``shape`` (:data:`SHAPES`), ``per_client`` samples per user in contiguous blocks, on ``device``."""
     import torch
 
-    from .fast_mlp import mlp_oracle_factory
-    from .models import mlp
-    from .task import ClientData, Task
+    from perfedavg.engine.mlp import mlp_oracle_factory
+    from perfedavg.engine.models import mlp
+    from perfedavg.engine.task import ClientData, Task
 
     gen = torch.Generator().manual_seed(seed)
     S = n_clients * per_client
@@ -332,11 +332,11 @@ def _run_bench(args, threads: int, desc: str) -> dict:
     import torch
     from tqdm import tqdm
 
-    from .config import RunConfig
-    from .engine import local_round
-    from .fast_mlp import tune_malloc
-    from .oracle import make_oracle
-    from .sampling import num_sampled_clients
+    from perfedavg.engine.config import RunConfig
+    from perfedavg.engine.rounds import local_round
+    from perfedavg.engine.mlp import tune_malloc
+    from perfedavg.engine.oracle import make_oracle
+    from perfedavg.engine.sampling import num_sampled_clients
 
     malloc_tuned = tune_malloc() if args.malloc_tuning else False
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -483,7 +483,7 @@ PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 def main(args) -> int:
-    from .rundir import output_file
+    from perfedavg.runs.rundir import output_file
 
     if args.json_out:
         output_file(args.json_out, "--json-out")  # before the minutes of timing, not after
@@ -507,11 +507,11 @@ def main(args) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json_out:
-        from .rundir import atomic_write_text
+        from perfedavg.runs.rundir import atomic_write_text
 
         atomic_write_text(args.json_out, text + "\n")
     if args.plot:
-        from .plot import plot_bench
+        from perfedavg.runs.plot import plot_bench
 
         pooled = result.get("pooled") or pool([result])
         shape = result["workload"]
@@ -526,7 +526,7 @@ def register(subparsers) -> None:
         "bench",
         help="time the engine against a per-client nn.Module loop on the paper's MNIST workload shape",
         description="Time one round of each variant on the paper's workload shape (n = 50, r = 0.2, tau = 10, "
-        "batches of 40, MLP 784-80-60-10 ELU, random MNIST-shaped data; --shape cifar10 for CIFAR-10's): the engine (perfedavg.engine.local_round "
+        "batches of 40, MLP 784-80-60-10 ELU, random MNIST-shaped data; --shape cifar10 for CIFAR-10's): the engine (perfedavg.engine.rounds.local_round "
         "with the hand-written MLP oracle) and a per-client nn.Module + torch.optim.SGD loop with a deepcopy per "
         "client, interleaved round by round in the same run. Prints JSON: median ms per round of both, their "
         "ratio, matmul FLOPs per round, and the fraction of this machine's bmm throughput (measured in the same "
@@ -555,7 +555,7 @@ def register(subparsers) -> None:
                    help="input shape of the random data: mnist (1x28x28, the MLP 784-80-60-10; default) or cifar10 "
                    "(3x32x32, 3072-80-60-10)")
     p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
-                   help="keep glibc's malloc defaults; by default perfedavg.fast_mlp.tune_malloc() is applied to the "
+                   help="keep glibc's malloc defaults; by default perfedavg.engine.mlp.tune_malloc() is applied to the "
                    "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers")
     p.add_argument("--device", default="cpu",
                    help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
@@ -578,12 +578,12 @@ def register(subparsers) -> None:
 def _checked_main(args) -> int:
     import torch
 
-    from .runner import check_device
+    from perfedavg.runs.runner import check_device
 
     args.device = check_device(args.device, torch, "--device")
     if args.samples and args.samples < 40:
         raise UsageError(f"--samples={args.samples} is out of range: each user needs >= 40 samples (the batch size)")
-    from .sampling import num_sampled_clients
+    from perfedavg.engine.sampling import num_sampled_clients
 
     if num_sampled_clients(0.2, args.clients) < 1:
         raise UsageError(f"--clients={args.clients} is out of range: r*n = 0.2*n must be >= 1 (n >= 5)")

@@ -21,12 +21,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .errors import UsageError
+from perfedavg.errors import UsageError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.toml", "metrics.jsonl", "summary.json", "checkpoint.pt"
 #: files a run writes (``--force`` deletes only these, and only in a directory made of them)
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT, "curves.png")
-#: version of the checkpoint layout written by :func:`perfedavg.runner.run_config`
+#: version of the checkpoint layout written by :func:`perfedavg.runs.runner.run_config`
 CHECKPOINT_FORMAT = 2
 #: keys a checkpoint must hold, with their types
 CHECKPOINT_KEYS = {
@@ -208,7 +208,8 @@ def read_json(path: str | Path) -> dict:
 
 #: modules of the engine whose source decides what a run computes (hashed, with every project module they
 #: import, into the code version: :func:`source_digest`)
-ENGINE_MODULES = ("config", "engine", "local", "models", "objective", "oracle", "sampling", "task", "tasks")
+ENGINE_MODULES = ("engine.config", "engine.rounds", "engine.local", "engine.models", "engine.objective", "engine.oracle",
+                  "engine.sampling", "engine.task", "runs.registry", "runs.config")
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,7 +225,7 @@ def code_version(task_name: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _described() -> str:
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
@@ -244,12 +245,12 @@ def _described() -> str:
 def source_digest(task_name: str | None = None, root: Path | None = None) -> str:
     """First 12 hex digits of a SHA-256 of the source that decides what a run computes: the
     engine's modules (:data:`ENGINE_MODULES`), the module that builds the task ``task_name``
-    (from :data:`perfedavg.tasks.TASKS`), and every project module they import, directly or
+    (from :data:`perfedavg.runs.registry.TASKS`), and every project module they import, directly or
     not (:func:`source_files`), read under ``root`` (default: this checkout)."""
-    here = root if root is not None else Path(__file__).resolve().parent.parent
+    here = root if root is not None else Path(__file__).resolve().parents[2]
     roots = [f"perfedavg.{name}" for name in ENGINE_MODULES]
     if task_name is not None:
-        from .tasks import TASKS
+        from perfedavg.runs.registry import TASKS
 
         target = TASKS.get(task_name)
         if target:

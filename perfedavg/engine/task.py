@@ -64,7 +64,7 @@ class ClientData:
         r"""Each row's normalized cumulative distribution :math:`C_{ij} = \sum_{k\le j} p_{ik} / \sum_k p_{ik}`,
         float64 on the CPU, computed once per data set as ``torch.multinomial``'s CPU kernel does: a
         running sum in the weights' own type (sequential, as ``numpy.add.accumulate``), divided by the
-        row's total, the last entry set to 1 (the table of :func:`perfedavg.sampling.draw_position_blocks`)."""
+        row's total, the last entry set to 1 (the table of :func:`perfedavg.engine.sampling.draw_position_blocks`)."""
         running = torch.from_numpy(np.add.accumulate(self.weight.cpu().numpy(), axis=1))
         running /= running[:, -1:].clone()
         running[:, -1] = 1.0
@@ -121,7 +121,7 @@ class Task:
     batch_with_replacement: bool = True
     #: exact constants of PAPER.md §3 where known (L, rho, B, sigma_G, ...), else empty
     constants: Mapping[str, float] = field(default_factory=dict)
-    #: optional faster gradient oracle for this model (see perfedavg.oracle)
+    #: optional faster gradient oracle for this model (see perfedavg.engine.oracle)
     oracle_factory: Callable | None = None
     description: str = ""
     label: str = ""

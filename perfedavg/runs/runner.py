@@ -7,7 +7,7 @@ Order of work, so that bad input leaves nothing behind and a crash loses nothing
    ``--out`` (a directory that can be created or replaced; ``--force`` deletes only what
    looks like a run directory), and on ``--resume`` the checkpoint, the config and the
    source digest of the code it was written with (the ``src:`` part of
-   :func:`perfedavg.rundir.code_version`; its ``git describe`` part is information only),
+   :func:`perfedavg.runs.rundir.code_version`; its ``git describe`` part is information only),
    and the prefix of ``metrics.jsonl`` it has seen.
 2. Write ``config.toml`` (the resolved config) and ``summary.json`` with status
    ``running``, the code version and the library versions.
@@ -40,9 +40,10 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import rundir
-from .config import RunConfig, build_config, check_value_type, dumps_toml, read_toml
-from .errors import Diverged, UsageError
+from perfedavg.runs import rundir
+from perfedavg.engine.config import RunConfig, check_value_type
+from perfedavg.runs.config import build_config, dumps_toml, read_toml
+from perfedavg.errors import Diverged, UsageError
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, object]:
     task option types and ranges, the device, and the ranges that depend on the task)."""
     import torch
 
-    from .engine import DTYPES, check_config_against_task
-    from .tasks import build_task, resolved_task_table, task_spec
+    from perfedavg.engine.rounds import DTYPES, check_config_against_task
+    from perfedavg.runs.registry import build_task, resolved_task_table, task_spec
 
     cfg = cfg.replace(task=_typed_task_table(cfg.task, task_spec))
     cfg = cfg.replace(task=resolved_task_table(cfg.task))
@@ -242,7 +243,7 @@ class _Resume:
 def _check_resume(cfg: RunConfig, out: Path, task, force: bool) -> _Resume | None:
     """Check the checkpoint in ``out`` against ``cfg``, the code and ``metrics.jsonl``;
     ``None`` when the run never saved a checkpoint (it restarts at round 0).  Writes nothing."""
-    from .engine import TrainState, initial_state
+    from perfedavg.engine.rounds import TrainState, initial_state
 
     if not out.is_dir():
         raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
@@ -346,11 +347,11 @@ def run_config(
     saved one); ``force``: replace a non-empty run directory, or resume despite a changed
     config or code version.  Raises :class:`UsageError` before writing anything on bad input.
     """
-    from .engine import train
+    from perfedavg.engine.rounds import train
 
     out = Path(out)
     cfg, task = resolve(cfg)
-    from .fast_mlp import tune_malloc
+    from perfedavg.engine.mlp import tune_malloc
 
     tune_malloc()  # keep parameter-sized buffers in the heap: ~10% of a round on MLP tasks
     start: _Resume | None = None
@@ -449,7 +450,7 @@ def run_config(
     }
     rundir.atomic_write_json(out / rundir.SUMMARY, summary)
     if plot and status == "finished" and last_record is not None:
-        from .plot import plot_run
+        from perfedavg.runs.plot import plot_run
 
         try:
             plot_run(out)
@@ -493,7 +494,7 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
     is what that would write, a checkpoint at round K included (so it can be continued); its
     summary names ``trained_in``.  Refused (:class:`UsageError`, nothing written) otherwise.
     """
-    from .engine import TrainState, evaluate_state, initial_state
+    from perfedavg.engine.rounds import TrainState, evaluate_state, initial_state
 
     out, source = Path(out), Path(source)
     cfg, task = resolve(cfg)

@@ -1,6 +1,6 @@
 r"""Running a sweep's units: the scheduler, the ``local`` and ``ray`` backends, the worker.
 
-**Unit of work.**  :func:`execute_unit` runs one :class:`perfedavg.sweep.Unit` into its
+**Unit of work.**  :func:`execute_unit` runs one :class:`perfedavg.sweep.spec.Unit` into its
 run directory and decides from the directory alone what to do, so that any attempt,
 first or retried, on any backend, does the right thing:
 
@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .errors import UsageError
-from .sweep import RUNS, SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, Unit, default_workers
+from perfedavg.runs import rundir
+from perfedavg.errors import UsageError
+from perfedavg.sweep.spec import RUNS, SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, Unit, default_workers
 
 #: a run with one of these statuses in its summary.json is done (diverged is a result, not a failure)
 DONE = ("finished", "diverged")
@@ -102,7 +102,7 @@ class SweepReport:
 
 # -- the unit of work (runs in the worker) ---------------------------------------------------
 def _same_config(run_dir: Path, config: dict) -> bool:
-    from .config import read_toml
+    from perfedavg.runs.config import read_toml
 
     try:
         return read_toml(run_dir / rundir.CONFIG) == config
@@ -147,8 +147,8 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
     except ValueError:
         previous = None
     try:
-        from .config import build_config
-        from .runner import run_config
+        from perfedavg.runs.config import build_config
+        from perfedavg.runs.runner import run_config
 
         _arm_kill_hook()
         summary = _read_summary(run_dir)
@@ -186,7 +186,7 @@ def _ping() -> int:
     """Warm-up: import torch and the runner (a Ray worker may import lazily) and touch torch."""
     import torch
 
-    import perfedavg.runner  # noqa: F401
+    import perfedavg.runs.runner  # noqa: F401
     import synthetic  # noqa: F401
 
     float(torch.ones(2).sum())
@@ -221,7 +221,7 @@ class LocalBackend:
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self.context = multiprocessing.get_context(method)
         if method == "forkserver":
-            self.context.set_forkserver_preload(["perfedavg.sweep_backends", "perfedavg.runner"])
+            self.context.set_forkserver_preload(["perfedavg.sweep.backends", "perfedavg.runs.runner"])
         self.executors: list = [None] * workers
         self.pings: list = [None] * workers  # slot -> future of the worker's pid
         self.busy: dict = {}  # future -> slot

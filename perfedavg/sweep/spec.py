@@ -19,7 +19,7 @@ varies::
     tau = [5, 10]
 
 The units of work are the product grid x zip groups x seeds, in that order; each unit
-is one :class:`perfedavg.config.RunConfig` run by :func:`perfedavg.runner.run_config`
+is one :class:`perfedavg.engine.config.RunConfig` run by :func:`perfedavg.runs.runner.run_config`
 into ``DIR/runs/<name>``, where ``<name>`` is the varied values written
 ``key=value,key=value`` in axis order (Hydra's multirun ``override_dirname``
 convention), e.g. ``alpha=0.01,task.h=0.5,beta=0.1,tau=5,seed=0``: stable (it depends
@@ -29,7 +29,7 @@ re-running the sweep finds its runs again.  The run directories have the layout 
 ``checkpoint.pt``), so figures and checks do not care where a run ran.
 
 This module holds the definition (parsing, expansion, naming; no torch) and the
-command line; :mod:`perfedavg.sweep_backends` runs the units.
+command line; :mod:`perfedavg.sweep.backends` runs the units.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import UsageError
-from .rundir import output_dir
+from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import output_dir
 
 #: files of a sweep directory (next to ``runs/``)
 SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, RUNS = "sweep.toml", "sweep_summary.json", "sweep_summary.md", "runs"
@@ -104,7 +104,7 @@ def _flatten(table: Mapping[str, Any], where: str) -> list[tuple[str, list]]:
 
 def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
     """A parsed TOML dict -> :class:`SweepSpec`; every problem is one :class:`UsageError`."""
-    from .config import RunConfig
+    from perfedavg.engine.config import RunConfig
     from dataclasses import fields
 
     data = dict(data)
@@ -162,7 +162,7 @@ def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
     """Read a sweep file; ``overrides`` (``key=value``, as ``--set``) change the base config."""
-    from .config import parse_override, read_toml
+    from perfedavg.runs.config import parse_override, read_toml
 
     data = read_toml(path)
     base_task = dict(data.get("task", {}) or {})
@@ -202,8 +202,8 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
     """The units of ``spec`` in order (grid, then zip groups, then seeds), each config
     validated (and, with ``resolve_task``, with every task default filled in, as the
     run saves it) *before* anything runs."""
-    from .config import build_config
-    from .tasks import resolved_task_table
+    from perfedavg.runs.config import build_config
+    from perfedavg.runs.registry import resolved_task_table
 
     grid_choices = [[(k, v) for v in values] for k, values in spec.grid]
     zip_choices = [[tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))] for group in spec.zips]
@@ -237,7 +237,7 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
 
 
 def _toml_literal(value) -> str:
-    from .config import _toml_value
+    from perfedavg.runs.config import _toml_value
 
     return _toml_value(value)
 
@@ -326,7 +326,7 @@ def main(args) -> int:
     if not args.dry_run:  # after the sweep file's own checks: a bad file leaves no empty folder behind
         output_dir(out, "--out")
 
-    from .sweep_backends import SweepOptions, plan, print_plan, run_sweep
+    from perfedavg.sweep.backends import SweepOptions, plan, print_plan, run_sweep
 
     if args.dry_run:
         print_plan(units, plan(units, out, force=args.force), out)

@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
-from .errors import UsageError
+from perfedavg.errors import UsageError
 
 #: task name -> "module:TaskSpec attribute"
 TASKS = {
@@ -67,7 +67,7 @@ def resolved_task_table(table: Mapping[str, Any]) -> dict:
 
 
 def build_task(table: Mapping[str, Any]):
-    """The :class:`perfedavg.task.Task` that ``[task]`` describes."""
+    """The :class:`perfedavg.engine.task.Task` that ``[task]`` describes."""
     return task_spec(table["name"]).build(task_options(table))
 
 

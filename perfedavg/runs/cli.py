@@ -8,7 +8,7 @@ import textwrap
 
 def _row(name: str, doc: str, default, width: int) -> str:
     """One option of a help listing: its name, its documentation (which states the range), its default."""
-    from .config import dumps_toml
+    from perfedavg.runs.config import dumps_toml
 
     shown = dumps_toml({"v": default}).split("=", 1)[1].strip() if not isinstance(default, dict) else \
         "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
@@ -18,19 +18,19 @@ def _row(name: str, doc: str, default, width: int) -> str:
 
 def _options_text() -> str:
     """The config options for ``--help``."""
-    from .config import field_defaults, field_docs
+    from perfedavg.engine.config import field_defaults, field_docs
 
     defaults = field_defaults()
     return "\n".join(_row(name, doc, defaults[name], 16) for name, doc in field_docs().items())
 
 
 def task_listing() -> str:
-    """Every task of :data:`perfedavg.tasks.TASKS` with its options: name, default, and the
+    """Every task of :data:`perfedavg.runs.registry.TASKS` with its options: name, default, and the
     documentation (which states the range), as printed by ``perfedavg run --list-tasks``."""
     from dataclasses import MISSING, fields
 
-    from .errors import UsageError
-    from .tasks import TASKS, task_spec
+    from perfedavg.errors import UsageError
+    from perfedavg.runs.registry import TASKS, task_spec
 
     blocks = []
     for name in TASKS:
@@ -91,7 +91,7 @@ def register(sub) -> None:
 
 def _resume_dir(args) -> str | None:
     """The run directory of ``--resume DIR`` / ``--resume --out DIR`` (``None`` without --resume)."""
-    from .errors import UsageError
+    from perfedavg.errors import UsageError
 
     if args.resume is None:
         return None
@@ -110,7 +110,7 @@ def main(args) -> int:
     import signal
     import sys
 
-    from .runner import load_resume_config, load_run_config, run_config
+    from perfedavg.runs.runner import load_resume_config, load_run_config, run_config
 
     if args.list_tasks:
         print(task_listing())

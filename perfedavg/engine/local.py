@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .sampling import Batch
+from perfedavg.engine.sampling import Batch
 
 ALGORITHMS = ("fedavg", "fo", "hf", "exact")
 
@@ -33,7 +33,7 @@ def fedavg_step(oracle, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | Non
     r"""FedAvg's local SGD step: :math:`w \leftarrow w - \beta\,\tilde\nabla f_i(w, \mathcal D)`
     (into ``out`` if given; it may be ``W``).
 
-    An oracle with its own fused ``fedavg_step`` (e.g. :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
+    An oracle with its own fused ``fedavg_step`` (e.g. :class:`perfedavg.engine.mlp.MLPOracle`) computes it."""
     if hasattr(oracle, "fedavg_step"):
         return oracle.fedavg_step(W, batch, h, out=out)
     return _into(out, W - h.beta * oracle.grad(W, batch.x, batch.y))
@@ -78,7 +78,7 @@ def per_fedavg_step(oracle, W: Tensor, batches: tuple[Batch, Batch, Batch], h: S
     into ``out`` if given; it may be ``W``).
 
     An oracle with its own fused ``per_fedavg_step`` (the same arithmetic rearranged, e.g.
-    :class:`perfedavg.fast_mlp.MLPOracle`) computes it."""
+    :class:`perfedavg.engine.mlp.MLPOracle`) computes it."""
     if hasattr(oracle, "per_fedavg_step"):
         return oracle.per_fedavg_step(W, batches, h, variant, out=out)
     return _into(out, W - h.beta * meta_gradient(oracle, W, batches, h, variant))
