@@ -1,0 +1,119 @@
+r"""Run configuration from files and the command line.
+
+A config is TOML: top-level keys plus a ``[task]`` table whose ``name`` picks the task and
+whose other keys are that task's options, overridable with ``--set key=value``
+(``--set task.h=0.5`` for a task option); the resolved
+:class:`perfedavg.engine.config.RunConfig` (every default filled in) is saved with every run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from perfedavg.engine.config import RunConfig
+from perfedavg.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def read_toml(path: str | Path, allow_empty: bool = False) -> dict:
+    """Parse a TOML file; any problem (missing, a directory, unreadable, not UTF-8, not
+    TOML, empty unless ``allow_empty``) is one :class:`UsageError` naming the file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a directory, not a TOML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"not UTF-8 text ({type(exc).__name__})"
+        raise UsageError(f"config file {path} cannot be read: {reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
+    if not data and not allow_empty:
+        raise UsageError(f"config file {path} is empty (sets no option); leave out --config to run the defaults")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` with ``value`` read as a TOML literal (a bare word is a string)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set {item!r} must look like key=value (e.g. --set alpha=0.01)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def build_config(base: Mapping[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
+    """The resolved config: defaults, then ``base`` (a parsed TOML dict), then ``--set`` overrides.
+
+    ``--set task=NAME`` is ``--set task.name=NAME``; ``--set task.KEY=VALUE`` sets a task option.
+    """
+    data: dict[str, Any] = {k: v for k, v in (base or {}).items()}
+    task = data.pop("task", {"name": "softmax"})
+    if not isinstance(task, Mapping):
+        raise UsageError(f"task must be a table ([task] with name = ...), not a {type(task).__name__}")
+    task = dict(task)
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == "task":
+            if not isinstance(value, str):
+                raise UsageError(f"--set task={value!r}: the task is chosen by name, e.g. --set task.name=softmax")
+            task["name"] = value
+        elif key.startswith("task."):
+            task[key[len("task.") :]] = value
+        else:
+            data[key] = value
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(data) - known, key=str)
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known - {'task'}))}")
+    bad_keys = [k for k in task if not isinstance(k, str) or not k]
+    if bad_keys:
+        raise UsageError(f"task option {bad_keys[0]!r} is not a valid option name")
+    task.setdefault("name", "softmax")
+    return RunConfig(**data, task=task)
+
+
+def dumps_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for flat scalars plus one level of tables (what configs hold)."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return {math.inf: "inf", -math.inf: "-inf"}.get(value, "nan")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
