@@ -7,7 +7,7 @@ OUT    ?= figures-out
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
 
-.PHONY: setup setup-test demo test test-full bench gpu-check clean
+.PHONY: setup setup-test demo test test-full lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -27,6 +27,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 ## (synthetic tasks with exact constants plus the bounds), ending with the index path
 demo: setup
 	$(PFA) figures --quick --out $(OUT)
+
+## lint, format and type checks (ruff and mypy, configured in pyproject.toml); CI runs them before the tests
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## the default test suite (fast; < 10 minutes on 2 cores)
 test: setup-test
