@@ -16,7 +16,23 @@ Torch-free by design.  Modules:
 Derivations: ``theory/DERIVATIONS.md``.  Provenance labels: "sure", "recalled", "derived".
 """
 
-from .constants import Constants
-from .statement import PROVENANCES, Statement
+from __future__ import annotations
 
-__all__ = ["Constants", "PROVENANCES", "Statement"]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .constants import Constants
+    from .statement import PROVENANCES, Statement
+
+__all__ = ["PROVENANCES", "Constants", "Statement"]
+
+#: the package's names and the module of each, imported on first use: ``theory.statement`` imports sympy,
+#: which ``perfedavg --help`` (it loads ``theory.cli``, hence this package) should not pay for
+_LAZY = {"Constants": "constants", "PROVENANCES": "statement", "Statement": "statement"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,9 +18,12 @@ direction against ∇F_i), ``hf_hvp_error`` (needs ``g_norm``), ``gamma_G2_tv``,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import distances, lemmas, theorem
+from .constants import Constants
 from .statement import Statement
 
 VERDICT_HOLDS = "HOLDS"
@@ -47,7 +50,7 @@ class BoundValue:
         return f"{self.name} [{self.provenance}]"
 
 
-def evaluate(statement: Statement, constants, **extra) -> BoundValue:
+def evaluate(statement: Statement, constants: Constants, **extra: float) -> BoundValue:
     r"""``statement`` evaluated on ``constants`` (and extra symbols) as a :class:`BoundValue`:
     value = expr(constants, **extra), e.g. L_F = L(1+αL)² + αρB for the derived smoothness."""
     return BoundValue(statement.key, statement.name, statement.ref, statement.provenance,
@@ -72,8 +75,9 @@ def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
     }
 
 
-def lemma_bounds(constants, *, g_norm=None, tv=None, w1=None, L_theta=None,
-                 rho_theta=None) -> dict[str, tuple[BoundValue, ...]]:
+def lemma_bounds(constants: Constants, *, g_norm: float | None = None, tv: float | None = None,
+                 w1: float | None = None, L_theta: float | None = None,
+                 rho_theta: float | None = None) -> dict[str, tuple[BoundValue, ...]]:
     r"""Numeric value of every lemma-level bound on ``constants`` (a ``Constants``).
 
     Keyword arguments (optional; a statement whose value they supply is left out when
@@ -88,7 +92,7 @@ def lemma_bounds(constants, *, g_norm=None, tv=None, w1=None, L_theta=None,
     extra = {k: v for k, v in dict(g_norm=g_norm, tv=tv, w1=w1, L_theta=L_theta,
                                    rho_theta=rho_theta).items() if v is not None}
     have = set(constants.as_dict()) | set(extra)
-    out = {}
+    out: dict[str, tuple[BoundValue, ...]] = {}
     for key, sts in _lemma_statements().items():
         vals = tuple(evaluate(s, constants, **extra) for s in sts if set(s.arg_names) <= have)
         if vals:
@@ -109,21 +113,23 @@ class ConvergenceReport:
 
     variant: str
     derived: float
-    derived_terms: dict = field(default_factory=dict)
+    derived_terms: dict[str, float] = field(default_factory=dict)
     recalled_shape: float = math.nan
-    recalled_terms: dict = field(default_factory=dict)
-    condition: dict = field(default_factory=dict)
-    beta_max: dict = field(default_factory=dict)
+    recalled_terms: dict[str, float] = field(default_factory=dict)
+    condition: dict[str, bool] = field(default_factory=dict)
+    beta_max: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
-    def dominant(terms: dict) -> str:
+    def dominant(terms: dict[str, float]) -> str:
         """Name of the largest term."""
         return max(terms, key=lambda k: terms[k]) if terms else ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (``inf`` becomes the string "inf")."""
-        def f(x):
+
+        def f(x: float) -> float | str:
             return x if math.isfinite(x) else str(x)
+
         return {
             "variant": self.variant,
             "derived": {"provenance": "derived", "value": f(self.derived),
@@ -139,7 +145,7 @@ class ConvergenceReport:
         }
 
 
-def convergence(constants, variant: str = "exact") -> ConvergenceReport:
+def convergence(constants: Constants, variant: str = "exact") -> ConvergenceReport:
     r"""Evaluate the derived bound Φ_K ≤ (1+√c)[2Δ₀/(βτK) + L_Fβs²/n + 2b² + 2L_F²Q̄ +
     L_F c Q_τ/(βτ)] + (c+√c)L_F²Q̄ and the recalled shape for ``variant`` ("exact",
     "fo", "hf") on ``constants``; see :class:`ConvergenceReport`."""
@@ -147,29 +153,29 @@ def convergence(constants, variant: str = "exact") -> ConvergenceReport:
     shape = theorem.convergence_bound_recalled(variant)
     cond = theorem.condition_ok(constants, variant)
     if math.isnan(theorem.step_size_derived()(constants)):  # a constant is missing (NaN): not evaluable,
-        dterms = {k: math.nan for k in theorem.DERIVED_TERMS}  # not "condition fails"
+        dterms = dict.fromkeys(theorem.DERIVED_TERMS, math.nan)  # not "condition fails"
         dval = math.nan
     elif cond["derived"]:
-        dterms = derived.evaluate_terms(constants)
+        dterms = {k: float(v) for k, v in derived.evaluate_terms(constants).items()}  # scalar constants: floats
         dval = float(sum(dterms.values()))
     else:
-        dterms = {k: math.inf for k in theorem.DERIVED_TERMS}
+        dterms = dict.fromkeys(theorem.DERIVED_TERMS, math.inf)
         dval = math.inf
-    rterms = shape.evaluate_terms(constants)
+    rterms = {k: float(v) for k, v in shape.evaluate_terms(constants).items()}
     return ConvergenceReport(
         variant=lemmas._check_variant(variant), derived=dval, derived_terms=dterms,
         recalled_shape=float(sum(rterms.values())), recalled_terms=rterms, condition=cond,
-        beta_max={"recalled": theorem.step_size_recalled()(constants),
-                  "derived": theorem.step_size_derived()(constants)},
+        beta_max={"recalled": float(theorem.step_size_recalled()(constants)),
+                  "derived": float(theorem.step_size_derived()(constants))},
     )
 
 
-def fedavg_convergence(constants) -> float:
+def fedavg_convergence(constants: Constants) -> float:
     r"""Derived FedAvg bound (α = 0, batch D) on constants: :func:`theory.theorem.fedavg_bound`
     (``inf`` if 6β²τ²L² ≥ 1)."""
     if 6 * (constants.beta * constants.tau * constants.L) ** 2 >= 1:
         return math.inf
-    return theorem.fedavg_bound()(constants)
+    return float(theorem.fedavg_bound()(constants))
 
 
 # --------------------------------------------------------------------------- rows
@@ -228,7 +234,7 @@ def compare(bound: BoundValue, measured: float, measured_high: float | None = No
                     None if measured_high is None else float(measured_high))
 
 
-def format_rows(rows) -> str:
+def format_rows(rows: Iterable[CheckRow]) -> str:
     r"""Text table: statement, provenance, measured, bound, ratio = measured/bound, verdict."""
     head = f"{'statement':44s} {'provenance':10s} {'measured':>11s} {'bound':>11s} {'ratio':>7s}  verdict"
     lines = [head]

@@ -12,10 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Collection
+from typing import TYPE_CHECKING, TypedDict
 
 from perfedavg.errors import UsageError
 
 from .constants import _RULES, Constants
+
+if TYPE_CHECKING:
+    import sympy as sp
+
+    from .statement import Statement
 
 _VARIANTS = ("exact", "fo", "hf")
 #: the extra symbols of the distance statements and the HF error (theory.symbols.EXTRA_SYMBOLS), each a flag
@@ -28,7 +35,19 @@ _EXTRA_FLAGS = {
 }
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+class _CorollaryRow(TypedDict):
+    """The corollary at the given K, as printed and as written to JSON."""
+
+    provenance: str
+    tau_of_K: str
+    beta_of_K: str
+    beta_at_K: float
+    tau_at_K: int
+    threshold_K: float
+    rate_exponent: float
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     r"""Add the ``bounds`` subcommand to an argparse ``subparsers`` object; sets ``func``."""
     p = subparsers.add_parser(
         "bounds",
@@ -55,7 +74,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     for name, help_ in _EXTRA_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=f"e_{name}", metavar="X", type=float, default=None,
                        help=help_)
-    p.add_argument("--variant", choices=_VARIANTS + ("all",), default="all",
+    p.add_argument("--variant", choices=(*_VARIANTS, "all"), default="all",
                    help="local step: exact second-order, FO, HF, or all three (default: all)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--latex", action="store_true",
@@ -65,7 +84,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def constants_from_args(args) -> Constants:
+def constants_from_args(args: argparse.Namespace) -> Constants:
     r"""A validated :class:`Constants` from ``--constants`` (TOML or the constants JSON,
     :meth:`Constants.from_file`; unestimated constants are missing, NaN) and the per-field flags."""
     flags = {name: getattr(args, f"c_{name}") for name in _RULES
@@ -75,7 +94,7 @@ def constants_from_args(args) -> Constants:
     return Constants.from_dict(flags)
 
 
-def extras_from_args(args) -> dict[str, float]:
+def extras_from_args(args: argparse.Namespace) -> dict[str, float]:
     r"""``{symbol: value}`` of the given ``--tv/--w1/--L-theta/--rho-theta/--g-norm`` (validated)."""
     out = {}
     for name in _EXTRA_FLAGS:
@@ -90,7 +109,7 @@ def extras_from_args(args) -> dict[str, float]:
     return out
 
 
-def _needs(statement, missing) -> list[str]:
+def _needs(statement: Statement | sp.Expr, missing: Collection[str]) -> list[str]:
     """The missing constants a statement (or one of its terms, a sympy expression) needs."""
     symbols = statement.free_symbols if hasattr(statement, "free_symbols") else statement.expr.free_symbols
     return sorted(s.name for s in symbols if s.name in missing)
@@ -100,9 +119,9 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     r"""Entry point of ``perfedavg bounds``; returns the exit status (0)."""
-    from . import checks_api, distances, lemmas, theorem
+    from . import checks_api, distances, lemmas, theorem  # here, not at the top: they import sympy, --help does not
 
     variants = _VARIANTS if args.variant == "all" else (args.variant,)
     if args.latex:
@@ -122,14 +141,15 @@ def run(args) -> int:
     extra = extras_from_args(args)
     missing = c.missing
     have = set(c.as_dict()) | set(extra)
-    lem = {}  # key -> [(statement, value or None, needs)]
+    lem: dict[str, list[tuple[Statement, float | None, list[str]]]] = {}  # key -> [(statement, value or None, needs)]
     for key, sts in checks_api._lemma_statements().items():
         for st in sts:
             if not set(st.arg_names) <= have:
                 continue  # an extra symbol (tv, w1, ...) not given
             needs = _needs(st, missing)
             lem.setdefault(key, []).append((st, None if needs else float(st(c, **extra)), needs))
-    reports, unevaluable = {}, {}
+    reports: dict[str, checks_api.ConvergenceReport] = {}
+    unevaluable: dict[str, list[str]] = {}
     for v in variants:
         needs = sorted(set(_needs(theorem.convergence_bound_derived(v), missing))
                        | set(_needs(theorem.step_size_derived(), missing)))
@@ -137,7 +157,7 @@ def run(args) -> int:
             unevaluable[v] = needs
         else:
             reports[v] = checks_api.convergence(c, v)
-    cors = {}
+    cors: dict[str, _CorollaryRow] = {}
     for v in reports:
         cor = theorem.corollary(v)
         if c.F0_gap > 0:
@@ -182,7 +202,7 @@ def run(args) -> int:
         print("  (the TV / W1 statements and the HF error need --tv, --w1 with --L-theta/--rho-theta, --g-norm)")
     if reports:
         r0 = next(iter(reports.values()))
-        print("\nStep-size condition (beta = %g):" % c.beta)
+        print(f"\nStep-size condition (beta = {c.beta:g}):")
         print(f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
               f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}")
         print(f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
@@ -205,11 +225,11 @@ def run(args) -> int:
     return 0
 
 
-def _json_num(x: float):
+def _json_num(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-def _print_terms(title: str, total: float, terms: dict) -> None:
+def _print_terms(title: str, total: float, terms: dict[str, float]) -> None:
     dom = max(terms, key=lambda k: terms[k]) if terms else ""
     print(f"  {title}: total = {_fmt(total)}")
     for k, val in terms.items():

@@ -16,12 +16,15 @@ of user i and ``l(w; θ)`` the per-sample loss:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.config import read_toml  # the project's one TOML reader (torch-free)
 
 # (lower, lower_inclusive, must_be_integer, help)
 _RULES: dict[str, tuple[float, bool, bool, str]] = {
@@ -100,7 +103,7 @@ class Constants:
     D1: float = 40.0
     D2: float = 40.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, (low, inclusive, integer, help_) in _RULES.items():
             raw = getattr(self, name)
             if isinstance(raw, bool) or not isinstance(raw, (int, float)):
@@ -138,7 +141,7 @@ class Constants:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "Constants":
+    def from_dict(cls, values: Mapping[str, Any]) -> Constants:
         """Build from a mapping ``{field: number}``; unknown or missing keys are a UsageError."""
         names = set(cls.field_names())
         unknown = sorted(set(values) - names)
@@ -153,10 +156,8 @@ class Constants:
         return cls(**dict(values))
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Constants:
         """Load from a TOML file (top-level keys, or a ``[constants]`` table), then apply ``overrides``."""
-        from perfedavg.runs.config import read_toml  # torch-free; one TOML reader for the project
-
         try:
             data = read_toml(path, allow_empty=True)
         except UsageError as exc:
@@ -168,7 +169,7 @@ class Constants:
         return cls.from_dict(data)
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "Constants":
+    def from_file(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Constants:
         r"""Load constants from ``path``: a TOML file (:meth:`from_toml`), or the JSON document that
         ``perfedavg reproduce constants`` writes (:func:`empirical.constants.document`: a ``constants``
         mapping plus ``per_round`` estimates), then apply ``overrides`` (flags win).
@@ -180,8 +181,6 @@ class Constants:
         :attr:`missing`), so every value that needs one is NaN and ``perfedavg bounds`` prints it as
         not evaluable.
         """
-        import json
-
         path = Path(path)
         if path.suffix.lower() != ".json" and not (path.is_file() and path.read_bytes()[:64].lstrip().startswith(b"{")):
             return cls.from_toml(path, overrides)  # TOML (and its error messages)
@@ -200,7 +199,8 @@ class Constants:
             raise UsageError(f"--constants: {path}: 'constants' must be a mapping of names to numbers")
         data = {k: v for k, v in data.items() if k in cls.field_names() or not isinstance(v, (dict, list, str))}
         problem = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-        rounds = doc.get("per_round") if isinstance(doc.get("per_round"), list) else []
+        per_round = doc.get("per_round")
+        rounds = per_round if isinstance(per_round, list) else []
         missing = {k for k in problem if k in data and data[k] is None}
         for k in problem:
             values = [r.get(k) for r in rounds if isinstance(r, dict) and k in r]
@@ -213,7 +213,7 @@ class Constants:
             data[k] = 1e-300 if k == "L" else 0.0
         return cls.from_dict(data).with_missing(missing)
 
-    def with_missing(self, names) -> "Constants":
+    def with_missing(self, names: Iterable[str]) -> Constants:
         """A copy whose fields ``names`` are NaN: not known (see :meth:`from_file`); NaN propagates through
         every formula that uses them, so no missing constant is ever read as a number."""
         out = dataclasses.replace(self)
@@ -228,7 +228,7 @@ class Constants:
         """Names of the fields that are not known (NaN, :meth:`with_missing`)."""
         return frozenset(k for k, v in self.as_dict().items() if isinstance(v, float) and math.isnan(v))
 
-    def replace(self, **changes) -> "Constants":
+    def replace(self, **changes: float) -> Constants:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 

@@ -17,8 +17,10 @@ import functools
 
 import sympy as sp
 
+from perfedavg.errors import UsageError
+
 from .statement import Statement
-from .symbols import B, D, D1, D2, L, alpha, delta, g_norm, gamma_G, gamma_H, rho, sigma_G, sigma_H
+from .symbols import D1, D2, B, D, L, alpha, delta, g_norm, gamma_G, gamma_H, rho, sigma_G, sigma_H
 
 VARIANTS = ("exact", "fo", "hf")
 _REF4 = "PAPER.md §4"
@@ -253,8 +255,6 @@ def direction_mse(variant: str = "exact") -> Statement:
 def _check_variant(variant: str) -> str:
     v = str(variant).lower()
     if v not in VARIANTS:
-        from perfedavg.errors import UsageError
-
         raise UsageError(f"variant={variant!r}: allowed {', '.join(VARIANTS)}")
     return v
 

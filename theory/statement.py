@@ -10,20 +10,38 @@ with :func:`sympy.lambdify`.  A bound that is a sum of named terms keeps them in
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import sympy as sp
+
+from perfedavg.errors import UsageError
 
 from .symbols import latex as _latex
 
 PROVENANCES = ("sure", "recalled", "derived")
 
+#: what an evaluator returns: a float for scalar input, an array where the input broadcasts
+Value = float | npt.NDArray[np.float64]
 
-@functools.lru_cache(maxsize=None)
+
+class HasAsDict(Protocol):
+    """Anything with ``as_dict()`` of numeric values, such as :class:`theory.constants.Constants`."""
+
+    def as_dict(self) -> Mapping[str, float]: ...
+
+
+#: where an evaluator takes its values from: a ``Constants``, a plain mapping, or nothing (all in ``extra``)
+Source = HasAsDict | Mapping[str, Any] | None
+
+
+@functools.cache
 def _lambdify(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable[..., Any]:
-    return sp.lambdify(args, expr, modules="numpy")
+    fn: Callable[..., Any] = sp.lambdify(args, expr, modules="numpy")
+    return fn
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,7 @@ class Statement:
     terms: tuple[tuple[str, sp.Expr], ...] = ()
     _fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.provenance not in PROVENANCES:
             raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
         if self._fn is None:
@@ -86,7 +104,7 @@ class Statement:
         return f"{self.name} [{self.provenance}]"
 
     # -- numeric side --------------------------------------------------------------
-    def values_from(self, constants=None, **extra) -> dict[str, Any]:
+    def values_from(self, constants: Source = None, **extra: Any) -> dict[str, Any]:
         """The keyword arguments of the evaluator, taken from ``constants`` then ``extra``."""
         src: dict[str, Any] = {}
         if constants is not None:
@@ -94,31 +112,31 @@ class Statement:
         src.update(extra)
         missing = [a for a in self.arg_names if a not in src or src[a] is None]
         if missing:
-            from perfedavg.errors import UsageError
-
             raise UsageError(f"{self.key}: needs value(s) for {', '.join(missing)}")
         return {a: src[a] for a in self.arg_names}
 
-    def __call__(self, constants=None, **extra):
+    def __call__(self, constants: Source = None, **extra: Any) -> Value:
         r"""Evaluate with numpy: values from ``constants`` (a ``Constants`` or a mapping),
         overridden by ``extra``; arrays broadcast.  Returns a float for scalar input."""
-        out = self._fn(**self.values_from(constants, **extra))
+        fn = self._fn
+        assert fn is not None  # set by __post_init__
+        out = fn(**self.values_from(constants, **extra))
         if np.ndim(out) == 0:
             return float(out)
         return np.asarray(out, dtype=float)
 
-    def evaluate_terms(self, constants=None, **extra) -> dict[str, float]:
+    def evaluate_terms(self, constants: Source = None, **extra: Any) -> dict[str, Value]:
         """``{term name: value}`` for each named term (or ``{name: value}`` if none)."""
         if not self.terms:
             return {self.name: self(constants, **extra)}
-        out = {}
+        out: dict[str, Value] = {}
         for tname, texpr in self.terms:
             args = tuple(sorted(texpr.free_symbols, key=lambda s: s.name))
             vals = self.values_from(constants, **extra)
             out[tname] = float(_lambdify(texpr, args)(**{a.name: vals[a.name] for a in args}))
         return out
 
-    def subs(self, mapping: Mapping, **changes) -> "Statement":
+    def subs(self, mapping: Mapping[sp.Basic, Any], **changes: str) -> Statement:
         """The same statement with symbols substituted (e.g. ``{alpha: 0}``)."""
         return Statement(
             key=changes.get("key", self.key),

@@ -86,6 +86,7 @@ LATEX_NAMES = {
 EXTRA_SYMBOLS = (tv, w1, L_theta, rho_theta, g_norm)
 
 
-def latex(expr) -> str:
+def latex(expr: sp.Basic) -> str:
     r"""LaTeX of ``expr`` with the paper's spelling of the symbols (D' for ``D1`` ...)."""
-    return sp.latex(expr, symbol_names=LATEX_NAMES)
+    text: str = sp.latex(expr, symbol_names=LATEX_NAMES)
+    return text

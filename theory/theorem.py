@@ -24,15 +24,22 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sympy as sp
 
+from perfedavg.errors import UsageError
+
 from . import lemmas
+from .constants import Constants
 from .statement import Statement
 from .symbols import D, F0_gap, K, L, alpha, beta, gamma_G, n, r, sigma_G, tau
 
 _REF5 = "PAPER.md §5 (Theorem 4.5)"
+
+#: the corollary's exponent of τ(K) = K^{1/3}
+_ONE_THIRD = sp.Rational(1, 3)
 
 #: names of the terms of the derived bound, in printing order
 DERIVED_TERMS = ("optimization", "stochastic gradient", "client sampling", "local drift", "bias floor")
@@ -49,7 +56,7 @@ def sampling_factor() -> sp.Expr:
     return (1 - r) / (r * sp.Max(n - 1, 1))
 
 
-def local_sgd_bound(LF, b, s2, g2) -> tuple[tuple[str, sp.Expr], ...]:
+def local_sgd_bound(LF: sp.Expr, b: sp.Expr, s2: sp.Expr, g2: sp.Expr) -> tuple[tuple[str, sp.Expr], ...]:
     r"""Terms of the explicit bound on Φ_K for local steps w ← w − β d_i with
     ‖E d_i − ∇F_i‖ ≤ b, E‖d_i − ∇F_i‖² ≤ s², F_i L_F-smooth, (1/n)Σ‖∇F_i − ∇F‖² ≤ γ²:
 
@@ -82,7 +89,7 @@ def local_sgd_bound(LF, b, s2, g2) -> tuple[tuple[str, sp.Expr], ...]:
     )
 
 
-def _sum(terms) -> sp.Expr:
+def _sum(terms: Iterable[tuple[str, sp.Expr]]) -> sp.Expr:
     return sp.Add(*[e for _, e in terms])
 
 
@@ -216,12 +223,12 @@ class Corollary:
     """
 
     variant: str = "exact"
-    tau_exponent: sp.Rational = sp.Rational(1, 3)
+    tau_exponent: sp.Rational = _ONE_THIRD
     provenance: str = "derived"
     ref: str = "DERIVATIONS.md §8 (explicit form of PAPER.md §5, Corollary 4.6)"
 
     # pieces ----------------------------------------------------------------------
-    def _pieces(self):
+    def _pieces(self) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr]:
         v = lemmas._check_variant(self.variant)
         LF = lemmas.smoothness_derived().expr
         b = lemmas.direction_bias(v).expr
@@ -262,28 +269,29 @@ class Corollary:
 
     def floor(self) -> sp.Expr:
         r"""Limit of the bound as K → ∞: :math:`(1+\sqrt c)\,2b^2`."""
-        LF, b, s2, g2 = self._pieces()
+        _, b, _, _ = self._pieces()
         return (1 + sp.sqrt(sampling_factor())) * 2 * b**2
 
     # numbers ---------------------------------------------------------------------
-    def _num(self, expr, constants, **subs) -> float:
+    def _num(self, expr: sp.Expr, constants: Constants, **subs: float) -> float:
         vals = constants.as_dict()
         vals.update(subs)
         return float(expr.subs({s: vals[s.name] for s in expr.free_symbols}))
 
-    def choose(self, constants, K_value: float) -> tuple[float, int]:
+    def choose(self, constants: Constants, K_value: float) -> tuple[float, int]:
         r"""(β, τ) for ``K_value`` rounds: τ = max(1, ⌊K^{1/3}⌋), β = sqrt(2Δ₀/(τ K C(τ)))."""
         _need_gap(constants)
-        t = max(1, int(math.floor(float(K_value) ** float(self.tau_exponent) + 1e-9)))
+        t = max(1, math.floor(float(K_value) ** float(self.tau_exponent) + 1e-9))
         C = self._num(self.linear_coefficient, constants, tau=t)
         if C <= 0:
             return 1 / (10 * t * self._num(lemmas.smoothness_derived().expr, constants)), t
         return math.sqrt(2 * constants.F0_gap / (t * float(K_value) * C)), t
 
-    def condition_holds(self, constants, K_value: float, continuous: bool = True) -> bool:
+    def condition_holds(self, constants: Constants, K_value: float, continuous: bool = True) -> bool:
         r"""Whether β(K) ≤ 1/(10 τ(K) L_F) (continuous τ = K^{1/3} unless ``continuous=False``)."""
         _need_gap(constants)
         LF = self._num(lemmas.smoothness_derived().expr, constants)
+        t: float
         if continuous:
             t = float(K_value) ** float(self.tau_exponent)
             C = self._num(self.linear_coefficient, constants, tau=t)
@@ -294,7 +302,7 @@ class Corollary:
             bta, t = self.choose(constants, K_value)
         return bta <= 1 / (10 * t * LF) * (1 + 1e-12)
 
-    def threshold_K(self, constants) -> float:
+    def threshold_K(self, constants: Constants) -> float:
         r"""K₀: the smallest K ≥ 1 with β(K) ≤ 1/(10τ(K)L_F) (continuous τ), by bisection
         on the monotone condition 200Δ₀L_F²τ ≤ K·C(τ), τ = K^{1/3}."""
         if self.condition_holds(constants, 1.0):
@@ -314,18 +322,18 @@ class Corollary:
                 break
         return hi
 
-    def claimed_exponent(self, constants) -> float:
+    def claimed_exponent(self, constants: Constants) -> float:
         r"""e in bound − floor ~ K^e: −1/2 if c·(γ² + b²) > 0, else −2/3 (τ = K^{1/3})."""
-        LF, b, s2, g2 = self._pieces()
+        _, b, _, g2 = self._pieces()
         c = self._num(sampling_factor(), constants)
         het = self._num(g2 + b**2, constants)
         return -0.5 if c * het > 0 else -2.0 / 3.0
 
-    def measured_exponent(self, constants, K_values=(1e8, 1e12)) -> float:
+    def measured_exponent(self, constants: Constants, K_values: tuple[float, float] = (1e8, 1e12)) -> float:
         r"""Slope of log(bound − floor) against log K between two large K (numpy)."""
         st = self.bound_of_K()
         fl = self._num(self.floor(), constants)
-        ys = [math.log(st(constants, K=k) - fl) for k in K_values]
+        ys = [math.log(float(st(constants, K=k)) - fl) for k in K_values]
         return (ys[1] - ys[0]) / (math.log(K_values[1]) - math.log(K_values[0]))
 
 
@@ -355,19 +363,17 @@ def corollary(variant: str = "exact") -> Corollary:
     return Corollary(lemmas._check_variant(variant))
 
 
-def _need_gap(constants):
+def _need_gap(constants: Constants) -> None:
     if constants.F0_gap <= 0:
-        from perfedavg.errors import UsageError
-
         raise UsageError("constant F0_gap must be > 0 for the corollary's choice of beta")
 
 
-def condition_ok(constants, variant: str = "exact") -> dict[str, bool]:
+def condition_ok(constants: Constants, variant: str = "exact") -> dict[str, bool]:
     r"""Whether β of ``constants`` meets each step-size condition:
     ``{"recalled": β ≤ 1/(10τL_F^rec), "derived": 6β²τ²L_F² < 1}``."""
     return {
-        "recalled": constants.beta <= step_size_recalled()(constants),
-        "derived": constants.beta < step_size_derived()(constants),
+        "recalled": constants.beta <= float(step_size_recalled()(constants)),
+        "derived": constants.beta < float(step_size_derived()(constants)),
     }
 
 
