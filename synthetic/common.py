@@ -35,66 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from perfedavg.runs.registry import check_option
-
-
-# ----------------------------------------------------------------------------- options
-#: Upper limits on a synthetic task's sizes, checked before anything is allocated.  Every task
-#: stores (n, S) index and weight tables (16 bytes per entry), (S, d) features, and ``perfedavg
-#: check`` builds per-sample (S, P) gradients and an S x S ground-cost matrix for W1; the limits
-#: keep each of these under about 1 GB (a laptop's worth), far above what any experiment here uses.
-MAX_CLIENTS = 10_000
-MAX_DIM = 10_000
-MAX_SUPPORT = 100_000
-MAX_CLASSES = 1_000
-#: n_clients * support (the (n, S) tables: 16 B per entry -> 320 MB at the limit)
-MAX_CLIENT_TABLE = 20_000_000
-#: support * dim (the (S, d) float64 features -> 400 MB at the limit)
-MAX_FEATURE_TABLE = 50_000_000
-
-
-def check_task_options(task: str, o, extra=()) -> None:
-    r"""Validate a synthetic task's options (one helper for margin, quadratic and softmax).
-
-    Checks the fields every synthetic task shares, when ``o`` has them: ``n_clients`` in
-    [2, MAX_CLIENTS], ``dim`` in [1, MAX_DIM], ``support`` in [1, MAX_SUPPORT] and at least
-    ``clusters`` / ``classes``, ``clusters`` in [1, MAX_SUPPORT], ``classes`` in [2, MAX_CLASSES],
-    ``h`` in [0, 1], ``radius`` > 0, ``data_seed`` >= 0, and the table sizes
-    n_clients·support ≤ MAX_CLIENT_TABLE, support·dim ≤ MAX_FEATURE_TABLE; then each
-    ``(name, ok, allowed)`` of ``extra``.  The first failure raises a one-line
-    :class:`perfedavg.errors.UsageError` naming the option and its allowed range.
-    """
-    def has(name):
-        return hasattr(o, name)
-
-    rules = []
-    if has("n_clients"):
-        rules.append(("n_clients", 2 <= o.n_clients <= MAX_CLIENTS, f"must be in [2, {MAX_CLIENTS}]"))
-    if has("dim"):
-        rules.append(("dim", 1 <= o.dim <= MAX_DIM, f"must be in [1, {MAX_DIM}]"))
-    if has("clusters"):
-        rules.append(("clusters", 1 <= o.clusters <= MAX_SUPPORT, f"must be in [1, {MAX_SUPPORT}]"))
-    if has("classes"):
-        rules.append(("classes", 2 <= o.classes <= MAX_CLASSES, f"must be in [2, {MAX_CLASSES}]"))
-    if has("support"):
-        least = "clusters" if has("clusters") else "classes"
-        floor = getattr(o, least, 1)
-        rules.append(("support", floor <= o.support <= MAX_SUPPORT, f"must be in [{least} = {floor}, {MAX_SUPPORT}]"))
-        if has("n_clients"):
-            rules.append(("support", o.n_clients * o.support <= MAX_CLIENT_TABLE,
-                          f"n_clients * support must be <= {MAX_CLIENT_TABLE} (here {o.n_clients} * {o.support})"))
-        if has("dim"):
-            rules.append(("support", o.dim * o.support <= MAX_FEATURE_TABLE,
-                          f"dim * support must be <= {MAX_FEATURE_TABLE} (here {o.dim} * {o.support})"))
-    if has("h"):
-        rules.append(("h", 0.0 <= o.h <= 1.0, "must be in [0, 1]"))
-    if has("radius"):
-        rules.append(("radius", 0 < o.radius < float("inf"), "must be a finite number > 0"))
-    if has("data_seed"):
-        rules.append(("data_seed", o.data_seed >= 0, "must be >= 0"))
-    for name, ok, allowed in (*rules, *extra):
-        check_option(task, name, getattr(o, name), bool(ok), allowed)
-
 
 # ----------------------------------------------------------------------------- the dial
 def dial_distributions(own: Tensor, h: float) -> Tensor:
@@ -247,7 +187,8 @@ def sigma_H2_at(loss, w: Tensor, data) -> Tensor:
 
 
 def gradient_dissimilarity(grads: Tensor) -> float:
-    r""":math:`\frac1n\sum_i\|\nabla f_i - \nabla f\|^2` with :math:`\nabla f = \frac1n\sum_i\nabla f_i` (rows of ``grads``)."""
+    r""":math:`\frac1n\sum_i\|\nabla f_i - \nabla f\|^2` with :math:`\nabla f = \frac1n\sum_i\nabla f_i`
+    (rows of ``grads``)."""
     return float((grads - grads.mean(0)).square().sum(1).mean())
 
 

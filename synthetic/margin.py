@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F_
@@ -60,7 +61,8 @@ from torch import Tensor
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.runs.registry import option_field
 
-from .common import check_task_options, dial_distributions, distances_to_mixture, rms
+from .common import dial_distributions, distances_to_mixture, rms
+from .options import Rule, SyntheticOptions, dial_field
 
 #: sup |phi'|, sup |phi''|, sup |phi'''| of each margin loss (module docstring)
 DERIVATIVE_BOUNDS = {
@@ -92,25 +94,20 @@ def binary_scores(W: Tensor, X: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class MarginOptions:
-    """Options of the binary synthetic tasks (logistic and nonconvex)."""
+class MarginOptions(SyntheticOptions):
+    """Options of the binary synthetic tasks (logistic and nonconvex): the shared ones, clusters, teacher."""
 
-    n_clients: int = option_field("number of users n (2..10000)", 20)
-    dim: int = option_field("feature dimension d (1..10000)", 10)
-    support: int = option_field("support points per split S (clusters..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 200)
+    TASK: ClassVar[str] = "logistic/nonconvex"
+
+    h: float = dial_field("each user on its own cluster")
     clusters: int = option_field("feature clusters G (>= 1); user i favours cluster i mod G", 5)
-    h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 each user on its own cluster", 0.5)
-    radius: float = option_field("feature norm bound R (> 0)", 1.0)
     label_noise: float = option_field("teacher temperature kappa (> 0): P(y=1|x) = sigmoid(kappa w*.x / R)", 4.0)
-    data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
-    def __post_init__(self):
-        check_task_options("logistic/nonconvex", self, [
-            ("label_noise", 0 < self.label_noise < float("inf"), "must be a finite number > 0"),
-        ])
+    def own_rules(self) -> list[Rule]:
+        return [("label_noise", 0 < self.label_noise < float("inf"), "must be a finite number > 0")]
 
 
-def _support(gen: torch.Generator, o: MarginOptions, centers: Tensor, teacher: Tensor):
+def _support(gen: torch.Generator, o: MarginOptions, centers: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """S points in G clusters around ``centers``, norms clipped to R; labels from a noisy teacher."""
     cluster = torch.arange(o.support) % o.clusters
     noise = torch.randn(o.support, o.dim, generator=gen, dtype=torch.float64) * (0.35 * o.radius / math.sqrt(o.dim))
@@ -121,7 +118,7 @@ def _support(gen: torch.Generator, o: MarginOptions, centers: Tensor, teacher: T
     return x, y, cluster
 
 
-def _client_data(x, y, cluster, o: MarginOptions) -> ClientData:
+def _client_data(x: Tensor, y: Tensor, cluster: Tensor, o: MarginOptions) -> ClientData:
     own = torch.stack([(cluster == (i % o.clusters)).to(torch.float64) for i in range(o.n_clients)])
     P = dial_distributions(own, o.h)
     index = torch.arange(len(y)).expand(o.n_clients, -1).contiguous()

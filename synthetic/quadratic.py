@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -58,36 +59,35 @@ from torch import Tensor
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.runs.registry import TaskSpec, option_field
 
-from .common import check_task_options, dial_distributions, distances_to_mixture, rms
+from .common import dial_distributions, distances_to_mixture, rms
+from .options import Rule, SyntheticOptions, dial_field, shared_field
 
 
 @dataclass(frozen=True)
-class QuadraticOptions:
-    """Options of the least-squares synthetic task."""
+class QuadraticOptions(SyntheticOptions):
+    """Options of the least-squares synthetic task: the shared ones (d = 2 by default), cones, teacher, domain."""
 
-    n_clients: int = option_field("number of users n (2..10000)", 20)
-    dim: int = option_field("feature dimension d (1..10000)", 2)
-    support: int = option_field("support points per split S (clusters..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 200)
+    TASK: ClassVar[str] = "quadratic"
+
+    dim: int = shared_field("dim", 2)
+    h: float = dial_field("each user on its own cone")
     clusters: int = option_field("feature cones G (>= 1); user i favours cone i mod G", 4)
-    h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 each user on its own cone", 0.5)
-    radius: float = option_field("feature norm bound R (> 0)", 1.0)
     noise: float = option_field("label noise standard deviation (>= 0, clipped at 3 sigma)", 0.3)
     shift: float = option_field("size s of the per-cone teacher shift (>= 0): label heterogeneity", 0.5)
     w_radius: float = option_field("radius W of the domain ||w|| <= W on which B and sigma_G hold (> 0)", 4.0)
-    init: str = option_field("initial model: 'zero', or 'minimizer' (the exact minimiser of F with inner step init_alpha)",
-                             "zero")
+    init: str = option_field(
+        "initial model: 'zero', or 'minimizer' (the exact minimiser of F with inner step init_alpha)", "zero")
     init_alpha: float = option_field("inner step alpha of the F whose minimiser init='minimizer' starts at (>= 0)", 0.0)
-    data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
-    def __post_init__(self):
+    def own_rules(self) -> list[Rule]:
         finite = float("inf")
-        check_task_options("quadratic", self, [
+        return [
             ("noise", 0 <= self.noise < finite, "must be a finite number >= 0"),
             ("shift", 0 <= self.shift < finite, "must be a finite number >= 0"),
             ("w_radius", 0 < self.w_radius < finite, "must be a finite number > 0"),
             ("init", self.init in ("zero", "minimizer"), "must be 'zero' or 'minimizer'"),
             ("init_alpha", 0 <= self.init_alpha < finite, "must be a finite number >= 0"),
-        ])
+        ]
 
 
 def squared_loss(W: Tensor, X: Tensor, Y: Tensor) -> Tensor:
@@ -106,7 +106,9 @@ def _centres(o: QuadraticOptions, gen: torch.Generator) -> Tensor:
     return c / c.norm(dim=1, keepdim=True)
 
 
-def _support(gen: torch.Generator, o: QuadraticOptions, centres: Tensor, teacher: Tensor, shifts: Tensor):
+def _support(
+    gen: torch.Generator, o: QuadraticOptions, centres: Tensor, teacher: Tensor, shifts: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Point s lies in cone ``s mod G`` (balanced cones: with S a multiple of G the mixture of the users'
     own distributions is uniform when n is a multiple of G, so the mixture p̄ does not move with h)."""
     cluster = torch.arange(o.support) % o.clusters
@@ -125,7 +127,7 @@ def _support(gen: torch.Generator, o: QuadraticOptions, centres: Tensor, teacher
     return x, y, cluster
 
 
-def _client_data(x, y, cluster, o: QuadraticOptions) -> ClientData:
+def _client_data(x: Tensor, y: Tensor, cluster: Tensor, o: QuadraticOptions) -> ClientData:
     own = torch.stack([(cluster == (i % o.clusters)).to(torch.float64) for i in range(o.n_clients)])
     empty = own.sum(1) == 0
     own[empty] = 1.0  # a cone with no support point: that user falls back to the uniform distribution
@@ -227,11 +229,11 @@ def noise_free_cycle(data: ClientData, alpha: float, beta: float, tau: int) -> N
     P = torch.linalg.matrix_power(M, tau).mean(0)
     q = local_steps(torch.zeros_like(c), tau).mean(0)  # the affine part: tau steps from w = 0
     w = torch.linalg.solve(eye - P, q)
-    w_bar, W = [], w.expand_as(c)
+    means, W = [], w.expand_as(c)
     for _ in range(tau):
-        w_bar.append(W.mean(0))
+        means.append(W.mean(0))
         W = local_steps(W, 1)
-    w_bar = torch.stack(w_bar)
+    w_bar = torch.stack(means)
     grad_F = w_bar @ G.mean(0).T - g.mean(0)
     return NoiseFreeCycle(w, w_bar, float(grad_F.square().sum(1).mean()))
 
@@ -304,4 +306,5 @@ def build(o: QuadraticOptions) -> Task:
     )
 
 
-SPEC = TaskSpec(QuadraticOptions, build, "least squares on bounded features (exact L, rho = 0; B on ||w|| <= W), dial h")
+SPEC = TaskSpec(
+    QuadraticOptions, build, "least squares on bounded features (exact L, rho = 0; B on ||w|| <= W), dial h")

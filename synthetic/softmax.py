@@ -57,17 +57,18 @@ and a change of y are bounded separately, and a sum metric gives the larger rati
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-
-import math
 
 from perfedavg.engine.models import mlp, mlp_layers
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.runs.registry import TaskSpec, option_field
 
-from .common import check_task_options, distances_to_mixture, euclidean_costs, rms
+from .common import distances_to_mixture, euclidean_costs, rms
+from .options import Rule, SyntheticOptions, dial_field, shared_field
 
 #: kappa, the cost of changing the label in the W1 ground metric (module docstring)
 LABEL_COST = 1.0
@@ -76,27 +77,24 @@ C_T = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))
 
 
 @dataclass(frozen=True)
-class SoftmaxOptions:
-    """Options of the synthetic softmax-regression task."""
+class SoftmaxOptions(SyntheticOptions):
+    """Options of the synthetic softmax-regression task: the shared ones (S = 400 by default), classes."""
 
-    n_clients: int = option_field("number of users n (2..10000)", 20)
-    dim: int = option_field("feature dimension d (1..10000)", 10)
+    TASK: ClassVar[str] = "softmax"
+
+    support: int = shared_field("support", 400)
+    h: float = dial_field("disjoint label sets")
     classes: int = option_field("number of classes C (2..1000)", 5)
-    support: int = option_field("support points per split (classes..100000; n_clients*S <= 2e7, dim*S <= 5e7)", 400)
-    h: float = option_field("heterogeneity dial h in [0, 1]: 0 identical users, 1 disjoint label sets", 0.5)
-    radius: float = option_field("feature norm bound R (> 0)", 1.0)
     classes_per_client: int = option_field("classes each user favours at h > 0 (1..classes)", 1)
-    data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
 
-    def __post_init__(self):
-        check_task_options("softmax", self, [
-            ("classes_per_client", 1 <= self.classes_per_client <= self.classes, "must be in 1..classes"),
-        ])
+    def own_rules(self) -> list[Rule]:
+        return [("classes_per_client", 1 <= self.classes_per_client <= self.classes, "must be in 1..classes")]
 
 
-def _support(gen: torch.Generator, o: SoftmaxOptions, teacher: torch.Tensor):
+def _support(gen: torch.Generator, o: SoftmaxOptions, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(o.support, o.dim, generator=gen, dtype=torch.float64)
-    x = o.radius * x / x.norm(dim=1, keepdim=True).clamp_min(1.0) * torch.rand(o.support, 1, generator=gen, dtype=torch.float64)
+    x = (o.radius * x / x.norm(dim=1, keepdim=True).clamp_min(1.0)
+         * torch.rand(o.support, 1, generator=gen, dtype=torch.float64))
     logits = 4.0 * x @ teacher / o.radius
     y = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen).squeeze(1)
     # make every class appear at least once so that every q_i is well defined
@@ -115,7 +113,7 @@ def client_distributions(y: torch.Tensor, o: SoftmaxOptions) -> torch.Tensor:
     return (1 - o.h) * torch.full((n, s), 1.0 / s, dtype=torch.float64) + o.h * q
 
 
-def _client_data(x, y, o) -> ClientData:
+def _client_data(x: torch.Tensor, y: torch.Tensor, o: SoftmaxOptions) -> ClientData:
     P = client_distributions(y, o)
     index = torch.arange(len(y)).expand(o.n_clients, -1).contiguous()
     return ClientData(x=x, y=y, index=index, weight=P, count=torch.full((o.n_clients,), len(y)))

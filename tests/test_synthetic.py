@@ -168,7 +168,7 @@ def test_bad_task_options_name_the_option():
     ({"name": "quadratic", "w_radius": float("inf")}, "task.w_radius"),
 ])
 def test_huge_task_sizes_are_refused_before_allocating(options, option):
-    """Upfront caps (synthetic.common.check_task_options): a one-line error naming the option and its range,
+    """Upfront caps (synthetic.options.check_task_options): a one-line error naming the option and its range,
     raised while the options are parsed, before any tensor is built."""
     import time
 
