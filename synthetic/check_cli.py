@@ -1,17 +1,20 @@
 """``perfedavg check``: the lemmas measured against their bounds; ``--rates``: the rate table.
 
-No torch at import time: the heavy modules are imported inside :func:`main`.
+No torch at import time (``perfedavg --help`` loads this module): the modules that compute are
+imported inside :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
+from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import output_dir
 
-def register(sub) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "check",
         help="measure every lemma on synthetic tasks with exact constants and compare with its bound",
@@ -25,12 +28,10 @@ def register(sub) -> None:
             "delta) with fitted exponents, intervals and PASS/FAIL, plus the derived explicit bound checked "
             "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K (and FedAvg's own bound against "
             "FedAvg's (1/(tau K)) sum ||grad f(w_bar)||^2); runs land in --out. "
-            "Run times on the 2-core development machine (measured under heavy load, so pessimistic): plain check "
-            "about 90 s of CPU (27 s wall before the trajectory rows, at load 4-5); --rates (quick) 1.5-3 min; "
-            "--rates --full not timed end to end: estimated an hour or more (40 mixing times per floor, 4-5 points "
-            "per row, 5 seeds, and the Gamma~1 drift row alone ~30 min); every --rates run is resumable: rerun "
-            "the same command to continue. "
-            "With --speed-sweep [DIR]: the 100 configurations x 5 seeds logistic sweep of issue 4 (progress bar, "
+            "On two CPU cores a plain check takes a minute or two, --rates (quick) a few minutes, and "
+            "--rates --full an hour or more (40 mixing times per floor, 4-5 points per row, 5 seeds); every "
+            "--rates run is resumable: rerun the same command to continue. "
+            "With --speed-sweep [DIR]: the 100 configurations x 5 seeds logistic sweep (progress bar, "
             "resumable), printing one JSON timing record."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,15 +49,13 @@ def register(sub) -> None:
     parser.add_argument("--seeds", type=int, default=None, metavar="S",
                         help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="with --rates: folder of the run directories (default runs/rates-quick or runs/rates-full); "
-                        "finished runs found there are reused (resumable)")
+                        help="with --rates: folder of the run directories (default runs/rates-quick or "
+                        "runs/rates-full); finished runs found there are reused (resumable)")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     parser.set_defaults(func=main)
 
 
-def main(args) -> int:
-    from perfedavg.errors import UsageError
-
+def main(args: argparse.Namespace) -> int:
     if args.samples < 100:
         raise UsageError(f"--samples={args.samples} is out of range: must be >= 100")
     if args.seeds is not None and args.seeds < 2:
@@ -66,18 +65,16 @@ def main(args) -> int:
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
-        from perfedavg.runs.rundir import output_dir
-
-        from .rates import speed_sweep
+        from .rates import speed_sweep  # here, not at the top: torch
 
         out = output_dir(args.speed_sweep, "--speed-sweep")
         print(json.dumps(speed_sweep(out, seeds=args.seeds or 5, progress=not args.no_progress), indent=2))
         return 0
     if args.rates:
-        from .rates import main_rates
+        from .rates import main_rates  # torch
 
         return main_rates(args)
-    from .checks import format_table, run_checks, summary
+    from .checks import format_table, run_checks, summary  # torch
 
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
     info = summary(rows)

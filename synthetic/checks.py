@@ -33,20 +33,47 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
 
+import numpy as np
 import torch
+from tqdm import tqdm
+
+from perfedavg.engine.config import RunConfig
+from perfedavg.runs.registry import build_task
+from perfedavg.runs.runner import resolve
+from theory import distances
+from theory.checks_api import BoundValue, CheckRow, lemma_bounds, must_hold, upper_bound_holds
+
+from . import measure
+from .batched import run_seeds
+from .common import rms, sigma_G2_at
 
 #: tasks checked by default, with their options (defaults of each task unless given)
-DEFAULT_TASKS = (
+DEFAULT_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("logistic", {}),
     ("nonconvex", {}),
     ("softmax", {"support": 200}),
 )
 ALPHA_FRACTIONS = (0.25, 1.0)
 BATCH = 2
+
+
+class Trajectory(TypedDict):
+    """The runs of :func:`trajectory_rows`: rounds, local steps, fraction of users, seeds, steps, batch."""
+
+    K: int
+    tau: int
+    r: float
+    seeds: tuple[int, ...]
+    alpha_L: float
+    beta_L: float
+    batch: int
+
+
 #: the runs along which gamma_G^2(w_bar), gamma_H^2(w_bar) are recorded: Per-FedAvg (exact), alpha = alpha_L / L,
 #: beta = beta_L / L (large enough that w moves far from w_0 within K rounds), batches of ``batch``
-TRAJECTORY = {"K": 8, "tau": 2, "r": 0.5, "seeds": (0, 1), "alpha_L": 0.25, "beta_L": 0.5, "batch": 5}
+TRAJECTORY: Trajectory = {"K": 8, "tau": 2, "r": 0.5, "seeds": (0, 1), "alpha_L": 0.25, "beta_L": 0.5, "batch": 5}
 
 
 @dataclass(frozen=True)
@@ -71,8 +98,6 @@ class Row:
     @property
     def holds(self) -> bool:
         """:func:`theory.checks_api.upper_bound_holds` on the upper confidence limit ``high``."""
-        from theory.checks_api import upper_bound_holds
-
         return upper_bound_holds(self.measured, self.bound, self.high)
 
     @property
@@ -84,7 +109,7 @@ class Row:
     def verdict(self) -> str:
         return "HOLDS" if self.holds else "FAILS"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(ratio=self.ratio, margin=self.margin, verdict=self.verdict)
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in d.items()}
@@ -93,10 +118,11 @@ class Row:
 class _Worst:
     """Keeps, per (task, alpha, key, provenance), the row with the largest ratio."""
 
-    def __init__(self):
-        self.rows: dict[tuple, Row] = {}
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str, str, str], Row] = {}
 
-    def add(self, task, where, bounds, key, measured, low=None, high=None):
+    def add(self, task: str, where: str, bounds: dict[str, tuple[BoundValue, ...]], key: str, measured: float,
+            low: float | None = None, high: float | None = None) -> None:
         for b in bounds.get(key, ()):
             row = Row(task, key, b.label, b.provenance, float(measured), float(measured if low is None else low),
                       float(measured if high is None else high), float(b.value), where)
@@ -106,14 +132,8 @@ class _Worst:
                 self.rows[slot] = row
 
 
-def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) -> list[Row]:
+def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progress: tqdm | None = None) -> list[Row]:
     """All rows for one task (see the module docstring)."""
-    from perfedavg.runs.registry import build_task
-    from theory.checks_api import lemma_bounds
-
-    from . import measure
-    from .common import sigma_G2_at
-
     task = build_task({"name": name, **options}).to(torch.float64)
     c = task.constants
     P = task.init_params(torch.Generator().manual_seed(0)).shape[0]
@@ -153,7 +173,8 @@ def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) 
         g = g / g.norm() * c["B"]
         for delta in (1e-1, 1e-2, 1e-3):
             b = lemma_bounds(measure.global_constants(task, 0.0, delta=delta), g_norm=c["B"])
-            worst.add(name, f"any alpha, point {wi}, delta={delta:g}", b, "hf_hvp_error", measure.hf_error(task, w, 0, g, delta))
+            worst.add(name, f"any alpha, point {wi}, delta={delta:g}", b, "hf_hvp_error",
+                      measure.hf_error(task, w, 0, g, delta))
         het = measure.heterogeneity_at(task, w, w1_users)
         b = lemma_bounds(measure.global_constants(task, 0.0), tv=het.tv, w1=het.w1, L_theta=het.L_theta,
                          rho_theta=het.rho_theta)
@@ -167,20 +188,10 @@ def check_task(name: str, options: dict, *, samples: int = 4000, progress=None) 
     return list(worst.rows.values())
 
 
-def trajectory_rows(name: str, options: dict) -> list[Row]:
+def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
     r"""The TV and W1 statements of PAPER.md §6 (``theory.distances``) checked at every recorded
     :math:`\bar w` of short Per-FedAvg runs (``TRAJECTORY``): one row per statement, the point with the
     largest measured / bound, the largest measured value over the trajectory in ``where``."""
-    import numpy as np
-
-    from perfedavg.engine.config import RunConfig
-    from perfedavg.runs.runner import resolve
-    from theory import distances
-
-    from . import measure
-    from .batched import run_seeds
-    from .common import rms
-
     T = TRAJECTORY
     _, task = resolve(RunConfig(K=1, dtype="float64", task={"name": name, **options}))
     L = task.constants["L"]
@@ -189,33 +200,33 @@ def trajectory_rows(name: str, options: dict) -> list[Row]:
                     task={"name": name, **options})
     cfg, task = resolve(cfg)
     runs = run_seeds(task, cfg, list(T["seeds"]), track_inner=True, track_heterogeneity=True)
+    gamma_G2, gamma_H2, lip = runs.gamma_G2, runs.gamma_H2, runs.theta_lipschitz
+    assert gamma_G2 is not None and gamma_H2 is not None and lip is not None  # track_heterogeneity=True records them
     c = task.constants
     tv, w1 = c["tv_rms"], rms(measure.task_module(task).w1_to_mixture(task.train))
-    lip = runs.theta_lipschitz
     cases = (
-        ("gamma_G2_tv", distances.tv_gradient_bound(), runs.gamma_G2, dict(B=c["B"], tv=tv)),
-        ("gamma_H2_tv", distances.tv_hessian_bound(), runs.gamma_H2, dict(L=c["L"], tv=tv)),
-        ("gamma_G2_w1", distances.w1_gradient_bound(), runs.gamma_G2, dict(L_theta=lip[..., 0], w1=w1)),
-        ("gamma_H2_w1", distances.w1_hessian_bound(), runs.gamma_H2, dict(rho_theta=lip[..., 1], w1=w1)),
+        ("gamma_G2_tv", distances.tv_gradient_bound(), gamma_G2, dict(B=c["B"], tv=tv)),
+        ("gamma_H2_tv", distances.tv_hessian_bound(), gamma_H2, dict(L=c["L"], tv=tv)),
+        ("gamma_G2_w1", distances.w1_gradient_bound(), gamma_G2, dict(L_theta=lip[..., 0], w1=w1)),
+        ("gamma_H2_w1", distances.w1_hessian_bound(), gamma_H2, dict(rho_theta=lip[..., 1], w1=w1)),
     )
     rows = []
-    S, N = runs.gamma_G2.shape
+    S, N = gamma_G2.shape
     for key, statement, measured, values in cases:
         bound = np.broadcast_to(np.asarray(statement(**values), float), measured.shape)
         ratio = np.where(bound > 0, measured / np.where(bound > 0, bound, 1.0), np.where(measured > 0, np.inf, 0.0))
         s_, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         m, b = float(measured[s_, j]), float(bound[s_, j])
         rows.append(Row(name, key + "_trajectory", statement.label + " along run", statement.provenance, m, m, m, b,
-                        f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, alpha={T['alpha_L']:g}/L, "
-                        f"beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
+                        f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "
+                        f"alpha={T['alpha_L']:g}/L, beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
                         f"max measured {float(measured.max()):.4g}"))
     return rows
 
 
-def run_checks(tasks=DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True) -> list[Row]:
+def run_checks(tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, samples: int = 4000,
+               show_progress: bool = True) -> list[Row]:
     """Rows of every default task."""
-    from tqdm import tqdm
-
     total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 2)
     with tqdm(total=total, desc="check", unit="step", disable=not show_progress, leave=False) as bar:
         rows = []
@@ -239,7 +250,7 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def summary(rows: list[Row]) -> dict:
+def summary(rows: list[Row]) -> dict[str, Any]:
     """Counts and the failing rows, split into errors (derived / sure) and findings (recalled)."""
     errors = [r for r in rows if not r.holds and must_hold_row(r)]
     findings = [r for r in rows if not r.holds and not must_hold_row(r)]
@@ -255,6 +266,4 @@ def summary(rows: list[Row]) -> dict:
 def must_hold_row(row: Row) -> bool:
     """theory's rule (:func:`theory.checks_api.must_hold`: a failing sure/derived statement is an
     error, a failing recalled one a finding) applied to a row."""
-    from theory.checks_api import CheckRow, must_hold
-
     return must_hold(CheckRow(row.statement, row.provenance, row.measured, row.bound, row.high))

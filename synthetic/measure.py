@@ -34,8 +34,10 @@ from perfedavg.engine.objective import client_objectives, client_objectives_grad
 from perfedavg.engine.oracle import make_oracle
 from perfedavg.engine.sampling import draw_batch
 from perfedavg.engine.task import Task
+from theory import distances
+from theory.constants import Constants
 
-from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity, rms, sigma_G2_at
+from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity, rms
 
 #: z of the two-sided 99.7 % normal interval used for every Monte Carlo estimate
 Z = 3.0
@@ -46,16 +48,13 @@ def task_module(task: Task):
     return importlib.import_module(f"synthetic.{task.name}")
 
 
-def global_constants(task: Task, alpha: float, **algorithm):
+def global_constants(task: Task, alpha: float, **algorithm: float) -> Constants:
     r"""A :class:`theory.constants.Constants` with the task's exact constants (module
     docstring); ``algorithm`` sets β, τ, K, r, n, D, D1, D2, δ (theory's defaults otherwise).
 
     :math:`\gamma_G^2` and :math:`\gamma_H^2` are the TV bounds of ``theory.distances``
     evaluated at the task's RMS total variation (valid for all w).
     """
-    from theory import distances
-    from theory.constants import Constants
-
     c = task.constants
     tv = c["tv_rms"]
     gamma_G2 = distances.tv_gradient_bound()(B=c["B"], tv=tv) if tv > 0 else 0.0
@@ -124,7 +123,8 @@ def direction_stats(
     gen = torch.Generator().manual_seed(seed)
     oracle = make_oracle(task)
     clients = torch.full((samples,), client, dtype=torch.long)
-    batches = tuple(draw_batch(gen, task.train, clients, size, True) for size in (D, D1, D2))
+    batches = (draw_batch(gen, task.train, clients, D, True), draw_batch(gen, task.train, clients, D1, True),
+               draw_batch(gen, task.train, clients, D2, True))
     W = w.detach().expand(samples, -1).clone()
     d = meta_gradient(oracle, W, batches, StepSizes(alpha=alpha, beta=1.0, delta=delta), variant)
     grad_F = client_objectives(task.per_sample_loss, w, task.train, alpha).grad_F[client]

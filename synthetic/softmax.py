@@ -67,7 +67,7 @@ from perfedavg.engine.models import mlp, mlp_layers
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.runs.registry import TaskSpec, option_field
 
-from .common import distances_to_mixture, euclidean_costs, rms
+from .common import _client_weights_on_pool, distances_to_mixture, euclidean_costs, rms
 from .options import Rule, SyntheticOptions, dial_field, shared_field
 
 #: kappa, the cost of changing the label in the W1 ground metric (module docstring)
@@ -170,8 +170,6 @@ def client_hessians(task: Task, w) -> torch.Tensor:
     :math:`J_s = \partial s(w;x_s)/\partial w` (constant: the scores are linear in w) and
     :math:`A = \mathrm{diag}(\pi)-\pi\pi^\top` (module docstring): equal to double backward, without its
     P backward passes per call (what makes the trajectory checks of ``perfedavg check`` cheap)."""
-    from .common import _client_weights_on_pool
-
     x = task.train.x.double()
     w = w.detach().double()
     key = (id(task.train), w.shape[0])
