@@ -24,7 +24,7 @@ COMMANDS = {
     "data": "empirical.data_cli",
     "figures": "figures.cli",
     "explain": "figures.explain",
-    "sweep": "perfedavg.sweep.spec",
+    "sweep": "perfedavg.sweep.cli",
 }
 
 

@@ -19,7 +19,8 @@ from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
 from perfedavg.runs.runner import run_config
 from perfedavg.sweep.spec import MAX_NAME, RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep, run_name
-from perfedavg.sweep.backends import KILL_HOOK, SweepOptions, execute_unit, plan, run_sweep
+from perfedavg.sweep.scheduler import SweepOptions, run_sweep
+from perfedavg.sweep.worker import KILL_HOOK, execute_unit, plan
 
 def require_ray():
     """Ray, or a skip where the extra is not installed; under CI (``CI`` set, as ``.ci/run`` does)

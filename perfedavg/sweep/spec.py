@@ -1,4 +1,4 @@
-r"""``perfedavg sweep``: one sweep definition, many runs, on this machine or a Ray cluster.
+r"""A sweep definition: one base run config crossed with axes and seeds, expanded into named units.
 
 A sweep file is a run config (top-level options plus a ``[task]`` table, exactly as
 ``perfedavg run --config`` reads it: the *base*) plus a ``[sweep]`` table saying what
@@ -28,24 +28,25 @@ re-running the sweep finds its runs again.  The run directories have the layout 
 ``perfedavg run`` (``config.toml``, ``metrics.jsonl``, ``summary.json``,
 ``checkpoint.pt``), so figures and checks do not care where a run ran.
 
-This module holds the definition (parsing, expansion, naming; no torch) and the
-command line; :mod:`perfedavg.sweep.backends` runs the units.
+This module is the definition only (parsing, expansion, naming): no torch, no command line;
+:mod:`perfedavg.sweep.scheduler` runs the units.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import math
-import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import output_dir
+from perfedavg.runs.config import _toml_value, build_config, parse_override, read_toml
+from perfedavg.runs.registry import resolved_task_table
 
 #: files of a sweep directory (next to ``runs/``)
 SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, RUNS = "sweep.toml", "sweep_summary.json", "sweep_summary.md", "runs"
@@ -71,7 +72,8 @@ class SweepSpec:
 
     base: Mapping[str, Any] = field(metadata={"doc": "the base run config (parsed TOML without [sweep])"})
     grid: tuple = field(metadata={"doc": "crossed axes: ((key, (values...)), ...), first slowest"})
-    zips: tuple = field(metadata={"doc": "zip groups: (((key, (values...)), ...), ...), lists of one group have one length"})
+    zips: tuple = field(
+        metadata={"doc": "zip groups: (((key, (values...)), ...), ...), lists of one group have one length"})
     seeds: tuple | None = field(metadata={"doc": "the seeds (innermost axis), or None to keep the base seed"})
 
     @property
@@ -86,9 +88,9 @@ class SweepSpec:
 
 
 # -- parsing --------------------------------------------------------------------------------
-def _flatten(table: Mapping[str, Any], where: str) -> list[tuple[str, list]]:
+def _flatten(table: Mapping[str, Any], where: str) -> list[tuple[str, tuple]]:
     """Axis table -> [(key, values)], with ``task = {h = [...]}`` read as ``task.h``."""
-    out = []
+    out: list[tuple[str, Any]] = []
     for key, values in table.items():
         if key == "task" and isinstance(values, Mapping):
             out.extend((f"task.{k}", v) for k, v in values.items())
@@ -104,9 +106,6 @@ def _flatten(table: Mapping[str, Any], where: str) -> list[tuple[str, list]]:
 
 def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
     """A parsed TOML dict -> :class:`SweepSpec`; every problem is one :class:`UsageError`."""
-    from perfedavg.engine.config import RunConfig
-    from dataclasses import fields
-
     data = dict(data)
     table = data.pop("sweep", None)
     if not isinstance(table, Mapping):
@@ -139,7 +138,8 @@ def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
             if seeds < 1:
                 raise UsageError(f"sweep.seeds={seeds} is out of range: a count must be >= 1 (or give a list)")
             seeds = tuple(range(seeds))
-        elif isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        elif isinstance(seeds, list) and seeds and all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
             if len(set(seeds)) != len(seeds):
                 raise UsageError(f"sweep.seeds={seeds} repeats a seed")
             seeds = tuple(seeds)
@@ -160,10 +160,8 @@ def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
     return SweepSpec(base=data, grid=tuple(grid), zips=tuple(zips), seeds=seeds)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read a sweep file; ``overrides`` (``key=value``, as ``--set``) change the base config."""
-    from perfedavg.runs.config import parse_override, read_toml
-
     data = read_toml(path)
     base_task = dict(data.get("task", {}) or {})
     for item in overrides:
@@ -202,20 +200,19 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
     """The units of ``spec`` in order (grid, then zip groups, then seeds), each config
     validated (and, with ``resolve_task``, with every task default filled in, as the
     run saves it) *before* anything runs."""
-    from perfedavg.runs.config import build_config
-    from perfedavg.runs.registry import resolved_task_table
-
     grid_choices = [[(k, v) for v in values] for k, values in spec.grid]
-    zip_choices = [[tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))] for group in spec.zips]
+    zip_choices = [[tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))]
+                   for group in spec.zips]
     seed_choices = [[("seed", s) for s in spec.seeds]] if spec.seeds is not None else []
-    units, names = [], {}
+    units: list[Unit] = []
+    names: dict[str, dict[str, Any]] = {}
     resolved_tasks: dict = {}
     for combo in itertools.product(*grid_choices, *zip_choices, *seed_choices):
         varied: dict[str, Any] = {}
         for item in combo:
             for k, v in (item if isinstance(item[0], tuple) else (item,)):
                 varied[k] = v
-        overrides = [f"{k}={_toml_literal(v)}" for k, v in varied.items()]
+        overrides = [f"{k}={_toml_value(v)}" for k, v in varied.items()]
         name = run_name(varied)
         try:
             cfg = build_config(spec.base, overrides)
@@ -230,121 +227,8 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
                     raise UsageError(f"sweep run {name}: {exc}") from None
             cfg = cfg.replace(task=resolved_tasks[key])
         if name in names:
-            raise UsageError(f"sweep runs {names[name]} and {varied} get the same directory name {name!r}; make the values distinct")
+            raise UsageError(f"sweep runs {names[name]} and {varied} get the same directory name {name!r}; "
+                             "make the values distinct")
         names[name] = varied
         units.append(Unit(name=name, varied=varied, config=cfg.to_dict()))
     return units
-
-
-def _toml_literal(value) -> str:
-    from perfedavg.runs.config import _toml_value
-
-    return _toml_value(value)
-
-
-# -- command line ---------------------------------------------------------------------------
-def default_workers() -> int:
-    """Cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def register(sub) -> None:
-    parser = sub.add_parser(
-        "sweep",
-        help="run a sweep (a base config crossed with axes and seeds) locally or on a Ray cluster",
-        description="Run every unit of a sweep file (a run config plus a [sweep] table of axes and seeds) into "
-        "DIR/runs/<key=value,...>, each with the layout of `perfedavg run`, and keep DIR/sweep_summary.md and "
-        "DIR/sweep_summary.json (one row per run: status, attempts, final metrics) up to date. Re-running the "
-        "same command resumes: finished runs are skipped, interrupted ones continue from their checkpoint, "
-        "failed ones are tried again. A worker that dies loses only its own run, which is retried.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", metavar="FILE.toml", help="the sweep file: a run config plus a [sweep] table")
-    parser.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/<FILE stem>)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="local: a process pool on this machine (default); ray: Ray tasks on the cluster "
-                        "given by --address, or on a Ray instance started here (needs `pip install perfedavg[ray]`)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="runs at once (>= 1; default: local: the usable cores / --threads; ray: the cluster's "
-                        "CPUs / --threads)")
-    parser.add_argument("--threads", type=int, metavar="T",
-                        help="torch threads per run (>= 1; default: usable cores / --workers, at least 1); on Ray "
-                        "each run also reserves T CPUs")
-    parser.add_argument("--address", metavar="ADDR",
-                        help="ray only: the cluster to join, e.g. ray://head:10001 or auto (default: start a "
-                        "local Ray instance with --workers x --threads CPUs)")
-    parser.add_argument("--retries", type=int, default=2, metavar="N",
-                        help="times a run whose worker died or raised is tried again within this invocation "
-                        "(>= 0, default 2); re-running the sweep tries failed runs again")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one base option, value as a TOML literal (repeatable), e.g. --set K=50 "
-                        "or --set task.n_clients=10")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the runs and what would happen to each (skip / resume / start), run nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="restart from scratch runs whose saved config differs from the sweep's "
-                        "(default: refuse, so an edited sweep never mixes with old results)")
-    parser.add_argument("--no-progress", action="store_true", help="do not show the sweep's progress bar")
-    parser.add_argument("--bench", action="store_true",
-                        help="at the end, print JSON with the sweep runner's overhead per run (time not spent "
-                        "inside run_config) as a fraction of the run time")
-    parser.set_defaults(func=main)
-
-
-_EPILOG = """\
-sweep file:
-  base config      top-level run options and [task], as for `perfedavg run --config`
-  [sweep]
-  seeds            a count n (seeds 0..n-1) or a list of seeds; the innermost axis
-  [sweep.grid]     KEY = [values...]: axes crossed, the first one slowest;
-                   task options as "task.h" = [...] (or a [sweep.grid.task] table)
-  [[sweep.zip]]    KEY = [values...] lists of one length, taken together; each group
-                   is crossed with the grid and the other groups
-
-examples:
-  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h --dry-run
-  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h              # local pool
-  perfedavg sweep examples/sweeps/alpha_h.toml --out sweeps/alpha_h --backend ray --address auto
-"""
-
-
-def main(args) -> int:
-    import sys
-
-    for option, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1), ("--retries", args.retries, 0)):
-        if value is not None and value < low:
-            raise UsageError(f"{option}={value} is out of range: must be >= {low}")
-    if args.address is not None and args.backend != "ray":
-        raise UsageError("--address is for --backend ray only")
-    spec = load_sweep(args.file, args.overrides)
-    out = Path(args.out) if args.out else Path("sweeps") / Path(args.file).stem
-    units = expand(spec)
-    if not args.dry_run:  # after the sweep file's own checks: a bad file leaves no empty folder behind
-        output_dir(out, "--out")
-
-    from perfedavg.sweep.backends import SweepOptions, plan, print_plan, run_sweep
-
-    if args.dry_run:
-        print_plan(units, plan(units, out, force=args.force), out)
-        return 0
-    options = SweepOptions(
-        backend=args.backend, workers=args.workers, threads=args.threads, address=args.address,
-        retries=args.retries, force=args.force, progress=not args.no_progress,
-    )
-    report = run_sweep(units, out, options, sweep_file=args.file)
-    if args.bench:
-        import json
-
-        print(json.dumps(report.bench, indent=2))
-    counts = report.counts
-    print(f"{out}: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
-          f"{counts.get('failed', 0)} failed, {counts.get('pending', 0) + counts.get('interrupted', 0)} not done "
-          f"of {len(units)} runs ({report.wall_seconds:.1f} s); table in {out / SWEEP_SUMMARY_MD}")
-    if report.interrupted:
-        print("perfedavg: sweep interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 1 if counts.get("failed", 0) else 0

@@ -1,0 +1,149 @@
+r"""The unit of work: run one :class:`perfedavg.sweep.spec.Unit` into its run directory.
+
+:func:`execute_unit` decides from the directory alone what to do, so that any attempt, first
+or retried, on any backend, does the right thing:
+
+* ``summary.json`` says *finished* or *diverged* (:data:`DONE`) and ``config.toml`` equals the
+  unit's config: the run is done; return its summary without running anything (a worker that
+  died after finishing a run never makes it run twice);
+* ``checkpoint.pt`` exists: continue with ``run_config(resume=True)``, which truncates
+  ``metrics.jsonl`` to the checkpoint and ends bit-identical to an uninterrupted run; if the
+  checkpoint cannot be resumed (another config, changed code), start over;
+* otherwise: start from scratch (``force=True`` clears a half-started directory).
+
+Every file of a run directory but the append-only ``metrics.jsonl`` is written atomically by
+the runner, and a resume cuts ``metrics.jsonl`` back to the checkpoint, so a killed worker
+never leaves a half-written result behind.
+
+This module is also the sweep's one home of "is this run done" (:data:`DONE`,
+:func:`read_summary`, :func:`same_config`), which the scheduler's plan reads too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from perfedavg.errors import UsageError
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.runner import run_config
+from perfedavg.sweep.spec import RUNS, Unit
+
+#: a run with one of these statuses in its summary.json is done (diverged is a result, not a failure)
+DONE = ("finished", "diverged")
+
+#: test hook: path of a token file; the first worker that claims it (deletes it) kills itself
+#: with SIGKILL right after its run's first checkpoint is written
+KILL_HOOK = "PERFEDAVG_SWEEP_KILL_ONCE"
+
+
+def same_config(run_dir: Path, config: dict) -> bool:
+    """Whether ``run_dir`` holds a ``config.toml`` equal to ``config``."""
+    try:
+        return read_toml(run_dir / rundir.CONFIG) == config
+    except UsageError:
+        return False
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """``run_dir``'s ``summary.json``, or None when it is missing or unreadable."""
+    try:
+        summary = json.loads((run_dir / rundir.SUMMARY).read_text())
+        return summary if isinstance(summary, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
+    """What a sweep run would do with each unit: ``skip`` (done), ``resume`` (has a
+    checkpoint), ``start``, or ``restart`` (saved config differs; only with ``force``)."""
+    actions = {}
+    for unit in units:
+        run_dir = Path(out) / RUNS / unit.name
+        config_file = run_dir / rundir.CONFIG
+        if config_file.exists() and not same_config(run_dir, dict(unit.config)):
+            if not force:
+                raise UsageError(
+                    f"{run_dir} holds a run with another config than the sweep's (the sweep file changed?): use "
+                    "another --out, or --force to restart such runs"
+                )
+            actions[unit.name] = "restart"
+            continue
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") in DONE:
+            actions[unit.name] = "skip"
+        elif (run_dir / rundir.CHECKPOINT).exists():
+            actions[unit.name] = "resume"
+        else:
+            actions[unit.name] = "start"
+    return actions
+
+
+def _arm_kill_hook() -> None:
+    """Test hook (:data:`KILL_HOOK`): die by SIGKILL right after the first checkpoint."""
+    token = os.environ.get(KILL_HOOK)
+    if not token:
+        return
+    try:
+        os.unlink(token)  # claim it: exactly one worker ever succeeds
+    except FileNotFoundError:
+        return
+    original = rundir.atomic_torch_save
+
+    def save_then_die(path, obj):
+        original(path, obj)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    rundir.atomic_torch_save = save_then_die
+
+
+def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
+    """Run ``unit`` into ``run_dir`` (see the module docstring); never raises for a failed
+    run: returns ``{"status": "failed", "error": ...}`` instead."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    result: dict[str, Any] = {"name": unit.name, "pid": os.getpid(), "host": socket.gethostname(), "resumed": False,
+                              "note": ""}
+    try:  # Ctrl-C reaches the runner, which checkpoints (only the main thread may set handlers)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:
+        previous = None
+    try:
+        _arm_kill_hook()
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") in DONE and same_config(run_dir, dict(unit.config)):
+            result.update(status=summary["status"], summary=_small(summary), note="already done")
+        else:
+            cfg = build_config(unit.config)
+            outcome = None
+            if (run_dir / rundir.CHECKPOINT).exists():
+                try:
+                    outcome = run_config(cfg, run_dir, resume=True, progress=False)
+                    result["resumed"] = True
+                except UsageError as exc:
+                    result["note"] = f"could not resume ({exc}); started over"
+            if outcome is None:
+                outcome = run_config(cfg, run_dir, force=True, progress=False)
+            result.update(status=outcome.status, summary=_small(outcome.summary))
+    except Exception as exc:  # a failed run is a result; the scheduler decides on a retry
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}", usage_error=isinstance(exc, UsageError),
+                      traceback=traceback.format_exc(limit=20))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    result["unit_seconds"] = time.perf_counter() - started
+    return result
+
+
+def _small(summary: dict) -> dict:
+    """The fields of a run's summary that travel back to the scheduler."""
+    keys = ("status", "message", "rounds_completed", "diverged_at_round", "final", "wall_seconds", "task",
+            "code_version")
+    return {k: summary.get(k) for k in keys}
