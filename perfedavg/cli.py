@@ -17,7 +17,7 @@ from perfedavg.errors import UsageError
 #: subcommand name -> module that defines ``register(subparsers)``
 COMMANDS = {
     "run": "perfedavg.runs.cli",
-    "bench": "perfedavg.bench.run",
+    "bench": "perfedavg.bench.cli",
     "bounds": "theory.cli",
     "check": "synthetic.check_cli",
     "reproduce": "empirical.cli",

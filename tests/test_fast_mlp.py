@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg.bench.run import QUIET_SPREAD, engine_matmul_flops, grad_flops, kernel_flops, layer_units, pool, throughput_spread
+from perfedavg.bench.pool import QUIET_SPREAD, pool, throughput_spread
+from perfedavg.bench.workload import engine_matmul_flops, grad_flops, kernel_flops, layer_units
 from perfedavg.engine.config import RunConfig
 from perfedavg.engine.rounds import local_round, local_rounds
 from perfedavg.engine.mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
@@ -405,7 +406,7 @@ def test_bench_cifar_shape_runs_in_sample_space(capsys):
 
 
 def test_bench_module_does_not_import_torch():
-    code = "import sys, perfedavg.bench.run; print('torch' in sys.modules)"
+    code = "import sys, perfedavg.bench.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -500,7 +501,7 @@ def test_bench_repeat_reports_each_run_and_their_pool(tmp_path, capsys):
 
 def test_bench_warns_when_the_host_was_busy(monkeypatch, capsys):
     """A run whose bmm throughput moved by more than QUIET_SPREAD is flagged in the JSON and on stderr."""
-    import perfedavg.bench.run as bench
+    import perfedavg.bench.measure as bench
     from perfedavg.cli import main
 
     samples = iter([100.0, 150.0])
@@ -539,7 +540,7 @@ def test_readme_bench_figures_are_the_pool_of_the_saved_runs():
     recomputed here from the saved files, so that the figures cannot drift from the data behind them."""
     from pathlib import Path
 
-    from perfedavg.bench.run import pool_files
+    from perfedavg.bench.pool import pool_files
 
     root = Path(__file__).resolve().parents[1]
     files = sorted(str(p) for p in (root / "benchmarks" / "machine-b").glob("*.json"))
