@@ -34,6 +34,9 @@ Operator norms use :func:`lanczos_extremes`, batched over users: every row of a
 stacked ``(m, P)`` matrix is its own Krylov sequence, and one Hessian-vector product
 of the stacked per-client loss (the engine's broadcasting convention, double
 backward through one retained graph, :class:`StackedHessian`) advances all of them.
+
+Over 400 lines on purpose: one estimator per row of the table above, each beside the batched
+Lanczos machinery it shares with the others.
 """
 
 from __future__ import annotations
@@ -46,8 +49,15 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from perfedavg.engine.objective import client_objectives
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.rounds import initial_state, local_round
 from perfedavg.errors import UsageError
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.resolve import resolve
 
 #: what ``provenance`` says of each field of the output
 PROVENANCE = {
@@ -73,7 +83,7 @@ class EstimateOptions:
     #: Lanczos steps per operator norm (capped at the number of parameters)
     lanczos_steps: int = 20
     #: per-sample gradients per user for sigma_G and the per-sample B (0 = all local samples: exact, but
-    #: the costliest part: 440 of 610 s on MNIST, one per-sample backward per image)
+    #: the costliest part of an estimate, one per-sample backward per image)
     samples: int = 100
     #: drawn samples theta per user for sigma_H
     hessian_samples: int = 4
@@ -98,7 +108,8 @@ class EstimateOptions:
         }
         for name, ok in checks.items():
             if not ok:
-                allowed = "a finite number > 0" if name == "rho_radius" else (">= 1" if name in ("lanczos_steps", "hessian_samples") else ">= 0")
+                allowed = ("a finite number > 0" if name == "rho_radius"
+                           else ">= 1" if name in ("lanczos_steps", "hessian_samples") else ">= 0")
                 raise UsageError(f"{name}={getattr(self, name)} is out of range: must be {allowed}")
 
 
@@ -134,7 +145,8 @@ def lanczos_extremes(matvec, V0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
         broken = (b <= 1e-10 * scale) & (size == steps)
         size = torch.where(broken, j + 1, size)
         alive = size == steps
-        q_prev, q = q, torch.where(alive[:, None], z / b.clamp_min(torch.finfo(q.dtype).tiny)[:, None], torch.zeros_like(z))
+        q_prev, q = q, torch.where(alive[:, None], z / b.clamp_min(torch.finfo(q.dtype).tiny)[:, None],
+                                   torch.zeros_like(z))
         b_prev = torch.where(alive, b, torch.zeros_like(b))
     A = torch.stack(alphas, 1).cpu()
     Bt = torch.stack(betas, 1).cpu()
@@ -149,7 +161,8 @@ def lanczos_extremes(matvec, V0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
 
 
 def operator_norms(matvec, V0: Tensor, steps: int) -> Tensor:
-    r""":math:`\|A_i\|_{op} = \max(|\lambda_{max}|, |\lambda_{min}|)` per row (Ritz estimates, :func:`lanczos_extremes`)."""
+    r""":math:`\|A_i\|_{op} = \max(|\lambda_{max}|, |\lambda_{min}|)` per row (Ritz estimates,
+    :func:`lanczos_extremes`)."""
     largest, smallest = lanczos_extremes(matvec, V0, steps)
     return torch.maximum(largest.abs(), smallest.abs())
 
@@ -218,7 +231,8 @@ def per_sample_gradient_stats(task, w: Tensor, grads: Tensor, samples: int, gen:
         positions = torch.arange(M).expand(n, M)
         weights = data.weight
     else:
-        positions = torch.multinomial(data.weight.cpu().double(), samples, replacement=True, generator=gen).to(data.index.device)
+        positions = torch.multinomial(data.weight.cpu().double(), samples, replacement=True,
+                                      generator=gen).to(data.index.device)
         weights = torch.full((n, samples), 1.0 / samples, dtype=data.weight.dtype, device=data.weight.device)
     owner = torch.arange(n, device=data.index.device)[:, None].expand_as(positions).reshape(-1)
     index = data.index.gather(1, positions.to(data.index.device)).reshape(-1)
@@ -254,7 +268,7 @@ def hessian_deviation_sq(task, w: Tensor, H: StackedHessian, positions: Tensor, 
     for s in range(positions.shape[1]):
         index = data.index.gather(1, positions[:, s : s + 1].to(data.index.device))
         Hs = StackedHessian(task.per_sample_loss, _stack(w, task.n_clients), data.x[index], data.y[index], ones)
-        norms = operator_norms(lambda V: Hs(V) - H(V), _randn(gen, H.W.shape, w), steps)
+        norms = operator_norms(lambda V, Hs=Hs: Hs(V) - H(V), _randn(gen, H.W.shape, w), steps)
         out.append(norms.square())
     return torch.stack(out, 1)
 
@@ -288,7 +302,7 @@ def hessian_lipschitz(task, w: Tensor, H: StackedHessian, radius: float, directi
         U = _randn(gen, H.W.shape, w)
         U = U / U.norm(dim=1, keepdim=True)
         Hu = StackedHessian(task.per_sample_loss, H.W.detach() + radius * U, X, Y, Pw)
-        out.append(operator_norms(lambda V: (Hu(V) - H(V)) / radius, _randn(gen, H.W.shape, w), steps))
+        out.append(operator_norms(lambda V, Hu=Hu: (Hu(V) - H(V)) / radius, _randn(gen, H.W.shape, w), steps))
     return torch.stack(out, 1) if out else torch.zeros(task.n_clients, 0, dtype=w.dtype)
 
 
@@ -314,7 +328,8 @@ def estimate_at(task, w: Tensor, options: EstimateOptions = EstimateOptions()) -
     seconds["sigma_G"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    draws = torch.multinomial(task.train.weight.cpu().double(), options.hessian_samples, replacement=True, generator=gen)
+    draws = torch.multinomial(task.train.weight.cpu().double(), options.hessian_samples, replacement=True,
+                              generator=gen)
     dev_sq = hessian_deviation_sq(task, w, H, draws, options.lanczos_steps, gen)
     seconds["sigma_H"] = time.perf_counter() - t
 
@@ -371,7 +386,8 @@ def parse_rounds(text: str, final: int) -> list[int]:
         except ValueError:
             raise UsageError(f"--rounds: {item!r} is not a round number or 'final'") from None
         if not 0 <= k <= final:
-            raise UsageError(f"--rounds: {k} is out of range: the run's checkpoint is at round {final}, so 0 <= round <= {final}")
+            raise UsageError(f"--rounds: {k} is out of range: the run's checkpoint is at round {final}, "
+                             f"so 0 <= round <= {final}")
         rounds.add(k)
     if not rounds:
         raise UsageError("--rounds: give at least one round (e.g. --rounds 0,final)")
@@ -383,8 +399,6 @@ def models_at_rounds(task, cfg, checkpoint_state: dict, rounds: list[int]) -> di
     round is read from it, and any other round is replayed from round 0 with the run's own
     generator (the engine's draws are deterministic, and evaluation draws nothing; the
     tests check the replay against a checkpoint bit for bit)."""
-    from perfedavg.engine.rounds import initial_state, local_round
-    from perfedavg.engine.oracle import make_oracle
 
     final = int(checkpoint_state["round"])
     out = {}
@@ -405,12 +419,6 @@ def models_at_rounds(task, cfg, checkpoint_state: dict, rounds: list[int]) -> di
 def estimate_run(run_dir: str | Path, rounds: str = "0,final", options: EstimateOptions = EstimateOptions(),
                  data_dir: str | None = None, progress: bool = True) -> dict:
     """Estimate the constants of the run in ``run_dir`` at ``rounds``; returns the JSON document."""
-    from tqdm import tqdm
-
-    from perfedavg.runs import rundir
-    from perfedavg.runs.config import build_config, read_toml
-    from perfedavg.engine.objective import client_objectives
-    from perfedavg.runs.runner import resolve
 
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CHECKPOINT).exists() or not (run_dir / rundir.CONFIG).exists():
@@ -481,7 +489,6 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
 
 def write_constants(doc: dict, path: str | Path) -> Path:
     """Write the document atomically as JSON."""
-    from perfedavg.runs.rundir import atomic_write_text
 
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    rundir.atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return Path(path)

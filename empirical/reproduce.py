@@ -20,10 +20,9 @@ Notes
 * **The adaptation step** is :func:`perfedavg.engine.rounds.evaluate`'s: one *full-batch*
   gradient step of size α on the user's whole local training (or test) data.  The
   paper says "one step of SGD"; with a user's test set of 80-160 MNIST images (30-60
-  on CIFAR-10) and batch 40 that step would be noisier.  Measured on MNIST (K = 300,
-  τ = 10, α = 0.01, where the step matters most: FedAvg 85.4 -> 92.2 %, HF 57.6 ->
-  94.5 %): one step on a random batch of 40 gave 92.1 and 94.4 % on average over 5
-  draws (spread ±0.3), so the full-batch step stands in for "one step of SGD" here.
+  on CIFAR-10) and batch 40 that step would be noisier, but its mean is the full-batch
+  step's within a few tenths of a point (``benchmarks/README.md``), so the full-batch
+  step stands in for "one step of SGD" here.
 * ``eval_batch = N`` (``--eval-batch N``) adds the literal protocol: each user's one
   adaptation step is a stochastic gradient step on a batch of N samples drawn (without
   replacement) from the protocol's data -- its test set (paper) or training set -- by
@@ -31,51 +30,64 @@ Notes
   seed and round K), from the cell's final model after training, so the training stream is
   untouched and the numbers equal ``perfedavg run --set eval_batch=N``'s at round K.  The
   result is stored in the cell as ``eval_batch<N>.json`` and shown as two more tables.
-  ``0`` (default) keeps the full-batch step only.  Measured on MNIST cells (K = 1000,
-  τ = 10, seed 0, five batch-40 draws each): the batch step's mean is within 0.2 point
-  of the full-batch step in every cell (α = 0.01: FedAvg 94.58 full vs 94.63 batch, FO
-  95.61 vs 95.67, HF 96.04 vs 96.01), draws spread by at most ±0.35.
+  ``0`` (default) keeps the full-batch step only.
 * **Input scaling** (``task.normalize``, ``--normalize``): with plain x/255 inputs
-  (``none``) the same MNIST cells train much more slowly (seed 0, K = 1000, τ = 10,
-  test-data step, FedAvg / FO / HF: α = 0.001 85.1 / 85.7 / 85.8 % against 91.3 /
-  91.4 / 91.4 % standardized; α = 0.01 89.3 / 90.7 / 93.9 against 94.6 / 95.6 /
-  96.0).  Unnormalized FedAvg (85.1) is closer to the recalled 76 % (PAPER.md §7)
-  than standardized (91.3), but still above the recalled ±5 range.
+  (``none``) the same MNIST cells train much more slowly; the accuracies of both
+  scalings are in ``benchmarks/README.md``.
 * **Cost**: an evaluation computes the exact F and ∇F of all 50 users by double
   backward on full data, which costs about as much as 20-50 training rounds; the table
   needs only the final model, so cells evaluate rounds 0 and K only (``eval_every = 0``).
-* **Parallelism**: the cells run through the sweep runner (:mod:`perfedavg.sweep.backends`),
+* **Parallelism**: the cells run through the sweep runner (:mod:`perfedavg.sweep`),
   ``Plan.workers`` processes with ``Plan.threads`` torch threads each (default one thread
-  per core); on this shared 2-core machine two threads in one process were 25x slower per
-  round than one, while two one-thread processes side by side run at nearly twice the
-  rate of one.
+  per core): a cell's per-round matrices are small, so cells side by side use the cores
+  better than threads inside one cell.
+
+Over 400 lines on purpose: planning the cells, running them, collecting the table and writing it
+(markdown, LaTeX) are one pipeline over one :class:`Plan`, read top to bottom.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import statistics
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from perfedavg.runs import rundir
-from perfedavg.runs.config import build_config
+import torch
+from tqdm import tqdm
+
+from perfedavg.engine.objective import client_batches, personalized_test_metrics
+from perfedavg.engine.rounds import eval_batch_generator
 from perfedavg.errors import UsageError
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.names import table1_cell_path
+from perfedavg.runs.registry import resolved_task_table
+from perfedavg.runs.resolve import resolve
+from perfedavg.runs.runner import run_from_trained
+from perfedavg.runs.status import TASK_NEUTRAL, is_done, is_finished, run_status, same_training
+from perfedavg.sweep.scheduler import SweepOptions, run_sweep
+from perfedavg.sweep.spec import Unit
+
+from .data import load_dataset
+from .partition import make_partition, plot_partition, summary_markdown
+from .tasks import ImageTaskOptions, partition_options
 
 ROWS = ((10, 0.001), (4, 0.001), (10, 0.01))
 METHODS = ("fedavg", "fo", "hf")
-METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)", "exact": "Per-FedAvg (exact HVP)"}
-PROTOCOLS = {"test": "adaptation step on test data (paper's protocol)", "train": "adaptation step on training data (leak-free)"}
+METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)",
+                "exact": "Per-FedAvg (exact HVP)"}
+PROTOCOLS = {"test": "adaptation step on test data (paper's protocol)",
+             "train": "adaptation step on training data (leak-free)"}
 #: the paper's hyper-parameters [recalled]
-PAPER = {"K": 1000, "r": 0.2, "beta": 0.001, "D": 40, "D1": 40, "D2": 40, "delta": 0.001}
+PAPER: dict[str, Any] = {"K": 1000, "r": 0.2, "beta": 0.001, "D": 40, "D1": 40, "D2": 40, "delta": 0.001}
 #: rounds of ``--quick``
 QUICK_K = 30
 #: the extra column the paper could not afford
 EXTRA_METHODS = ("exact",)
-#: how ``eval_batch<N>.json`` files were drawn (older files, drawn otherwise, are redone)
+#: how ``eval_batch<N>.json`` files are drawn (a file that names other draws is redone)
 EVAL_BATCH_DRAWS = "perfedavg.engine.rounds.eval_batch_generator(seed, round)"
 
 
@@ -85,9 +97,8 @@ class Plan:
 
     ``eval_every = 0`` evaluates only round 0 and round K (the table needs only the
     final model; each evaluation costs several rounds' time, see the module notes).
-    ``threads``: torch intra-op threads of each cell's process (1 is fastest on a shared
-    2-core machine: measured 0.12 s against 3.3 s per FedAvg round on MNIST with 2
-    threads under contention, because the per-round matrices are small); ``workers``
+    ``threads``: torch intra-op threads of each cell's process (1 by default: the
+    per-round matrices are small, so more threads mostly contend); ``workers``
     cells run at once (the sweep runner's process pool, or Ray tasks with ``backend``
     ``ray``): the cells are independent runs, so the cores are used by running cells side
     by side rather than by threads inside a cell.
@@ -102,7 +113,7 @@ class Plan:
     data_dir: str = ""
     download: bool = False
     threads: int = 1
-    #: cells run at once, each in its own process (``None``: the usable cores / ``threads``, 2 x 1 on a 2-core machine)
+    #: cells run at once, each in its own process (``None``: the usable cores / ``threads``)
     workers: int | None = None
     #: the sweep runner's backend: ``local`` (a process pool here) or ``ray``
     backend: str = "local"
@@ -114,7 +125,7 @@ class Plan:
     eval_batch: int = 0
 
     @staticmethod
-    def quick(**kw) -> "Plan":
+    def quick(**kw) -> Plan:
         """A reduced version (30 rounds, one seed) for smoke tests: a few minutes."""
         return Plan(**{"seeds": 1, "K": QUICK_K, **kw})
 
@@ -127,7 +138,8 @@ class Plan:
 
 
 def cell_dir(out: Path, dataset: str, tau: int, alpha: float, method: str, seed: int) -> Path:
-    return out / "runs" / dataset / f"tau{tau}-alpha{alpha:g}" / f"{method}-seed{seed}"
+    """The run directory of a cell: ``out/runs/`` and :func:`perfedavg.runs.names.table1_cell_path`."""
+    return out / "runs" / table1_cell_path(dataset, tau, alpha, method, seed)
 
 
 def cell_config(plan: Plan, dataset: str, tau: int, alpha: float, method: str, seed: int):
@@ -155,7 +167,6 @@ def trained_in(plan: Plan, dataset: str, tau: int, alpha: float, method: str, se
 def check_data(plan: Plan) -> None:
     """Fail fast, before any run starts, when a data set is missing: one line listing the
     three ways to provide it (``--data-dir``, ``$PERFEDAVG_DATA``, ``--download``)."""
-    from .data import load_dataset
 
     for dataset in plan.datasets:
         load_dataset(dataset, plan.data_dir or None, download=plan.download)
@@ -164,16 +175,13 @@ def check_data(plan: Plan) -> None:
 def write_partitions(plan: Plan, out: Path) -> dict[str, dict]:
     """For each data set: the users' split the cells use (the paper's, seed 0), as a
     picture ``partition-<dataset>.png`` and a table ``partition-<dataset>.md`` next to Table 1."""
-    from .data import load_dataset
-    from .partition import make_partition, plot_partition, summary_markdown
-
-    from .tasks import ImageTaskOptions, partition_options
 
     written = {}
     for dataset in plan.datasets:
         ds = load_dataset(dataset, plan.data_dir or None, download=plan.download)
         o = ImageTaskOptions(**{k: v for k, v in plan.task.items() if k not in ("data_dir", "download")})
-        part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **partition_options(dataset, o))
+        part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed,
+                              **partition_options(dataset, o))
         title = f"{ds.label}: {part.describe()}"
         png, md = out / f"partition-{dataset}.png", out / f"partition-{dataset}.md"
         plot_partition(part, png, classes=ds.classes, title=title)
@@ -192,26 +200,22 @@ def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
     The sweep runner's worker (:func:`perfedavg.sweep.backends.execute_unit`) resumes a
     checkpoint only when its config equals the unit's exactly; a Table 1 cell with the same
     training settings but fewer rounds (or another data root, evaluation or checkpoint
-    frequency: :data:`_NEUTRAL`) is the same trajectory and is continued: its checkpoint's
+    frequency: :func:`perfedavg.runs.status.same_training`) is the same trajectory and is continued: its checkpoint's
     config is set to the cell's new one (:func:`_adopt_checkpoint`), as
     ``run_config(resume=True, force=True)`` would record it at its next checkpoint.  A cell
     with other settings keeps its checkpoint, which the worker then cannot resume: it starts
     the cell over."""
-    from perfedavg.sweep.spec import Unit
-    from perfedavg.runs.registry import resolved_task_table
 
-    units, actions, tasks = [], {}, {}
+    units: list[Unit] = []
+    actions: dict[str, str] = {}
+    tasks: dict[str, dict] = {}
     for dataset, tau, alpha, method, seed in plan.cells():
         if trained_in(plan, dataset, tau, alpha, method, seed):
             continue  # evaluated from its twin's model after the sweep (_evaluate_twins)
-        cfg = cell_config(plan, dataset, tau, alpha, method, seed)
-        key = repr(sorted(cfg.task.items()))
-        if key not in tasks:
-            tasks[key] = resolved_task_table(cfg.task)
-        cfg = cfg.replace(task=tasks[key])  # as the runner saves it, so the worker recognizes its own cell
+        cfg = _resolved_cell_config(plan, (dataset, tau, alpha, method, seed), tasks)
         directory = cell_dir(out, dataset, tau, alpha, method, seed)
         done = _done_round(directory, cfg)
-        if done == cfg.K and _status(directory) == "finished":
+        if done == cfg.K and is_finished(run_status(directory)):
             continue
         if done is not None and done <= cfg.K:
             _adopt_checkpoint(directory, cfg)
@@ -225,9 +229,19 @@ def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
     return units, actions
 
 
+def _resolved_cell_config(plan: Plan, cell: tuple, tasks: dict):
+    """:func:`cell_config` with its task table resolved as the runner saves it (so the sweep's worker
+    recognizes its own cell); ``tasks`` caches the resolved tables."""
+    cfg = cell_config(plan, *cell)
+    key = repr(sorted(cfg.task.items()))
+    if key not in tasks:
+        tasks[key] = resolved_task_table(cfg.task)
+    return cfg.replace(task=tasks[key])
+
+
 def _adopt_checkpoint(directory: Path, cfg) -> None:
     """Record ``cfg`` as the config of ``directory``'s checkpoint (same cell, other
-    :data:`_NEUTRAL` options), atomically; the training state is untouched."""
+    options that do not change training), atomically; the training state is untouched."""
     path = directory / rundir.CHECKPOINT
     payload = rundir.read_checkpoint(path)
     if payload["config"] != cfg.to_dict():
@@ -243,9 +257,6 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     threads, on ``plan.backend`` (``local`` process pool or ``ray``); a worker that dies
     loses only its cell, which is retried (and resumes from its checkpoint).  The sweep
     runner's own record of this invocation is ``out/sweep_summary.{md,json}``."""
-    import torch
-
-    from perfedavg.sweep.backends import SweepOptions, run_sweep
 
     out = Path(out)
     # force: a cell's saved config.toml may differ from the unit's in neutral options (see cell_units)
@@ -257,14 +268,14 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     partitions = write_partitions(plan, out)
     units, actions = cell_units(plan, out)
     timings: dict[str, float] = {}
-    invocation = {"cells_run": len(units), "actions": dict(collections.Counter(actions.values())),
+    invocation: dict[str, Any] = {"cells_run": len(units), "actions": dict(collections.Counter(actions.values())),
                   "backend": plan.backend, "workers": None, "threads": plan.threads, "wall_seconds": 0.0}
     if units:
         report = run_sweep(units, out, options)
         invocation.update(workers=report.bench.get("workers"), wall_seconds=report.wall_seconds)
         if report.interrupted:
             raise KeyboardInterrupt
-        failed = [(name, row["error"]) for name, row in report.rows.items() if row["status"] not in ("finished", "diverged")]
+        failed = [(name, row["error"]) for name, row in report.rows.items() if not is_done(row["status"])]
         if failed:
             name, error = failed[0]
             raise UsageError(f"{len(failed)} Table 1 cell(s) failed, first runs/{name}: {error} "
@@ -288,52 +299,32 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
 def _evaluate_twins(plan: Plan, out: Path, progress: bool) -> int:
     """Write every FedAvg cell that :func:`trained_in` a twin and is not finished at K, from
     its twin's final model; returns how many were written."""
-    from tqdm import tqdm
 
-    from perfedavg.runs.runner import run_from_trained
-
-    todo = []
+    todo: list[tuple] = []
+    tasks: dict[str, dict] = {}
     for cell in plan.cells():
         twin = trained_in(plan, *cell)
         if twin is not None:
-            directory, cfg = cell_dir(out, *cell), cell_config(plan, *cell)
-            if not (_done_round(directory, cfg) == cfg.K and _status(directory) == "finished"):
+            directory, cfg = cell_dir(out, *cell), _resolved_cell_config(plan, cell, tasks)
+            if not (_done_round(directory, cfg) == cfg.K and is_finished(run_status(directory))):
                 todo.append((cfg, directory, cell_dir(out, *twin)))
-    for cfg, directory, source in tqdm(todo, desc="FedAvg cells from their twin", unit="cell", disable=not progress or not todo):
+    for cfg, directory, source in tqdm(todo, desc="FedAvg cells from their twin", unit="cell",
+                                       disable=not progress or not todo):
         run_from_trained(cfg, directory, source)
     return len(todo)
 
 
-#: run options that do not change the trained model (a cell with other values is the same cell)
-_NEUTRAL = ("K", "eval_every", "checkpoint_every", "task")
-_NEUTRAL_TASK = ("data_dir", "download")
-
-
 def _done_round(directory: Path, cfg) -> int | None:
-    """The round ``directory``'s checkpoint holds when it is the same cell as ``cfg`` (equal
-    options except K, evaluation and checkpoint frequency, and where the data live), else
-    ``None``.  A cell run with fewer rounds is continued bit for bit by resuming (the
-    trajectory does not depend on K); one with other settings is run again."""
-    from perfedavg.runs.config import read_toml
-
+    """The round ``directory``'s checkpoint holds when it trains the same model as ``cfg``
+    (:func:`perfedavg.runs.status.same_training`: equal options except K, evaluation and
+    checkpoint frequency, and where the data live), else ``None``.  A cell run with fewer rounds
+    is continued bit for bit by resuming; one with other settings is run again."""
     try:
         saved = build_config(read_toml(directory / rundir.CONFIG))
         state = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]
     except (UsageError, OSError):
         return None
-    mine, theirs = cfg.to_dict(), saved.to_dict()
-    if any(mine[k] != theirs[k] for k in mine if k not in _NEUTRAL):
-        return None
-    if any(theirs["task"].get(k) != v for k, v in mine["task"].items() if k not in _NEUTRAL_TASK):
-        return None
-    return int(state["round"])
-
-
-def _status(directory: Path) -> str | None:
-    try:
-        return json.loads((directory / rundir.SUMMARY).read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    return int(state["round"]) if same_training(cfg.to_dict(), saved.to_dict()) else None
 
 
 def collect(plan: Plan, out: Path) -> dict:
@@ -341,14 +332,14 @@ def collect(plan: Plan, out: Path) -> dict:
     rows = []
     for dataset in plan.datasets:
         for tau, alpha in plan.rows:
-            row = {"dataset": dataset, "tau": tau, "alpha": alpha, "cells": {}}
+            row: dict[str, Any] = {"dataset": dataset, "tau": tau, "alpha": alpha, "cells": {}}
             for method in plan.methods:
                 finals, summaries, label = [], [], dataset
                 for seed in range(plan.seeds):
                     directory = cell_dir(out, dataset, tau, alpha, method, seed)
                     summary = rundir.read_json(directory / rundir.SUMMARY)
                     summaries.append(summary)
-                    if summary["status"] != "finished":
+                    if not is_finished(summary["status"]):
                         raise UsageError(f"{directory} did not finish ({summary['status']}: {summary['message']})")
                     if summary.get("rounds_completed") != plan.K:
                         raise UsageError(f"{directory} ran {summary.get('rounds_completed')} rounds, not K={plan.K}: "
@@ -356,15 +347,16 @@ def collect(plan: Plan, out: Path) -> dict:
                     final = dict(summary["final"])
                     if plan.eval_batch:
                         extra = rundir.read_json(directory / f"eval_batch{plan.eval_batch}.json")
-                        final.update({f"personalized_accuracy_{p}_batch_step": extra[f"personalized_accuracy_{p}_batch_step"]
-                                      for p in PROTOCOLS})
+                        final.update({f"personalized_accuracy_{p}_batch_step":
+                                      extra[f"personalized_accuracy_{p}_batch_step"] for p in PROTOCOLS})
                     finals.append(final)
                     label = summary.get("task", dataset)
                 row["label"] = label
                 row["cells"][method] = {
                     protocol: _mean_std([100 * f[f"personalized_accuracy_{protocol}_step"] for f in finals])
                     for protocol in PROTOCOLS
-                } | {f"{protocol}_batch": _mean_std([100 * f[f"personalized_accuracy_{protocol}_batch_step"] for f in finals])
+                } | {f"{protocol}_batch":
+                     _mean_std([100 * f[f"personalized_accuracy_{protocol}_batch_step"] for f in finals])
                      for protocol in (PROTOCOLS if plan.eval_batch else ())
                      } | {"global": _mean_std([100 * f["global_accuracy"] for f in finals]),
                      "train_loss_f": _mean_std([f["f"] for f in finals]),
@@ -384,7 +376,6 @@ def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[st
     PAPER.md §2 [recalled]); the mean over users of the accuracy on its test set.  Drawn in the order of
     :func:`perfedavg.engine.rounds.evaluate`, so with ``eval_batch_generator(seed, K)`` it equals the
     ``*_batch_step`` metrics of ``perfedavg run --set eval_batch=N`` at round K."""
-    from perfedavg.engine.objective import client_batches, personalized_test_metrics
 
     out = {}
     for split, data in (("train", task.train), ("test", task.test)):
@@ -397,9 +388,6 @@ def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[st
 def _eval_batch_cells(plan: Plan, out: Path) -> None:
     """For ``plan.eval_batch = N``: write ``eval_batch<N>.json`` into every finished cell
     that lacks it for its final round (the task is built once per data set)."""
-    from perfedavg.runs.config import read_toml
-    from perfedavg.engine.rounds import eval_batch_generator
-    from perfedavg.runs.runner import resolve
 
     tasks = {}
     for dataset, tau, alpha, method, seed in plan.cells():
@@ -410,7 +398,7 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
         if done.get("draws") == EVAL_BATCH_DRAWS and done.get("round") == int(state["round"]):
             continue
         table = read_toml(directory / rundir.CONFIG)
-        key = repr(sorted((k, v) for k, v in table["task"].items() if k not in _NEUTRAL_TASK))
+        key = repr(sorted((k, v) for k, v in table["task"].items() if k not in TASK_NEUTRAL))
         if key not in tasks:
             tasks[key] = resolve(build_config({**table, "task": {**table["task"], "data_dir": plan.data_dir}}))[1]
         generator = eval_batch_generator(seed, int(state["round"]))
@@ -423,7 +411,8 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
 
 def _mean_std(values: list[float]) -> dict:
     r"""Mean and sample standard deviation (:math:`n-1`; 0 for one seed)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
 
 
 def _pm(stat: dict, sign: str) -> str:
@@ -470,7 +459,7 @@ def markdown(table: dict) -> str:
         lines += ["FedAvg never uses α to train (only to evaluate), so its cells at "
                   + ", ".join(f"(τ, α) = ({tau}, {alpha:g})" for tau, alpha in shared)
                   + " evaluate the model trained in the first row with the same τ; their time is the evaluation's.", ""]
-    for dataset, info in table.get("partitions", {}).items():
+    for info in table.get("partitions", {}).values():
         lines += [f"Users' split of {info['label']}: {info['describe']} "
                   f"([picture]({info['picture']}), [table]({info['table']})).", ""]
     return "\n".join(lines)
@@ -484,7 +473,8 @@ def latex(table: dict) -> str:
                 rf"\caption{{Personalized test accuracy (\%), {caption}; K={table['plan']['K']}, "
                 rf"{table['plan']['seeds']} seed(s), mean $\pm$ std.}}",
                 r"\begin{tabular}{ll" + "c" * (1 + len(methods)) + "}", r"\toprule",
-                r"Data set & $\tau$ & $\alpha$ & " + " & ".join(_method_header(m) for m in methods) + r" \\", r"\midrule"]
+                r"Data set & $\tau$ & $\alpha$ & " + " & ".join(_method_header(m) for m in methods) + r" \\",
+                r"\midrule"]
         for row in table["rows"]:
             cells = ["$" + _pm(row['cells'][m][protocol], r" \pm ") + "$" for m in methods]
             out.append(f"{row['label']} & {row['tau']} & {row['alpha']:g} & " + " & ".join(cells) + r" \\")

@@ -5,20 +5,26 @@ needs exist (:func:`ensure_run` runs a :class:`perfedavg.engine.config.RunConfig
 normal runner :func:`perfedavg.runs.runner.run_config` into a run directory, unless a
 finished one with the same config is there), records what it ran in a *manifest*
 (``<runs>/<figure>/manifest.json``), and then draws from the manifest and the run
-directories only.  A run directory's name ends with a hash of its config, so changing
-an experiment never reuses a stale result, and re-running reuses every finished one.
+directories only.  A run directory's name ends with a hash of its config
+(:func:`perfedavg.runs.names.figure_run_name`), so changing an experiment never reuses a stale
+result, and re-running reuses every finished one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from perfedavg.runs import rundir
 from perfedavg.errors import UsageError
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.names import figure_run_name
+from perfedavg.runs.runner import run_config
+from perfedavg.runs.status import is_finished, run_status
+
+__all__ = ["LEVELS", "MANIFEST", "Run", "Skip", "ensure_run", "fit_slope", "load_run", "mean_and_halfwidth",
+           "read_manifest", "run_name", "write_manifest"]
 
 #: scales of an experiment: ``tiny`` (tests: seconds), ``quick`` (a draft of everything: ~minutes), ``full``
 LEVELS = ("tiny", "quick", "full")
@@ -29,37 +35,21 @@ class Skip(Exception):
     """A figure cannot be drawn (its inputs are missing): the message says why and what to run."""
 
 
-def config_hash(config: dict) -> str:
-    """First 10 hex digits of the SHA-1 of the config's canonical JSON (sorted keys)."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def run_name(label: str, config: dict) -> str:
-    """Directory name ``<label>-<config hash>``."""
-    return f"{label}-{config_hash(config)}"
-
-
-def is_finished(directory: Path) -> bool:
-    """``summary.json`` says ``finished``."""
-    try:
-        return json.loads((Path(directory) / rundir.SUMMARY).read_text()).get("status") == "finished"
-    except (OSError, ValueError):
-        return False
+#: a figure's run directory is named ``<label>-<config hash>``
+run_name = figure_run_name
 
 
 def ensure_run(config: dict, directory: Path) -> Path:
     """Run ``config`` (a run-config dict: top-level options plus ``task``) into ``directory``
-    with :func:`perfedavg.runs.runner.run_config` unless a finished run is already there."""
-    from perfedavg.runs.config import build_config
-    from perfedavg.runs.runner import run_config
-
+    with :func:`perfedavg.runs.runner.run_config` unless a finished run is already there (a figure
+    draws from the run's final records, so a diverged one is run again and reported)."""
     directory = Path(directory)
-    if is_finished(directory):
+    if is_finished(run_status(directory)):
         return directory
     cfg = build_config(config)
     resume = (directory / rundir.CHECKPOINT).exists()
     result = run_config(cfg, directory, resume=resume, force=True, progress=False)
-    if result.status != "finished":
+    if not is_finished(result.status):
         raise UsageError(f"run {directory} ended {result.status}: {result.summary.get('message', '')}")
     return directory
 
@@ -97,7 +87,8 @@ class Run:
     def tail_mean(self, key: str = "grad_norm_sq_F", fraction: float = 0.5) -> float:
         r"""Mean of ``key`` over the evaluated rounds :math:`k \ge (1-\text{fraction})K` (the stationary floor)."""
         K = self.config["K"]
-        values = [float(r[key]) for r in self.records if key in r and r["round"] >= (1 - fraction) * K and r["round"] > 0]
+        values = [float(r[key]) for r in self.records
+                  if key in r and r["round"] >= (1 - fraction) * K and r["round"] > 0]
         if not values:
             raise UsageError(f"{self.directory}: no '{key}' in the last {fraction:.0%} of the rounds")
         return sum(values) / len(values)
@@ -105,8 +96,6 @@ class Run:
 
 def load_run(directory: str | Path) -> Run:
     """Read ``config.toml``, ``metrics.jsonl`` and ``summary.json`` of a run directory."""
-    from perfedavg.runs.config import read_toml
-
     directory = Path(directory)
     return Run(directory, read_toml(directory / rundir.CONFIG), rundir.read_metrics(directory),
                rundir.read_json(directory / rundir.SUMMARY))

@@ -13,7 +13,7 @@ users' iterates (:math:`\bar w_{k+1,0}=w_k`) and :math:`\nabla F` from full loca
 for all seeds in one batched double-backward (:func:`grad_F_batched`).
 
 :func:`write_run_dirs` stores each seed as a run directory (``config.toml``,
-``metrics.jsonl``, ``summary.json``) in the format of :mod:`perfedavg.runs.runner`, with the
+``metrics.jsonl``, ``summary.json``) through :mod:`perfedavg.runs.rundir`, as the runner does, with the
 objective metrics (``F``, ``grad_norm_sq_F``, ``f``, ``grad_norm_sq_f``,
 ``stationarity_avg``) at every evaluated round (no personalized test metrics, no
 checkpoint: a batched run is short and is redone whole if interrupted).
@@ -21,7 +21,7 @@ checkpoint: a batched run is short and is redone whole if interrupted).
 
 from __future__ import annotations
 
-import json
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +30,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from perfedavg.runs import rundir
 from perfedavg.engine.config import RunConfig
-from perfedavg.runs.config import dumps_toml
-from perfedavg.engine.rounds import DTYPES, check_config_against_task, local_rounds
+from perfedavg.engine.objective import client_objectives_grad_f
 from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.rounds import DTYPES, check_config_against_task, local_rounds
 from perfedavg.engine.task import Task
+from perfedavg.runs import rundir
+from perfedavg.runs.status import DIVERGED, FINISHED
 
+from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity
+from .quadratic import client_moments, exact_objectives
 
 _GATHER_CACHE: dict = {}
 
@@ -59,8 +62,6 @@ def grad_F_batched(task: Task, W: Tensor, alpha: float) -> tuple[Tensor, Tensor,
     r"""For shared models ``W (S, P)``: :math:`F(w_s)`, :math:`\|\nabla F(w_s)\|^2`, :math:`f(w_s)`,
     :math:`\|\nabla f(w_s)\|^2`, each ``(S,)``, exactly from full local data (all users at once)."""
     if task.name == "quadratic":  # closed form (synthetic.quadratic.exact_objectives): same values, no autograd
-        from .quadratic import exact_objectives
-
         return tuple(v.to(W.dtype) for v in _closed_form(task, exact_objectives, W, alpha))
     X, Y, Pw = _gathered(task)
     S, n, P = W.shape[0], X.shape[0], W.shape[1]
@@ -84,35 +85,25 @@ def heterogeneity_batched(task: Task, W: Tensor) -> tuple[Tensor, Tensor]:
     and :math:`\gamma_H^2(w_s)=\frac1n\sum_i\|\nabla^2f_i(w_s)-\nabla^2f(w_s)\|_{op}^2`, each ``(S,)``, exactly
     from full local data (closed form for the quadratic task, where :math:`\nabla f_i = H_iw - c_i` and the
     Hessians :math:`H_i` do not depend on w; autograd, one double backward per parameter, otherwise)."""
-    from perfedavg.engine.objective import client_objectives_grad_f
-
-    from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity
-
     if task.name == "quadratic":
-        from .quadratic import client_moments
-
         H, c = client_moments(task.train)
         grads = torch.einsum("nab,sb->sna", H, W.double()) - c  # (S, n, d)
         gG = (grads - grads.mean(1, keepdim=True)).square().sum(-1).mean(1)
         gH = torch.full_like(gG, hessian_dissimilarity(H))
         return gG, gH
-    import importlib
-
     module = importlib.import_module(f"synthetic.{task.name}")
     hessians = getattr(module, "client_hessians", None)  # a closed form, where the task module has one
-    gG, gH = [], []
+    gradient_gaps, hessian_gaps = [], []
     for w in W:
-        gG.append(gradient_dissimilarity(client_objectives_grad_f(task.per_sample_loss, w, task.train)))
+        gradient_gaps.append(gradient_dissimilarity(client_objectives_grad_f(task.per_sample_loss, w, task.train)))
         H = hessians(task, w) if hessians is not None else client_hessians(task.per_sample_loss, w, task.train)
-        gH.append(hessian_dissimilarity(H))
-    return torch.tensor(gG, dtype=torch.float64), torch.tensor(gH, dtype=torch.float64)
+        hessian_gaps.append(hessian_dissimilarity(H))
+    return torch.tensor(gradient_gaps, dtype=torch.float64), torch.tensor(hessian_gaps, dtype=torch.float64)
 
 
 def theta_lipschitz_batched(task: Task, W: Tensor) -> Tensor:
     r"""``(S, 2)``: :math:`(L_\theta(w_s), \rho_\theta(w_s))`, the Lipschitz constants in θ of ∇l and ∇²l at
     each model (the task module's ``theta_lipschitz``; they enter the W1 statements of PAPER.md §6)."""
-    import importlib
-
     module = importlib.import_module(f"synthetic.{task.name}")
     return torch.tensor([module.theta_lipschitz(task, w) for w in W], dtype=torch.float64)
 
@@ -158,7 +149,7 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
     nan = torch.full((S,), float("nan"), dtype=torch.float64)
     station, station_f = [nan], [nan]
     phi, phi_f = [], []
-    het = {"gG": [], "gH": [], "lip": []}
+    het: dict[str, list[Tensor]] = {"gG": [], "gH": [], "lip": []}
 
     def record_heterogeneity(w_bar):
         if track_heterogeneity:
@@ -212,47 +203,32 @@ def eval_rounds(cfg: RunConfig) -> list[int]:
 
 
 def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_label: str) -> None:
-    r"""One run directory per seed, in :mod:`perfedavg.runs.runner`'s layout so figures read both alike:
-    ``config.toml`` (the resolved config with that seed, :func:`perfedavg.runs.config.dumps_toml`),
-    ``metrics.jsonl`` (one record per evaluated round: ``round``, ``F``, ``grad_norm_sq_F``, ``f``,
-    ``grad_norm_sq_f`` and, from round 1 when tracked, ``stationarity_avg``) and ``summary.json``
-    (the runner's keys ``status``, ``message``, ``rounds_completed``, ``checkpoint_round``,
-    ``diverged_at_round``, ``signal``, ``final``, ``wall_seconds`` (the batched loop's time
-    divided by the number of seeds), ``task``, ``code_version``, ``versions``; plus this engine's
-    per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``,
-    ``stationarity_f_by_round`` (FedAvg's (1/(τk))ΣΣ‖∇f(w̄)‖²) and ``max_w_norm``, and with
-    heterogeneity tracking ``gamma_G2_trajectory``, ``gamma_H2_trajectory``,
-    ``theta_lipschitz_trajectory``).  Every file is written atomically (:mod:`perfedavg.runs.rundir`), summary last:
+    r"""One run directory per seed, written by :mod:`perfedavg.runs.rundir` as the runner writes its own, so
+    figures read both alike: ``config.toml`` (the resolved config with that seed), ``metrics.jsonl`` (one record
+    per evaluated round: ``round``, ``F``, ``grad_norm_sq_F``, ``f``, ``grad_norm_sq_f`` and, from round 1 when
+    tracked, ``stationarity_avg``) and ``summary.json`` (:func:`perfedavg.runs.rundir.run_summary`, with
+    ``wall_seconds`` the batched loop's time divided by the number of seeds and no ``cpu_seconds``; plus this
+    engine's per-round series ``grad_norm_sq_F_by_round``, ``stationarity_by_round``, ``phi_by_round``,
+    ``stationarity_f_by_round`` (FedAvg's (1/(τk))ΣΣ‖∇f(w̄)‖²) and ``max_w_norm``, and with heterogeneity
+    tracking ``gamma_G2_trajectory``, ``gamma_H2_trajectory``, ``theta_lipschitz_trajectory``).  Summary last:
     a directory whose summary says ``finished`` is complete."""
-    code = rundir.code_version(cfg.task["name"])
-    versions = rundir.library_versions()
+    origin = rundir.provenance(cfg.task["name"], task_label)
     for s, (seed, out) in enumerate(zip(runs.seeds, out_dirs)):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         c = cfg.replace(seed=seed)
-        rundir.atomic_write_text(out / rundir.CONFIG, dumps_toml(c.to_dict()))
-        lines = []
+        rundir.write_config(out, c.to_dict())
+        records = []
         for k in eval_rounds(c):
             rec = {"round": k, "F": runs.F[s, k], "grad_norm_sq_F": runs.grad_norm_sq_F[s, k], "f": runs.f[s, k],
                    "grad_norm_sq_f": runs.grad_norm_sq_f[s, k]}
             if k > 0 and np.isfinite(runs.stationarity[s, k]):
                 rec["stationarity_avg"] = runs.stationarity[s, k]
-            lines.append(json.dumps({key: float(v) if key != "round" else int(v) for key, v in rec.items()}))
-        rundir.atomic_write_text(out / rundir.METRICS, "\n".join(lines) + "\n")
-        finite = bool(np.isfinite(runs.F[s]).all() and np.isfinite(runs.grad_norm_sq_F[s]).all())
-        bad = None if finite else int(np.flatnonzero(~np.isfinite(runs.F[s]) | ~np.isfinite(runs.grad_norm_sq_F[s]))[0])
-        summary = {
-            "status": "finished" if finite else "diverged",
-            "message": "" if finite else f"F or its gradient norm is not finite at round {bad}",
-            "rounds_completed": c.K if finite else bad - 1,
-            "checkpoint_round": None,
-            "diverged_at_round": bad,
-            "signal": None,
-            "final": json.loads(lines[-1]),
-            "wall_seconds": runs.wall_seconds / len(runs.seeds),
-            "task": task_label,
-            "code_version": code,
-            "versions": versions,
+            records.append({key: float(v) if key != "round" else int(v) for key, v in rec.items()})
+        rundir.write_metrics(out, records)
+        not_finite = ~np.isfinite(runs.F[s]) | ~np.isfinite(runs.grad_norm_sq_F[s])
+        bad = int(np.flatnonzero(not_finite)[0]) if not_finite.any() else None
+        extra = {
             "engine": "synthetic.batched (seeds vectorized)",
             "stationarity_by_round": runs.stationarity[s].tolist()[1:],
             "grad_norm_sq_F_by_round": runs.grad_norm_sq_F[s].tolist(),
@@ -260,20 +236,13 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
             "max_w_norm": float(runs.max_w_norm[s]) if runs.max_w_norm is not None else None,
             "stationarity_f_by_round": runs.stationarity_f[s].tolist()[1:] if runs.stationarity_f is not None else None,
         }
-        if runs.gamma_G2 is not None:
-            summary.update(gamma_G2_trajectory=runs.gamma_G2[s].tolist(), gamma_H2_trajectory=runs.gamma_H2[s].tolist(),
-                           theta_lipschitz_trajectory=runs.theta_lipschitz[s].tolist())
-        rundir.atomic_write_json(out / rundir.SUMMARY, summary)
-
-
-def is_finished(out: Path) -> bool:
-    """A run directory whose summary says finished or diverged (a completed outcome: resume skips it)."""
-    try:
-        return json.loads((Path(out) / rundir.SUMMARY).read_text()).get("status") in ("finished", "diverged")
-    except (OSError, ValueError):
-        return False
-
-
-def read_summary(out: Path) -> dict:
-    """``summary.json`` of a run directory."""
-    return json.loads((Path(out) / rundir.SUMMARY).read_text())
+        if runs.gamma_G2 is not None and runs.gamma_H2 is not None and runs.theta_lipschitz is not None:
+            extra.update(gamma_G2_trajectory=runs.gamma_G2[s].tolist(), gamma_H2_trajectory=runs.gamma_H2[s].tolist(),
+                         theta_lipschitz_trajectory=runs.theta_lipschitz[s].tolist())
+        summary = rundir.run_summary(
+            FINISHED if bad is None else DIVERGED,
+            message="" if bad is None else f"F or its gradient norm is not finite at round {bad}",
+            rounds_completed=c.K if bad is None else bad - 1, checkpoint_round=None, diverged_at_round=bad,
+            signal=None, final=records[-1], wall_seconds=runs.wall_seconds / len(runs.seeds), cpu_seconds=None,
+            origin=origin, **extra)
+        rundir.write_summary(out, summary)

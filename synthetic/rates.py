@@ -5,8 +5,8 @@ least squares, d = 2, n = 10 users on 5 balanced cones, 200 support points, exac
 stated domain ‖w‖ ≤ W = 2, checked against the recorded max ‖w̄‖ of every run), where F is a
 well-conditioned quadratic with a finite minimiser w*_α known in closed form
 (:func:`synthetic.quadratic.minimizer_F`), so stationary floors are reached in tens of
-rounds.  (The previous logistic version measured a transient: μ_F ≈ 0.01–0.02 there, so
-150 rounds at β = 0.5 never reached the floor.)  Per-FedAvg with exact Hessian-vector
+rounds (on the logistic task μ_F is small and a run of a few hundred rounds measures a
+transient, not the floor).  Per-FedAvg with exact Hessian-vector
 products unless said; float64; seeds vectorized (:mod:`synthetic.batched`); every seed is a
 run directory under ``--out`` (finished ones are reused: the sweep resumes).
 
@@ -32,7 +32,8 @@ row                    measured                                           derive
 opt. term vs K         Φ_K − floor from w_0 = 0, low noise (batches 100)   optimization (2Δ₀/(βτK))
 floor vs β             stationary φ, τ = 1, D' = 1 (gradient noise)         stochastic gradient (L_Fβs²/n)
 drift vs τ             φ(τ) − φ(1), h = 1, batches 200, β·τ_max fixed       local drift (2L_F²Q̄(τ))
-noise-free drift (2)   φ_∞(τ) of the noise-free cycle, h = 1 (exact)       local drift, s = b = 0 (two β: Γ down to 0.2; Γ ≈ 1)
+noise-free drift (2)   φ_∞(τ) of the noise-free cycle, h = 1 (exact)       local drift, s = b = 0
+                                                                          (two β: Γ down to 0.2; Γ ≈ 1)
 floor vs D             stationary φ, D' = D'' = 200, α = 1, D varied       stochastic gradient + bias floor
 drift vs τ (Γ~1)       as drift vs τ at β τ_max = 0.06 (Γ ≥ 0.89), batches 1000  local drift, 1/Γ ≈ 1 (--full)
 floor vs TV            φ(h) − φ(0), r = 0.2 (client sampling)               γ-part of client sampling (γ via TV)
@@ -44,18 +45,39 @@ HF error vs δ          ‖d_HF − d_exact‖ (logistic, ρ > 0), same batches 
 Plus the derived explicit bound with the task's exact constants, checked to lie above the
 measured Φ_K (upper end of its interval) at every K of the K-row's run, and the same for FedAvg
 (``theory``'s FedAvg bound against FedAvg's own (1/(τK)) ΣΣ ‖∇f(w̄)‖², :func:`fedavg_bound_check`).
+
+Over 400 lines on purpose: the module is the table above, one recipe per row sharing the same
+runs, floors and fits; each row reads next to the helpers it uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
+
+from perfedavg.engine.config import RunConfig
+from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.sampling import draw_batch
+from perfedavg.runs.names import seed_batch_name, seed_dir_name
+from perfedavg.runs.registry import build_task
+from perfedavg.runs.resolve import resolve
+from perfedavg.runs.rundir import SUMMARY, output_dir, read_json
+from perfedavg.runs.status import is_done, run_status
+from theory import distances, lemmas
+from theory.checks_api import convergence, fedavg_convergence, upper_bound_holds
+
+from .batched import run_seeds, write_run_dirs
+from .common import rms
+from .measure import fit_exponent, global_constants, task_module
+from .quadratic import client_moments, noise_free_cycle, theta_lipschitz
 
 #: A predicted exponent PASSes when it lies within this distance of the fitted 95 % interval; a PASS that
 #: needs it (the prediction lies outside the interval itself) is flagged ``pass_needs_tolerance`` and printed
@@ -151,7 +173,6 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 def _config(changes: dict):
     """A RunConfig: ``BASE`` updated by ``changes`` (its ``task`` table merged; a different task name starts
     from that task's defaults)."""
-    from perfedavg.engine.config import RunConfig
 
     data = json.loads(json.dumps(BASE))
     task = dict(data.pop("task"))
@@ -164,32 +185,31 @@ def _config(changes: dict):
     return RunConfig(**data, task=task)
 
 
-def _slug(cfg) -> str:
-    text = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+#: the folder of a configuration's seeds, under the name the tests use
+_slug = seed_batch_name
 
 
-def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = False, progress: bool = True) -> list[dict]:
+def seed_dirs(out: Path, cfg, seeds: list[int]) -> list[Path]:
+    """The run directories of ``cfg``'s seeds under ``out`` (:mod:`perfedavg.runs.names`)."""
+    return [Path(out) / seed_batch_name(cfg) / seed_dir_name(s) for s in seeds]
+
+
+def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = False,
+              progress: bool = True) -> list[dict]:
     """Run each config for all ``seeds`` (vectorized), store run dirs ``out/<slug>/seed<s>``, skip finished
     ones; returns, per config, ``{"grad_norm_sq_F": (S, K+1), "stationarity": (S, K), "phi": (S, K) or None,
     "max_w_norm": (S,), "dirs": [...]}``."""
-    import torch
-    from tqdm import tqdm
-
-    from perfedavg.runs.runner import resolve
-
-    from .batched import is_finished, read_summary, run_seeds, write_run_dirs
 
     torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared machine
     results = []
     with tqdm(total=len(configs), desc="rates", unit="config", disable=not progress, leave=False) as bar:
         for cfg in configs:
-            dirs = [Path(out) / _slug(cfg) / f"seed{s}" for s in seeds]
-            if not all(is_finished(d) for d in dirs):
+            dirs = seed_dirs(out, cfg, seeds)
+            if not all(is_done(run_status(d)) for d in dirs):
                 cfg_r, task = resolve(cfg)
                 runs = run_seeds(task, cfg_r, seeds, track_inner=track_inner)
                 write_run_dirs(runs, cfg_r, dirs, task.label or task.name)
-            sums = [read_summary(d) for d in dirs]
+            sums = [read_json(d / SUMMARY) for d in dirs]
             phi = [s.get("phi_by_round") for s in sums]
             st_f = [s.get("stationarity_f_by_round") for s in sums]
             results.append({
@@ -207,11 +227,6 @@ def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = Fa
 # ----------------------------------------------------------------------------- stationary floors
 def mu_F(cfg) -> float:
     r"""Smallest eigenvalue of :math:`\nabla^2F = \frac1n\sum_iA_iH_iA_i` (quadratic task, exact)."""
-    import torch
-
-    from perfedavg.runs.runner import resolve
-
-    from .quadratic import client_moments
 
     _, task = resolve(cfg)
     H, _ = client_moments(task.train)
@@ -225,7 +240,7 @@ def floor_config(changes: dict, length: str):
     changes.setdefault("task", {}).update({"init": "minimizer", "init_alpha": changes.get("alpha", BASE["alpha"])})
     probe = _config({**changes, "K": 1})
     T = 1.0 / (probe.beta * probe.tau * mu_F(probe))
-    return _config({**changes, "K": int(math.ceil((BURN + MEASURE[length]) * T))}), int(math.ceil(BURN * T))
+    return _config({**changes, "K": math.ceil((BURN + MEASURE[length]) * T)}), math.ceil(BURN * T)
 
 
 def stationary_floor(res: dict, burn: int) -> tuple[float, float, float]:
@@ -246,7 +261,8 @@ def fit_weighted(xs, means, halfwidths) -> tuple[float, float, float]:
     95 % interval ±1.96·s.e.·max(1, √(χ²/dof)): ``(slope, low, high)``."""
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(means, float))
     s = np.asarray(halfwidths, float) / (1.96 * np.asarray(means, float))
-    s = np.where(np.isfinite(s) & (s > 0), s, np.nanmax(np.where(np.isfinite(s), s, np.nan)) if np.isfinite(s).any() else 1.0)
+    fallback = np.nanmax(np.where(np.isfinite(s), s, np.nan)) if np.isfinite(s).any() else 1.0
+    s = np.where(np.isfinite(s) & (s > 0), s, fallback)
     s = np.maximum(s, 1e-12)
     w = 1.0 / s**2
     X = np.stack([np.ones_like(lx), lx], 1)
@@ -272,19 +288,13 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None,
     ``noise_free``: the bound for batches that are the users' whole distributions, as K → ∞
     (σ_G = σ_H = 0, so s = b = 0 for the exact variant; the optimization term, which K → ∞ removes, is left to
     the caller)."""
-    from dataclasses import replace
-
-    from perfedavg.runs.runner import resolve
-    from theory import distances
-    from theory.checks_api import convergence
-
-    from .measure import global_constants
-    from .quadratic import theta_lipschitz
 
     _, task = resolve(cfg)
     consts = global_constants(task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=cfg.K, r=cfg.r, D=cfg.D, D1=cfg.D1,
                               D2=cfg.D2, delta=cfg.delta)
     if gamma_from == "w1":
+        if w1 is None:
+            raise ValueError("bound_terms(gamma_from='w1') needs w1")
         L_theta, rho_theta = theta_lipschitz(task, w_at)
         g2 = distances.w1_gradient_bound()(L_theta=L_theta, w1=w1) if w1 > 0 else 0.0
         h2 = distances.w1_hessian_bound()(rho_theta=rho_theta, w1=w1) if w1 > 0 else 0.0
@@ -299,13 +309,9 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None,
 
 def theory_LF(cfg) -> float:
     """The derived L_F = L(1+αL)² + αρB (``theory.lemmas.smoothness_derived``) on ``cfg``'s task constants."""
-    from perfedavg.runs.runner import resolve
-    from theory import lemmas
-
-    from .measure import global_constants
 
     _, task = resolve(cfg)
-    return lemmas.smoothness_derived()(global_constants(task, cfg.alpha))
+    return float(lemmas.smoothness_derived()(global_constants(task, cfg.alpha)))
 
 
 def _row(name, xs, means, halfs, pred_terms, recalled_terms, note="", **extra) -> RateRow:
@@ -348,11 +354,11 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
 
     # 1. optimization term in K: Φ_K − floor, from w_0 = 0 (low noise), and the derived bound at every K
     Ks = list(grid["K"])
-    K_max = max(Ks)
+    K_max = int(max(Ks))
     cfg_K = _config({"K": K_max})
     (res,) = run_sweep([cfg_K], seeds, out / "K", track_inner=True, progress=progress)
     domain.append(_domain_ok([res], [cfg_K]))
-    fcfgs, _, fstats = floors("K-floor", [{}], None, None)
+    _fcfgs, _, fstats = floors("K-floor", [{}], None, None)
     floor, floor_half, _ = fstats[0]
     st = res["stationarity"]
     means, halfs = [], []
@@ -384,14 +390,15 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     taus = list(grid["tau"])
     beta_tau = 0.16 / max(taus)
     big = {"D": 200, "D1": 200, "D2": 200}
-    cfgs, _, stats = floors("tau", [{"tau": t, "beta": beta_tau, **big, "task": {"h": 1.0}} for t in [1] + taus],
+    cfgs, _, stats = floors("tau", [{"tau": t, "beta": beta_tau, **big, "task": {"h": 1.0}} for t in [1, *taus]],
                             taus, None)
     base_mean, base_half, _ = stats[0]  # τ = 1: no drift, the same per-step noise floor
     terms = [bound_terms(c) for c in cfgs[1:]]
     rows.append(_row("drift vs tau", taus, [s[0] - base_mean for s in stats[1:]],
                      [math.hypot(s[1], base_half) for s in stats[1:]],
                      [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
-                     f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, β = {beta_tau:g}: "
+                     f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, "
+                     f"β = {beta_tau:g}: "
                      "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ", lag1=[s[2] for s in stats]))
 
     # 3a. the same without noise (closed form, milliseconds): decides the τ-shape that the noisy rows cannot
@@ -418,7 +425,7 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     # 5. floor vs heterogeneity (client sampling), TV and W1 axes
     hs = list(grid["h"])
     het = {"r": 0.2, "D": 200, "D1": 200, "D2": 200}
-    cfgs, _, stats = floors("h", [{**het, "task": {"h": h}} for h in [0.0] + hs], None, None)
+    cfgs, _, stats = floors("h", [{**het, "task": {"h": h}} for h in [0.0, *hs]], None, None)
     base_mean, base_half, _ = stats[0]
     means = [s[0] - base_mean for s in stats[1:]]
     halfs = [math.hypot(s[1], base_half) for s in stats[1:]]
@@ -426,7 +433,8 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     sampling = "client sampling"
     tv_terms = [(bound_terms(c)[0][sampling] - bound_terms(c, "none")[0][sampling]) for c in cfgs[1:]]
     tv_rec = [(bound_terms(c)[1][sampling] - bound_terms(c, "none")[1][sampling]) for c in cfgs[1:]]
-    note = f"φ(h) − φ(0) (φ(0) = {base_mean:.3g} ± {base_half:.2g}), r = 0.2, τ = 1, batches 200: γ-part of the client-sampling term"
+    note = (f"φ(h) − φ(0) (φ(0) = {base_mean:.3g} ± {base_half:.2g}), r = 0.2, τ = 1, batches 200: "
+            "γ-part of the client-sampling term")
     rows.append(_row("floor vs TV", tvs, means, halfs, tv_terms, tv_rec, note, h=hs))
     # W1 on its own: h = 1 fixed (TV fixed at its h = 1 value), the per-cone label shift s varied, so the
     # supports move apart in y and W1(p_i, p̄) on θ = (x, y) grows while TV does not move; x (hence L, H_i,
@@ -474,7 +482,7 @@ def drift_gamma1_row(taus, floors) -> RateRow:
     beta_small = 0.06 / max(taus)
     big = {"D": 1000, "D1": 1000, "D2": 1000}
     cfgs, _, stats = floors("tau-gamma1", [{"tau": t, "beta": beta_small, **big, "task": {"h": 1.0, "support": 1000}}
-                                           for t in [1] + taus],
+                                           for t in [1, *taus]],
                             taus, None)
     base_mean, base_half, _ = stats[0]
     terms = [bound_terms(c) for c in cfgs[1:]]
@@ -496,9 +504,6 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
     (:data:`NOISE_FREE_SLOPE_ROUNDOFF`).  Two rows: at the drift row's β·τ_max = 0.16 (Γ down to ≈ 0.2, where the
     derived 1/Γ steepens the term) and at β·τ_max = 0.06 (Γ ≥ 0.89: the polynomial (τ−1)(2τ−1) alone).  Each
     also checks the value: the noise-free derived bound (all its terms, K → ∞) above φ_∞(τ) at every τ."""
-    from perfedavg.runs.runner import resolve
-
-    from .quadratic import noise_free_cycle
 
     rows = []
     for label, beta_tau_max in (("", 0.16), (", Gamma~1", 0.06)):
@@ -511,11 +516,13 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
         gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs]
         slope = predicted_slope(taus, phis)
         row = RateRow(f"drift vs tau (noise-free{label})", predicted_slope(taus, [t[0]["local drift"] for t in terms]),
-                      slope, slope - NOISE_FREE_SLOPE_ROUNDOFF, slope + NOISE_FREE_SLOPE_ROUNDOFF, list(map(float, taus)),
+                      slope, slope - NOISE_FREE_SLOPE_ROUNDOFF, slope + NOISE_FREE_SLOPE_ROUNDOFF,
+                      list(map(float, taus)),
                       phis, [0.0] * len(taus),
                       f"φ_∞(τ) of the noise-free cycle (r = 1, whole-distribution batches, closed form), h = 1, "
                       f"β = {beta:g}, Γ = {', '.join(f'{g:.2f}' for g in gammas)}; φ_∞/(β²(τ−1)²) = "
-                      f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; derived noise-free "
+                      f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; "
+                      "derived noise-free "
                       f"bound / φ_∞ = {', '.join(f'{b / p:.3g}' for b, p in zip(bounds, phis))}",
                       {"recalled_shape_slope": predicted_slope(taus, [t[1]["local drift"] for t in terms]),
                        "Gamma": gammas, "bound": bounds, "bound_holds": all(b >= p for b, p in zip(bounds, phis))})
@@ -525,17 +532,12 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
 
 def _distances(cfgs) -> tuple[list[float], list[float], list]:
     """RMS over users of TV(p_i, p̄) and W1(p_i, p̄) (the task module's exact LP) and the start w* of each config."""
-    from perfedavg.runs.runner import resolve
-
-    from .common import rms
-    from .measure import task_module
 
     tvs, w1s, starts = [], [], []
     for cfg in cfgs:
         _, task = resolve(cfg)
         tvs.append(task.constants["tv_rms"])
         w1s.append(rms(task_module(task).w1_to_mixture(task.train)))
-        import torch
 
         starts.append(task.init_params(torch.Generator()))
     return tvs, w1s, starts
@@ -545,12 +547,6 @@ def derived_bound_check(cfg, stationarity: np.ndarray, Ks: list[int]) -> dict:
     r"""The derived explicit bound on Φ_K (theory.checks_api.convergence) with the task's exact
     constants at each K, against the measured Φ_K (mean over seeds and the upper end of its interval;
     verdict :func:`theory.checks_api.upper_bound_holds`)."""
-    from dataclasses import replace
-
-    from perfedavg.runs.runner import resolve
-    from theory.checks_api import convergence, upper_bound_holds
-
-    from .measure import global_constants
 
     _, task = resolve(cfg)
     rows, ok = [], True
@@ -575,12 +571,6 @@ def fedavg_bound_check(cfg, res: dict, Ks: list[int]) -> dict:
     mean over seeds with its 95 % interval, HOLDS by :func:`theory.checks_api.upper_bound_holds`.  Also
     reported, not bounded: the same average of :math:`\|\nabla F(\bar w)\|^2` (Per-FedAvg's objective at
     FedAvg's iterates, α of ``cfg``)."""
-    from dataclasses import replace
-
-    from perfedavg.runs.runner import resolve
-    from theory.checks_api import fedavg_convergence, upper_bound_holds
-
-    from .measure import global_constants
 
     _, task = resolve(cfg)
     base = global_constants(task, 0.0, beta=cfg.beta, tau=cfg.tau, K=1, r=cfg.r, D=cfg.D, D1=cfg.D1, D2=cfg.D2)
@@ -604,14 +594,6 @@ def hf_delta_row(seeds) -> RateRow:
     central difference is exact) for δ = 10^-1 … 10^-10: slope on the decay branch (δ ≥ 1e-3, above
     the round-off turn) against the derived bound's exponent 1 (ρδ‖g‖²/2, an upper bound: PASS when
     the fitted slope is ≥ 1 − TOLERANCE; a C³ loss gives 2 by Taylor), and the round-off rise below δ*."""
-    import torch
-
-    from perfedavg.engine.local import StepSizes, meta_gradient
-    from perfedavg.engine.oracle import make_oracle
-    from perfedavg.engine.sampling import draw_batch
-    from perfedavg.runs.registry import build_task
-
-    from .measure import fit_exponent
 
     task = build_task({"name": "logistic"}).to(torch.float64)
     oracle = make_oracle(task)
@@ -621,7 +603,8 @@ def hf_delta_row(seeds) -> RateRow:
         gen = torch.Generator().manual_seed(s)
         w = torch.randn(task.init_params(gen).shape, generator=gen, dtype=torch.float64)
         clients = torch.arange(4)
-        batches = tuple(draw_batch(gen, task.train, clients, 10, True) for _ in range(3))
+        batches = (draw_batch(gen, task.train, clients, 10, True), draw_batch(gen, task.train, clients, 10, True),
+                   draw_batch(gen, task.train, clients, 10, True))  # D, D', D'' in this order
         W = w.expand(4, -1).clone()
         exact = meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, 1e-3), "exact")
         per_seed.append([float((meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, d), "hf") - exact).norm())
@@ -634,11 +617,11 @@ def hf_delta_row(seeds) -> RateRow:
     # predicted: theory's HF error statement ρδ‖g‖²/2 (the exact direction's HVP replaced by the central
     # difference errs by α times it), on the same δ grid; recalled: the HF term (αρδB²)² is a squared floor,
     # so its square root αρδB² is on the scale of the measured (unsquared) error
-    from theory import lemmas
 
     c = task.constants
-    predicted = predicted_slope(xs_decay, [lemmas.hf_hvp_error()(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs_decay])
-    recalled = predicted_slope(xs_decay, [math.sqrt(lemmas.hf_term_recalled()(alpha=1.0, rho=c["rho"], delta=d, B=c["B"]))
+    hvp_error, recalled_term = lemmas.hf_hvp_error(), lemmas.hf_term_recalled()
+    predicted = predicted_slope(xs_decay, [hvp_error(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs_decay])
+    recalled = predicted_slope(xs_decay, [math.sqrt(recalled_term(alpha=1.0, rho=c["rho"], delta=d, B=c["B"]))
                                           for d in xs_decay])
     best = int(np.argmin(means))
     rises = best < len(deltas) - 1 and means[-1] > 10 * means[best]
@@ -670,12 +653,14 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
                  "lies outside the fitted 95% interval and passes only through the tolerance")
     lines.append(f"every run stayed in the domain ||w|| <= W of B, sigma_G: {bound.get('domain_respected', 'n/a')}")
     lines.append("derived explicit bound [derived] vs measured Φ_K = (1/(τK)) ΣΣ ‖∇F(w̄_{k+1,t})‖² "
-                 f"(holds at every K = 1..{bound['rows'][-1]['K']}: {bound['holds_at_every_K']}; shown at powers of 2):")
+                 f"(holds at every K = 1..{bound['rows'][-1]['K']}: {bound['holds_at_every_K']}; "
+                 "shown at powers of 2):")
     for b in bound["rows"]:
         if b["K"] & (b["K"] - 1):
             continue
-        lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  bound {b['derived_bound']:.4g} "
-                     f"({b['dominant_term']} dominates)  {'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}")
+        lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  "
+                     f"bound {b['derived_bound']:.4g} ({b['dominant_term']} dominates)  "
+                     f"{'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}")
     fed = bound.get("fedavg")
     if fed:
         lines.append(f"FedAvg's own stationarity (1/(τK)) ΣΣ ‖∇f(w̄_{{k+1,t}})‖² vs {fed['statement']} "
@@ -691,7 +676,6 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
 
 
 def main_rates(args) -> int:
-    from perfedavg.runs.rundir import output_dir
 
     seeds = list(range(args.seeds or (5 if args.full else 3)))
     out = output_dir(args.out or ("runs/rates-full" if args.full else "runs/rates-quick"), "--out")
@@ -714,9 +698,9 @@ SPEED_OUT = "runs/speed"
 
 def speed_grid(K: int = 50) -> list:
     r"""A 100-configuration grid on the logistic task (β × D × h × algorithm, 5 × 4 × 5 × 1 = 100; τ = 2,
-    r = 0.2, K = 50, Per-FedAvg exact, track_inner) used to time the seed-vectorized sweep of issue 4
-    ("100 configurations × 5 seeds in under 10 minutes, with progress, resumable"):
-    ``perfedavg check --speed-sweep [DIR]`` (:func:`speed_sweep`)."""
+    r = 0.2, K = 50, Per-FedAvg exact, track_inner): the workload that times the seed-vectorized sweep
+    against its target of 100 configurations × 5 seeds in under 10 minutes, with progress, resumable
+    (``perfedavg check --speed-sweep [DIR]``, :func:`speed_sweep`)."""
     return [_config({"K": K, "tau": 2, "r": 0.2, "alpha": 1.0, "beta": b, "D": d, "D1": d, "D2": d,
                      "task": {"name": "logistic", "dim": 3, "h": h}})
             for b in (0.05, 0.1, 0.2, 0.4, 0.8) for d in (1, 5, 20, 50) for h in (0.0, 0.25, 0.5, 0.75, 1.0)]
@@ -727,11 +711,9 @@ def speed_sweep(out: Path, seeds: int = 5, progress: bool = True, configs: list 
     reused, so an interrupted sweep resumes) and return the timing record printed as JSON: ``configs``,
     ``seeds``, ``runs``, ``already_finished`` (configs found complete), ``seconds``,
     ``seconds_per_run``, ``out``, ``under_10_minutes``."""
-    from .batched import is_finished
-
     configs = speed_grid() if configs is None else configs
     seed_list = list(range(seeds))
-    done = sum(all(is_finished(Path(out) / _slug(c) / f"seed{s}") for s in seed_list) for c in configs)
+    done = sum(all(is_done(run_status(d)) for d in seed_dirs(out, c, seed_list)) for c in configs)
     start = time.perf_counter()
     run_sweep(configs, seed_list, Path(out), track_inner=True, progress=progress)
     seconds = time.perf_counter() - start

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import textwrap
+from dataclasses import MISSING, fields
+
+from perfedavg.engine.config import field_defaults, field_docs
+from perfedavg.errors import UsageError
+from perfedavg.runs.config import dumps_toml
+from perfedavg.runs.registry import TASKS, task_spec
+from perfedavg.runs.runner import load_resume_config, load_run_config, run_config
 
 
 def _row(name: str, doc: str, default, width: int) -> str:
     """One option of a help listing: its name, its documentation (which states the range), its default."""
-    from perfedavg.runs.config import dumps_toml
-
     shown = dumps_toml({"v": default}).split("=", 1)[1].strip() if not isinstance(default, dict) else \
         "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
     return textwrap.fill(f"{doc} [default: {shown}]", width=100, initial_indent=f"  {name:<{width}} ",
@@ -18,8 +25,6 @@ def _row(name: str, doc: str, default, width: int) -> str:
 
 def _options_text() -> str:
     """The config options for ``--help``."""
-    from perfedavg.engine.config import field_defaults, field_docs
-
     defaults = field_defaults()
     return "\n".join(_row(name, doc, defaults[name], 16) for name, doc in field_docs().items())
 
@@ -27,11 +32,6 @@ def _options_text() -> str:
 def task_listing() -> str:
     """Every task of :data:`perfedavg.runs.registry.TASKS` with its options: name, default, and the
     documentation (which states the range), as printed by ``perfedavg run --list-tasks``."""
-    from dataclasses import MISSING, fields
-
-    from perfedavg.errors import UsageError
-    from perfedavg.runs.registry import TASKS, task_spec
-
     blocks = []
     for name in TASKS:
         try:
@@ -41,7 +41,7 @@ def task_listing() -> str:
             continue
         rows = [f"task.name = {name}" + (f": {spec.summary}" if spec.summary else "")]
         for f in fields(spec.options):
-            default = f.default_factory() if f.default is MISSING else f.default
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
             rows.append(_row(f"task.{f.name}", f.metadata.get("doc", ""), default, 23))
         blocks.append("\n".join(rows))
     return ("Task options (--set task.KEY=VALUE, or a [task] table in --config; the chosen task's defaults fill "
@@ -73,15 +73,16 @@ def register(sub) -> None:
                         help="TOML config (top-level options plus a [task] table) [default: none, the defaults below]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one option, value as a TOML literal (repeatable), e.g. --set alpha=0.01")
-    parser.add_argument("--out", metavar="DIR", help="run directory to create [default: runs/<algorithm>-<task>-seed<seed>]")
+    parser.add_argument("--out", metavar="DIR",
+                        help="run directory to create [default: runs/<algorithm>-<task>-seed<seed>]")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
                         help="continue the run in DIR (or in --out DIR) from its last checkpoint, with its saved "
                         "config.toml (changed by --config / --set only with --force); bit-identical to an "
                         "uninterrupted run. Refused when the source that computes results changed since the "
                         "checkpoint (a new commit or a README edit alone does not block it)")
     parser.add_argument("--force", action="store_true",
-                        help="replace an existing run directory --out (only run files are deleted), or resume despite a "
-                        "changed config or code version")
+                        help="replace an existing run directory --out (only run files are deleted), or resume despite "
+                        "a changed config or code version")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--no-plot", action="store_true", help="do not draw DIR/curves.png")
     parser.add_argument("--list-tasks", action="store_true",
@@ -91,8 +92,6 @@ def register(sub) -> None:
 
 def _resume_dir(args) -> str | None:
     """The run directory of ``--resume DIR`` / ``--resume --out DIR`` (``None`` without --resume)."""
-    from perfedavg.errors import UsageError
-
     if args.resume is None:
         return None
     given = args.resume if isinstance(args.resume, str) else None
@@ -107,11 +106,6 @@ def _resume_dir(args) -> str | None:
 def main(args) -> int:
     """Exit status: 0 finished, 1 diverged, 128 + signal number when interrupted
     (130 for Ctrl-C, 143 for SIGTERM), 2 for bad input (raised as UsageError)."""
-    import signal
-    import sys
-
-    from perfedavg.runs.runner import load_resume_config, load_run_config, run_config
-
     if args.list_tasks:
         print(task_listing())
         return 0

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
@@ -60,12 +61,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def build_config(base: Mapping[str, Any] | None = None, overrides: list[str] = ()) -> RunConfig:
+def build_config(base: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """The resolved config: defaults, then ``base`` (a parsed TOML dict), then ``--set`` overrides.
 
     ``--set task=NAME`` is ``--set task.name=NAME``; ``--set task.KEY=VALUE`` sets a task option.
     """
-    data: dict[str, Any] = {k: v for k, v in (base or {}).items()}
+    data: dict[str, Any] = dict(base or {})
     task = data.pop("task", {"name": "softmax"})
     if not isinstance(task, Mapping):
         raise UsageError(f"task must be a table ([task] with name = ...), not a {type(task).__name__}")

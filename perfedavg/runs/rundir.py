@@ -1,31 +1,43 @@
 """Run directories: ``config.toml``, ``metrics.jsonl``, ``summary.json``, ``checkpoint.pt``.
 
-Every file but the append-only ``metrics.jsonl`` is written atomically (temporary file
-in the same folder, fsync, then ``os.replace``), so a crash never leaves a half-written
-result.  ``metrics.jsonl`` is guarded differently: the checkpoint stores the length and
-the SHA-256 of the prefix it has seen, so a resume cuts the file back to exactly that
-prefix and refuses when the prefix was changed.  Readers say which file is damaged, or
-recover the intact prefix of ``metrics.jsonl`` and say so; never a silent wrong figure.
+The one writer and reader of the format, used by the runner and by the seed-batched synthetic runs
+alike.  Every file but the append-only ``metrics.jsonl`` is written atomically
+(:func:`atomic_write`: temporary file in the same folder, fsync, then ``os.replace``), so a crash
+never leaves a half-written result.  ``metrics.jsonl`` is guarded differently: the checkpoint stores
+the length and the SHA-256 of the prefix it has seen, so a resume cuts the file back to exactly that
+prefix and refuses when the prefix was changed.  Readers say which file is damaged, or recover the
+intact prefix of ``metrics.jsonl`` and say so; never a silent wrong figure.
+
+Status and "same training" are :mod:`perfedavg.runs.status`, directory names
+:mod:`perfedavg.runs.names`, the code and library versions a summary records
+:mod:`perfedavg.runs.provenance`.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import io
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.config import dumps_toml
+from perfedavg.runs.provenance import code_version as code_version
+from perfedavg.runs.provenance import library_versions as library_versions
+from perfedavg.runs.provenance import source_digest as source_digest
+from perfedavg.runs.provenance import source_digest_of as source_digest_of
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.toml", "metrics.jsonl", "summary.json", "checkpoint.pt"
 #: files a run writes (``--force`` deletes only these, and only in a directory made of them)
 RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT, "curves.png")
+#: suffix of the temporary file of an atomic write (a run directory may hold one after a crash)
+TEMP_SUFFIX = ".tmp"
 #: version of the checkpoint layout written by :func:`perfedavg.runs.runner.run_config`
 CHECKPOINT_FORMAT = 2
 #: keys a checkpoint must hold, with their types
@@ -83,14 +95,16 @@ def output_file(path: str | Path, option: str) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a temporary file in the same folder, fsynced and
+    renamed over ``path`` on success, removed on any exception (``path`` is then untouched)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared like any file
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -100,15 +114,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    with atomic_write(path) as fh:
+        fh.write(data)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
+def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_torch_save(path: str | Path, obj) -> None:
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
     import torch
 
     buffer = io.BytesIO()
@@ -128,20 +148,25 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a damaged file
-        detail = " ".join(str(exc).split()).split(". ")[0]  # torch's first sentence says what failed; the rest is advice
+        # torch's first sentence says what failed; the rest is advice
+        detail = " ".join(str(exc).split()).split(". ")[0]
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise UsageError(f"checkpoint {path} is damaged or truncated and cannot be read ({type(exc).__name__}: {detail})") from None
+        raise UsageError(f"checkpoint {path} is damaged or truncated and cannot be read "
+                         f"({type(exc).__name__}: {detail})") from None
     if not isinstance(payload, dict):
         raise UsageError(f"checkpoint {path} is damaged: it holds a {type(payload).__name__}, not a checkpoint")
     for key, kind in CHECKPOINT_KEYS.items():
         if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool):
-            raise UsageError(f"checkpoint {path} is damaged or from another version: {key!r} is missing or not a {kind.__name__}")
+            raise UsageError(f"checkpoint {path} is damaged or from another version: {key!r} is missing or not a "
+                             f"{kind.__name__}")
     if payload["format"] != CHECKPOINT_FORMAT:
-        raise UsageError(f"checkpoint {path} has format {payload['format']}, this version reads format {CHECKPOINT_FORMAT}")
+        raise UsageError(f"checkpoint {path} has format {payload['format']}, this version reads format "
+                         f"{CHECKPOINT_FORMAT}")
     state = payload["state"]
     missing = [k for k in STATE_KEYS if k not in state]
     if missing or not isinstance(state.get("w"), torch.Tensor) or not isinstance(state.get("round"), int):
-        raise UsageError(f"checkpoint {path} is damaged: its training state lacks {', '.join(missing) or 'a valid w / round'}")
+        lacking = ", ".join(missing) or "a valid w / round"
+        raise UsageError(f"checkpoint {path} is damaged: its training state lacks {lacking}")
     if not bool(torch.isfinite(state["w"]).all()):
         raise UsageError(f"checkpoint {path} is damaged: its model holds NaN or infinite values")
     return payload
@@ -206,130 +231,97 @@ def read_json(path: str | Path) -> dict:
         raise UsageError(f"{path} is damaged or not JSON: {exc}") from None
 
 
-#: modules of the engine whose source decides what a run computes (hashed, with every project module they
-#: import, into the code version: :func:`source_digest`)
-ENGINE_MODULES = ("engine.config", "engine.rounds", "engine.local", "engine.models", "engine.objective", "engine.oracle",
-                  "engine.sampling", "engine.task", "runs.registry", "runs.config")
 
 
-@functools.lru_cache(maxsize=None)
-def code_version(task_name: str | None = None) -> str:
-    """``"<git describe> src:<digest>"``: ``git describe --always --dirty --tags`` of the source
-    tree (or the package version outside a checkout), for information, plus
-    :func:`source_digest`, which alone decides whether a checkpoint may be resumed
-    (:func:`source_digest_of`): ``--dirty`` cannot tell two dirty trees apart, and a new
-    commit or an edit elsewhere (README, the CLI, figures, other tasks) changes the
-    describe part without changing what a run computes.  Computed once per process and task."""
-    return f"{_described()} src:{source_digest(task_name)}"
+def looks_like_run_dir(path: Path) -> bool:
+    """``path`` holds only run files (and temporaries of their atomic writes), and at least one of them:
+    the only kind of folder ``--force`` may empty."""
+    names = [p.name for p in path.iterdir()]
+    known = [n for n in names if n in RUN_FILES]
+    temporary = [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
+    return bool(known) and len(known) + len(temporary) == len(names)
 
 
-@functools.lru_cache(maxsize=None)
-def _described() -> str:
-    here = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"perfedavg {version('perfedavg')}"
-    except PackageNotFoundError:
-        return "unknown"
+# -- the writer ----------------------------------------------------------------------------
+def write_config(run_dir: str | Path, config: Mapping[str, Any]) -> None:
+    """``config.toml``: the resolved run config (``RunConfig.to_dict()``), atomically."""
+    atomic_write_text(Path(run_dir) / CONFIG, dumps_toml(config))
 
 
-def source_digest(task_name: str | None = None, root: Path | None = None) -> str:
-    """First 12 hex digits of a SHA-256 of the source that decides what a run computes: the
-    engine's modules (:data:`ENGINE_MODULES`), the module that builds the task ``task_name``
-    (from :data:`perfedavg.runs.registry.TASKS`), and every project module they import, directly or
-    not (:func:`source_files`), read under ``root`` (default: this checkout)."""
-    here = root if root is not None else Path(__file__).resolve().parents[2]
-    roots = [f"perfedavg.{name}" for name in ENGINE_MODULES]
-    if task_name is not None:
-        from perfedavg.runs.registry import TASKS
-
-        target = TASKS.get(task_name)
-        if target:
-            roots.append(target.split(":")[0])
-    digest = hashlib.sha256()
-    for file in source_files(roots, here):
-        try:
-            digest.update(file.relative_to(here).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-        except OSError:
-            digest.update(file.name.encode() + b"\0missing\0")
-    return digest.hexdigest()[:12]
+def metrics_line(record: Mapping[str, Any]) -> bytes:
+    """One record of ``metrics.jsonl``: compact JSON and a newline."""
+    return json.dumps(record).encode() + b"\n"
 
 
-#: top-level packages of this project (imports of anything else are libraries, not hashed)
-PROJECT_PACKAGES = ("perfedavg", "synthetic", "empirical", "theory", "figures")
+def write_metrics(run_dir: str | Path, data: bytes | list[dict]) -> bytes:
+    """``metrics.jsonl`` replaced atomically by ``data``: the file's bytes, or its records; returns the bytes."""
+    if not isinstance(data, bytes):
+        data = b"".join(metrics_line(record) for record in data)
+    atomic_write_bytes(Path(run_dir) / METRICS, data)
+    return data
 
 
-def source_files(modules: list[str], root: Path) -> list[Path]:
-    """The files of ``modules`` (dotted names) and of every project module they import,
-    transitively, found by reading their ``import`` statements (also those inside functions,
-    so a lazily imported oracle counts); sorted.  A module that is not there counts as its
-    would-be path (hashed as missing) when it is one of ``modules``; a name imported from a
-    module (``from .task import Task``) is tried as a submodule and dropped when no file has it."""
-    import ast
+class MetricsLog:
+    """``metrics.jsonl`` open for appending after the ``prefix`` it already holds (``records`` of them),
+    counting the records, the bytes and their SHA-256 that a checkpoint stores."""
 
-    seen: dict[str, Path] = {}
-    todo = list(modules)
-    while todo:
-        name = todo.pop()
-        if name in seen or name.split(".")[0] not in PROJECT_PACKAGES:
-            continue
-        base = root.joinpath(*name.split("."))
-        path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
-        seen[name] = path
-        try:
-            tree = ast.parse(path.read_bytes())
-        except (OSError, SyntaxError, ValueError):
-            continue
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                todo.extend(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    origin = ".".join(parent + ([node.module] if node.module else []))
-                else:
-                    origin = node.module or ""
-                todo.append(origin)
-                todo.extend(f"{origin}.{alias.name}" for alias in node.names)  # "from . import x": x may be a module
-    return sorted({p for name, p in seen.items() if p.exists() or name in modules}, key=lambda p: p.as_posix())
+    def __init__(self, run_dir: str | Path, prefix: bytes = b"", records: int = 0):
+        self.path = Path(run_dir) / METRICS
+        self.records, self.n_bytes, self._hasher = records, len(prefix), hashlib.sha256(prefix)
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> MetricsLog:
+        self._file = self.path.open("ab")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write ``record`` and flush it to the operating system (a crash keeps every line written)."""
+        assert self._file is not None, "MetricsLog.append outside its with block"
+        line = metrics_line(record)
+        self._file.write(line)
+        self._file.flush()
+        self._hasher.update(line)
+        self.n_bytes += len(line)
+        self.records += 1
+
+    def sha256(self) -> str:
+        return self._hasher.hexdigest()
 
 
-def source_digest_of(version: str) -> str | None:
-    """The ``src:`` digest of a :func:`code_version` string (``None`` when it has none: an old
-    checkpoint, which a resume then treats as different code)."""
-    for part in version.split():
-        if part.startswith("src:") and len(part) > 4:
-            return part[4:]
-    return None
+def provenance(task_name: str, label: str) -> dict:
+    """What every summary records of where its numbers come from: the task's ``label``, the
+    :func:`code_version` of task ``task_name``, and the :func:`library_versions`."""
+    return {"task": label, "code_version": code_version(task_name), "versions": library_versions()}
 
 
-def library_versions() -> dict:
-    """Versions of Python, the libraries a run depends on, and the platform."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numpy
-    import torch
-
-    out = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda,
+def run_summary(status: str, *, message: str, rounds_completed: int, checkpoint_round: int | None,
+                diverged_at_round: int | None, signal: str | None, final: Mapping[str, Any] | None,
+                wall_seconds: float, cpu_seconds: float | None, origin: Mapping[str, Any],
+                **extra: Any) -> dict:
+    """The ``summary.json`` of a run that ended (``status`` finished, diverged or interrupted):
+    ``final`` is the last record without its per-client lists; ``cpu_seconds`` is this process's
+    CPU time over the rounds (on a shared machine wall time also counts waiting for a core), left
+    out when ``None``; ``origin`` is :func:`provenance`; ``extra`` keys follow."""
+    summary = {
+        "status": status,
+        "message": message,
+        "rounds_completed": rounds_completed,
+        "checkpoint_round": checkpoint_round,
+        "diverged_at_round": diverged_at_round,
+        "signal": signal,
+        "final": {k: v for k, v in (final or {}).items() if k != "per_client"},
+        "wall_seconds": wall_seconds,
     }
-    for name in ("perfedavg", "scipy", "tqdm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    if cpu_seconds is not None:
+        summary["cpu_seconds"] = cpu_seconds
+    return {**summary, **origin, **extra}
+
+
+def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> None:
+    """``summary.json``, atomically; written last, so a summary that says finished means the rest is in place."""
+    atomic_write_json(Path(run_dir) / SUMMARY, summary)
