@@ -19,7 +19,8 @@ from perfedavg.engine.config import RunConfig
 from perfedavg.runs.config import build_config
 from perfedavg.engine.rounds import local_round, local_rounds
 from perfedavg.engine.mlp import memory_budget
-from perfedavg.engine.local import StepSizes, fedavg_step, per_fedavg_step
+from perfedavg.engine.local import StepSizes
+from perfedavg.engine.mlp.steps import fedavg_step, per_fedavg_step
 from perfedavg.engine.oracle import AutogradOracle, make_oracle
 from perfedavg.engine.reference import reference_round
 from perfedavg.runs.runner import run_config

@@ -106,7 +106,7 @@ def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tin
 
 def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_written(tiny_root, tmp_path, capsys,
                                                                                         monkeypatch):
-    import perfedavg.engine.mlp as fast_mlp
+    import perfedavg.engine.mlp.sample_space as fast_mlp
     from perfedavg.cli import main
 
     monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: 1000)

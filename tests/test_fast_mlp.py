@@ -98,7 +98,7 @@ def test_elu_and_its_derivatives_by_exp_agree_with_torch(dtype):
     r"""``_hidden``'s ELU (by ``exp``, vectorized) is torch's ``F.elu`` (by ``expm1``) to one unit of 1's
     last place, its derivatives are :math:`e^{\min(z,0)}` and that on :math:`z\le 0`, and it is exact for
     :math:`z \ge 0`."""
-    from perfedavg.engine.mlp import _hidden
+    from perfedavg.engine.mlp.kernels import hidden as _hidden
 
     z = torch.cat([torch.linspace(-30, 5, 20001, dtype=dtype), torch.tensor([-1e-30, 0.0, 1e-30], dtype=dtype)])
     H, D, E = _hidden(z.clone(), "elu", True)
@@ -330,7 +330,7 @@ def test_sample_space_caches_are_counted_exactly_and_must_fit(monkeypatch):
     """``sample_space_bytes`` is what ``round_in_sample_space`` keeps (every user's inputs and Gram
     matrix); over the memory budget "auto" runs per step and a forced "sample_space" is refused
     with a one-line UsageError."""
-    import perfedavg.engine.mlp as fast_mlp
+    import perfedavg.engine.mlp.sample_space as fast_mlp
     from perfedavg.errors import UsageError
 
     data = uneven_mlp_task((300, 6, 3), "elu", True, "auto").train

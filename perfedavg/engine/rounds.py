@@ -9,20 +9,21 @@ returned models.  Every random draw comes from one explicit ``torch.Generator``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from perfedavg.engine.config import RunConfig
-from perfedavg.errors import Diverged, UsageError
-from perfedavg.engine.local import StepSizes, fedavg_step, per_fedavg_step
+from perfedavg.engine.local import StepSizes
 from perfedavg.engine.objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
-from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.oracle import FastPath, make_oracle
 from perfedavg.engine.sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
 from perfedavg.engine.task import Task
+from perfedavg.errors import Diverged, UsageError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -37,9 +38,9 @@ class TrainState:
     #: sum over finished rounds k and local steps t of ||grad F(w_bar_{k+1,t})||^2 (track_inner)
     inner_sum: float = 0.0
     inner_terms: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "w": self.w.detach().cpu().clone(),
@@ -49,7 +50,7 @@ class TrainState:
         }
 
     @staticmethod
-    def from_dict(d: dict, device="cpu") -> "TrainState":
+    def from_dict(d: dict[str, Any], device: torch.device | str = "cpu") -> TrainState:
         gen = torch.Generator()
         gen.set_state(d["generator_state"])
         return TrainState(d["round"], d["w"].to(device), gen, d["inner_sum"], d["inner_terms"])
@@ -62,7 +63,7 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
     :func:`perfedavg.engine.sampling.num_sampled_clients`), batches no larger than any client's data, a
-    forced round strategy that fits (:meth:`perfedavg.engine.mlp.MLPOracle.prefers_sample_space`), and an
+    forced round strategy that fits (:meth:`perfedavg.engine.oracle.FastPath.prefers_sample_space`), and an
     evaluation batch no larger than the largest user's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
@@ -74,10 +75,10 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     sizes = {"D": cfg.D} if cfg.algorithm == "fedavg" else {"D": cfg.D, "D1": cfg.D1, "D2": cfg.D2}
     for name, size in sizes.items():
         if size > smallest:
-            raise UsageError(f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
-    prefers_sample_space = getattr(make_oracle(task), "prefers_sample_space", None)
-    if prefers_sample_space is not None:  # a round strategy that cannot run here says so now
-        prefers_sample_space(task.train, cfg.algorithm, cfg.tau, tuple(sizes.values()))
+            raise UsageError(
+                f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
+    # a round strategy that cannot run here says so now
+    make_oracle(task).prefers_sample_space(task.train, cfg.algorithm, cfg.tau, tuple(sizes.values()))
     largest = max(int(task.train.count.max()), int(task.test.count.max()))
     if cfg.eval_batch > largest:
         raise UsageError(f"eval_batch={cfg.eval_batch} is larger than any user's data ({largest} samples at most): "
@@ -91,28 +92,30 @@ def initial_state(task: Task, cfg: RunConfig) -> TrainState:
     return TrainState(round=0, w=w0, generator=gen)
 
 
-def local_round(task: Task, oracle, cfg: RunConfig, w: Tensor, gen: torch.Generator, track: bool = False):
+def local_round(task: Task, fast: FastPath, cfg: RunConfig, w: Tensor, gen: torch.Generator,
+                track: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
     r"""One round of one run: :math:`w_{k+1}`, the sampled clients, and (if ``track``) the
     averages :math:`\bar w_{k+1,t}` of the sampled users' iterates for :math:`t = 0..\tau-1`."""
-    W, clients, trajectory = local_rounds(task, oracle, cfg, w[None], [gen], track)
+    W, clients, trajectory = local_rounds(task, fast, cfg, w[None], [gen], track)
     return W[0], clients[0], [w_bar[0] for w_bar in trajectory]
 
 
-def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, track: bool = False):
+def local_rounds(task: Task, fast: FastPath, cfg: RunConfig, W: Tensor, gens: list[torch.Generator],
+                 track: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     r"""One round of ``S`` independent runs at once (vectorized over seeds and clients).
 
     ``W (S, P)`` holds each run's :math:`w_k`, ``gens`` its generator; each run draws in
     its own stream in the same order as a lone run (clients, then per local step the
     batches :math:`\mathcal D, \mathcal D', \mathcal D''`), and the ``S m`` local models
-    are stacked into one block for the local steps (``(S m, P)``, or the oracle's own layout:
-    :func:`_stack`).  Returns
+    are stacked into one block for the local steps (``fast.stack``: ``(S m, P)`` rows or the fast
+    path's own layout).  Returns
     :math:`w_{k+1}` ``(S, P)`` (the uniform mean over each run's sampled users), the
     sampled clients per run, and (if ``track``) :math:`\bar w_{k+1,t}` ``(S, P)`` for
     :math:`t = 0..\tau-1` (:math:`\bar w_{k+1,0} = w_k` exactly).
 
-    An oracle with ``round_in_sample_space`` (:class:`perfedavg.engine.mlp.MLPOracle`) runs the
-    whole round there when it says that is cheaper (``prefers_sample_space``; not with
-    ``track``): the same draws and arithmetic, rearranged (its docstring).
+    A fast path runs the whole round in the users' sample space when it says that is cheaper
+    (``prefers_sample_space``; not with ``track``): the same draws and arithmetic, rearranged
+    (:func:`perfedavg.engine.mlp.sample_space.round_in_sample_space`).
     """
     S = W.shape[0]
     m = num_sampled_clients(cfg.r, task.n_clients)
@@ -125,26 +128,26 @@ def local_rounds(task: Task, oracle, cfg: RunConfig, W: Tensor, gens: list, trac
     drawn = [draw_position_blocks(gen, task.train, run_clients, sizes * cfg.tau, task.batch_with_replacement)
              for gen, run_clients in zip(gens, clients)]
     steps = [tuple(_join([run[t * J + j] for run in drawn]) for j in range(J)) for t in range(cfg.tau)]
-    sample_space = getattr(oracle, "round_in_sample_space", None)
-    if sample_space is not None and not track and oracle.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
-        return sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
+    if not track and fast.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
+        return fast.round_in_sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
     used = 2 if cfg.algorithm == "fo" else len(sizes)  # FO draws D'' (same stream as HF) but never reads it
     # the sampled users' batches, step after step (labels looked up once per round, inputs as each step comes)
     batches = gather_batches(task.train, stacked, [p for positions in steps for p in positions[:used]])
     # a lone run's first step reads w_k itself for every user (no copies) and writes the round's iterates
     broadcast = S == 1
-    local = _stack(oracle, W, m, fill=not broadcast)
+    local = fast.stack(W, m, fill=not broadcast)
     trajectory = []
-    for t, positions in enumerate(steps):
+    for t in range(cfg.tau):
         if track:
-            trajectory.append(W if t == 0 else _average(oracle, local, S))
-        step_batches = tuple(next(batches) if j < used else None for j in range(J))
+            trajectory.append(W if t == 0 else fast.average(local, S))
         current = W[0].expand(m, -1) if t == 0 and broadcast else local  # then in place: local is the round's own
         if cfg.algorithm == "fedavg":
-            fedavg_step(oracle, current, step_batches[0], h, out=local)
-        else:
-            per_fedavg_step(oracle, current, step_batches, h, cfg.algorithm, out=local)
-    return _average(oracle, local, S), clients, trajectory
+            fast.fedavg_step(current, next(batches), h, out=local)
+        else:  # D, D' and, but for FO, D''
+            inner, outer = next(batches), next(batches)
+            hessian = next(batches) if used == 3 else None
+            fast.per_fedavg_step(current, (inner, outer, hessian), h, cfg.algorithm, out=local)
+    return fast.average(local, S), clients, trajectory
 
 
 def _join(blocks: list[Tensor]) -> Tensor:
@@ -152,24 +155,7 @@ def _join(blocks: list[Tensor]) -> Tensor:
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
-def _stack(oracle, W: Tensor, m: int, fill: bool = True) -> Tensor:
-    """A round's local iterates: each run's model ``W (S, P)`` repeated for its ``m`` users (with
-    ``fill``; else uninitialized), as ``(S m, P)`` or in the oracle's own layout (``oracle.stack``,
-    e.g. the MLP oracle's layer-major one)."""
-    if hasattr(oracle, "stack"):
-        return oracle.stack(W, m, fill)
-    S, P = W.shape
-    return W[:, None, :].expand(S, m, P).reshape(S * m, P).clone() if fill else W.new_empty((S * m, P))
-
-
-def _average(oracle, local: Tensor, S: int) -> Tensor:
-    """The uniform mean ``(S, P)`` of each run's users in ``local`` (:func:`_stack`'s layout)."""
-    if hasattr(oracle, "average"):
-        return oracle.average(local, S)
-    return local.view(S, -1, local.shape[-1]).mean(1)
-
-
-def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dict:
+def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dict[str, Any]:
     r"""Measurements at the shared model ``w`` (after round ``round_index``):
 
     * ``F``, ``grad_norm_sq_F``: :math:`F(w)` and :math:`\|\nabla F(w)\|^2`, exact from full local training data;
@@ -186,7 +172,7 @@ def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dic
     """
     loss, scores = task.per_sample_loss, task.scores
     obj = client_objectives(loss, w, task.train, cfg.alpha)
-    record = {
+    record: dict[str, Any] = {
         "F": float(obj.F.mean()),
         "grad_norm_sq_F": float(obj.grad_F.mean(0).square().sum()),
         "f": float(obj.f.mean()),
@@ -228,7 +214,8 @@ def is_eval_round(cfg: RunConfig, k: int) -> bool:
     return k == 0 or k == cfg.K or k % cfg.eval_every == 0
 
 
-def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterator[tuple[TrainState, dict | None]]:
+def train(task: Task, cfg: RunConfig,
+          state: TrainState | None = None) -> Iterator[tuple[TrainState, dict[str, Any] | None]]:
     """Run rounds ``state.round .. K-1``; yields ``(state, record)`` after each round (and
     once for round 0 when starting fresh), ``record`` being the evaluation or ``None``.
 
@@ -247,13 +234,14 @@ def train(task: Task, cfg: RunConfig, state: TrainState | None = None) -> Iterat
         state.w = w_next
         state.round += 1
         for w_bar in trajectory:
-            state.inner_sum += float(client_objectives(task.per_sample_loss, w_bar, task.train, cfg.alpha).grad_F.mean(0).square().sum())
+            grad_F = client_objectives(task.per_sample_loss, w_bar, task.train, cfg.alpha).grad_F
+            state.inner_sum += float(grad_F.mean(0).square().sum())
             state.inner_terms += 1
         state.extra["round_seconds"] = time.perf_counter() - start
         yield state, (evaluate_state(task, cfg, state) if is_eval_round(cfg, state.round) else None)
 
 
-def evaluate_state(task: Task, cfg: RunConfig, state: TrainState) -> dict:
+def evaluate_state(task: Task, cfg: RunConfig, state: TrainState) -> dict[str, Any]:
     """The record of ``state``'s round (:func:`evaluate` of its model, its round, the inner-iterate
     average when tracked); raises :class:`perfedavg.errors.Diverged` on a non-finite objective."""
     record = {"round": state.round, **evaluate(task, cfg, state.w, state.round)}

@@ -23,9 +23,10 @@ A task gives the engine
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ class ClientData:
         weight = self.weight if clients is None else self.weight[clients]
         return self.x[index], self.y[index], weight
 
-    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> "ClientData":
+    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> ClientData:
         x = self.x.to(device=device, dtype=dtype) if self.x.is_floating_point() else self.x.to(device)
         return ClientData(
             x=x,
@@ -87,7 +88,8 @@ class ClientData:
         )
 
     @staticmethod
-    def from_lists(x: Tensor, y: Tensor, client_indices: list, weights: list | None = None) -> "ClientData":
+    def from_lists(x: Tensor, y: Tensor, client_indices: Sequence[Any],
+                   weights: Sequence[Any] | None = None) -> ClientData:
         """Build from one index list (and optional probability list) per client; uniform by default."""
         n = len(client_indices)
         width = max(len(ix) for ix in client_indices)
@@ -121,8 +123,10 @@ class Task:
     batch_with_replacement: bool = True
     #: exact constants of PAPER.md §3 where known (L, rho, B, sigma_G, ...), else empty
     constants: Mapping[str, float] = field(default_factory=dict)
-    #: optional faster gradient oracle for this model (see perfedavg.engine.oracle)
-    oracle_factory: Callable | None = None
+    #: optional own gradient oracle for this model: a zero-argument callable returning a
+    #: :class:`perfedavg.engine.local.Oracle`, with or without its own fast path
+    #: (:func:`perfedavg.engine.oracle.make_oracle`)
+    oracle_factory: Callable[[], object] | None = None
     description: str = ""
     label: str = ""
 
@@ -130,7 +134,7 @@ class Task:
     def n_clients(self) -> int:
         return self.train.n_clients
 
-    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> "Task":
+    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Task:
         from dataclasses import replace
 
         return replace(self, train=self.train.to(dtype, device), test=self.test.to(dtype, device))
