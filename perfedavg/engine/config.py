@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 from perfedavg.errors import UsageError
 
@@ -19,7 +20,8 @@ INT_MAX = 2**63 - 1
 PROTOCOLS = ("train", "test")
 
 
-def _doc(text: str, **kw):
+def _doc(text: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation (``--help``) in the metadata."""
     return field(metadata={"doc": text}, **kw)
 
 
@@ -38,7 +40,8 @@ class RunConfig:
     alpha: float = _doc("inner (personalization) step alpha (>= 0; 0 turns Per-FedAvg into SGD)", default=0.05)
     beta: float = _doc("outer (local update) step beta (> 0)", default=0.05)
     delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=1e-3)
-    D: int = _doc("batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training samples", default=20)
+    D: int = _doc("batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training "
+                  "samples", default=20)
     D1: int = _doc("batch size D' of the outer gradient, >= 1 and <= the smallest user's training samples", default=20)
     D2: int = _doc("batch size D'' of the Hessian term, >= 1 and <= the smallest user's training samples", default=20)
     seed: int = _doc("seed of every random draw (>= 0)", default=0)
@@ -63,10 +66,11 @@ class RunConfig:
     device: str = _doc("torch device: cpu | cuda | cuda:N", default="cpu")
     checkpoint_every: int = _doc("save a resumable checkpoint every this many rounds (0: only at the end)", default=10)
     task: Mapping[str, Any] = _doc(
-        "the task: a table with name = softmax | ... and the task's own options", default_factory=lambda: {"name": "softmax"}
+        "the task: a table with name = softmax | ... and the task's own options",
+        default_factory=lambda: {"name": "softmax"},
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_type(self)
         if self.algorithm not in ALGORITHMS:
             raise UsageError(f"algorithm={self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
@@ -94,12 +98,12 @@ class RunConfig:
             raise UsageError("task must be a table with a string 'name' (e.g. [task] name = \"softmax\")")
 
     # -- (de)serialization -------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["task"] = dict(self.task)
         return out
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -112,7 +116,7 @@ def _check_type(cfg: RunConfig) -> None:
         object.__setattr__(cfg, f.name, check_value_type(f.name, value, expected, f.metadata.get("doc", "")))
 
 
-def check_value_type(name: str, value, expected: type, doc: str = ""):
+def check_value_type(name: str, value: Any, expected: type, doc: str = "") -> Any:
     """``value`` if it has type ``expected`` (an int is accepted for a float and converted;
     a bool is never a number); else a one-line :class:`UsageError` naming ``name``."""
     where = f" ({doc})" if doc else ""
@@ -123,18 +127,19 @@ def check_value_type(name: str, value, expected: type, doc: str = ""):
             raise UsageError(f"{name}={value} is out of range: too large for a float{where}") from None
     if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise UsageError(f"{name}={shown} has the wrong type {type(value).__name__}: expected {expected.__name__}{where}")
-    if expected is int and abs(value) > INT_MAX:
+        raise UsageError(
+            f"{name}={shown} has the wrong type {type(value).__name__}: expected {expected.__name__}{where}")
+    if isinstance(value, int) and expected is int and abs(value) > INT_MAX:
         raise UsageError(f"{name}={value} is out of range: must be at most {INT_MAX} in absolute value{where}")
     return value
 
 
-def _annotation_type(f) -> type | None:
+def _annotation_type(f: Field[Any]) -> type | None:
     return {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type))
 
 
-def _check_range(name: str, value, low) -> None:
-    if isinstance(value, float) and not math.isfinite(value) or value < low:
+def _check_range(name: str, value: float, low: float) -> None:
+    if (isinstance(value, float) and not math.isfinite(value)) or value < low:
         kind = "a finite number " if isinstance(value, float) else ""
         raise UsageError(f"{name}={value} is out of range: must be {kind}>= {low}")
 
@@ -146,4 +151,11 @@ def field_docs() -> dict[str, str]:
 
 def field_defaults() -> dict[str, Any]:
     """Option name -> default value, for ``--help``."""
-    return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default for f in fields(RunConfig)}
+    return {f.name: _default(f) for f in fields(RunConfig)}
+
+
+def _default(f: Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    assert f.default_factory is not dataclasses.MISSING, f"{f.name} has no default"  # every option has one
+    return f.default_factory()

@@ -12,7 +12,9 @@ bias :math:`b_l \in \mathbb{R}^{d_{l+1}}`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F_
@@ -21,14 +23,14 @@ from torch import Tensor
 
 def mlp_num_params(sizes: tuple[int, ...]) -> int:
     """Number of parameters of an MLP with layer widths ``sizes``: :math:`\\sum_l (d_l+1)d_{l+1}`."""
-    return sum((din + 1) * dout for din, dout in zip(sizes[:-1], sizes[1:]))
+    return sum((din + 1) * dout for din, dout in pairwise(sizes))
 
 
 def mlp_layers(W: Tensor, sizes: tuple[int, ...]) -> list[tuple[Tensor, Tensor]]:
     """Views ``[(W_l (..., d_{l+1}, d_l), b_l (..., d_{l+1}))]`` into the flat parameters ``W (..., P)``."""
     layers, offset = [], 0
-    for din, dout in zip(sizes[:-1], sizes[1:]):
-        weight = W[..., offset : offset + dout * din].unflatten(-1, (dout, din))
+    for din, dout in pairwise(sizes):
+        weight = torch.unflatten(W[..., offset : offset + dout * din], -1, (dout, din))
         offset += dout * din
         bias = W[..., offset : offset + dout]
         offset += dout
@@ -43,7 +45,8 @@ def mlp_scores(W: Tensor, X: Tensor, sizes: tuple[int, ...], activation: str = "
     by the caller) -> ``(..., B, d_L)``.  ``sizes=(d, C)`` is multinomial logistic
     (softmax) regression.
     """
-    act = {"elu": F_.elu, "tanh": torch.tanh, "relu": F_.relu}[activation]
+    activations: dict[str, Callable[[Tensor], Tensor]] = {"elu": F_.elu, "tanh": torch.tanh, "relu": F_.relu}
+    act = activations[activation]
     h = X
     layers = mlp_layers(W, sizes)
     for l, (weight, bias) in enumerate(layers):
@@ -63,16 +66,16 @@ def mlp_cross_entropy(W: Tensor, X: Tensor, Y: Tensor, sizes: tuple[int, ...], a
     return cross_entropy(mlp_scores(W, X, sizes, activation), Y)
 
 
-def mlp_init(generator: torch.Generator, sizes: tuple[int, ...], dtype=torch.float64) -> Tensor:
+def mlp_init(generator: torch.Generator, sizes: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Tensor:
     r"""PyTorch's default ``nn.Linear`` initialization, :math:`U(-1/\sqrt{d_l}, 1/\sqrt{d_l})`, flat."""
     parts = []
-    for din, dout in zip(sizes[:-1], sizes[1:]):
+    for din, dout in pairwise(sizes):
         bound = 1.0 / math.sqrt(din)
         parts.append((torch.rand(dout * din + dout, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
     return torch.cat(parts).to(dtype)
 
 
-def mlp(sizes: tuple[int, ...], activation: str = "elu"):
+def mlp(sizes: tuple[int, ...], activation: str = "elu") -> tuple[partial[Tensor], partial[Tensor], partial[Tensor]]:
     """``(per_sample_loss, scores, init)`` of an MLP with layer widths ``sizes``."""
     sizes = tuple(int(s) for s in sizes)
     return (

@@ -15,6 +15,7 @@ step (double backward), not by any of the algorithms' approximations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,7 @@ class ClientObjectives:
     grad_f: Tensor
 
 
-def _chunks(n: int, size: int):
+def _chunks(n: int, size: int) -> Iterator[Tensor]:
     for start in range(0, n, size):
         yield torch.arange(start, min(n, start + size))
 
@@ -68,8 +69,10 @@ def grad_norm_sq_F(per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, 
     return float(client_objectives(per_sample_loss, w, data, alpha).grad_F.mean(0).square().sum())
 
 
-def adapted_models(per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, alpha: float, chunk: int = 16) -> Tensor:
-    r"""One personalization step per client on its full local ``data``: :math:`w_i = w - \alpha\nabla f_i(w)`, ``(n, P)``."""
+def adapted_models(per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, alpha: float,
+                   chunk: int = 16) -> Tensor:
+    r"""One personalization step per client on its full local ``data``: :math:`w_i = w - \alpha\nabla f_i(w)`,
+    ``(n, P)``."""
     return w - alpha * client_objectives_grad_f(per_sample_loss, w, data, chunk)
 
 

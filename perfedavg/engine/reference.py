@@ -25,7 +25,9 @@ def _grad(task: Task, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _hessian(task: Task, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    return torch.autograd.functional.hessian(lambda u: task.per_sample_loss(u, x, y).mean(), w.detach())
+    H: Tensor = torch.autograd.functional.hessian(  # type: ignore[no-untyped-call]  # torch does not annotate it
+        lambda u: task.per_sample_loss(u, x, y).mean(), w.detach())
+    return H
 
 
 def reference_round(task: Task, cfg: RunConfig, w: Tensor, gen: torch.Generator) -> Tensor:
@@ -50,4 +52,4 @@ def reference_round(task: Task, cfg: RunConfig, w: Tensor, gen: torch.Generator)
                 else:
                     direction = g - cfg.alpha * _hessian(task, wj, *xs[2]) @ g
             models[j] = wj - cfg.beta * direction
-    return sum(models) / len(models)
+    return sum(models[1:], models[0]) / len(models)

@@ -76,10 +76,11 @@ def draw_position_blocks(
         table = data.cumulative_weight if clients is None else data.cumulative_weight[clients.cpu()]
         uniforms = torch.rand(table.shape[0] * sum(sizes), generator=generator, dtype=torch.float64)
         positions = torch.searchsorted(table, uniforms[_side_by_side(table.shape[0], sizes)])
-        return list(positions.to(data.index.device).split(sizes, dim=1))
+        return list(torch.split(positions.to(data.index.device), list(sizes), dim=1))
     weight = (data.weight if clients is None else data.weight[clients]).cpu()
     keys = torch.rand((len(sizes), *weight.shape), generator=generator, dtype=torch.float64)
-    ranked = keys.masked_fill(weight <= 0, 2.0).topk(max(sizes), dim=-1, largest=False).indices  # sorted: any size is a prefix
+    # sorted: any size is a prefix
+    ranked = keys.masked_fill(weight <= 0, 2.0).topk(max(sizes), dim=-1, largest=False).indices
     return [ranked[j, :, :s].to(data.index.device) for j, s in enumerate(sizes)]
 
 
@@ -100,13 +101,13 @@ class Batch:
     y: Tensor
 
     @staticmethod
-    def stack(batches: list["Batch"]) -> "Batch":
+    def stack(batches: list[Batch]) -> Batch:
         """Batches of several runs, concatenated along the client dimension."""
         if len(batches) == 1:
             return batches[0]
         return Batch(torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches]))
 
-    def repeat(self, times: int) -> "Batch":
+    def repeat(self, times: int) -> Batch:
         """The same batch stacked ``times`` times along the client dimension (HF's w ± δg share D'')."""
         return Batch(self.x.repeat(times, *([1] * (self.x.dim() - 1))), self.y.repeat(times, 1))
 
@@ -119,7 +120,8 @@ def draw_batch(
 
 
 def gather_batch(data: ClientData, clients: Tensor | None, positions: Tensor) -> Batch:
-    """The samples at ``positions (m, B)`` of each of ``clients``' index rows (None: of every row), as a :class:`Batch`."""
+    """The samples at ``positions (m, B)`` of each of ``clients``' index rows (None: of every row), as a
+    :class:`Batch`."""
     return next(gather_batches(data, clients, [positions]))
 
 
@@ -130,13 +132,12 @@ def gather_batches(data: ClientData, clients: Tensor | None, positions: Sequence
     The sample indices and labels of all of them are looked up at once (the engine passes a whole
     round's batches: two small ops per round instead of two per batch); each batch's inputs are
     gathered only when the iterator reaches it, just before the local step that reads them, while
-    they are in cache (a round's inputs gathered in one call were no faster over the four
-    algorithms: FedAvg 1 % and HF 5 % slower, FO within noise)."""
+    they are in cache (gathering a round's inputs in one call is no faster)."""
     index = (data.index if clients is None else data.index[clients]).gather(1, torch.cat(list(positions), 1))
     labels = data.y.index_select(0, index.reshape(-1)).view(index.shape)
     start = 0
     for p in positions:
         columns = slice(start, start + p.shape[1])
         start = columns.stop
-        flat = index[:, columns].reshape(-1)  # index_select on the flat list is ~5x faster than advanced indexing
+        flat = index[:, columns].reshape(-1)  # index_select on the flat list: faster than advanced indexing
         yield Batch(data.x.index_select(0, flat).view(*p.shape, *data.x.shape[1:]), labels[:, columns])

@@ -11,7 +11,7 @@ def tune_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -
 
     The engine allocates a few parameter-sized buffers per local step; with glibc's
     defaults, freed multi-megabyte blocks go back to the OS and every new one page-faults
-    on first touch (thousands of faults per round on the paper's workload).  Raising
+    on first touch, step after step.  Raising
     ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (``mallopt``) removes them, at the cost of
     keeping up to ``trim_threshold`` bytes of freed memory.  Process-wide; returns False (and
     does nothing) where glibc's ``mallopt`` is unavailable.
