@@ -24,7 +24,7 @@ A task gives the engine
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -135,6 +135,4 @@ class Task:
         return self.train.n_clients
 
     def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Task:
-        from dataclasses import replace
-
         return replace(self, train=self.train.to(dtype, device), test=self.test.to(dtype, device))
