@@ -7,7 +7,7 @@ answers as :class:`perfedavg.engine.oracle.AutogradOracle`, without autograd.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -18,6 +18,7 @@ from perfedavg.engine.mlp import derivatives, sample_space
 from perfedavg.engine.mlp import steps as fused
 from perfedavg.engine.mlp.layout import MLP
 from perfedavg.engine.mlp.sample_space import ROUND_STRATEGIES
+from perfedavg.engine.oracle import OracleWithFastPath
 from perfedavg.engine.sampling import Batch
 from perfedavg.engine.task import ClientData
 
@@ -100,6 +101,8 @@ class MLPOracle(MLP):
         return sample_space.round_in_sample_space(self, X, K, W, data, clients, steps, h, algorithm)
 
 
-def mlp_oracle_factory(sizes: tuple[int, ...], activation: str = "elu", rounds: str = "auto") -> partial[MLPOracle]:
-    """A zero-argument factory for :attr:`perfedavg.engine.task.Task.oracle_factory`."""
+def mlp_oracle_factory(sizes: tuple[int, ...], activation: str = "elu",
+                       rounds: str = "auto") -> Callable[[], OracleWithFastPath]:
+    """A zero-argument factory for :attr:`perfedavg.engine.task.Task.oracle_factory` (typed as the
+    protocols :class:`MLPOracle` implements, which the type checker thereby verifies)."""
     return partial(MLPOracle, tuple(int(s) for s in sizes), activation, rounds)
