@@ -5,11 +5,16 @@
 * ``perfedavg reproduce constants --run DIR [--rounds 0,final]``: L, B, σ_G, σ_H, γ_G,
   γ_H and ρ estimated on a run's model, written to ``DIR/constants.json``.
 
-No torch at import time (the CLI convention).
+No torch at import time (``perfedavg --help`` loads this module): the modules that compute are
+imported inside the commands.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import output_file
 
 DATA_HELP = ("data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "
              "(IDX files) and cifar-10-batches-py/ or CIFAR-10-jpeg/")
@@ -50,7 +55,8 @@ def _register_table1(what) -> None:
     p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder (default: runs/table1)")
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
     p.add_argument("--download", action="store_true",
-                   help="download the official archives (md5-checked) when the data are missing; needs network")
+                   help="download the official archives (md5-checked) when the data are missing; "
+                   "needs network")
     p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 (default: both)")
     p.add_argument("--methods", default="fedavg,fo,hf",
                    help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column)")
@@ -62,28 +68,29 @@ def _register_table1(what) -> None:
                    "paper's wording), drawn from the protocol's data with a generator of its own after training, "
                    ">= 0 (default 0: only the full-batch step on the user's whole test/training data)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 (default 5; --quick: 1)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)")
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; each evaluation "
-                   "costs about 20 MNIST rounds)")
+                   help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; an evaluation "
+                   "costs as much as many training rounds)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="cells run at once, each in its own process, >= 1 (default: the usable cores / --threads, "
                    "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads)")
     p.add_argument("--threads", type=int, default=1, metavar="T",
-                   help="torch threads per cell, >= 1 (default 1: fastest on a shared 2-core machine for these small "
-                   "matrices; the cores are used by running cells side by side)")
+                   help="torch threads per cell, >= 1 (default 1: these small matrices gain little from more "
+                   "threads; the cores are used by running cells side by side)")
     p.add_argument("--device", default="cpu",
-                   help="torch device of every cell: cpu (default), cuda or cuda:N; on one GPU the --workers cells share "
-                   "it (a cell's draws stay on the CPU, so its results equal the CPU cell's to round-off, but its "
-                   "folder is not reused by a run on the other device)")
+                   help="torch device of every cell: cpu (default), cuda or cuda:N; on one GPU the --workers cells "
+                   "share it (a cell's draws stay on the CPU, so its results equal the CPU cell's to round-off, "
+                   "but its folder is not reused by a run on the other device)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
                    "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
                    "which retries a cell whose worker died")
     p.add_argument("--normalize", choices=("dataset", "none"), default="dataset",
                    help="input scaling of every cell (task.normalize): dataset = (x/255 - mean)/std with the training "
-                   "set's per-channel statistics (default, as the issue asks); none = plain x/255 (an ablation: use "
-                   "another --out, the cells' folders do not name it)")
+                   "set's per-channel statistics (default); none = plain x/255 (an ablation: use another --out, "
+                   "the cells' folders do not name it)")
     p.add_argument("--quick", action="store_true", help="reduced version (30 rounds, one seed) for a smoke test")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=table1_main)
@@ -104,18 +111,23 @@ def _register_constants(what) -> None:
         "replayed deterministically from the run's config.",
     )
     p.add_argument("--run", required=True, metavar="DIR", help="a run directory (config.toml, checkpoint.pt)")
-    p.add_argument("--rounds", default="0,final", help="comma-separated rounds, 'final' = the checkpoint's (default 0,final)")
+    p.add_argument("--rounds", default="0,final",
+                   help="comma-separated rounds, 'final' = the checkpoint's (default 0,final)")
     p.add_argument("--out", default="", metavar="FILE", help="output JSON (default: DIR/constants.json)")
     p.add_argument("--data-dir", default="", metavar="DIR", help="data root, overriding the run's task.data_dir")
     p.add_argument("--lanczos-steps", type=int, default=20, help="Lanczos steps per operator norm, >= 1 (default 20)")
     p.add_argument("--samples", type=int, default=100,
                    help="per-sample gradients per user for sigma_G, >= 0 (default 100, a Monte-Carlo estimate; "
                    "0: all local samples, exact but the costliest part)")
-    p.add_argument("--hessian-samples", type=int, default=4, help="drawn samples per user for sigma_H, >= 1 (default 4)")
+    p.add_argument("--hessian-samples", type=int, default=4,
+                   help="drawn samples per user for sigma_H, >= 1 (default 4)")
     p.add_argument("--gamma-users", type=int, default=5,
-                   help="random users for gamma_H, >= 0 (default 5; 0 = all, each costs LANCZOS_STEPS full-data products)")
-    p.add_argument("--rho-directions", type=int, default=2, help="random directions per user for rho, >= 0 (0 skips rho; default 2)")
-    p.add_argument("--rho-radius", type=float, default=1e-3, help="finite-difference radius for rho, > 0 (default 1e-3)")
+                   help="random users for gamma_H, >= 0 (default 5; 0 = all, each costs LANCZOS_STEPS full-data "
+                   "products)")
+    p.add_argument("--rho-directions", type=int, default=2,
+                   help="random directions per user for rho, >= 0 (0 skips rho; default 2)")
+    p.add_argument("--rho-radius", type=float, default=1e-3,
+                   help="finite-difference radius for rho, > 0 (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the estimates' random draws, >= 0 (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -127,16 +139,12 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _at_least(name: str, value, low) -> None:
-    from perfedavg.errors import UsageError
-
     if value is not None and value < low:
         raise UsageError(f"{name}={value} is out of range: must be >= {low}")
 
 
 def table1_main(args) -> int:
-    from perfedavg.errors import UsageError
-
-    from .reproduce import METHOD_NAMES, Plan, markdown, run_plan
+    from .reproduce import METHOD_NAMES, Plan, markdown, run_plan  # here, not at the top: torch
 
     datasets, methods = _csv(args.datasets), _csv(args.methods)
     for d in datasets:
@@ -177,13 +185,9 @@ def table1_main(args) -> int:
 
 
 def constants_main(args) -> int:
-    from pathlib import Path
-
     import torch
 
-    from perfedavg.runs.rundir import output_file
-
-    from .constants import EstimateOptions, estimate_run, write_constants
+    from .constants import EstimateOptions, estimate_run, write_constants  # torch
 
     _at_least("--threads", args.threads, 1)
     out = args.out or Path(args.run) / "constants.json"

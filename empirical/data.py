@@ -22,20 +22,24 @@ written atomically).
 
 Decoded arrays are cached as ``.npz`` under ``<cache>/decoded/`` (atomic write), keyed
 on the source files' paths, sizes and modification times *and their contents*
-(:func:`_content_fingerprint`): the bytes of every IDX / pickle file are hashed (about
-0.1 s for MNIST), so even a same-size edit with its modification time restored
+(:func:`_content_fingerprint`): the bytes of every IDX / pickle file are hashed (cheap
+next to decoding), so even a same-size edit with its modification time restored
 invalidates the cache; for a class-folder set (60,000 JPEG files for the CIFAR-10 copy)
 the bytes of every :data:`FOLDER_HASH_EVERY`-th file are hashed, plus every file's size
-and time -- hashing all of them would cost about 3 s per load against 1 s for the
-whole cached load, and an edit of the same size with a restored time in an unsampled
-image goes unnoticed (as it would while decoding: JPEG has no checksum).  Any corrupt
-or truncated source file raises :class:`perfedavg.errors.UsageError` naming the file
--- never a silent wrong array; the four official MNIST files are also checked against
-their published md5 sums (:data:`MNIST_RAW_MD5`) whenever they are decoded.
+and time -- hashing all of them would cost several times the whole cached load, and an
+edit of the same size with a restored time in an unsampled image goes unnoticed (as it
+would while decoding: JPEG has no checksum).  Any corrupt or truncated source file raises
+:class:`perfedavg.errors.UsageError` naming the file -- never a silent wrong array; the
+four official MNIST files are also checked against their published md5 sums
+(:data:`MNIST_RAW_MD5`) whenever they are decoded.
+
+One module past 400 lines: locating, decoding, caching and downloading read the same module
+constants (file names, md5 sums, mirrors, URLs), which a test or a user patches in this one place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -50,6 +54,7 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -58,10 +63,10 @@ from perfedavg.errors import UsageError
 from ._io import atomic_write, md5_bytes, md5_file
 
 __all__ = [
-    "Dataset",
-    "DataSource",
     "DATASET_CHOICES",
     "MNIST_RAW_MD5",
+    "DataSource",
+    "Dataset",
     "cache_root",
     "download_dataset",
     "load_dataset",
@@ -278,7 +283,7 @@ def _how_to_provide(what: str, root: Path, downloadable: bool) -> str:
 # ------------------------------------------------------------------------- locating
 
 
-def _mnist_files(folder: Path) -> dict[str, Path] | None:
+def _mnist_files(folder: Path) -> dict[str, Path]:
     found = {}
     for key, stem in MNIST_STEMS.items():
         for candidate in (folder / stem, folder / f"{stem}.gz"):
@@ -305,7 +310,7 @@ def _class_dirs(split_dir: Path) -> list[str]:
 
 
 def _folder_files(folder: Path) -> tuple[str, ...]:
-    files = []
+    files: list[str] = []
     for split in ("train", "test"):
         split_dir = folder / split
         if not split_dir.is_dir():
@@ -369,6 +374,7 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> DataSource:
             f"and {CIFAR10_JPEG_DIRS[0]}/); " + _how_to_provide("it", root, True)
         )
 
+    assert folder is not None  # parse_dataset_name names a folder for every kind but mnist and cifar10
     cand = root / folder
     if not (cand / "train").is_dir():
         raise UsageError(
@@ -440,7 +446,7 @@ def _check_official_md5(data: bytes, path: Path, stem: str, dims: tuple[int, ...
         )
 
 
-def _decode_mnist(src: DataSource) -> dict:
+def _decode_mnist(src: DataSource) -> dict[str, Any]:
     found = _mnist_files(src.path)
     arrays = {}
     for key, path in found.items():
@@ -449,7 +455,7 @@ def _decode_mnist(src: DataSource) -> dict:
         parsed = _parse_idx(data, path, ndim)  # structural damage first: its message is more specific
         _check_official_md5(data, path, MNIST_STEMS[key], parsed.shape)
         arrays[key] = (parsed, path)
-    out = {}
+    out: dict[str, Any] = {}
     for split in ("train", "test"):
         (x, xpath), (y, ypath) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(x) != len(y):
@@ -465,7 +471,7 @@ def _decode_mnist(src: DataSource) -> dict:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that admits only what CIFAR-10's batches contain (numpy arrays)."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
@@ -473,9 +479,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
-    }
+    })
 
-    def find_class(self, module, name):  # noqa: D102 - pickle API
+    def find_class(self, module, name):  # pickle API
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
         if module.startswith("numpy.core") and hasattr(np, "_core"):
@@ -489,7 +495,7 @@ def _unpickle(path: Path):
             return _NumpyOnlyUnpickler(handle, encoding="bytes").load()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
+    except Exception as exc:  # any unpickling failure is a corrupt file
         raise UsageError(f"{path}: not a readable CIFAR-10 python batch ({type(exc).__name__}: {exc})") from exc
 
 
@@ -519,10 +525,10 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), y
 
 
-def _decode_cifar_pickle(src: DataSource) -> dict:
+def _decode_cifar_pickle(src: DataSource) -> dict[str, Any]:
     parts = [_cifar_batch(src.path / n) for n in CIFAR10_TRAIN]
     x_test, y_test = _cifar_batch(src.path / CIFAR10_TEST)
-    classes = CIFAR10_CLASSES
+    classes: tuple[str, ...] = CIFAR10_CLASSES
     meta = src.path / "batches.meta"
     if meta.is_file():
         meta_d = _unpickle(meta)
@@ -548,7 +554,7 @@ def _decode_image(path: Path, mode: str) -> np.ndarray:
             if image.mode != mode:
                 image = image.convert(mode)
             return np.asarray(image, dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad files
+    except Exception as exc:  # Pillow raises many types on bad files
         raise UsageError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -558,12 +564,12 @@ def _image_mode(path: Path) -> str:
     try:
         with Image.open(path) as image:
             mode = image.mode
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
     return "L" if mode in ("1", "L", "I", "I;16", "F") else "RGB"
 
 
-def _decode_folder(src: DataSource) -> dict:
+def _decode_folder(src: DataSource) -> dict[str, Any]:
     train_dir, test_dir = src.path / "train", src.path / "test"
     classes = _class_dirs(train_dir)
     if not classes:
@@ -575,9 +581,10 @@ def _decode_folder(src: DataSource) -> dict:
     extra = sorted(set(test_classes) - set(classes))
     if extra:
         raise UsageError(f"{test_dir}: classes {', '.join(extra)} have no training folder in {train_dir}")
-    lists = {}
+    lists: dict[str, tuple[list[Path], np.ndarray]] = {}
     for split, split_dir, names in (("train", train_dir, classes), ("test", test_dir, test_classes)):
-        paths, labels = [], []
+        paths: list[Path] = []
+        labels: list[int] = []
         for cls in names:
             files = _list_images(split_dir / cls)
             if split == "train" and not files:
@@ -586,11 +593,11 @@ def _decode_folder(src: DataSource) -> dict:
             labels.extend([classes.index(cls)] * len(files))
         lists[split] = (paths, np.asarray(labels, dtype=np.int64))
     mode = _image_mode(lists["train"][0][0])
-    out = {"classes": tuple(classes)}
+    out: dict[str, Any] = {"classes": tuple(classes)}
     shape = None
     for split in ("train", "test"):
-        paths, labels = lists[split]
-        # one thread: Pillow's JPEG decode holds the GIL here (threads measured no faster)
+        paths, y = lists[split]
+        # one thread: Pillow's JPEG decode holds the GIL here, so threads would not decode faster
         images = [_decode_image(p, mode) for p in paths]
         for path, image in zip(paths, images):
             if shape is None:
@@ -602,7 +609,7 @@ def _decode_folder(src: DataSource) -> dict:
         if not images:
             raise UsageError(f"{src.path / split}: no .png/.jpg images in its class folders")
         x = np.stack(images)
-        out[f"x_{split}"], out[f"y_{split}"] = x, labels
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
 
 
@@ -670,7 +677,7 @@ def _read_cache(path: Path) -> dict | None:
             out["mean"] = tuple(float(v) for v in z["mean"])
             out["std"] = tuple(float(v) for v in z["std"])
         return out
-    except Exception:  # noqa: BLE001 - an unreadable cache entry is simply rebuilt
+    except Exception:  # an unreadable cache entry is simply rebuilt
         return None
 
 
@@ -688,10 +695,8 @@ def _write_cache(folder: Path, prefix: str, path: Path, arrays: dict) -> None:
         return  # a read-only or full cache folder only costs speed
     for stale in folder.glob(f"{prefix}*.npz"):
         if stale != path:
-            try:
+            with contextlib.suppress(OSError):
                 stale.unlink()
-            except OSError:
-                pass
 
 
 # -------------------------------------------------------------------------- loading
@@ -791,13 +796,12 @@ def verify_mnist(src: DataSource) -> dict[str, tuple[str, str]]:
 def _fetch(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest`` atomically, checking its md5; raise OSError/ValueError."""
     digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
-        with atomic_write(dest) as handle:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                handle.write(block)
-            if digest.hexdigest() != md5:
-                raise ValueError(f"md5 {digest.hexdigest()} != expected {md5}")
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_write(dest) as handle:
+        for block in iter(lambda: response.read(1 << 20), b""):
+            digest.update(block)
+            handle.write(block)
+        if digest.hexdigest() != md5:
+            raise ValueError(f"md5 {digest.hexdigest()} != expected {md5}")
 
 
 def _download_errors():

@@ -5,11 +5,20 @@ folder was chosen), decodes them (using the cache) and prints sizes and statisti
 ``perfedavg data partition --dataset mnist --scheme paper --out DIR`` writes
 ``DIR/partition.md`` (counts per client and class), ``DIR/partition.png`` (a heatmap of
 who holds what) and ``DIR/partition.npz`` (the index arrays), each atomically.
+
+``perfedavg --help`` loads this module: the data and partition modules (numpy) are imported
+inside the commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+
+from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import output_dir
+
+from ._io import atomic_write_text
 
 _DATA_HELP = (
     "data root (default: $PERFEDAVG_DATA, else the user cache $XDG_CACHE_HOME/perfedavg or "
@@ -28,7 +37,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         "checking their md5 sums")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="where decoded arrays are cached as .npz (default: <user cache>/decoded)")
-    parser.add_argument("--no-cache", action="store_true", help="decode the source files, do not read or write the cache")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="decode the source files, do not read or write the cache")
 
 
 def register(sub) -> None:
@@ -93,8 +103,6 @@ def _load(args):
 
 def info_main(args) -> int:
     """``perfedavg data info``: print where the data are and what they hold."""
-    import time
-
     from .data import locate, verify_mnist
 
     start = time.perf_counter()
@@ -119,11 +127,14 @@ def info_main(args) -> int:
 
 def partition_main(args) -> int:
     """``perfedavg data partition``: split, then write the table, picture and indices."""
-    from perfedavg.errors import UsageError
-    from perfedavg.runs.rundir import output_dir
-
-    from ._io import atomic_write_text
-    from .partition import DEFAULT_CONCENTRATION, PAPER_A, make_partition, plot_partition, save_partition, summary_markdown
+    from .partition import (
+        DEFAULT_CONCENTRATION,
+        PAPER_A,
+        make_partition,
+        plot_partition,
+        save_partition,
+        summary_markdown,
+    )
 
     dataset = _load(args)
     if args.scheme == "paper":
@@ -132,7 +143,8 @@ def partition_main(args) -> int:
             raise UsageError(f"--a is required for --scheme paper on {dataset.name} (paper: mnist 196, cifar10 68)")
         options = dict(num_clients=args.clients, a=a, a_test=args.a_test)
     elif args.scheme == "dirichlet":
-        options = dict(num_clients=args.clients, concentration=DEFAULT_CONCENTRATION if args.concentration is None else args.concentration, min_size=args.min_size)
+        concentration = DEFAULT_CONCENTRATION if args.concentration is None else args.concentration
+        options = dict(num_clients=args.clients, concentration=concentration, min_size=args.min_size)
     else:
         options = dict(num_clients=args.clients, classes_per_client=args.classes_per_client)
     part = make_partition(args.scheme, dataset.y_train, dataset.y_test, seed=args.seed, **options)

@@ -13,6 +13,7 @@ replacement, as a data loader would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from perfedavg.engine.models import mlp, mlp_num_params
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.runs.registry import TaskSpec, check_option, option_field
 
-from .partition import DEFAULT_CONCENTRATION
+from .data import load_dataset
+from .partition import DEFAULT_CONCENTRATION, PAPER_A, make_partition
 
 PARTITIONS = ("paper", "dirichlet", "classes")
 #: input scalings: ``dataset`` = (x/255 - mean_c)/std_c with the training set's per-channel statistics; ``none`` = x/255
@@ -51,31 +53,36 @@ class ImageTaskOptions:
         "the same draws and the same arithmetic rearranged, so results differ at round-off only (a speed knob for "
         "where auto picks the slower way)", "auto")
 
-    def __post_init__(self):
-        check_option("image", "partition", self.partition, self.partition in PARTITIONS, f"one of {', '.join(PARTITIONS)}")
-        check_option("image", "clients", self.clients, isinstance(self.clients, int) and self.clients >= 2, "an integer >= 2")
+    def __post_init__(self) -> None:
+        check_option("image", "partition", self.partition, self.partition in PARTITIONS,
+                     f"one of {', '.join(PARTITIONS)}")
+        check_option("image", "clients", self.clients, isinstance(self.clients, int) and self.clients >= 2,
+                     "an integer >= 2")
         check_option("image", "a", self.a, isinstance(self.a, int) and self.a >= 0, "an integer >= 0")
         check_option("image", "concentration", self.concentration, self.concentration > 0, "> 0")
         check_option("image", "classes_per_client", self.classes_per_client, self.classes_per_client >= 1, ">= 1")
         check_option("image", "partition_seed", self.partition_seed, self.partition_seed >= 0, ">= 0")
-        check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS, " | ".join(NORMALIZATIONS))
-        check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"), "elu | relu | tanh")
+        check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS,
+                     " | ".join(NORMALIZATIONS))
+        check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"),
+                     "elu | relu | tanh")
         check_option("image", "round_strategy", self.round_strategy, self.round_strategy in ROUND_STRATEGIES,
                      " | ".join(ROUND_STRATEGIES))
         try:
             hidden = tuple(self.hidden)
         except TypeError:
             hidden = (None,)
-        check_option("image", "hidden", self.hidden, all(isinstance(h, int) and h >= 1 for h in hidden), "a list of widths >= 1")
+        check_option("image", "hidden", self.hidden, all(isinstance(h, int) and h >= 1 for h in hidden),
+                     "a list of widths >= 1")
         object.__setattr__(self, "hidden", list(hidden))
 
 
 def normalized(x: np.ndarray, mean, std) -> torch.Tensor:
     r"""Flattened inputs :math:`(x/255 - \mu_c)/\sigma_c`, one row per image, float32."""
-    x = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) / 255.0
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) / 255.0
     mean = torch.tensor(mean, dtype=torch.float32)
     std = torch.tensor(std, dtype=torch.float32)
-    return ((x - mean) / std).flatten(1) if x.dim() == 4 else ((x - mean[0]) / std[0]).flatten(1)
+    return ((t - mean) / std).flatten(1) if t.dim() == 4 else ((t - mean[0]) / std[0]).flatten(1)
 
 
 def input_statistics(ds, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -94,21 +101,18 @@ def _client_data(x: np.ndarray, y: np.ndarray, parts, mean, std) -> ClientData:
     return ClientData.from_lists(normalized(x[used], mean, std), torch.from_numpy(y[used]).long(), lists)
 
 
-def partition_options(name: str, o: ImageTaskOptions) -> dict:
+def partition_options(name: str, o: ImageTaskOptions) -> dict[str, Any]:
     """The keyword arguments of :func:`empirical.partition.make_partition` that ``o`` describes."""
-    from .partition import PAPER_A
-
-    return {
+    by_scheme: dict[str, dict[str, Any]] = {
         "paper": {"num_clients": o.clients, "a": o.a or PAPER_A[name]},
         "dirichlet": {"num_clients": o.clients, "concentration": o.concentration},
         "classes": {"num_clients": o.clients, "classes_per_client": o.classes_per_client},
-    }[o.partition]
+    }
+    return by_scheme[o.partition]
 
 
 def build_image_task(name: str, o: ImageTaskOptions) -> Task:
-    from .data import load_dataset
-    from .partition import make_partition
-
+    """The ``name`` task (``mnist`` or ``cifar10``): the data set split among users as ``o`` says, the MLP."""
     ds = load_dataset(name, o.data_dir or None, download=o.download)
     part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **partition_options(name, o))
     mean, std = input_statistics(ds, o.normalize)
@@ -125,8 +129,8 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
         test=test,
         batch_with_replacement=False,
         oracle_factory=mlp_oracle_factory(sizes, o.activation, o.round_strategy),
-        description=f"{ds.label}, {part.describe()}, inputs {_scaling(o.normalize)}, MLP {'-'.join(map(str, sizes))} {o.activation} "
-        f"({mlp_num_params(sizes)} parameters)",
+        description=f"{ds.label}, {part.describe()}, inputs {_scaling(o.normalize)}, "
+        f"MLP {'-'.join(map(str, sizes))} {o.activation} ({mlp_num_params(sizes)} parameters)",
         label=ds.label,
     )
 
