@@ -24,7 +24,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from perfedavg.runs.rundir import atomic_write_json, read_json
+from perfedavg.runs.runner import load_run_config, resolve
+from synthetic import rates
+from synthetic.rates import bound_terms
+
 from . import store
+from .style import BOUND_STYLE, RATE_COLOR, bound_label
 
 #: figure level -> rate-table length (:data:`synthetic.rates.GRID`'s keys) and seeds
 LENGTH = {"tiny": "smoke", "quick": "quick", "full": "full"}
@@ -38,8 +47,6 @@ def rates_dir(root: Path, level: str) -> Path:
 
 def _signature(length: str, seeds: list[int]) -> str:
     """SHA-1 of everything in ``synthetic.rates`` that decides the table's numbers at ``length``."""
-    from synthetic import rates
-
     design = {"grid": rates.GRID[length], "base": rates.BASE, "burn": rates.BURN, "measure": rates.MEASURE[length],
               "batches": rates.BATCHES, "tolerance": rates.TOLERANCE, "seeds": list(seeds)}
     return hashlib.sha1(json.dumps(design, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -48,9 +55,6 @@ def _signature(length: str, seeds: list[int]) -> str:
 def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
     """``<runs>/rates-<length>/rows.json`` for ``level``, running :func:`synthetic.rates.rate_table` unless a
     saved one with the same design signature is there (its run directories are reused either way)."""
-    from perfedavg.runs.rundir import atomic_write_json, read_json
-    from synthetic import rates
-
     length, seeds = LENGTH[level], SEEDS[level]
     out = rates_dir(root, level)
     path = out / ROWS
@@ -71,8 +75,6 @@ def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
 def read_rows(root: Path, figure: str) -> tuple[dict, dict]:
     """``({row name: row dict}, saved table)`` of the rate table that ``figure``'s manifest names (written by
     its ``run``); :class:`figures.store.Skip` when either is missing."""
-    from perfedavg.runs.rundir import read_json
-
     man = store.read_manifest(root, figure)
     path = Path(root) / man["rates"]
     if not path.is_file():
@@ -138,10 +140,7 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
     ≤ 0 cannot be drawn either: its bar is drawn down to the bottom of the axis, ending in a downward arrow
     head, and counted.  The legend goes below the axes (it never covers data).  Returns ``{"fitted", "low",
     "high", "predicted", "recalled", "verdict", "dropped", "clipped"}``."""
-    import numpy as np
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
-    from .style import BOUND_STYLE, RATE_COLOR, bound_label
 
     xs, m, h = (np.asarray(row[k], float) for k in ("xs", "means", "halfwidths"))
     ok = m > 0
@@ -232,7 +231,8 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
 
 def row_sentence(what: str, r: dict) -> str:
     """Caption sentence of one panel's numbers."""
-    fitted = (f"fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval)" if math.isfinite(r["fitted"])
+    fitted = (f"fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval)"
+              if math.isfinite(r["fitted"])
               else "no slope fitted (a measured difference is ≤ 0: not resolved from the noise)")
     text = (f"{what}: {fitted}, predicted "
             f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
@@ -251,8 +251,6 @@ def row_sentence(what: str, r: dict) -> str:
 
 def _saved_configs(directory: Path, key) -> dict:
     """``{key(cfg): cfg}`` over the saved run configs ``<directory>/<slug>/seed0/config.toml``."""
-    from perfedavg.runs.runner import load_run_config
-
     out = {}
     for path in sorted(Path(directory).glob("*/seed0/config.toml")):
         cfg = load_run_config(str(path), [])
@@ -268,20 +266,15 @@ def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list 
     Taken from the rows when the rate table carries them (:data:`LEVEL_FIELDS`); otherwise evaluated here on
     the *saved* configs of the rows' runs with the rate table's own function
     :func:`synthetic.rates.bound_terms` (theory only: nothing is run).  The TV row's runs are
-    ``<rates>/h/*`` (one per h, h = 0 the baseline); the W1 row's are the same runs (older tables: its ``extra``
-    has ``h``) or ``<rates>/w1/*`` at h = 1 (newer tables: its ``extra`` has ``shift``, W1 moved by the label
-    shift at fixed TV); the W1 version is evaluated at the run's start w*_α as the table does.
+    ``<rates>/h/*`` (one per h, h = 0 the baseline); the W1 row's are the same runs (when its ``extra`` has
+    ``h``) or ``<rates>/w1/*`` at h = 1 (when its ``extra`` has ``shift``: W1 moved by the label shift at
+    fixed TV); the W1 version is evaluated at the run's start w*_α as the table does.
     A level that cannot be had is ``None`` (with the reason in ``source``)."""
     tv, w1 = row_field(row_tv, LEVEL_FIELDS), row_field(row_w1, LEVEL_FIELDS)
     if tv is not None and w1 is not None:
         return list(tv), list(w1), "the rate table's rows"
     reasons = []
     try:
-        import torch
-
-        from perfedavg.runs.runner import resolve
-        from synthetic.rates import bound_terms
-
         def gamma_part(cfg, how="tv", w1_x=None):
             none = bound_terms(cfg, "none")[0]["client sampling"]
             if how == "tv":
@@ -289,17 +282,17 @@ def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list 
             start = resolve(cfg)[1].init_params(torch.Generator())
             return bound_terms(cfg, "w1", w1_x, start)[0]["client sampling"] - none
 
-        rates = Path(table["_dir"])
+        table_dir = Path(table["_dir"])
         if tv is None:
-            by_h = _saved_configs(rates / "h", lambda c: float(c.task["h"]))
+            by_h = _saved_configs(table_dir / "h", lambda c: float(c.task["h"]))
             tv = [gamma_part(by_h[float(h)]) for h in row_tv["extra"]["h"]]
         if w1 is None:
             extra = row_w1.get("extra", {})
             if "shift" in extra:
-                by_s = _saved_configs(rates / "w1", lambda c: (float(c.task["h"]), float(c.task["shift"])))
+                by_s = _saved_configs(table_dir / "w1", lambda c: (float(c.task["h"]), float(c.task["shift"])))
                 w1 = [gamma_part(by_s[(1.0, float(sv))], "w1", x) for sv, x in zip(extra["shift"], row_w1["xs"])]
             else:
-                by_h = _saved_configs(rates / "h", lambda c: float(c.task["h"]))
+                by_h = _saved_configs(table_dir / "h", lambda c: float(c.task["h"]))
                 w1 = [gamma_part(by_h[float(h)], "w1", x) for h, x in zip(extra["h"], row_w1["xs"])]
         return list(tv), list(w1), "the saved runs' configs, evaluated with synthetic.rates.bound_terms"
     except (KeyError, OSError, ValueError, ImportError, TypeError) as exc:

@@ -15,6 +15,15 @@ import functools
 import json
 import math
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from perfedavg.engine.task import Task
+from perfedavg.runs.registry import build_task
+from synthetic.measure import global_constants
+from theory.checks_api import convergence, fedavg_convergence
+from theory.constants import Constants
 
 
 def variant_of(algorithm: str) -> str:
@@ -23,37 +32,31 @@ def variant_of(algorithm: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def _task(task_json: str, dtype: str):
-    import torch
-
-    from perfedavg.runs.registry import build_task
-
+def _task(task_json: str, dtype: str) -> Task:
     return build_task(json.loads(task_json)).to(getattr(torch, dtype))
 
 
-def task_for(task_table: dict):
+def task_for(task_table: dict[str, Any]) -> Task:
     """The (cached, float64) task a ``[task]`` table describes."""
     return _task(json.dumps(dict(task_table), sort_keys=True), "float64")
 
 
-def has_exact_constants(task) -> bool:
+def has_exact_constants(task: Task) -> bool:
     """Whether the task knows L, ρ, B, σ_G, σ_H exactly and its users' RMS total variation."""
     return all(k in task.constants for k in ("L", "rho", "B", "sigma_G", "sigma_H", "tv_rms"))
 
 
-def algorithm_constants(config: dict, K: float | None = None) -> dict:
+def algorithm_constants(config: dict[str, Any], K: float | None = None) -> dict[str, float]:
     """β, δ, τ, K, r, D, D', D'' of a run-config dict, as the floats Constants expects."""
     return {"beta": config["beta"], "delta": config["delta"], "tau": config["tau"],
             "K": config["K"] if K is None else K, "r": config["r"], "D": config["D"],
             "D1": config["D1"], "D2": config["D2"]}
 
 
-def constants_for_config(config: dict, K: float | None = None, **changes):
+def constants_for_config(config: dict[str, Any], K: float | None = None, **changes: float) -> Constants | None:
     r"""Exact :class:`theory.constants.Constants` of a synthetic run config (module docstring),
     with ``K`` (default: the run's) and ``changes`` to any field; ``None`` when the task's
     constants are not known exactly."""
-    from synthetic.measure import global_constants
-
     task = task_for(config["task"])
     if not has_exact_constants(task):
         return None
@@ -62,20 +65,18 @@ def constants_for_config(config: dict, K: float | None = None, **changes):
     return c.replace(**changes) if changes else c
 
 
-def bound_for(constants, algorithm: str) -> tuple[float, dict, str]:
+def bound_for(constants: Constants, algorithm: str) -> tuple[float, dict[str, float], str]:
     r"""(value, terms, provenance) of the derived explicit bound on
     Φ_K = (1/(τK))ΣΣE‖∇F(w̄)‖² for ``algorithm``; ``inf`` when the step-size condition
     6β²τ²L_F² < 1 fails.  FedAvg has no bound on ∇F: its derived bound is on ∇f
     (:func:`theory.checks_api.fedavg_convergence`), returned with empty terms."""
-    from theory.checks_api import convergence, fedavg_convergence
-
     if algorithm == "fedavg":
         return fedavg_convergence(constants), {}, "derived"
     rep = convergence(constants, variant_of(algorithm))
     return rep.derived, dict(rep.derived_terms), "derived"
 
 
-def floor_of(constants, algorithm: str) -> float:
+def floor_of(constants: Constants, algorithm: str) -> float:
     r"""The derived bound without its optimization term 2Δ₀/(βτK)(1+√c): the part that
     does not vanish as K → ∞ (``inf`` when the step-size condition fails)."""
     value, terms, _ = bound_for(constants, algorithm)
@@ -84,7 +85,9 @@ def floor_of(constants, algorithm: str) -> float:
     return sum(v for k, v in terms.items() if k != "optimization")
 
 
-def constants_from_json(path: str | Path, config: dict, K: float | None = None):
+def constants_from_json(
+    path: str | Path, config: dict[str, Any], K: float | None = None
+) -> tuple[Constants, list[str]]:
     r"""A :class:`theory.constants.Constants` from an *estimated* constants file, for a run.
 
     The file is read by theory's one reader, :meth:`theory.constants.Constants.from_file` (the
@@ -96,8 +99,6 @@ def constants_from_json(path: str | Path, config: dict, K: float | None = None):
     trained MNIST model) the bound is evaluated with α clipped to 1/L and a note says so.
     Returns ``(constants, notes)``.
     """
-    from theory.constants import Constants
-
     run = algorithm_constants(config, K)
     probe = Constants.from_file(path, {**run, "alpha": 0.0})  # the estimated L, to check alpha against
     notes = [f"{k} not estimated: terms that need it are not evaluable" for k in sorted(probe.missing)]

@@ -15,8 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+
+import torch
+from tqdm import tqdm
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import atomic_write_text
 
 from .store import LEVELS, Skip
 
@@ -37,14 +42,15 @@ class Entry:
 
     name: str
     title: str
-    files: list = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
     caption: str = ""
     note: str = ""
     seconds: float = 0.0
     table_markdown: str = ""
 
 
-def module(name: str):
+def module(name: str) -> ModuleType:
+    """The module that makes figure ``name``."""
     if name not in FIGURES:
         raise UsageError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)}")
     return importlib.import_module(FIGURES[name])
@@ -52,9 +58,6 @@ def module(name: str):
 
 def build(names, out: str | Path, runs: str | Path, level: str = "quick", progress: bool = True) -> list[Entry]:
     """Run what is missing and draw ``names`` (all when empty) into ``out``; write the index."""
-    import torch
-    from tqdm import tqdm
-
     if level not in LEVELS:
         raise UsageError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     names = list(names) or list(FIGURES)
@@ -81,7 +84,8 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
             except Skip as exc:
                 entry.note = str(exc)
                 if getattr(mod, "EMPIRICAL", False) and level == "quick" and name not in named:
-                    entry.note += f" (--quick draws it only from saved results; name it to run it: `perfedavg figures {name}`)"
+                    entry.note += (" (--quick draws it only from saved results; name it to run it: "
+                                   f"`perfedavg figures {name}`)")
             entry.seconds = time.perf_counter() - started
             entries.append(entry)
     finally:
@@ -92,8 +96,6 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
 
 def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tuple[Path, Path]:
     """``index.md`` and ``index.html`` in ``out``: every figure with its caption, or the skip note."""
-    from perfedavg.runs.rundir import atomic_write_text
-
     head = ("Per-FedAvg: figures regenerated from saved runs",
             f"Level: {level}. Runs read from `{runs}`. Provenance in legends: [derived] = derived in "
             "theory/DERIVATIONS.md (an explicit upper bound), [recalled] = the paper's statement as recalled "
@@ -122,7 +124,8 @@ def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tupl
         if e.table_markdown:
             body.append(_md_tables_to_html(e.table_markdown))
         if others:
-            body.append("<p>Files: " + ", ".join(f"<a href='{html.escape(o)}'>{html.escape(o)}</a>" for o in others) + "</p>")
+            links = ", ".join(f"<a href='{html.escape(o)}'>{html.escape(o)}</a>" for o in others)
+            body.append(f"<p>Files: {links}</p>")
         body.append("</section>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(head[0]) + "</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45}"
@@ -137,14 +140,17 @@ def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tupl
 
 def _md_tables_to_html(md: str) -> str:
     """The pipe tables and headings of a Markdown snippet as HTML (what Table 1's Markdown holds)."""
-    parts, rows = [], []
+    parts: list[str] = []
+    rows: list[str] = []
 
-    def flush():
+    def flush() -> None:
         if rows:
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows if not set(r.strip()) <= set("|-")]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")]
+                     for r in rows if not set(r.strip()) <= set("|-")]
             if cells:
                 parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0]) + "</tr>"
-                             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+                             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                                       for r in cells[1:])
                              + "</table>")
             rows.clear()
 

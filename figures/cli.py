@@ -1,11 +1,15 @@
 r"""``perfedavg figures``: every figure and table regenerated from saved runs by one command.
 
-No torch or matplotlib at import time (the CLI registry imports this module).
+No torch or matplotlib at import time (``perfedavg --help`` loads this module): the figures are
+built by :mod:`figures.build`, imported inside :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from perfedavg.runs.rundir import output_dir
 
 FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "hf_delta", "table1", "mnist_bound")
 
@@ -17,7 +21,7 @@ def _figure_name(text: str) -> str:
     return text
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "figures",
         help="regenerate every figure and table (or the named ones) from saved runs, then an index page",
@@ -34,7 +38,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME", type=_figure_name,
                    help=f"figures to regenerate (default: all): {', '.join(FIGURE_NAMES)}")
     p.add_argument("--out", default="figures-out", metavar="DIR",
-                   help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index (default: figures-out)")
+                   help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index "
+                        "(default: figures-out)")
     p.add_argument("--runs", default=None, metavar="DIR",
                    help="folder of the saved runs, read and completed (default: runs/figures-quick with --quick, "
                         "else runs/figures)")
@@ -46,10 +51,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def main(args) -> int:
-    from perfedavg.runs.rundir import output_dir
-
-    from .build import build
+def main(args: argparse.Namespace) -> int:
+    from .build import build  # torch
 
     level = "quick" if args.quick else "full"
     runs = args.runs or ("runs/figures-quick" if args.quick else "runs/figures")
@@ -59,7 +62,5 @@ def main(args) -> int:
     for e in entries:
         status = f"skipped: {e.note}" if e.note else ", ".join(str(f) for f in e.files)
         print(f"{e.name:14s} {e.seconds:6.1f} s  {status}")
-    from pathlib import Path
-
     print(f"index: {Path(args.out) / 'index.html'} (also index.md)")
     return 0

@@ -5,12 +5,23 @@ The constants come from the task when it knows them exactly (synthetic tasks:
 e.g. written by ``empirical/constants.py``).  The bound is the derived explicit bound of
 :func:`theory.checks_api.convergence` (provenance ``derived``), printed beside the
 paper's recalled shape (``recalled``, O(1) set to 1, not a bound).
+
+``perfedavg --help`` loads this module: the theory (sympy) and the tasks (torch) are imported
+inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from perfedavg.errors import UsageError
+
+from .style import algorithm_label
+
+if TYPE_CHECKING:
+    from theory.constants import Constants
 
 #: what each term of the derived bound is, and which knob lowers it
 PLAIN = {
@@ -27,7 +38,7 @@ PLAIN = {
 }
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "explain",
         help="print, for a run config, the convergence bound's terms and which one dominates, in plain words",
@@ -48,12 +59,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def explain_text(config: dict, constants, notes=()) -> str:
+def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[str] = ()) -> str:
     """The explanation for a resolved run-config dict and a Constants (see the module docstring)."""
-    from theory.checks_api import convergence, fedavg_convergence
+    from theory.checks_api import convergence, fedavg_convergence  # sympy
 
-    from .bounds import variant_of
-    from .style import algorithm_label
+    from .bounds import variant_of  # torch
 
     alg = config["algorithm"]
     v = variant_of(alg)
@@ -79,7 +89,8 @@ def explain_text(config: dict, constants, notes=()) -> str:
             share = 100 * value / total if total > 0 else 0.0
             lines.append(f"  {name:20s} {value:11.4g}  {share:5.1f}%{'  <- dominates' if name == dom else ''}")
         lines.append("")
-        lines.append(f"In plain words: the '{dom}' term dominates ({100 * rep.derived_terms[dom] / total:.0f}% of the bound). "
+        dom_share = 100 * rep.derived_terms[dom] / total
+        lines.append(f"In plain words: the '{dom}' term dominates ({dom_share:.0f}% of the bound). "
                      + PLAIN.get(dom, ""))
         floor = total - rep.derived_terms.get("optimization", 0.0)
         lines.append(f"As K grows the bound falls to {floor:.4g} (everything but the optimization term); "
@@ -99,23 +110,24 @@ def explain_text(config: dict, constants, notes=()) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from perfedavg.errors import UsageError
-    from perfedavg.runs.runner import load_run_config, resolve
+def main(args: argparse.Namespace) -> int:
+    from perfedavg.runs.runner import load_run_config, resolve  # torch
 
     from .bounds import constants_for_config, constants_from_json
 
     cfg, _task = resolve(load_run_config(args.config, args.overrides))
     config = cfg.to_dict()
-    notes = []
+    notes: list[str] = []
+    constants: Constants | None
     if args.constants:
         constants, notes = constants_from_json(args.constants, config)
-        notes = [f"estimated constants from {args.constants}"] + list(notes)
+        notes = [f"estimated constants from {args.constants}", *notes]
     else:
         try:
             constants = constants_for_config(config)
         except UsageError as exc:
-            raise UsageError(f"the task's exact constants give no valid Constants ({exc}); pass --constants FILE.json") from None
+            raise UsageError(f"the task's exact constants give no valid Constants ({exc}); "
+                             "pass --constants FILE.json") from None
         if constants is None:
             raise UsageError(f"task {config['task']['name']!r} has no exact constants: pass --constants FILE.json "
                              "(e.g. from empirical/constants.py)")

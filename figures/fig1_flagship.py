@@ -30,8 +30,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthetic.quadratic import minimizer_F
+from theory.checks_api import convergence
 
 from . import store
+from .bounds import bound_for, constants_for_config, floor_of, task_for
 from .style import ALGORITHM_STYLE, BOUND_STYLE, OKABE_ITO, RATE_COLOR, algorithm_label, bound_label, save, setup
 
 NAME = "flagship"
@@ -78,8 +85,6 @@ def run(root: Path, level: str) -> None:
 
 def _mean_curve(runs, key):
     """(rounds common to every seed, (seeds × rounds) array) of metric ``key``."""
-    import numpy as np
-
     curves = [dict(zip(*r.series(key))) for r in runs]
     ks = sorted(set.intersection(*[set(c) for c in curves]))
     return ks, np.array([[c[k] for k in ks] for c in curves])
@@ -97,10 +102,6 @@ def _ratio_sentence(name_a: str, a: float, name_b: str, b: float) -> str:
 
 def domain_radius_note(config: dict) -> str:
     """‖w*_α‖ and FedAvg's ‖w*_f‖ (closed form on the quadratic task) against the domain radius W."""
-    from synthetic.quadratic import minimizer_F
-
-    from .bounds import task_for
-
     task = task_for(config["task"])
     wa = float(minimizer_F(task.train, config["alpha"]).norm())
     wf = float(minimizer_F(task.train, 0.0).norm())
@@ -109,16 +110,10 @@ def domain_radius_note(config: dict) -> str:
             "hold (w₀ = 0)")
 
 
-def draw(root: Path, out: Path) -> dict:
+def draw(root: Path, out: Path) -> dict[str, Any]:
     """Draw from the manifest; returns ``{"files": [...], "caption": str}``."""
-    import numpy as np
-
-    from theory.checks_api import convergence
-
-    from .bounds import bound_for, constants_for_config
-
     man = store.read_manifest(root, NAME)
-    runs = {}
+    runs: dict[str, list[store.Run]] = {}
     for e in man["entries"]:
         runs.setdefault(e["algorithm"], []).append(store.load_run(Path(root) / e["dir"]))
     algs = [a for a in ALGORITHMS if a in runs]
@@ -160,6 +155,7 @@ def draw(root: Path, out: Path) -> dict:
                    label=algorithm_label(alg))
     cfg = runs[algs[0]][0].config
     c0 = constants_for_config(cfg)
+    assert c0 is not None  # the quadratic task knows its constants exactly
     kgrid = np.unique(np.geomspace(1, K_max, 40).round())
     bounds, holds = {}, {}
     for alg in ("exact", "hf", "fo"):
@@ -167,8 +163,9 @@ def draw(root: Path, out: Path) -> dict:
         if not np.all(np.isfinite(values)):
             continue
         bounds[alg] = values
+        short = algorithm_label(alg).replace("Per-FedAvg ", "").strip("()")
         ax.loglog(kgrid, values, color=ALGORITHM_STYLE[alg]["color"], **BOUND_LINES[alg], zorder=2,
-                  label=bound_label(f"explicit bound, {algorithm_label(alg).replace('Per-FedAvg ', '').strip('()')}", "derived"))
+                  label=bound_label(f"explicit bound, {short}", "derived"))
         if alg in phi:
             ks, mean, Y = phi[alg]
             at = np.array([bound_for(c0.replace(K=float(k)), alg)[0] for k in ks])
@@ -203,20 +200,16 @@ def draw(root: Path, out: Path) -> dict:
 
 def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_drawn, K_max, n_seeds, fit_lo) -> str:
     """The caption: what is drawn, what the theory predicts, and what the data show (every comparison computed)."""
-    import numpy as np
-
-    from .bounds import floor_of
-
     name = {a: algorithm_label(a) for a in ALGORITHMS}
     K_end = int(K_max)
     phi_end = {a: float(v[1][-1]) for a, v in phi.items()}
     late = {}
-    for a, (kg, gm, _, g0) in grad.items():
-        n_late = max(1, int(round(LATE * len(kg))))
+    for a, (kg, gm, _, _) in grad.items():
+        n_late = max(1, round(LATE * len(kg)))
         late[a] = float(np.mean(gm[-n_late:]))
     g0 = next((v[3] for v in grad.values() if math.isfinite(v[3])), math.nan)
     measured = []
-    measured.append("At K = {}: Φ_K = ".format(K_end) + ", ".join(f"{name[a]} {v:.3g}" for a, v in phi_end.items()) + ".")
+    measured.append(f"At K = {K_end}: Φ_K = " + ", ".join(f"{name[a]} {v:.3g}" for a, v in phi_end.items()) + ".")
     if fits:
         measured.append(f"Fitted log-log slope of Φ_K on K ∈ [{int(fit_lo)}, {K_end}] (grey band): "
                         + ", ".join(f"{name[a]} {s:+.2f} [{lo:+.2f}, {hi:+.2f}]" for a, (s, lo, hi) in fits.items())
@@ -227,7 +220,8 @@ def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_d
                     + ", ".join(f"{name[a]} {v:.3g}" for a, v in late.items()) + ".")
     ref = "exact" if "exact" in late else None
     if ref:
-        comps = [_ratio_sentence(f"{name[a]}'s late ‖∇F‖²", late[a], f"{name[ref]}'s", late[ref]) for a in late if a != ref]
+        comps = [_ratio_sentence(f"{name[a]}'s late ‖∇F‖²", late[a], f"{name[ref]}'s", late[ref])
+                 for a in late if a != ref]
         if comps:
             measured.append("So at the end " + "; ".join(comps) + ".")
         if "fo" in late:
@@ -238,7 +232,7 @@ def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_d
             rel = abs(phi_end["hf"] - phi_end[ref]) / phi_end[ref]
             measured.append(f"HF's Φ_K differs from the exact variant's by {100 * rel:.2g}% at K = {K_end}.")
     if bounds:
-        measured.append("Derived bound at K = {}: ".format(K_end)
+        measured.append(f"Derived bound at K = {K_end}: "
                         + ", ".join(f"{name[a]} {v[-1]:.3g}" for a, v in bounds.items())
                         + f" ({bounds[next(iter(bounds))][-1] / phi_end.get(next(iter(bounds)), math.nan):.3g}× the "
                         f"measured {name[next(iter(bounds))]}); it lies above every seed's Φ_K at every evaluated K: "

@@ -88,12 +88,16 @@ def draw(root: Path, out: Path) -> dict:
     else:
         tv_fixed = row_w1.get("extra", {}).get("tv")
         tv_text = f" (TV = {tv_fixed[0]:.3g} at every point)" if isinstance(tv_fixed, list) and tv_fixed else ""
-        w1_note = ("Panel (b) is a different sweep of the rate table: at h = 1 the per-cone label shift s is varied, which moves W1 "
-                   f"while TV stays fixed{tv_text}, so the two panels can tell the distances apart. ")
+        w1_note = ("Panel (b) is a different sweep of the rate table: at h = 1 the per-cone label shift s is "
+                   f"varied, which moves W1 while TV stays fixed{tv_text}, so the two panels can tell the distances "
+                   "apart. ")
     ratio = [lv / m for lv, m in zip(tv_levels or [], row_tv["means"]) if m > 0]
     ratio_w1 = [lv / m for lv, m in zip(w1_levels or [], row_w1["means"]) if m > 0]
     if ratio and ratio_w1:
-        level_note = (f"The black line (×{', on the right-hand axis, which is the left one times the stated power of ten' if max(ratio) > _floors.LEVEL_SAME_AXIS_FACTOR else ''}) is the derived bound's γ-part of the client-sampling term itself, with "
+        right_axis = (", on the right-hand axis, which is the left one times the stated power of ten"
+                      if max(ratio) > _floors.LEVEL_SAME_AXIS_FACTOR else "")
+        level_note = (f"The black line (×{right_axis}) is the derived bound's γ-part of the client-sampling term "
+                      "itself, with "
                       f"γ_G, γ_H from the TV (a) or W1 (b) statements and the task's exact constants (from "
                       f"{level_source}): it is {min(ratio):.3g}–{max(ratio):.3g}× (TV) and "
                       f"{min(ratio_w1):.3g}–{max(ratio_w1):.3g}× (W1) the measured differences. ")

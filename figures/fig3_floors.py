@@ -35,8 +35,9 @@ PANELS = {
              OKABE_ITO["sky blue"], "s", "outer step β (stochastic-gradient term)"),
     "tau": ("drift vs tau", "local steps τ", r"drift part: $\varphi(\tau)-\varphi(1)$",
             OKABE_ITO["sky blue"], "^", "local steps τ (local-drift term)"),
-    # newer rate tables: the same drift at a β where the bound's step-size factor Γ ≈ 1 (drawn when present)
-    "tau_gamma1": ("drift vs tau (Gamma~1)", "local steps τ (β τ_max small: Γ ≈ 1)", r"drift part: $\varphi(\tau)-\varphi(1)$",
+    # the same drift at a β where the bound's step-size factor Γ ≈ 1 (drawn when the rate table has the row)
+    "tau_gamma1": ("drift vs tau (Gamma~1)", "local steps τ (β τ_max small: Γ ≈ 1)",
+                   r"drift part: $\varphi(\tau)-\varphi(1)$",
                    OKABE_ITO["sky blue"], "v", "local steps τ at Γ ≈ 1 (local-drift term without the 1/Γ factor)"),
     # the drift without noise (closed form, exact): what the noisy τ rows measure, resolved
     "tau_noise_free": ("drift vs tau (noise-free)", "local steps τ (no noise: r = 1, whole batches)",

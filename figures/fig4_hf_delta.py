@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from perfedavg.runs.registry import build_task
+from perfedavg.runs.rundir import atomic_write_json, read_json
+from synthetic.measure import hf_error
 
 from . import store
-from .style import BOUND_STYLE, OKABE_ITO, RATE_COLOR, bound_label, save, setup
+from .style import BOUND_STYLE, OKABE_ITO, bound_label, save, setup
 
 NAME = "hf_delta"
 TITLE = "Hessian-free finite-difference error against δ"
@@ -43,11 +51,6 @@ def _flat_stretch(deltas, errors) -> tuple[float, float] | None:
 
 def run(root: Path, level: str) -> None:
     """Measure e(δ) at a few random points (float64 and float32) into ``hf_delta/results.json``."""
-    import torch
-
-    from perfedavg.runs.registry import build_task
-    from synthetic.measure import hf_error
-
     path = Path(root) / NAME / "results.json"
     want = {"level": level, "task": TASK, "deltas": DELTAS[level], "points": POINTS[level]}
     if path.is_file():
@@ -75,16 +78,11 @@ def run(root: Path, level: str) -> None:
             "float32": [hf_error(task32, w.float(), client, g.float(), d) for d in DELTAS[level]],
         })
     path.parent.mkdir(parents=True, exist_ok=True)
-    from perfedavg.runs.rundir import atomic_write_json
-
     atomic_write_json(path, {**want, "B": B, "rho": rho, "g_norm": B, "rows": rows})
 
 
-def draw(root: Path, out: Path) -> dict:
-    import numpy as np
-
-    from perfedavg.runs.rundir import read_json
-
+def draw(root: Path, out: Path) -> dict[str, Any]:
+    """Draw e(δ) from ``hf_delta/results.json``; returns ``{"files", "caption"}``."""
     path = Path(root) / NAME / "results.json"
     if not path.is_file():
         raise store.Skip(f"no saved results for '{NAME}' in {root}")
@@ -119,16 +117,16 @@ def draw(root: Path, out: Path) -> dict:
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     flat = _flat_stretch(d, np.array([r["float32"] for r in res["rows"]]).mean(0))
     files = save(fig, out, "fig4_hf_delta")
-    best = "; ".join(f"{k}: smallest error {v[1]:.2g} at δ = {v[0]:.0e}" for k, v in summary.items())
+    smallest = "; ".join(f"{k}: smallest error {v[1]:.2g} at δ = {v[0]:.0e}" for k, v in summary.items())
     caption = (
         "What it shows: the error of Per-FedAvg (HF)'s central difference [∇f_i(w+δg) − ∇f_i(w−δg)]/(2δ) against "
         "the exact Hessian-vector product ∇²f_i(w)g (double backward, the reference at 0), as δ shrinks (x-axis "
         "reversed), in float64 and float32. What the theory predicts: the error is at most ρδ‖g‖²/2 [derived] "
         "(the Hessian is ρ-Lipschitz), so it falls at least linearly in δ (like δ² for a smooth loss, as here); "
         "below the best δ the round-off of subtracting two nearly equal gradients takes over and the error grows "
-        f"like ε‖∇f_i‖/δ (dotted), which the bound does not cover. {best}. The paper's δ = 1e-3 is on the "
-        f"{'truncation' if 1e-3 >= summary['float64'][0] else 'round-off'} branch in float64 and on the "
-        f"{'truncation' if 1e-3 >= summary['float32'][0] else 'round-off'} branch in float32 (grey dashed line)."
+        f"like ε‖∇f_i‖/δ (dotted), which the bound does not cover. {smallest}. The paper's δ = 1e-3 is on the "
+        f"{'truncation' if summary['float64'][0] <= 1e-3 else 'round-off'} branch in float64 and on the "
+        f"{'truncation' if summary['float32'][0] <= 1e-3 else 'round-off'} branch in float32 (grey dashed line)."
         + (f" The float32 curve is flat at {flat[1]:.2g} for δ ≤ {flat[0]:.0e}: there δ‖g‖ is below float32's "
            "resolution of w's coordinates (about 6e-8 relative), so w + δg and w − δg round to w itself, the two "
            "gradients are identical, the difference quotient is 0, and the error is the whole ‖∇²f_i(w)g‖; the "

@@ -11,6 +11,13 @@ the figure is skipped with a note.  Tables are written as Markdown and LaTeX.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from empirical.data import load_dataset
+from empirical.reproduce import QUICK_K, Plan, latex, markdown, run_plan
+from perfedavg.runs.rundir import atomic_write_text, read_json
 
 from . import store
 from .style import ALGORITHM_STYLE, algorithm_label, save, setup
@@ -36,8 +43,6 @@ def chosen_row(table: dict, dataset: str) -> dict:
 def data_available(data_dir: str | None = None) -> bool:
     """Whether MNIST and CIFAR-10 can be loaded (no download is attempted)."""
     try:
-        from empirical.data import load_dataset
-
         for name in ("mnist", "cifar10"):
             load_dataset(name, data_dir, download=False)
         return True
@@ -47,8 +52,6 @@ def data_available(data_dir: str | None = None) -> bool:
 
 def run(root: Path, level: str) -> None:
     """Run the quick Table 1 plan into ``<root>/table1`` unless a table is already there."""
-    from empirical.reproduce import QUICK_K, Plan, run_plan
-
     out = Path(root) / NAME
     if (out / "table1.json").is_file():
         return
@@ -56,16 +59,15 @@ def run(root: Path, level: str) -> None:
         raise store.Skip("MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
                          "Table 1 and the accuracy curves were not drawn")
     # evaluate every K/6 rounds so the accuracy curves have points (the table itself needs only round K)
-    plan = Plan.quick(eval_every=max(1, QUICK_K // 6)) if level != "tiny" else Plan.quick(K=4, eval_every=2, rows=((10, 0.001),))
+    if level != "tiny":
+        plan = Plan.quick(eval_every=max(1, QUICK_K // 6))
+    else:
+        plan = Plan.quick(K=4, eval_every=2, rows=((10, 0.001),))
     run_plan(plan, out, progress=False)
 
 
-def draw(root: Path, out: Path) -> dict:
-    import json
-
-    from empirical.reproduce import latex, markdown
-    from perfedavg.runs.rundir import atomic_write_text, read_json
-
+def draw(root: Path, out: Path) -> dict[str, Any]:
+    """Write Table 1 (Markdown, LaTeX) and draw the accuracy curves; returns ``{"files", "caption", ...}``."""
     src = Path(root) / NAME
     if not (src / "table1.json").is_file():
         raise store.Skip(f"no Table 1 in {src}: run `perfedavg reproduce table1 --out {src}` (needs the data) or "
@@ -90,8 +92,6 @@ def draw(root: Path, out: Path) -> dict:
             seeds = sorted((src / "runs" / ds / f"tau{tau}-alpha{alpha:g}").glob(f"{method}-seed*"))
             if not seeds:
                 continue
-            import numpy as np
-
             curves = [store.load_run(d) for d in seeds]
             rounds, _ = curves[0].series("personalized_accuracy_train_step")
             st = ALGORITHM_STYLE[method]
@@ -110,7 +110,8 @@ def draw(root: Path, out: Path) -> dict:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("communication round k")
         ax.set_ylabel("personalized test accuracy (%)")
-        ax.set_title(f"{row['label']}: τ = {tau}, α = {alpha:g}, K = {plan['K']}, {plan['seeds']} seed(s)", fontsize=10)
+        ax.set_title(f"{row['label']}: τ = {tau}, α = {alpha:g}, K = {plan['K']}, {plan['seeds']} seed(s)",
+                     fontsize=10)
         ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     files = save(fig, out, "fig5_accuracy")
@@ -119,11 +120,14 @@ def draw(root: Path, out: Path) -> dict:
         f"What it shows: Table 1 of the paper regenerated (K = {plan['K']}, {plan['seeds']} seed(s); the paper used "
         "K = 1000 and reported mean ± std), personalized test accuracy after one adaptation step of size α, under "
         "the paper's protocol (step on the user's test data) and the leak-free one (step on its training data); "
-        "and, for the row with the largest α (where one adaptation step matters most), accuracy against rounds. What the theory and the paper predict: "
-        "Per-FedAvg (HF) ≥ (FO) > FedAvg after personalization, with a far larger gap on CIFAR-10 than on MNIST "
+        "and, for the row with the largest α (where one adaptation step matters most), accuracy against rounds. "
+        "What the theory and the paper predict: Per-FedAvg (HF) ≥ (FO) > FedAvg after personalization, with a far "
+        "larger gap on CIFAR-10 than on MNIST "
         f"(recalled magnitudes, drawn as dotted lines with a shaded ±{RECALLED_RANGE:g}-point sanity range, never a "
-        "target: " + "; ".join(f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
-                               for ds, accs in RECALLED_ACCURACY.items()) + "; PAPER.md §7). Measured: "
+        "target: "
+        + "; ".join(f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
+                    for ds, accs in RECALLED_ACCURACY.items())
+        + "; PAPER.md §7). Measured: "
         + " ".join(_measured_sentence(chosen_row(table, ds), ds, plan["methods"]) for ds in datasets)
     )
     return {"files": files, "caption": caption, "table_markdown": md}
@@ -133,7 +137,7 @@ def _measured_sentence(row: dict, dataset: str, methods) -> str:
     """The plotted row's final accuracies (paper's protocol), their order, and whether each lies in the recalled
     ±RECALLED_RANGE sanity range: computed from the table, never assumed."""
     test = {m: row["cells"][m]["test"]["mean"] for m in methods if m in row["cells"]}
-    order = " > ".join(algorithm_label(m) for m in sorted(test, key=test.get, reverse=True))
+    order = " > ".join(algorithm_label(m) for m in sorted(test, key=lambda m: test[m], reverse=True))
     recalled = RECALLED_ACCURACY.get(dataset, {})
     outside = [f"{algorithm_label(m)} ({test[m]:.1f} vs {recalled[m]:g})" for m in test
                if m in recalled and abs(test[m] - recalled[m]) > RECALLED_RANGE]

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from empirical.constants import estimate_run, write_constants
+from theory.checks_api import convergence
 
 from . import store
+from .bounds import bound_for, constants_from_json
 from .fig5_table1 import DATASET_NAMES
 from .style import ALGORITHM_STYLE, algorithm_label, bound_label, save, setup
 
@@ -22,7 +29,8 @@ NAME = "mnist_bound"
 TITLE = "MNIST: measured gradient norms against the bound with estimated constants"
 EMPIRICAL = True
 #: line style of each variant's bound (own colour and dash: the two stay apart when they coincide)
-BOUND_LINES = {"hf": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55}, "fo": {"linestyle": (0, (5, 3)), "linewidth": 1.6}}
+BOUND_LINES: dict[str, dict[str, Any]] = {"hf": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55},
+                                           "fo": {"linestyle": (0, (5, 3)), "linewidth": 1.6}}
 
 
 def row_key(directory: Path) -> tuple[float, int]:
@@ -55,16 +63,12 @@ def run(root: Path, level: str) -> None:
     runs = sorted(row.glob("hf-seed0")) if row else []
     if not runs or find_constants(root, runs[0]) is not None:
         return
-    from empirical.constants import estimate_run, write_constants
-
     write_constants(estimate_run(runs[0], rounds="0,final", progress=False), runs[0] / "constants.json")
 
 
-def draw(root: Path, out: Path) -> dict:
-    import numpy as np
+def draw(root: Path, out: Path) -> dict[str, Any]:
+    """Draw from Table 1's MNIST runs and their estimated constants; returns ``{"files", "caption"}``."""
     from matplotlib.ticker import MaxNLocator
-
-    from .bounds import bound_for, constants_from_json
 
     src = Path(root) / "table1" / "runs" / "mnist"
     row = chosen_row_dir(src)
@@ -98,25 +102,24 @@ def draw(root: Path, out: Path) -> dict:
         elif c.missing:
             text.append(f"{algorithm_label(alg)}: not evaluable ({', '.join(sorted(c.missing))} not estimated)")
         else:
-            from theory.checks_api import convergence
-
             beta_max = convergence(c, alg).beta_max["derived"]
             text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails: the run's "
-                        f"β = {c.beta:g} is {c.beta / beta_max:.3g}× the largest step the derived bound allows with these "
-                        f"constants, β_max = {beta_max:.3g})")
+                        f"β = {c.beta:g} is {c.beta / beta_max:.3g}× the largest step the derived bound allows with "
+                        f"these constants, β_max = {beta_max:.3g})")
     ax.set_xlabel("communication round k (= K for the bound)")
     ax.set_ylabel(r"$\|\nabla F\|^2$ (squared gradient norm of F)")
     dataset = str(cfg["task"].get("name", "?"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (read from {row.name})\nτ = {cfg['tau']}, α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})",
-                 fontsize=10)
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (read from {row.name})\nτ = {cfg['tau']}, "
+                 f"α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})", fontsize=10)
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1)
     files = save(fig, out, "fig6_mnist_bound")
     caption = (
         "What it shows: the exact squared gradient norm of the personalized objective F at the server model, "
         f"and its running mean, on {DATASET_NAMES.get(dataset, dataset)} (paper's split and MLP), for the Table 1 row "
-        f"{row.name} (the row figure 5 shows: largest α, where the adaptation step matters most; seed 0), against the derived explicit bound evaluated "
-        f"with constants estimated from the data ({cpath}). Bound at the last K: {'; '.join(text)}. "
+        f"{row.name} (the row figure 5 shows: largest α, where the adaptation step matters most; seed 0), against "
+        f"the derived explicit bound evaluated with constants estimated from the data ({cpath}). "
+        f"Bound at the last K: {'; '.join(text)}. "
         + (f"Notes: {'; '.join(notes)}. " if notes else "")
         + "What the theory predicts: the running mean stays below the bound if the estimated constants are upper "
         "bounds; the bound is [derived], its inputs estimated, so it is a consistency check rather than a proof."

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
+
+from perfedavg.runs.rundir import atomic_write_bytes
 
 #: Okabe–Ito colour-blind-safe palette
 OKABE_ITO = {
@@ -56,12 +59,13 @@ BOUND_STYLE = {
 RATE_COLOR = OKABE_ITO["orange"]
 
 
-def setup():
+def setup() -> Any:
     """Apply the shared rcParams (Agg backend, readable font sizes, light grid) and return pyplot."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.rcsetup import cycler  # what matplotlib.cycler names
 
     plt.rcParams.update({
         "font.size": 11,
@@ -79,7 +83,7 @@ def setup():
         "figure.dpi": 100,
         "savefig.bbox": "tight",
         "pdf.fonttype": 42,  # embed TrueType: text stays selectable in the PDF
-        "axes.prop_cycle": matplotlib.cycler(color=[OKABE_ITO[k] for k in (
+        "axes.prop_cycle": cycler(color=[OKABE_ITO[k] for k in (
             "blue", "vermillion", "bluish green", "reddish purple", "orange", "sky blue", "black")]),
     })
     return plt
@@ -95,11 +99,9 @@ def bound_label(what: str, provenance: str) -> str:
     return f"{what} [{provenance}]"
 
 
-def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
+def save(fig: Any, out_dir: str | Path, stem: str) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.pdf`` into ``out_dir`` atomically; close ``fig``."""
     import matplotlib.pyplot as plt
-
-    from perfedavg.runs.rundir import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
