@@ -197,7 +197,7 @@ def cell_units(plan: Plan, out: Path) -> tuple[list, dict]:
     (``<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``), so the sweep runner writes each cell
     where :func:`cell_dir` says.
 
-    The sweep runner's worker (:func:`perfedavg.sweep.backends.execute_unit`) resumes a
+    The sweep runner's worker (:func:`perfedavg.sweep.worker.execute_unit`) resumes a
     checkpoint only when its config equals the unit's exactly; a Table 1 cell with the same
     training settings but fewer rounds (or another data root, evaluation or checkpoint
     frequency: :func:`perfedavg.runs.status.same_training`) is the same trajectory and is continued: its checkpoint's
@@ -252,7 +252,7 @@ def _adopt_checkpoint(directory: Path, cfg) -> None:
 def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     r"""Run every missing cell of ``plan`` into ``out`` and write the table; returns it.
 
-    The cells run through the sweep runner (:func:`perfedavg.sweep.backends.run_sweep`):
+    The cells run through the sweep runner (:func:`perfedavg.sweep.scheduler.run_sweep`):
     ``plan.workers`` cells at once, each in its own process with ``plan.threads`` torch
     threads, on ``plan.backend`` (``local`` process pool or ``ray``); a worker that dies
     loses only its cell, which is retried (and resumes from its checkpoint).  The sweep

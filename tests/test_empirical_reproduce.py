@@ -84,9 +84,9 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
     assert cell["test"] == full["rows"][0]["cells"]["fo"]["test"]
     assert "one SGD step on a batch of 3" in (tmp_path / "b" / "table1.md").read_text()
     # the same numbers as the engine's evaluation with eval_batch = 3 at round K (perfedavg run --set eval_batch=3)
-    from perfedavg.runs.config import build_config, read_toml
     from perfedavg.engine.rounds import evaluate
-    from perfedavg.runs.runner import resolve
+    from perfedavg.runs.config import build_config, read_toml
+    from perfedavg.runs.resolve import resolve
 
     directory = cell_dir(tmp_path / "b", "mnist", 2, 0.01, "fo", 0)
     table = read_toml(directory / "config.toml")

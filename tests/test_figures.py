@@ -181,7 +181,7 @@ def test_explain_names_the_dominant_term():
     from figures.bounds import constants_for_config
     from figures.explain import explain_text
     from perfedavg.runs.config import build_config
-    from perfedavg.runs.runner import resolve
+    from perfedavg.runs.resolve import resolve
 
     cfg = resolve(build_config({"algorithm": "fo", "beta": 0.05, "alpha": 1.0, "task": {"name": "logistic"}}))[0].to_dict()
     text = explain_text(cfg, constants_for_config(cfg))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from perfedavg.runs.runner import resolve
+from perfedavg.runs.resolve import resolve
 
 #: closed-form and autograd evaluations of the same float64 quantity agree to this (relative) round-off
 ROUNDOFF = 1e-10
@@ -17,9 +17,8 @@ ROUNDOFF = 1e-10
 
 def test_quadratic_minimizer_is_a_zero_of_grad_F_and_closed_form_matches_autograd():
     from perfedavg.engine.objective import client_objectives
-    from synthetic.quadratic import exact_objectives, minimizer_F
-
     from synthetic import rates
+    from synthetic.quadratic import exact_objectives, minimizer_F
 
     cfg = rates._config({"K": 1, "alpha": 0.5, "task": {"support": 100, "h": 0.7}})
     _, task = resolve(cfg)
@@ -36,9 +35,8 @@ def test_quadratic_minimizer_is_a_zero_of_grad_F_and_closed_form_matches_autogra
 
 def test_quadratic_constants_hold_on_the_stated_domain():
     """Per-sample ‖∇l‖ ≤ B for ‖w‖ ≤ W, ‖∇²l‖ = ‖x‖² ≤ L (attained), ρ = 0: Hessians do not move."""
-    from synthetic.common import per_sample_grads, per_sample_hessians
-
     from synthetic import rates
+    from synthetic.common import per_sample_grads, per_sample_hessians
 
     _, task = resolve(rates._config({"K": 1, "task": {"support": 100}}))
     c, x, y = task.constants, task.train.x, task.train.y
@@ -79,8 +77,8 @@ def test_noise_free_cycle_is_the_engines_round_without_noise(tau):
     """With every user in every round and each batch a user's whole (uniform) distribution, one engine round of
     Per-FedAvg (exact) from the closed form's fixed point returns to it through the closed form's w_bar_t, and
     the theorem's integrand there is the closed form's phi, to round-off (float64)."""
-    from perfedavg.engine.rounds import local_rounds
     from perfedavg.engine.oracle import make_oracle
+    from perfedavg.engine.rounds import local_rounds
     from synthetic.quadratic import exact_objectives, noise_free_cycle
 
     cfg, task = _own_cluster_task(tau, beta=0.02)
@@ -129,7 +127,6 @@ def test_weighted_fit_recovers_a_power_law_and_widens_with_scatter():
 
 def test_batched_run_dirs_have_the_runner_layout(tmp_path):
     from perfedavg.runs.config import read_toml
-
     from synthetic import rates
 
     cfg = rates._config({"K": 5, "tau": 2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20})

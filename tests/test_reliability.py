@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config
-from perfedavg.errors import UsageError
 from perfedavg.runs.rundir import DamagedFileWarning, read_checkpoint, read_metrics
 from perfedavg.runs.runner import run_config
 
@@ -343,7 +343,7 @@ def test_run_directory_carries_config_code_and_library_versions(tmp_path):
     assert {"python", "torch", "numpy", "perfedavg"} <= set(summary["versions"])
     assert summary["versions"]["torch"] == torch.__version__
     from perfedavg.runs.config import read_toml
-    from perfedavg.runs.runner import resolve
+    from perfedavg.runs.resolve import resolve
 
     # config.toml is the resolved config: reading it back gives the same config, every default filled in
     assert build_config(read_toml(tmp_path / "run" / rundir.CONFIG)) == resolve(_cfg("K=2"))[0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from perfedavg.runs.rundir import atomic_write_bytes, read_metrics
 
 
 def plot_run(run_dir: str | Path, filename: str = "curves.png") -> Path:
@@ -12,14 +15,14 @@ def plot_run(run_dir: str | Path, filename: str = "curves.png") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from perfedavg.runs.rundir import atomic_write_bytes, read_metrics
-
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     rounds = [r["round"] for r in records]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    ax1.semilogy(rounds, [r["grad_norm_sq_F"] for r in records], "o-", color="#0072B2", label=r"$\|\nabla F(w_k)\|^2$ (exact)")
-    ax1.semilogy(rounds, [r["grad_norm_sq_f"] for r in records], "s--", color="#D55E00", label=r"$\|\nabla f(w_k)\|^2$ (FedAvg objective)")
+    ax1.semilogy(rounds, [r["grad_norm_sq_F"] for r in records], "o-", color="#0072B2",
+                 label=r"$\|\nabla F(w_k)\|^2$ (exact)")
+    ax1.semilogy(rounds, [r["grad_norm_sq_f"] for r in records], "s--", color="#D55E00",
+                 label=r"$\|\nabla f(w_k)\|^2$ (FedAvg objective)")
     if "stationarity_avg" in records[-1]:
         ax1.semilogy(
             [r["round"] for r in records if "stationarity_avg" in r],
@@ -41,8 +44,6 @@ def plot_run(run_dir: str | Path, filename: str = "curves.png") -> Path:
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"{run_dir.name}")
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)

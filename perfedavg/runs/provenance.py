@@ -11,7 +11,6 @@ import functools
 import hashlib
 import platform
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from perfedavg.runs.registry import TASKS
@@ -44,6 +43,8 @@ def _described() -> str:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
+    from importlib.metadata import PackageNotFoundError, version  # costly to import: `--help` loads this module
+
     try:
         return f"perfedavg {version('perfedavg')}"
     except PackageNotFoundError:
@@ -119,6 +120,8 @@ def source_digest_of(code: str) -> str | None:
 
 def library_versions() -> dict:
     """Versions of Python, the libraries a run depends on, and the platform."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy
     import torch
 

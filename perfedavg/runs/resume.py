@@ -5,6 +5,9 @@ write only after them.  A resume is refused when the checkpoint's config differs
 when the source that computes results changed since it was saved (the ``src:`` part of
 :func:`perfedavg.runs.rundir.code_version`; its ``git describe`` part is information only), or
 when the prefix of ``metrics.jsonl`` it has seen was changed or lost.
+
+The engine (and with it torch) is imported when a checkpoint is checked, not at import: the
+runner imports this module at ``perfedavg run --help`` time.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Order of work, so that bad input leaves nothing behind and a crash loses nothing
 
 A resumed run cuts ``metrics.jsonl`` back to the prefix its checkpoint saw and ends
 bit-identical to an uninterrupted run with the same seed.
+
+The engine (and with it torch) is imported when a run starts: ``perfedavg run --help`` loads
+this module through :mod:`perfedavg.runs.cli`.
 """
 
 from __future__ import annotations
