@@ -1,4 +1,4 @@
-"""Bad input through the command line (issues 2 and 7): exit status 2, exactly one line on
+"""Bad input through the command line: exit status 2, exactly one line on
 stderr naming the option, no traceback, nothing written.
 
 Most examples call :func:`perfedavg.cli.main` in-process (fast); a handful run the real
@@ -200,7 +200,7 @@ def test_bad_input_real_process_exit_2_one_line_nothing_written(case):
         _assert_refused(proc.returncode, proc.stderr, out, before, _snapshot(root))
 
 
-# -- the error cases of issue 2, one by one ------------------------------------------------------
+# -- bad options and values, one by one -----------------------------------------------------------
 @pytest.mark.parametrize("setting,names", [
     ("alpha=-0.1", ["alpha", ">= 0"]),
     ("r=0", ["r=0", "(0, 1]"]),
