@@ -96,9 +96,9 @@ def slope_text(slope: float, lo: float, hi: float) -> str:
     return f"{slope:+.2f}"
 
 
-#: row fields (top level or under ``extra``) that may carry the bound term's value at each x (newer rate tables)
+#: row fields (top level or under ``extra``) that may carry the bound term's value at each x (when the table records it)
 LEVEL_FIELDS = ("bound_levels", "predicted_levels", "predicted_values", "bound_values", "term_values")
-#: row fields that may say a PASS needed the slope tolerance (newer rate tables); else computed from the interval
+#: row fields that may say a PASS needed the slope tolerance (when recorded); else computed from the interval
 TOLERANCE_FIELDS = ("needs_tolerance", "pass_needs_tolerance", "within_tolerance_only", "tolerance_pass")
 #: a bound level more than this factor above the largest measured mean is drawn on its own right-hand axis
 LEVEL_SAME_AXIS_FACTOR = 100.0

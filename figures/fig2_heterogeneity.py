@@ -38,7 +38,8 @@ def run(root: Path, level: str) -> None:
 
 
 def same_runs(row_tv: dict, row_w1: dict) -> bool:
-    """Whether the W1 row re-plots the TV row's runs (older rate tables) rather than its own experiment."""
+    """Whether the W1 row re-plots the TV row's runs (a W1 row without a label-shift sweep) rather than its own
+    experiment."""
     return "shift" not in row_w1.get("extra", {}) and row_w1["means"] == row_tv["means"]
 
 
