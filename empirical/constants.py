@@ -58,6 +58,7 @@ from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
 from perfedavg.runs.resolve import resolve
+from theory.constants import Constants
 
 #: what ``provenance`` says of each field of the output
 PROVENANCE = {
@@ -462,8 +463,6 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
                  "every constant (e.g. --rho-directions >= 1 for rho)")
     else:
         try:
-            from theory.constants import Constants
-
             Constants.from_dict(constants)
             check = "accepted by theory.constants.Constants"
         except UsageError as exc:
