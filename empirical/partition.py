@@ -36,6 +36,7 @@ presentation functions (table, picture, ``.npz``) belong with the :class:`Partit
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import io
 import os
@@ -435,8 +436,6 @@ def save_partition(partition: Partition, path: str | os.PathLike) -> Path:
 
 def load_partition(path: str | os.PathLike) -> Partition:
     """Read a partition written by :func:`save_partition`."""
-    import ast
-
     try:
         with np.load(path, allow_pickle=False) as z:
             def split(flat, sizes):
