@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.resolve import check_device
 from perfedavg.runs.rundir import output_file
 
 DATA_HELP = ("data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "
@@ -173,8 +174,6 @@ def table1_main(args) -> int:
         kw["task"] = {**base.task, "normalize": args.normalize}
     if args.device != "cpu":
         import torch
-
-        from perfedavg.runs.runner import check_device
 
         kw["settings"] = {**base.settings, "device": str(check_device(args.device, torch, "--device"))}
     plan = Plan(**{**base.__dict__, **kw})

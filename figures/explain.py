@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.resolve import resolve
+from perfedavg.runs.runner import load_run_config
 
 from .style import algorithm_label
 
@@ -111,9 +113,7 @@ def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[s
 
 
 def main(args: argparse.Namespace) -> int:
-    from perfedavg.runs.runner import load_run_config, resolve  # torch
-
-    from .bounds import constants_for_config, constants_from_json
+    from .bounds import constants_for_config, constants_from_json  # torch
 
     cfg, _task = resolve(load_run_config(args.config, args.overrides))
     config = cfg.to_dict()

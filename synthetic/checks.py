@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.runs.registry import build_task
-from perfedavg.runs.runner import resolve
+from perfedavg.runs.resolve import resolve
 from theory import distances
 from theory.checks_api import BoundValue, CheckRow, lemma_bounds, must_hold, upper_bound_holds
 
