@@ -200,8 +200,8 @@ def test_quick_index_builds_on_the_embedded_default(tiny_build, tmp_path, monkey
 
     Reduced but real: figures 1 and 4 run at their quick scale; figures 2 and 3 read the rate table at its
     *smoke* length (the one `tiny_build` already ran, reused here through its design signature) instead of the
-    quick one, whose many stationary sweeps take ~10 minutes on a loaded 2-core machine (`perfedavg figures
-    --quick` itself uses the quick table)."""
+    quick one, whose many stationary sweeps take minutes (`perfedavg figures --quick` itself uses the quick
+    table)."""
     import shutil
 
     from figures import _floors
