@@ -10,7 +10,8 @@ intact prefix of ``metrics.jsonl`` and say so; never a silent wrong figure.
 
 Status and "same training" are :mod:`perfedavg.runs.status`, directory names
 :mod:`perfedavg.runs.names`, the code and library versions a summary records
-:mod:`perfedavg.runs.provenance`.
+:mod:`perfedavg.runs.provenance` (re-exported here: summaries and checkpoints record them, and
+callers, and tests that stand in another code version, reach them as ``rundir.code_version``).
 """
 
 from __future__ import annotations
