@@ -18,7 +18,9 @@ from perfedavg.cli import main as cli_main
 from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
 from perfedavg.runs.runner import run_config
-from perfedavg.sweep.spec import MAX_NAME, RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep, run_name
+from perfedavg.runs.names import MAX_NAME
+from perfedavg.runs.names import sweep_run_name as run_name
+from perfedavg.sweep.spec import RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep
 from perfedavg.sweep.scheduler import SweepOptions, run_sweep
 from perfedavg.sweep.worker import KILL_HOOK, execute_unit, plan
 

@@ -23,7 +23,8 @@ from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
 from perfedavg.sweep.backends import Backend, LocalBackend, RayBackend, default_workers
 from perfedavg.sweep.spec import RUNS, SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, Unit
-from perfedavg.sweep.worker import DONE, plan, read_summary
+from perfedavg.runs.status import DIVERGED, INTERRUPTED, is_done, read_summary
+from perfedavg.sweep.worker import plan
 
 
 @dataclass(frozen=True)
@@ -184,16 +185,16 @@ def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepO
             unit_seconds.append(result["unit_seconds"])
             row["host"] = result.get("host")
         status = result["status"]
-        if status in DONE or (status == "interrupted" and stopping):
+        if is_done(status) or (status == INTERRUPTED and stopping):
             summary = result.get("summary") or {}
             row.update(status=status, rounds_completed=summary.get("rounds_completed"),
                        wall_seconds=summary.get("wall_seconds"), final=summary.get("final") or {},
-                       error=summary.get("message") if status == "diverged" else None)
-            if status in DONE:
+                       error=summary.get("message") if status == DIVERGED else None)
+            if is_done(status):
                 n_done += 1
                 bar.update(1)
             return
-        if status == "interrupted":  # a signal reached the worker, not the sweep: resume the run
+        if status == INTERRUPTED:  # a signal reached the worker, not the sweep: resume the run
             result["error"] = "the run was interrupted by a signal to its worker"
         if not stopping and not result.get("usage_error") and attempts[unit.name] <= options.retries:
             row["lost_attempts"].append(result["error"])

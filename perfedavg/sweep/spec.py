@@ -20,7 +20,7 @@ varies::
 
 The units of work are the product grid x zip groups x seeds, in that order; each unit
 is one :class:`perfedavg.engine.config.RunConfig` run by :func:`perfedavg.runs.runner.run_config`
-into ``DIR/runs/<name>``, where ``<name>`` is the varied values written
+into ``DIR/runs/<name>``, where ``<name>`` (:func:`perfedavg.runs.names.sweep_run_name`) is the varied values written
 ``key=value,key=value`` in axis order (Hydra's multirun ``override_dirname``
 convention), e.g. ``alpha=0.01,task.h=0.5,beta=0.1,tau=5,seed=0``: stable (it depends
 on the varied values only, never on the order of execution or the backend), so
@@ -34,10 +34,8 @@ This module is the definition only (parsing, expansion, naming): no torch, no co
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -45,14 +43,12 @@ from typing import Any
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
-from perfedavg.runs.config import _toml_value, build_config, parse_override, read_toml
+from perfedavg.runs.config import build_config, parse_override, read_toml, toml_value
+from perfedavg.runs.names import sweep_run_name
 from perfedavg.runs.registry import resolved_task_table
 
 #: files of a sweep directory (next to ``runs/``)
 SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, RUNS = "sweep.toml", "sweep_summary.json", "sweep_summary.md", "runs"
-
-#: a run directory name longer than this is cut and completed by a hash of the full name
-MAX_NAME = 150
 
 _SWEEP_KEYS = ("seeds", "grid", "zip")
 
@@ -176,26 +172,6 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
 
 
 # -- expansion and names ------------------------------------------------------------------
-def format_value(value) -> str:
-    """A value as it appears in a run name: ints plainly, floats shortest round-trip
-    (``repr``), booleans ``true``/``false``, strings with unsafe characters as ``_``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value)) or "_"
-
-
-def run_name(varied: Mapping[str, Any]) -> str:
-    r"""``key=value,key=value`` in axis order; over :data:`MAX_NAME` characters it is cut and
-    completed by 10 hex digits of the SHA-1 of the full name (still stable and unique)."""
-    name = ",".join(f"{k}={format_value(v)}" for k, v in varied.items()) or "base"
-    if len(name) > MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: MAX_NAME - 11]}-{digest}"
-    return name
-
-
 def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
     """The units of ``spec`` in order (grid, then zip groups, then seeds), each config
     validated (and, with ``resolve_task``, with every task default filled in, as the
@@ -212,8 +188,8 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
         for item in combo:
             for k, v in (item if isinstance(item[0], tuple) else (item,)):
                 varied[k] = v
-        overrides = [f"{k}={_toml_value(v)}" for k, v in varied.items()]
-        name = run_name(varied)
+        overrides = [f"{k}={toml_value(v)}" for k, v in varied.items()]
+        name = sweep_run_name(varied)
         try:
             cfg = build_config(spec.base, overrides)
         except UsageError as exc:

@@ -3,7 +3,7 @@ r"""The unit of work: run one :class:`perfedavg.sweep.spec.Unit` into its run di
 :func:`execute_unit` decides from the directory alone what to do, so that any attempt, first
 or retried, on any backend, does the right thing:
 
-* ``summary.json`` says *finished* or *diverged* (:data:`DONE`) and ``config.toml`` equals the
+* ``summary.json`` says the run is done (:func:`perfedavg.runs.status.is_done`) and ``config.toml`` equals the
   unit's config: the run is done; return its summary without running anything (a worker that
   died after finishing a run never makes it run twice);
 * ``checkpoint.pt`` exists: continue with ``run_config(resume=True)``, which truncates
@@ -15,13 +15,11 @@ Every file of a run directory but the append-only ``metrics.jsonl`` is written a
 the runner, and a resume cuts ``metrics.jsonl`` back to the checkpoint, so a killed worker
 never leaves a half-written result behind.
 
-This module is also the sweep's one home of "is this run done" (:data:`DONE`,
-:func:`read_summary`, :func:`same_config`), which the scheduler's plan reads too.
+What "done" and "the same run" mean is :mod:`perfedavg.runs.status`'s to say.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -32,33 +30,14 @@ from typing import Any
 
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
-from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.config import build_config
 from perfedavg.runs.runner import run_config
+from perfedavg.runs.status import is_done, read_summary, same_config
 from perfedavg.sweep.spec import RUNS, Unit
-
-#: a run with one of these statuses in its summary.json is done (diverged is a result, not a failure)
-DONE = ("finished", "diverged")
 
 #: test hook: path of a token file; the first worker that claims it (deletes it) kills itself
 #: with SIGKILL right after its run's first checkpoint is written
 KILL_HOOK = "PERFEDAVG_SWEEP_KILL_ONCE"
-
-
-def same_config(run_dir: Path, config: dict) -> bool:
-    """Whether ``run_dir`` holds a ``config.toml`` equal to ``config``."""
-    try:
-        return read_toml(run_dir / rundir.CONFIG) == config
-    except UsageError:
-        return False
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    """``run_dir``'s ``summary.json``, or None when it is missing or unreadable."""
-    try:
-        summary = json.loads((run_dir / rundir.SUMMARY).read_text())
-        return summary if isinstance(summary, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
@@ -77,7 +56,7 @@ def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
             actions[unit.name] = "restart"
             continue
         summary = read_summary(run_dir)
-        if summary is not None and summary.get("status") in DONE:
+        if summary is not None and is_done(summary.get("status")):
             actions[unit.name] = "skip"
         elif (run_dir / rundir.CHECKPOINT).exists():
             actions[unit.name] = "resume"
@@ -118,7 +97,7 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
     try:
         _arm_kill_hook()
         summary = read_summary(run_dir)
-        if summary is not None and summary.get("status") in DONE and same_config(run_dir, dict(unit.config)):
+        if summary is not None and is_done(summary.get("status")) and same_config(run_dir, dict(unit.config)):
             result.update(status=summary["status"], summary=_small(summary), note="already done")
         else:
             cfg = build_config(unit.config)
