@@ -59,8 +59,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.rundir import atomic_write
 
-from ._io import atomic_write, md5_bytes, md5_file
+from ._io import md5_bytes, md5_file
 
 __all__ = [
     "DATASET_CHOICES",
@@ -683,6 +684,7 @@ def _read_cache(path: Path) -> dict | None:
 
 def _write_cache(folder: Path, prefix: str, path: Path, arrays: dict) -> None:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as handle:
             np.savez(
                 handle,
@@ -796,6 +798,7 @@ def verify_mnist(src: DataSource) -> dict[str, tuple[str, str]]:
 def _fetch(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest`` atomically, checking its md5; raise OSError/ValueError."""
     digest = hashlib.md5(usedforsecurity=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, atomic_write(dest) as handle:
         for block in iter(lambda: response.read(1 << 20), b""):
             digest.update(block)

@@ -16,9 +16,7 @@ import argparse
 import time
 
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import output_dir
-
-from ._io import atomic_write_text
+from perfedavg.runs.rundir import atomic_write_text, output_dir
 
 _DATA_HELP = (
     "data root (default: $PERFEDAVG_DATA, else the user cache $XDG_CACHE_HOME/perfedavg or "

@@ -46,8 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from perfedavg.errors import UsageError
-
-from ._io import atomic_write, atomic_write_bytes
+from perfedavg.runs.rundir import atomic_write, atomic_write_bytes
 
 __all__ = [
     "DEFAULT_CONCENTRATION",
@@ -411,6 +410,7 @@ def plot_partition(partition: Partition, path: str | os.PathLike, classes=None, 
     fig.suptitle(title or partition.describe(), fontsize=9)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
@@ -423,6 +423,7 @@ def save_partition(partition: Partition, path: str | os.PathLike) -> Path:
 
     tr, tr_sizes = flat(partition.train)
     te, te_sizes = flat(partition.test)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
         np.savez(
             handle, scheme=partition.scheme, seed=partition.seed,

@@ -13,6 +13,7 @@ import pytest
 
 from empirical import data
 from perfedavg.errors import UsageError
+from perfedavg.runs import rundir
 from tests.empirical_fixtures import (
     idx_bytes,
     real_data_root,
@@ -480,7 +481,7 @@ def test_download_with_wrong_md5_fails_and_leaves_no_file(tmp_path, monkeypatch)
         load("mnist", root, tmp_path, download=True)
     assert_one_line_naming(e, "t10k-images-idx3-ubyte.gz", "md5")
     left = [p.name for p in (root / "MNIST" / "raw").iterdir()]
-    assert "t10k-images-idx3-ubyte.gz" not in left and not any(n.endswith(".part") for n in left)
+    assert "t10k-images-idx3-ubyte.gz" not in left and not any(n.endswith(rundir.TEMP_SUFFIX) for n in left)
 
 
 def _cifar_tarball(tmp_path, extra=None):
