@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from perfedavg.runs.names import figure_run_name
 from synthetic.quadratic import minimizer_F
 from theory.checks_api import convergence
 
@@ -77,7 +78,7 @@ def run(root: Path, level: str) -> None:
     for alg in ALGORITHMS:
         for seed in range(s["seeds"]):
             cfg = {**BASE, "algorithm": alg, "seed": seed, "K": s["K"], "eval_every": s["eval_every"]}
-            d = Path(root) / NAME / store.run_name(f"{alg}-seed{seed}", cfg)
+            d = Path(root) / NAME / figure_run_name(f"{alg}-seed{seed}", cfg)
             store.ensure_run(cfg, d)
             entries.append({"dir": str(d.relative_to(root)), "algorithm": alg, "seed": seed})
     store.write_manifest(root, NAME, level, entries)

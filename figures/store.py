@@ -19,12 +19,8 @@ from pathlib import Path
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
-from perfedavg.runs.names import figure_run_name
 from perfedavg.runs.runner import run_config
 from perfedavg.runs.status import is_finished, run_status
-
-__all__ = ["LEVELS", "MANIFEST", "Run", "Skip", "ensure_run", "fit_slope", "load_run", "mean_and_halfwidth",
-           "read_manifest", "run_name", "write_manifest"]
 
 #: scales of an experiment: ``tiny`` (tests: seconds), ``quick`` (a draft of everything: ~minutes), ``full``
 LEVELS = ("tiny", "quick", "full")
@@ -33,10 +29,6 @@ MANIFEST = "manifest.json"
 
 class Skip(Exception):
     """A figure cannot be drawn (its inputs are missing): the message says why and what to run."""
-
-
-#: a figure's run directory is named ``<label>-<config hash>``
-run_name = figure_run_name
 
 
 def ensure_run(config: dict, directory: Path) -> Path:

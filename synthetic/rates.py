@@ -185,10 +185,6 @@ def _config(changes: dict):
     return RunConfig(**data, task=task)
 
 
-#: the folder of a configuration's seeds, under the name the tests use
-_slug = seed_batch_name
-
-
 def seed_dirs(out: Path, cfg, seeds: list[int]) -> list[Path]:
     """The run directories of ``cfg``'s seeds under ``out`` (:mod:`perfedavg.runs.names`)."""
     return [Path(out) / seed_batch_name(cfg) / seed_dir_name(s) for s in seeds]

@@ -9,7 +9,7 @@ import torch
 from perfedavg.runs.config import build_config
 from perfedavg.engine.mlp import mlp_oracle_factory
 from perfedavg.engine.models import mlp
-from perfedavg.runs.runner import resolve
+from perfedavg.runs.resolve import resolve
 from perfedavg.engine.task import ClientData, Task
 
 

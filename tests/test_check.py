@@ -13,7 +13,8 @@ import torch
 from perfedavg.runs.config import build_config
 from perfedavg.engine.rounds import initial_state, local_round
 from perfedavg.engine.oracle import make_oracle
-from perfedavg.runs.runner import resolve
+from perfedavg.runs.names import seed_batch_name
+from perfedavg.runs.resolve import resolve
 
 SMALL_LOGISTIC = {"n_clients": 6, "dim": 4, "support": 40, "clusters": 3, "h": 0.7}
 
@@ -61,7 +62,7 @@ def test_rate_smoke_derived_bound_and_resume(tmp_path):
 
     cfg = rates._config({"K": 8, "tau": 2, "beta": 0.2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20})
     (res,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
-    summary = tmp_path / rates._slug(cfg) / "seed0" / "summary.json"
+    summary = tmp_path / seed_batch_name(cfg) / "seed0" / "summary.json"
     stamp = summary.stat().st_mtime_ns
     (again,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
     assert summary.stat().st_mtime_ns == stamp  # finished runs are reused, not redone

@@ -198,7 +198,8 @@ def test_parse_rounds_and_option_errors():
 def test_estimate_run_replays_rounds_bit_for_bit_and_writes_json(tmp_path):
     from perfedavg.runs.config import build_config
     from perfedavg.runs.rundir import read_checkpoint
-    from perfedavg.runs.runner import resolve, run_config
+    from perfedavg.runs.resolve import resolve
+    from perfedavg.runs.runner import run_config
 
     table = {"algorithm": "fo", "K": 3, "tau": 2, "alpha": 0.01, "beta": 0.05, "D": 5, "D1": 5, "D2": 5,
              "checkpoint_every": 0, "eval_every": 3, "task": {"name": "softmax"}}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from perfedavg.runs.names import seed_batch_name
 from perfedavg.runs.resolve import resolve
 
 #: closed-form and autograd evaluations of the same float64 quantity agree to this (relative) round-off
@@ -131,7 +132,7 @@ def test_batched_run_dirs_have_the_runner_layout(tmp_path):
 
     cfg = rates._config({"K": 5, "tau": 2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20})
     (res,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
-    run = tmp_path / rates._slug(cfg) / "seed1"
+    run = tmp_path / seed_batch_name(cfg) / "seed1"
     summary = json.loads((run / "summary.json").read_text())
     for key in ("status", "final", "wall_seconds", "task", "code_version"):
         assert key in summary, key

@@ -39,7 +39,7 @@ from perfedavg.engine.rounds import local_round
 from perfedavg.engine.sampling import num_sampled_clients
 from perfedavg.engine.task import ClientData, Task
 from perfedavg.errors import UsageError
-from perfedavg.runs.runner import check_device
+from perfedavg.runs.resolve import check_device
 
 
 def check_options(args: argparse.Namespace) -> None:

@@ -97,7 +97,7 @@ def output_file(path: str | Path, option: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary file to write ``path`` through: a temporary file in the same folder, fsynced and
     renamed over ``path`` on success, removed on any exception (``path`` is then untouched)."""
     path = Path(path)
@@ -115,13 +115,13 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
     with atomic_write(path) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
