@@ -46,16 +46,14 @@ from perfedavg.errors import Diverged, UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
 from perfedavg.runs.plot import plot_run
-from perfedavg.runs.resolve import check_device, resolve
+from perfedavg.runs.resolve import resolve
 from perfedavg.runs.resume import Resume, check_fresh_out, check_resume, checkpoint_payload, create_out, truncate
 from perfedavg.runs.status import DIVERGED, FINISHED, INTERRUPTED, RUNNING, is_finished, training_differences
 
 if TYPE_CHECKING:
     from perfedavg.engine.rounds import TrainState
 
-#: the run API (``check_device`` and ``resolve`` live in :mod:`perfedavg.runs.resolve`)
-__all__ = ["RunResult", "check_device", "load_resume_config", "load_run_config", "resolve", "run_config",
-           "run_from_trained"]
+__all__ = ["RunResult", "load_resume_config", "load_run_config", "run_config", "run_from_trained"]
 
 
 @dataclass(frozen=True)
