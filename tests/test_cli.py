@@ -226,7 +226,7 @@ def test_bad_input_real_process_exit_2_one_line_nothing_written(case):
     ("device='cuda:99'", ["device", "cuda"]),
     ("task=3", ["task", "by name"]),
 ])
-def test_issue2_errors_name_the_option_and_range(setting, names, tmp_path, capsys):
+def test_errors_name_the_option_and_range(setting, names, tmp_path, capsys):
     out = tmp_path / "run"
     with bounded_address_space():
         rc = main(["run", "--no-progress", "--no-plot", "--out", str(out), *[f"--set={s}" for s in BASE], f"--set={setting}"])

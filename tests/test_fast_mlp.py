@@ -460,7 +460,7 @@ def _run(speedups: dict, samples: list, **extra) -> dict:
 def test_throughput_spread_is_how_far_the_samples_moved():
     assert throughput_spread([100.0, 110.0, 105.0]) == pytest.approx(0.10)
     assert throughput_spread([120.0]) == 0.0
-    assert 0.11 < QUIET_SPREAD < 0.27  # between machine B's quiet runs (1-11 %) and its busy ones (27-96 %)
+    assert 0.11 < QUIET_SPREAD < 0.27  # between the saved quiet runs' spreads (1-11 %) and the busy ones' (27-96 %)
 
 
 def test_pool_gives_each_variants_distribution_over_runs():

@@ -223,7 +223,7 @@ def test_speed_sweep_command_prints_json_timing_and_resumes(tmp_path, capsys, mo
 
 @pytest.mark.slow
 def test_speed_sweep_100_configs_5_seeds_under_10_minutes(tmp_path, capsys):
-    """Issue 4: the 100 x 5 logistic sweep finishes in under 10 minutes and resumes at once."""
+    """The 100 x 5 logistic sweep finishes in under 10 minutes and resumes at once."""
     status, first = _speed_cli(tmp_path, capsys)
     assert status == 0 and first["configs"] == 100 and first["runs"] == 500
     assert first["seconds"] < 600, first

@@ -1,4 +1,4 @@
-"""Long runs that survive (issue 7): kill and resume bit for bit, signals, divergence,
+"""Long runs that survive: kill and resume bit for bit, signals, divergence,
 damaged run files.
 
 Faults injected here (counted in the lead's note): SIGKILL at a random round (FedAvg,
