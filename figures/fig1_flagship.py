@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from perfedavg.algorithms import ALGORITHMS
 from perfedavg.runs.names import figure_run_name
 from synthetic.quadratic import minimizer_F
 from theory.checks_api import convergence
@@ -44,7 +45,6 @@ from .style import ALGORITHM_STYLE, BOUND_STYLE, OKABE_ITO, RATE_COLOR, algorith
 
 NAME = "flagship"
 TITLE = "Stationarity Φ_K against rounds K, with the derived bound"
-ALGORITHMS = ("fedavg", "fo", "hf", "exact")
 #: quadratic task, d = 2, n = 10 users on 5 cones, each user on its own cone (h = 1: Hessian heterogeneity),
 #: domain W = 2 (B, σ_G hold on ‖w‖ ≤ 2; ‖w*‖ is reported in the caption); L ≈ 1, so α = 0.5 = 1/(2L);
 #: τ = 1 and r = 1 (no local drift, no client sampling: with h = 1 those terms, through γ_G from the TV
@@ -201,7 +201,7 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
 
 def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_drawn, K_max, n_seeds, fit_lo) -> str:
     """The caption: what is drawn, what the theory predicts, and what the data show (every comparison computed)."""
-    name = {a: algorithm_label(a) for a in ALGORITHMS}
+    name: dict[str, str] = {a: algorithm_label(a) for a in ALGORITHMS}
     K_end = int(K_max)
     phi_end = {a: float(v[1][-1]) for a, v in phi.items()}
     late = {}

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from perfedavg.algorithms import PerFedAvgAlgorithm
 from perfedavg.engine.config import RunConfig
 from perfedavg.runs.registry import build_task
 from perfedavg.runs.resolve import resolve
@@ -57,6 +58,10 @@ DEFAULT_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 ALPHA_FRACTIONS = (0.25, 1.0)
 BATCH = 2
+
+#: each Per-FedAvg algorithm's direction, with the keys of its bias and mean-squared-error bounds
+DIRECTION_BOUNDS: tuple[tuple[PerFedAvgAlgorithm, str, str], ...] = (
+    ("exact", "bias", "sigma_F2"), ("fo", "bias_fo", "mse_fo"), ("hf", "bias_hf", "mse_hf"))
 
 
 class Trajectory(TypedDict):
@@ -156,10 +161,9 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
             for client in (0, 1):
                 # the bias lemma needs the inner-batch variance at w only: the exact sigma_G,i(w)
                 local = lemma_bounds(consts.replace(sigma_G=math.sqrt(max(float(sG2[client]), 0.0))))
-                for variant, bias_key, mse_key in (("exact", "bias", "sigma_F2"), ("fo", "bias_fo", "mse_fo"),
-                                                   ("hf", "bias_hf", "mse_hf")):
+                for algorithm, bias_key, mse_key in DIRECTION_BOUNDS:
                     st = measure.direction_stats(task, w, client, alpha=alpha, D=BATCH, D1=BATCH, D2=BATCH,
-                                                 variant=variant, delta=1e-2, samples=samples,
+                                                 algorithm=algorithm, delta=1e-2, samples=samples,
                                                  seed=100 * wi + client)
                     worst.add(name, f"{where}, user {client}", local, bias_key, st.bias,
                               max(st.bias - st.bias_halfwidth, 0.0), st.bias + st.bias_halfwidth)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from perfedavg.algorithms import DEFAULT_DELTA, PerFedAvgAlgorithm
 from perfedavg.engine.local import StepSizes, meta_gradient
 from perfedavg.engine.objective import client_objectives, client_objectives_grad_f
 from perfedavg.engine.oracle import make_oracle
@@ -114,9 +115,9 @@ class DirectionStats:
 
 def direction_stats(
     task: Task, w: Tensor, client: int, *, alpha: float, D: int, D1: int, D2: int,
-    variant: str = "exact", delta: float = 1e-3, samples: int = 10000, seed: int = 0,
+    algorithm: PerFedAvgAlgorithm = "exact", delta: float = DEFAULT_DELTA, samples: int = 10000, seed: int = 0,
 ) -> DirectionStats:
-    r"""Bias and mean squared error of Algorithm 1's direction (``variant`` exact / fo / hf)
+    r"""Bias and mean squared error of Algorithm 1's direction (``algorithm`` exact / fo / hf)
     at ``w`` for user ``client``, from ``samples`` independent draws of the three batches
     :math:`\mathcal D,\mathcal D',\mathcal D''` (sizes ``D``, ``D1``, ``D2``, i.i.d. from
     :math:`p_i`), all evaluated in one stacked call of :func:`perfedavg.engine.local.meta_gradient`."""
@@ -126,7 +127,7 @@ def direction_stats(
     batches = (draw_batch(gen, task.train, clients, D, True), draw_batch(gen, task.train, clients, D1, True),
                draw_batch(gen, task.train, clients, D2, True))
     W = w.detach().expand(samples, -1).clone()
-    d = meta_gradient(oracle, W, batches, StepSizes(alpha=alpha, beta=1.0, delta=delta), variant)
+    d = meta_gradient(oracle, W, batches, StepSizes(alpha=alpha, beta=1.0, delta=delta), algorithm)
     grad_F = client_objectives(task.per_sample_loss, w, task.train, alpha).grad_F[client]
     mean = d.mean(0)
     cov_trace = float((d - mean).square().sum(1).mean()) * samples / (samples - 1)

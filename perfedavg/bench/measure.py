@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from perfedavg.algorithms import DEFAULT_DELTA
 from perfedavg.bench.loop import LoopBaseline
 from perfedavg.bench.pool import QUIET_SPREAD, throughput_spread
 from perfedavg.bench.workload import SHAPES, SIZES, engine_flops, mlp_sizes
@@ -130,7 +131,7 @@ def _run_bench(args: argparse.Namespace, threads: int, desc: str) -> dict:
     gflops = []
     with tqdm(total=len(args.variants) * (args.rounds + args.warmup), desc=desc, unit="round", file=sys.stderr) as bar:
         for variant in args.variants:
-            cfg = RunConfig(algorithm=variant, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.01, beta=0.01, delta=1e-3,
+            cfg = RunConfig(algorithm=variant, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.01, beta=0.01, delta=DEFAULT_DELTA,
                             dtype=args.dtype)
             baseline = LoopBaseline(task, cfg, dtype)
             w = w0.clone()

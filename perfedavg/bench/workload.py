@@ -16,7 +16,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-VARIANTS = ("fedavg", "fo", "hf", "exact")
+from perfedavg.algorithms import ALGORITHMS
+
+#: the algorithms the bench can time (its ``--variants`` option and its saved JSON call them variants)
+VARIANTS = ALGORITHMS
 SIZES = (784, 80, 60, 10)
 #: ``--shape``: input shape of the random data, and the samples per user by default (MNIST: 1000;
 #: CIFAR-10: 340, the larger users of the paper's split, PAPER.md §7)

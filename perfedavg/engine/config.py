@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
+from perfedavg.algorithms import ALGORITHMS, DEFAULT_DELTA, Algorithm
 from perfedavg.errors import UsageError
 
-ALGORITHMS = ("fedavg", "fo", "hf", "exact")
 #: the largest integer an option may hold: it must fit a signed 64-bit integer (torch's seeds and sizes)
 INT_MAX = 2**63 - 1
 PROTOCOLS = ("train", "test")
@@ -29,7 +29,7 @@ def _doc(text: str, **kw: Any) -> Any:
 class RunConfig:
     """One run of FedAvg or Per-FedAvg (PAPER.md §2); symbols as in the paper."""
 
-    algorithm: str = _doc("fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf")
+    algorithm: Algorithm = _doc("fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf")
     K: int = _doc("number of communication rounds K (>= 1)", default=100)
     tau: int = _doc("local steps per round tau (>= 1)", default=5)
     r: float = _doc(
@@ -39,7 +39,7 @@ class RunConfig:
     )
     alpha: float = _doc("inner (personalization) step alpha (>= 0; 0 turns Per-FedAvg into SGD)", default=0.05)
     beta: float = _doc("outer (local update) step beta (> 0)", default=0.05)
-    delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=1e-3)
+    delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=DEFAULT_DELTA)
     D: int = _doc("batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training "
                   "samples", default=20)
     D1: int = _doc("batch size D' of the outer gradient, >= 1 and <= the smallest user's training samples", default=20)
@@ -135,7 +135,7 @@ def check_value_type(name: str, value: Any, expected: type, doc: str = "") -> An
 
 
 def _annotation_type(f: Field[Any]) -> type | None:
-    return {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type))
+    return {"int": int, "float": float, "str": str, "Algorithm": str, "bool": bool}.get(str(f.type))
 
 
 def _check_range(name: str, value: float, low: float) -> None:

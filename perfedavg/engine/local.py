@@ -15,9 +15,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from perfedavg.algorithms import DEFAULT_DELTA, PerFedAvgAlgorithm
 from perfedavg.engine.sampling import Batch
-
-ALGORITHMS = ("fedavg", "fo", "hf", "exact")
 
 #: Per-FedAvg's batches of one step, :math:`(\mathcal D, \mathcal D', \mathcal D'')`; FO never reads
 #: :math:`\mathcal D''`, which may then be None
@@ -45,7 +44,7 @@ class StepSizes:
 
     alpha: float
     beta: float
-    delta: float = 1e-3
+    delta: float = DEFAULT_DELTA
 
 
 def fedavg_step(oracle: Oracle, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | None = None) -> Tensor:
@@ -58,14 +57,15 @@ def _into(out: Tensor | None, new: Tensor) -> Tensor:
     return new if out is None else out.copy_(new)
 
 
-def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, variant: str) -> Tensor:
+def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes,
+                  algorithm: PerFedAvgAlgorithm) -> Tensor:
     r"""Per-FedAvg's stochastic gradient of :math:`F_i` at ``W`` (PAPER.md §2):
 
     .. math::
         \tilde w = w - \alpha \tilde\nabla f_i(w, \mathcal D), \qquad
         g = \tilde\nabla f_i(\tilde w, \mathcal D'),
 
-    then ``variant``:
+    then ``algorithm``:
 
     * ``"fo"``: :math:`g` (Hessian term dropped);
     * ``"hf"``: :math:`g - \alpha\,[\tilde\nabla f_i(w+\delta g, \mathcal D'') - \tilde\nabla f_i(w-\delta g,
@@ -75,13 +75,13 @@ def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepS
     inner, outer, hessian = batches
     W_tilde = W - h.alpha * oracle.grad(W, inner.x, inner.y)
     g = oracle.grad(W_tilde, outer.x, outer.y)
-    if variant == "fo":
+    if algorithm == "fo":
         return g
-    if variant not in ("hf", "exact"):
-        raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
+    if algorithm not in ("hf", "exact"):
+        raise ValueError(f"unknown Per-FedAvg algorithm {algorithm!r}")
     if hessian is None:
-        raise ValueError(f"Per-FedAvg's {variant} step needs the batch D''")
-    if variant == "hf":
+        raise ValueError(f"Per-FedAvg's {algorithm} step needs the batch D''")
+    if algorithm == "hf":
         stacked = hessian.repeat(2)
         plus_minus = oracle.grad(torch.cat([W + h.delta * g, W - h.delta * g]), stacked.x, stacked.y)
         g_plus, g_minus = plus_minus.chunk(2)
@@ -89,8 +89,9 @@ def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepS
     return g - h.alpha * oracle.hvp(W, g, hessian.x, hessian.y)
 
 
-def per_fedavg_step(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, variant: str,
+def per_fedavg_step(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes,
+                    algorithm: PerFedAvgAlgorithm,
                     out: Tensor | None = None) -> Tensor:
     r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1;
     into ``out`` if given; it may be ``W``)."""
-    return _into(out, W - h.beta * meta_gradient(oracle, W, batches, h, variant))
+    return _into(out, W - h.beta * meta_gradient(oracle, W, batches, h, algorithm))

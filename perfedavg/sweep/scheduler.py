@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
+from perfedavg.runs.status import DIVERGED, INTERRUPTED, is_done, read_summary
 from perfedavg.sweep.backends import Backend, LocalBackend, RayBackend, default_workers
 from perfedavg.sweep.spec import RUNS, SWEEP_COPY, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, Unit
-from perfedavg.runs.status import DIVERGED, INTERRUPTED, is_done, read_summary
 from perfedavg.sweep.worker import plan
 
 

@@ -13,6 +13,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from perfedavg.algorithms import Algorithm, PerFedAvgAlgorithm
 from perfedavg.engine.local import PerFedAvgBatches, StepSizes
 from perfedavg.engine.mlp import derivatives, sample_space
 from perfedavg.engine.mlp import steps as fused
@@ -69,12 +70,12 @@ class MLPOracle(MLP):
         """:func:`perfedavg.engine.mlp.steps.fedavg_step`."""
         return fused.fedavg_step(self, W, batch, h, out)
 
-    def per_fedavg_step(self, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, variant: str,
+    def per_fedavg_step(self, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
                         out: Tensor | None = None) -> Tensor:
         """:func:`perfedavg.engine.mlp.steps.per_fedavg_step`."""
-        return fused.per_fedavg_step(self, W, batches, h, variant, out)
+        return fused.per_fedavg_step(self, W, batches, h, algorithm, out)
 
-    def prefers_sample_space(self, data: ClientData, algorithm: str, tau: int, batches: tuple[int, ...]) -> bool:
+    def prefers_sample_space(self, data: ClientData, algorithm: Algorithm, tau: int, batches: tuple[int, ...]) -> bool:
         """:func:`perfedavg.engine.mlp.sample_space.prefers_sample_space` under this oracle's ``rounds``."""
         return sample_space.prefers_sample_space(self, self.rounds, data, algorithm, tau, batches)
 
@@ -82,7 +83,7 @@ class MLPOracle(MLP):
         """:func:`perfedavg.engine.mlp.sample_space.sample_space_bytes`."""
         return sample_space.sample_space_bytes(self, data)
 
-    def first_layer_costs(self, data: ClientData, algorithm: str, tau: int,
+    def first_layer_costs(self, data: ClientData, algorithm: Algorithm, tau: int,
                           batches: tuple[int, ...]) -> dict[str, float]:
         """:func:`perfedavg.engine.mlp.sample_space.first_layer_costs`."""
         return sample_space.first_layer_costs(self, data, algorithm, tau, batches)
@@ -95,7 +96,7 @@ class MLPOracle(MLP):
         return self._space[2], self._space[3]
 
     def round_in_sample_space(self, W: Tensor, data: ClientData, clients: Tensor,
-                              steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: str) -> Tensor:
+                              steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: Algorithm) -> Tensor:
         """:func:`perfedavg.engine.mlp.sample_space.round_in_sample_space` on ``data``'s cached inputs."""
         X, K = self._sample_space(data, W.dtype)
         return sample_space.round_in_sample_space(self, X, K, W, data, clients, steps, h, algorithm)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from perfedavg.algorithms import ALGORITHMS, Algorithm
 from perfedavg.engine.local import StepSizes
 from perfedavg.engine.mlp.derivatives import grad_from
 from perfedavg.engine.mlp.layout import MLP
@@ -56,7 +57,7 @@ def memory_budget(device: torch.device | str) -> int:
     return int(total * SAMPLE_SPACE_MEMORY_SHARE)
 
 
-def first_layer_macs(strategy: str, algorithm: str, tau: int, batches: tuple[int, ...], d0: int, d1: int,
+def first_layer_macs(strategy: str, algorithm: Algorithm, tau: int, batches: tuple[int, ...], d0: int, d1: int,
                      mean_count: float, max_count: int) -> float:
     r"""Multiply-adds of the first layer (``d0 -> d1``) for one user and one round of ``tau`` local steps.
 
@@ -94,7 +95,7 @@ def sample_space_bytes(net: MLP, data: ClientData) -> int:
     return int(n * M * (net.sizes[0] + M) * data.x.element_size())
 
 
-def first_layer_costs(net: MLP, data: ClientData, algorithm: str, tau: int,
+def first_layer_costs(net: MLP, data: ClientData, algorithm: Algorithm, tau: int,
                       batches: tuple[int, ...]) -> dict[str, float]:
     """:func:`first_layer_macs` of a round on ``data`` either way, per user."""
     count = data.count.to(torch.float64)
@@ -102,7 +103,7 @@ def first_layer_costs(net: MLP, data: ClientData, algorithm: str, tau: int,
     return {strategy: first_layer_macs(strategy, *args) for strategy in ("steps", "sample_space")}
 
 
-def prefers_sample_space(net: MLP, rounds: str, data: ClientData, algorithm: str, tau: int,
+def prefers_sample_space(net: MLP, rounds: str, data: ClientData, algorithm: Algorithm, tau: int,
                          batches: tuple[int, ...]) -> bool:
     r"""Whether :func:`round_in_sample_space` is the way to run a round on ``data``: as set by
     ``rounds`` (:data:`ROUND_STRATEGIES`), or with ``"auto"`` when it costs fewer first-layer
@@ -133,7 +134,7 @@ def inputs_and_grams(data: ClientData, dtype: torch.dtype) -> tuple[Tensor, Tens
 
 
 def round_in_sample_space(net: MLP, X: Tensor, K: Tensor, W: Tensor, data: ClientData, clients: Tensor,
-                          steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: str) -> Tensor:
+                          steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: Algorithm) -> Tensor:
     r"""One round of ``S`` runs, :math:`w_{k+1}` ``(S, P)``, with every first-layer quantity kept in
     the sampled users' *sample space* [derive].
 
@@ -161,7 +162,7 @@ def round_in_sample_space(net: MLP, X: Tensor, K: Tensor, W: Tensor, data: Clien
     (:func:`first_layer_macs`).  The layers above are run exactly as in the per-step
     functions (the first layer's weight block of the per-user buffers is not used).
     """
-    if algorithm not in ("fedavg", "fo", "hf", "exact"):
+    if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}")
     S, P = W.shape
     mm = clients.numel()

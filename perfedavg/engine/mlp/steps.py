@@ -24,13 +24,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from perfedavg.algorithms import PER_FEDAVG, PerFedAvgAlgorithm
 from perfedavg.engine.local import PerFedAvgBatches, StepSizes
 from perfedavg.engine.mlp.derivatives import backward, grad_from, hvp_from
 from perfedavg.engine.mlp.kernels import write, write_bias
 from perfedavg.engine.mlp.layout import MLP, LayerViews
 from perfedavg.engine.sampling import Batch
-
-VARIANTS = ("fo", "hf", "exact")
 
 
 def descend(net: MLP, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None,
@@ -49,7 +48,7 @@ def fedavg_step(net: MLP, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | N
     return descend(net, W, h.beta, batch.x, batch.y, out=out)
 
 
-def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, variant: str,
+def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
                     out: Tensor | None = None) -> Tensor:
     r"""Per-FedAvg's local step (:func:`perfedavg.engine.local.meta_gradient`), rearranged as
 
@@ -71,8 +70,8 @@ def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes
     layers above the first, which are small), and the first layer, the big one, is updated by
     accumulating GEMMs with no pass to copy it.  The same arithmetic either way, bit for bit.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown Per-FedAvg variant {variant!r}")
+    if algorithm not in PER_FEDAVG:
+        raise ValueError(f"unknown Per-FedAvg algorithm {algorithm!r}")
     inner, outer, hessian = batches
     X1, _ = net.inputs(W, inner.x)
     X2, _ = net.inputs(W, outer.x)
@@ -90,13 +89,13 @@ def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes
     # outer gradient at w~ on D': first-layer pre-activations X2 W0^T + b~ - alpha (X2 X1^T) G1
     Z2 = torch.baddbmm(tilde[0][1], X2, W0t)
     Z2.baddbmm_(torch.bmm(X2, X1.transpose(1, 2)), G1, alpha=-h.alpha)
-    if variant == "fo":
+    if algorithm == "fo":
         G2 = grad_from(net, tilde, Z2, outer.y, out_layers, layers, -h.beta)
         write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
         write_bias(ob0, b0, -h.beta, G2)
         return out
     if hessian is None:
-        raise ValueError(f"Per-FedAvg's {variant} step needs the batch D''")
+        raise ValueError(f"Per-FedAvg's {algorithm} step needs the batch D''")
     # g = grad f(w~, D'): layers >= 1 and the first bias in g; first-layer weight G2^T X2 implicit
     g_layers = net.layers(W.new_empty(m * net.num_params))
     G2 = grad_from(net, tilde, Z2, outer.y, g_layers, None, 1.0)
@@ -111,7 +110,7 @@ def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes
     X3, _ = net.inputs(W, hessian.x)
     P3 = torch.baddbmm(b0, X3, W0t)  # X3 W0^T + b0
     C3 = torch.bmm(torch.bmm(X3, X2.transpose(1, 2)), G2).add_(gb0)  # X3 V0^T + c0 for v = g
-    last, last_scale = hessian_term(net, layers, g_layers, P3, C3, hessian.y, out_layers, h, variant)
+    last, last_scale = hessian_term(net, layers, g_layers, P3, C3, hessian.y, out_layers, h, algorithm)
     write(o0, W0, -h.beta, G2.transpose(1, 2), X2)
     write(o0, None, last_scale, last.transpose(1, 2), X3, accumulate=True)
     write_bias(ob0, b0, -h.beta, G2)
@@ -120,7 +119,7 @@ def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes
 
 
 def hessian_term(net: MLP, layers: LayerViews, g_layers: LayerViews, P3: Tensor, C3: Tensor, Y3: Tensor,
-                 out: LayerViews, h: StepSizes, variant: str) -> tuple[Tensor, float]:
+                 out: LayerViews, h: StepSizes, algorithm: PerFedAvgAlgorithm) -> tuple[Tensor, float]:
     r"""HF's or the exact variant's Hessian term of :func:`per_fedavg_step` on :math:`\mathcal D''`,
     given the first layer's pre-activations ``P3`` at :math:`w` and ``C3`` along :math:`g`: add
     it to the layers ``>= 1`` of ``out`` (layer views) and return ``(last, scale)``, the first layer's
@@ -131,7 +130,7 @@ def hessian_term(net: MLP, layers: LayerViews, g_layers: LayerViews, P3: Tensor,
     * exact: ``last`` = :math:`\mathcal R G_0` of the R-operator at :math:`w` along :math:`g`, scale
       :math:`\alpha\beta`.
     """
-    if variant == "exact":
+    if algorithm == "exact":
         return hvp_from(net, layers, g_layers, P3, C3, Y3, out, out, h.alpha * h.beta), h.alpha * h.beta
     m = P3.shape[0]
     scale = h.alpha * h.beta / (2 * h.delta)
