@@ -2,7 +2,8 @@ r"""Algorithm 1 vectorized over seeds: many runs of one configuration in one sta
 
 :func:`run_seeds` drives :func:`perfedavg.engine.rounds.local_rounds` for several seeds at
 once: the sampled clients of every seed are stacked into one ``(S*m, P)`` block, so each
-local step is one call of :func:`perfedavg.engine.local.per_fedavg_step` (or ``fedavg_step``).
+local step is one call of the fast path's ``per_fedavg_step`` (or ``fedavg_step``;
+:class:`perfedavg.engine.oracle.FastPath`).
 Each seed keeps its own ``torch.Generator`` and draws in the engine's order (clients,
 then for each local step the batches D, D', D''), so seed s gives the same iterates as
 ``perfedavg run --set seed=s`` up to floating-point summation order (tested).
