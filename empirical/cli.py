@@ -17,8 +17,10 @@ from perfedavg.errors import UsageError
 from perfedavg.runs.resolve import check_device
 from perfedavg.runs.rundir import output_file
 
-DATA_HELP = ("data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "
-             "(IDX files) and cifar-10-batches-py/ or CIFAR-10-jpeg/")
+DATA_HELP = (
+    "data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "
+    "(IDX files) and cifar-10-batches-py/ or CIFAR-10-jpeg/"
+)
 
 
 def register(sub) -> None:
@@ -55,43 +57,83 @@ def _register_table1(what) -> None:
     )
     p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder (default: runs/table1)")
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
-    p.add_argument("--download", action="store_true",
-                   help="download the official archives (md5-checked) when the data are missing; "
-                   "needs network")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download the official archives (md5-checked) when the data are missing; needs network",
+    )
     p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 (default: both)")
-    p.add_argument("--methods", default="fedavg,fo,hf",
-                   help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column)")
-    p.add_argument("--with-exact", action="store_true",
-                   help="add Per-FedAvg with exact Hessian-vector products as an extra column (marked [extra], not in "
-                   "the paper), with its own wall time; the default is the paper's three methods")
-    p.add_argument("--eval-batch", type=int, default=0, metavar="N",
-                   help="also report the adaptation step as one SGD step on a batch of N samples per user (the "
-                   "paper's wording), drawn from the protocol's data with a generator of its own after training, "
-                   ">= 0 (default 0: only the full-batch step on the user's whole test/training data)")
+    p.add_argument(
+        "--methods",
+        default="fedavg,fo,hf",
+        help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column)",
+    )
+    p.add_argument(
+        "--with-exact",
+        action="store_true",
+        help="add Per-FedAvg with exact Hessian-vector products as an extra column (marked [extra], not in "
+        "the paper), with its own wall time; the default is the paper's three methods",
+    )
+    p.add_argument(
+        "--eval-batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report the adaptation step as one SGD step on a batch of N samples per user (the "
+        "paper's wording), drawn from the protocol's data with a generator of its own after training, "
+        ">= 0 (default 0: only the full-batch step on the user's whole test/training data)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 (default 5; --quick: 1)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)")
-    p.add_argument("--eval-every", type=int, default=0, metavar="N",
-                   help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; an evaluation "
-                   "costs as much as many training rounds)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="cells run at once, each in its own process, >= 1 (default: the usable cores / --threads, "
-                   "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads)")
-    p.add_argument("--threads", type=int, default=1, metavar="T",
-                   help="torch threads per cell, >= 1 (default 1: these small matrices gain little from more "
-                   "threads; the cores are used by running cells side by side)")
-    p.add_argument("--device", default="cpu",
-                   help="torch device of every cell: cpu (default), cuda or cuda:N; on one GPU the --workers cells "
-                   "share it (a cell's draws stay on the CPU, so its results equal the CPU cell's to round-off, "
-                   "but its folder is not reused by a run on the other device)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
-                   "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
-                   "which retries a cell whose worker died")
-    p.add_argument("--normalize", choices=("dataset", "none"), default="dataset",
-                   help="input scaling of every cell (task.normalize): dataset = (x/255 - mean)/std with the training "
-                   "set's per-channel statistics (default); none = plain x/255 (an ablation: use another --out, "
-                   "the cells' folders do not name it)")
+    p.add_argument(
+        "--rounds", type=int, default=None, help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; an evaluation "
+        "costs as much as many training rounds)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cells run at once, each in its own process, >= 1 (default: the usable cores / --threads, "
+        "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="T",
+        help="torch threads per cell, >= 1 (default 1: these small matrices gain little from more "
+        "threads; the cores are used by running cells side by side)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of every cell: cpu (default), cuda or cuda:N; on one GPU the --workers cells "
+        "share it (a cell's draws stay on the CPU, so its results equal the CPU cell's to round-off, "
+        "but its folder is not reused by a run on the other device)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool on this machine (default); ray: Ray tasks on a Ray instance started "
+        "here (needs `pip install perfedavg[ray]`); both through the sweep runner (perfedavg sweep), "
+        "which retries a cell whose worker died",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=("dataset", "none"),
+        default="dataset",
+        help="input scaling of every cell (task.normalize): dataset = (x/255 - mean)/std with the training "
+        "set's per-channel statistics (default); none = plain x/255 (an ablation: use another --out, "
+        "the cells' folders do not name it)",
+    )
     p.add_argument("--quick", action="store_true", help="reduced version (30 rounds, one seed) for a smoke test")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=table1_main)
@@ -112,23 +154,37 @@ def _register_constants(what) -> None:
         "replayed deterministically from the run's config.",
     )
     p.add_argument("--run", required=True, metavar="DIR", help="a run directory (config.toml, checkpoint.pt)")
-    p.add_argument("--rounds", default="0,final",
-                   help="comma-separated rounds, 'final' = the checkpoint's (default 0,final)")
+    p.add_argument(
+        "--rounds", default="0,final", help="comma-separated rounds, 'final' = the checkpoint's (default 0,final)"
+    )
     p.add_argument("--out", default="", metavar="FILE", help="output JSON (default: DIR/constants.json)")
     p.add_argument("--data-dir", default="", metavar="DIR", help="data root, overriding the run's task.data_dir")
     p.add_argument("--lanczos-steps", type=int, default=20, help="Lanczos steps per operator norm, >= 1 (default 20)")
-    p.add_argument("--samples", type=int, default=100,
-                   help="per-sample gradients per user for sigma_G, >= 0 (default 100, a Monte-Carlo estimate; "
-                   "0: all local samples, exact but the costliest part)")
-    p.add_argument("--hessian-samples", type=int, default=4,
-                   help="drawn samples per user for sigma_H, >= 1 (default 4)")
-    p.add_argument("--gamma-users", type=int, default=5,
-                   help="random users for gamma_H, >= 0 (default 5; 0 = all, each costs LANCZOS_STEPS full-data "
-                   "products)")
-    p.add_argument("--rho-directions", type=int, default=2,
-                   help="random directions per user for rho, >= 0 (0 skips rho; default 2)")
-    p.add_argument("--rho-radius", type=float, default=1e-3,
-                   help="finite-difference radius for rho, > 0 (default 1e-3)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=100,
+        help="per-sample gradients per user for sigma_G, >= 0 (default 100, a Monte-Carlo estimate; "
+        "0: all local samples, exact but the costliest part)",
+    )
+    p.add_argument(
+        "--hessian-samples", type=int, default=4, help="drawn samples per user for sigma_H, >= 1 (default 4)"
+    )
+    p.add_argument(
+        "--gamma-users",
+        type=int,
+        default=5,
+        help="random users for gamma_H, >= 0 (default 5; 0 = all, each costs LANCZOS_STEPS full-data products)",
+    )
+    p.add_argument(
+        "--rho-directions",
+        type=int,
+        default=2,
+        help="random directions per user for rho, >= 0 (0 skips rho; default 2)",
+    )
+    p.add_argument(
+        "--rho-radius", type=float, default=1e-3, help="finite-difference radius for rho, > 0 (default 1e-3)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the estimates' random draws, >= 0 (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -156,16 +212,29 @@ def table1_main(args) -> int:
             raise UsageError(f"--methods: {m!r} is not one of {', '.join(METHOD_NAMES)}")
     if not datasets or not methods:
         raise UsageError("--datasets and --methods must each name at least one item")
-    for name, value, low in (("--seeds", args.seeds, 1), ("--rounds", args.rounds, 1),
-                             ("--eval-every", args.eval_every, 0), ("--threads", args.threads, 1),
-                             ("--workers", args.workers, 1), ("--eval-batch", args.eval_batch, 0)):
+    for name, value, low in (
+        ("--seeds", args.seeds, 1),
+        ("--rounds", args.rounds, 1),
+        ("--eval-every", args.eval_every, 0),
+        ("--threads", args.threads, 1),
+        ("--workers", args.workers, 1),
+        ("--eval-batch", args.eval_batch, 0),
+    ):
         _at_least(name, value, low)
     if args.with_exact and "exact" not in methods:
         methods = (*methods, "exact")
     base = Plan.quick() if args.quick else Plan()
-    kw = {"datasets": datasets, "methods": methods, "data_dir": args.data_dir, "download": args.download,
-          "eval_every": args.eval_every, "threads": args.threads,
-          "workers": args.workers, "backend": args.backend, "eval_batch": args.eval_batch}
+    kw = {
+        "datasets": datasets,
+        "methods": methods,
+        "data_dir": args.data_dir,
+        "download": args.download,
+        "eval_every": args.eval_every,
+        "threads": args.threads,
+        "workers": args.workers,
+        "backend": args.backend,
+        "eval_batch": args.eval_batch,
+    }
     if args.seeds:
         kw["seeds"] = args.seeds
     if args.rounds:
@@ -193,9 +262,15 @@ def constants_main(args) -> int:
     if args.out or Path(args.run).is_dir():  # before minutes of estimation; a missing --run is estimate_run's error
         output_file(out, "--out")
     torch.set_num_threads(args.threads)
-    options = EstimateOptions(lanczos_steps=args.lanczos_steps, samples=args.samples,
-                              hessian_samples=args.hessian_samples, gamma_users=args.gamma_users,
-                              rho_directions=args.rho_directions, rho_radius=args.rho_radius, seed=args.seed)
+    options = EstimateOptions(
+        lanczos_steps=args.lanczos_steps,
+        samples=args.samples,
+        hessian_samples=args.hessian_samples,
+        gamma_users=args.gamma_users,
+        rho_directions=args.rho_directions,
+        rho_radius=args.rho_radius,
+        seed=args.seed,
+    )
     doc = estimate_run(args.run, args.rounds, options, data_dir=args.data_dir or None, progress=not args.no_progress)
     path = write_constants(doc, out)
     c = doc["constants"]

@@ -63,16 +63,16 @@ from theory.constants import Constants
 #: what ``provenance`` says of each field of the output
 PROVENANCE = {
     "L": "estimate: max over users of the Lanczos extreme Ritz value |lambda| of the full-data Hessian at w "
-         "(a lower bound of the local value; the assumption is a sup over all w)",
+    "(a lower bound of the local value; the assumption is a sup over all w)",
     "B": "exact at w: max over users of ||grad f_i(w)|| from full local data",
     "sigma_G": "exact at w when samples = 0 (all local samples), else a Monte-Carlo estimate; max over users",
     "sigma_H": "estimate: Monte-Carlo mean over drawn samples of the squared Lanczos operator norm of "
-               "(Hess l(w;theta) - Hess f_i(w)); max over users",
+    "(Hess l(w;theta) - Hess f_i(w)); max over users",
     "gamma_G": "exact at w from full local data",
     "gamma_H": "estimate: mean over a random subset of users of the squared Lanczos operator norm of "
-               "(Hess f_i(w) - Hess f(w))",
+    "(Hess f_i(w) - Hess f(w))",
     "rho": "estimate: finite difference ||Hess f_i(w + eps u) - Hess f_i(w)||_op / eps along random unit "
-           "directions u, max over users and draws (local, along few directions: a lower estimate)",
+    "directions u, max over users and draws (local, along few directions: a lower estimate)",
     "F0_gap": "upper bound: F(w_0) (exact, full data) minus 0, since cross-entropy F* >= 0",
 }
 
@@ -109,8 +109,13 @@ class EstimateOptions:
         }
         for name, ok in checks.items():
             if not ok:
-                allowed = ("a finite number > 0" if name == "rho_radius"
-                           else ">= 1" if name in ("lanczos_steps", "hessian_samples") else ">= 0")
+                allowed = (
+                    "a finite number > 0"
+                    if name == "rho_radius"
+                    else ">= 1"
+                    if name in ("lanczos_steps", "hessian_samples")
+                    else ">= 0"
+                )
                 raise UsageError(f"{name}={getattr(self, name)} is out of range: must be {allowed}")
 
 
@@ -146,8 +151,10 @@ def lanczos_extremes(matvec, V0: Tensor, steps: int) -> tuple[Tensor, Tensor]:
         broken = (b <= 1e-10 * scale) & (size == steps)
         size = torch.where(broken, j + 1, size)
         alive = size == steps
-        q_prev, q = q, torch.where(alive[:, None], z / b.clamp_min(torch.finfo(q.dtype).tiny)[:, None],
-                                   torch.zeros_like(z))
+        q_prev, q = (
+            q,
+            torch.where(alive[:, None], z / b.clamp_min(torch.finfo(q.dtype).tiny)[:, None], torch.zeros_like(z)),
+        )
         b_prev = torch.where(alive, b, torch.zeros_like(b))
     A = torch.stack(alphas, 1).cpu()
     Bt = torch.stack(betas, 1).cpu()
@@ -217,8 +224,9 @@ def gradient_dissimilarity_sq(grads: Tensor) -> float:
     return float((grads - grads.mean(0)).square().sum(1).mean())
 
 
-def per_sample_gradient_stats(task, w: Tensor, grads: Tensor, samples: int, gen: torch.Generator,
-                              chunk_bytes: float = 64e6) -> tuple[Tensor, Tensor]:
+def per_sample_gradient_stats(
+    task, w: Tensor, grads: Tensor, samples: int, gen: torch.Generator, chunk_bytes: float = 64e6
+) -> tuple[Tensor, Tensor]:
     r"""Per user: :math:`\sum_j p_{ij}\|\nabla l(w;\theta_{ij}) - \nabla f_i(w)\|^2` (``(n,)``, the
     per-sample gradient variance :math:`\sigma_{G,i}^2`) and :math:`\max_j \|\nabla l(w;\theta_{ij})\|`.
 
@@ -232,8 +240,9 @@ def per_sample_gradient_stats(task, w: Tensor, grads: Tensor, samples: int, gen:
         positions = torch.arange(M).expand(n, M)
         weights = data.weight
     else:
-        positions = torch.multinomial(data.weight.cpu().double(), samples, replacement=True,
-                                      generator=gen).to(data.index.device)
+        positions = torch.multinomial(data.weight.cpu().double(), samples, replacement=True, generator=gen).to(
+            data.index.device
+        )
         weights = torch.full((n, samples), 1.0 / samples, dtype=data.weight.dtype, device=data.weight.device)
     owner = torch.arange(n, device=data.index.device)[:, None].expand_as(positions).reshape(-1)
     index = data.index.gather(1, positions.to(data.index.device)).reshape(-1)
@@ -256,8 +265,9 @@ def per_sample_gradient_stats(task, w: Tensor, grads: Tensor, samples: int, gen:
     return var, biggest
 
 
-def hessian_deviation_sq(task, w: Tensor, H: StackedHessian, positions: Tensor, steps: int,
-                         gen: torch.Generator) -> Tensor:
+def hessian_deviation_sq(
+    task, w: Tensor, H: StackedHessian, positions: Tensor, steps: int, gen: torch.Generator
+) -> Tensor:
     r"""Per user and drawn sample: :math:`\|\nabla^2 l(w;\theta_{i,j}) - \nabla^2 f_i(w)\|_{op}^2`.
 
     ``positions (n, S)``: position ``j`` of each draw in user ``i``'s index row.  Returns
@@ -274,8 +284,9 @@ def hessian_deviation_sq(task, w: Tensor, H: StackedHessian, positions: Tensor, 
     return torch.stack(out, 1)
 
 
-def hessian_dissimilarity_sq(task, w: Tensor, H: StackedHessian, users: Tensor, steps: int,
-                             gen: torch.Generator) -> Tensor:
+def hessian_dissimilarity_sq(
+    task, w: Tensor, H: StackedHessian, users: Tensor, steps: int, gen: torch.Generator
+) -> Tensor:
     r"""For each user ``i`` in ``users``: :math:`\|\nabla^2 f_i(w) - \nabla^2 f(w)\|_{op}^2` with
     :math:`\nabla^2 f = \frac1n\sum_j\nabla^2 f_j`.
 
@@ -286,15 +297,18 @@ def hessian_dissimilarity_sq(task, w: Tensor, H: StackedHessian, users: Tensor, 
     n = task.n_clients
     out = []
     for i in users.tolist():
+
         def matvec(v, i=i):
             rows = H(v.expand(n, -1))
             return (rows[i] - rows.mean(0))[None]
+
         out.append(operator_norms(matvec, _randn(gen, (1, w.numel()), w), steps)[0] ** 2)
     return torch.stack(out) if out else torch.zeros(0, dtype=w.dtype)
 
 
-def hessian_lipschitz(task, w: Tensor, H: StackedHessian, radius: float, directions: int, steps: int,
-                      gen: torch.Generator) -> Tensor:
+def hessian_lipschitz(
+    task, w: Tensor, H: StackedHessian, radius: float, directions: int, steps: int, gen: torch.Generator
+) -> Tensor:
     r"""Per user and direction: :math:`\|\nabla^2 f_i(w+\varepsilon u) - \nabla^2 f_i(w)\|_{op}/\varepsilon`
     for random unit :math:`u` (``(n, directions)``), a finite-difference estimate of ``rho``."""
     X, Y, Pw = task.train.gather()
@@ -315,8 +329,9 @@ def estimate_at(task, w: Tensor, options: EstimateOptions = EstimateOptions()) -
     ``B_per_sample`` and the seconds each part took.
     """
     gen = torch.Generator().manual_seed(options.seed)
-    w = w.to(dtype=task.train.x.dtype if task.train.x.is_floating_point() else torch.float64,
-             device=task.train.x.device)
+    w = w.to(
+        dtype=task.train.x.dtype if task.train.x.is_floating_point() else torch.float64, device=task.train.x.device
+    )
     seconds = {}
     t = time.perf_counter()
     H = _full_hessian(task, w)
@@ -329,8 +344,9 @@ def estimate_at(task, w: Tensor, options: EstimateOptions = EstimateOptions()) -
     seconds["sigma_G"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    draws = torch.multinomial(task.train.weight.cpu().double(), options.hessian_samples, replacement=True,
-                              generator=gen)
+    draws = torch.multinomial(
+        task.train.weight.cpu().double(), options.hessian_samples, replacement=True, generator=gen
+    )
     dev_sq = hessian_deviation_sq(task, w, H, draws, options.lanczos_steps, gen)
     seconds["sigma_H"] = time.perf_counter() - t
 
@@ -387,8 +403,9 @@ def parse_rounds(text: str, final: int) -> list[int]:
         except ValueError:
             raise UsageError(f"--rounds: {item!r} is not a round number or 'final'") from None
         if not 0 <= k <= final:
-            raise UsageError(f"--rounds: {k} is out of range: the run's checkpoint is at round {final}, "
-                             f"so 0 <= round <= {final}")
+            raise UsageError(
+                f"--rounds: {k} is out of range: the run's checkpoint is at round {final}, so 0 <= round <= {final}"
+            )
         rounds.add(k)
     if not rounds:
         raise UsageError("--rounds: give at least one round (e.g. --rounds 0,final)")
@@ -417,8 +434,13 @@ def models_at_rounds(task, cfg, checkpoint_state: dict, rounds: list[int]) -> di
     return {k: out[k] for k in rounds}
 
 
-def estimate_run(run_dir: str | Path, rounds: str = "0,final", options: EstimateOptions = EstimateOptions(),
-                 data_dir: str | None = None, progress: bool = True) -> dict:
+def estimate_run(
+    run_dir: str | Path,
+    rounds: str = "0,final",
+    options: EstimateOptions = EstimateOptions(),
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Estimate the constants of the run in ``run_dir`` at ``rounds``; returns the JSON document."""
 
     run_dir = Path(run_dir)
@@ -455,12 +477,24 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
         values = [r[name] for r in per_round if r[name] is not None]
         constants[name] = max(values) if values else None  # None (JSON null): not estimated, never a made-up 0
     constants["F0_gap"] = F0
-    constants.update(alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta, tau=cfg.tau, K=cfg.K, r=cfg.r,
-                     n=task.n_clients, D=cfg.D, D1=cfg.D1, D2=cfg.D2)
+    constants.update(
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        delta=cfg.delta,
+        tau=cfg.tau,
+        K=cfg.K,
+        r=cfg.r,
+        n=task.n_clients,
+        D=cfg.D,
+        D1=cfg.D1,
+        D2=cfg.D2,
+    )
     not_estimated = [name for name in fields if constants[name] is None]
     if not_estimated:
-        check = (f"not checked: {', '.join(not_estimated)} not estimated (null); theory.constants.Constants needs "
-                 "every constant (e.g. --rho-directions >= 1 for rho)")
+        check = (
+            f"not checked: {', '.join(not_estimated)} not estimated (null); theory.constants.Constants needs "
+            "every constant (e.g. --rho-directions >= 1 for rho)"
+        )
     else:
         try:
             Constants.from_dict(constants)
@@ -477,7 +511,7 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
         "constants": constants,
         "not_estimated": not_estimated,
         "constants_are": "max over the estimated rounds of local values at the visited models "
-                         "(the paper's assumptions are suprema over all w)",
+        "(the paper's assumptions are suprema over all w)",
         "theory_check": check,
         "alpha_times_L": cfg.alpha * constants["L"],
         "provenance": {name: ("not estimated" if name in not_estimated else text) for name, text in PROVENANCE.items()},

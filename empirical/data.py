@@ -123,8 +123,16 @@ CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST = "test_batch"
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 #: class-folder copies of CIFAR-10 accepted when the pickles are absent
 CIFAR10_JPEG_DIRS = ("CIFAR-10-jpeg", "cifar-10-jpeg", "cifar10-jpeg")
@@ -259,9 +267,7 @@ def parse_dataset_name(name: str) -> tuple[str, str | None]:
         folder = text.split(":", 1)[1].strip()
         if folder and Path(folder).name == folder and folder not in (".", ".."):
             return "folder", folder
-        raise UsageError(
-            f"--dataset {text!r}: folder:NAME needs NAME to be one folder name under the data root"
-        )
+        raise UsageError(f"--dataset {text!r}: folder:NAME needs NAME to be one folder name under the data root")
     raise UsageError(f"--dataset {text!r} is not known; allowed: {DATASET_CHOICES}")
 
 
@@ -270,15 +276,8 @@ def _canonical(kind: str, folder: str | None) -> str:
 
 
 def _how_to_provide(what: str, root: Path, downloadable: bool) -> str:
-    third = (
-        f"or fetch the official archives with --download (into {root})"
-        if downloadable
-        else f"or copy it to {root}"
-    )
-    return (
-        f"provide {what} with --data-dir DIR, or the environment variable "
-        f"{ENV_DATA}=DIR, {third}"
-    )
+    third = f"or fetch the official archives with --download (into {root})" if downloadable else f"or copy it to {root}"
+    return f"provide {what} with --data-dir DIR, or the environment variable {ENV_DATA}=DIR, {third}"
 
 
 # ------------------------------------------------------------------------- locating
@@ -297,10 +296,9 @@ def _mnist_files(folder: Path) -> dict[str, Path]:
 def _list_images(folder: Path) -> list[Path]:
     with os.scandir(folder) as entries:
         names = sorted(
-            e.name for e in entries
-            if not e.name.startswith(".")
-            and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-            and e.is_file()
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
         )
     return [folder / n for n in names]
 
@@ -350,8 +348,7 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> DataSource:
                 )
         raise UsageError(
             f"MNIST not found under {root} (from {origin}; looked for "
-            f"MNIST/raw/{MNIST_STEMS['train_images']}[.gz] and the flat layout); "
-            + _how_to_provide("it", root, True)
+            f"MNIST/raw/{MNIST_STEMS['train_images']}[.gz] and the flat layout); " + _how_to_provide("it", root, True)
         )
 
     if kind == "cifar10":
@@ -419,17 +416,13 @@ def _parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "has trailing bytes"
-        raise UsageError(
-            f"{path}: IDX file {state} ({len(data)} bytes, header {dims} needs {expected})"
-        )
+        raise UsageError(f"{path}: IDX file {state} ({len(data)} bytes, header {dims} needs {expected})")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
     if labels.size and int(labels.max()) >= num_classes:
-        raise UsageError(
-            f"{path}: label {int(labels.max())} out of range 0..{num_classes - 1} (corrupt file?)"
-        )
+        raise UsageError(f"{path}: label {int(labels.max())} out of range 0..{num_classes - 1} (corrupt file?)")
     return labels.astype(np.int64)
 
 
@@ -460,9 +453,7 @@ def _decode_mnist(src: DataSource) -> dict[str, Any]:
     for split in ("train", "test"):
         (x, xpath), (y, ypath) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(x) != len(y):
-            raise UsageError(
-                f"{ypath}: {len(y)} labels but {xpath.name} holds {len(x)} images"
-            )
+            raise UsageError(f"{ypath}: {len(y)} labels but {xpath.name} holds {len(x)} images")
         out[f"x_{split}"] = np.ascontiguousarray(x)
         out[f"y_{split}"] = _check_labels(y, ypath, 10)
     out["classes"] = tuple(str(k) for k in range(10))
@@ -472,21 +463,23 @@ def _decode_mnist(src: DataSource) -> dict[str, Any]:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that admits only what CIFAR-10's batches contain (numpy arrays)."""
 
-    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    })
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module, name):  # pickle API
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
         if module.startswith("numpy.core") and hasattr(np, "_core"):
-            module = "numpy._core" + module[len("numpy.core"):]
+            module = "numpy._core" + module[len("numpy.core") :]
         return super().find_class(module, name)
 
 
@@ -576,8 +569,10 @@ def _decode_folder(src: DataSource) -> dict[str, Any]:
     if not classes:
         raise UsageError(f"{train_dir}: no class folders (expected train/<class>/*.png|jpg)")
     if not test_dir.is_dir():
-        raise UsageError(f"{test_dir}: no test folder; a class-folder data set needs test/<class>/*.png|jpg "
-                         f"beside train/ (the personalized accuracy is measured on it)")
+        raise UsageError(
+            f"{test_dir}: no test folder; a class-folder data set needs test/<class>/*.png|jpg "
+            f"beside train/ (the personalized accuracy is measured on it)"
+        )
     test_classes = _class_dirs(test_dir)
     extra = sorted(set(test_classes) - set(classes))
     if extra:
@@ -604,9 +599,7 @@ def _decode_folder(src: DataSource) -> dict[str, Any]:
             if shape is None:
                 shape = image.shape
             elif image.shape != shape:
-                raise UsageError(
-                    f"{path}: image size {image.shape[:2]} differs from the others' {shape[:2]}"
-                )
+                raise UsageError(f"{path}: image size {image.shape[:2]} differs from the others' {shape[:2]}")
         if not images:
             raise UsageError(f"{src.path / split}: no .png/.jpg images in its class folders")
         x = np.stack(images)
@@ -625,7 +618,7 @@ def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]
         mean = float(hist @ values / n) if n else 0.0
         var = float(hist @ (values - mean) ** 2 / n) if n else 0.0
         means.append(mean)
-        stds.append(var ** 0.5)
+        stds.append(var**0.5)
     return tuple(means), tuple(stds)
 
 
@@ -737,9 +730,7 @@ def load_dataset(
             raise
         kind, _ = parse_dataset_name(name)
         if kind == "folder":
-            raise UsageError(
-                "--download: folder data sets cannot be downloaded; only mnist and cifar10"
-            ) from None
+            raise UsageError("--download: folder data sets cannot be downloaded; only mnist and cifar10") from None
         download_dataset(name, data_dir)
         src = locate(name, data_dir)
     return _load_source(src, cache_dir=cache_dir, use_cache=use_cache)
@@ -786,10 +777,7 @@ def verify_mnist(src: DataSource) -> dict[str, tuple[str, str]]:
         ``{file stem: (measured md5, published md5)}``.
     """
     found = _mnist_files(src.path)
-    return {
-        MNIST_STEMS[k]: (md5_bytes(_read_raw(p)), MNIST_RAW_MD5[MNIST_STEMS[k]])
-        for k, p in found.items()
-    }
+    return {MNIST_STEMS[k]: (md5_bytes(_read_raw(p)), MNIST_RAW_MD5[MNIST_STEMS[k]]) for k, p in found.items()}
 
 
 # ------------------------------------------------------------------------- download
@@ -860,8 +848,7 @@ def download_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Pa
                 _fetch(CIFAR10_URL, archive, CIFAR10_MD5)
             except _download_errors() as exc:
                 raise UsageError(
-                    f"--download: could not fetch {CIFAR10_URL} ({exc}); "
-                    + _how_to_provide("CIFAR-10", root, False)
+                    f"--download: could not fetch {CIFAR10_URL} ({exc}); " + _how_to_provide("CIFAR-10", root, False)
                 ) from exc
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifar-extract-"))
         try:

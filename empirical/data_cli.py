@@ -27,16 +27,24 @@ _DATA_HELP = (
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, metavar="NAME",
-                        help="mnist, cifar10, or folder:NAME (a class-folder image set under the data root)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="NAME",
+        help="mnist, cifar10, or folder:NAME (a class-folder image set under the data root)",
+    )
     parser.add_argument("--data-dir", metavar="DIR", help=_DATA_HELP)
-    parser.add_argument("--download", action="store_true",
-                        help="if missing, fetch the official archives (mnist, cifar10) into the data root, "
-                        "checking their md5 sums")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="where decoded arrays are cached as .npz (default: <user cache>/decoded)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="decode the source files, do not read or write the cache")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="if missing, fetch the official archives (mnist, cifar10) into the data root, checking their md5 sums",
+    )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="where decoded arrays are cached as .npz (default: <user cache>/decoded)"
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="decode the source files, do not read or write the cache"
+    )
 
 
 def register(sub) -> None:
@@ -72,31 +80,54 @@ def register(sub) -> None:
         "per client, shared equally).",
     )
     _add_data_options(part)
-    part.add_argument("--scheme", choices=("paper", "dirichlet", "classes"), default="paper",
-                      help="how to split (default: paper)")
+    part.add_argument(
+        "--scheme", choices=("paper", "dirichlet", "classes"), default="paper", help="how to split (default: paper)"
+    )
     part.add_argument("--clients", type=int, default=50, metavar="N", help="number of clients n (default: 50)")
     part.add_argument("--seed", type=int, default=0, help="seed fixing every random choice (default: 0)")
-    part.add_argument("--a", type=int, metavar="A",
-                      help="paper: images per class a, even (default: 196 for mnist, 68 for cifar10)")
-    part.add_argument("--a-test", type=int, metavar="A",
-                      help="paper: a of the test split (default: largest even <= a*N_test/N_train)")
-    part.add_argument("--concentration", type=float, default=None, metavar="C",
-                      help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, the same as "
-                      "task.concentration: partition.DEFAULT_CONCENTRATION)")
-    part.add_argument("--min-size", type=int, default=1, metavar="M",
-                      help="dirichlet: redraw until every client holds >= M training images (default: 1)")
-    part.add_argument("--classes-per-client", type=int, default=2, metavar="K",
-                      help="classes: distinct classes per client (default: 2)")
-    part.add_argument("--out", required=True, metavar="DIR",
-                      help="folder for partition.md, partition.png and partition.npz (created if needed)")
+    part.add_argument(
+        "--a", type=int, metavar="A", help="paper: images per class a, even (default: 196 for mnist, 68 for cifar10)"
+    )
+    part.add_argument(
+        "--a-test", type=int, metavar="A", help="paper: a of the test split (default: largest even <= a*N_test/N_train)"
+    )
+    part.add_argument(
+        "--concentration",
+        type=float,
+        default=None,
+        metavar="C",
+        help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, the same as "
+        "task.concentration: partition.DEFAULT_CONCENTRATION)",
+    )
+    part.add_argument(
+        "--min-size",
+        type=int,
+        default=1,
+        metavar="M",
+        help="dirichlet: redraw until every client holds >= M training images (default: 1)",
+    )
+    part.add_argument(
+        "--classes-per-client",
+        type=int,
+        default=2,
+        metavar="K",
+        help="classes: distinct classes per client (default: 2)",
+    )
+    part.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for partition.md, partition.png and partition.npz (created if needed)",
+    )
     part.set_defaults(func=partition_main)
 
 
 def _load(args):
     from .data import load_dataset
 
-    return load_dataset(args.dataset, args.data_dir, download=args.download,
-                        cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    return load_dataset(
+        args.dataset, args.data_dir, download=args.download, cache_dir=args.cache_dir, use_cache=not args.no_cache
+    )
 
 
 def info_main(args) -> int:
@@ -107,8 +138,10 @@ def info_main(args) -> int:
     dataset = _load(args)
     seconds = time.perf_counter() - start
     src = locate(args.dataset, args.data_dir)
-    print(f"{dataset.label}: found in {src.path} ({src.format}, {len(src.files)} files; "
-          f"data root {src.root} from {src.root_from})")
+    print(
+        f"{dataset.label}: found in {src.path} ({src.format}, {len(src.files)} files; "
+        f"data root {src.root} from {src.root_from})"
+    )
     print(dataset.describe())
     print(f"classes: {', '.join(dataset.classes)}")
     print(f"loaded in {seconds:.2f} s ({'decoded-array cache' if dataset.from_cache else 'decoded from source'})")

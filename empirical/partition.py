@@ -150,8 +150,7 @@ def _allocate(y: np.ndarray, demand: np.ndarray, rng: np.random.Generator, split
     if short.size:
         c = int(short[0])
         raise UsageError(
-            f"the split needs {int(need[c])} {split} images of class {c} but the data set "
-            f"has {int(have[c])}; {hint}"
+            f"the split needs {int(need[c])} {split} images of class {c} but the data set has {int(have[c])}; {hint}"
         )
     pieces: list[list[np.ndarray]] = [[] for _ in range(n)]
     for c in range(num_classes):
@@ -161,10 +160,8 @@ def _allocate(y: np.ndarray, demand: np.ndarray, rng: np.random.Generator, split
         ends = np.cumsum(demand[:, c])
         starts = ends - demand[:, c]
         for i in np.flatnonzero(demand[:, c]):
-            pieces[i].append(pool[starts[i]:ends[i]])
-    return tuple(
-        np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in pieces
-    )
+            pieces[i].append(pool[starts[i] : ends[i]])
+    return tuple(np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in pieces)
 
 
 def _apportion(weights: np.ndarray, total: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -286,9 +283,7 @@ def dirichlet_split(
     if not (isinstance(concentration, (int, float, np.floating)) and concentration > 0 and np.isfinite(concentration)):
         raise UsageError(f"--concentration must be a positive number, got {concentration}")
     if min_size * num_clients > len(y_train):
-        raise UsageError(
-            f"--clients {num_clients} x min size {min_size} exceeds the {len(y_train)} training images"
-        )
+        raise UsageError(f"--clients {num_clients} x min size {min_size} exceeds the {len(y_train)} training images")
     r_train, r_test = _streams(seed)
     n_train = np.bincount(y_train, minlength=k)
     n_test = np.bincount(y_test, minlength=k)
@@ -358,15 +353,26 @@ def classes_split(
 
     params = (("num_clients", int(num_clients)), ("classes_per_client", int(classes_per_client)))
     return _partition(
-        "classes", params, seed, y_train, y_test,
-        demand(n_train, r_train), demand(n_test, r_test), r_train, r_test, "",
+        "classes",
+        params,
+        seed,
+        y_train,
+        y_test,
+        demand(n_train, r_train),
+        demand(n_test, r_test),
+        r_train,
+        r_test,
+        "",
     )
 
 
 def make_partition(scheme: str, y_train, y_test, *, seed: int = 0, **options) -> Partition:
     """Dispatch on ``scheme`` (``"paper"``, ``"dirichlet"``, ``"classes"``)."""
     table: dict[str, Callable[..., Partition]] = {
-        "paper": paper_split, "dirichlet": dirichlet_split, "classes": classes_split}
+        "paper": paper_split,
+        "dirichlet": dirichlet_split,
+        "classes": classes_split,
+    }
     if scheme not in table:
         raise UsageError(f"--scheme {scheme!r} is not known; allowed: {', '.join(SCHEMES)}")
     return table[scheme](y_train, y_test, seed=seed, **options)
@@ -380,8 +386,14 @@ def summary_markdown(partition: Partition, classes=None, title: str | None = Non
     k = partition.num_classes
     names = [str(c) for c in (classes if classes is not None else range(k))]
     tr, te = partition.train_counts, partition.test_counts
-    lines = [f"# {title or 'Partition'}", "", partition.describe(), "",
-             "Cells: training / test images of each class held by each client.", ""]
+    lines = [
+        f"# {title or 'Partition'}",
+        "",
+        partition.describe(),
+        "",
+        "Cells: training / test images of each class held by each client.",
+        "",
+    ]
     lines.append("| client | " + " | ".join(names) + " | total |")
     lines.append("| ---: | " + " | ".join("---:" for _ in names) + " | ---: |")
     for i in range(partition.num_clients):
@@ -417,6 +429,7 @@ def plot_partition(partition: Partition, path: str | os.PathLike, classes=None, 
 
 def save_partition(partition: Partition, path: str | os.PathLike) -> Path:
     """Write the index arrays and metadata to an ``.npz`` file atomically."""
+
     def flat(parts):
         sizes = np.asarray([len(p) for p in parts], dtype=np.int64)
         return np.concatenate(parts) if parts else np.zeros(0, np.int64), sizes
@@ -426,11 +439,17 @@ def save_partition(partition: Partition, path: str | os.PathLike) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
         np.savez(
-            handle, scheme=partition.scheme, seed=partition.seed,
+            handle,
+            scheme=partition.scheme,
+            seed=partition.seed,
             param_names=np.asarray([k for k, _ in partition.params], dtype=str),
             param_values=np.asarray([repr(v) for _, v in partition.params], dtype=str),
-            train=tr, train_sizes=tr_sizes, test=te, test_sizes=te_sizes,
-            train_counts=partition.train_counts, test_counts=partition.test_counts,
+            train=tr,
+            train_sizes=tr_sizes,
+            test=te,
+            test_sizes=te_sizes,
+            train_counts=partition.train_counts,
+            test_counts=partition.test_counts,
         )
     return Path(path)
 
@@ -439,16 +458,19 @@ def load_partition(path: str | os.PathLike) -> Partition:
     """Read a partition written by :func:`save_partition`."""
     try:
         with np.load(path, allow_pickle=False) as z:
+
             def split(flat, sizes):
                 return tuple(np.split(flat, np.cumsum(sizes)[:-1])) if len(sizes) else ()
 
-            params = tuple(
-                (str(k), ast.literal_eval(str(v))) for k, v in zip(z["param_names"], z["param_values"])
-            )
+            params = tuple((str(k), ast.literal_eval(str(v))) for k, v in zip(z["param_names"], z["param_values"]))
             return Partition(
-                str(z["scheme"]), params, int(z["seed"]),
-                split(z["train"], z["train_sizes"]), split(z["test"], z["test_sizes"]),
-                z["train_counts"], z["test_counts"],
+                str(z["scheme"]),
+                params,
+                int(z["seed"]),
+                split(z["train"], z["train_sizes"]),
+                split(z["test"], z["test_sizes"]),
+                z["train_counts"],
+                z["test_counts"],
             )
     except (OSError, KeyError, ValueError, SyntaxError) as exc:
         raise UsageError(f"{path}: not a partition file written by perfedavg ({exc})") from exc

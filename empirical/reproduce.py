@@ -77,10 +77,11 @@ from .tasks import ImageTaskOptions, partition_options
 
 ROWS = ((10, 0.001), (4, 0.001), (10, 0.01))
 METHODS = ("fedavg", "fo", "hf")
-METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)",
-                "exact": "Per-FedAvg (exact HVP)"}
-PROTOCOLS = {"test": "adaptation step on test data (paper's protocol)",
-             "train": "adaptation step on training data (leak-free)"}
+METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)", "exact": "Per-FedAvg (exact HVP)"}
+PROTOCOLS = {
+    "test": "adaptation step on test data (paper's protocol)",
+    "train": "adaptation step on training data (leak-free)",
+}
 #: the paper's hyper-parameters [recalled]
 PAPER: dict[str, Any] = {"K": 1000, "r": 0.2, "beta": 0.001, "D": 40, "D1": 40, "D2": 40, "delta": 0.001}
 #: rounds of ``--quick``
@@ -143,8 +144,17 @@ def cell_dir(out: Path, dataset: str, tau: int, alpha: float, method: str, seed:
 
 
 def cell_config(plan: Plan, dataset: str, tau: int, alpha: float, method: str, seed: int):
-    sets = {**PAPER, "K": plan.K, "tau": tau, "alpha": alpha, "algorithm": method, "seed": seed,
-            "eval_every": plan.eval_every or plan.K, "checkpoint_every": max(1, plan.K // 10), **plan.settings}
+    sets = {
+        **PAPER,
+        "K": plan.K,
+        "tau": tau,
+        "alpha": alpha,
+        "algorithm": method,
+        "seed": seed,
+        "eval_every": plan.eval_every or plan.K,
+        "checkpoint_every": max(1, plan.K // 10),
+        **plan.settings,
+    }
     task = {"name": dataset, "data_dir": plan.data_dir, **({"download": True} if plan.download else {}), **plan.task}
     return build_config({**sets, "task": task})
 
@@ -180,8 +190,9 @@ def write_partitions(plan: Plan, out: Path) -> dict[str, dict]:
     for dataset in plan.datasets:
         ds = load_dataset(dataset, plan.data_dir or None, download=plan.download)
         o = ImageTaskOptions(**{k: v for k, v in plan.task.items() if k not in ("data_dir", "download")})
-        part = make_partition(o.partition, ds.y_train, ds.y_test, seed=o.partition_seed,
-                              **partition_options(dataset, o))
+        part = make_partition(
+            o.partition, ds.y_train, ds.y_test, seed=o.partition_seed, **partition_options(dataset, o)
+        )
         title = f"{ds.label}: {part.describe()}"
         png, md = out / f"partition-{dataset}.png", out / f"partition-{dataset}.md"
         plot_partition(part, png, classes=ds.classes, title=title)
@@ -260,16 +271,23 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
 
     out = Path(out)
     # force: a cell's saved config.toml may differ from the unit's in neutral options (see cell_units)
-    options = SweepOptions(backend=plan.backend, workers=plan.workers, threads=plan.threads, force=True,
-                           progress=progress)  # checks workers, threads, backend before anything runs
+    options = SweepOptions(
+        backend=plan.backend, workers=plan.workers, threads=plan.threads, force=True, progress=progress
+    )  # checks workers, threads, backend before anything runs
     torch.set_num_threads(plan.threads)
     check_data(plan)
     rundir.output_dir(out, "--out")
     partitions = write_partitions(plan, out)
     units, actions = cell_units(plan, out)
     timings: dict[str, float] = {}
-    invocation: dict[str, Any] = {"cells_run": len(units), "actions": dict(collections.Counter(actions.values())),
-                  "backend": plan.backend, "workers": None, "threads": plan.threads, "wall_seconds": 0.0}
+    invocation: dict[str, Any] = {
+        "cells_run": len(units),
+        "actions": dict(collections.Counter(actions.values())),
+        "backend": plan.backend,
+        "workers": None,
+        "threads": plan.threads,
+        "wall_seconds": 0.0,
+    }
     if units:
         report = run_sweep(units, out, options)
         invocation.update(workers=report.bench.get("workers"), wall_seconds=report.wall_seconds)
@@ -278,8 +296,10 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
         failed = [(name, row["error"]) for name, row in report.rows.items() if not is_done(row["status"])]
         if failed:
             name, error = failed[0]
-            raise UsageError(f"{len(failed)} Table 1 cell(s) failed, first runs/{name}: {error} "
-                             f"(see {out / 'sweep_summary.md'}; run again to retry)")
+            raise UsageError(
+                f"{len(failed)} Table 1 cell(s) failed, first runs/{name}: {error} "
+                f"(see {out / 'sweep_summary.md'}; run again to retry)"
+            )
         for unit in units:
             key = f"{unit.varied['dataset']}/{unit.varied['algorithm']}"
             timings[key] = timings.get(key, 0.0) + float(report.rows[unit.name]["wall_seconds"] or 0.0)
@@ -308,8 +328,9 @@ def _evaluate_twins(plan: Plan, out: Path, progress: bool) -> int:
             directory, cfg = cell_dir(out, *cell), _resolved_cell_config(plan, cell, tasks)
             if not (_done_round(directory, cfg) == cfg.K and is_finished(run_status(directory))):
                 todo.append((cfg, directory, cell_dir(out, *twin)))
-    for cfg, directory, source in tqdm(todo, desc="FedAvg cells from their twin", unit="cell",
-                                       disable=not progress or not todo):
+    for cfg, directory, source in tqdm(
+        todo, desc="FedAvg cells from their twin", unit="cell", disable=not progress or not todo
+    ):
         run_from_trained(cfg, directory, source)
     return len(todo)
 
@@ -342,30 +363,51 @@ def collect(plan: Plan, out: Path) -> dict:
                     if not is_finished(summary["status"]):
                         raise UsageError(f"{directory} did not finish ({summary['status']}: {summary['message']})")
                     if summary.get("rounds_completed") != plan.K:
-                        raise UsageError(f"{directory} ran {summary.get('rounds_completed')} rounds, not K={plan.K}: "
-                                         "run the plan (run_plan) to bring it to K")
+                        raise UsageError(
+                            f"{directory} ran {summary.get('rounds_completed')} rounds, not K={plan.K}: "
+                            "run the plan (run_plan) to bring it to K"
+                        )
                     final = dict(summary["final"])
                     if plan.eval_batch:
                         extra = rundir.read_json(directory / f"eval_batch{plan.eval_batch}.json")
-                        final.update({f"personalized_accuracy_{p}_batch_step":
-                                      extra[f"personalized_accuracy_{p}_batch_step"] for p in PROTOCOLS})
+                        final.update(
+                            {
+                                f"personalized_accuracy_{p}_batch_step": extra[f"personalized_accuracy_{p}_batch_step"]
+                                for p in PROTOCOLS
+                            }
+                        )
                     finals.append(final)
                     label = summary.get("task", dataset)
                 row["label"] = label
-                row["cells"][method] = {
-                    protocol: _mean_std([100 * f[f"personalized_accuracy_{protocol}_step"] for f in finals])
-                    for protocol in PROTOCOLS
-                } | {f"{protocol}_batch":
-                     _mean_std([100 * f[f"personalized_accuracy_{protocol}_batch_step"] for f in finals])
-                     for protocol in (PROTOCOLS if plan.eval_batch else ())
-                     } | {"global": _mean_std([100 * f["global_accuracy"] for f in finals]),
-                     "train_loss_f": _mean_std([f["f"] for f in finals]),
-                     "wall_seconds": sum(f["wall_seconds"] for f in summaries),
-                     "trained_in": any(f.get("trained_in") for f in summaries)}
+                row["cells"][method] = (
+                    {
+                        protocol: _mean_std([100 * f[f"personalized_accuracy_{protocol}_step"] for f in finals])
+                        for protocol in PROTOCOLS
+                    }
+                    | {
+                        f"{protocol}_batch": _mean_std(
+                            [100 * f[f"personalized_accuracy_{protocol}_batch_step"] for f in finals]
+                        )
+                        for protocol in (PROTOCOLS if plan.eval_batch else ())
+                    }
+                    | {
+                        "global": _mean_std([100 * f["global_accuracy"] for f in finals]),
+                        "train_loss_f": _mean_std([f["f"] for f in finals]),
+                        "wall_seconds": sum(f["wall_seconds"] for f in summaries),
+                        "trained_in": any(f.get("trained_in") for f in summaries),
+                    }
+                )
             rows.append(row)
-    return {"plan": {"K": plan.K, "seeds": plan.seeds, "methods": list(plan.methods), "eval_batch": plan.eval_batch,
-                     **{k: v for k, v in PAPER.items() if k != "K"}},
-            "rows": rows}
+    return {
+        "plan": {
+            "K": plan.K,
+            "seeds": plan.seeds,
+            "methods": list(plan.methods),
+            "eval_batch": plan.eval_batch,
+            **{k: v for k, v in PAPER.items() if k != "K"},
+        },
+        "rows": rows,
+    }
 
 
 def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[str, float]:
@@ -404,15 +446,25 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
         generator = eval_batch_generator(seed, int(state["round"]))
         w = state["w"].to(tasks[key].train.x.device)  # the checkpoint holds it on the CPU; the cell may run on CUDA
         accuracy = batch_step_accuracy(tasks[key], w, alpha, plan.eval_batch, generator)
-        rundir.atomic_write_json(path, {"round": int(state["round"]), "batch": plan.eval_batch, "seed": seed,
-                                        "draws": EVAL_BATCH_DRAWS,
-                                        **{f"personalized_accuracy_{k}_batch_step": v for k, v in accuracy.items()}})
+        rundir.atomic_write_json(
+            path,
+            {
+                "round": int(state["round"]),
+                "batch": plan.eval_batch,
+                "seed": seed,
+                "draws": EVAL_BATCH_DRAWS,
+                **{f"personalized_accuracy_{k}_batch_step": v for k, v in accuracy.items()},
+            },
+        )
 
 
 def _mean_std(values: list[float]) -> dict:
     r"""Mean and sample standard deviation (:math:`n-1`; 0 for one seed)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def _pm(stat: dict, sign: str) -> str:
@@ -431,19 +483,28 @@ def markdown(table: dict) -> str:
     plan = table["plan"]
     head = "| data set | τ | α | " + " | ".join(_method_header(m) for m in methods) + " |"
     rule = "|---|---|---|" + "---|" * len(methods)
-    lines = ["# Table 1, regenerated", "",
-             f"K = {plan['K']} rounds, r = {plan['r']}, β = {plan['beta']}, batches D = D' = D'' = {plan['D']}, "
-             f"δ = {plan['delta']}; {plan['seeds']} seed(s), mean ± sample std over seeds. "
-             "[extra]: not in the paper (exact Hessian-vector products).", ""]
+    lines = [
+        "# Table 1, regenerated",
+        "",
+        f"K = {plan['K']} rounds, r = {plan['r']}, β = {plan['beta']}, batches D = D' = D'' = {plan['D']}, "
+        f"δ = {plan['delta']}; {plan['seeds']} seed(s), mean ± sample std over seeds. "
+        "[extra]: not in the paper (exact Hessian-vector products).",
+        "",
+    ]
     sections = [(f"Personalized test accuracy (%), {caption}", protocol) for protocol, caption in PROTOCOLS.items()]
     if plan.get("eval_batch"):
-        sections += [(f"Personalized test accuracy (%), {caption}, one SGD step on a batch of {plan['eval_batch']}",
-                      f"{protocol}_batch") for protocol, caption in PROTOCOLS.items()]
+        sections += [
+            (
+                f"Personalized test accuracy (%), {caption}, one SGD step on a batch of {plan['eval_batch']}",
+                f"{protocol}_batch",
+            )
+            for protocol, caption in PROTOCOLS.items()
+        ]
     sections.append(("Shared model without adaptation: test accuracy (%)", "global"))
     for caption, key in sections:
         lines += [f"## {caption}", "", head, rule]
         for row in table["rows"]:
-            cells = [_pm(row['cells'][m][key], " ± ") for m in methods]
+            cells = [_pm(row["cells"][m][key], " ± ") for m in methods]
             lines.append(f"| {row['label']} | {row['tau']} | {row['alpha']:g} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Wall time (s per seed, this machine)", "", head, rule]
@@ -451,17 +512,29 @@ def markdown(table: dict) -> str:
         cells = [f"{row['cells'][m]['wall_seconds'] / plan['seeds']:.1f}" for m in methods]
         lines.append(f"| {row['label']} | {row['tau']} | {row['alpha']:g} | " + " | ".join(cells) + " |")
     totals = {m: sum(row["cells"][m]["wall_seconds"] for row in table["rows"]) for m in methods}
-    lines += ["", "Total per column (all rows, data sets and seeds): "
-              + ", ".join(f"{_method_header(m)} {totals[m]:.0f} s" for m in methods) + ".", ""]
-    shared = dict.fromkeys((row["tau"], row["alpha"]) for row in table["rows"]
-                           if any(c.get("trained_in") for c in row["cells"].values()))
+    lines += [
+        "",
+        "Total per column (all rows, data sets and seeds): "
+        + ", ".join(f"{_method_header(m)} {totals[m]:.0f} s" for m in methods)
+        + ".",
+        "",
+    ]
+    shared = dict.fromkeys(
+        (row["tau"], row["alpha"]) for row in table["rows"] if any(c.get("trained_in") for c in row["cells"].values())
+    )
     if shared:
-        lines += ["FedAvg never uses α to train (only to evaluate), so its cells at "
-                  + ", ".join(f"(τ, α) = ({tau}, {alpha:g})" for tau, alpha in shared)
-                  + " evaluate the model trained in the first row with the same τ; their time is the evaluation's.", ""]
+        lines += [
+            "FedAvg never uses α to train (only to evaluate), so its cells at "
+            + ", ".join(f"(τ, α) = ({tau}, {alpha:g})" for tau, alpha in shared)
+            + " evaluate the model trained in the first row with the same τ; their time is the evaluation's.",
+            "",
+        ]
     for info in table.get("partitions", {}).values():
-        lines += [f"Users' split of {info['label']}: {info['describe']} "
-                  f"([picture]({info['picture']}), [table]({info['table']})).", ""]
+        lines += [
+            f"Users' split of {info['label']}: {info['describe']} "
+            f"([picture]({info['picture']}), [table]({info['table']})).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -469,14 +542,18 @@ def latex(table: dict) -> str:
     methods = table["plan"]["methods"]
     out = []
     for protocol, caption in PROTOCOLS.items():
-        out += [r"\begin{table}[t]", r"\centering",
-                rf"\caption{{Personalized test accuracy (\%), {caption}; K={table['plan']['K']}, "
-                rf"{table['plan']['seeds']} seed(s), mean $\pm$ std.}}",
-                r"\begin{tabular}{ll" + "c" * (1 + len(methods)) + "}", r"\toprule",
-                r"Data set & $\tau$ & $\alpha$ & " + " & ".join(_method_header(m) for m in methods) + r" \\",
-                r"\midrule"]
+        out += [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{Personalized test accuracy (\%), {caption}; K={table['plan']['K']}, "
+            rf"{table['plan']['seeds']} seed(s), mean $\pm$ std.}}",
+            r"\begin{tabular}{ll" + "c" * (1 + len(methods)) + "}",
+            r"\toprule",
+            r"Data set & $\tau$ & $\alpha$ & " + " & ".join(_method_header(m) for m in methods) + r" \\",
+            r"\midrule",
+        ]
         for row in table["rows"]:
-            cells = ["$" + _pm(row['cells'][m][protocol], r" \pm ") + "$" for m in methods]
+            cells = ["$" + _pm(row["cells"][m][protocol], r" \pm ") + "$" for m in methods]
             out.append(f"{row['label']} & {row['tau']} & {row['alpha']:g} & " + " & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)

@@ -45,35 +45,48 @@ class ImageTaskOptions:
     partition_seed: int = option_field("seed of the split (>= 0)", 0)
     hidden: tuple = option_field("hidden layer widths of the MLP (paper: [80, 60])", (80, 60))
     activation: str = option_field("hidden activation: elu (paper) | relu | tanh", "elu")
-    normalize: str = option_field("input scaling: dataset = (x/255 - mean)/std with the training set's per-channel "
-                                  "statistics (default) | none = plain x/255", "dataset")
+    normalize: str = option_field(
+        "input scaling: dataset = (x/255 - mean)/std with the training set's per-channel "
+        "statistics (default) | none = plain x/255",
+        "dataset",
+    )
     round_strategy: str = option_field(
         "how the engine's MLP oracle runs a round: auto (per local step, or whole rounds in the users' sample "
         "space when that costs fewer first-layer multiply-adds, e.g. CIFAR-10 at tau = 10) | steps | sample_space; "
         "the same draws and the same arithmetic rearranged, so results differ at round-off only (a speed knob for "
-        "where auto picks the slower way)", "auto")
+        "where auto picks the slower way)",
+        "auto",
+    )
 
     def __post_init__(self) -> None:
-        check_option("image", "partition", self.partition, self.partition in PARTITIONS,
-                     f"one of {', '.join(PARTITIONS)}")
-        check_option("image", "clients", self.clients, isinstance(self.clients, int) and self.clients >= 2,
-                     "an integer >= 2")
+        check_option(
+            "image", "partition", self.partition, self.partition in PARTITIONS, f"one of {', '.join(PARTITIONS)}"
+        )
+        check_option(
+            "image", "clients", self.clients, isinstance(self.clients, int) and self.clients >= 2, "an integer >= 2"
+        )
         check_option("image", "a", self.a, isinstance(self.a, int) and self.a >= 0, "an integer >= 0")
         check_option("image", "concentration", self.concentration, self.concentration > 0, "> 0")
         check_option("image", "classes_per_client", self.classes_per_client, self.classes_per_client >= 1, ">= 1")
         check_option("image", "partition_seed", self.partition_seed, self.partition_seed >= 0, ">= 0")
-        check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS,
-                     " | ".join(NORMALIZATIONS))
-        check_option("image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"),
-                     "elu | relu | tanh")
-        check_option("image", "round_strategy", self.round_strategy, self.round_strategy in ROUND_STRATEGIES,
-                     " | ".join(ROUND_STRATEGIES))
+        check_option("image", "normalize", self.normalize, self.normalize in NORMALIZATIONS, " | ".join(NORMALIZATIONS))
+        check_option(
+            "image", "activation", self.activation, self.activation in ("elu", "relu", "tanh"), "elu | relu | tanh"
+        )
+        check_option(
+            "image",
+            "round_strategy",
+            self.round_strategy,
+            self.round_strategy in ROUND_STRATEGIES,
+            " | ".join(ROUND_STRATEGIES),
+        )
         try:
             hidden = tuple(self.hidden)
         except TypeError:
             hidden = (None,)
-        check_option("image", "hidden", self.hidden, all(isinstance(h, int) and h >= 1 for h in hidden),
-                     "a list of widths >= 1")
+        check_option(
+            "image", "hidden", self.hidden, all(isinstance(h, int) and h >= 1 for h in hidden), "a list of widths >= 1"
+        )
         object.__setattr__(self, "hidden", list(hidden))
 
 

@@ -15,6 +15,9 @@ directories are reused: ``rate_table`` resumes) and saves its rows as
 table per level: whichever runs second finds it saved.
 The JSON carries a signature of the table's design (grid, base config, lengths, seeds,
 tolerance), so a changed design is recomputed, never drawn from stale rows.
+
+A few lines past 400: one rate row's drawing and the sentences stating its verdict are used by both
+floor figures, so they live here together rather than in either.
 """
 
 from __future__ import annotations
@@ -48,8 +51,15 @@ def rates_dir(root: Path, level: str) -> Path:
 
 def _signature(length: str, seeds: list[int]) -> str:
     """SHA-1 of everything in ``synthetic.rates`` that decides the table's numbers at ``length``."""
-    design = {"grid": rates.GRID[length], "base": rates.BASE, "burn": rates.BURN, "measure": rates.MEASURE[length],
-              "batches": rates.BATCHES, "tolerance": rates.TOLERANCE, "seeds": list(seeds)}
+    design = {
+        "grid": rates.GRID[length],
+        "base": rates.BASE,
+        "burn": rates.BURN,
+        "measure": rates.MEASURE[length],
+        "batches": rates.BATCHES,
+        "tolerance": rates.TOLERANCE,
+        "seeds": list(seeds),
+    }
     return hashlib.sha1(json.dumps(design, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -67,9 +77,17 @@ def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
         except ValueError:
             pass  # unreadable: recompute
     rows, bound = rates.rate_table(out, seeds, length=length, progress=progress)
-    atomic_write_json(path, {"length": length, "seeds": seeds, "signature": signature,
-                             "tolerance": rates.TOLERANCE, "rows": [r.as_dict() for r in rows],
-                             "derived_bound": bound})
+    atomic_write_json(
+        path,
+        {
+            "length": length,
+            "seeds": seeds,
+            "signature": signature,
+            "tolerance": rates.TOLERANCE,
+            "rows": [r.as_dict() for r in rows],
+            "derived_bound": bound,
+        },
+    )
     return path
 
 
@@ -130,8 +148,16 @@ def verdict_text(row: dict, tol: float) -> str:
     return f"PASS only within ±{tol:g} tolerance" if needs_tolerance(row) else row["verdict"]
 
 
-def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label: str = "",
-             measured_label: str = "measured, mean ± 95% interval (batch means)") -> dict:
+def draw_row(
+    ax,
+    row: dict,
+    xlabel: str,
+    color,
+    marker,
+    levels=None,
+    level_label: str = "",
+    measured_label: str = "measured, mean ± 95% interval (batch means)",
+) -> dict:
     r"""One log-log panel from a rate-table row: the measured means with their 95 % intervals, the fitted
     line (slope and interval in the legend), the derived bound's predicted slope and the recalled shape's
     slope as guides through the measured points' weighted centre (the recalled one drawn on top, dotted, so it
@@ -149,8 +175,17 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
     clipped = ok & np.isfinite(h) & (m - h <= CLIP_FRACTION * m)
     # bars whose lower end is > 0 drawn as they are; clipped ones get their lower bar after the y limits are known
     lower = np.where(clipped, 0.0, h_fin)
-    ax.errorbar(xs[ok], m[ok], yerr=[lower[ok], h_fin[ok]], fmt=marker, color=color, capsize=3, markersize=6,
-                label=measured_label, zorder=4)
+    ax.errorbar(
+        xs[ok],
+        m[ok],
+        yerr=[lower[ok], h_fin[ok]],
+        fmt=marker,
+        color=color,
+        capsize=3,
+        markersize=6,
+        label=measured_label,
+        zorder=4,
+    )
     fitted, lo, hi = row["fitted"], row["low"], row["high"]
     predicted = row["predicted"]
     recalled = row.get("extra", {}).get("recalled_shape_slope", math.nan)
@@ -162,14 +197,32 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
         cy = float(np.exp((w * np.log(m[ok])).sum() / w.sum()))
         grid = np.geomspace(xs.min(), xs.max(), 30)
         if math.isfinite(fitted):
-            ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.3, zorder=3,
-                    label=f"fitted slope {slope_text(fitted, lo, hi)}")
-        ax.plot(grid, cy * (grid / cx) ** predicted, color=RATE_COLOR, linestyle="--", linewidth=2.2, zorder=2,
-                label=bound_label(f"predicted slope {predicted:+.2f}", "derived") + " (guide through the data)")
+            ax.plot(
+                grid,
+                cy * (grid / cx) ** fitted,
+                color=color,
+                linewidth=1.3,
+                zorder=3,
+                label=f"fitted slope {slope_text(fitted, lo, hi)}",
+            )
+        ax.plot(
+            grid,
+            cy * (grid / cx) ** predicted,
+            color=RATE_COLOR,
+            linestyle="--",
+            linewidth=2.2,
+            zorder=2,
+            label=bound_label(f"predicted slope {predicted:+.2f}", "derived") + " (guide through the data)",
+        )
         if math.isfinite(recalled):
-            ax.plot(grid, cy * (grid / cx) ** recalled, **{**BOUND_STYLE["recalled"], "linewidth": 2.0},
-                    dashes=(1, 2.5), zorder=5,
-                    label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled") + " (guide)")
+            ax.plot(
+                grid,
+                cy * (grid / cx) ** recalled,
+                **{**BOUND_STYLE["recalled"], "linewidth": 2.0},
+                dashes=(1, 2.5),
+                zorder=5,
+                label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled") + " (guide)",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     twin = None
@@ -198,18 +251,40 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
         bottom, top = ax.get_ylim()
         bottom = min(bottom, float(m[clipped].min()) / 4)  # room for the arrow to be seen
         for x, y in zip(xs[clipped], m[clipped]):
-            ax.annotate("", xy=(x, bottom), xytext=(x, y), zorder=4, annotation_clip=False,
-                        arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.5, "shrinkA": 0, "shrinkB": 0})
-        ax.plot([], [], color=color, marker=r"$\downarrow$", linestyle="none", markersize=9,
-                label="interval reaches ≤ 0 (bar runs off the log axis)")
+            ax.annotate(
+                "",
+                xy=(x, bottom),
+                xytext=(x, y),
+                zorder=4,
+                annotation_clip=False,
+                arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.5, "shrinkA": 0, "shrinkB": 0},
+            )
+        ax.plot(
+            [],
+            [],
+            color=color,
+            marker=r"$\downarrow$",
+            linestyle="none",
+            markersize=9,
+            label="interval reaches ≤ 0 (bar runs off the log axis)",
+        )
         ax.set_ylim(bottom, top)
         if twin is not None:
             twin.set_ylim(bottom * shift, top * shift)
     if (~ok).any():  # a mean ≤ 0 has no place on the log axis: an open marker on the axis's bottom edge says so
         bottom = ax.get_ylim()[0]
-        ax.plot(xs[~ok], np.full((~ok).sum(), bottom), marker=marker, linestyle="none", color=color,
-                markerfacecolor="white", markersize=8, clip_on=False, zorder=6,
-                label="mean ≤ 0 (open marker on the bottom edge)")
+        ax.plot(
+            xs[~ok],
+            np.full((~ok).sum(), bottom),
+            marker=marker,
+            linestyle="none",
+            color=color,
+            markerfacecolor="white",
+            markersize=8,
+            clip_on=False,
+            zorder=6,
+            label="mean ≤ 0 (open marker on the bottom edge)",
+        )
     # ticks at the measured x values only, no minor labels: log-axis minor labels collide on a narrow range
     ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -223,30 +298,54 @@ def draw_row(ax, row: dict, xlabel: str, color, marker, levels=None, level_label
         more = twin.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("measured"))  # measured first
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=9, loc="upper center",
-              bbox_to_anchor=(0.5, -0.2), ncol=1)
-    return {"fitted": fitted, "low": lo, "high": hi, "predicted": predicted, "recalled": recalled,
-            "verdict": row["verdict"], "dropped": int((~ok).sum()), "clipped": [float(x) for x in xs[clipped]],
-            "needs_tolerance": needs_tolerance(row)}
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        fontsize=9,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=1,
+    )
+    return {
+        "fitted": fitted,
+        "low": lo,
+        "high": hi,
+        "predicted": predicted,
+        "recalled": recalled,
+        "verdict": row["verdict"],
+        "dropped": int((~ok).sum()),
+        "clipped": [float(x) for x in xs[clipped]],
+        "needs_tolerance": needs_tolerance(row),
+    }
 
 
 def row_sentence(what: str, r: dict) -> str:
     """Caption sentence of one panel's numbers."""
-    fitted = (f"fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval)"
-              if math.isfinite(r["fitted"])
-              else "no slope fitted (a measured difference is ≤ 0: not resolved from the noise)")
-    text = (f"{what}: {fitted}, predicted "
-            f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
-            f"[recalled]): {r['verdict']}")
+    fitted = (
+        f"fitted slope {slope_text(r['fitted'], r['low'], r['high'])} (95% interval)"
+        if math.isfinite(r["fitted"])
+        else "no slope fitted (a measured difference is ≤ 0: not resolved from the noise)"
+    )
+    text = (
+        f"{what}: {fitted}, predicted "
+        f"{r['predicted']:+.2f} by the derived bound's term [derived] (recalled shape {r['recalled']:+.2f} "
+        f"[recalled]): {r['verdict']}"
+    )
     if r.get("needs_tolerance"):
-        text += (" — the predicted slope lies outside the fitted 95% interval: this PASS holds only through the "
-                 "slope tolerance")
+        text += (
+            " — the predicted slope lies outside the fitted 95% interval: this PASS holds only through the "
+            "slope tolerance"
+        )
     if r.get("clipped"):
-        text += (f" (the 95% interval reaches ≤ 0 at x = {', '.join(f'{x:.3g}' for x in r['clipped'])}: "
-                 "drawn as a bar running down off the log axis, ending in an arrow)")
+        text += (
+            f" (the 95% interval reaches ≤ 0 at x = {', '.join(f'{x:.3g}' for x in r['clipped'])}: "
+            "drawn as a bar running down off the log axis, ending in an arrow)"
+        )
     if r["dropped"]:
-        text += (f" ({r['dropped']} point(s) with a non-positive measured mean, which a log axis cannot place: drawn "
-                 "as an open marker on the bottom edge)")
+        text += (
+            f" ({r['dropped']} point(s) with a non-positive measured mean, which a log axis cannot place: drawn "
+            "as an open marker on the bottom edge)"
+        )
     return text
 
 
@@ -276,6 +375,7 @@ def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list 
         return list(tv), list(w1), "the rate table's rows"
     reasons = []
     try:
+
         def gamma_part(cfg, how="tv", w1_x=None):
             none = bound_terms(cfg, "none")[0]["client sampling"]
             if how == "tv":
@@ -298,5 +398,8 @@ def heterogeneity_levels(table: dict, row_tv: dict, row_w1: dict) -> tuple[list 
         return list(tv), list(w1), "the saved runs' configs, evaluated with synthetic.rates.bound_terms"
     except (KeyError, OSError, ValueError, ImportError, TypeError) as exc:
         reasons.append(f"{type(exc).__name__}: {exc}")
-    return (list(tv) if tv is not None else None, list(w1) if w1 is not None else None,
-            "not available (" + "; ".join(reasons) + ")")
+    return (
+        list(tv) if tv is not None else None,
+        list(w1) if w1 is not None else None,
+        "not available (" + "; ".join(reasons) + ")",
+    )

@@ -48,9 +48,16 @@ def has_exact_constants(task: Task) -> bool:
 
 def algorithm_constants(config: dict[str, Any], K: float | None = None) -> dict[str, float]:
     """β, δ, τ, K, r, D, D', D'' of a run-config dict, as the floats Constants expects."""
-    return {"beta": config["beta"], "delta": config["delta"], "tau": config["tau"],
-            "K": config["K"] if K is None else K, "r": config["r"], "D": config["D"],
-            "D1": config["D1"], "D2": config["D2"]}
+    return {
+        "beta": config["beta"],
+        "delta": config["delta"],
+        "tau": config["tau"],
+        "K": config["K"] if K is None else K,
+        "r": config["r"],
+        "D": config["D"],
+        "D1": config["D1"],
+        "D2": config["D2"],
+    }
 
 
 def constants_for_config(config: dict[str, Any], K: float | None = None, **changes: float) -> Constants | None:
@@ -106,7 +113,9 @@ def constants_from_json(
         return probe, notes
     alpha = config["alpha"]
     if alpha * probe.L > 1:
-        notes.append(f"alpha = {alpha:g} exceeds 1/L = {1 / probe.L:.3g} of the estimated L: the lemmas assume "
-                     "alpha <= 1/L, so the bound is evaluated with alpha clipped to 1/L")
+        notes.append(
+            f"alpha = {alpha:g} exceeds 1/L = {1 / probe.L:.3g} of the estimated L: the lemmas assume "
+            "alpha <= 1/L, so the bound is evaluated with alpha clipped to 1/L"
+        )
         alpha = 1.0 / probe.L
     return Constants.from_file(path, {**run, "alpha": alpha}), notes

@@ -84,8 +84,9 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
             except Skip as exc:
                 entry.note = str(exc)
                 if getattr(mod, "EMPIRICAL", False) and level == "quick" and name not in named:
-                    entry.note += (" (--quick draws it only from saved results; name it to run it: "
-                                   f"`perfedavg figures {name}`)")
+                    entry.note += (
+                        f" (--quick draws it only from saved results; name it to run it: `perfedavg figures {name}`)"
+                    )
             entry.seconds = time.perf_counter() - started
             entries.append(entry)
     finally:
@@ -96,10 +97,12 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
 
 def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tuple[Path, Path]:
     """``index.md`` and ``index.html`` in ``out``: every figure with its caption, or the skip note."""
-    head = ("Per-FedAvg: figures regenerated from saved runs",
-            f"Level: {level}. Runs read from `{runs}`. Provenance in legends: [derived] = derived in "
-            "theory/DERIVATIONS.md (an explicit upper bound), [recalled] = the paper's statement as recalled "
-            "(shape with O(1) = 1; not an upper bound).")
+    head = (
+        "Per-FedAvg: figures regenerated from saved runs",
+        f"Level: {level}. Runs read from `{runs}`. Provenance in legends: [derived] = derived in "
+        "theory/DERIVATIONS.md (an explicit upper bound), [recalled] = the paper's statement as recalled "
+        "(shape with O(1) = 1; not an upper bound).",
+    )
     md = [f"# {head[0]}", "", head[1], ""]
     body = []
     for i, e in enumerate(entries, 1):
@@ -127,12 +130,14 @@ def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tupl
             links = ", ".join(f"<a href='{html.escape(o)}'>{html.escape(o)}</a>" for o in others)
             body.append(f"<p>Files: {links}</p>")
         body.append("</section>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(head[0]) + "</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45}"
-            "img{max-width:100%;border:1px solid #ddd}figcaption{margin:.4em 0 1.5em;color:#222}"
-            "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px}"
-            ".skip{color:#a33}</style></head><body>"
-            f"<h1>{html.escape(head[0])}</h1><p>{html.escape(head[1])}</p>" + "".join(body) + "</body></html>\n")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(head[0]) + "</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45}"
+        "img{max-width:100%;border:1px solid #ddd}figcaption{margin:.4em 0 1.5em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px}"
+        ".skip{color:#a33}</style></head><body>"
+        f"<h1>{html.escape(head[0])}</h1><p>{html.escape(head[1])}</p>" + "".join(body) + "</body></html>\n"
+    )
     atomic_write_text(out / "index.md", "\n".join(md) + "\n")
     atomic_write_text(out / "index.html", page)
     return out / "index.md", out / "index.html"
@@ -145,13 +150,17 @@ def _md_tables_to_html(md: str) -> str:
 
     def flush() -> None:
         if rows:
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")]
-                     for r in rows if not set(r.strip()) <= set("|-")]
+            cells = [
+                [c.strip() for c in r.strip().strip("|").split("|")] for r in rows if not set(r.strip()) <= set("|-")
+            ]
             if cells:
-                parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0]) + "</tr>"
-                             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                                       for r in cells[1:])
-                             + "</table>")
+                parts.append(
+                    "<table><tr>"
+                    + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+                    + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+                    + "</table>"
+                )
             rows.clear()
 
     for line in md.splitlines():

@@ -35,17 +35,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "bound with estimated constants; needs the data)."
         ),
     )
-    p.add_argument("names", nargs="*", metavar="NAME", type=_figure_name,
-                   help=f"figures to regenerate (default: all): {', '.join(FIGURE_NAMES)}")
-    p.add_argument("--out", default="figures-out", metavar="DIR",
-                   help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index "
-                        "(default: figures-out)")
-    p.add_argument("--runs", default=None, metavar="DIR",
-                   help="folder of the saved runs, read and completed (default: runs/figures-quick with --quick, "
-                        "else runs/figures)")
-    p.add_argument("--quick", action="store_true",
-                   help="fast draft of everything (short synthetic runs, 2 seeds; a few minutes); MNIST / CIFAR-10 "
-                        "figures are drawn only from saved results unless named")
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        type=_figure_name,
+        help=f"figures to regenerate (default: all): {', '.join(FIGURE_NAMES)}",
+    )
+    p.add_argument(
+        "--out",
+        default="figures-out",
+        metavar="DIR",
+        help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index (default: figures-out)",
+    )
+    p.add_argument(
+        "--runs",
+        default=None,
+        metavar="DIR",
+        help="folder of the saved runs, read and completed (default: runs/figures-quick with --quick, "
+        "else runs/figures)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fast draft of everything (short synthetic runs, 2 seeds; a few minutes); MNIST / CIFAR-10 "
+        "figures are drawn only from saved results unless named",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     p.set_defaults(func=main)
     return p

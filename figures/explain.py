@@ -28,15 +28,15 @@ if TYPE_CHECKING:
 #: what each term of the derived bound is, and which knob lowers it
 PLAIN = {
     "optimization": "How far the start is from a stationary point, spread over the rounds: 2Δ₀/(βτK). "
-                    "It shrinks like 1/K; more rounds K, a larger step β or more local steps τ lower it.",
+    "It shrinks like 1/K; more rounds K, a larger step β or more local steps τ lower it.",
     "stochastic gradient": "Noise of the sampled batches, averaged over the n users: ∝ β·s²/n. "
-                           "Larger batches D' (and D, D'') or a smaller β lower it.",
+    "Larger batches D' (and D, D'') or a smaller β lower it.",
     "client sampling": "Only r·n users are heard each round, and they differ: ∝ (1−r)/(r(n−1))·(γ² + b²). "
-                       "More users per round (larger r) or less heterogeneous users lower it; it is 0 at r = 1.",
+    "More users per round (larger r) or less heterogeneous users lower it; it is 0 at r = 1.",
     "local drift": "Users drift apart during τ local steps: ∝ β²τ²(s² + γ² + b²). "
-                   "Fewer local steps τ or a smaller β lower it; it is 0 at τ = 1.",
+    "Fewer local steps τ or a smaller β lower it; it is 0 at τ = 1.",
     "bias floor": "The inner step uses a batch of size D, so the local direction is biased: 2b² with b ∝ αLσ_G/√D "
-                  "(plus αLB for FO, a δ-term for HF). It does NOT vanish with K; a larger D or a smaller α lowers it.",
+    "(plus αLB for FO, a δ-term for HF). It does NOT vanish with K; a larger D or a smaller α lowers it.",
 }
 
 
@@ -52,11 +52,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="run config (default: the built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one option, e.g. --set beta=0.05 or --set task.h=1.0 (repeatable)")
-    p.add_argument("--constants", metavar="FILE.json", default=None,
-                   help="estimated constants (JSON with L, rho, B, sigma_G, sigma_H, gamma_G, gamma_H, F0_gap; "
-                        "e.g. from empirical/constants.py); required when the task's constants are not known exactly")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option, e.g. --set beta=0.05 or --set task.h=1.0 (repeatable)",
+    )
+    p.add_argument(
+        "--constants",
+        metavar="FILE.json",
+        default=None,
+        help="estimated constants (JSON with L, rho, B, sigma_G, sigma_H, gamma_G, gamma_H, F0_gap; "
+        "e.g. from empirical/constants.py); required when the task's constants are not known exactly",
+    )
     p.set_defaults(func=main)
     return p
 
@@ -70,19 +80,28 @@ def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[s
     alg = config["algorithm"]
     v = variant_of(alg)
     rep = convergence(constants, v)
-    lines = [f"Run: {algorithm_label(alg)} on task '{config['task']['name']}', K={config['K']}, tau={config['tau']}, "
-             f"beta={config['beta']:g}, alpha={config['alpha']:g}, r={config['r']:g}, D={config['D']}, "
-             f"D'={config['D1']}, D''={config['D2']}",
-             "Constants: " + ", ".join(f"{k}={constants.as_dict()[k]:.4g}" for k in
-                                       ("L", "rho", "B", "sigma_G", "sigma_H", "gamma_G", "gamma_H", "F0_gap", "n"))]
+    lines = [
+        f"Run: {algorithm_label(alg)} on task '{config['task']['name']}', K={config['K']}, tau={config['tau']}, "
+        f"beta={config['beta']:g}, alpha={config['alpha']:g}, r={config['r']:g}, D={config['D']}, "
+        f"D'={config['D1']}, D''={config['D2']}",
+        "Constants: "
+        + ", ".join(
+            f"{k}={constants.as_dict()[k]:.4g}"
+            for k in ("L", "rho", "B", "sigma_G", "sigma_H", "gamma_G", "gamma_H", "F0_gap", "n")
+        ),
+    ]
     lines += [f"  note: {n}" for n in notes]
     if alg == "fedavg":
-        lines.append("FedAvg minimizes f, not the personalized F: the terms below are Per-FedAvg (exact)'s on the same "
-                     f"knobs; FedAvg's own derived bound on ||grad f||^2 is {fedavg_convergence(constants):.4g}.")
+        lines.append(
+            "FedAvg minimizes f, not the personalized F: the terms below are Per-FedAvg (exact)'s on the same "
+            f"knobs; FedAvg's own derived bound on ||grad f||^2 is {fedavg_convergence(constants):.4g}."
+        )
     lines.append("")
     if not rep.condition["derived"]:
-        lines.append(f"The derived bound does not apply: the step-size condition 6 beta^2 tau^2 L_F^2 < 1 fails "
-                     f"(beta = {constants.beta:g} >= {rep.beta_max['derived']:.4g}). Lower beta below that, or tau.")
+        lines.append(
+            f"The derived bound does not apply: the step-size condition 6 beta^2 tau^2 L_F^2 < 1 fails "
+            f"(beta = {constants.beta:g} >= {rep.beta_max['derived']:.4g}). Lower beta below that, or tau."
+        )
     else:
         total = rep.derived
         dom = rep.dominant(rep.derived_terms)
@@ -92,23 +111,34 @@ def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[s
             lines.append(f"  {name:20s} {value:11.4g}  {share:5.1f}%{'  <- dominates' if name == dom else ''}")
         lines.append("")
         dom_share = 100 * rep.derived_terms[dom] / total
-        lines.append(f"In plain words: the '{dom}' term dominates ({dom_share:.0f}% of the bound). "
-                     + PLAIN.get(dom, ""))
+        lines.append(
+            f"In plain words: the '{dom}' term dominates ({dom_share:.0f}% of the bound). " + PLAIN.get(dom, "")
+        )
         floor = total - rep.derived_terms.get("optimization", 0.0)
-        lines.append(f"As K grows the bound falls to {floor:.4g} (everything but the optimization term); "
-                     + ("the optimization term is already below that floor: more rounds barely help."
-                        if rep.derived_terms.get("optimization", 0.0) < floor else
-                        "more rounds still help: the optimization term is above that floor."))
+        lines.append(
+            f"As K grows the bound falls to {floor:.4g} (everything but the optimization term); "
+            + (
+                "the optimization term is already below that floor: more rounds barely help."
+                if rep.derived_terms.get("optimization", 0.0) < floor
+                else "more rounds still help: the optimization term is above that floor."
+            )
+        )
     if rep.condition["recalled"]:
-        lines.append(f"Recalled shape of the paper [recalled] (O(1) = 1, not a bound): {rep.recalled_shape:.4g}, "
-                     f"dominated by '{rep.dominant(rep.recalled_terms)}'.")
+        lines.append(
+            f"Recalled shape of the paper [recalled] (O(1) = 1, not a bound): {rep.recalled_shape:.4g}, "
+            f"dominated by '{rep.dominant(rep.recalled_terms)}'."
+        )
     else:
-        lines.append(f"The paper's recalled shape [recalled] does not apply: its own step-size condition "
-                     f"beta <= {rep.beta_max['recalled']:.4g} fails (beta = {constants.beta:g}); "
-                     f"(its value with O(1) = 1 would be {rep.recalled_shape:.4g}, meaningless here).")
-    lines.append(f"Step-size conditions: recalled beta <= {rep.beta_max['recalled']:.4g} "
-                 f"({'holds' if rep.condition['recalled'] else 'fails'}); derived beta < {rep.beta_max['derived']:.4g} "
-                 f"({'holds' if rep.condition['derived'] else 'fails'}).")
+        lines.append(
+            f"The paper's recalled shape [recalled] does not apply: its own step-size condition "
+            f"beta <= {rep.beta_max['recalled']:.4g} fails (beta = {constants.beta:g}); "
+            f"(its value with O(1) = 1 would be {rep.recalled_shape:.4g}, meaningless here)."
+        )
+    lines.append(
+        f"Step-size conditions: recalled beta <= {rep.beta_max['recalled']:.4g} "
+        f"({'holds' if rep.condition['recalled'] else 'fails'}); derived beta < {rep.beta_max['derived']:.4g} "
+        f"({'holds' if rep.condition['derived'] else 'fails'})."
+    )
     return "\n".join(lines)
 
 
@@ -126,11 +156,14 @@ def main(args: argparse.Namespace) -> int:
         try:
             constants = constants_for_config(config)
         except UsageError as exc:
-            raise UsageError(f"the task's exact constants give no valid Constants ({exc}); "
-                             "pass --constants FILE.json") from None
+            raise UsageError(
+                f"the task's exact constants give no valid Constants ({exc}); pass --constants FILE.json"
+            ) from None
         if constants is None:
-            raise UsageError(f"task {config['task']['name']!r} has no exact constants: pass --constants FILE.json "
-                             "(e.g. from empirical/constants.py)")
+            raise UsageError(
+                f"task {config['task']['name']!r} has no exact constants: pass --constants FILE.json "
+                "(e.g. from empirical/constants.py)"
+            )
         notes.append("exact constants of the synthetic task (gamma_G, gamma_H from its total variation)")
     print(explain_text(config, constants, notes))
     return 0

@@ -50,12 +50,34 @@ TITLE = "Stationarity Φ_K against rounds K, with the derived bound"
 #: τ = 1 and r = 1 (no local drift, no client sampling: with h = 1 those terms, through γ_G from the TV
 #: statement, would put the bound ~4 decades above the data); β = 0.15 meets the derived step-size condition
 #: 6β²τ²L_F² < 1 (β_max ≈ 0.18)
-BASE = {"alpha": 0.5, "beta": 0.15, "tau": 1, "r": 1.0, "D": 100, "D1": 100, "D2": 100, "delta": 1e-3,
-        "dtype": "float64", "track_inner": True, "checkpoint_every": 0,
-        "task": {"name": "quadratic", "dim": 2, "n_clients": 10, "clusters": 5, "support": 200, "h": 1.0,
-                 "w_radius": 2.0, "init": "zero"}}
-SCALE = {"tiny": {"K": 12, "eval_every": 1, "seeds": 1}, "quick": {"K": 600, "eval_every": 4, "seeds": 2},
-         "full": {"K": 4000, "eval_every": 10, "seeds": 5}}
+BASE = {
+    "alpha": 0.5,
+    "beta": 0.15,
+    "tau": 1,
+    "r": 1.0,
+    "D": 100,
+    "D1": 100,
+    "D2": 100,
+    "delta": 1e-3,
+    "dtype": "float64",
+    "track_inner": True,
+    "checkpoint_every": 0,
+    "task": {
+        "name": "quadratic",
+        "dim": 2,
+        "n_clients": 10,
+        "clusters": 5,
+        "support": 200,
+        "h": 1.0,
+        "w_radius": 2.0,
+        "init": "zero",
+    },
+}
+SCALE = {
+    "tiny": {"K": 12, "eval_every": 1, "seeds": 1},
+    "quick": {"K": 600, "eval_every": 4, "seeds": 2},
+    "full": {"K": 4000, "eval_every": 10, "seeds": 5},
+}
 #: the slope of Φ_K is fitted on K ∈ [FIT_FROM·K_max, K_max]: the last decade, past the first transient
 FIT_FROM = 0.1
 #: the late level ("floor") of ‖∇F(w_k)‖² is its mean over the last LATE fraction of the evaluated rounds
@@ -66,9 +88,11 @@ SAME = 0.01
 #: (otherwise its value is given in the caption: drawing it would leave decades of empty axis)
 RECALLED_MAX_FACTOR = 30.0
 #: line style of each variant's derived bound (own colour, own dash; HF dashed so it stays visible on exact's)
-BOUND_LINES = {"exact": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55},
-               "hf": {"linestyle": (0, (5, 3)), "linewidth": 1.6},
-               "fo": {"linestyle": "-.", "linewidth": 1.8}}
+BOUND_LINES = {
+    "exact": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55},
+    "hf": {"linestyle": (0, (5, 3)), "linewidth": 1.6},
+    "fo": {"linestyle": "-.", "linewidth": 1.8},
+}
 
 
 def run(root: Path, level: str) -> None:
@@ -92,7 +116,7 @@ def _mean_curve(runs, key):
 
 
 def _ratio_sentence(name_a: str, a: float, name_b: str, b: float) -> str:
-    """"A's X is r× B's" or "A's X is B's / r" (computed, never assumed)."""
+    """ "A's X is r× B's" or "A's X is B's / r" (computed, never assumed)."""
     if b <= 0 or a <= 0:
         return f"{name_a} {a:.3g}, {name_b} {b:.3g}"
     r = a / b
@@ -107,8 +131,10 @@ def domain_radius_note(config: dict) -> str:
     wa = float(minimizer_F(task.train, config["alpha"]).norm())
     wf = float(minimizer_F(task.train, 0.0).norm())
     W = config["task"]["w_radius"]
-    return (f"‖w*_α‖ = {wa:.3g} and ‖w*_f‖ = {wf:.3g} lie inside the domain ‖w‖ ≤ W = {W:g} on which B and σ_G "
-            "hold (w₀ = 0)")
+    return (
+        f"‖w*_α‖ = {wa:.3g} and ‖w*_f‖ = {wf:.3g} lie inside the domain ‖w‖ ≤ W = {W:g} on which B and σ_G "
+        "hold (w₀ = 0)"
+    )
 
 
 def draw(root: Path, out: Path) -> dict[str, Any]:
@@ -143,17 +169,32 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
         hollow = alg == "hf"  # HF is drawn hollow on top of the exact variant: both stay visible when they agree
         step = max(1, len(ks) // 10)
         every = (step // 2, step) if hollow else step  # HF's markers between the exact variant's
-        ax.loglog(ks, mean, marker=st["marker"], color=st["color"], markevery=every,
-                  linewidth=1.3, markerfacecolor="white" if hollow else st["color"], zorder=4 if hollow else 3,
-                  label=f"{algorithm_label(alg)}: measured{fit_text}")
+        ax.loglog(
+            ks,
+            mean,
+            marker=st["marker"],
+            color=st["color"],
+            markevery=every,
+            linewidth=1.3,
+            markerfacecolor="white" if hollow else st["color"],
+            zorder=4 if hollow else 3,
+            label=f"{algorithm_label(alg)}: measured{fit_text}",
+        )
         if len(Y) > 1:
             ax.fill_between(ks, Y.min(0), Y.max(0), color=st["color"], alpha=0.25, linewidth=0)
         kg, gm, G, _ = grad[alg]
         step2 = max(1, len(kg) // 10)
-        ax2.loglog(kg, gm, marker=st["marker"], color=st["color"], markevery=(step2 // 2, step2) if hollow else step2,
-                   linewidth=1.1,
-                   markerfacecolor="white" if hollow else st["color"], zorder=4 if hollow else 3,
-                   label=algorithm_label(alg))
+        ax2.loglog(
+            kg,
+            gm,
+            marker=st["marker"],
+            color=st["color"],
+            markevery=(step2 // 2, step2) if hollow else step2,
+            linewidth=1.1,
+            markerfacecolor="white" if hollow else st["color"],
+            zorder=4 if hollow else 3,
+            label=algorithm_label(alg),
+        )
     cfg = runs[algs[0]][0].config
     c0 = constants_for_config(cfg)
     assert c0 is not None  # the quadratic task knows its constants exactly
@@ -165,15 +206,28 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
             continue
         bounds[alg] = values
         short = algorithm_label(alg).replace("Per-FedAvg ", "").strip("()")
-        ax.loglog(kgrid, values, color=ALGORITHM_STYLE[alg]["color"], **BOUND_LINES[alg], zorder=2,
-                  label=bound_label(f"explicit bound, {short}", "derived"))
+        ax.loglog(
+            kgrid,
+            values,
+            color=ALGORITHM_STYLE[alg]["color"],
+            **BOUND_LINES[alg],
+            zorder=2,
+            label=bound_label(f"explicit bound, {short}", "derived"),
+        )
         if alg in phi:
             ks, mean, Y = phi[alg]
             at = np.array([bound_for(c0.replace(K=float(k)), alg)[0] for k in ks])
             holds[alg] = bool(np.all(Y.max(0) <= at))
     opt = np.array([convergence(c0.replace(K=float(k)), "exact").derived_terms["optimization"] for k in kgrid])
-    ax.loglog(kgrid, opt, color=RATE_COLOR, linestyle="--", linewidth=1.6, zorder=2,
-              label=bound_label(r"its optimization term $\propto K^{-1}$", "derived"))
+    ax.loglog(
+        kgrid,
+        opt,
+        color=RATE_COLOR,
+        linestyle="--",
+        linewidth=1.6,
+        zorder=2,
+        label=bound_label(r"its optimization term $\propto K^{-1}$", "derived"),
+    )
     shape = np.array([convergence(c0.replace(K=float(k)), "exact").recalled_shape for k in kgrid])
     top = max((v.max() for v in bounds.values()), default=opt.max())
     shape_drawn = bool(shape.max() <= RECALLED_MAX_FACTOR * top)
@@ -185,18 +239,26 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
     ax.set_xlabel("communication rounds K")
     ax.set_ylabel(r"$\Phi_K=\frac{1}{\tau K}\sum_{k<K}\sum_{t<\tau}\|\nabla F(\bar w_{k+1,t})\|^2$")
     task = cfg["task"]
-    ax.set_title(f"(a) Φ_K, quadratic task (h = {task['h']:g}, n = {task['n_clients']}), α = {cfg['alpha']:g}, "
-                 f"β = {cfg['beta']:g}, τ = {cfg['tau']}, r = {cfg['r']:g}", fontsize=10)
+    ax.set_title(
+        f"(a) Φ_K, quadratic task (h = {task['h']:g}, n = {task['n_clients']}), α = {cfg['alpha']:g}, "
+        f"β = {cfg['beta']:g}, τ = {cfg['tau']}, r = {cfg['r']:g}",
+        fontsize=10,
+    )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=9)
     ax2.set_xlabel("communication round k")
     ax2.set_ylabel(r"$\|\nabla F(w_k)\|^2$ at the server model")
-    ax2.set_title(f"(b) the integrand at the server model: late levels are the floors "
-                  f"(mean of {n_seeds} seed(s))", fontsize=10)
+    ax2.set_title(
+        f"(b) the integrand at the server model: late levels are the floors (mean of {n_seeds} seed(s))", fontsize=10
+    )
     ax2.legend(loc="lower left", fontsize=9, ncol=2)
     fig.tight_layout()
     files = save(fig, out, "fig1_flagship")
-    return {"files": files, "caption": _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape,
-                                                shape_drawn, K_max, n_seeds, fit_lo)}
+    return {
+        "files": files,
+        "caption": _caption(
+            cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_drawn, K_max, n_seeds, fit_lo
+        ),
+    }
 
 
 def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_drawn, K_max, n_seeds, fit_lo) -> str:
@@ -212,38 +274,51 @@ def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_d
     measured = []
     measured.append(f"At K = {K_end}: Φ_K = " + ", ".join(f"{name[a]} {v:.3g}" for a, v in phi_end.items()) + ".")
     if fits:
-        measured.append(f"Fitted log-log slope of Φ_K on K ∈ [{int(fit_lo)}, {K_end}] (grey band): "
-                        + ", ".join(f"{name[a]} {s:+.2f} [{lo:+.2f}, {hi:+.2f}]" for a, (s, lo, hi) in fits.items())
-                        + " (95% intervals; −1 = pure optimization term, 0 = floor-dominated).")
+        measured.append(
+            f"Fitted log-log slope of Φ_K on K ∈ [{int(fit_lo)}, {K_end}] (grey band): "
+            + ", ".join(f"{name[a]} {s:+.2f} [{lo:+.2f}, {hi:+.2f}]" for a, (s, lo, hi) in fits.items())
+            + " (95% intervals; −1 = pure optimization term, 0 = floor-dominated)."
+        )
     if math.isfinite(g0):
         measured.append(f"‖∇F(w₀)‖² = {g0:.3g} at the start.")
-    measured.append(f"Late ‖∇F(w_k)‖² (mean over the last {int(100 * LATE)}% of rounds, panel b): "
-                    + ", ".join(f"{name[a]} {v:.3g}" for a, v in late.items()) + ".")
+    measured.append(
+        f"Late ‖∇F(w_k)‖² (mean over the last {int(100 * LATE)}% of rounds, panel b): "
+        + ", ".join(f"{name[a]} {v:.3g}" for a, v in late.items())
+        + "."
+    )
     ref = "exact" if "exact" in late else None
     if ref:
-        comps = [_ratio_sentence(f"{name[a]}'s late ‖∇F‖²", late[a], f"{name[ref]}'s", late[ref])
-                 for a in late if a != ref]
+        comps = [
+            _ratio_sentence(f"{name[a]}'s late ‖∇F‖²", late[a], f"{name[ref]}'s", late[ref]) for a in late if a != ref
+        ]
         if comps:
             measured.append("So at the end " + "; ".join(comps) + ".")
         if "fo" in late:
             f_fo, f_ex = floor_of(c0.replace(K=float(K_end)), "fo"), floor_of(c0.replace(K=float(K_end)), "exact")
-            measured.append(f"The derived floors (bound minus its optimization term) differ by FO/exact = "
-                            f"{f_fo / f_ex:.3g}×; the measured late levels by {late['fo'] / late[ref]:.3g}×.")
+            measured.append(
+                f"The derived floors (bound minus its optimization term) differ by FO/exact = "
+                f"{f_fo / f_ex:.3g}×; the measured late levels by {late['fo'] / late[ref]:.3g}×."
+            )
         if "hf" in phi:
             rel = abs(phi_end["hf"] - phi_end[ref]) / phi_end[ref]
             measured.append(f"HF's Φ_K differs from the exact variant's by {100 * rel:.2g}% at K = {K_end}.")
     if bounds:
-        measured.append(f"Derived bound at K = {K_end}: "
-                        + ", ".join(f"{name[a]} {v[-1]:.3g}" for a, v in bounds.items())
-                        + f" ({bounds[next(iter(bounds))][-1] / phi_end.get(next(iter(bounds)), math.nan):.3g}× the "
-                        f"measured {name[next(iter(bounds))]}); it lies above every seed's Φ_K at every evaluated K: "
-                        + ", ".join(f"{name[a]} {'yes' if ok else 'NO'}" for a, ok in holds.items()) + ".")
+        measured.append(
+            f"Derived bound at K = {K_end}: "
+            + ", ".join(f"{name[a]} {v[-1]:.3g}" for a, v in bounds.items())
+            + f" ({bounds[next(iter(bounds))][-1] / phi_end.get(next(iter(bounds)), math.nan):.3g}× the "
+            f"measured {name[next(iter(bounds))]}); it lies above every seed's Φ_K at every evaluated K: "
+            + ", ".join(f"{name[a]} {'yes' if ok else 'NO'}" for a, ok in holds.items())
+            + "."
+        )
     else:
         measured.append("The derived bound is not drawn: its step-size condition 6β²τ²L_F² < 1 fails.")
     measured.append(f"Its optimization term at K = {K_end} is {opt[-1]:.3g}.")
     if not shape_drawn:
-        measured.append(f"The recalled shape [recalled] (O(1) = 1, not a bound) is {shape[-1]:.3g} at K = {K_end}: "
-                        f"more than {RECALLED_MAX_FACTOR:g}× the derived bounds, so it is not drawn.")
+        measured.append(
+            f"The recalled shape [recalled] (O(1) = 1, not a bound) is {shape[-1]:.3g} at K = {K_end}: "
+            f"more than {RECALLED_MAX_FACTOR:g}× the derived bounds, so it is not drawn."
+        )
     return (
         "What it shows: (a) the theorem's own quantity Φ_K (average of the exact squared gradient norm of the "
         "personalized objective F over every local step of every round; for FedAvg too, which minimizes f) against "
@@ -251,7 +326,8 @@ def _caption(cfg, c0, phi, grad, fits, bounds, holds, opt, kgrid, shape, shape_d
         "Per-FedAvg local steps on the synthetic quadratic task, whose constants (L, ρ = 0, B, σ_G, σ_H, γ_G, γ_H) "
         "are known exactly, started at w₀ = 0 far from stationarity, with full participation and large batches; "
         "(b) ‖∇F(w_k)‖² at the server model, whose late level is each algorithm's floor. "
-        + domain_radius_note(cfg) + ". "
+        + domain_radius_note(cfg)
+        + ". "
         "What the theory predicts: Φ_K lies below each variant's derived explicit bound [derived] (coloured lines, "
         "one style per variant) at every K; Φ_K falls like the bound's optimization term ∝ 1/K (orange dashed, "
         "drawn at its own level) until the floor takes over; FO's bias floor has an extra α²L²B²-type term from "

@@ -29,23 +29,56 @@ NAME = "floors"
 TITLE = "Stationarity floor against inner batch D, step β and local steps τ"
 #: panel -> (rate-table row, x label, y label, colour, marker, caption phrase)
 PANELS = {
-    "D": ("floor vs D", "inner batch size D", r"floor: stationary mean of $\varphi_k$",
-          OKABE_ITO["sky blue"], "o", "inner batch D (stochastic gradient + bias floor)"),
-    "beta": ("floor vs beta", "outer step β", r"floor: stationary mean of $\varphi_k$",
-             OKABE_ITO["sky blue"], "s", "outer step β (stochastic-gradient term)"),
-    "tau": ("drift vs tau", "local steps τ", r"drift part: $\varphi(\tau)-\varphi(1)$",
-            OKABE_ITO["sky blue"], "^", "local steps τ (local-drift term)"),
+    "D": (
+        "floor vs D",
+        "inner batch size D",
+        r"floor: stationary mean of $\varphi_k$",
+        OKABE_ITO["sky blue"],
+        "o",
+        "inner batch D (stochastic gradient + bias floor)",
+    ),
+    "beta": (
+        "floor vs beta",
+        "outer step β",
+        r"floor: stationary mean of $\varphi_k$",
+        OKABE_ITO["sky blue"],
+        "s",
+        "outer step β (stochastic-gradient term)",
+    ),
+    "tau": (
+        "drift vs tau",
+        "local steps τ",
+        r"drift part: $\varphi(\tau)-\varphi(1)$",
+        OKABE_ITO["sky blue"],
+        "^",
+        "local steps τ (local-drift term)",
+    ),
     # the same drift at a β where the bound's step-size factor Γ ≈ 1 (drawn when the rate table has the row)
-    "tau_gamma1": ("drift vs tau (Gamma~1)", "local steps τ (β τ_max small: Γ ≈ 1)",
-                   r"drift part: $\varphi(\tau)-\varphi(1)$",
-                   OKABE_ITO["sky blue"], "v", "local steps τ at Γ ≈ 1 (local-drift term without the 1/Γ factor)"),
+    "tau_gamma1": (
+        "drift vs tau (Gamma~1)",
+        "local steps τ (β τ_max small: Γ ≈ 1)",
+        r"drift part: $\varphi(\tau)-\varphi(1)$",
+        OKABE_ITO["sky blue"],
+        "v",
+        "local steps τ at Γ ≈ 1 (local-drift term without the 1/Γ factor)",
+    ),
     # the drift without noise (closed form, exact): what the noisy τ rows measure, resolved
-    "tau_noise_free": ("drift vs tau (noise-free)", "local steps τ (no noise: r = 1, whole batches)",
-                       r"drift floor $\varphi_\infty(\tau)$ (exact)", OKABE_ITO["bluish green"], "D",
-                       "local steps τ without noise (the local drift alone, exact)"),
-    "tau_noise_free_gamma1": ("drift vs tau (noise-free, Gamma~1)", "local steps τ (no noise; Γ ≈ 1)",
-                              r"drift floor $\varphi_\infty(\tau)$ (exact)", OKABE_ITO["bluish green"], "d",
-                              "local steps τ without noise at Γ ≈ 1 (the drift's τ-shape, exact)"),
+    "tau_noise_free": (
+        "drift vs tau (noise-free)",
+        "local steps τ (no noise: r = 1, whole batches)",
+        r"drift floor $\varphi_\infty(\tau)$ (exact)",
+        OKABE_ITO["bluish green"],
+        "D",
+        "local steps τ without noise (the local drift alone, exact)",
+    ),
+    "tau_noise_free_gamma1": (
+        "drift vs tau (noise-free, Gamma~1)",
+        "local steps τ (no noise; Γ ≈ 1)",
+        r"drift floor $\varphi_\infty(\tau)$ (exact)",
+        OKABE_ITO["bluish green"],
+        "d",
+        "local steps τ without noise at Γ ≈ 1 (the drift's τ-shape, exact)",
+    ),
 }
 #: how a panel's points were obtained: noise-free rows are a closed form, the others stationary means of runs
 EXACT_LABEL = "exact floor of the noise-free cycle (closed form; no interval)"
@@ -86,6 +119,7 @@ def draw(root: Path, out: Path) -> dict:
         "[recalled] (D^-1 for the bias, β^+1 for the noise, τ^+2 for the drift); both pass through the data's "
         f"weighted centre (slope guides, not levels). PASS when the predicted slope lies within ±{tol:g} of the "
         "fitted 95% interval ('only within tolerance' when it lies outside the interval itself). Measured: "
-        + "; ".join(parts) + "."
+        + "; ".join(parts)
+        + "."
     )
     return {"files": files, "caption": caption}

@@ -31,8 +31,11 @@ from .style import BOUND_STYLE, OKABE_ITO, bound_label, save, setup
 NAME = "hf_delta"
 TITLE = "Hessian-free finite-difference error against δ"
 TASK = {"name": "logistic", "radius": 2.0}
-DELTAS = {"tiny": [10.0**-e for e in (1, 4, 8)], "quick": [10.0**-e for e in range(0, 13)],
-          "full": [10.0**(-e / 2) for e in range(0, 27)]}
+DELTAS = {
+    "tiny": [10.0**-e for e in (1, 4, 8)],
+    "quick": [10.0**-e for e in range(0, 13)],
+    "full": [10.0 ** (-e / 2) for e in range(0, 27)],
+}
 POINTS = {"tiny": 1, "quick": 3, "full": 10}
 #: the paper's finite-difference width for Per-FedAvg (HF) (PAPER.md §7, [recalled])
 PAPER_DELTA = 1e-3
@@ -72,11 +75,15 @@ def run(root: Path, level: str) -> None:
         with torch.enable_grad():
             W = w.clone().unsqueeze(0).requires_grad_(True)
             (grad,) = torch.autograd.grad((Pw * task64.per_sample_loss(W, X, Y)).sum(), W)
-        rows.append({
-            "point": point, "client": client, "grad_norm": float(grad.norm()),
-            "float64": [hf_error(task64, w, client, g, d) for d in DELTAS[level]],
-            "float32": [hf_error(task32, w.float(), client, g.float(), d) for d in DELTAS[level]],
-        })
+        rows.append(
+            {
+                "point": point,
+                "client": client,
+                "grad_norm": float(grad.norm()),
+                "float64": [hf_error(task64, w, client, g, d) for d in DELTAS[level]],
+                "float32": [hf_error(task32, w.float(), client, g.float(), d) for d in DELTAS[level]],
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {**want, "B": B, "rho": rho, "g_norm": B, "rows": rows})
 
@@ -91,28 +98,47 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
     plt = setup()
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     summary = {}
-    for key, color, marker, eps in (("float64", OKABE_ITO["blue"], "o", np.finfo(np.float64).eps),
-                                    ("float32", OKABE_ITO["vermillion"], "s", np.finfo(np.float32).eps)):
+    for key, color, marker, eps in (
+        ("float64", OKABE_ITO["blue"], "o", np.finfo(np.float64).eps),
+        ("float32", OKABE_ITO["vermillion"], "s", np.finfo(np.float32).eps),
+    ):
         E = np.array([r[key] for r in res["rows"]])
         mean = E.mean(0)
-        ax.loglog(d, mean, marker=marker, color=color,
-                  label=f"measured error, {key} (mean of {len(E)} point(s))")
+        ax.loglog(d, mean, marker=marker, color=color, label=f"measured error, {key} (mean of {len(E)} point(s))")
         if len(E) > 1:
             ax.fill_between(d, E.min(0), E.max(0), color=color, alpha=0.15, linewidth=0)
         gnorm = np.mean([r["grad_norm"] for r in res["rows"]])
-        ax.loglog(d, eps * gnorm / d, color=color, linestyle=":", linewidth=1.2,
-                  label=rf"round-off model $\varepsilon_{{{key[-2:]}}}\|\nabla f_i\|/\delta$")
+        ax.loglog(
+            d,
+            eps * gnorm / d,
+            color=color,
+            linestyle=":",
+            linewidth=1.2,
+            label=rf"round-off model $\varepsilon_{{{key[-2:]}}}\|\nabla f_i\|/\delta$",
+        )
         best = int(np.argmin(mean))
         summary[key] = (d[best], mean[best])
     bound = res["rho"] * d * res["g_norm"] ** 2 / 2
-    ax.loglog(d, bound, **BOUND_STYLE["derived"],
-              label=bound_label(r"bound $\rho\delta\|g\|^2/2$ (truncation only)", "derived"))
-    ax.axvline(PAPER_DELTA, color=OKABE_ITO["grey"], linestyle="--", linewidth=1.2,
-               label=f"paper's δ = {PAPER_DELTA:g} [recalled]")
+    ax.loglog(
+        d,
+        bound,
+        **BOUND_STYLE["derived"],
+        label=bound_label(r"bound $\rho\delta\|g\|^2/2$ (truncation only)", "derived"),
+    )
+    ax.axvline(
+        PAPER_DELTA,
+        color=OKABE_ITO["grey"],
+        linestyle="--",
+        linewidth=1.2,
+        label=f"paper's δ = {PAPER_DELTA:g} [recalled]",
+    )
     ax.set_xlabel(r"finite-difference width $\delta$ (decreasing to the right)")
     ax.set_ylabel(r"error $\|\mathrm{HF}(\delta) - \nabla^2 f_i(w)g\|$")
-    ax.set_title(f"Synthetic logistic task (ρ = {res['rho']:.3g}, ‖g‖ = B = {res['g_norm']:.3g}): "
-                 "central difference vs exact HVP", fontsize=10)
+    ax.set_title(
+        f"Synthetic logistic task (ρ = {res['rho']:.3g}, ‖g‖ = B = {res['g_norm']:.3g}): "
+        "central difference vs exact HVP",
+        fontsize=10,
+    )
     ax.invert_xaxis()
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     flat = _flat_stretch(d, np.array([r["float32"] for r in res["rows"]]).mean(0))
@@ -127,10 +153,13 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
         f"like ε‖∇f_i‖/δ (dotted), which the bound does not cover. {smallest}. The paper's δ = 1e-3 is on the "
         f"{'truncation' if summary['float64'][0] <= 1e-3 else 'round-off'} branch in float64 and on the "
         f"{'truncation' if summary['float32'][0] <= 1e-3 else 'round-off'} branch in float32 (grey dashed line)."
-        + (f" The float32 curve is flat at {flat[1]:.2g} for δ ≤ {flat[0]:.0e}: there δ‖g‖ is below float32's "
-           "resolution of w's coordinates (about 6e-8 relative), so w + δg and w − δg round to w itself, the two "
-           "gradients are identical, the difference quotient is 0, and the error is the whole ‖∇²f_i(w)g‖; the "
-           "ε/δ round-off model (dotted), which assumes the perturbation is represented, stops applying there."
-           if flat else "")
+        + (
+            f" The float32 curve is flat at {flat[1]:.2g} for δ ≤ {flat[0]:.0e}: there δ‖g‖ is below float32's "
+            "resolution of w's coordinates (about 6e-8 relative), so w + δg and w − δg round to w itself, the two "
+            "gradients are identical, the difference quotient is 0, and the error is the whole ‖∇²f_i(w)g‖; the "
+            "ε/δ round-off model (dotted), which assumes the perturbation is represented, stops applying there."
+            if flat
+            else ""
+        )
     )
     return {"files": files, "caption": caption}

@@ -26,8 +26,10 @@ NAME = "table1"
 TITLE = "Table 1 regenerated, and personalized accuracy against rounds (MNIST, CIFAR-10)"
 EMPIRICAL = True
 #: the paper's Table 1 accuracies (%), PAPER.md §7 [recalled]: magnitudes only, a ±RECALLED_RANGE sanity range
-RECALLED_ACCURACY = {"mnist": {"fedavg": 76.0, "fo": 78.0, "hf": 80.0},
-                     "cifar10": {"fedavg": 37.0, "fo": 58.0, "hf": 60.0}}
+RECALLED_ACCURACY = {
+    "mnist": {"fedavg": 76.0, "fo": 78.0, "hf": 80.0},
+    "cifar10": {"fedavg": 37.0, "fo": 58.0, "hf": 60.0},
+}
 #: display name of each data set
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 #: PAPER.md §7: "to use only as a ±5-point sanity range, never as a target"
@@ -56,8 +58,10 @@ def run(root: Path, level: str) -> None:
     if (out / "table1.json").is_file():
         return
     if not data_available():
-        raise store.Skip("MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
-                         "Table 1 and the accuracy curves were not drawn")
+        raise store.Skip(
+            "MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
+            "Table 1 and the accuracy curves were not drawn"
+        )
     # evaluate every K/6 rounds so the accuracy curves have points (the table itself needs only round K)
     if level != "tiny":
         plan = Plan.quick(eval_every=max(1, QUICK_K // 6))
@@ -70,8 +74,10 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
     """Write Table 1 (Markdown, LaTeX) and draw the accuracy curves; returns ``{"files", "caption", ...}``."""
     src = Path(root) / NAME
     if not (src / "table1.json").is_file():
-        raise store.Skip(f"no Table 1 in {src}: run `perfedavg reproduce table1 --out {src}` (needs the data) or "
-                         f"`perfedavg figures table1 --runs {root}`")
+        raise store.Skip(
+            f"no Table 1 in {src}: run `perfedavg reproduce table1 --out {src}` (needs the data) or "
+            f"`perfedavg figures table1 --runs {root}`"
+        )
     table = read_json(src / "table1.json")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,23 +101,36 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
             curves = [store.load_run(d) for d in seeds]
             rounds, _ = curves[0].series("personalized_accuracy_train_step")
             st = ALGORITHM_STYLE[method]
-            for key, ls, proto in (("personalized_accuracy_test_step", "-", "step on test data (paper)"),
-                                   ("personalized_accuracy_train_step", "--", "step on train data")):
+            for key, ls, proto in (
+                ("personalized_accuracy_test_step", "-", "step on test data (paper)"),
+                ("personalized_accuracy_train_step", "--", "step on train data"),
+            ):
                 Y = np.array([[100 * v for v in c.series(key)[1]] for c in curves])
-                ax.plot(rounds, Y.mean(0), linestyle=ls, marker=st["marker"], color=st["color"], markersize=4,
-                        label=f"{algorithm_label(method)}, {proto}")
+                ax.plot(
+                    rounds,
+                    Y.mean(0),
+                    linestyle=ls,
+                    marker=st["marker"],
+                    color=st["color"],
+                    markersize=4,
+                    label=f"{algorithm_label(method)}, {proto}",
+                )
         for method, acc in RECALLED_ACCURACY.get(ds, {}).items():
             if method not in plan["methods"]:
                 continue
             color = ALGORITHM_STYLE[method]["color"]
             ax.axhspan(acc - RECALLED_RANGE, acc + RECALLED_RANGE, color=color, alpha=0.08, linewidth=0)
-            ax.axhline(acc, color=color, linestyle=":", linewidth=1.6,
-                       label=f"{algorithm_label(method)}: paper {acc:g}% [recalled], ±{RECALLED_RANGE:g} sanity range")
+            ax.axhline(
+                acc,
+                color=color,
+                linestyle=":",
+                linewidth=1.6,
+                label=f"{algorithm_label(method)}: paper {acc:g}% [recalled], ±{RECALLED_RANGE:g} sanity range",
+            )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("communication round k")
         ax.set_ylabel("personalized test accuracy (%)")
-        ax.set_title(f"{row['label']}: τ = {tau}, α = {alpha:g}, K = {plan['K']}, {plan['seeds']} seed(s)",
-                     fontsize=10)
+        ax.set_title(f"{row['label']}: τ = {tau}, α = {alpha:g}, K = {plan['K']}, {plan['seeds']} seed(s)", fontsize=10)
         ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     files = save(fig, out, "fig5_accuracy")
@@ -125,8 +144,10 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
         "larger gap on CIFAR-10 than on MNIST "
         f"(recalled magnitudes, drawn as dotted lines with a shaded ±{RECALLED_RANGE:g}-point sanity range, never a "
         "target: "
-        + "; ".join(f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
-                    for ds, accs in RECALLED_ACCURACY.items())
+        + "; ".join(
+            f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
+            for ds, accs in RECALLED_ACCURACY.items()
+        )
         + "; PAPER.md §7). Measured: "
         + " ".join(_measured_sentence(chosen_row(table, ds), ds, plan["methods"]) for ds in datasets)
     )
@@ -139,9 +160,18 @@ def _measured_sentence(row: dict, dataset: str, methods) -> str:
     test = {m: row["cells"][m]["test"]["mean"] for m in methods if m in row["cells"]}
     order = " > ".join(algorithm_label(m) for m in sorted(test, key=lambda m: test[m], reverse=True))
     recalled = RECALLED_ACCURACY.get(dataset, {})
-    outside = [f"{algorithm_label(m)} ({test[m]:.1f} vs {recalled[m]:g})" for m in test
-               if m in recalled and abs(test[m] - recalled[m]) > RECALLED_RANGE]
-    return (f"{DATASET_NAMES.get(dataset, dataset)} (τ = {row['tau']}, α = {row['alpha']:g}), step on test data: "
-            + ", ".join(f"{algorithm_label(m)} {v:.1f}%" for m, v in test.items()) + f"; order {order}; "
-            + (f"outside the recalled ±{RECALLED_RANGE:g} range: {', '.join(outside)}." if outside
-               else f"all within the recalled ±{RECALLED_RANGE:g} range."))
+    outside = [
+        f"{algorithm_label(m)} ({test[m]:.1f} vs {recalled[m]:g})"
+        for m in test
+        if m in recalled and abs(test[m] - recalled[m]) > RECALLED_RANGE
+    ]
+    return (
+        f"{DATASET_NAMES.get(dataset, dataset)} (τ = {row['tau']}, α = {row['alpha']:g}), step on test data: "
+        + ", ".join(f"{algorithm_label(m)} {v:.1f}%" for m, v in test.items())
+        + f"; order {order}; "
+        + (
+            f"outside the recalled ±{RECALLED_RANGE:g} range: {', '.join(outside)}."
+            if outside
+            else f"all within the recalled ±{RECALLED_RANGE:g} range."
+        )
+    )

@@ -29,13 +29,15 @@ NAME = "mnist_bound"
 TITLE = "MNIST: measured gradient norms against the bound with estimated constants"
 EMPIRICAL = True
 #: line style of each variant's bound (own colour and dash: the two stay apart when they coincide)
-BOUND_LINES: dict[str, dict[str, Any]] = {"hf": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55},
-                                           "fo": {"linestyle": (0, (5, 3)), "linewidth": 1.6}}
+BOUND_LINES: dict[str, dict[str, Any]] = {
+    "hf": {"linestyle": "-", "linewidth": 2.6, "alpha": 0.55},
+    "fo": {"linestyle": (0, (5, 3)), "linewidth": 1.6},
+}
 
 
 def row_key(directory: Path) -> tuple[float, int]:
     """(α, τ) of a Table 1 row directory ``tau<τ>-alpha<α>``."""
-    tau, alpha = directory.name[len("tau"):].split("-alpha")
+    tau, alpha = directory.name[len("tau") :].split("-alpha")
     return float(alpha), int(tau)
 
 
@@ -49,8 +51,13 @@ def chosen_row_dir(src: Path) -> Path | None:
 def find_constants(root: Path, run_dir: Path) -> Path | None:
     """The first constants file found next to the MNIST runs (module docstring)."""
     base = Path(root) / "table1"
-    for p in (run_dir / "constants.json", run_dir.parent / "constants.json", base / "constants" / "mnist.json",
-              base / "constants_mnist.json", base / "constants.json"):
+    for p in (
+        run_dir / "constants.json",
+        run_dir.parent / "constants.json",
+        base / "constants" / "mnist.json",
+        base / "constants_mnist.json",
+        base / "constants.json",
+    ):
         if p.is_file():
             return p
     return None
@@ -85,33 +92,56 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
     for method, r in runs.items():
         ks, g = r.series("grad_norm_sq_F")
         st = ALGORITHM_STYLE[method]
-        ax.semilogy(ks, g, color=st["color"], marker=st["marker"], markersize=3, linewidth=1,
-                    label=f"{algorithm_label(method)}: " + r"$\|\nabla F(w_k)\|^2$")
+        ax.semilogy(
+            ks,
+            g,
+            color=st["color"],
+            marker=st["marker"],
+            markersize=3,
+            linewidth=1,
+            label=f"{algorithm_label(method)}: " + r"$\|\nabla F(w_k)\|^2$",
+        )
         avg = np.cumsum(g) / np.arange(1, len(g) + 1)
-        ax.semilogy(ks, avg, color=st["color"], linestyle="--", linewidth=1.2,
-                    label=f"{algorithm_label(method)}: running mean (Φ_K proxy)")
+        ax.semilogy(
+            ks,
+            avg,
+            color=st["color"],
+            linestyle="--",
+            linewidth=1.2,
+            label=f"{algorithm_label(method)}: running mean (Φ_K proxy)",
+        )
     cfg = runs.get("hf", next(iter(runs.values()))).config
     c, notes = constants_from_json(cpath, cfg)
     Ks = [k for k in next(iter(runs.values())).series("grad_norm_sq_F")[0] if k > 0]
     for alg in ("hf", "fo"):
         vals = [bound_for(c.replace(K=float(k)), alg)[0] for k in Ks]
         if all(math.isfinite(v) for v in vals):
-            ax.semilogy(Ks, vals, color=ALGORITHM_STYLE[alg]["color"], **BOUND_LINES[alg],
-                        label=bound_label(f"explicit bound, {algorithm_label(alg)}, estimated constants", "derived"))
+            ax.semilogy(
+                Ks,
+                vals,
+                color=ALGORITHM_STYLE[alg]["color"],
+                **BOUND_LINES[alg],
+                label=bound_label(f"explicit bound, {algorithm_label(alg)}, estimated constants", "derived"),
+            )
             text.append(f"{algorithm_label(alg)} {vals[-1]:.3g}")
         elif c.missing:
             text.append(f"{algorithm_label(alg)}: not evaluable ({', '.join(sorted(c.missing))} not estimated)")
         else:
             beta_max = convergence(c, alg).beta_max["derived"]
-            text.append(f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails: the run's "
-                        f"β = {c.beta:g} is {c.beta / beta_max:.3g}× the largest step the derived bound allows with "
-                        f"these constants, β_max = {beta_max:.3g})")
+            text.append(
+                f"{algorithm_label(alg)}: not valid (step-size condition 6β²τ²L_F² < 1 fails: the run's "
+                f"β = {c.beta:g} is {c.beta / beta_max:.3g}× the largest step the derived bound allows with "
+                f"these constants, β_max = {beta_max:.3g})"
+            )
     ax.set_xlabel("communication round k (= K for the bound)")
     ax.set_ylabel(r"$\|\nabla F\|^2$ (squared gradient norm of F)")
     dataset = str(cfg["task"].get("name", "?"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (read from {row.name})\nτ = {cfg['tau']}, "
-                 f"α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})", fontsize=10)
+    ax.set_title(
+        f"{DATASET_NAMES.get(dataset, dataset)} (read from {row.name})\nτ = {cfg['tau']}, "
+        f"α = {cfg['alpha']:g}, β = {cfg['beta']:g} (constants: {cpath.name})",
+        fontsize=10,
+    )
     ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1)
     files = save(fig, out, "fig6_mnist_bound")
     caption = (

@@ -79,8 +79,9 @@ class Run:
     def tail_mean(self, key: str = "grad_norm_sq_F", fraction: float = 0.5) -> float:
         r"""Mean of ``key`` over the evaluated rounds :math:`k \ge (1-\text{fraction})K` (the stationary floor)."""
         K = self.config["K"]
-        values = [float(r[key]) for r in self.records
-                  if key in r and r["round"] >= (1 - fraction) * K and r["round"] > 0]
+        values = [
+            float(r[key]) for r in self.records if key in r and r["round"] >= (1 - fraction) * K and r["round"] > 0
+        ]
         if not values:
             raise UsageError(f"{self.directory}: no '{key}' in the last {fraction:.0%} of the rounds")
         return sum(values) / len(values)
@@ -89,8 +90,12 @@ class Run:
 def load_run(directory: str | Path) -> Run:
     """Read ``config.toml``, ``metrics.jsonl`` and ``summary.json`` of a run directory."""
     directory = Path(directory)
-    return Run(directory, read_toml(directory / rundir.CONFIG), rundir.read_metrics(directory),
-               rundir.read_json(directory / rundir.SUMMARY))
+    return Run(
+        directory,
+        read_toml(directory / rundir.CONFIG),
+        rundir.read_metrics(directory),
+        rundir.read_json(directory / rundir.SUMMARY),
+    )
 
 
 def mean_and_halfwidth(values) -> tuple[float, float]:

@@ -67,25 +67,31 @@ def setup() -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.rcsetup import cycler  # what matplotlib.cycler names
 
-    plt.rcParams.update({
-        "font.size": 11,
-        "axes.titlesize": 11.5,
-        "axes.labelsize": 11,
-        "legend.fontsize": 8.5,
-        "xtick.labelsize": 9.5,
-        "ytick.labelsize": 9.5,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "grid.linewidth": 0.6,
-        "lines.linewidth": 1.6,
-        "lines.markersize": 5,
-        "legend.framealpha": 0.85,
-        "figure.dpi": 100,
-        "savefig.bbox": "tight",
-        "pdf.fonttype": 42,  # embed TrueType: text stays selectable in the PDF
-        "axes.prop_cycle": cycler(color=[OKABE_ITO[k] for k in (
-            "blue", "vermillion", "bluish green", "reddish purple", "orange", "sky blue", "black")]),
-    })
+    plt.rcParams.update(
+        {
+            "font.size": 11,
+            "axes.titlesize": 11.5,
+            "axes.labelsize": 11,
+            "legend.fontsize": 8.5,
+            "xtick.labelsize": 9.5,
+            "ytick.labelsize": 9.5,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "grid.linewidth": 0.6,
+            "lines.linewidth": 1.6,
+            "lines.markersize": 5,
+            "legend.framealpha": 0.85,
+            "figure.dpi": 100,
+            "savefig.bbox": "tight",
+            "pdf.fonttype": 42,  # embed TrueType: text stays selectable in the PDF
+            "axes.prop_cycle": cycler(
+                color=[
+                    OKABE_ITO[k]
+                    for k in ("blue", "vermillion", "bluish green", "reddish purple", "orange", "sky blue", "black")
+                ]
+            ),
+        }
+    )
     return plt
 
 

@@ -31,7 +31,7 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2 (argparse's own convention)."""
 
-    def error(self, message):  # noqa: D401 - argparse API
+    def error(self, message):
         # "perfedavg: error: <message>" for the top level, "perfedavg: error: perfedavg run: <message>" below it
         raise UsageError(message if self.prog == "perfedavg" else f"{self.prog}: {message}")
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 0
-    except OSError as exc:  # the file system refused mid-work (disk full, a folder removed): one line, never a traceback
+    except (
+        OSError
+    ) as exc:  # the file system refused mid-work (disk full, a folder removed): one line, never a traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"perfedavg: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1

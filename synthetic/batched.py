@@ -132,8 +132,9 @@ class SeedRuns:
     stationarity_f: np.ndarray | None = None  # (S, K+1): (1/(tau k)) sum sum ||grad f(w_bar)||^2 (nan at k=0)
 
 
-def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True,
-              track_heterogeneity: bool = False) -> SeedRuns:
+def run_seeds(
+    task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = True, track_heterogeneity: bool = False
+) -> SeedRuns:
     r"""Run ``cfg`` for every seed in ``seeds`` at once (module docstring).  ``track_heterogeneity``: also record
     the exact :math:`\gamma_G^2, \gamma_H^2` and :math:`(L_\theta, \rho_\theta)` at every recorded
     :math:`\bar w` (:func:`heterogeneity_batched`, :func:`theta_lipschitz_batched`)."""
@@ -188,14 +189,23 @@ def run_seeds(task: Task, cfg: RunConfig, seeds: list[int], track_inner: bool = 
         station_f.append(inner_f / (cfg.tau * (k + 1)) if track_inner else nan)
     as_np = lambda xs: torch.stack(xs, 1).double().cpu().numpy()  # noqa: E731
     tracked = track_inner and bool(phi)
-    return SeedRuns(list(seeds), as_np(hist["F"]), as_np(hist["gF"]), as_np(hist["f"]), as_np(hist["gf"]),
-                    as_np(station), W, phi=as_np(phi) if tracked else None,
-                    max_w_norm=max_norm.cpu().numpy(), wall_seconds=time.perf_counter() - started,
-                    gamma_G2=as_np(het["gG"]) if track_heterogeneity else None,
-                    gamma_H2=as_np(het["gH"]) if track_heterogeneity else None,
-                    theta_lipschitz=as_np(het["lip"]) if track_heterogeneity else None,
-                    phi_f=as_np(phi_f) if tracked else None,
-                    stationarity_f=as_np(station_f) if tracked else None)
+    return SeedRuns(
+        list(seeds),
+        as_np(hist["F"]),
+        as_np(hist["gF"]),
+        as_np(hist["f"]),
+        as_np(hist["gf"]),
+        as_np(station),
+        W,
+        phi=as_np(phi) if tracked else None,
+        max_w_norm=max_norm.cpu().numpy(),
+        wall_seconds=time.perf_counter() - started,
+        gamma_G2=as_np(het["gG"]) if track_heterogeneity else None,
+        gamma_H2=as_np(het["gH"]) if track_heterogeneity else None,
+        theta_lipschitz=as_np(het["lip"]) if track_heterogeneity else None,
+        phi_f=as_np(phi_f) if tracked else None,
+        stationarity_f=as_np(station_f) if tracked else None,
+    )
 
 
 def eval_rounds(cfg: RunConfig) -> list[int]:
@@ -221,8 +231,13 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
         rundir.write_config(out, c.to_dict())
         records = []
         for k in eval_rounds(c):
-            rec = {"round": k, "F": runs.F[s, k], "grad_norm_sq_F": runs.grad_norm_sq_F[s, k], "f": runs.f[s, k],
-                   "grad_norm_sq_f": runs.grad_norm_sq_f[s, k]}
+            rec = {
+                "round": k,
+                "F": runs.F[s, k],
+                "grad_norm_sq_F": runs.grad_norm_sq_F[s, k],
+                "f": runs.f[s, k],
+                "grad_norm_sq_f": runs.grad_norm_sq_f[s, k],
+            }
             if k > 0 and np.isfinite(runs.stationarity[s, k]):
                 rec["stationarity_avg"] = runs.stationarity[s, k]
             records.append({key: float(v) if key != "round" else int(v) for key, v in rec.items()})
@@ -238,12 +253,22 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
             "stationarity_f_by_round": runs.stationarity_f[s].tolist()[1:] if runs.stationarity_f is not None else None,
         }
         if runs.gamma_G2 is not None and runs.gamma_H2 is not None and runs.theta_lipschitz is not None:
-            extra.update(gamma_G2_trajectory=runs.gamma_G2[s].tolist(), gamma_H2_trajectory=runs.gamma_H2[s].tolist(),
-                         theta_lipschitz_trajectory=runs.theta_lipschitz[s].tolist())
+            extra.update(
+                gamma_G2_trajectory=runs.gamma_G2[s].tolist(),
+                gamma_H2_trajectory=runs.gamma_H2[s].tolist(),
+                theta_lipschitz_trajectory=runs.theta_lipschitz[s].tolist(),
+            )
         summary = rundir.run_summary(
             FINISHED if bad is None else DIVERGED,
             message="" if bad is None else f"F or its gradient norm is not finite at round {bad}",
-            rounds_completed=c.K if bad is None else bad - 1, checkpoint_round=None, diverged_at_round=bad,
-            signal=None, final=records[-1], wall_seconds=runs.wall_seconds / len(runs.seeds), cpu_seconds=None,
-            origin=origin, **extra)
+            rounds_completed=c.K if bad is None else bad - 1,
+            checkpoint_round=None,
+            diverged_at_round=bad,
+            signal=None,
+            final=records[-1],
+            wall_seconds=runs.wall_seconds / len(runs.seeds),
+            cpu_seconds=None,
+            origin=origin,
+            **extra,
+        )
         rundir.write_summary(out, summary)

@@ -37,20 +37,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the text table")
-    parser.add_argument("--samples", type=int, default=4000, metavar="N",
-                        help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100, default 4000)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=4000,
+        metavar="N",
+        help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100, default 4000)",
+    )
     parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
-    parser.add_argument("--full", action="store_true",
-                        help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
-                        "an hour or more on 2 cores; resumable: rerun the same command to continue)")
-    parser.add_argument("--speed-sweep", nargs="?", const="runs/speed", default=None, metavar="DIR",
-                        help="time the 100 configurations x 5 seeds logistic sweep (seed-vectorized, progress, "
-                        "resumable) into DIR (default runs/speed, outside version control) and print JSON timing")
-    parser.add_argument("--seeds", type=int, default=None, metavar="S",
-                        help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="with --rates: folder of the run directories (default runs/rates-quick or "
-                        "runs/rates-full); finished runs found there are reused (resumable)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
+        "an hour or more on 2 cores; resumable: rerun the same command to continue)",
+    )
+    parser.add_argument(
+        "--speed-sweep",
+        nargs="?",
+        const="runs/speed",
+        default=None,
+        metavar="DIR",
+        help="time the 100 configurations x 5 seeds logistic sweep (seed-vectorized, progress, "
+        "resumable) into DIR (default runs/speed, outside version control) and print JSON timing",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="S",
+        help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="with --rates: folder of the run directories (default runs/rates-quick or "
+        "runs/rates-full); finished runs found there are reused (resumable)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     parser.set_defaults(func=main)
 
@@ -85,12 +108,19 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(rows))
         print()
         derived = [r for r in rows if r.provenance == "derived"]
-        print(f"{len(rows)} rows; {sum(r.holds for r in derived)}/{len(derived)} derived statements hold; "
-              f"smallest derived margin {info['smallest_derived_margin']:.3g}")
+        print(
+            f"{len(rows)} rows; {sum(r.holds for r in derived)}/{len(derived)} derived statements hold; "
+            f"smallest derived margin {info['smallest_derived_margin']:.3g}"
+        )
         for f in info["findings"]:
-            print(f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured {f['measured']:.4g} "
-                  f"> bound {f['bound']:.4g} at {f['where']}")
+            print(
+                f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured {f['measured']:.4g} "
+                f"> bound {f['bound']:.4g} at {f['where']}"
+            )
         for e in info["errors"]:
-            print(f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured {e['measured']:.4g} "
-                  f"> bound {e['bound']:.4g} at {e['where']}", file=sys.stderr)
+            print(
+                f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured {e['measured']:.4g} "
+                f"> bound {e['bound']:.4g} at {e['where']}",
+                file=sys.stderr,
+            )
     return 1 if info["errors"] else 0

@@ -61,7 +61,10 @@ BATCH = 2
 
 #: each Per-FedAvg algorithm's direction, with the keys of its bias and mean-squared-error bounds
 DIRECTION_BOUNDS: tuple[tuple[PerFedAvgAlgorithm, str, str], ...] = (
-    ("exact", "bias", "sigma_F2"), ("fo", "bias_fo", "mse_fo"), ("hf", "bias_hf", "mse_hf"))
+    ("exact", "bias", "sigma_F2"),
+    ("fo", "bias_fo", "mse_fo"),
+    ("hf", "bias_hf", "mse_hf"),
+)
 
 
 class Trajectory(TypedDict):
@@ -126,11 +129,28 @@ class _Worst:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str, str, str], Row] = {}
 
-    def add(self, task: str, where: str, bounds: dict[str, tuple[BoundValue, ...]], key: str, measured: float,
-            low: float | None = None, high: float | None = None) -> None:
+    def add(
+        self,
+        task: str,
+        where: str,
+        bounds: dict[str, tuple[BoundValue, ...]],
+        key: str,
+        measured: float,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> None:
         for b in bounds.get(key, ()):
-            row = Row(task, key, b.label, b.provenance, float(measured), float(measured if low is None else low),
-                      float(measured if high is None else high), float(b.value), where)
+            row = Row(
+                task,
+                key,
+                b.label,
+                b.provenance,
+                float(measured),
+                float(measured if low is None else low),
+                float(measured if high is None else high),
+                float(b.value),
+                where,
+            )
             slot = (task, where.split(",")[0], key, b.provenance, b.name)
             old = self.rows.get(slot)
             if old is None or row.ratio > old.ratio or (row.holds is False and old.holds):
@@ -162,13 +182,37 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
                 # the bias lemma needs the inner-batch variance at w only: the exact sigma_G,i(w)
                 local = lemma_bounds(consts.replace(sigma_G=math.sqrt(max(float(sG2[client]), 0.0))))
                 for algorithm, bias_key, mse_key in DIRECTION_BOUNDS:
-                    st = measure.direction_stats(task, w, client, alpha=alpha, D=BATCH, D1=BATCH, D2=BATCH,
-                                                 algorithm=algorithm, delta=1e-2, samples=samples,
-                                                 seed=100 * wi + client)
-                    worst.add(name, f"{where}, user {client}", local, bias_key, st.bias,
-                              max(st.bias - st.bias_halfwidth, 0.0), st.bias + st.bias_halfwidth)
-                    worst.add(name, f"{where}, user {client}", bounds, mse_key, st.mse,
-                              st.mse - st.mse_halfwidth, st.mse + st.mse_halfwidth)
+                    st = measure.direction_stats(
+                        task,
+                        w,
+                        client,
+                        alpha=alpha,
+                        D=BATCH,
+                        D1=BATCH,
+                        D2=BATCH,
+                        algorithm=algorithm,
+                        delta=1e-2,
+                        samples=samples,
+                        seed=100 * wi + client,
+                    )
+                    worst.add(
+                        name,
+                        f"{where}, user {client}",
+                        local,
+                        bias_key,
+                        st.bias,
+                        max(st.bias - st.bias_halfwidth, 0.0),
+                        st.bias + st.bias_halfwidth,
+                    )
+                    worst.add(
+                        name,
+                        f"{where}, user {client}",
+                        bounds,
+                        mse_key,
+                        st.mse,
+                        st.mse - st.mse_halfwidth,
+                        st.mse + st.mse_halfwidth,
+                    )
             if progress:
                 progress.update(1)
     # alpha-independent: HF finite difference, TV / W1 statements
@@ -177,11 +221,17 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
         g = g / g.norm() * c["B"]
         for delta in (1e-1, 1e-2, 1e-3):
             b = lemma_bounds(measure.global_constants(task, 0.0, delta=delta), g_norm=c["B"])
-            worst.add(name, f"any alpha, point {wi}, delta={delta:g}", b, "hf_hvp_error",
-                      measure.hf_error(task, w, 0, g, delta))
+            worst.add(
+                name,
+                f"any alpha, point {wi}, delta={delta:g}",
+                b,
+                "hf_hvp_error",
+                measure.hf_error(task, w, 0, g, delta),
+            )
         het = measure.heterogeneity_at(task, w, w1_users)
-        b = lemma_bounds(measure.global_constants(task, 0.0), tv=het.tv, w1=het.w1, L_theta=het.L_theta,
-                         rho_theta=het.rho_theta)
+        b = lemma_bounds(
+            measure.global_constants(task, 0.0), tv=het.tv, w1=het.w1, L_theta=het.L_theta, rho_theta=het.rho_theta
+        )
         where = f"any alpha, point {wi}"
         worst.add(name, where, b, "gamma_G2_tv", het.gamma_G2)
         worst.add(name, where, b, "gamma_H2_tv", het.gamma_H2)
@@ -199,9 +249,20 @@ def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
     T = TRAJECTORY
     _, task = resolve(RunConfig(K=1, dtype="float64", task={"name": name, **options}))
     L = task.constants["L"]
-    cfg = RunConfig(algorithm="exact", K=T["K"], tau=T["tau"], r=T["r"], alpha=T["alpha_L"] / L, beta=T["beta_L"] / L,
-                    D=T["batch"], D1=T["batch"], D2=T["batch"], dtype="float64", eval_every=T["K"],
-                    task={"name": name, **options})
+    cfg = RunConfig(
+        algorithm="exact",
+        K=T["K"],
+        tau=T["tau"],
+        r=T["r"],
+        alpha=T["alpha_L"] / L,
+        beta=T["beta_L"] / L,
+        D=T["batch"],
+        D1=T["batch"],
+        D2=T["batch"],
+        dtype="float64",
+        eval_every=T["K"],
+        task={"name": name, **options},
+    )
     cfg, task = resolve(cfg)
     runs = run_seeds(task, cfg, list(T["seeds"]), track_inner=True, track_heterogeneity=True)
     gamma_G2, gamma_H2, lip = runs.gamma_G2, runs.gamma_H2, runs.theta_lipschitz
@@ -221,15 +282,27 @@ def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
         ratio = np.where(bound > 0, measured / np.where(bound > 0, bound, 1.0), np.where(measured > 0, np.inf, 0.0))
         s_, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         m, b = float(measured[s_, j]), float(bound[s_, j])
-        rows.append(Row(name, key + "_trajectory", statement.label + " along run", statement.provenance, m, m, m, b,
-                        f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "
-                        f"alpha={T['alpha_L']:g}/L, beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
-                        f"max measured {float(measured.max()):.4g}"))
+        rows.append(
+            Row(
+                name,
+                key + "_trajectory",
+                statement.label + " along run",
+                statement.provenance,
+                m,
+                m,
+                m,
+                b,
+                f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "
+                f"alpha={T['alpha_L']:g}/L, beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
+                f"max measured {float(measured.max()):.4g}",
+            )
+        )
     return rows
 
 
-def run_checks(tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, samples: int = 4000,
-               show_progress: bool = True) -> list[Row]:
+def run_checks(
+    tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True
+) -> list[Row]:
     """Rows of every default task."""
     total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 2)
     with tqdm(total=total, desc="check", unit="step", disable=not show_progress, leave=False) as bar:
@@ -244,13 +317,17 @@ def run_checks(tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, sa
 
 def format_table(rows: list[Row]) -> str:
     """Text table: task, statement, provenance, measured [low, high], bound, ratio, verdict, margin."""
-    head = (f"{'task':9s} {'statement':38s} {'prov.':8s} {'measured':>10s} {'interval':>23s} {'bound':>10s} "
-            f"{'ratio':>7s} {'verdict':7s} {'margin':>8s}  where")
+    head = (
+        f"{'task':9s} {'statement':38s} {'prov.':8s} {'measured':>10s} {'interval':>23s} {'bound':>10s} "
+        f"{'ratio':>7s} {'verdict':7s} {'margin':>8s}  where"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         interval = f"[{r.low:.3g}, {r.high:.3g}]" if r.low != r.high else ""
-        lines.append(f"{r.task:9s} {r.statement[:38]:38s} {r.provenance:8s} {r.measured:10.4g} {interval:>23s} "
-                     f"{r.bound:10.4g} {r.ratio:7.3f} {r.verdict:7s} {r.margin:8.3g}  {r.where}")
+        lines.append(
+            f"{r.task:9s} {r.statement[:38]:38s} {r.provenance:8s} {r.measured:10.4g} {interval:>23s} "
+            f"{r.bound:10.4g} {r.ratio:7.3f} {r.verdict:7s} {r.margin:8.3g}  {r.where}"
+        )
     return "\n".join(lines)
 
 

@@ -93,10 +93,12 @@ def w1_distance(p, q, points=None, cost=None, tol: float = 1e-14) -> float:
     cols = np.arange(a * b)
     rows_a = np.repeat(np.arange(a), b)
     rows_b = np.tile(np.arange(b), a)
-    A = vstack([
-        coo_matrix((np.ones(a * b), (rows_a, cols)), shape=(a, a * b)),
-        coo_matrix((np.ones(a * b), (rows_b, cols)), shape=(b, a * b)),
-    ]).tocsr()
+    A = vstack(
+        [
+            coo_matrix((np.ones(a * b), (rows_a, cols)), shape=(a, a * b)),
+            coo_matrix((np.ones(a * b), (rows_b, cols)), shape=(b, a * b)),
+        ]
+    ).tocsr()
     res = linprog(C.ravel(), A_eq=A, b_eq=np.concatenate([supply, demand]), bounds=(0, None), method="highs")
     if res.status != 0:  # pragma: no cover - a balanced transport problem is always feasible
         raise RuntimeError(f"W1 linear program failed: {res.message}")

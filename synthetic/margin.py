@@ -147,7 +147,9 @@ def margin_constants(kind: str, data: ClientData) -> dict:
         "sigma_G": math.sqrt(c1**2 * second),
         "sigma_H": math.sqrt(c2**2 * fourth),
         "R": R,
-        "c1": c1, "c2": c2, "c3": c3,
+        "c1": c1,
+        "c2": c2,
+        "c3": c3,
         "tv_rms": rms(tv),
         "tv": tuple(tv.tolist()),
     }

@@ -61,15 +61,25 @@ def global_constants(task: Task, alpha: float, **algorithm: float) -> Constants:
     gamma_G2 = distances.tv_gradient_bound()(B=c["B"], tv=tv) if tv > 0 else 0.0
     gamma_H2 = distances.tv_hessian_bound()(L=c["L"], tv=tv) if tv > 0 else 0.0
     w0 = task.init_params(torch.Generator().manual_seed(0)).to(torch.float64)
-    F0 = float(client_objectives(task.per_sample_loss, w0, task.train, alpha).F.mean()) if alpha > 0 else float(
-        (task.train.weight * task.per_sample_loss(w0, *task.train.gather()[:2])).sum(1).mean())
+    F0 = (
+        float(client_objectives(task.per_sample_loss, w0, task.train, alpha).F.mean())
+        if alpha > 0
+        else float((task.train.weight * task.per_sample_loss(w0, *task.train.gather()[:2])).sum(1).mean())
+    )
     algorithm.setdefault("n", float(task.n_clients))
     if "r" not in algorithm:
         algorithm["r"] = 1.0
     return Constants(
-        L=c["L"], rho=c["rho"], B=c["B"], sigma_G=c["sigma_G"], sigma_H=c["sigma_H"],
-        gamma_G=math.sqrt(gamma_G2), gamma_H=math.sqrt(gamma_H2), F0_gap=max(F0, 0.0),
-        alpha=alpha, **{k: float(v) for k, v in algorithm.items()},
+        L=c["L"],
+        rho=c["rho"],
+        B=c["B"],
+        sigma_G=c["sigma_G"],
+        sigma_H=c["sigma_H"],
+        gamma_G=math.sqrt(gamma_G2),
+        gamma_H=math.sqrt(gamma_H2),
+        F0_gap=max(F0, 0.0),
+        alpha=alpha,
+        **{k: float(v) for k, v in algorithm.items()},
     )
 
 
@@ -114,8 +124,18 @@ class DirectionStats:
 
 
 def direction_stats(
-    task: Task, w: Tensor, client: int, *, alpha: float, D: int, D1: int, D2: int,
-    algorithm: PerFedAvgAlgorithm = "exact", delta: float = DEFAULT_DELTA, samples: int = 10000, seed: int = 0,
+    task: Task,
+    w: Tensor,
+    client: int,
+    *,
+    alpha: float,
+    D: int,
+    D1: int,
+    D2: int,
+    algorithm: PerFedAvgAlgorithm = "exact",
+    delta: float = DEFAULT_DELTA,
+    samples: int = 10000,
+    seed: int = 0,
 ) -> DirectionStats:
     r"""Bias and mean squared error of Algorithm 1's direction (``algorithm`` exact / fo / hf)
     at ``w`` for user ``client``, from ``samples`` independent draws of the three batches
@@ -124,8 +144,11 @@ def direction_stats(
     gen = torch.Generator().manual_seed(seed)
     oracle = make_oracle(task)
     clients = torch.full((samples,), client, dtype=torch.long)
-    batches = (draw_batch(gen, task.train, clients, D, True), draw_batch(gen, task.train, clients, D1, True),
-               draw_batch(gen, task.train, clients, D2, True))
+    batches = (
+        draw_batch(gen, task.train, clients, D, True),
+        draw_batch(gen, task.train, clients, D1, True),
+        draw_batch(gen, task.train, clients, D2, True),
+    )
     W = w.detach().expand(samples, -1).clone()
     d = meta_gradient(oracle, W, batches, StepSizes(alpha=alpha, beta=1.0, delta=delta), algorithm)
     grad_F = client_objectives(task.per_sample_loss, w, task.train, alpha).grad_F[client]
@@ -171,8 +194,12 @@ def heterogeneity_at(task: Task, w: Tensor, w1_per_user=None) -> Heterogeneity:
     hessians = client_hessians(task.per_sample_loss, w, task.train)
     L_theta, rho_theta = module.theta_lipschitz(task, w)
     return Heterogeneity(
-        gamma_G2=gradient_dissimilarity(grads), gamma_H2=hessian_dissimilarity(hessians),
-        tv=task.constants["tv_rms"], w1=rms(w1_per_user), L_theta=L_theta, rho_theta=rho_theta,
+        gamma_G2=gradient_dissimilarity(grads),
+        gamma_H2=hessian_dissimilarity(hessians),
+        tv=task.constants["tv_rms"],
+        w1=rms(w1_per_user),
+        L_theta=L_theta,
+        rho_theta=rho_theta,
     )
 
 

@@ -58,7 +58,8 @@ class SyntheticOptions:
     n_clients: int = option_field(f"number of users n (2..{MAX_CLIENTS})", 20)
     dim: int = option_field(f"feature dimension d (1..{MAX_DIM})", 10)
     support: int = option_field(
-        f"support points per split S (clusters or classes..{MAX_SUPPORT}; n_clients*S <= 2e7, dim*S <= 5e7)", 200)
+        f"support points per split S (clusters or classes..{MAX_SUPPORT}; n_clients*S <= 2e7, dim*S <= 5e7)", 200
+    )
     h: float = dial_field("each user on its own distribution")
     radius: float = option_field("feature norm bound R (> 0)", 1.0)
     data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
@@ -95,10 +96,16 @@ def check_task_options(task: str, o: SyntheticOptions, extra: Sequence[Rule] = (
         least, floor = "classes", classes if classes is not None else 1
     rules += [
         ("support", floor <= o.support <= MAX_SUPPORT, f"must be in [{least} = {floor}, {MAX_SUPPORT}]"),
-        ("support", o.n_clients * o.support <= MAX_CLIENT_TABLE,
-         f"n_clients * support must be <= {MAX_CLIENT_TABLE} (here {o.n_clients} * {o.support})"),
-        ("support", o.dim * o.support <= MAX_FEATURE_TABLE,
-         f"dim * support must be <= {MAX_FEATURE_TABLE} (here {o.dim} * {o.support})"),
+        (
+            "support",
+            o.n_clients * o.support <= MAX_CLIENT_TABLE,
+            f"n_clients * support must be <= {MAX_CLIENT_TABLE} (here {o.n_clients} * {o.support})",
+        ),
+        (
+            "support",
+            o.dim * o.support <= MAX_FEATURE_TABLE,
+            f"dim * support must be <= {MAX_FEATURE_TABLE} (here {o.dim} * {o.support})",
+        ),
         ("h", 0.0 <= o.h <= 1.0, "must be in [0, 1]"),
         ("radius", 0 < o.radius < float("inf"), "must be a finite number > 0"),
         ("data_seed", o.data_seed >= 0, "must be >= 0"),

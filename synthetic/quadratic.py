@@ -76,7 +76,8 @@ class QuadraticOptions(SyntheticOptions):
     shift: float = option_field("size s of the per-cone teacher shift (>= 0): label heterogeneity", 0.5)
     w_radius: float = option_field("radius W of the domain ||w|| <= W on which B and sigma_G hold (> 0)", 4.0)
     init: str = option_field(
-        "initial model: 'zero', or 'minimizer' (the exact minimiser of F with inner step init_alpha)", "zero")
+        "initial model: 'zero', or 'minimizer' (the exact minimiser of F with inner step init_alpha)", "zero"
+    )
     init_alpha: float = option_field("inner step alpha of the F whose minimiser init='minimizer' starts at (>= 0)", 0.0)
 
     def own_rules(self) -> list[Rule]:
@@ -246,16 +247,24 @@ def quadratic_constants(data: ClientData, w_radius: float) -> dict:
     P = data.weight.double()
     H, _ = client_moments(data)
     outer = torch.einsum("sa,sb->sab", x, x)
-    sig_h2 = max(float((P[i] * torch.linalg.matrix_norm(outer[data.index[i]] - H[i], ord=2).square()).sum())
-                 for i in range(data.n_clients))
+    sig_h2 = max(
+        float((P[i] * torch.linalg.matrix_norm(outer[data.index[i]] - H[i], ord=2).square()).sum())
+        for i in range(data.n_clients)
+    )
     per_sample_g = ((xn * w_radius + y.abs()) * xn).square()
     sig_g2 = float((P * per_sample_g[data.index]).sum(1).max())
     tv, _ = distances_to_mixture(P)
     return {
-        "L": R**2, "rho": 0.0, "B": R * (R * w_radius + Y),
-        "sigma_G": math.sqrt(sig_g2), "sigma_H": math.sqrt(sig_h2),
-        "R": R, "Y": Y, "w_radius": w_radius,
-        "tv_rms": rms(tv), "tv": tuple(tv.tolist()),
+        "L": R**2,
+        "rho": 0.0,
+        "B": R * (R * w_radius + Y),
+        "sigma_G": math.sqrt(sig_g2),
+        "sigma_H": math.sqrt(sig_h2),
+        "R": R,
+        "Y": Y,
+        "w_radius": w_radius,
+        "tv_rms": rms(tv),
+        "tv": tuple(tv.tolist()),
     }
 
 
@@ -307,4 +316,5 @@ def build(o: QuadraticOptions) -> Task:
 
 
 SPEC = TaskSpec(
-    QuadraticOptions, build, "least squares on bounded features (exact L, rho = 0; B on ||w|| <= W), dial h")
+    QuadraticOptions, build, "least squares on bounded features (exact L, rho = 0; B on ||w|| <= W), dial h"
+)

@@ -98,19 +98,48 @@ BURN = 2
 MEASURE = {"smoke": 6, "quick": 12, "full": 40}
 #: swept values per length ("smoke": the default-test version; "quick": ``--rates``; "full": ``--rates --full``)
 GRID = {
-    "smoke": {"K": (32, 64, 128), "beta": (0.04, 0.16), "tau": (2, 4), "D": (1, 16), "h": (0.5, 1.0),
-              "alpha": (0.125, 0.5), "shift": (1.0, 4.0)},
-    "quick": {"K": (64, 128, 256), "beta": (0.04, 0.08, 0.16), "tau": (2, 4, 8), "D": (1, 4, 16),
-              "h": (0.25, 0.5, 1.0), "alpha": (0.125, 0.25, 0.5), "shift": (0.5, 1.0, 2.0, 4.0)},
-    "full": {"K": (64, 128, 256, 512, 1024), "beta": (0.02, 0.04, 0.08, 0.16), "tau": (2, 4, 8, 16),
-             "D": (1, 2, 4, 8, 16), "h": (0.125, 0.25, 0.5, 1.0), "alpha": (0.0625, 0.125, 0.25, 0.5),
-             "shift": (0.25, 0.5, 1.0, 2.0, 4.0), "tau_gamma1": (2, 4, 8)},
+    "smoke": {
+        "K": (32, 64, 128),
+        "beta": (0.04, 0.16),
+        "tau": (2, 4),
+        "D": (1, 16),
+        "h": (0.5, 1.0),
+        "alpha": (0.125, 0.5),
+        "shift": (1.0, 4.0),
+    },
+    "quick": {
+        "K": (64, 128, 256),
+        "beta": (0.04, 0.08, 0.16),
+        "tau": (2, 4, 8),
+        "D": (1, 4, 16),
+        "h": (0.25, 0.5, 1.0),
+        "alpha": (0.125, 0.25, 0.5),
+        "shift": (0.5, 1.0, 2.0, 4.0),
+    },
+    "full": {
+        "K": (64, 128, 256, 512, 1024),
+        "beta": (0.02, 0.04, 0.08, 0.16),
+        "tau": (2, 4, 8, 16),
+        "D": (1, 2, 4, 8, 16),
+        "h": (0.125, 0.25, 0.5, 1.0),
+        "alpha": (0.0625, 0.125, 0.25, 0.5),
+        "shift": (0.25, 0.5, 1.0, 2.0, 4.0),
+        "tau_gamma1": (2, 4, 8),
+    },
 }
 #: batch-means blocks per seed
 BATCHES = 8
 BASE = {
-    "algorithm": "exact", "alpha": 0.5, "beta": 0.16, "tau": 1, "r": 1.0, "D": 100, "D1": 100, "D2": 100,
-    "dtype": "float64", "eval_every": 10,
+    "algorithm": "exact",
+    "alpha": 0.5,
+    "beta": 0.16,
+    "tau": 1,
+    "r": 1.0,
+    "D": 100,
+    "D1": 100,
+    "D2": 100,
+    "dtype": "float64",
+    "eval_every": 10,
     "task": {"name": "quadratic", "dim": 2, "n_clients": 10, "clusters": 5, "support": 200, "w_radius": 2.0},
 }
 
@@ -146,7 +175,7 @@ class RateRow:
 
     @property
     def verdict_shown(self) -> str:
-        """"PASS", "PASS (tol.)" (passes only through ``TOLERANCE``) or "FAIL"."""
+        """ "PASS", "PASS (tol.)" (passes only through ``TOLERANCE``) or "FAIL"."""
         if not self.passed:
             return "FAIL"
         return "PASS" if self.passed_strictly else "PASS (tol.)"
@@ -190,8 +219,9 @@ def seed_dirs(out: Path, cfg, seeds: list[int]) -> list[Path]:
     return [Path(out) / seed_batch_name(cfg) / seed_dir_name(s) for s in seeds]
 
 
-def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = False,
-              progress: bool = True) -> list[dict]:
+def run_sweep(
+    configs: list, seeds: list[int], out: Path, track_inner: bool = False, progress: bool = True
+) -> list[dict]:
     """Run each config for all ``seeds`` (vectorized), store run dirs ``out/<slug>/seed<s>``, skip finished
     ones; returns, per config, ``{"grad_norm_sq_F": (S, K+1), "stationarity": (S, K), "phi": (S, K) or None,
     "max_w_norm": (S,), "dirs": [...]}``."""
@@ -208,14 +238,16 @@ def run_sweep(configs: list, seeds: list[int], out: Path, track_inner: bool = Fa
             sums = [read_json(d / SUMMARY) for d in dirs]
             phi = [s.get("phi_by_round") for s in sums]
             st_f = [s.get("stationarity_f_by_round") for s in sums]
-            results.append({
-                "grad_norm_sq_F": np.array([s["grad_norm_sq_F_by_round"] for s in sums]),
-                "stationarity": np.array([s["stationarity_by_round"] for s in sums], dtype=float),
-                "phi": np.array(phi, dtype=float) if all(p is not None for p in phi) else None,
-                "max_w_norm": np.array([s.get("max_w_norm") or math.nan for s in sums], dtype=float),
-                "stationarity_f": np.array(st_f, dtype=float) if all(v is not None for v in st_f) else None,
-                "dirs": [str(d) for d in dirs],
-            })
+            results.append(
+                {
+                    "grad_norm_sq_F": np.array([s["grad_norm_sq_F_by_round"] for s in sums]),
+                    "stationarity": np.array([s["stationarity_by_round"] for s in sums], dtype=float),
+                    "phi": np.array(phi, dtype=float) if all(p is not None for p in phi) else None,
+                    "max_w_norm": np.array([s.get("max_w_norm") or math.nan for s in sums], dtype=float),
+                    "stationarity_f": np.array(st_f, dtype=float) if all(v is not None for v in st_f) else None,
+                    "dirs": [str(d) for d in dirs],
+                }
+            )
             bar.update(1)
     return results
 
@@ -286,8 +318,9 @@ def bound_terms(cfg, gamma_from: str = "tv", w1: float | None = None, w_at=None,
     the caller)."""
 
     _, task = resolve(cfg)
-    consts = global_constants(task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=cfg.K, r=cfg.r, D=cfg.D, D1=cfg.D1,
-                              D2=cfg.D2, delta=cfg.delta)
+    consts = global_constants(
+        task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=cfg.K, r=cfg.r, D=cfg.D, D1=cfg.D1, D2=cfg.D2, delta=cfg.delta
+    )
     if gamma_from == "w1":
         if w1 is None:
             raise ValueError("bound_terms(gamma_from='w1') needs w1")
@@ -318,8 +351,18 @@ def _row(name, xs, means, halfs, pred_terms, recalled_terms, note="", **extra) -
     predicted = predicted_slope(xs, pred_terms)
     recalled = predicted_slope(xs, recalled_terms) if all(v > 0 for v in recalled_terms) else math.nan
     extra = {"recalled_shape_slope": recalled, **extra}
-    return RateRow(name, predicted, slope, lo, hi, list(map(float, xs)), list(map(float, means)),
-                   list(map(float, halfs)), note, extra)
+    return RateRow(
+        name,
+        predicted,
+        slope,
+        lo,
+        hi,
+        list(map(float, xs)),
+        list(map(float, means)),
+        list(map(float, halfs)),
+        note,
+        extra,
+    )
 
 
 def _sum_terms(terms: dict, names) -> float:
@@ -331,8 +374,9 @@ def _domain_ok(results, cfgs) -> bool:
 
 
 # ----------------------------------------------------------------------------- the table
-def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool = True,
-               length: str | None = None) -> tuple[list[RateRow], dict]:
+def rate_table(
+    out: Path, seeds: list[int], full: bool = False, progress: bool = True, length: str | None = None
+) -> tuple[list[RateRow], dict]:
     """Every row of the module docstring's table, and the derived-bound check; ``length`` is one of
     :data:`GRID`'s keys (default "full" if ``full`` else "quick")."""
     length = length or ("full" if full else "quick")
@@ -363,10 +407,18 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
         means.append(m - floor)
         halfs.append(math.hypot(h, floor_half))
     terms = [bound_terms(cfg_K.replace(K=k)) for k in Ks]
-    rows.append(_row("opt. term vs K", Ks, means, halfs, [t[0]["optimization"] for t in terms],
-                     [t[1]["optimization"] for t in terms],
-                     f"Φ_K − floor, w_0 = 0, β = {cfg_K.beta}, batches 100; floor {floor:.3g} ± {floor_half:.2g} "
-                     "(stationary run at the same config)"))
+    rows.append(
+        _row(
+            "opt. term vs K",
+            Ks,
+            means,
+            halfs,
+            [t[0]["optimization"] for t in terms],
+            [t[1]["optimization"] for t in terms],
+            f"Φ_K − floor, w_0 = 0, β = {cfg_K.beta}, batches 100; floor {floor:.3g} ± {floor_half:.2g} "
+            "(stationary run at the same config)",
+        )
+    )
     bound_check = derived_bound_check(cfg_K, st, list(range(1, K_max + 1)))
     cfg_fedavg = _config({"K": K_max, "algorithm": "fedavg"})
     (res_f,) = run_sweep([cfg_fedavg], seeds, out / "K-fedavg", track_inner=True, progress=progress)
@@ -377,25 +429,42 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     betas = list(grid["beta"])
     cfgs, _, stats = floors("beta", [{"beta": b, "D1": 1} for b in betas], betas, None)
     terms = [bound_terms(c) for c in cfgs]
-    rows.append(_row("floor vs beta", betas, [s[0] for s in stats], [s[1] for s in stats],
-                     [t[0]["stochastic gradient"] for t in terms], [t[1]["stochastic gradient"] for t in terms],
-                     "τ = 1, r = 1, D' = 1, D = D'' = 100: stochastic-gradient term L_Fβs²/n",
-                     lag1=[s[2] for s in stats]))
+    rows.append(
+        _row(
+            "floor vs beta",
+            betas,
+            [s[0] for s in stats],
+            [s[1] for s in stats],
+            [t[0]["stochastic gradient"] for t in terms],
+            [t[1]["stochastic gradient"] for t in terms],
+            "τ = 1, r = 1, D' = 1, D = D'' = 100: stochastic-gradient term L_Fβs²/n",
+            lag1=[s[2] for s in stats],
+        )
+    )
 
     # 3. drift vs τ (heterogeneous, low noise, β τ_max fixed inside the derived condition)
     taus = list(grid["tau"])
     beta_tau = 0.16 / max(taus)
     big = {"D": 200, "D1": 200, "D2": 200}
-    cfgs, _, stats = floors("tau", [{"tau": t, "beta": beta_tau, **big, "task": {"h": 1.0}} for t in [1, *taus]],
-                            taus, None)
+    cfgs, _, stats = floors(
+        "tau", [{"tau": t, "beta": beta_tau, **big, "task": {"h": 1.0}} for t in [1, *taus]], taus, None
+    )
     base_mean, base_half, _ = stats[0]  # τ = 1: no drift, the same per-step noise floor
     terms = [bound_terms(c) for c in cfgs[1:]]
-    rows.append(_row("drift vs tau", taus, [s[0] - base_mean for s in stats[1:]],
-                     [math.hypot(s[1], base_half) for s in stats[1:]],
-                     [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
-                     f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, "
-                     f"β = {beta_tau:g}: "
-                     "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ", lag1=[s[2] for s in stats]))
+    rows.append(
+        _row(
+            "drift vs tau",
+            taus,
+            [s[0] - base_mean for s in stats[1:]],
+            [math.hypot(s[1], base_half) for s in stats[1:]],
+            [t[0]["local drift"] for t in terms],
+            [t[1]["local drift"] for t in terms],
+            f"φ(τ) − φ(1) (φ(1) = {base_mean:.3g} ± {base_half:.2g}), h = 1, r = 1, batches 200, "
+            f"β = {beta_tau:g}: "
+            "local-drift term 2L_F²Q̄ ∝ (τ−1)(2τ−1)/Γ",
+            lag1=[s[2] for s in stats],
+        )
+    )
 
     # 3a. the same without noise (closed form, milliseconds): decides the τ-shape that the noisy rows cannot
     rows.extend(drift_noise_free_rows(taus))
@@ -409,14 +478,26 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     Ds = list(grid["D"])
     # alpha = 1: the inner points w - alpha grad l reach ||.|| ~ 2.03 around w* (audit), past W = 2, so B and
     # sigma_G are stated on ||w|| <= 3 here (the recorded max ||w_bar|| is checked against it as everywhere)
-    cfgs, _, stats = floors("D", [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1, "task": {"w_radius": 3.0}}
-                                  for d in Ds], Ds, None)
+    cfgs, _, stats = floors(
+        "D",
+        [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1, "task": {"w_radius": 3.0}} for d in Ds],
+        Ds,
+        None,
+    )
     terms = [bound_terms(c) for c in cfgs]
     names = ("stochastic gradient", "bias floor")
-    rows.append(_row("floor vs D", Ds, [s[0] for s in stats], [s[1] for s in stats],
-                     [_sum_terms(t[0], names) for t in terms], [_sum_terms(t[1], names) for t in terms],
-                     "α²σ_G²/D: inner batch D, D' = D'' = 200, α = 1, β = 0.1; terms: stochastic gradient + bias floor",
-                     lag1=[s[2] for s in stats]))
+    rows.append(
+        _row(
+            "floor vs D",
+            Ds,
+            [s[0] for s in stats],
+            [s[1] for s in stats],
+            [_sum_terms(t[0], names) for t in terms],
+            [_sum_terms(t[1], names) for t in terms],
+            "α²σ_G²/D: inner batch D, D' = D'' = 200, α = 1, β = 0.1; terms: stochastic gradient + bias floor",
+            lag1=[s[2] for s in stats],
+        )
+    )
 
     # 5. floor vs heterogeneity (client sampling), TV and W1 axes
     hs = list(grid["h"])
@@ -429,8 +510,10 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     sampling = "client sampling"
     tv_terms = [(bound_terms(c)[0][sampling] - bound_terms(c, "none")[0][sampling]) for c in cfgs[1:]]
     tv_rec = [(bound_terms(c)[1][sampling] - bound_terms(c, "none")[1][sampling]) for c in cfgs[1:]]
-    note = (f"φ(h) − φ(0) (φ(0) = {base_mean:.3g} ± {base_half:.2g}), r = 0.2, τ = 1, batches 200: "
-            "γ-part of the client-sampling term")
+    note = (
+        f"φ(h) − φ(0) (φ(0) = {base_mean:.3g} ± {base_half:.2g}), r = 0.2, τ = 1, batches 200: "
+        "γ-part of the client-sampling term"
+    )
     rows.append(_row("floor vs TV", tvs, means, halfs, tv_terms, tv_rec, note, h=hs))
     # W1 on its own: h = 1 fixed (TV fixed at its h = 1 value), the per-cone label shift s varied, so the
     # supports move apart in y and W1(p_i, p̄) on θ = (x, y) grows while TV does not move; x (hence L, H_i,
@@ -444,24 +527,54 @@ def rate_table(out: Path, seeds: list[int], full: bool = False, progress: bool =
     means_w = [b[0] - a[0] for a, b in zip(stats_w[0::2], stats_w[1::2])]
     halfs_w = [math.hypot(a[1], b[1]) for a, b in zip(stats_w[0::2], stats_w[1::2])]
     tvs_w, w1s, wstars = _distances(top_w)
-    w1_terms = [(bound_terms(c, "w1", w1, w)[0][sampling] - bound_terms(c, "none")[0][sampling])
-                for c, w1, w in zip(top_w, w1s, wstars)]
-    w1_rec = [(bound_terms(c, "w1", w1, w)[1][sampling] - bound_terms(c, "none")[1][sampling])
-              for c, w1, w in zip(top_w, w1s, wstars)]
-    rows.append(_row("floor vs W1", w1s, means_w, halfs_w, w1_terms, w1_rec,
-                     f"φ(h=1, s) − φ(h=0, s), label shift s = {', '.join(f'{v:g}' for v in shifts)} at fixed TV = "
-                     f"{tvs_w[0]:.3g} (W1 moves alone), r = 0.2, W = 5; W1 by linear program on θ = (x, y); "
-                     "γ from the W1 statements with L_θ, ρ_θ at w*", shift=shifts, tv=tvs_w))
+    w1_terms = [
+        (bound_terms(c, "w1", w1, w)[0][sampling] - bound_terms(c, "none")[0][sampling])
+        for c, w1, w in zip(top_w, w1s, wstars)
+    ]
+    w1_rec = [
+        (bound_terms(c, "w1", w1, w)[1][sampling] - bound_terms(c, "none")[1][sampling])
+        for c, w1, w in zip(top_w, w1s, wstars)
+    ]
+    rows.append(
+        _row(
+            "floor vs W1",
+            w1s,
+            means_w,
+            halfs_w,
+            w1_terms,
+            w1_rec,
+            f"φ(h=1, s) − φ(h=0, s), label shift s = {', '.join(f'{v:g}' for v in shifts)} at fixed TV = "
+            f"{tvs_w[0]:.3g} (W1 moves alone), r = 0.2, W = 5; W1 by linear program on θ = (x, y); "
+            "γ from the W1 statements with L_θ, ρ_θ at w*",
+            shift=shifts,
+            tv=tvs_w,
+        )
+    )
 
     # 6. FO floor vs α (heterogeneous Hessians, large batches)
     alphas = list(grid["alpha"])
-    cfgs, _, stats = floors("alpha", [{"algorithm": "fo", "alpha": a, "beta": 0.08, "D": 200, "D1": 200, "D2": 200,
-                                       "task": {"h": 1.0}} for a in alphas], alphas, None)
+    cfgs, _, stats = floors(
+        "alpha",
+        [
+            {"algorithm": "fo", "alpha": a, "beta": 0.08, "D": 200, "D1": 200, "D2": 200, "task": {"h": 1.0}}
+            for a in alphas
+        ],
+        alphas,
+        None,
+    )
     terms = [bound_terms(c) for c in cfgs]
-    rows.append(_row("FO floor vs alpha", alphas, [s[0] for s in stats], [s[1] for s in stats],
-                     [t[0]["bias floor"] for t in terms], [t[1]["FO term"] for t in terms],
-                     "FO, h = 1, batches 200, β = 0.08, start at w*_α: bias-floor term 2b_FO², b_FO = αL(σ_G/√D + B)",
-                     lag1=[s[2] for s in stats]))
+    rows.append(
+        _row(
+            "FO floor vs alpha",
+            alphas,
+            [s[0] for s in stats],
+            [s[1] for s in stats],
+            [t[0]["bias floor"] for t in terms],
+            [t[1]["FO term"] for t in terms],
+            "FO, h = 1, batches 200, β = 0.08, start at w*_α: bias-floor term 2b_FO², b_FO = αL(σ_G/√D + B)",
+            lag1=[s[2] for s in stats],
+        )
+    )
 
     rows.append(hf_delta_row(seeds))
     bound_check["domain_respected"] = bool(all(domain))
@@ -477,18 +590,27 @@ def drift_gamma1_row(taus, floors) -> RateRow:
     # floor (∝ β).
     beta_small = 0.06 / max(taus)
     big = {"D": 1000, "D1": 1000, "D2": 1000}
-    cfgs, _, stats = floors("tau-gamma1", [{"tau": t, "beta": beta_small, **big, "task": {"h": 1.0, "support": 1000}}
-                                           for t in [1, *taus]],
-                            taus, None)
+    cfgs, _, stats = floors(
+        "tau-gamma1",
+        [{"tau": t, "beta": beta_small, **big, "task": {"h": 1.0, "support": 1000}} for t in [1, *taus]],
+        taus,
+        None,
+    )
     base_mean, base_half, _ = stats[0]
     terms = [bound_terms(c) for c in cfgs[1:]]
     gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs[1:]]
-    return (_row("drift vs tau (Gamma~1)", taus, [s[0] - base_mean for s in stats[1:]],
-                     [math.hypot(s[1], base_half) for s in stats[1:]],
-                     [t[0]["local drift"] for t in terms], [t[1]["local drift"] for t in terms],
-                     f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
-                     f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
-                     lag1=[s[2] for s in stats], Gamma=gammas))
+    return _row(
+        "drift vs tau (Gamma~1)",
+        taus,
+        [s[0] - base_mean for s in stats[1:]],
+        [math.hypot(s[1], base_half) for s in stats[1:]],
+        [t[0]["local drift"] for t in terms],
+        [t[1]["local drift"] for t in terms],
+        f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
+        f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base_mean:.3g} ± {base_half:.2g})",
+        lag1=[s[2] for s in stats],
+        Gamma=gammas,
+    )
 
 
 def drift_noise_free_rows(taus) -> list[RateRow]:
@@ -511,17 +633,27 @@ def drift_noise_free_rows(taus) -> list[RateRow]:
         bounds = [sum(v for name, v in t[0].items() if name != "optimization") for t in terms]  # K -> infinity
         gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs]
         slope = predicted_slope(taus, phis)
-        row = RateRow(f"drift vs tau (noise-free{label})", predicted_slope(taus, [t[0]["local drift"] for t in terms]),
-                      slope, slope - NOISE_FREE_SLOPE_ROUNDOFF, slope + NOISE_FREE_SLOPE_ROUNDOFF,
-                      list(map(float, taus)),
-                      phis, [0.0] * len(taus),
-                      f"φ_∞(τ) of the noise-free cycle (r = 1, whole-distribution batches, closed form), h = 1, "
-                      f"β = {beta:g}, Γ = {', '.join(f'{g:.2f}' for g in gammas)}; φ_∞/(β²(τ−1)²) = "
-                      f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; "
-                      "derived noise-free "
-                      f"bound / φ_∞ = {', '.join(f'{b / p:.3g}' for b, p in zip(bounds, phis))}",
-                      {"recalled_shape_slope": predicted_slope(taus, [t[1]["local drift"] for t in terms]),
-                       "Gamma": gammas, "bound": bounds, "bound_holds": all(b >= p for b, p in zip(bounds, phis))})
+        row = RateRow(
+            f"drift vs tau (noise-free{label})",
+            predicted_slope(taus, [t[0]["local drift"] for t in terms]),
+            slope,
+            slope - NOISE_FREE_SLOPE_ROUNDOFF,
+            slope + NOISE_FREE_SLOPE_ROUNDOFF,
+            list(map(float, taus)),
+            phis,
+            [0.0] * len(taus),
+            f"φ_∞(τ) of the noise-free cycle (r = 1, whole-distribution batches, closed form), h = 1, "
+            f"β = {beta:g}, Γ = {', '.join(f'{g:.2f}' for g in gammas)}; φ_∞/(β²(τ−1)²) = "
+            f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; "
+            "derived noise-free "
+            f"bound / φ_∞ = {', '.join(f'{b / p:.3g}' for b, p in zip(bounds, phis))}",
+            {
+                "recalled_shape_slope": predicted_slope(taus, [t[1]["local drift"] for t in terms]),
+                "Gamma": gammas,
+                "bound": bounds,
+                "bound_holds": all(b >= p for b, p in zip(bounds, phis)),
+            },
+        )
         rows.append(row)
     return rows
 
@@ -546,17 +678,26 @@ def derived_bound_check(cfg, stationarity: np.ndarray, Ks: list[int]) -> dict:
 
     _, task = resolve(cfg)
     rows, ok = [], True
-    base = global_constants(task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=1, r=cfg.r, D=cfg.D, D1=cfg.D1,
-                            D2=cfg.D2, delta=cfg.delta)
+    base = global_constants(
+        task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=1, r=cfg.r, D=cfg.D, D1=cfg.D1, D2=cfg.D2, delta=cfg.delta
+    )
     for K in Ks:
         consts = replace(base, K=float(K))
         report = convergence(consts, cfg.algorithm if cfg.algorithm != "fedavg" else "exact")
         mean, half = _mean_ci(stationarity[:, K - 1])
         holds = upper_bound_holds(mean, report.derived, mean + half)
         ok &= holds
-        rows.append({"K": K, "measured": mean, "halfwidth": half, "derived_bound": report.derived,
-                     "dominant_term": report.dominant(report.derived_terms), "holds": bool(holds),
-                     "margin": report.derived / (mean + half) if mean + half > 0 else math.inf})
+        rows.append(
+            {
+                "K": K,
+                "measured": mean,
+                "halfwidth": half,
+                "derived_bound": report.derived,
+                "dominant_term": report.dominant(report.derived_terms),
+                "holds": bool(holds),
+                "margin": report.derived / (mean + half) if mean + half > 0 else math.inf,
+            }
+        )
     return {"provenance": "derived", "holds_at_every_K": bool(ok), "rows": rows}
 
 
@@ -577,12 +718,25 @@ def fedavg_bound_check(cfg, res: dict, Ks: list[int]) -> dict:
         mean_F, half_F = _mean_ci(res["stationarity"][:, K - 1])
         holds = upper_bound_holds(mean, bound, mean + half)
         ok &= holds
-        rows.append({"K": K, "measured": mean, "halfwidth": half, "derived_bound": bound, "holds": bool(holds),
-                     "margin": bound / (mean + half) if mean + half > 0 else math.inf,
-                     "measured_grad_F": mean_F, "halfwidth_grad_F": half_F})
-    return {"provenance": "derived", "statement": "convergence bound, FedAvg (α = 0) [derived]",
-            "holds_at_every_K": bool(ok), "rows": rows,
-            "config": {"beta": cfg.beta, "tau": cfg.tau, "r": cfg.r, "D": cfg.D, "alpha_of_F": cfg.alpha}}
+        rows.append(
+            {
+                "K": K,
+                "measured": mean,
+                "halfwidth": half,
+                "derived_bound": bound,
+                "holds": bool(holds),
+                "margin": bound / (mean + half) if mean + half > 0 else math.inf,
+                "measured_grad_F": mean_F,
+                "halfwidth_grad_F": half_F,
+            }
+        )
+    return {
+        "provenance": "derived",
+        "statement": "convergence bound, FedAvg (α = 0) [derived]",
+        "holds_at_every_K": bool(ok),
+        "rows": rows,
+        "config": {"beta": cfg.beta, "tau": cfg.tau, "r": cfg.r, "D": cfg.D, "alpha_of_F": cfg.alpha},
+    }
 
 
 def hf_delta_row(seeds) -> RateRow:
@@ -599,12 +753,16 @@ def hf_delta_row(seeds) -> RateRow:
         gen = torch.Generator().manual_seed(s)
         w = torch.randn(task.init_params(gen).shape, generator=gen, dtype=torch.float64)
         clients = torch.arange(4)
-        batches = (draw_batch(gen, task.train, clients, 10, True), draw_batch(gen, task.train, clients, 10, True),
-                   draw_batch(gen, task.train, clients, 10, True))  # D, D', D'' in this order
+        batches = (
+            draw_batch(gen, task.train, clients, 10, True),
+            draw_batch(gen, task.train, clients, 10, True),
+            draw_batch(gen, task.train, clients, 10, True),
+        )  # D, D', D'' in this order
         W = w.expand(4, -1).clone()
         exact = meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, 1e-3), "exact")
-        per_seed.append([float((meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, d), "hf") - exact).norm())
-                         for d in deltas])
+        per_seed.append(
+            [float((meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, d), "hf") - exact).norm()) for d in deltas]
+        )
     errs = np.array(per_seed)
     means = errs.mean(0)
     decay = [i for i, d in enumerate(deltas) if d >= 1e-3]
@@ -617,57 +775,86 @@ def hf_delta_row(seeds) -> RateRow:
     c = task.constants
     hvp_error, recalled_term = lemmas.hf_hvp_error(), lemmas.hf_term_recalled()
     predicted = predicted_slope(xs_decay, [hvp_error(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs_decay])
-    recalled = predicted_slope(xs_decay, [math.sqrt(recalled_term(alpha=1.0, rho=c["rho"], delta=d, B=c["B"]))
-                                          for d in xs_decay])
+    recalled = predicted_slope(
+        xs_decay, [math.sqrt(recalled_term(alpha=1.0, rho=c["rho"], delta=d, B=c["B"])) for d in xs_decay]
+    )
     best = int(np.argmin(means))
     rises = best < len(deltas) - 1 and means[-1] > 10 * means[best]
-    return RateRow("HF error vs delta", predicted, slope, lo, hi, deltas, means.tolist(), [0.0] * len(deltas),
-                   f"decay slope on δ ≥ 1e-3 against theory's HF error ρδ‖g‖²/2 (an upper bound: PASS when the fitted "
-                   f"slope is ≥ its exponent; a C³ loss gives 2) and the recalled √((αρδB²)²); "
-                   f"minimum at δ* = {deltas[best]:g}, round-off rise below: {rises}",
-                   {"pass": bool(lo >= predicted - TOLERANCE and rises), "pass_strict": bool(lo >= predicted and rises),
-                    "recalled_shape_slope": recalled, "recalled_scale": "square root of the recalled squared term",
-                    "delta_star": deltas[best], "roundoff_rise": bool(rises)})
+    return RateRow(
+        "HF error vs delta",
+        predicted,
+        slope,
+        lo,
+        hi,
+        deltas,
+        means.tolist(),
+        [0.0] * len(deltas),
+        f"decay slope on δ ≥ 1e-3 against theory's HF error ρδ‖g‖²/2 (an upper bound: PASS when the fitted "
+        f"slope is ≥ its exponent; a C³ loss gives 2) and the recalled √((αρδB²)²); "
+        f"minimum at δ* = {deltas[best]:g}, round-off rise below: {rises}",
+        {
+            "pass": bool(lo >= predicted - TOLERANCE and rises),
+            "pass_strict": bool(lo >= predicted and rises),
+            "recalled_shape_slope": recalled,
+            "recalled_scale": "square root of the recalled squared term",
+            "delta_star": deltas[best],
+            "roundoff_rise": bool(rises),
+        },
+    )
 
 
 def format_rates(rows: list[RateRow], bound: dict) -> str:
     r"""The rate table as text: predicted (derived bound's local slope) and the recalled shape's slope, the
     fitted slope with its 95 % interval, the verdict, then the measured points."""
     width = max([20] + [len(r.name) for r in rows])
-    lines = [f"{'rate':{width}s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict      "
-             f"points (x: mean ± 95% half-width)"]
+    lines = [
+        f"{'rate':{width}s} {'predicted':>9s} {'recalled':>8s} {'fitted':>8s} {'95% interval':>18s}  verdict      "
+        f"points (x: mean ± 95% half-width)"
+    ]
     for r in rows:
         pts = ", ".join(f"{x:.3g}: {m:.3g}±{h:.2g}" for x, m, h in zip(r.xs, r.means, r.halfwidths))
         pred = f"{'>=' if r.name.startswith('HF') else ''}{r.predicted:+.2f}"
         rec = r.extra.get("recalled_shape_slope", math.nan)
-        lines.append(f"{r.name:{width}s} {pred:>9s} {rec:+8.2f} {r.fitted:+8.3f} [{r.low:+7.3f}, {r.high:+7.3f}]  "
-                     f"{r.verdict_shown:11s}  {pts}")
+        lines.append(
+            f"{r.name:{width}s} {pred:>9s} {rec:+8.2f} {r.fitted:+8.3f} [{r.low:+7.3f}, {r.high:+7.3f}]  "
+            f"{r.verdict_shown:11s}  {pts}"
+        )
         if r.note:
             lines.append(f"{'':{width}s} {r.note}")
     lines.append("")
-    lines.append(f"tolerance on exponents: {TOLERANCE} (see synthetic.rates.TOLERANCE); 'PASS (tol.)': the prediction "
-                 "lies outside the fitted 95% interval and passes only through the tolerance")
+    lines.append(
+        f"tolerance on exponents: {TOLERANCE} (see synthetic.rates.TOLERANCE); 'PASS (tol.)': the prediction "
+        "lies outside the fitted 95% interval and passes only through the tolerance"
+    )
     lines.append(f"every run stayed in the domain ||w|| <= W of B, sigma_G: {bound.get('domain_respected', 'n/a')}")
-    lines.append("derived explicit bound [derived] vs measured Φ_K = (1/(τK)) ΣΣ ‖∇F(w̄_{k+1,t})‖² "
-                 f"(holds at every K = 1..{bound['rows'][-1]['K']}: {bound['holds_at_every_K']}; "
-                 "shown at powers of 2):")
+    lines.append(
+        "derived explicit bound [derived] vs measured Φ_K = (1/(τK)) ΣΣ ‖∇F(w̄_{k+1,t})‖² "
+        f"(holds at every K = 1..{bound['rows'][-1]['K']}: {bound['holds_at_every_K']}; "
+        "shown at powers of 2):"
+    )
     for b in bound["rows"]:
         if b["K"] & (b["K"] - 1):
             continue
-        lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  "
-                     f"bound {b['derived_bound']:.4g} ({b['dominant_term']} dominates)  "
-                     f"{'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}")
+        lines.append(
+            f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  "
+            f"bound {b['derived_bound']:.4g} ({b['dominant_term']} dominates)  "
+            f"{'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}"
+        )
     fed = bound.get("fedavg")
     if fed:
-        lines.append(f"FedAvg's own stationarity (1/(τK)) ΣΣ ‖∇f(w̄_{{k+1,t}})‖² vs {fed['statement']} "
-                     f"(holds at every K = 1..{fed['rows'][-1]['K']}: {fed['holds_at_every_K']}; powers of 2; "
-                     f"‖∇F‖² of FedAvg's iterates at α = {fed['config']['alpha_of_F']:g} beside it):")
+        lines.append(
+            f"FedAvg's own stationarity (1/(τK)) ΣΣ ‖∇f(w̄_{{k+1,t}})‖² vs {fed['statement']} "
+            f"(holds at every K = 1..{fed['rows'][-1]['K']}: {fed['holds_at_every_K']}; powers of 2; "
+            f"‖∇F‖² of FedAvg's iterates at α = {fed['config']['alpha_of_F']:g} beside it):"
+        )
         for b in fed["rows"]:
             if b["K"] & (b["K"] - 1):
                 continue
-            lines.append(f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  bound "
-                         f"{b['derived_bound']:.4g}  {'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}  "
-                         f"(‖∇F‖²: {b['measured_grad_F']:.4g} ± {b['halfwidth_grad_F']:.2g})")
+            lines.append(
+                f"  K = {b['K']:4d}: measured {b['measured']:.4g} ± {b['halfwidth']:.2g}  bound "
+                f"{b['derived_bound']:.4g}  {'HOLDS' if b['holds'] else 'FAILS'}  margin {b['margin']:.3g}  "
+                f"(‖∇F‖²: {b['measured_grad_F']:.4g} ± {b['halfwidth_grad_F']:.2g})"
+            )
     return "\n".join(lines)
 
 
@@ -679,8 +866,12 @@ def main_rates(args) -> int:
     rows, bound = rate_table(out, seeds, full=args.full, progress=not args.no_progress)
     elapsed = time.perf_counter() - start
     if args.json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "derived_bound": bound, "seconds": elapsed,
-                          "out": str(out)}, indent=2))
+        print(
+            json.dumps(
+                {"rows": [r.as_dict() for r in rows], "derived_bound": bound, "seconds": elapsed, "out": str(out)},
+                indent=2,
+            )
+        )
     else:
         print(format_rates(rows, bound))
         print(f"\n{sum(r.passed for r in rows)}/{len(rows)} rates PASS; runs in {out} ({elapsed:.0f} s)")
@@ -697,9 +888,24 @@ def speed_grid(K: int = 50) -> list:
     r = 0.2, K = 50, Per-FedAvg exact, track_inner): the workload that times the seed-vectorized sweep
     against its target of 100 configurations × 5 seeds in under 10 minutes, with progress, resumable
     (``perfedavg check --speed-sweep [DIR]``, :func:`speed_sweep`)."""
-    return [_config({"K": K, "tau": 2, "r": 0.2, "alpha": 1.0, "beta": b, "D": d, "D1": d, "D2": d,
-                     "task": {"name": "logistic", "dim": 3, "h": h}})
-            for b in (0.05, 0.1, 0.2, 0.4, 0.8) for d in (1, 5, 20, 50) for h in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    return [
+        _config(
+            {
+                "K": K,
+                "tau": 2,
+                "r": 0.2,
+                "alpha": 1.0,
+                "beta": b,
+                "D": d,
+                "D1": d,
+                "D2": d,
+                "task": {"name": "logistic", "dim": 3, "h": h},
+            }
+        )
+        for b in (0.05, 0.1, 0.2, 0.4, 0.8)
+        for d in (1, 5, 20, 50)
+        for h in (0.0, 0.25, 0.5, 0.75, 1.0)
+    ]
 
 
 def speed_sweep(out: Path, seeds: int = 5, progress: bool = True, configs: list | None = None) -> dict:
@@ -714,6 +920,14 @@ def speed_sweep(out: Path, seeds: int = 5, progress: bool = True, configs: list 
     run_sweep(configs, seed_list, Path(out), track_inner=True, progress=progress)
     seconds = time.perf_counter() - start
     runs = len(configs) * len(seed_list)
-    return {"configs": len(configs), "seeds": len(seed_list), "runs": runs, "already_finished": done,
-            "seconds": round(seconds, 2), "seconds_per_run": round(seconds / runs, 4), "out": str(out),
-            "under_10_minutes": seconds < 600, "grid": "logistic, beta x D x h = 5 x 4 x 5, tau = 2, r = 0.2, K = 50"}
+    return {
+        "configs": len(configs),
+        "seeds": len(seed_list),
+        "runs": runs,
+        "already_finished": done,
+        "seconds": round(seconds, 2),
+        "seconds_per_run": round(seconds / runs, 4),
+        "out": str(out),
+        "under_10_minutes": seconds < 600,
+        "grid": "logistic, beta x D x h = 5 x 4 x 5, tau = 2, r = 0.2, K = 50",
+    }

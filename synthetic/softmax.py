@@ -93,8 +93,12 @@ class SoftmaxOptions(SyntheticOptions):
 
 def _support(gen: torch.Generator, o: SoftmaxOptions, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randn(o.support, o.dim, generator=gen, dtype=torch.float64)
-    x = (o.radius * x / x.norm(dim=1, keepdim=True).clamp_min(1.0)
-         * torch.rand(o.support, 1, generator=gen, dtype=torch.float64))
+    x = (
+        o.radius
+        * x
+        / x.norm(dim=1, keepdim=True).clamp_min(1.0)
+        * torch.rand(o.support, 1, generator=gen, dtype=torch.float64)
+    )
     logits = 4.0 * x @ teacher / o.radius
     y = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen).squeeze(1)
     # make every class appear at least once so that every q_i is well defined
@@ -155,7 +159,7 @@ def theta_lipschitz(task: Task, w) -> tuple[float, float]:
     r""":math:`(L_\theta(w), \rho_\theta(w))` of the module docstring at the flat parameters ``w``."""
     d = task.train.x.shape[1]
     sizes = (d, w.shape[-1] // (d + 1))
-    (weight, _), = mlp_layers(w.double(), sizes)
+    ((weight, _),) = mlp_layers(w.double(), sizes)
     op = float(torch.linalg.matrix_norm(weight, ord=2))
     Rz = task.constants["Rz"]
     return (max(0.5 * op * Rz + math.sqrt(2.0), math.sqrt(2.0) * Rz / LABEL_COST), C_T * op * Rz**2 + Rz)

@@ -79,8 +79,9 @@ def write_cifar_pickles(root: Path, per_batch: int = 4) -> Path:
     return folder
 
 
-def write_image_folder(folder: Path, classes=("cat", "dog"), per_class=(3, 2), ext="png",
-                       mode="RGB", side=5, seed=0) -> dict:
+def write_image_folder(
+    folder: Path, classes=("cat", "dog"), per_class=(3, 2), ext="png", mode="RGB", side=5, seed=0
+) -> dict:
     """``folder/{train,test}/<class>/NNNN.<ext>``; returns the PNG pixel arrays by split."""
     from PIL import Image
 

@@ -6,19 +6,37 @@ import contextlib
 
 import torch
 
-from perfedavg.runs.config import build_config
 from perfedavg.engine.mlp import mlp_oracle_factory
 from perfedavg.engine.models import mlp
-from perfedavg.runs.resolve import resolve
 from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.config import build_config
+from perfedavg.runs.resolve import resolve
 
 
 def softmax_setup(dtype="float64", **overrides):
     """A small resolved (config, task) pair on the synthetic softmax task."""
-    sets = {"K": 3, "tau": 3, "r": 0.5, "D": 5, "D1": 6, "D2": 7, "dtype": dtype, "eval_every": 1,
-            "task.n_clients": 6, "task.dim": 4, "task.classes": 3, "task.support": 30}
+    sets = {
+        "K": 3,
+        "tau": 3,
+        "r": 0.5,
+        "D": 5,
+        "D1": 6,
+        "D2": 7,
+        "dtype": dtype,
+        "eval_every": 1,
+        "task.n_clients": 6,
+        "task.dim": 4,
+        "task.classes": 3,
+        "task.support": 30,
+    }
     sets.update(overrides)
-    cfg = build_config({}, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sets.items()])
+    cfg = build_config(
+        {},
+        [
+            f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for k, v in sets.items()
+        ],
+    )
     return resolve(cfg)
 
 
@@ -33,8 +51,16 @@ def uneven_mlp_task(sizes, activation, with_replacement, rounds):
     index[2][3] = 0
     data = ClientData.from_lists(x, y, index)
     loss, scores, init = mlp(sizes, activation)
-    return Task(name="uneven", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
-                batch_with_replacement=with_replacement, oracle_factory=mlp_oracle_factory(sizes, activation, rounds))
+    return Task(
+        name="uneven",
+        per_sample_loss=loss,
+        scores=scores,
+        init_params=init,
+        train=data,
+        test=data,
+        batch_with_replacement=with_replacement,
+        oracle_factory=mlp_oracle_factory(sizes, activation, rounds),
+    )
 
 
 def table1_plan(monkeypatch, argv: list[str]):
@@ -51,10 +77,8 @@ def table1_plan(monkeypatch, argv: list[str]):
 
     with monkeypatch.context() as patch:
         patch.setattr(R, "run_plan", capture)
-        try:
+        with contextlib.suppress(SystemExit):
             main(["reproduce", "table1", *argv])
-        except SystemExit:
-            pass
     return seen["plan"]
 
 

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from perfedavg.runs.config import build_config
-from perfedavg.engine.rounds import initial_state, local_round
 from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.rounds import initial_state, local_round
+from perfedavg.runs.config import build_config
 from perfedavg.runs.names import seed_batch_name
 from perfedavg.runs.resolve import resolve
 
@@ -25,8 +25,9 @@ def test_check_module_does_not_import_torch():
     assert out == "False"
 
 
-@pytest.mark.parametrize("name,options", [("logistic", SMALL_LOGISTIC),
-                                          ("softmax", {"n_clients": 6, "dim": 4, "classes": 3, "support": 40})])
+@pytest.mark.parametrize(
+    "name,options", [("logistic", SMALL_LOGISTIC), ("softmax", {"n_clients": 6, "dim": 4, "classes": 3, "support": 40})]
+)
 def test_every_derived_statement_holds_on_a_small_task(name, options):
     from synthetic.checks import check_task
 
@@ -43,8 +44,22 @@ def test_every_derived_statement_holds_on_a_small_task(name, options):
 def test_seed_batched_runner_equals_the_engine(algorithm):
     from synthetic.batched import run_seeds
 
-    sets = ['task.name="logistic"', "task.n_clients=6", "task.support=40", "task.dim=4", "K=3", "tau=2", "r=0.5",
-            f'algorithm="{algorithm}"', 'dtype="float64"', "alpha=0.5", "beta=0.3", "D=5", "D1=6", "D2=7"]
+    sets = [
+        'task.name="logistic"',
+        "task.n_clients=6",
+        "task.support=40",
+        "task.dim=4",
+        "K=3",
+        "tau=2",
+        "r=0.5",
+        f'algorithm="{algorithm}"',
+        'dtype="float64"',
+        "alpha=0.5",
+        "beta=0.3",
+        "D=5",
+        "D1=6",
+        "D2=7",
+    ]
     cfg, task = resolve(build_config({}, sets))
     runs = run_seeds(task, cfg, [3, 4], track_inner=False)
     for i, seed in enumerate((3, 4)):
@@ -60,7 +75,9 @@ def test_seed_batched_runner_equals_the_engine(algorithm):
 def test_rate_smoke_derived_bound_and_resume(tmp_path):
     from synthetic import rates
 
-    cfg = rates._config({"K": 8, "tau": 2, "beta": 0.2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20})
+    cfg = rates._config(
+        {"K": 8, "tau": 2, "beta": 0.2, "task": {"support": 60, "n_clients": 6}, "D": 20, "D1": 20, "D2": 20}
+    )
     (res,) = rates.run_sweep([cfg], [0, 1], tmp_path, track_inner=True, progress=False)
     summary = tmp_path / seed_batch_name(cfg) / "seed0" / "summary.json"
     stamp = summary.stat().st_mtime_ns
@@ -86,8 +103,9 @@ def test_perfedavg_check_cli_holds_in_under_two_minutes():
     import time
 
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "perfedavg", "check", "--json", "--no-progress"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "perfedavg", "check", "--json", "--no-progress"], capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
@@ -118,7 +136,9 @@ def _row(provenance, measured, low, high, bound=1.0):
 
 
 def test_check_exit_status_derived_failure_is_an_error(monkeypatch, capsys):
-    status, out, err = _check_exit(monkeypatch, capsys, [_row("derived", 2.0, 1.5, 2.5), _row("recalled", 0.5, 0.4, 0.6)])
+    status, out, err = _check_exit(
+        monkeypatch, capsys, [_row("derived", 2.0, 1.5, 2.5), _row("recalled", 0.5, 0.4, 0.6)]
+    )
     assert status == 1
     assert "ERROR (derived/sure statement fails)" in err and "FINDING" not in out
 
@@ -129,7 +149,9 @@ def test_check_exit_status_sure_failure_is_an_error(monkeypatch, capsys):
 
 
 def test_check_recalled_failure_is_a_finding_with_exit_0(monkeypatch, capsys):
-    status, out, err = _check_exit(monkeypatch, capsys, [_row("recalled", 2.0, 1.5, 2.5), _row("derived", 0.5, 0.4, 0.6)])
+    status, out, err = _check_exit(
+        monkeypatch, capsys, [_row("recalled", 2.0, 1.5, 2.5), _row("derived", 0.5, 0.4, 0.6)]
+    )
     assert status == 0
     assert "FINDING (recalled statement fails): toy: toy statement [recalled]" in out and "ERROR" not in err
 
@@ -155,9 +177,23 @@ def test_heterogeneity_is_recorded_along_the_run_and_meets_the_tv_w1_bounds():
     from synthetic import checks, measure
     from synthetic.batched import run_seeds
 
-    cfg, task = resolve(build_config({"algorithm": "exact", "K": 3, "tau": 2, "r": 0.5, "alpha": 0.5, "beta": 1.0,
-                                      "D": 5, "D1": 5, "D2": 5, "dtype": "float64",
-                                      "task": {"name": "logistic", **SMALL_LOGISTIC}}))
+    cfg, task = resolve(
+        build_config(
+            {
+                "algorithm": "exact",
+                "K": 3,
+                "tau": 2,
+                "r": 0.5,
+                "alpha": 0.5,
+                "beta": 1.0,
+                "D": 5,
+                "D1": 5,
+                "D2": 5,
+                "dtype": "float64",
+                "task": {"name": "logistic", **SMALL_LOGISTIC},
+            }
+        )
+    )
     runs = run_seeds(task, cfg, [0, 1], track_inner=True, track_heterogeneity=True)
     assert runs.gamma_G2.shape == (2, 1 + cfg.K * cfg.tau) == runs.gamma_H2.shape
     het = measure.heterogeneity_at(task.to(torch.float64), runs.w[1])
@@ -167,7 +203,9 @@ def test_heterogeneity_is_recorded_along_the_run_and_meets_the_tv_w1_bounds():
     assert len(set(runs.gamma_G2[0].round(12))) > 1  # the run moves: gamma_G^2 changes along it
 
     rows = checks.trajectory_rows("logistic", SMALL_LOGISTIC)
-    assert {r.key for r in rows} == {k + "_trajectory" for k in ("gamma_G2_tv", "gamma_H2_tv", "gamma_G2_w1", "gamma_H2_w1")}
+    assert {r.key for r in rows} == {
+        k + "_trajectory" for k in ("gamma_G2_tv", "gamma_H2_tv", "gamma_G2_w1", "gamma_H2_w1")
+    }
     for r in rows:
         assert r.provenance == "derived" and r.holds and 0 < r.measured <= r.bound, r
         assert "max measured" in r.where
@@ -180,7 +218,9 @@ def test_check_json_lists_the_rows(monkeypatch, capsys):
     import synthetic.checks as checks
     from synthetic import check_cli
 
-    monkeypatch.setattr(checks, "run_checks", lambda **kw: [_row("derived", 0.5, 0.4, 0.6), _row("recalled", 2.0, 1.5, 2.5)])
+    monkeypatch.setattr(
+        checks, "run_checks", lambda **kw: [_row("derived", 0.5, 0.4, 0.6), _row("recalled", 2.0, 1.5, 2.5)]
+    )
     parser = argparse.ArgumentParser()
     check_cli.register(parser.add_subparsers())
     args = parser.parse_args(["check", "--no-progress", "--json"])

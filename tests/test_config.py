@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfedavg.engine.config import INT_MAX, RunConfig
-
-from perfedavg.runs.config import build_config, dumps_toml, read_toml
 from perfedavg.errors import UsageError
+from perfedavg.runs.config import build_config, dumps_toml, read_toml
 
 
 def test_defaults_then_file_then_overrides(tmp_path):
@@ -26,29 +25,38 @@ def test_an_int_is_accepted_for_a_float_and_converted():
     assert cfg.beta == 1.0 and isinstance(cfg.beta, float)
 
 
-@pytest.mark.parametrize("base,sets,match", [
-    ({"task": "softmax"}, [], "task must be a table"),
-    ({"task": [1]}, [], "task must be a table"),
-    ({}, ["task=3"], "by name"),
-    ({}, ["alpha=1" + "0" * 400], "too large for a float"),
-    ({}, ["seed=" + str(INT_MAX + 1)], "at most"),
-    ({}, ["K=true"], "wrong type bool"),
-    ({}, ["noequals"], "key=value"),
-    ({}, ["=3"], "key=value"),
-    ({"Bogus": 1}, [], "unknown option 'Bogus'"),
-    ({}, ["checkpoint_every=-1"], "checkpoint_every=-1 is out of range"),
-    ({}, ["alpha=-inf"], "finite"),
-])
+@pytest.mark.parametrize(
+    "base,sets,match",
+    [
+        ({"task": "softmax"}, [], "task must be a table"),
+        ({"task": [1]}, [], "task must be a table"),
+        ({}, ["task=3"], "by name"),
+        ({}, ["alpha=1" + "0" * 400], "too large for a float"),
+        ({}, ["seed=" + str(INT_MAX + 1)], "at most"),
+        ({}, ["K=true"], "wrong type bool"),
+        ({}, ["noequals"], "key=value"),
+        ({}, ["=3"], "key=value"),
+        ({"Bogus": 1}, [], "unknown option 'Bogus'"),
+        ({}, ["checkpoint_every=-1"], "checkpoint_every=-1 is out of range"),
+        ({}, ["alpha=-inf"], "finite"),
+    ],
+)
 def test_bad_config_values_are_one_line_usage_errors(base, sets, match):
     with pytest.raises(UsageError, match=match) as info:
         build_config(base, sets)
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "is empty"), (b"# only a comment\n", "is empty"), (b"\x80\x81", "not UTF-8"),
-    (b"K = ", "not valid TOML"), (b"a = [" * 2000, "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "is empty"),
+        (b"# only a comment\n", "is empty"),
+        (b"\x80\x81", "not UTF-8"),
+        (b"K = ", "not valid TOML"),
+        (b"a = [" * 2000, "not valid TOML"),
+    ],
+)
 def test_bad_config_files_name_the_file(tmp_path, content, match):
     path = tmp_path / "c.toml"
     path.write_bytes(content)
@@ -61,16 +69,33 @@ finite = st.floats(allow_nan=False, allow_infinity=False, min_value=1e-300, max_
 
 
 @settings(max_examples=60, deadline=None)
-@given(K=st.integers(1, INT_MAX), alpha=st.one_of(st.just(0.0), finite), beta=finite, r=st.floats(1e-6, 1.0),
-       seed=st.integers(0, INT_MAX), algorithm=st.sampled_from(["fedavg", "fo", "hf", "exact"]),
-       h=st.floats(0.0, 1.0), track=st.booleans())
+@given(
+    K=st.integers(1, INT_MAX),
+    alpha=st.one_of(st.just(0.0), finite),
+    beta=finite,
+    r=st.floats(1e-6, 1.0),
+    seed=st.integers(0, INT_MAX),
+    algorithm=st.sampled_from(["fedavg", "fo", "hf", "exact"]),
+    h=st.floats(0.0, 1.0),
+    track=st.booleans(),
+)
 def test_the_saved_toml_reads_back_to_the_same_config(K, alpha, beta, r, seed, algorithm, h, track):
     """Written by the project's TOML writer, read by its one reader (``read_toml``: tomllib, or tomli on 3.10)."""
     import tempfile
     from pathlib import Path
 
-    cfg = build_config({"K": K, "alpha": alpha, "beta": beta, "r": r, "seed": seed, "algorithm": algorithm,
-                        "track_inner": track, "task": {"name": "softmax", "h": h}})
+    cfg = build_config(
+        {
+            "K": K,
+            "alpha": alpha,
+            "beta": beta,
+            "r": r,
+            "seed": seed,
+            "algorithm": algorithm,
+            "track_inner": track,
+            "task": {"name": "softmax", "h": h},
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.toml"
         path.write_text(dumps_toml(cfg.to_dict()))
@@ -79,8 +104,17 @@ def test_the_saved_toml_reads_back_to_the_same_config(K, alpha, beta, r, seed, a
 
 
 @settings(max_examples=60, deadline=None)
-@given(value=st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.booleans(), st.none(),
-                       st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)))
+@given(
+    value=st.one_of(
+        st.floats(),
+        st.integers(),
+        st.text(max_size=5),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    )
+)
 def test_the_loader_takes_any_value_for_any_option_and_never_crashes(value):
     """Any value for any option: a config, or one UsageError; never another exception."""
     for name in ("K", "alpha", "r", "algorithm", "track_inner", "checkpoint_every"):

@@ -14,17 +14,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from perfedavg.runs import rundir
 from perfedavg.engine.config import RunConfig
-from perfedavg.runs.config import build_config
-from perfedavg.engine.rounds import local_round, local_rounds
-from perfedavg.engine.mlp import memory_budget
 from perfedavg.engine.local import StepSizes
+from perfedavg.engine.mlp import memory_budget
 from perfedavg.engine.mlp.steps import fedavg_step, per_fedavg_step
 from perfedavg.engine.oracle import AutogradOracle, make_oracle
 from perfedavg.engine.reference import reference_round
-from perfedavg.runs.runner import run_config
+from perfedavg.engine.rounds import local_round, local_rounds
 from perfedavg.engine.sampling import draw_batch, sample_clients
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config
+from perfedavg.runs.runner import run_config
 from tests.empirical_fixtures import real_data_root
 from tests.helpers import random_params, softmax_setup, table1_plan, uneven_mlp_task
 
@@ -86,7 +86,9 @@ def test_mlp_oracle_on_cuda_equals_the_generic_engine_on_the_cpu(algorithm, roun
     task = uneven_mlp_task((9, 6, 4, 3), "elu", with_replacement, rounds)
     gpu = _on(task, CUDA)
     slow = replace(task, oracle_factory=None)
-    cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
+    cfg = RunConfig(
+        algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64"
+    )
     W = torch.stack([task.init_params(torch.Generator().manual_seed(s)) for s in (1, 2)]) * 3
     fast = make_oracle(gpu)
     assert fast.prefers_sample_space(gpu.train, algorithm, cfg.tau, (5, 6, 7)) == (rounds == "sample_space")
@@ -131,17 +133,35 @@ def _sets(**options):
     return [f"{k}={json.dumps(v)}" for k, v in options.items()]
 
 
-SMALL_RUN = {"K": 4, "tau": 3, "r": 0.5, "D": 5, "D1": 6, "D2": 7, "eval_every": 1, "checkpoint_every": 1,
-             "eval_batch": 8, "dtype": "float64", "task.n_clients": 6, "task.dim": 4, "task.classes": 3,
-             "task.support": 30}
+SMALL_RUN = {
+    "K": 4,
+    "tau": 3,
+    "r": 0.5,
+    "D": 5,
+    "D1": 6,
+    "D2": 7,
+    "eval_every": 1,
+    "checkpoint_every": 1,
+    "eval_batch": 8,
+    "dtype": "float64",
+    "task.n_clients": 6,
+    "task.dim": 4,
+    "task.classes": 3,
+    "task.support": 30,
+}
 
 
 #: the other synthetic tasks, as small (their own option names; softmax's are SMALL_RUN's)
 OTHER_TASKS = {
     "logistic": {"task.n_clients": 6, "task.dim": 4, "task.support": 30, "task.clusters": 3},
     "nonconvex": {"task.n_clients": 6, "task.dim": 4, "task.support": 30, "task.clusters": 3},
-    "quadratic": {"task.n_clients": 6, "task.dim": 3, "task.support": 30, "task.init": "minimizer",
-                  "task.init_alpha": 0.01},
+    "quadratic": {
+        "task.n_clients": 6,
+        "task.dim": 3,
+        "task.support": 30,
+        "task.init": "minimizer",
+        "task.init_alpha": 0.01,
+    },
 }
 
 
@@ -173,7 +193,9 @@ def test_a_cuda_run_is_bit_reproducible_and_measures_what_the_cpu_run_does(algor
     byte, and every metric (F, gradient norms, both personalization protocols, per client) equals
     the CPU run's to float64 round-off."""
     gpu = _run(tmp_path / "gpu", algorithm=algorithm, device=CUDA)
-    assert (tmp_path / "gpu" / rundir.METRICS).read_bytes() == _rewritten(tmp_path, "gpu2", algorithm=algorithm, device=CUDA)
+    assert (tmp_path / "gpu" / rundir.METRICS).read_bytes() == _rewritten(
+        tmp_path, "gpu2", algorithm=algorithm, device=CUDA
+    )
     cpu = _run(tmp_path / "cpu", algorithm=algorithm, device="cpu")
     assert len(gpu) == len(cpu) == SMALL_RUN["K"] + 1
     for a, b in zip(cpu, gpu):
@@ -219,8 +241,23 @@ def test_sample_space_budget_is_half_the_devices_memory():
 def test_bench_on_cuda_writes_json(capsys):
     from perfedavg.cli import main
 
-    status = main(["bench", "--device", CUDA, "--rounds", "1", "--warmup", "1", "--variants", "fo",
-                   "--clients", "5", "--samples", "40"])
+    status = main(
+        [
+            "bench",
+            "--device",
+            CUDA,
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--variants",
+            "fo",
+            "--clients",
+            "5",
+            "--samples",
+            "40",
+        ]
+    )
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["device"].startswith("cuda:0 (")
@@ -240,8 +277,9 @@ def test_paper_mnist_rounds_on_cuda_equal_the_cpu_rounds(algorithm):
         pytest.skip("no real data (set PERFEDAVG_DATA or provide ../shared/data)")
     task = _on(build_image_task("mnist", ImageTaskOptions(data_dir=str(root))), "cpu")
     gpu = _on(task, CUDA)
-    cfg = RunConfig(algorithm=algorithm, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.001, beta=0.01, delta=1e-3,
-                    dtype="float64")
+    cfg = RunConfig(
+        algorithm=algorithm, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.001, beta=0.01, delta=1e-3, dtype="float64"
+    )
     w = task.init_params(torch.Generator().manual_seed(0)).to(torch.float64)
     w_gpu = w.to(CUDA)
     gen_cpu, gen_gpu = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
@@ -259,9 +297,22 @@ def test_paper_mnist_run_on_cuda_is_bit_reproducible(tmp_path):
     root = real_data_root()
     if root is None:
         pytest.skip("no real data (set PERFEDAVG_DATA or provide ../shared/data)")
-    options = {"algorithm": "hf", "K": 5, "tau": 10, "r": 0.2, "alpha": 0.001, "beta": 0.001, "D": 40, "D1": 40,
-               "D2": 40, "eval_every": 5, "dtype": "float32", "device": CUDA, "task.name": "mnist",
-               "task.data_dir": str(root)}
+    options = {
+        "algorithm": "hf",
+        "K": 5,
+        "tau": 10,
+        "r": 0.2,
+        "alpha": 0.001,
+        "beta": 0.001,
+        "D": 40,
+        "D1": 40,
+        "D2": 40,
+        "eval_every": 5,
+        "dtype": "float32",
+        "device": CUDA,
+        "task.name": "mnist",
+        "task.data_dir": str(root),
+    }
     metrics = []
     for name in ("a", "b"):
         result = run_config(build_config({}, _sets(**options)), tmp_path / name, progress=False)
@@ -297,18 +348,32 @@ def test_table1_on_cuda_equals_the_cpu_table(tmp_path):
 
     root = tmp_path / "data"
     write_mnist(root / "MNIST" / "raw", tiny_mnist_arrays(seed=0, n_train=600, n_test=400, side=4))
-    common = {"datasets": ("mnist",), "rows": ((2, 0.001), (2, 0.01)), "methods": ("fedavg", "hf"), "seeds": 1,
-              "K": 2, "workers": 2, "data_dir": str(root), "task": {"clients": 10, "a": 4}, "eval_batch": 4}
+    common = {
+        "datasets": ("mnist",),
+        "rows": ((2, 0.001), (2, 0.01)),
+        "methods": ("fedavg", "hf"),
+        "seeds": 1,
+        "K": 2,
+        "workers": 2,
+        "data_dir": str(root),
+        "task": {"clients": 10, "a": 4},
+        "eval_batch": 4,
+    }
     settings = {"D": 4, "D1": 4, "D2": 4, "beta": 0.05, "dtype": "float64"}
-    tables = {device: run_plan(Plan(**common, settings={**settings, "device": device}), tmp_path / device, progress=False)
-              for device in ("cpu", CUDA)}
+    tables = {
+        device: run_plan(Plan(**common, settings={**settings, "device": device}), tmp_path / device, progress=False)
+        for device in ("cpu", CUDA)
+    }
     twin = json.loads((cell_dir(tmp_path / CUDA, "mnist", 2, 0.01, "fedavg", 0) / rundir.SUMMARY).read_text())
     assert twin["trained_in"] and twin["status"] == "finished"
     for row_cpu, row_gpu in zip(tables["cpu"]["rows"], tables[CUDA]["rows"]):
         assert row_cpu["cells"].keys() == row_gpu["cells"].keys() == {"fedavg", "hf"}
         for method, cell in row_cpu["cells"].items():
             for key in ("test", "train", "global", "test_batch", "train_batch"):
-                assert row_gpu["cells"][method][key]["mean"] == pytest.approx(cell[key]["mean"], rel=METRIC_RTOL), (method, key)
+                assert row_gpu["cells"][method][key]["mean"] == pytest.approx(cell[key]["mean"], rel=METRIC_RTOL), (
+                    method,
+                    key,
+                )
 
 
 #: constants estimated on the two devices: the same draws (CPU generator), other round-off, which

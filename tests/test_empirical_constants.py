@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from empirical import constants as C
-from perfedavg.errors import UsageError
 from perfedavg.engine.models import mlp
 from perfedavg.engine.task import ClientData, Task
+from perfedavg.errors import UsageError
 
 SIZES = (4, 5, 3)
 REL = 1e-6  # float64 Lanczos with steps = P on a 43-dimensional operator
@@ -33,8 +33,15 @@ def tiny_task(seed=0, n=3, counts=(7, 5, 9)) -> Task:
         start += c
     data = ClientData.from_lists(x, y, lists)
     loss, scores, init = mlp(SIZES, "elu")
-    return Task(name="tiny", per_sample_loss=loss, scores=scores, init_params=lambda gen: init(gen, dtype=torch.float64),
-                train=data, test=data, batch_with_replacement=False).to(torch.float64)
+    return Task(
+        name="tiny",
+        per_sample_loss=loss,
+        scores=scores,
+        init_params=lambda gen: init(gen, dtype=torch.float64),
+        train=data,
+        test=data,
+        batch_with_replacement=False,
+    ).to(torch.float64)
 
 
 def client_f(task, i):
@@ -67,7 +74,9 @@ def test_lanczos_matches_eigvalsh_on_random_symmetric_batches():
     g = torch.Generator().manual_seed(0)
     A = torch.randn(4, 30, 30, generator=g, dtype=torch.float64)
     A = A + A.transpose(1, 2)
-    largest, smallest = C.lanczos_extremes(lambda V: (A @ V[..., None])[..., 0], torch.randn(4, 30, generator=g, dtype=torch.float64), 30)
+    largest, smallest = C.lanczos_extremes(
+        lambda V: (A @ V[..., None])[..., 0], torch.randn(4, 30, generator=g, dtype=torch.float64), 30
+    )
     ev = torch.linalg.eigvalsh(A)
     torch.testing.assert_close(largest, ev[:, -1], rtol=REL, atol=1e-9)
     torch.testing.assert_close(smallest, ev[:, 0], rtol=REL, atol=1e-9)
@@ -162,7 +171,7 @@ def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
     path = C.write_constants(doc, tmp_path / "constants.json")
     loaded = json.loads(path.read_text())
     c = Constants.from_dict(loaded["constants"])
-    assert c.L == pytest.approx(record["L"]) and c.F0_gap == 2.0 and c.n == 3
+    assert pytest.approx(record["L"]) == c.L and c.F0_gap == 2.0 and c.n == 3
     assert loaded["theory_check"].startswith("accepted")
     assert set(C.PROVENANCE) <= set(loaded["provenance"])
 
@@ -172,7 +181,7 @@ def test_skipped_rho_is_null_not_zero(setup, tmp_path):
     that would make theory's L_F = 4L + alpha*rho*B silently too small."""
     from perfedavg.runs.config import build_config
 
-    task, w, H = setup
+    task, w, _H = setup
     options = C.EstimateOptions(lanczos_steps=8, gamma_users=1, hessian_samples=1, rho_directions=0)
     record = C.estimate_at(task, w, options)
     assert record["rho"] is None
@@ -197,12 +206,23 @@ def test_parse_rounds_and_option_errors():
 
 def test_estimate_run_replays_rounds_bit_for_bit_and_writes_json(tmp_path):
     from perfedavg.runs.config import build_config
-    from perfedavg.runs.rundir import read_checkpoint
     from perfedavg.runs.resolve import resolve
+    from perfedavg.runs.rundir import read_checkpoint
     from perfedavg.runs.runner import run_config
 
-    table = {"algorithm": "fo", "K": 3, "tau": 2, "alpha": 0.01, "beta": 0.05, "D": 5, "D1": 5, "D2": 5,
-             "checkpoint_every": 0, "eval_every": 3, "task": {"name": "softmax"}}
+    table = {
+        "algorithm": "fo",
+        "K": 3,
+        "tau": 2,
+        "alpha": 0.01,
+        "beta": 0.05,
+        "D": 5,
+        "D1": 5,
+        "D2": 5,
+        "checkpoint_every": 0,
+        "eval_every": 3,
+        "task": {"name": "softmax"},
+    }
     short, longer = tmp_path / "k2", tmp_path / "k3"
     run_config(build_config({**table, "K": 2}), short, progress=False)
     run_config(build_config(table), longer, progress=False)

@@ -301,7 +301,9 @@ def test_same_size_change_in_official_mnist_file_is_refused(tmp_path, monkeypatc
     tiny fixture stands in for the official files: its dims and md5 are patched in)."""
     arrays = tiny_mnist_arrays()
     monkeypatch.setattr(data, "MNIST_OFFICIAL_DIMS", {stem: arr.shape for stem, arr in arrays.items()})
-    monkeypatch.setattr(data, "MNIST_RAW_MD5", {stem: hashlib.md5(idx_bytes(arr)).hexdigest() for stem, arr in arrays.items()})
+    monkeypatch.setattr(
+        data, "MNIST_RAW_MD5", {stem: hashlib.md5(idx_bytes(arr)).hexdigest() for stem, arr in arrays.items()}
+    )
     write_mnist(tmp_path / "root", arrays, gz=gz)
     assert len(load("mnist", tmp_path / "root", tmp_path).y_train) == 20  # intact files load
     changed = arrays["train-labels-idx1-ubyte"].copy()
@@ -347,13 +349,16 @@ def test_label_count_mismatch_and_bad_label(tmp_path):
     assert_one_line_naming(e, "train-labels-idx1-ubyte", "out of range")
 
 
-@pytest.mark.parametrize("content", [
-    b"garbage, not a pickle",
-    pickle.dumps([1, 2, 3], protocol=2),
-    pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2),
-    pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, protocol=2),
-    pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, protocol=2),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage, not a pickle",
+        pickle.dumps([1, 2, 3], protocol=2),
+        pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, protocol=2),
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, protocol=2),
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, protocol=2),
+    ],
+)
 def test_corrupt_cifar_batch_names_file(tmp_path, content):
     folder = write_cifar_pickles(tmp_path / "root")
     (folder / "data_batch_3").write_bytes(content)
@@ -390,8 +395,10 @@ def test_pickle_with_foreign_code_is_refused(tmp_path, monkeypatch):
 def test_corrupt_batches_meta_names_file(tmp_path, meta):
     folder = write_cifar_pickles(tmp_path / "root")
     names = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j"]
-    content = {"list": pickle.dumps(names, protocol=2),
-               "nine": pickle.dumps({b"label_names": names[:9]}, protocol=2)}.get(meta, meta)
+    content = {
+        "list": pickle.dumps(names, protocol=2),
+        "nine": pickle.dumps({b"label_names": names[:9]}, protocol=2),
+    }.get(meta, meta)
     (folder / "batches.meta").write_bytes(content)
     with pytest.raises(UsageError) as e:
         load("cifar10", tmp_path / "root", tmp_path)
@@ -536,8 +543,24 @@ def test_cli_info_and_partition(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "toy: found in" in out and "120 train / 40 test" in out and "--data-dir" in out
     out_dir = tmp_path / "out"
-    assert main(["data", "partition", *common, "--scheme", "classes", "--clients", "5",
-                 "--classes-per-client", "2", "--out", str(out_dir)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "partition",
+                *common,
+                "--scheme",
+                "classes",
+                "--clients",
+                "5",
+                "--classes-per-client",
+                "2",
+                "--out",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in out_dir.iterdir()} == {"partition.md", "partition.png", "partition.npz"}
     assert (out_dir / "partition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["data", "partition", *common, "--scheme", "paper", "--out", str(out_dir)]) == 2
@@ -553,9 +576,29 @@ def test_cli_dirichlet_default_is_the_tasks(tmp_path):
     root = tmp_path / "root"
     write_image_folder(root / "toy", classes=tuple("abcdefghij"), per_class=(12, 4))
     out_dir = tmp_path / "out"
-    assert main(["data", "partition", "--dataset", "folder:toy", "--data-dir", str(root), "--cache-dir",
-                 str(tmp_path / "c"), "--scheme", "dirichlet", "--clients", "3", "--min-size", "1",
-                 "--out", str(out_dir)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "partition",
+                "--dataset",
+                "folder:toy",
+                "--data-dir",
+                str(root),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--scheme",
+                "dirichlet",
+                "--clients",
+                "3",
+                "--min-size",
+                "1",
+                "--out",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
     params = dict(load_partition(out_dir / "partition.npz").params)
     assert params["concentration"] == DEFAULT_CONCENTRATION == ImageTaskOptions().concentration
 
@@ -577,8 +620,20 @@ def test_cli_help_explains_every_option(capsys):
         assert e.value.code == 0
         text = capsys.readouterr().out
         for option in ["--dataset", "--data-dir", "--download", "--cache-dir", "--no-cache"] + (
-            ["--scheme", "--clients", "--seed", "--a", "--a-test", "--concentration", "--min-size",
-             "--classes-per-client", "--out"] if action == "partition" else []):
+            [
+                "--scheme",
+                "--clients",
+                "--seed",
+                "--a",
+                "--a-test",
+                "--concentration",
+                "--min-size",
+                "--classes-per-client",
+                "--out",
+            ]
+            if action == "partition"
+            else []
+        ):
             assert option in text
 
 

@@ -96,14 +96,17 @@ def test_paper_split_largest_a_that_fits(mnist_like):
     assert "class 4" in str(e.value) and "--a" in str(e.value)
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(a=195), "--a"),
-    (dict(a=0), "--a"),
-    (dict(a_test=3), "--a-test"),
-    (dict(num_clients=49), "--clients"),
-    (dict(num_clients=0), "--clients"),
-    (dict(seed=-1), "--seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(a=195), "--a"),
+        (dict(a=0), "--a"),
+        (dict(a_test=3), "--a-test"),
+        (dict(num_clients=49), "--clients"),
+        (dict(num_clients=0), "--clients"),
+        (dict(seed=-1), "--seed"),
+    ],
+)
 def test_paper_split_rejects_bad_parameters(mnist_like, kwargs, needle):
     with pytest.raises(UsageError) as e:
         P.paper_split(*mnist_like, **kwargs)
@@ -236,7 +239,8 @@ def test_paper_split_on_real_mnist(tmp_path):
 
 # ------------------------------------------------------------- any label arrays
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None)

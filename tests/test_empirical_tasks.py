@@ -18,9 +18,9 @@ import torch
 from empirical.data import load_dataset
 from empirical.partition import make_partition, paper_test_a
 from empirical.tasks import ImageTaskOptions, build_image_task, normalized, partition_options
-from perfedavg.errors import UsageError
 from perfedavg.engine.mlp import MLPOracle
 from perfedavg.engine.oracle import AutogradOracle, make_oracle
+from perfedavg.errors import UsageError
 from tests.empirical_fixtures import real_data_root, tiny_mnist_arrays, write_mnist
 
 
@@ -44,11 +44,15 @@ def tiny_root(tmp_path_factory):
 
 def check_paper_task(task, ds, options: ImageTaskOptions, name: str) -> None:
     """Exact class counts per user, no image twice, pooled rows = the normalized source images."""
-    part = make_partition("paper", ds.y_train, ds.y_test, seed=options.partition_seed, **partition_options(name, options))
+    part = make_partition(
+        "paper", ds.y_train, ds.y_test, seed=options.partition_seed, **partition_options(name, options)
+    )
     n, a = options.clients, partition_options(name, options)["a"]
     a_test = paper_test_a(a, len(ds.y_train), len(ds.y_test))
-    for data, parts, source_x, demand in ((task.train, part.train, ds.x_train, paper_demand(n, a)),
-                                          (task.test, part.test, ds.x_test, paper_demand(n, a_test))):
+    for data, parts, source_x, demand in (
+        (task.train, part.train, ds.x_train, paper_demand(n, a)),
+        (task.test, part.test, ds.x_test, paper_demand(n, a_test)),
+    ):
         held = []
         for i in range(n):
             rows = data.index[i, : int(data.count[i])]
@@ -82,7 +86,9 @@ def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
     X, Y, _ = task.train.gather(torch.arange(3))
     X, Y = X[:, :5], Y[:, :5]
     # float64: the two computations differ by rounding only
-    torch.testing.assert_close(oracle.grad(W, X, Y), AutogradOracle(task.per_sample_loss).grad(W, X, Y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        oracle.grad(W, X, Y), AutogradOracle(task.per_sample_loss).grad(W, X, Y), rtol=1e-10, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("strategy", ["steps", "sample_space"])
@@ -104,16 +110,30 @@ def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tin
     torch.testing.assert_close(got, steps, rtol=1e-10, atol=1e-12)  # float64 round-off, as the fast-oracle test above
 
 
-def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_written(tiny_root, tmp_path, capsys,
-                                                                                        monkeypatch):
+def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_written(
+    tiny_root, tmp_path, capsys, monkeypatch
+):
     import perfedavg.engine.mlp.sample_space as fast_mlp
     from perfedavg.cli import main
 
     monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: 1000)
     out = tmp_path / "run"
-    argv = ["run", "--no-progress", "--no-plot", "--out", str(out), "--set=task.name=mnist", f"--set=task.data_dir={tiny_root}",
-            "--set=task.clients=10", "--set=task.a=4", "--set=K=1", "--set=D=4", "--set=D1=4", "--set=D2=4"]
-    assert main(argv + ["--set=task.round_strategy=sample_space"]) == 2
+    argv = [
+        "run",
+        "--no-progress",
+        "--no-plot",
+        "--out",
+        str(out),
+        "--set=task.name=mnist",
+        f"--set=task.data_dir={tiny_root}",
+        "--set=task.clients=10",
+        "--set=task.a=4",
+        "--set=K=1",
+        "--set=D=4",
+        "--set=D1=4",
+        "--set=D2=4",
+    ]
+    assert main([*argv, "--set=task.round_strategy=sample_space"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sample_space" in err and "use steps or auto" in err
     assert not out.exists()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
 import pytest
+import torch
 
-from perfedavg.engine.rounds import initial_state, local_round, train
 from perfedavg.engine.local import StepSizes, meta_gradient
 from perfedavg.engine.oracle import AutogradOracle
 from perfedavg.engine.reference import reference_round
-from perfedavg.engine.sampling import Batch, draw_batch, num_sampled_clients, sample_clients
+from perfedavg.engine.rounds import local_round, train
+from perfedavg.engine.sampling import draw_batch, num_sampled_clients, sample_clients
 from perfedavg.engine.task import ClientData
 from tests.helpers import random_params, softmax_setup
 
@@ -64,7 +64,10 @@ def test_hf_converges_to_exact_as_delta_shrinks_then_roundoff():
 def test_hf_is_exact_on_a_quadratic_loss():
     """l(w; x, y) = (x.w - y)^2 / 2 has a constant Hessian: the central difference is exact."""
     _, task = softmax_setup()
-    quad = lambda W, X, Y: 0.5 * ((X * W[..., None, : X.shape[-1]]).sum(-1) - Y.to(X.dtype)) ** 2
+
+    def quad(W, X, Y):
+        return 0.5 * ((X * W[..., None, : X.shape[-1]]).sum(-1) - Y.to(X.dtype)) ** 2
+
     task = replace(task, per_sample_loss=quad)
     w = random_params(task)
     for delta in (1e-1, 10.0):
@@ -96,14 +99,22 @@ def test_fedavg_with_one_local_step_and_full_participation_is_minibatch_sgd():
     assert torch.allclose(w_next, w - cfg.beta * g, rtol=0, atol=TIGHT)
 
 
-@pytest.mark.parametrize("r,n,m", [
-    (0.2, 50, 10), (0.5, 6, 3), (1.0, 7, 7), (0.01, 100, 1),
-    (0.625, 4, 2),  # r*n = 2.5: floor, not round-half-up (3) nor banker's rounding (2 here, but ...)
-    (0.875, 4, 3),  # ... r*n = 3.5: banker's rounding would give 4
-    (0.5, 7, 3), (0.99, 100, 99), (0.25, 4, 1),
-    (0.29, 100, 29),  # 0.29 * 100 == 28.999999999999996 in floating point: r is read as the decimal 0.29
-    (0.15, 4, 0),  # r*n = 0.6: no user (refused by check_config_against_task, test_cli)
-])
+@pytest.mark.parametrize(
+    "r,n,m",
+    [
+        (0.2, 50, 10),
+        (0.5, 6, 3),
+        (1.0, 7, 7),
+        (0.01, 100, 1),
+        (0.625, 4, 2),  # r*n = 2.5: floor, not round-half-up (3) nor banker's rounding (2 here, but ...)
+        (0.875, 4, 3),  # ... r*n = 3.5: banker's rounding would give 4
+        (0.5, 7, 3),
+        (0.99, 100, 99),
+        (0.25, 4, 1),
+        (0.29, 100, 29),  # 0.29 * 100 == 28.999999999999996 in floating point: r is read as the decimal 0.29
+        (0.15, 4, 0),  # r*n = 0.6: no user (refused by check_config_against_task, test_cli)
+    ],
+)
 def test_users_per_round_is_floor_rn(r, n, m):
     assert num_sampled_clients(r, n) == m
 
@@ -115,7 +126,7 @@ def test_sampling_draws_m_distinct_clients(r, n):
     seen = set()
     for _ in range(2000):
         c = sample_clients(gen, n, m)
-        assert len(c) == m and len(set(c.tolist())) == m and 0 <= int(c.min()) and int(c.max()) < n
+        assert len(c) == m and len(set(c.tolist())) == m and int(c.min()) >= 0 and int(c.max()) < n
         seen.update(c.tolist())
     assert seen == set(range(n))  # uniform sampling reaches every client
 
@@ -198,8 +209,10 @@ def test_batches_with_replacement_follow_p_i():
     from perfedavg.engine.sampling import draw_positions
 
     weight = _weights(3, 3, 12, torch.float64)
-    data = replace(ClientData.from_lists(torch.zeros(12, 1), torch.zeros(12, dtype=torch.long), [list(range(12))] * 3),
-                   weight=weight)
+    data = replace(
+        ClientData.from_lists(torch.zeros(12, 1), torch.zeros(12, dtype=torch.long), [list(range(12))] * 3),
+        weight=weight,
+    )
     drawn = draw_positions(torch.Generator().manual_seed(0), data, None, 60_000, True)
     for i in range(3):
         counts = torch.bincount(drawn[i], minlength=12).double()
@@ -216,8 +229,9 @@ def test_a_rounds_batches_drawn_at_once_equal_step_by_step_draws(with_replacemen
     consecutive ``draw_positions`` calls, block for block, and the same generator state after."""
     from perfedavg.engine.sampling import draw_position_blocks, draw_positions
 
-    data = ClientData.from_lists(torch.zeros(50, 1), torch.zeros(50, dtype=torch.long),
-                                 [list(range(50 - 7 * i)) for i in range(5)])  # uniform on 50, 43, ... samples
+    data = ClientData.from_lists(
+        torch.zeros(50, 1), torch.zeros(50, dtype=torch.long), [list(range(50 - 7 * i)) for i in range(5)]
+    )  # uniform on 50, 43, ... samples
     if with_replacement:  # uneven weights on the same supports
         data = replace(data, weight=_weights(1, 5, 50, torch.float64) * (data.weight > 0))
     sizes = (5, 6, 7) * 4
@@ -288,7 +302,10 @@ def test_personalization_uses_only_the_protocols_data():
     _, task = softmax_setup()
     w = random_params(task)
     loss = task.per_sample_loss
-    scrambled = lambda d: replace(d, x=d.x.flip(0) * 3.0)
+
+    def scrambled(d):
+        return replace(d, x=d.x.flip(0) * 3.0)
+
     base_train = adapted_models(loss, w, task.train, 0.5)
     base_test = adapted_models(loss, w, task.test, 0.5)
     assert torch.equal(adapted_models(loss, w, task.train, 0.5), base_train)
@@ -335,7 +352,9 @@ def test_evaluate_uses_exactly_the_protocol_asked():
         r = evaluate(task, cfg.replace(protocol=protocol), w)
         assert r["personalized_loss"] == r[f"personalized_loss_{protocol}_step"]
         assert r["personalized_accuracy"] == r[f"personalized_accuracy_{protocol}_step"]
-    assert evaluate(task, cfg.replace(protocol="train"), w)["personalized_loss"] == record["personalized_loss_train_step"]
+    assert (
+        evaluate(task, cfg.replace(protocol="train"), w)["personalized_loss"] == record["personalized_loss_train_step"]
+    )
     assert evaluate(task, cfg.replace(protocol="test"), w)["personalized_loss"] == record["personalized_loss_test_step"]
     # other training data (features permuted within the split): the test-step protocol and the global model,
     # which never look at the training data, are unchanged bit for bit; what uses the training data changes
@@ -354,8 +373,8 @@ def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
     batch holding all of a user's samples is the full-batch step."""
     from dataclasses import replace
 
-    from perfedavg.engine.rounds import eval_batch_generator, evaluate
     from perfedavg.engine.objective import client_batches
+    from perfedavg.engine.rounds import eval_batch_generator, evaluate
     from perfedavg.engine.task import ClientData
 
     cfg, task = softmax_setup(alpha=2.0)
@@ -371,27 +390,36 @@ def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
         assert abs(record[f"personalized_loss_{split}_batch_step"] - loss) < TIGHT
         assert abs(record[f"personalized_accuracy_{split}_batch_step"] - acc) < TIGHT
         assert abs(record[f"personalized_loss_{split}_batch_step"] - base[f"personalized_loss_{split}_step"]) > TIGHT
-    assert {k: v for k, v in record.items() if k != "per_client"} == {**{k: v for k, v in base.items() if k != "per_client"},
-                                                                      **{k: v for k, v in record.items() if "batch" in k}}
+    assert {k: v for k, v in record.items() if k != "per_client"} == {
+        **{k: v for k, v in base.items() if k != "per_client"},
+        **{k: v for k, v in record.items() if "batch" in k},
+    }
     assert evaluate(task, cfg.replace(eval_batch=3), w, round_index=7) == record
     other_round = evaluate(task, cfg.replace(eval_batch=3), w, round_index=8)
     assert other_round["personalized_loss_train_batch_step"] != record["personalized_loss_train_batch_step"]
+
     # uniform users, batches without replacement, larger than any user: the full-batch step exactly
-    uniform = lambda d: ClientData.from_lists(d.x, d.y, [row[:c] for row, c in zip(d.index, d.count.tolist())])
+    def uniform(d):
+        return ClientData.from_lists(d.x, d.y, [row[:c] for row, c in zip(d.index, d.count.tolist())])
+
     task_u = replace(task, train=uniform(task.train), test=uniform(task.test), batch_with_replacement=False)
     largest = max(int(task_u.train.count.max()), int(task_u.test.count.max()))
     whole = evaluate(task_u, cfg.replace(eval_batch=largest), w, round_index=7)
     for split in ("train", "test"):
         for what in ("loss", "accuracy"):
-            assert abs(whole[f"personalized_{what}_{split}_batch_step"] - whole[f"personalized_{what}_{split}_step"]) < TIGHT
+            assert (
+                abs(whole[f"personalized_{what}_{split}_batch_step"] - whole[f"personalized_{what}_{split}_step"])
+                < TIGHT
+            )
 
 
 def test_eval_batch_never_touches_training():
     """A run with eval_batch = N has the same iterates and full-batch metrics, bit for bit, as one without."""
     cfg, task = softmax_setup(dtype="float32", algorithm="hf")
     plain, batched = _metrics(cfg, task), _metrics(cfg.replace(eval_batch=4), task)
-    assert [{k: v for k, v in r.items() if "batch" not in k and k != "per_client"} for r in batched] == \
-        [{k: v for k, v in r.items() if k != "per_client"} for r in plain]
+    assert [{k: v for k, v in r.items() if "batch" not in k and k != "per_client"} for r in batched] == [
+        {k: v for k, v in r.items() if k != "per_client"} for r in plain
+    ]
     assert all("personalized_accuracy_test_batch_step" in r for r in batched)
 
 

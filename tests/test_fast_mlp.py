@@ -3,6 +3,7 @@ ones, and ``perfedavg bench``'s FLOP counts and command line."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -14,11 +15,11 @@ import torch
 from perfedavg.bench.pool import QUIET_SPREAD, pool, throughput_spread
 from perfedavg.bench.workload import engine_matmul_flops, grad_flops, kernel_flops, layer_units
 from perfedavg.engine.config import RunConfig
-from perfedavg.engine.rounds import local_round, local_rounds
-from perfedavg.engine.mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
 from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.mlp import FUSED_WRITE_MIN, MLPOracle, first_layer_macs, mlp_oracle_factory
 from perfedavg.engine.models import mlp
 from perfedavg.engine.oracle import AutogradOracle, make_oracle
+from perfedavg.engine.rounds import local_round, local_rounds
 from perfedavg.engine.sampling import Batch
 from perfedavg.engine.task import ClientData, Task
 from tests.helpers import uneven_mlp_task
@@ -79,7 +80,7 @@ def test_shared_batch_grad_and_descend(sizes, activation):
 
 def test_image_shaped_inputs_are_flattened_and_float32_agrees():
     sizes = (16, 5, 3)
-    W, V, X, Y = _problem(sizes, 2, 4)
+    W, _V, X, Y = _problem(sizes, 2, 4)
     X4 = X.reshape(2, 4, 1, 4, 4)
     fast, ref = MLPOracle(sizes), AutogradOracle(mlp(sizes)[0])
     _close(fast.grad(W, X4, Y), ref.grad(W, X, Y))
@@ -112,10 +113,12 @@ def test_elu_and_its_derivatives_by_exp_agree_with_torch(dtype):
 @pytest.mark.parametrize("variant", ["fo", "hf", "exact"])
 def test_fused_per_fedavg_step_equals_generic_meta_gradient(variant):
     sizes = (8, 6, 3)
-    W, V, X, Y = _problem(sizes, 3, 4)
+    W, _V, _X, _Y = _problem(sizes, 3, 4)
     g = torch.Generator().manual_seed(3)
-    batches = tuple(Batch(torch.randn(3, 4, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (3, 4), generator=g))
-                    for _ in range(3))
+    batches = tuple(
+        Batch(torch.randn(3, 4, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (3, 4), generator=g))
+        for _ in range(3)
+    )
     h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
     fast, ref = MLPOracle(sizes), AutogradOracle(mlp(sizes)[0])
     expected = W - h.beta * meta_gradient(ref, W, batches, h, variant)
@@ -133,8 +136,13 @@ def test_fused_step_equals_generic_for_every_shape_and_thread_count(sizes, activ
     first layer is written fused, the blocks below ``FUSED_WRITE_MIN`` unfused)."""
     W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes))
     g = torch.Generator().manual_seed(4)
-    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
-                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    batches = tuple(
+        Batch(
+            torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+            torch.randint(0, sizes[-1], (3, B), generator=g),
+        )
+        for B in (4, 6, 5)
+    )
     h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
     fast, ref = MLPOracle(sizes, activation), AutogradOracle(mlp(sizes, activation)[0])
     expected = W - h.beta * meta_gradient(ref, W, batches, h, variant)
@@ -160,12 +168,19 @@ def test_steps_in_place_equal_steps_into_a_new_tensor_bit_for_bit(sizes, activat
     if layout == "layer_major":
         W = MLPOracle(sizes, activation).stack(W, 1)
     g = torch.Generator().manual_seed(5)
-    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
-                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    batches = tuple(
+        Batch(
+            torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+            torch.randint(0, sizes[-1], (3, B), generator=g),
+        )
+        for B in (4, 6, 5)
+    )
     h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
     fast = MLPOracle(sizes, activation)
     steps = {"fedavg": lambda V, out=None: fast.fedavg_step(V, batches[0], h, out=out)}
-    steps.update({v: (lambda V, out=None, v=v: fast.per_fedavg_step(V, batches, h, v, out=out)) for v in ("fo", "hf", "exact")})
+    steps.update(
+        {v: (lambda V, out=None, v=v: fast.per_fedavg_step(V, batches, h, v, out=out)) for v in ("fo", "hf", "exact")}
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -205,8 +220,13 @@ def test_fused_steps_on_a_layer_major_stack_equal_steps_on_rows(sizes, activatio
     call) gives the steps of the row layout to float64 round-off, in place as the engine runs them."""
     W, _, _, _ = _problem(sizes, 3, 1, seed=len(sizes) + 2)
     g = torch.Generator().manual_seed(6)
-    batches = tuple(Batch(torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
-                          torch.randint(0, sizes[-1], (3, B), generator=g)) for B in (4, 6, 5))
+    batches = tuple(
+        Batch(
+            torch.randn(3, B, sizes[0], generator=g, dtype=torch.float64),
+            torch.randint(0, sizes[-1], (3, B), generator=g),
+        )
+        for B in (4, 6, 5)
+    )
     h = StepSizes(alpha=0.4, beta=0.3, delta=1e-3)
     fast = MLPOracle(sizes, activation)
     before = torch.get_num_threads()
@@ -227,7 +247,7 @@ def test_the_cases_cover_both_multi_threaded_write_forms():
     """Some layer of ``CASES`` is at least ``FUSED_WRITE_MIN`` entries (fused write with several
     threads) and some below (GEMM, then add, when written into rows; a layer-major block is always
     written fused), so the 2-thread cases above run both forms."""
-    blocks = [din * dout for sizes, _ in CASES for din, dout in zip(sizes[:-1], sizes[1:])]
+    blocks = [din * dout for sizes, _ in CASES for din, dout in itertools.pairwise(sizes)]
     assert max(blocks) >= FUSED_WRITE_MIN > min(blocks)
 
 
@@ -237,8 +257,15 @@ def _mlp_task(sizes=(10, 7, 4), activation="elu", n=6, per_client=30, fast=True)
     y = torch.randint(0, sizes[-1], (n * per_client,), generator=g)
     data = ClientData.from_lists(x, y, [list(range(i * per_client, (i + 1) * per_client)) for i in range(n)])
     loss, scores, init = mlp(sizes, activation)
-    return Task(name="mlp-test", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
-                oracle_factory=mlp_oracle_factory(sizes, activation) if fast else None)
+    return Task(
+        name="mlp-test",
+        per_sample_loss=loss,
+        scores=scores,
+        init_params=init,
+        train=data,
+        test=data,
+        oracle_factory=mlp_oracle_factory(sizes, activation) if fast else None,
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "fo", "hf", "exact"])
@@ -248,7 +275,9 @@ def test_engine_round_with_fast_oracle_equals_autograd_oracle(algorithm, activat
     assert isinstance(make_oracle(task), MLPOracle)
     slow_task = replace(task, oracle_factory=None)
     assert isinstance(make_oracle(slow_task), AutogradOracle)
-    cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
+    cfg = RunConfig(
+        algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64"
+    )
     w = task.init_params(torch.Generator().manual_seed(1)) * 3
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for _ in range(2):
@@ -269,7 +298,9 @@ def test_sample_space_rounds_equal_the_generic_engine(algorithm, sizes, activati
     unequal sizes, batches with and without replacement, two rounds."""
     task = uneven_mlp_task(sizes, activation, with_replacement, "sample_space")
     slow_task = replace(task, oracle_factory=None)
-    cfg = RunConfig(algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64")
+    cfg = RunConfig(
+        algorithm=algorithm, tau=3, r=0.5, D=5, D1=6, D2=7, alpha=0.3, beta=0.2, delta=1e-3, dtype="float64"
+    )
     W = torch.stack([task.init_params(torch.Generator().manual_seed(s)) for s in (1, 2)]) * 3
     gens_a = [torch.Generator().manual_seed(s) for s in (5, 6)]
     gens_b = [torch.Generator().manual_seed(s) for s in (5, 6)]
@@ -296,7 +327,9 @@ def test_sample_space_data_are_recomputed_for_other_data():
     w = task.init_params(torch.Generator().manual_seed(1))
     for t in (task, other, task):
         got, _, _ = local_round(t, oracle, cfg, w, torch.Generator().manual_seed(2))
-        want, _, _ = local_round(t, make_oracle(replace(t, oracle_factory=None)), cfg, w, torch.Generator().manual_seed(2))
+        want, _, _ = local_round(
+            t, make_oracle(replace(t, oracle_factory=None)), cfg, w, torch.Generator().manual_seed(2)
+        )
         _close(got, want)
 
 
@@ -317,10 +350,12 @@ def test_round_strategy_follows_first_layer_cost(algorithm):
     per_row = {"fedavg": 2, "fo": 3, "hf": 5, "exact": 5}[algorithm]  # batch rows read + term rows, / B
     grams = {"fedavg": 0, "fo": 1, "hf": 2, "exact": 2}[algorithm]
     assert first_layer_macs("steps", algorithm, 10, batches, 3072, 80, 255, 340) == 10 * (
-        per_row * 40 * 3072 * 80 + grams * 40 * 40 * (3072 + 80))
+        per_row * 40 * 3072 * 80 + grams * 40 * 40 * (3072 + 80)
+    )
     terms = {"fedavg": 1, "fo": 1, "hf": 2, "exact": 2}[algorithm]
     assert first_layer_macs("sample_space", algorithm, 10, batches, 3072, 80, 255, 340) == (
-        2 * 255 * 3072 * 80 + 10 * (340 * terms * 40 * 80 + grams * 40 * 40 * 80))
+        2 * 255 * 3072 * 80 + 10 * (340 * terms * 40 * 80 + grams * 40 * 40 * 80)
+    )
     data = uneven_mlp_task((9, 6, 4, 3), "elu", True, "auto").train
     assert MLPOracle((9, 6, 4, 3), rounds="steps").prefers_sample_space(data, algorithm, 10, batches) is False
     assert MLPOracle((9, 6, 4, 3), rounds="sample_space").prefers_sample_space(data, algorithm, 10, batches) is True
@@ -339,10 +374,14 @@ def test_sample_space_caches_are_counted_exactly_and_must_fit(monkeypatch):
     assert need == sum(t.nbytes for t in auto._sample_space(data, data.x.dtype)) == 6 * 15 * (300 + 15) * 8
     assert auto.prefers_sample_space(data, "fo", 10, (5, 5, 5))  # cheaper here, and it fits
     monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: need)
-    assert auto.prefers_sample_space(data, "fo", 10, (5, 5, 5)) and forced.prefers_sample_space(data, "fo", 10, (5, 5, 5))
+    assert auto.prefers_sample_space(data, "fo", 10, (5, 5, 5)) and forced.prefers_sample_space(
+        data, "fo", 10, (5, 5, 5)
+    )
     monkeypatch.setattr(fast_mlp, "memory_budget", lambda device: need - 1)
     assert not auto.prefers_sample_space(data, "fo", 10, (5, 5, 5))
-    with pytest.raises(UsageError, match=r"sample_space .*: 221.5 KiB \(6 users x 15 samples.*than 221.5 KiB .* use steps or auto"):
+    with pytest.raises(
+        UsageError, match=r"sample_space .*: 221.5 KiB \(6 users x 15 samples.*than 221.5 KiB .* use steps or auto"
+    ):
         forced.prefers_sample_space(data, "fo", 10, (5, 5, 5))
     assert MLPOracle((300, 6, 3), rounds="steps").prefers_sample_space(data, "fo", 10, (5, 5, 5)) is False
 
@@ -368,7 +407,8 @@ def test_flop_counts():
         first = 2 * 10 * first_layer_macs("steps", variant, 10, batches, 784, 80, 1000, 1000)
         upper_only = engine_matmul_flops(variant, (784, 80, 60, 10)) - first
         assert upper_only == engine_matmul_flops(variant, (1, 80, 60, 10)) - 2 * 10 * first_layer_macs(
-            "steps", variant, 10, batches, 1, 80, 1000, 1000)
+            "steps", variant, 10, batches, 1, 80, 1000, 1000
+        )
     assert u[0] == 2 * 10 * 40 * 784 * 80
     # a gradient: forward + weight gradient for every layer, input gradient for all but the first
     assert grad_flops(u) == 2 * u[0] + 3 * u[1] + 3 * u[2]
@@ -393,8 +433,23 @@ def test_bench_cifar_shape_runs_in_sample_space(capsys):
     in sample space, and the FLOP count that goes with it."""
     from perfedavg.cli import main
 
-    status = main(["bench", "--shape", "cifar10", "--rounds", "1", "--warmup", "0", "--threads", "1",
-                   "--variants", "hf", "--clients", "5"])
+    status = main(
+        [
+            "bench",
+            "--shape",
+            "cifar10",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--variants",
+            "hf",
+            "--clients",
+            "5",
+        ]
+    )
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["workload"]["mlp"] == [3072, 80, 60, 10] and result["workload"]["samples_per_client"] == 340
@@ -402,7 +457,8 @@ def test_bench_cifar_shape_runs_in_sample_space(capsys):
     assert hf["engine_rounds"] == "sample_space"
     args = ("hf", 10, (40, 40, 40), 3072, 80, 340.0, 340)
     assert hf["flops_per_round"] == engine_matmul_flops("hf", (3072, 80, 60, 10), m=1) + 2 * (
-        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
+        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args)
+    )
 
 
 def test_bench_module_does_not_import_torch():
@@ -429,8 +485,25 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
     from perfedavg.cli import main
 
     out = tmp_path / "bench.json"
-    status = main(["bench", "--rounds", "1", "--warmup", "0", "--threads", "1", "--variants", "fo",
-                   "--clients", "5", "--samples", "40", "--json-out", str(out)])
+    status = main(
+        [
+            "bench",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--variants",
+            "fo",
+            "--clients",
+            "5",
+            "--samples",
+            "40",
+            "--json-out",
+            str(out),
+        ]
+    )
     assert status == 0
     result = json.loads(out.read_text())
     assert result == json.loads(capsys.readouterr().out)
@@ -441,8 +514,9 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
     assert fo["engine_rounds"] == "sample_space"
     args = ("fo", 10, (40, 40, 40), 784, 80, 40.0, 40)
     assert fo["flops_per_round"] == engine_matmul_flops("fo", m=1) + 2 * (
-        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args))
-    assert 0 < fo["fraction_of_matmul"]
+        first_layer_macs("sample_space", *args) - first_layer_macs("steps", *args)
+    )
+    assert fo["fraction_of_matmul"] > 0
     assert result["device"] == "cpu"
     samples = result["matmul_gflops_samples"]  # one before and one after the variant
     assert len(samples) == 2 and result["matmul_gflops_spread"] == round(max(samples) / min(samples) - 1, 3)
@@ -451,10 +525,18 @@ def test_bench_tiny_run_writes_json(tmp_path, capsys):
 
 def _run(speedups: dict, samples: list, **extra) -> dict:
     """A single bench run's JSON with the given speedup per variant (engine 10 ms, loop 10 * speedup)."""
-    return {"workload": {"n": 50, "shape": "mnist", "mlp": [784, 80, 60, 10]}, "dtype": "float32", "device": "cpu",
-            "threads": 2, "matmul_gflops_samples": samples,
-            "variants": {v: {"speedup": s, "engine_ms": 10.0, "loop_ms": 10.0 * s, "fraction_of_matmul": s / 10}
-                         for v, s in speedups.items()}, **extra}
+    return {
+        "workload": {"n": 50, "shape": "mnist", "mlp": [784, 80, 60, 10]},
+        "dtype": "float32",
+        "device": "cpu",
+        "threads": 2,
+        "matmul_gflops_samples": samples,
+        "variants": {
+            v: {"speedup": s, "engine_ms": 10.0, "loop_ms": 10.0 * s, "fraction_of_matmul": s / 10}
+            for v, s in speedups.items()
+        },
+        **extra,
+    }
 
 
 def test_throughput_spread_is_how_far_the_samples_moved():
@@ -467,8 +549,13 @@ def test_pool_gives_each_variants_distribution_over_runs():
     """Median, least and greatest speedup over the runs, every run's in order, and the median over the
     quiet runs only (from the saved flag, or from the samples where a run predates it)."""
     quiet, busy = [100.0, 105.0], [60.0, 110.0]
-    runs = [_run({"fedavg": 5.2}, quiet), _run({"fedavg": 3.7}, busy), _run({"fedavg": 4.9}, quiet),
-            _run({"fedavg": 5.0}, busy, host_quiet=True), _run({"fedavg": 5.6}, quiet, host_quiet=False)]
+    runs = [
+        _run({"fedavg": 5.2}, quiet),
+        _run({"fedavg": 3.7}, busy),
+        _run({"fedavg": 4.9}, quiet),
+        _run({"fedavg": 5.0}, busy, host_quiet=True),
+        _run({"fedavg": 5.6}, quiet, host_quiet=False),
+    ]
     pooled = pool(runs)
     assert pooled["runs"] == 5 and pooled["quiet_runs"] == 3
     fedavg = pooled["variants"]["fedavg"]
@@ -495,7 +582,7 @@ def test_bench_repeat_reports_each_run_and_their_pool(tmp_path, capsys):
     one = json.loads(capsys.readouterr().out)
     assert main(["bench", "--pool", str(tmp_path / "two.json"), str(tmp_path / "one.json")]) == 0
     pooled = json.loads(capsys.readouterr().out)
-    assert pooled["pooled"] == pool(runs + [one]) and pooled["pooled"]["runs"] == 3
+    assert pooled["pooled"] == pool([*runs, one]) and pooled["pooled"]["runs"] == 3
     assert pooled["files"] == [str(tmp_path / "two.json"), str(tmp_path / "one.json")]
 
 
@@ -506,8 +593,26 @@ def test_bench_warns_when_the_host_was_busy(monkeypatch, capsys):
 
     samples = iter([100.0, 150.0])
     monkeypatch.setattr(bench, "matmul_throughput", lambda *a, **k: next(samples))
-    assert main(["bench", "--rounds", "1", "--warmup", "0", "--threads", "1", "--variants", "fedavg",
-                 "--clients", "5", "--samples", "40"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--rounds",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--variants",
+                "fedavg",
+                "--clients",
+                "5",
+                "--samples",
+                "40",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["matmul_gflops_spread"] == 0.5 and result["host_quiet"] is False
@@ -515,14 +620,18 @@ def test_bench_warns_when_the_host_was_busy(monkeypatch, capsys):
     assert len(warnings) == 1 and "busy in 1 of 1 run" in warnings[0]
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "cannot read"),
-    ("{not json", "is not JSON"),
-    ('{"pooled": {}}', "is not a perfedavg bench result"),
-    ('[1, 2]', "is not a perfedavg bench result"),
-    (json.dumps(_run({"fo": 5.0}, [1.0, 1.0], threads=1)), "measured another workload"),
-    (json.dumps(_run({"hf": 5.0}, [1.0, 1.0])), "measured another workload"),
-], ids=["missing", "not-json", "pooled-output", "not-an-object", "other-threads", "other-variants"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read"),
+        ("{not json", "is not JSON"),
+        ('{"pooled": {}}', "is not a perfedavg bench result"),
+        ("[1, 2]", "is not a perfedavg bench result"),
+        (json.dumps(_run({"fo": 5.0}, [1.0, 1.0], threads=1)), "measured another workload"),
+        (json.dumps(_run({"hf": 5.0}, [1.0, 1.0])), "measured another workload"),
+    ],
+    ids=["missing", "not-json", "pooled-output", "not-an-object", "other-threads", "other-variants"],
+)
 def test_bench_pool_refuses_what_does_not_pool(tmp_path, capsys, content, message):
     from perfedavg.cli import main
 
@@ -546,7 +655,9 @@ def test_readme_bench_figures_are_the_pool_of_the_saved_runs():
     files = sorted(str(p) for p in (root / "benchmarks" / "machine-b").glob("*.json"))
     pooled = pool_files(files)["pooled"]
     n, names = pooled["runs"], {"fedavg": "FedAvg", "fo": "FO", "hf": "HF", "exact": "exact"}
-    row = next(line for line in (root / "README.md").read_text().splitlines() if "bench --pool benchmarks/machine-b" in line)
+    row = next(
+        line for line in (root / "README.md").read_text().splitlines() if "bench --pool benchmarks/machine-b" in line
+    )
     assert f"Pooled over {n} runs" in row and f"Over the {pooled['quiet_runs']} runs on a quiet host" in row
     for variant, entry in pooled["variants"].items():
         at_least_5 = sum(s >= 5 for s in entry["speedups"])
@@ -563,9 +674,24 @@ def test_bench_plot_draws_the_pool_and_refuses_other_formats_before_any_work(tmp
     from perfedavg.cli import main
 
     saved = tmp_path / "runs.json"
-    saved.write_text(json.dumps({**_run({"fedavg": 5.1, "fo": 5.3}, [100.0, 101.0]), "repeat": 2, "runs": [
-        {"variants": _run({"fedavg": 5.1, "fo": 5.3}, [])["variants"], "matmul_gflops_samples": [100.0, 101.0]},
-        {"variants": _run({"fedavg": 3.9, "fo": 4.4}, [])["variants"], "matmul_gflops_samples": [60.0, 101.0]}]}))
+    saved.write_text(
+        json.dumps(
+            {
+                **_run({"fedavg": 5.1, "fo": 5.3}, [100.0, 101.0]),
+                "repeat": 2,
+                "runs": [
+                    {
+                        "variants": _run({"fedavg": 5.1, "fo": 5.3}, [])["variants"],
+                        "matmul_gflops_samples": [100.0, 101.0],
+                    },
+                    {
+                        "variants": _run({"fedavg": 3.9, "fo": 4.4}, [])["variants"],
+                        "matmul_gflops_samples": [60.0, 101.0],
+                    },
+                ],
+            }
+        )
+    )
     picture = tmp_path / "bench.png"
     assert main(["bench", "--pool", str(saved), "--plot", str(picture)]) == 0
     assert json.loads(capsys.readouterr().out)["pooled"]["host_quiet"] == [True, False]

@@ -37,13 +37,14 @@ def tiny_build(tmp_path_factory):
     from figures.build import build
 
     root = tmp_path_factory.mktemp("figs")
-    entries = build(["flagship", "heterogeneity", "floors", "hf_delta"], root / "out", root / "runs",
-                    level="tiny", progress=False)
+    entries = build(
+        ["flagship", "heterogeneity", "floors", "hf_delta"], root / "out", root / "runs", level="tiny", progress=False
+    )
     return root, entries
 
 
 def test_synthetic_figures_regenerate_from_tiny_runs(tiny_build):
-    root, entries = tiny_build
+    _root, entries = tiny_build
     assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "hf_delta"]
     for e in entries:
         assert not e.note, e.note
@@ -59,7 +60,7 @@ def test_index_shows_every_figure_and_caption(tiny_build):
     html = (root / "out" / "index.html").read_text()
     md = (root / "out" / "index.md").read_text()
     for e in entries:
-        png = [f for f in e.files if f.suffix == ".png"][0].name
+        png = next(f for f in e.files if f.suffix == ".png").name
         assert png in html and png in md
         assert e.title in md
     assert "[derived]" in md and "[recalled]" in md
@@ -90,8 +91,10 @@ def test_floor_figures_draw_the_rate_tables_rows(tiny_build):
         assert json.loads((runs / fig / "manifest.json").read_text())["rates"] == "rates-smoke/rows.json"
     rows = {r["name"]: r for r in table["rows"]}
     captions = {e.name: e.caption for e in entries}
-    for fig, names in (("heterogeneity", ["floor vs TV", "floor vs W1"]),
-                       ("floors", ["floor vs D", "floor vs beta", "drift vs tau"])):
+    for fig, names in (
+        ("heterogeneity", ["floor vs TV", "floor vs W1"]),
+        ("floors", ["floor vs D", "floor vs beta", "drift vs tau"]),
+    ):
         for name in names:
             r = rows[name]
             assert r["verdict"] in ("PASS", "FAIL") and len(r["xs"]) == len(r["means"]) >= 2
@@ -116,12 +119,37 @@ def _fake_table1(root: Path) -> None:
     plan = Plan(datasets=("mnist", "cifar10"), rows=((10, 0.001),), seeds=1, K=4, eval_every=2)
     out = root / "table1"
     for dataset, tau, alpha, method, seed in plan.cells():
-        ensure_run({"algorithm": method, "K": 4, "tau": 2, "eval_every": 2, "checkpoint_every": 0, "seed": seed,
-                    "alpha": alpha, "task": {"name": "softmax", "n_clients": 4, "support": 20, "dim": 3, "classes": 3},
-                    "r": 0.5, "D": 4, "D1": 4, "D2": 4}, cell_dir(out, dataset, tau, alpha, method, seed))
+        ensure_run(
+            {
+                "algorithm": method,
+                "K": 4,
+                "tau": 2,
+                "eval_every": 2,
+                "checkpoint_every": 0,
+                "seed": seed,
+                "alpha": alpha,
+                "task": {"name": "softmax", "n_clients": 4, "support": 20, "dim": 3, "classes": 3},
+                "r": 0.5,
+                "D": 4,
+                "D1": 4,
+                "D2": 4,
+            },
+            cell_dir(out, dataset, tau, alpha, method, seed),
+        )
     write_table(collect(plan, out), out)
-    consts = {"constants": {"L": 2.0, "rho": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 0.5, "gamma_G": 0.5,
-                            "gamma_H": 0.5, "F0_gap": 1.0, "n": 4}}
+    consts = {
+        "constants": {
+            "L": 2.0,
+            "rho": 1.0,
+            "B": 1.0,
+            "sigma_G": 1.0,
+            "sigma_H": 0.5,
+            "gamma_G": 0.5,
+            "gamma_H": 0.5,
+            "F0_gap": 1.0,
+            "n": 4,
+        }
+    }
     (out / "constants.json").write_text(json.dumps(consts))
 
 
@@ -162,8 +190,17 @@ def test_estimated_constants_not_estimated_are_missing_never_zero(tmp_path):
 
     from figures.bounds import bound_for, constants_from_json
 
-    full = {"L": 2.0, "rho": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 0.5, "gamma_G": 0.5, "gamma_H": 0.5,
-            "F0_gap": 1.0, "n": 4}
+    full = {
+        "L": 2.0,
+        "rho": 1.0,
+        "B": 1.0,
+        "sigma_G": 1.0,
+        "sigma_H": 0.5,
+        "gamma_G": 0.5,
+        "gamma_H": 0.5,
+        "F0_gap": 1.0,
+        "n": 4,
+    }
     config = {"alpha": 0.01, "beta": 1e-4, "delta": 1e-3, "tau": 2, "K": 10, "r": 0.5, "D": 5, "D1": 5, "D2": 5}
     (tmp_path / "full.json").write_text(json.dumps({"constants": full}))
     (tmp_path / "norho.json").write_text(json.dumps({"constants": {**full, "rho": None}}))
@@ -183,7 +220,9 @@ def test_explain_names_the_dominant_term():
     from perfedavg.runs.config import build_config
     from perfedavg.runs.resolve import resolve
 
-    cfg = resolve(build_config({"algorithm": "fo", "beta": 0.05, "alpha": 1.0, "task": {"name": "logistic"}}))[0].to_dict()
+    cfg = resolve(build_config({"algorithm": "fo", "beta": 0.05, "alpha": 1.0, "task": {"name": "logistic"}}))[
+        0
+    ].to_dict()
     text = explain_text(cfg, constants_for_config(cfg))
     assert "dominates" in text and "[derived]" in text and "[recalled]" in text
     # beta far above 1/(sqrt 6 tau L_F): the derived bound must say it does not apply
@@ -228,8 +267,7 @@ def test_quick_index_builds_on_the_embedded_default(tiny_build, tmp_path, monkey
 
 
 def test_cli_modules_import_without_torch_or_matplotlib():
-    code = ("import sys, figures.cli, figures.explain; "
-            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    code = "import sys, figures.cli, figures.explain; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -260,8 +298,9 @@ def _notebook_extras():
 def test_tutorial_notebook_executes(tmp_path):
     nbformat, nbclient = _notebook_extras()
     nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "tutorial.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)

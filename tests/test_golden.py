@@ -34,7 +34,11 @@ WRITE = os.environ.get("PERFEDAVG_WRITE_GOLDEN") == "1"
 
 def environment() -> dict:
     """What decides the bytes of a float32 run besides the code."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    return {
+        "torch": torch.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _same_environment() -> bool:
@@ -90,8 +94,26 @@ def test_quick_mnist_table1_cells_equal_the_stored_ones(tmp_path):
     if root is None:
         pytest.skip("needs the MNIST copy (PERFEDAVG_DATA or ../shared/data)")
     out = tmp_path / "t1"
-    args = ["reproduce", "table1", "--quick", "--datasets", "mnist", "--methods", "fedavg,hf", "--rounds", "3",
-            "--seeds", "1", "--workers", "1", "--data-dir", str(root), "--out", str(out), "--no-progress"]
+    args = [
+        "reproduce",
+        "table1",
+        "--quick",
+        "--datasets",
+        "mnist",
+        "--methods",
+        "fedavg,hf",
+        "--rounds",
+        "3",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--data-dir",
+        str(root),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     cells = sorted((out / "runs").rglob("metrics.jsonl"))
     assert len(cells) == 6

@@ -22,8 +22,16 @@ MAX_LINES = 400
 
 #: module prefix -> project modules it must never import, at any depth of the file (function-local too)
 FORBIDDEN = {
-    "perfedavg.engine": ("perfedavg.runs", "perfedavg.sweep", "perfedavg.bench", "perfedavg.cli", "theory",
-                         "synthetic", "empirical", "figures"),
+    "perfedavg.engine": (
+        "perfedavg.runs",
+        "perfedavg.sweep",
+        "perfedavg.bench",
+        "perfedavg.cli",
+        "theory",
+        "synthetic",
+        "empirical",
+        "figures",
+    ),
     # theory may use the package's torch-free helpers (perfedavg.errors, perfedavg.runs.config's TOML reader)
     "theory": ("perfedavg.engine", "perfedavg.sweep", "perfedavg.bench", "synthetic", "empirical", "figures", "torch"),
     "perfedavg.runs": ("perfedavg.sweep", "perfedavg.bench", "figures"),
@@ -51,10 +59,18 @@ def imports(path: Path, module: str, top_level_only: bool = False) -> set[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # also what `if TYPE_CHECKING:`-free blocks at the top (try/if) import
-        nodes = [n for stmt in tree.body for n in ast.walk(stmt) if not isinstance(stmt, (ast.FunctionDef,
-                 ast.AsyncFunctionDef, ast.ClassDef))] + [
-            n for stmt in tree.body if isinstance(stmt, ast.ClassDef) for n in stmt.body
-            if isinstance(n, (ast.Import, ast.ImportFrom))]
+        nodes = [
+            n
+            for stmt in tree.body
+            for n in ast.walk(stmt)
+            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ] + [
+            n
+            for stmt in tree.body
+            if isinstance(stmt, ast.ClassDef)
+            for n in stmt.body
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        ]
     found = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -105,7 +121,7 @@ def import_cycles(files: dict[str, Path]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -180,8 +196,16 @@ def test_each_rule_catches_a_planted_violation(tmp_path, planted):
     }[planted]
     (engine / "a.py").write_text(body)
     (engine / "b.py").write_text("from perfedavg.engine import a\n" if planted == "cycle" else "")
-    files = {"perfedavg": tmp_path / "perfedavg" / "__init__.py", "perfedavg.engine": engine / "__init__.py",
-             "perfedavg.engine.a": engine / "a.py", "perfedavg.engine.b": engine / "b.py"}
-    found = {"layer": layer_violations, "cycle": import_cycles, "disk": engine_disk_calls,
-             "long": long_modules_without_reason}[planted](files)
+    files = {
+        "perfedavg": tmp_path / "perfedavg" / "__init__.py",
+        "perfedavg.engine": engine / "__init__.py",
+        "perfedavg.engine.a": engine / "a.py",
+        "perfedavg.engine.b": engine / "b.py",
+    }
+    found = {
+        "layer": layer_violations,
+        "cycle": import_cycles,
+        "disk": engine_disk_calls,
+        "long": long_modules_without_reason,
+    }[planted](files)
     assert found, planted

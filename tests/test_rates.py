@@ -27,7 +27,7 @@ def test_quadratic_minimizer_is_a_zero_of_grad_F_and_closed_form_matches_autogra
     obj = client_objectives(task.per_sample_loss, w, task.train, 0.5)
     assert float(obj.grad_F.mean(0).norm()) < 1e-12  # exact minimiser: a linear solve
     W = torch.stack([w, w + 0.3, torch.zeros_like(w)])
-    F, gF2, f, gf2 = exact_objectives(task.train, W, 0.5)
+    F, gF2, _f, _gf2 = exact_objectives(task.train, W, 0.5)
     for j in range(3):
         o = client_objectives(task.per_sample_loss, W[j], task.train, 0.5)
         assert math.isclose(float(F[j]), float(o.F.mean()), rel_tol=ROUNDOFF, abs_tol=1e-14)
@@ -64,7 +64,9 @@ def _own_cluster_task(tau, beta, h=1.0):
     cfg = rates._config({"tau": tau, "beta": beta, "task": {"h": h}})
     _, task = resolve(cfg)
     d = task.train
-    own = ClientData.from_lists(d.x, d.y, [row[:c][p[:c] > 0] for row, p, c in zip(d.index, d.weight, d.count.tolist())])
+    own = ClientData.from_lists(
+        d.x, d.y, [row[:c][p[:c] > 0] for row, p, c in zip(d.index, d.weight, d.count.tolist())]
+    )
     assert all(torch.allclose(p[p > 0], p[p > 0][0]) for p in d.weight)  # p_i uniform on its support: own = p_i
     counts = set(own.count.tolist())
     assert len(counts) == 1
@@ -84,8 +86,9 @@ def test_noise_free_cycle_is_the_engines_round_without_noise(tau):
 
     cfg, task = _own_cluster_task(tau, beta=0.02)
     cycle = noise_free_cycle(task.train, cfg.alpha, cfg.beta, tau)
-    w_next, _, trajectory = local_rounds(task, make_oracle(task), cfg, cycle.w[None], [torch.Generator().manual_seed(3)],
-                                         track=True)
+    w_next, _, trajectory = local_rounds(
+        task, make_oracle(task), cfg, cycle.w[None], [torch.Generator().manual_seed(3)], track=True
+    )
     scale = float(cycle.w.norm())
     assert float((w_next[0] - cycle.w).norm()) < ROUNDOFF * scale
     assert float((torch.cat(trajectory) - cycle.w_bar).norm()) < ROUNDOFF * scale
@@ -121,7 +124,7 @@ def test_weighted_fit_recovers_a_power_law_and_widens_with_scatter():
     slope, lo, hi = fit_weighted(xs, 3 * xs**1.5, 0.01 * 3 * xs**1.5)
     assert abs(slope - 1.5) < 1e-9 and hi - lo < 0.05
     noisy = 3 * xs**1.5 * np.array([1.0, 1.3, 0.8, 1.1])
-    s2, lo2, hi2 = fit_weighted(xs, noisy, 0.01 * noisy)
+    _s2, lo2, hi2 = fit_weighted(xs, noisy, 0.01 * noisy)
     assert hi2 - lo2 > 10 * (hi - lo)  # χ²/dof inflation: scatter beyond the error bars widens the interval
     assert abs(predicted_slope(xs, 2 / xs) + 1) < 1e-12
 
@@ -156,9 +159,18 @@ def test_smoke_rate_table(tmp_path):
 
     rows, bound = rates.rate_table(tmp_path, [0, 1], progress=False, length="smoke")
     names = [r.name for r in rows]
-    assert names == ["opt. term vs K", "floor vs beta", "drift vs tau", "drift vs tau (noise-free)",
-                     "drift vs tau (noise-free, Gamma~1)", "floor vs D", "floor vs TV", "floor vs W1",
-                     "FO floor vs alpha", "HF error vs delta"]  # the stochastic Γ≈1 drift row: --full
+    assert names == [
+        "opt. term vs K",
+        "floor vs beta",
+        "drift vs tau",
+        "drift vs tau (noise-free)",
+        "drift vs tau (noise-free, Gamma~1)",
+        "floor vs D",
+        "floor vs TV",
+        "floor vs W1",
+        "FO floor vs alpha",
+        "HF error vs delta",
+    ]  # the stochastic Γ≈1 drift row: --full
     for r in rows:
         d = r.as_dict()
         assert d["verdict"] in ("PASS", "FAIL") and d["pass_needs_tolerance"] == (d["verdict_shown"] == "PASS (tol.)")
@@ -178,7 +190,9 @@ def test_smoke_rate_table(tmp_path):
     assert len(set(w1_row.extra["tv"])) == 1 and w1_row.xs[-1] > 1.5 * w1_row.xs[0]
     # the HF row's predicted exponent comes from theory's HF error statement (rho delta ||g||^2 / 2: exponent 1)
     hf = next(r for r in rows if r.name == "HF error vs delta")
-    assert hf.predicted == pytest.approx(1.0, abs=1e-9) and hf.extra["recalled_shape_slope"] == pytest.approx(1.0, abs=1e-9)
+    assert hf.predicted == pytest.approx(1.0, abs=1e-9) and hf.extra["recalled_shape_slope"] == pytest.approx(
+        1.0, abs=1e-9
+    )
     text = rates.format_rates(rows, bound)
     assert "PASS" in text and "derived explicit bound" in text
 
@@ -210,8 +224,22 @@ def test_speed_sweep_command_prints_json_timing_and_resumes(tmp_path, capsys, mo
     under DIR, and a second call finds every run finished (resume) and reruns nothing."""
     from synthetic import rates
 
-    small = [rates._config({"K": 3, "tau": 2, "r": 0.2, "alpha": 1.0, "beta": b, "D": 5, "D1": 5, "D2": 5,
-                            "task": {"name": "logistic", "dim": 3, "h": 0.5}}) for b in (0.1, 0.2)]
+    small = [
+        rates._config(
+            {
+                "K": 3,
+                "tau": 2,
+                "r": 0.2,
+                "alpha": 1.0,
+                "beta": b,
+                "D": 5,
+                "D1": 5,
+                "D2": 5,
+                "task": {"name": "logistic", "dim": 3, "h": 0.5},
+            }
+        )
+        for b in (0.1, 0.2)
+    ]
     monkeypatch.setattr(rates, "speed_grid", lambda K=50: small)
     status, first = _speed_cli(tmp_path, capsys)
     assert status == 0 and first["configs"] == 2 and first["seeds"] == 5 and first["runs"] == 10

@@ -27,8 +27,19 @@ from perfedavg.runs.rundir import DamagedFileWarning, read_checkpoint, read_metr
 from perfedavg.runs.runner import run_config
 
 #: a small synthetic softmax run: ~25 ms a round with one thread, so a kill lands mid-run
-SMALL = ["tau=2", "r=0.5", "D=4", "D1=4", "D2=4", "eval_every=1", "checkpoint_every=1",
-         "task.n_clients=4", "task.dim=3", "task.support=20", "task.classes=2"]
+SMALL = [
+    "tau=2",
+    "r=0.5",
+    "D=4",
+    "D1=4",
+    "D2=4",
+    "eval_every=1",
+    "checkpoint_every=1",
+    "task.n_clients=4",
+    "task.dim=3",
+    "task.support=20",
+    "task.classes=2",
+]
 K_KILL = 50
 #: one torch thread: the same arithmetic in every process (bit-identity), no thread thrash on shared cores
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -123,7 +134,7 @@ def references(tmp_path_factory):
     base = tmp_path_factory.mktemp("reference")
     procs = {a: _start(_argv(base / a, a)) for a in ("fedavg", "hf")}
     procs["fedavg-sparse"] = _start(_argv(base / "fedavg-sparse", "fedavg", extra=SPARSE))
-    for a, proc in procs.items():
+    for proc in procs.values():
         rc, _, err = _finish(proc)
         assert rc == 0, err
     return {a: base / a for a in procs}
@@ -141,20 +152,26 @@ def test_sigkill_at_a_random_round_then_resume_is_bit_identical(algorithm, refer
     # the killed run stopped mid-way, and its checkpoint is at a round boundary
     ckpt = read_checkpoint(run / rundir.CHECKPOINT)
     at = ckpt["state"]["round"]
-    assert kill_round - 1 <= at < K_KILL, f"kill seed {seed}: checkpoint at round {at}"  # killed between record and checkpoint: at = kill_round - 1
+    assert kill_round - 1 <= at < K_KILL, (
+        f"kill seed {seed}: checkpoint at round {at}"
+    )  # killed between record and checkpoint: at = kill_round - 1
     assert json.loads((run / rundir.SUMMARY).read_text())["status"] == "running"
     if algorithm == "fedavg":  # a writer killed mid-line leaves a torn record: it must be dropped
         with (run / rundir.METRICS).open("ab") as fh:
             fh.write(b'{"round": 999, "F": 0.12')
-    rc, out, err = _resume(run)
+    rc, _out, err = _resume(run)
     assert rc == 0, f"kill seed {seed}: {err}"
     reference = references[algorithm]
     # bit-identical: the same bytes (JSON floats are written exactly) and the same final values
-    assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), f"kill seed {seed}, round {at}"
+    assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), (
+        f"kill seed {seed}, round {at}"
+    )
     assert _final(run)["final"] == _final(reference)["final"]
     assert _final(run)["status"] == "finished" and _final(run)["rounds_completed"] == K_KILL
-    assert torch.equal(read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
-                       read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"])
+    assert torch.equal(
+        read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
+        read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"],
+    )
 
 
 def test_sigkill_between_checkpoints_then_resume_is_bit_identical(references, tmp_path):
@@ -177,8 +194,10 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_identical(references, tm
     reference = references["fedavg-sparse"]
     assert (run / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes(), f"kill seed {seed}"
     assert _final(run)["final"] == _final(reference)["final"] and _final(run)["status"] == "finished"
-    assert torch.equal(read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
-                       read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"])
+    assert torch.equal(
+        read_checkpoint(run / rundir.CHECKPOINT)["state"]["w"],
+        read_checkpoint(reference / rundir.CHECKPOINT)["state"]["w"],
+    )
 
 
 def test_sigterm_stops_at_a_round_boundary_and_resumes_bit_identical(references, tmp_path):
@@ -211,8 +230,16 @@ def test_huge_beta_is_reported_as_diverged_with_its_round_and_the_last_good_chec
     out = tmp_path / "run"
     # beta = 2e38 in float32: each round moves w by ~1e37 (gradients ~0.1) in a random walk
     # that overflows float32 (3.4e38) after a few rounds (round 22 with seed 0)
-    rc = main(["run", "--out", str(out), "--no-progress", "--no-plot",
-               *[f"--set={s}" for s in (*SMALL, "K=40", "beta=2e38", "checkpoint_every=0")]])
+    rc = main(
+        [
+            "run",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plot",
+            *[f"--set={s}" for s in (*SMALL, "K=40", "beta=2e38", "checkpoint_every=0")],
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     lines = err.strip().splitlines()
@@ -294,7 +321,7 @@ def test_resume_compares_the_source_digest_not_git_describe(tmp_path, monkeypatc
     monkeypatch.setattr(rundir, "code_version", lambda task=None: f"{described}-dirty-or-a-new-commit src:{digest}")
     resumed = run_config(_cfg("K=5"), tmp_path / "describe", resume=True, progress=False)
     assert resumed.status == "finished" and "the source that computes results is unchanged" in capsys.readouterr().err
-    fresh = run_config(_cfg("K=5"), tmp_path / "fresh", progress=False)
+    run_config(_cfg("K=5"), tmp_path / "fresh", progress=False)
     assert (tmp_path / "describe" / rundir.METRICS).read_bytes() == (tmp_path / "fresh" / rundir.METRICS).read_bytes()
 
     monkeypatch.setattr(rundir, "code_version", lambda task=None: f"{described} src:{'0' * 12}")
@@ -318,7 +345,11 @@ def test_source_digest_ignores_docs_and_other_modules_but_not_what_a_run_imports
     (copy / "README.md").write_text("readme\n")
     base = rundir.source_digest("softmax", copy)
     # (code_version uncached: in a tree that others edit while the suite runs, the cached value may be older)
-    assert base == rundir.source_digest("softmax", root) == rundir.source_digest_of(rundir.code_version.__wrapped__("softmax"))
+    assert (
+        base
+        == rundir.source_digest("softmax", root)
+        == rundir.source_digest_of(rundir.code_version.__wrapped__("softmax"))
+    )
 
     def digest_after(edit: str) -> str:
         path = copy / edit
@@ -331,7 +362,12 @@ def test_source_digest_ignores_docs_and_other_modules_but_not_what_a_run_imports
 
     for unchanged in ("README.md", "perfedavg/runs/cli.py", "perfedavg/runs/runner.py", "synthetic/quadratic.py"):
         assert digest_after(unchanged) == base, unchanged
-    for changed in ("perfedavg/engine/rounds.py", "perfedavg/engine/local.py", "synthetic/softmax.py", "synthetic/common.py"):
+    for changed in (
+        "perfedavg/engine/rounds.py",
+        "perfedavg/engine/local.py",
+        "synthetic/softmax.py",
+        "synthetic/common.py",
+    ):
         assert digest_after(changed) != base, changed
 
 
@@ -387,9 +423,20 @@ def _damaged_checkpoints(good: bytes, path: Path):
         ("missing state", lambda: save({k: v for k, v in payload.items() if k != "state"})),
         ("missing metrics digest", lambda: save({k: v for k, v in payload.items() if k != "metrics_sha256"})),
         ("future format", lambda: save({**payload, "format": 99})),
-        ("NaN model", lambda: save({**payload, "state": {**payload["state"], "w": payload["state"]["w"] * float("nan")}})),
-        ("state without generator", lambda: save({**payload, "state": {k: v for k, v in payload["state"].items() if k != "generator_state"}})),
-        ("bad generator state", lambda: save({**payload, "state": {**payload["state"], "generator_state": torch.zeros(3, dtype=torch.uint8)}})),
+        (
+            "NaN model",
+            lambda: save({**payload, "state": {**payload["state"], "w": payload["state"]["w"] * float("nan")}}),
+        ),
+        (
+            "state without generator",
+            lambda: save({**payload, "state": {k: v for k, v in payload["state"].items() if k != "generator_state"}}),
+        ),
+        (
+            "bad generator state",
+            lambda: save(
+                {**payload, "state": {**payload["state"], "generator_state": torch.zeros(3, dtype=torch.uint8)}}
+            ),
+        ),
         ("model of another shape", lambda: save({**payload, "state": {**payload["state"], "w": torch.zeros(3)}})),
         ("code that runs on load", lambda: path.write_bytes(_pickle_that_runs_code())),
     ]
@@ -432,7 +479,10 @@ def test_every_damaged_checkpoint_is_a_clear_error_naming_the_file(finished_run,
             run_config(_cfg("K=4"), run, resume=True, progress=False)
         message = str(info.value)
         assert str(path) in message and "\n" not in message, (name, message)
-        assert "If you are seeing this error" not in message, (name, message)  # torch's first sentence only, not its advice
+        assert "If you are seeing this error" not in message, (
+            name,
+            message,
+        )  # torch's first sentence only, not its advice
         tried += 1
     assert tried == 16
     assert not Path("/tmp/perfedavg-checkpoint-ran-code").exists()  # weights_only: never runs code
@@ -460,19 +510,24 @@ def test_truncated_metrics_recovers_the_intact_prefix_and_says_so(finished_run, 
     data = metrics.read_bytes()
     cut = data.rfind(b"\n", 0, len(data) - 1) + 40  # 40 bytes into the last record
     metrics.write_bytes(data[:cut])
-    with pytest.warns(DamagedFileWarning, match=rf"{metrics} is damaged at line {len(full)}.*recovered the {len(full) - 1} intact"):
+    with pytest.warns(
+        DamagedFileWarning, match=rf"{metrics} is damaged at line {len(full)}.*recovered the {len(full) - 1} intact"
+    ):
         records = read_metrics(run)
     assert records == full[:-1]
     with pytest.raises(UsageError, match="truncated last line"):
         read_metrics(run, strict=True)
 
 
-@pytest.mark.parametrize("damage,expected", [
-    (lambda lines: lines[:1] + [b"{garbage"] + lines[1:], "intact lines follow"),
-    (lambda lines: lines[:2] + [lines[1]] + lines[2:], "records written twice"),
-    (lambda lines: lines[:1] + [b"[1, 2]"] + lines[1:], "intact lines follow"),
-    (lambda lines: lines[:1] + [b"\xff\xfe binary"] + lines[1:], "intact lines follow"),
-])
+@pytest.mark.parametrize(
+    "damage,expected",
+    [
+        (lambda lines: [*lines[:1], b"{garbage", *lines[1:]], "intact lines follow"),
+        (lambda lines: [*lines[:2], lines[1], *lines[2:]], "records written twice"),
+        (lambda lines: [*lines[:1], b"[1, 2]", *lines[1:]], "intact lines follow"),
+        (lambda lines: [*lines[:1], b"\xff\xfe binary", *lines[1:]], "intact lines follow"),
+    ],
+)
 def test_corrupted_metrics_is_an_error_naming_file_and_line(finished_run, tmp_path, damage, expected):
     run = _copy(finished_run, tmp_path / "run")
     metrics = run / rundir.METRICS

@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from perfedavg.runs import rundir
 from perfedavg.cli import main as cli_main
-from perfedavg.runs.config import build_config
 from perfedavg.errors import UsageError
-from perfedavg.runs.runner import run_config
+from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config
 from perfedavg.runs.names import MAX_NAME
 from perfedavg.runs.names import sweep_run_name as run_name
-from perfedavg.sweep.spec import RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep
+from perfedavg.runs.runner import run_config
 from perfedavg.sweep.scheduler import SweepOptions, run_sweep
+from perfedavg.sweep.spec import RUNS, SWEEP_SUMMARY_JSON, SWEEP_SUMMARY_MD, expand, load_sweep, parse_sweep
 from perfedavg.sweep.worker import KILL_HOOK, execute_unit, plan
+
 
 def require_ray():
     """Ray, or a skip where the extra is not installed; under CI (``CI`` set, as ``.ci/run`` does)
@@ -88,7 +89,9 @@ def _rows(out: Path) -> dict:
 
 # -- definition ------------------------------------------------------------------------------
 def test_expand_crosses_grid_zips_and_seeds_in_order(tmp_path):
-    units = _units(tmp_path, """
+    units = _units(
+        tmp_path,
+        """
         K = 3
         [task]
         name = "softmax"
@@ -101,7 +104,8 @@ def test_expand_crosses_grid_zips_and_seeds_in_order(tmp_path):
         [[sweep.zip]]
         tau = [5, 10]
         beta = [0.1, 0.05]
-    """)
+    """,
+    )
     assert len(units) == 2 * 2 * 2 * 2
     assert units[0].name == "alpha=0.01,task.h=0.0,tau=5,beta=0.1,seed=3"
     assert units[1].name == "alpha=0.01,task.h=0.0,tau=5,beta=0.1,seed=7"  # seeds innermost
@@ -114,7 +118,12 @@ def test_expand_crosses_grid_zips_and_seeds_in_order(tmp_path):
     assert len({u.name for u in units}) == len(units)
     # stable: the same file expands to the same names; a quoted dotted key is the same axis
     quoted = _units(tmp_path, SMALL.replace("alpha = [0.01, 0.05]", '"task.h" = [0.0, 1.0]'))
-    assert [u.name for u in quoted] == ["task.h=0.0,seed=0", "task.h=0.0,seed=1", "task.h=1.0,seed=0", "task.h=1.0,seed=1"]
+    assert [u.name for u in quoted] == [
+        "task.h=0.0,seed=0",
+        "task.h=0.0,seed=1",
+        "task.h=1.0,seed=0",
+        "task.h=1.0,seed=1",
+    ]
 
 
 def test_long_names_are_cut_and_hashed_stably():
@@ -124,19 +133,22 @@ def test_long_names_are_cut_and_hashed_stably():
     assert run_name({**varied, "task.option_19": 1.0}) != name  # the hash sees the whole name
 
 
-@pytest.mark.parametrize("table, needle", [
-    ({}, "needs a [sweep] table"),
-    ({"sweep": {"grid": {"alpah": [1.0]}}}, "unknown axis 'alpah'"),
-    ({"sweep": {"grid": {"alpha": []}}}, "sweep.grid.alpha must be a non-empty list"),
-    ({"sweep": {"grid": {"alpha": 0.1}}}, "sweep.grid.alpha must be a non-empty list"),
-    ({"sweep": {"zip": [{"tau": [1, 2], "beta": [0.1]}]}}, "one length"),
-    ({"sweep": {"seeds": 2, "grid": {"seed": [0, 1]}}}, "seed is varied by sweep.seeds and an axis"),
-    ({"sweep": {"grid": {"alpha": [0.1]}, "zip": [{"alpha": [0.2]}]}}, "alpha is varied by two axes"),
-    ({"sweep": {"seeds": 0}}, "sweep.seeds=0 is out of range"),
-    ({"sweep": {"seeds": [1, 1]}}, "repeats a seed"),
-    ({"sweep": {"grid": {"task.name": ["softmax"]}}}, "task.name cannot be an axis"),
-    ({"sweep": {"grdi": {}}}, "unknown key sweep.grdi"),
-])
+@pytest.mark.parametrize(
+    "table, needle",
+    [
+        ({}, "needs a [sweep] table"),
+        ({"sweep": {"grid": {"alpah": [1.0]}}}, "unknown axis 'alpah'"),
+        ({"sweep": {"grid": {"alpha": []}}}, "sweep.grid.alpha must be a non-empty list"),
+        ({"sweep": {"grid": {"alpha": 0.1}}}, "sweep.grid.alpha must be a non-empty list"),
+        ({"sweep": {"zip": [{"tau": [1, 2], "beta": [0.1]}]}}, "one length"),
+        ({"sweep": {"seeds": 2, "grid": {"seed": [0, 1]}}}, "seed is varied by sweep.seeds and an axis"),
+        ({"sweep": {"grid": {"alpha": [0.1]}, "zip": [{"alpha": [0.2]}]}}, "alpha is varied by two axes"),
+        ({"sweep": {"seeds": 0}}, "sweep.seeds=0 is out of range"),
+        ({"sweep": {"seeds": [1, 1]}}, "repeats a seed"),
+        ({"sweep": {"grid": {"task.name": ["softmax"]}}}, "task.name cannot be an axis"),
+        ({"sweep": {"grdi": {}}}, "unknown key sweep.grdi"),
+    ],
+)
 def test_bad_sweep_definitions_name_the_option(table, needle):
     with pytest.raises(UsageError, match=None) as info:
         parse_sweep(table)
@@ -280,8 +292,12 @@ def test_ctrl_c_stops_the_sweep_and_a_signalled_worker_is_resumed(tmp_path):
 
 def test_changed_sweep_is_refused_unless_forced(tmp_path):
     units = _units(tmp_path)
-    run_sweep(units[:1], tmp_path / "out", SweepOptions(progress=False),
-              backend=_InProcess(lambda u, r, a: execute_unit(u, r)))
+    run_sweep(
+        units[:1],
+        tmp_path / "out",
+        SweepOptions(progress=False),
+        backend=_InProcess(lambda u, r, a: execute_unit(u, r)),
+    )
     changed = _units(tmp_path, SMALL.replace("K = 6", "K = 4"))
     with pytest.raises(UsageError, match="another config than the sweep's"):
         plan(changed, tmp_path / "out")
@@ -314,7 +330,10 @@ def test_killed_worker_loses_only_its_run_and_every_run_finishes_once(killed_loc
     assert report.counts == {"finished": len(units)}
     killed = [name for name, row in rows.items() if row["attempts"] == 2]
     assert len(killed) == 1 and rows[killed[0]]["error"] is None
-    assert len(rows[killed[0]]["lost_attempts"]) == 1 and "worker lost: BrokenProcessPool" in rows[killed[0]]["lost_attempts"][0]
+    assert (
+        len(rows[killed[0]]["lost_attempts"]) == 1
+        and "worker lost: BrokenProcessPool" in rows[killed[0]]["lost_attempts"][0]
+    )
     assert all(row["attempts"] == 1 for name, row in rows.items() if name not in killed)
     for unit in units:
         records = rundir.read_metrics(root / "local" / RUNS / unit.name, strict=True)
@@ -348,7 +367,7 @@ def test_resume_skips_finished_runs_and_continues_interrupted_ones(killed_local_
     (runs / unstarted / rundir.SUMMARY).unlink()
     mtimes = {name: (runs / name / rundir.METRICS).stat().st_mtime_ns for name in untouched}
 
-    assert plan(units, out) == {interrupted: "resume", unstarted: "start", **{n: "skip" for n in untouched}}
+    assert plan(units, out) == {interrupted: "resume", unstarted: "start", **dict.fromkeys(untouched, "skip")}
     run_sweep(units, out, SweepOptions(backend="local", workers=2, threads=1, progress=False))
     rows = _rows(out)
     assert all(rows[u.name]["status"] == "finished" for u in units)
@@ -372,9 +391,14 @@ def test_ray_gives_the_same_runs_as_local(killed_local_sweep, tmp_path):
     assert report.counts == {"finished": len(units)}
     for unit in units:  # the same layout, bit-identical metrics
         run = tmp_path / "ray" / RUNS / unit.name
-        assert sorted(p.name for p in run.iterdir()) == sorted([rundir.CONFIG, rundir.METRICS, rundir.SUMMARY, rundir.CHECKPOINT])
+        assert sorted(p.name for p in run.iterdir()) == sorted(
+            [rundir.CONFIG, rundir.METRICS, rundir.SUMMARY, rundir.CHECKPOINT]
+        )
         assert run.joinpath(rundir.METRICS).read_bytes() == references[unit.name]
-        assert run.joinpath(rundir.METRICS).read_bytes() == (root / "local" / RUNS / unit.name / rundir.METRICS).read_bytes()
+        assert (
+            run.joinpath(rundir.METRICS).read_bytes()
+            == (root / "local" / RUNS / unit.name / rundir.METRICS).read_bytes()
+        )
 
 
 @pytest.mark.slow

@@ -74,7 +74,9 @@ def test_per_sample_constants_are_never_exceeded_and_not_vacuous(name):
 @pytest.mark.parametrize("name", ["logistic", "nonconvex", "softmax"])
 def test_sigma_G2_exact_equals_monte_carlo_within_its_interval(name):
     task = small_task(name)
-    w = torch.randn(task.init_params(torch.Generator()).shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    w = torch.randn(
+        task.init_params(torch.Generator()).shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64
+    )
     exact = sigma_G2_at(task.per_sample_loss, w, task.train)
     G = per_sample_grads(task.per_sample_loss, w, task.train.x, task.train.y)
     gen = torch.Generator().manual_seed(11)
@@ -89,7 +91,9 @@ def test_sigma_G2_exact_equals_monte_carlo_within_its_interval(name):
         assert abs(estimate - float(exact[i])) <= 4 * se, (i, estimate, float(exact[i]), se)
     # the task's global constants bound the exact values at this w (and are valid for all w)
     assert float(exact.max()) <= task.constants["sigma_G"] ** 2 * (1 + ROUNDOFF)
-    assert float(sigma_H2_at(task.per_sample_loss, w, task.train).max()) <= task.constants["sigma_H"] ** 2 * (1 + ROUNDOFF)
+    assert float(sigma_H2_at(task.per_sample_loss, w, task.train).max()) <= task.constants["sigma_H"] ** 2 * (
+        1 + ROUNDOFF
+    )
 
 
 # ------------------------------------------------------------------ distances, hand-computed
@@ -152,21 +156,24 @@ def test_task_distances_grow_linearly_in_h(name):
 def test_bad_task_options_name_the_option():
     from perfedavg.errors import UsageError
 
-    with pytest.raises(UsageError, match="task.h"):
+    with pytest.raises(UsageError, match=r"task\.h"):
         build_task({"name": "logistic", "h": 1.5})
-    with pytest.raises(UsageError, match="task.clusters"):
+    with pytest.raises(UsageError, match=r"task\.clusters"):
         build_task({"name": "nonconvex", "clusters": 0})
 
 
-@pytest.mark.parametrize("options, option", [
-    ({"name": "logistic", "dim": 10**9}, "task.dim"),
-    ({"name": "nonconvex", "n_clients": 10**7}, "task.n_clients"),
-    ({"name": "softmax", "support": 10**8}, "task.support"),
-    ({"name": "softmax", "classes": 10**6}, "task.classes"),
-    ({"name": "quadratic", "n_clients": 5000, "support": 90000}, "task.support"),
-    ({"name": "quadratic", "dim": 5000, "support": 50000}, "task.support"),
-    ({"name": "quadratic", "w_radius": float("inf")}, "task.w_radius"),
-])
+@pytest.mark.parametrize(
+    "options, option",
+    [
+        ({"name": "logistic", "dim": 10**9}, "task.dim"),
+        ({"name": "nonconvex", "n_clients": 10**7}, "task.n_clients"),
+        ({"name": "softmax", "support": 10**8}, "task.support"),
+        ({"name": "softmax", "classes": 10**6}, "task.classes"),
+        ({"name": "quadratic", "n_clients": 5000, "support": 90000}, "task.support"),
+        ({"name": "quadratic", "dim": 5000, "support": 50000}, "task.support"),
+        ({"name": "quadratic", "w_radius": float("inf")}, "task.w_radius"),
+    ],
+)
 def test_huge_task_sizes_are_refused_before_allocating(options, option):
     """Upfront caps (synthetic.options.check_task_options): a one-line error naming the option and its range,
     raised while the options are parsed, before any tensor is built."""

@@ -31,15 +31,28 @@ def random_constants(rng, k=6):
     for _ in range(k):
         L = float(rng.uniform(0.2, 5))
         tau = int(rng.integers(1, 12))
-        out.append(Constants(
-            L=L, rho=float(rng.uniform(0, 3)), B=float(rng.uniform(0, 3)),
-            sigma_G=float(rng.uniform(0, 2)), sigma_H=float(rng.uniform(0, 2)),
-            gamma_G=float(rng.uniform(0, 1)), gamma_H=float(rng.uniform(0, 1)),
-            F0_gap=float(rng.uniform(0.1, 5)), alpha=float(rng.uniform(0, 1 / L)),
-            beta=float(rng.uniform(1e-4, 1e-2)) / (tau * L * 10), delta=float(rng.uniform(1e-4, 0.1)),
-            tau=tau, K=int(rng.integers(1, 5000)), r=0.25, n=int(rng.choice([4, 8, 40])),
-            D=int(rng.integers(1, 64)), D1=int(rng.integers(1, 64)), D2=int(rng.integers(1, 64)),
-        ))
+        out.append(
+            Constants(
+                L=L,
+                rho=float(rng.uniform(0, 3)),
+                B=float(rng.uniform(0, 3)),
+                sigma_G=float(rng.uniform(0, 2)),
+                sigma_H=float(rng.uniform(0, 2)),
+                gamma_G=float(rng.uniform(0, 1)),
+                gamma_H=float(rng.uniform(0, 1)),
+                F0_gap=float(rng.uniform(0.1, 5)),
+                alpha=float(rng.uniform(0, 1 / L)),
+                beta=float(rng.uniform(1e-4, 1e-2)) / (tau * L * 10),
+                delta=float(rng.uniform(1e-4, 0.1)),
+                tau=tau,
+                K=int(rng.integers(1, 5000)),
+                r=0.25,
+                n=int(rng.choice([4, 8, 40])),
+                D=int(rng.integers(1, 64)),
+                D1=int(rng.integers(1, 64)),
+                D2=int(rng.integers(1, 64)),
+            )
+        )
     return out
 
 
@@ -88,11 +101,20 @@ def test_constants_from_dict_toml_roundtrip(tmp_path):
     assert all(isinstance(v, float) for v in c.as_dict().values())
 
 
-@pytest.mark.parametrize("bad, word", [
-    (dict(L=0.0), "L"), (dict(alpha=2.0), "alpha"), (dict(tau=2.5), "tau"),
-    (dict(r=1.5), "r"), (dict(r=0.33, n=50), "r*n"), (dict(sigma_G=-1.0), "sigma_G"),
-    (dict(beta=float("nan")), "beta"), (dict(K=0), "K"), (dict(D2="x"), "D2"),
-])
+@pytest.mark.parametrize(
+    "bad, word",
+    [
+        (dict(L=0.0), "L"),
+        (dict(alpha=2.0), "alpha"),
+        (dict(tau=2.5), "tau"),
+        (dict(r=1.5), "r"),
+        (dict(r=0.33, n=50), "r*n"),
+        (dict(sigma_G=-1.0), "sigma_G"),
+        (dict(beta=float("nan")), "beta"),
+        (dict(K=0), "K"),
+        (dict(D2="x"), "D2"),
+    ],
+)
 def test_constants_validation_names_the_field(bad, word):
     with pytest.raises(UsageError) as e:
         make(**bad)
@@ -164,9 +186,17 @@ def test_zero_heterogeneity_removes_heterogeneity_terms():
     assert lemmas.dissimilarity_recalled().expr.subs(zero) == 0
     for v in lemmas.VARIANTS:
         st = theorem.convergence_bound_derived(v)
-        expect = sp.Add(*[e for _, e in theorem.local_sgd_bound(
-            lemmas.smoothness_derived().expr, lemmas.direction_bias(v).expr,
-            lemmas.direction_mse(v).expr, sp.Integer(0))])
+        expect = sp.Add(
+            *[
+                e
+                for _, e in theorem.local_sgd_bound(
+                    lemmas.smoothness_derived().expr,
+                    lemmas.direction_bias(v).expr,
+                    lemmas.direction_mse(v).expr,
+                    sp.Integer(0),
+                )
+            ]
+        )
         assert sp.simplify(st.expr.subs(zero) - expect) == 0
         shape = dict(theorem.convergence_bound_recalled(v).terms)
         assert shape["client sampling"].subs(zero) == 0
@@ -211,10 +241,13 @@ def test_corollary_condition_holds_past_threshold(variant, kw):
         assert not cor.condition_holds(c, k0 * 0.99)
 
 
-@pytest.mark.parametrize("kw, expected", [
-    (dict(), -0.5),                                   # partial participation, heterogeneity
-    (dict(r=1.0, n=10), -2 / 3),                      # full participation
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (dict(), -0.5),  # partial participation, heterogeneity
+        (dict(r=1.0, n=10), -2 / 3),  # full participation
+    ],
+)
 def test_corollary_rate_exponent(kw, expected):
     c = make(**kw)
     cor = theorem.corollary("exact")
@@ -235,8 +268,16 @@ def test_corollary_rate_exponent_symbolic_limit():
 
 
 # --------------------------------------------------------------------------- docstrings
-MODULES = ["theory.symbols", "theory.constants", "theory.statement", "theory.lemmas",
-           "theory.distances", "theory.theorem", "theory.checks_api", "theory.cli"]
+MODULES = [
+    "theory.symbols",
+    "theory.constants",
+    "theory.statement",
+    "theory.lemmas",
+    "theory.distances",
+    "theory.theorem",
+    "theory.checks_api",
+    "theory.cli",
+]
 FORMULA_MARKS = ("=", "≤", "<", ":math:", "‖")
 
 
@@ -334,8 +375,9 @@ def test_toy_bias_and_variance_within_derived_by_monte_carlo():
     sigG2 = np.max(np.var(_d1(grid[:, None], thetas[None]), axis=1))
     sigH2 = np.max(np.var(_d2(grid[:, None], thetas[None]), axis=1))
     alpha, D, D1, D2, N = 4.0, 2, 3, 2, 200_000
-    c = make(**TOY, alpha=alpha, sigma_G=math.sqrt(sigG2) * 1.0001, sigma_H=math.sqrt(sigH2) * 1.0001,
-             D=D, D1=D1, D2=D2)
+    c = make(
+        **TOY, alpha=alpha, sigma_G=math.sqrt(sigG2) * 1.0001, sigma_H=math.sqrt(sigH2) * 1.0001, D=D, D1=D1, D2=D2
+    )
     for w0 in (-1.0, 0.5, 2.0):
         truth = _grad_F(np.array([w0]), thetas, alpha)[0]
         bD = thetas[rng.integers(0, 5, (N, D))]
@@ -356,10 +398,10 @@ def _simulate_perfedavg(variant, alpha, beta, tau, K, r, D=2, D1=2, D2=2, S=2000
     Returns (constants, mean over seeds of Φ_K, its upper 3-sigma limit)."""
     from scipy.optimize import minimize_scalar
 
-    TH = np.array([[-2., -1., .5, 1.], [0., .5, 2., 3.], [-1., 1., 1.5, 4.], [-3., 0., .2, 2.]])
-    Y = np.array([[1, -1, 1, -1.], [1, 1, -1, -1.], [-1, 1, 1, -1.], [1, -1, -1, 1.]])
+    TH = np.array([[-2.0, -1.0, 0.5, 1.0], [0.0, 0.5, 2.0, 3.0], [-1.0, 1.0, 1.5, 4.0], [-3.0, 0.0, 0.2, 2.0]])
+    Y = np.array([[1, -1, 1, -1.0], [1, 1, -1, -1.0], [-1, 1, 1, -1.0], [1, -1, -1, 1.0]])
     n = len(TH)
-    m = int(round(r * n))
+    m = round(r * n)
 
     def d1(w, th, y):
         return -y * _sig(-y * (w - th))
@@ -372,12 +414,22 @@ def _simulate_perfedavg(variant, alpha, beta, tau, K, r, D=2, D1=2, D2=2, S=2000
         return d1(np.asarray(w)[..., None], TH[i], Y[i]).mean(-1)
 
     def gF(w):
-        return np.mean([(1 - alpha * d2(np.asarray(w)[..., None], TH[i], Y[i]).mean(-1))
-                        * f1(w - alpha * f1(w, i), i) for i in range(n)], 0)
+        return np.mean(
+            [
+                (1 - alpha * d2(np.asarray(w)[..., None], TH[i], Y[i]).mean(-1)) * f1(w - alpha * f1(w, i), i)
+                for i in range(n)
+            ],
+            0,
+        )
 
     def F(w):
-        return np.mean([np.log1p(np.exp(-Y[i] * (np.asarray(w - alpha * f1(w, i))[..., None] - TH[i]))).mean(-1)
-                        for i in range(n)], 0)
+        return np.mean(
+            [
+                np.log1p(np.exp(-Y[i] * (np.asarray(w - alpha * f1(w, i))[..., None] - TH[i]))).mean(-1)
+                for i in range(n)
+            ],
+            0,
+        )
 
     grid = np.linspace(-30, 30, 30001)
     per = np.stack([d1(grid[:, None], TH[i], Y[i]) for i in range(n)])
@@ -387,18 +439,30 @@ def _simulate_perfedavg(variant, alpha, beta, tau, K, r, D=2, D1=2, D2=2, S=2000
     f_star = minimize_scalar(F, bracket=(grid[j - 5], grid[j], grid[j + 5])).fun
     w0 = 6.0
     c = Constants(
-        **TOY, sigma_G=math.sqrt(per.var(-1).max()) * 1.001, sigma_H=math.sqrt(per2.var(-1).max()) * 1.001,
+        **TOY,
+        sigma_G=math.sqrt(per.var(-1).max()) * 1.001,
+        sigma_H=math.sqrt(per2.var(-1).max()) * 1.001,
         gamma_G=math.sqrt(((g - g.mean(0)) ** 2).mean(0).max()) * 1.001,
         gamma_H=math.sqrt(((h - h.mean(0)) ** 2).mean(0).max()) * 1.001,
-        F0_gap=float(F(w0) - f_star), alpha=alpha, beta=beta, delta=1e-3, tau=tau, K=K, r=r, n=n,
-        D=D, D1=D1, D2=D2)
+        F0_gap=float(F(w0) - f_star),
+        alpha=alpha,
+        beta=beta,
+        delta=1e-3,
+        tau=tau,
+        K=K,
+        r=r,
+        n=n,
+        D=D,
+        D1=D1,
+        D2=D2,
+    )
     rng = np.random.default_rng(seed)
     w, acc = np.full(S, w0), np.zeros(S)
     for _ in range(K):
         A = np.argsort(rng.random((S, n)), 1)[:, :m]
         W, thA, yA = np.repeat(w[:, None], m, 1), TH[A], Y[A]
 
-        def batch(sz):
+        def batch(sz, thA=thA, yA=yA):
             idx = rng.integers(0, TH.shape[1], (S, m, sz))
             return np.take_along_axis(thA, idx, 2), np.take_along_axis(yA, idx, 2)
 
@@ -413,25 +477,28 @@ def _simulate_perfedavg(variant, alpha, beta, tau, K, r, D=2, D1=2, D2=2, S=2000
                 d = v
             else:
                 dl = c.delta
-                d = v - alpha * (d1((W + dl * v)[..., None], tb, yb).mean(-1)
-                                 - d1((W - dl * v)[..., None], tb, yb).mean(-1)) / (2 * dl)
+                d = v - alpha * (
+                    d1((W + dl * v)[..., None], tb, yb).mean(-1) - d1((W - dl * v)[..., None], tb, yb).mean(-1)
+                ) / (2 * dl)
             W = W - beta * d
         w = W.mean(1)
     acc /= K * tau
     return c, acc.mean(), acc.mean() + 3 * acc.std() / math.sqrt(S)
 
 
-@pytest.mark.parametrize("variant, kw", [
-    ("exact", dict(alpha=2.0, beta=0.2, tau=2, K=30, r=0.5)),
-    ("fo", dict(alpha=2.0, beta=0.1, tau=3, K=15, r=0.5)),
-    ("hf", dict(alpha=1.0, beta=0.1, tau=3, K=15, r=1.0)),
-])
+@pytest.mark.parametrize(
+    "variant, kw",
+    [
+        ("exact", dict(alpha=2.0, beta=0.2, tau=2, K=30, r=0.5)),
+        ("fo", dict(alpha=2.0, beta=0.1, tau=3, K=15, r=0.5)),
+        ("hf", dict(alpha=1.0, beta=0.1, tau=3, K=15, r=1.0)),
+    ],
+)
 def test_derived_convergence_bound_holds_on_a_simulated_toy(variant, kw):
     c, measured, high = _simulate_perfedavg(variant, **kw)
     rep = checks_api.convergence(c, variant)
     assert rep.condition["derived"]
-    row = checks_api.compare(checks_api.BoundValue("bound", "Φ_K", "", "derived", rep.derived, "", ""),
-                             measured, high)
+    row = checks_api.compare(checks_api.BoundValue("bound", "Φ_K", "", "derived", rep.derived, "", ""), measured, high)
     assert row.verdict == "HOLDS", (measured, rep.derived_terms)
     assert 0.01 < row.ratio < 1
 
@@ -439,10 +506,23 @@ def test_derived_convergence_bound_holds_on_a_simulated_toy(variant, kw):
 def test_checks_api_rows_and_keys():
     c = make()
     b = checks_api.lemma_bounds(c)
-    assert "hf_hvp_error" not in b and "gamma_G2_tv" not in b   # need extras
+    assert "hf_hvp_error" not in b and "gamma_G2_tv" not in b  # need extras
     b = checks_api.lemma_bounds(c, **EXTRA)
-    assert {"L_F", "bias", "sigma_F2", "gamma_F2", "hf_hvp_error", "gamma_G2_tv", "gamma_H2_tv",
-            "gamma_G2_w1", "gamma_H2_w1", "bias_fo", "mse_fo", "bias_hf", "mse_hf"} <= set(b)
+    assert {
+        "L_F",
+        "bias",
+        "sigma_F2",
+        "gamma_F2",
+        "hf_hvp_error",
+        "gamma_G2_tv",
+        "gamma_H2_tv",
+        "gamma_G2_w1",
+        "gamma_H2_w1",
+        "bias_fo",
+        "mse_fo",
+        "bias_hf",
+        "mse_hf",
+    } <= set(b)
     assert b["hf_hvp_error"][0].value == pytest.approx(c.rho * c.delta * 1.2**2 / 2)
     rows = [checks_api.compare(b["L_F"][0], 5.0), checks_api.compare(b["L_F"][1], 0.5)]
     assert [r.verdict for r in rows] == ["FAILS", "HOLDS"]

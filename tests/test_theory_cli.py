@@ -22,9 +22,21 @@ def toml(tmp_path):
 def test_bounds_text_names_provenance_terms_and_dominant(toml, capsys):
     assert main(["bounds", "--constants", toml]) == 0
     out = capsys.readouterr().out
-    for word in ("[recalled]", "[derived]", "DERIVED explicit upper bound", "RECALLED shape",
-                 "not an upper bound", "dominates", "optimization", "client sampling",
-                 "local drift", "bias floor", "Per-FedAvg (FO)", "Per-FedAvg (HF)", "corollary"):
+    for word in (
+        "[recalled]",
+        "[derived]",
+        "DERIVED explicit upper bound",
+        "RECALLED shape",
+        "not an upper bound",
+        "dominates",
+        "optimization",
+        "client sampling",
+        "local drift",
+        "bias floor",
+        "Per-FedAvg (FO)",
+        "Per-FedAvg (HF)",
+        "corollary",
+    ):
         assert word in out, word
 
 
@@ -65,12 +77,18 @@ def test_bounds_help_lists_every_option(capsys):
         assert opt in out
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["bounds", "--constants", "/nonexistent/c.toml"], "--constants: config file /nonexistent/c.toml does not exist"),
-    (["bounds", "--L", "1"], "missing constant"),
-    (["bounds", "--variant", "zz"], "variant"),
-    (["bounds", "--L", "abc"], "--L"),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (
+            ["bounds", "--constants", "/nonexistent/c.toml"],
+            "--constants: config file /nonexistent/c.toml does not exist",
+        ),
+        (["bounds", "--L", "1"], "missing constant"),
+        (["bounds", "--variant", "zz"], "variant"),
+        (["bounds", "--L", "abc"], "--L"),
+    ],
+)
 def test_bounds_bad_input_is_one_line_exit_2(argv, word, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -97,13 +115,47 @@ def test_bounds_bad_toml(tmp_path, capsys):
 def _constants_json(tmp_path, rho_estimated: bool):
     """A document in the format of ``perfedavg reproduce constants`` (empirical.constants.document): the writer
     puts 0.0 in ``constants`` for a field it did not estimate; ``per_round`` says null."""
-    constants = {**BASE, "rho": 0.0 if not rho_estimated else 2.0, "alpha": 0.01, "beta": 0.001, "delta": 0.001,
-                 "tau": 10, "K": 30, "r": 0.2, "n": 50, "D": 40, "D1": 40, "D2": 40}
-    per_round = [{"round": 0, "L": 1.0, "B": 1.0, "sigma_G": 1.0, "sigma_H": 1.0, "gamma_G": 0.5, "gamma_H": 0.5,
-                  "rho": 2.0 if rho_estimated else None, "f": 0.7, "per_user": {}}]
+    constants = {
+        **BASE,
+        "rho": 0.0 if not rho_estimated else 2.0,
+        "alpha": 0.01,
+        "beta": 0.001,
+        "delta": 0.001,
+        "tau": 10,
+        "K": 30,
+        "r": 0.2,
+        "n": 50,
+        "D": 40,
+        "D1": 40,
+        "D2": 40,
+    }
+    per_round = [
+        {
+            "round": 0,
+            "L": 1.0,
+            "B": 1.0,
+            "sigma_G": 1.0,
+            "sigma_H": 1.0,
+            "gamma_G": 0.5,
+            "gamma_H": 0.5,
+            "rho": 2.0 if rho_estimated else None,
+            "f": 0.7,
+            "per_user": {},
+        }
+    ]
     p = tmp_path / "constants.json"
-    p.write_text(json.dumps({"run": "runs/x", "task": "mnist", "constants": constants, "per_round": per_round,
-                             "provenance": {}, "options": {"rho_directions": 2 if rho_estimated else 0}}))
+    p.write_text(
+        json.dumps(
+            {
+                "run": "runs/x",
+                "task": "mnist",
+                "constants": constants,
+                "per_round": per_round,
+                "provenance": {},
+                "options": {"rho_directions": 2 if rho_estimated else 0},
+            }
+        )
+    )
     return str(p)
 
 
@@ -136,8 +188,27 @@ def test_an_unestimated_constant_is_missing_never_zero(tmp_path, capsys):
 
 
 def test_bounds_distance_and_hf_flags_evaluate_section_6(toml, capsys):
-    assert main(["bounds", "--constants", toml, "--json", "--tv", "0.3", "--w1", "0.5", "--L-theta", "2",
-                 "--rho-theta", "1", "--g-norm", "1.5"]) == 0
+    assert (
+        main(
+            [
+                "bounds",
+                "--constants",
+                toml,
+                "--json",
+                "--tv",
+                "0.3",
+                "--w1",
+                "0.5",
+                "--L-theta",
+                "2",
+                "--rho-theta",
+                "1",
+                "--g-norm",
+                "1.5",
+            ]
+        )
+        == 0
+    )
     lem = json.loads(capsys.readouterr().out)["lemmas"]
     assert lem["gamma_G2_tv"][0]["value"] == pytest.approx(4 * BASE["B"] ** 2 * 0.3**2)
     assert lem["gamma_H2_tv"][0]["value"] == pytest.approx(4 * BASE["L"] ** 2 * 0.3**2)
@@ -146,9 +217,14 @@ def test_bounds_distance_and_hf_flags_evaluate_section_6(toml, capsys):
     assert lem["hf_hvp_error"][0]["value"] == pytest.approx(BASE["rho"] * 0.001 * 1.5**2 / 2)
 
 
-@pytest.mark.parametrize("flag, value, word", [("--tv", "1.5", "--tv=1.5 is out of range"),
-                                               ("--w1", "-1", "--w1=-1 is out of range"),
-                                               ("--L-theta", "inf", "--L-theta=inf is out of range")])
+@pytest.mark.parametrize(
+    "flag, value, word",
+    [
+        ("--tv", "1.5", "--tv=1.5 is out of range"),
+        ("--w1", "-1", "--w1=-1 is out of range"),
+        ("--L-theta", "inf", "--L-theta=inf is out of range"),
+    ],
+)
 def test_bounds_bad_distance_flag_is_one_line_exit_2(toml, flag, value, word, capsys):
     assert main(["bounds", "--constants", toml, flag, value]) == 2
     err = capsys.readouterr().err

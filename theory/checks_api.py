@@ -53,8 +53,15 @@ class BoundValue:
 def evaluate(statement: Statement, constants: Constants, **extra: float) -> BoundValue:
     r"""``statement`` evaluated on ``constants`` (and extra symbols) as a :class:`BoundValue`:
     value = expr(constants, **extra), e.g. L_F = L(1+αL)² + αρB for the derived smoothness."""
-    return BoundValue(statement.key, statement.name, statement.ref, statement.provenance,
-                      float(statement(constants, **extra)), statement.meaning, str(statement.expr))
+    return BoundValue(
+        statement.key,
+        statement.name,
+        statement.ref,
+        statement.provenance,
+        float(statement(constants, **extra)),
+        statement.meaning,
+        str(statement.expr),
+    )
 
 
 def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
@@ -75,9 +82,15 @@ def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
     }
 
 
-def lemma_bounds(constants: Constants, *, g_norm: float | None = None, tv: float | None = None,
-                 w1: float | None = None, L_theta: float | None = None,
-                 rho_theta: float | None = None) -> dict[str, tuple[BoundValue, ...]]:
+def lemma_bounds(
+    constants: Constants,
+    *,
+    g_norm: float | None = None,
+    tv: float | None = None,
+    w1: float | None = None,
+    L_theta: float | None = None,
+    rho_theta: float | None = None,
+) -> dict[str, tuple[BoundValue, ...]]:
     r"""Numeric value of every lemma-level bound on ``constants`` (a ``Constants``).
 
     Keyword arguments (optional; a statement whose value they supply is left out when
@@ -89,8 +102,11 @@ def lemma_bounds(constants: Constants, *, g_norm: float | None = None, tv: float
     module docstring for the keys.  Formulas: L_F = L(1+αL)² + αρB (derived) vs 4L + αρB
     (recalled), etc., as in :mod:`theory.lemmas` and :mod:`theory.distances`.
     """
-    extra = {k: v for k, v in dict(g_norm=g_norm, tv=tv, w1=w1, L_theta=L_theta,
-                                   rho_theta=rho_theta).items() if v is not None}
+    extra = {
+        k: v
+        for k, v in dict(g_norm=g_norm, tv=tv, w1=w1, L_theta=L_theta, rho_theta=rho_theta).items()
+        if v is not None
+    }
     have = set(constants.as_dict()) | set(extra)
     out: dict[str, tuple[BoundValue, ...]] = {}
     for key, sts in _lemma_statements().items():
@@ -132,14 +148,20 @@ class ConvergenceReport:
 
         return {
             "variant": self.variant,
-            "derived": {"provenance": "derived", "value": f(self.derived),
-                        "terms": {k: f(v) for k, v in self.derived_terms.items()},
-                        "dominant": self.dominant(self.derived_terms),
-                        "valid": self.condition.get("derived", False)},
-            "recalled_shape": {"provenance": "recalled", "value": f(self.recalled_shape),
-                               "terms": {k: f(v) for k, v in self.recalled_terms.items()},
-                               "dominant": self.dominant(self.recalled_terms),
-                               "note": "paper's shape with every O(1) set to 1; not an upper bound"},
+            "derived": {
+                "provenance": "derived",
+                "value": f(self.derived),
+                "terms": {k: f(v) for k, v in self.derived_terms.items()},
+                "dominant": self.dominant(self.derived_terms),
+                "valid": self.condition.get("derived", False),
+            },
+            "recalled_shape": {
+                "provenance": "recalled",
+                "value": f(self.recalled_shape),
+                "terms": {k: f(v) for k, v in self.recalled_terms.items()},
+                "dominant": self.dominant(self.recalled_terms),
+                "note": "paper's shape with every O(1) set to 1; not an upper bound",
+            },
             "condition": dict(self.condition),
             "beta_max": {k: f(v) for k, v in self.beta_max.items()},
         }
@@ -163,10 +185,16 @@ def convergence(constants: Constants, variant: str = "exact") -> ConvergenceRepo
         dval = math.inf
     rterms = {k: float(v) for k, v in shape.evaluate_terms(constants).items()}
     return ConvergenceReport(
-        variant=lemmas._check_variant(variant), derived=dval, derived_terms=dterms,
-        recalled_shape=float(sum(rterms.values())), recalled_terms=rterms, condition=cond,
-        beta_max={"recalled": float(theorem.step_size_recalled()(constants)),
-                  "derived": float(theorem.step_size_derived()(constants))},
+        variant=lemmas._check_variant(variant),
+        derived=dval,
+        derived_terms=dterms,
+        recalled_shape=float(sum(rterms.values())),
+        recalled_terms=rterms,
+        condition=cond,
+        beta_max={
+            "recalled": float(theorem.step_size_recalled()(constants)),
+            "derived": float(theorem.step_size_derived()(constants)),
+        },
     )
 
 
@@ -224,14 +252,19 @@ class CheckRow:
 
     @property
     def verdict(self) -> str:
-        """"HOLDS" or "FAILS"."""
+        """ "HOLDS" or "FAILS"."""
         return VERDICT_HOLDS if self.holds else VERDICT_FAILS
 
 
 def compare(bound: BoundValue, measured: float, measured_high: float | None = None) -> CheckRow:
     r"""A :class:`CheckRow` for ``measured`` ≤ ``bound.value``."""
-    return CheckRow(bound.label, bound.provenance, float(measured), float(bound.value),
-                    None if measured_high is None else float(measured_high))
+    return CheckRow(
+        bound.label,
+        bound.provenance,
+        float(measured),
+        float(bound.value),
+        None if measured_high is None else float(measured_high),
+    )
 
 
 def format_rows(rows: Iterable[CheckRow]) -> str:
@@ -239,8 +272,9 @@ def format_rows(rows: Iterable[CheckRow]) -> str:
     head = f"{'statement':44s} {'provenance':10s} {'measured':>11s} {'bound':>11s} {'ratio':>7s}  verdict"
     lines = [head]
     for r in rows:
-        lines.append(f"{r.statement[:44]:44s} {r.provenance:10s} {r.measured:11.4g} "
-                     f"{r.bound:11.4g} {r.ratio:7.3f}  {r.verdict}")
+        lines.append(
+            f"{r.statement[:44]:44s} {r.provenance:10s} {r.measured:11.4g} {r.bound:11.4g} {r.ratio:7.3f}  {r.verdict}"
+        )
     return "\n".join(lines)
 
 

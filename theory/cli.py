@@ -64,21 +64,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--rho-theta/--g-norm evaluate the heterogeneity statements of PAPER.md §6 and the HF error."
         ),
     )
-    p.add_argument("--constants", metavar="FILE",
-                   help="TOML file with the constants (top-level keys or a [constants] table), or the JSON "
-                        "document of 'perfedavg reproduce constants' (its 'constants' mapping; unestimated "
-                        "constants are missing)")
+    p.add_argument(
+        "--constants",
+        metavar="FILE",
+        help="TOML file with the constants (top-level keys or a [constants] table), or the JSON "
+        "document of 'perfedavg reproduce constants' (its 'constants' mapping; unestimated "
+        "constants are missing)",
+    )
     for name, (_, _, integer, help_) in _RULES.items():
-        p.add_argument(f"--{name}", dest=f"c_{name}", metavar="N" if integer else "X",
-                       type=float, default=None, help=help_)
+        p.add_argument(
+            f"--{name}", dest=f"c_{name}", metavar="N" if integer else "X", type=float, default=None, help=help_
+        )
     for name, help_ in _EXTRA_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=f"e_{name}", metavar="X", type=float, default=None,
-                       help=help_)
-    p.add_argument("--variant", choices=(*_VARIANTS, "all"), default="all",
-                   help="local step: exact second-order, FO, HF, or all three (default: all)")
+        p.add_argument(
+            f"--{name.replace('_', '-')}", dest=f"e_{name}", metavar="X", type=float, default=None, help=help_
+        )
+    p.add_argument(
+        "--variant",
+        choices=(*_VARIANTS, "all"),
+        default="all",
+        help="local step: exact second-order, FO, HF, or all three (default: all)",
+    )
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--latex", action="store_true",
-                     help="print the LaTeX of every statement (with provenance) instead of numbers")
+    fmt.add_argument(
+        "--latex", action="store_true", help="print the LaTeX of every statement (with provenance) instead of numbers"
+    )
     fmt.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     p.set_defaults(func=run)
     return p
@@ -87,8 +97,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def constants_from_args(args: argparse.Namespace) -> Constants:
     r"""A validated :class:`Constants` from ``--constants`` (TOML or the constants JSON,
     :meth:`Constants.from_file`; unestimated constants are missing, NaN) and the per-field flags."""
-    flags = {name: getattr(args, f"c_{name}") for name in _RULES
-             if getattr(args, f"c_{name}", None) is not None}
+    flags = {name: getattr(args, f"c_{name}") for name in _RULES if getattr(args, f"c_{name}", None) is not None}
     if args.constants:
         return Constants.from_file(args.constants, flags)
     return Constants.from_dict(flags)
@@ -151,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
     reports: dict[str, checks_api.ConvergenceReport] = {}
     unevaluable: dict[str, list[str]] = {}
     for v in variants:
-        needs = sorted(set(_needs(theorem.convergence_bound_derived(v), missing))
-                       | set(_needs(theorem.step_size_derived(), missing)))
+        needs = sorted(
+            set(_needs(theorem.convergence_bound_derived(v), missing))
+            | set(_needs(theorem.step_size_derived(), missing))
+        )
         if needs:
             unevaluable[v] = needs
         else:
@@ -162,9 +173,15 @@ def run(args: argparse.Namespace) -> int:
         cor = theorem.corollary(v)
         if c.F0_gap > 0:
             b_K, t_K = cor.choose(c, c.K)
-            cors[v] = {"provenance": "derived", "tau_of_K": "floor(K^(1/3)) (a choice, not optimised)",
-                       "beta_of_K": "sqrt(2*F0_gap/(tau*K*C)) (sympy.solve of d/dbeta = 0)", "beta_at_K": b_K,
-                       "tau_at_K": t_K, "threshold_K": cor.threshold_K(c), "rate_exponent": cor.claimed_exponent(c)}
+            cors[v] = {
+                "provenance": "derived",
+                "tau_of_K": "floor(K^(1/3)) (a choice, not optimised)",
+                "beta_of_K": "sqrt(2*F0_gap/(tau*K*C)) (sympy.solve of d/dbeta = 0)",
+                "beta_at_K": b_K,
+                "tau_at_K": t_K,
+                "threshold_K": cor.threshold_K(c),
+                "rate_exponent": cor.claimed_exponent(c),
+            }
     fed_needs = _needs(theorem.fedavg_bound(), missing)
     fedavg = None if fed_needs else checks_api.fedavg_convergence(c)
     if args.json:
@@ -172,23 +189,42 @@ def run(args: argparse.Namespace) -> int:
             "constants": {k: _json_num(v) for k, v in c.as_dict().items()},
             "missing": sorted(missing),
             "extra": extra,
-            "lemmas": {k: [dict(provenance=st.provenance, name=st.name, ref=st.ref,
-                                value=_json_num(val) if val is not None else "not evaluable",
-                                needs=needs, meaning=st.meaning, formula=str(st.expr)) for st, val, needs in vals]
-                       for k, vals in lem.items()},
-            "convergence": {**{v: r.as_dict() for v, r in reports.items()},
-                            **{v: {"value": "not evaluable", "needs": n} for v, n in unevaluable.items()}},
-            "fedavg_bound": {"provenance": "derived",
-                             "value": _json_num(fedavg) if fedavg is not None else "not evaluable", "needs": fed_needs},
+            "lemmas": {
+                k: [
+                    dict(
+                        provenance=st.provenance,
+                        name=st.name,
+                        ref=st.ref,
+                        value=_json_num(val) if val is not None else "not evaluable",
+                        needs=needs,
+                        meaning=st.meaning,
+                        formula=str(st.expr),
+                    )
+                    for st, val, needs in vals
+                ]
+                for k, vals in lem.items()
+            },
+            "convergence": {
+                **{v: r.as_dict() for v, r in reports.items()},
+                **{v: {"value": "not evaluable", "needs": n} for v, n in unevaluable.items()},
+            },
+            "fedavg_bound": {
+                "provenance": "derived",
+                "value": _json_num(fedavg) if fedavg is not None else "not evaluable",
+                "needs": fed_needs,
+            },
             "corollary": cors,
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
 
-    print("Per-FedAvg bounds.  Provenance: [recalled] = reconstructed from memory of the paper "
-          "(unverified); [derived] = derived in theory/DERIVATIONS.md.")
-    print("constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING"
-                                    for k, v in c.as_dict().items()))
+    print(
+        "Per-FedAvg bounds.  Provenance: [recalled] = reconstructed from memory of the paper "
+        "(unverified); [derived] = derived in theory/DERIVATIONS.md."
+    )
+    print(
+        "constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING" for k, v in c.as_dict().items())
+    )
     if missing:
         print(f"missing (not estimated): {', '.join(sorted(missing))}: every value that needs them is not evaluable")
     if extra:
@@ -203,21 +239,26 @@ def run(args: argparse.Namespace) -> int:
     if reports:
         r0 = next(iter(reports.values()))
         print(f"\nStep-size condition (beta = {c.beta:g}):")
-        print(f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
-              f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}")
-        print(f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
-              f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}")
+        print(
+            f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
+            f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}"
+        )
+        print(
+            f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
+            f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}"
+        )
     for v, rep in reports.items():
         print(f"\nConvergence, Per-FedAvg ({v.upper()}): bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
         _print_terms("DERIVED explicit upper bound [derived]", rep.derived, rep.derived_terms)
-        _print_terms("RECALLED shape, O(1)=1, not an upper bound [recalled]",
-                     rep.recalled_shape, rep.recalled_terms)
+        _print_terms("RECALLED shape, O(1)=1, not an upper bound [recalled]", rep.recalled_shape, rep.recalled_terms)
         if v in cors:
             co = cors[v]
-            print(f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']} (a choice), "
-                  f"beta = sqrt(2 F0_gap/(tau K C)) = {_fmt(co['beta_at_K'])} at K = {c.K:g}; "
-                  f"condition holds for K >= {_fmt(co['threshold_K'])}; "
-                  f"bound - floor ~ K^({co['rate_exponent']:.4g})")
+            print(
+                f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']} (a choice), "
+                f"beta = sqrt(2 F0_gap/(tau K C)) = {_fmt(co['beta_at_K'])} at K = {c.K:g}; "
+                f"condition holds for K >= {_fmt(co['threshold_K'])}; "
+                f"bound - floor ~ K^({co['rate_exponent']:.4g})"
+            )
     for v, needs in unevaluable.items():
         print(f"\nConvergence, Per-FedAvg ({v.upper()}): not evaluable (needs {', '.join(needs)})")
     shown = _fmt(fedavg) if fedavg is not None else f"not evaluable (needs {', '.join(fed_needs)})"

@@ -130,8 +130,7 @@ class Constants:
         m = self.r * self.n
         if m < 1.0 - 1e-9 or abs(m - round(m)) > 1e-6:
             raise UsageError(
-                f"constant r={self.r:g} with n={self.n:g} gives r*n={m:g} users per round; "
-                "r*n must be an integer >= 1"
+                f"constant r={self.r:g} with n={self.n:g} gives r*n={m:g} users per round; r*n must be an integer >= 1"
             )
 
     # -- construction ---------------------------------------------------------------
@@ -146,9 +145,7 @@ class Constants:
         names = set(cls.field_names())
         unknown = sorted(set(values) - names)
         if unknown:
-            raise UsageError(
-                f"unknown constant(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}"
-            )
+            raise UsageError(f"unknown constant(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}")
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         missing = [k for k in required if k not in values]
         if missing:

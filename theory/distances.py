@@ -32,8 +32,9 @@ def tv_gradient_bound() -> Statement:
     Symbols: ``B`` B (per-sample gradient bound), ``tv`` = sqrt((1/n)Σ_i TV(p_i, p̄)²).
     Bounds (1/n)Σ_i‖∇f_i(w) − ∇f(w)‖².
     """
-    return Statement("gamma_G2_tv", "γ_G² from TV", _REF6, "derived", 4 * B**2 * tv**2,
-                     "(1/n) Σ_i ‖∇f_i(w) − ∇f(w)‖² ≤ value")
+    return Statement(
+        "gamma_G2_tv", "γ_G² from TV", _REF6, "derived", 4 * B**2 * tv**2, "(1/n) Σ_i ‖∇f_i(w) − ∇f(w)‖² ≤ value"
+    )
 
 
 @functools.cache
@@ -43,8 +44,9 @@ def tv_hessian_bound() -> Statement:
     Symbols: ``L`` L (per-sample Hessian operator-norm bound), ``tv`` RMS TV distance.
     Bounds (1/n)Σ_i‖∇²f_i(w) − ∇²f(w)‖².
     """
-    return Statement("gamma_H2_tv", "γ_H² from TV", _REF6, "derived", 4 * L**2 * tv**2,
-                     "(1/n) Σ_i ‖∇²f_i(w) − ∇²f(w)‖² ≤ value")
+    return Statement(
+        "gamma_H2_tv", "γ_H² from TV", _REF6, "derived", 4 * L**2 * tv**2, "(1/n) Σ_i ‖∇²f_i(w) − ∇²f(w)‖² ≤ value"
+    )
 
 
 @functools.cache
@@ -54,8 +56,9 @@ def w1_gradient_bound() -> Statement:
     Symbols: ``L_theta`` L_θ (Lipschitz constant of θ ↦ ∇l(w;θ)), ``w1`` RMS W1 distance.
     Bounds (1/n)Σ_i‖∇f_i(w) − ∇f(w)‖².
     """
-    return Statement("gamma_G2_w1", "γ_G² from W1", _REF6, "derived", L_theta**2 * w1**2,
-                     "(1/n) Σ_i ‖∇f_i(w) − ∇f(w)‖² ≤ value")
+    return Statement(
+        "gamma_G2_w1", "γ_G² from W1", _REF6, "derived", L_theta**2 * w1**2, "(1/n) Σ_i ‖∇f_i(w) − ∇f(w)‖² ≤ value"
+    )
 
 
 @functools.cache
@@ -65,8 +68,9 @@ def w1_hessian_bound() -> Statement:
     Symbols: ``rho_theta`` ρ_θ (Lipschitz constant of θ ↦ ∇²l(w;θ), operator norm),
     ``w1`` RMS W1 distance.  Bounds (1/n)Σ_i‖∇²f_i(w) − ∇²f(w)‖².
     """
-    return Statement("gamma_H2_w1", "γ_H² from W1", _REF6, "derived", rho_theta**2 * w1**2,
-                     "(1/n) Σ_i ‖∇²f_i(w) − ∇²f(w)‖² ≤ value")
+    return Statement(
+        "gamma_H2_w1", "γ_H² from W1", _REF6, "derived", rho_theta**2 * w1**2, "(1/n) Σ_i ‖∇²f_i(w) − ∇²f(w)‖² ≤ value"
+    )
 
 
 def all_distance_bounds() -> tuple[Statement, ...]:

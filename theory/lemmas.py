@@ -35,7 +35,10 @@ def smoothness_recalled() -> Statement:
     Provenance: recalled (high confidence), PAPER.md §4 "Smoothness".
     """
     return Statement(
-        "L_F", "L_F smoothness of F_i", _REF4 + " Lemma (smoothness)", "recalled",
+        "L_F",
+        "L_F smoothness of F_i",
+        _REF4 + " Lemma (smoothness)",
+        "recalled",
         4 * L + alpha * rho * B,
         "‖∇F_i(u) − ∇F_i(v)‖ ≤ L_F ‖u − v‖",
     )
@@ -50,7 +53,10 @@ def smoothness_derived() -> Statement:
     Derivation: DERIVATIONS.md §1 (triangle inequality, L-smoothness, ρ-Lipschitz Hessian).
     """
     return Statement(
-        "L_F", "L_F smoothness of F_i", "DERIVATIONS.md §1", "derived",
+        "L_F",
+        "L_F smoothness of F_i",
+        "DERIVATIONS.md §1",
+        "derived",
         L * (1 + alpha * L) ** 2 + alpha * rho * B,
         "‖∇F_i(u) − ∇F_i(v)‖ ≤ L_F ‖u − v‖",
     )
@@ -65,7 +71,10 @@ def bias_recalled() -> Statement:
     Bounds ‖E[∇̃F_i(w)] − ∇F_i(w)‖.  Provenance: recalled, PAPER.md §4 "Bias".
     """
     return Statement(
-        "bias", "bias of ∇̃F_i", _REF4 + " Lemma (bias)", "recalled",
+        "bias",
+        "bias of ∇̃F_i",
+        _REF4 + " Lemma (bias)",
+        "recalled",
         2 * alpha * L * sigma_G / sp.sqrt(D),
         "‖E[∇̃F_i(w)] − ∇F_i(w)‖ ≤ value",
     )
@@ -81,7 +90,10 @@ def bias_derived() -> Statement:
     D'' from (D, D'), ‖I − α∇̃²f_i‖ ≤ 1 + αL, L-smoothness, Jensen).
     """
     return Statement(
-        "bias", "bias of ∇̃F_i", "DERIVATIONS.md §2", "derived",
+        "bias",
+        "bias of ∇̃F_i",
+        "DERIVATIONS.md §2",
+        "derived",
         (1 + alpha * L) * alpha * L * sigma_G / sp.sqrt(D),
         "‖E[∇̃F_i(w)] − ∇F_i(w)‖ ≤ value",
     )
@@ -99,9 +111,11 @@ def variance_recalled() -> Statement:
     ``D1`` D', ``D2`` D''.  Bounds E‖∇̃F_i(w) − ∇F_i(w)‖².  Provenance: recalled.
     """
     return Statement(
-        "sigma_F2", "σ_F² variance of ∇̃F_i", _REF4 + " Lemma (variance)", "recalled",
-        12 * (B**2 + sigma_G**2 * (1 / D1 + (alpha * L) ** 2 / D)) * (1 + sigma_H**2 * alpha**2 / (4 * D2))
-        - 12 * B**2,
+        "sigma_F2",
+        "σ_F² variance of ∇̃F_i",
+        _REF4 + " Lemma (variance)",
+        "recalled",
+        12 * (B**2 + sigma_G**2 * (1 / D1 + (alpha * L) ** 2 / D)) * (1 + sigma_H**2 * alpha**2 / (4 * D2)) - 12 * B**2,
         "E‖∇̃F_i(w) − ∇F_i(w)‖² ≤ value",
     )
 
@@ -119,7 +133,10 @@ def variance_derived() -> Statement:
     variance σ²/D for i.i.d. or without-replacement draws, smoothness).
     """
     return Statement(
-        "sigma_F2", "σ_F² variance of ∇̃F_i", "DERIVATIONS.md §3", "derived",
+        "sigma_F2",
+        "σ_F² variance of ∇̃F_i",
+        "DERIVATIONS.md §3",
+        "derived",
         alpha**2 * sigma_H**2 / D2 * (B**2 + sigma_G**2 / D1)
         + (1 + alpha * L) ** 2 * sigma_G**2 * (1 / D1 + alpha**2 * L**2 / D),
         "E‖∇̃F_i(w) − ∇F_i(w)‖² ≤ value",
@@ -135,7 +152,10 @@ def dissimilarity_recalled() -> Statement:
     Bounds (1/n)Σ_i‖∇F_i(w) − ∇F(w)‖².  Provenance: recalled.
     """
     return Statement(
-        "gamma_F2", "γ_F² dissimilarity of ∇F_i", _REF4 + " Lemma (dissimilarity)", "recalled",
+        "gamma_F2",
+        "γ_F² dissimilarity of ∇F_i",
+        _REF4 + " Lemma (dissimilarity)",
+        "recalled",
         3 * B**2 * alpha**2 * gamma_H**2 + 192 * gamma_G**2,
         "(1/n) Σ_i ‖∇F_i(w) − ∇F(w)‖² ≤ value",
     )
@@ -151,7 +171,10 @@ def dissimilarity_derived() -> Statement:
     minimises the mean square, Minkowski over users, smoothness).
     """
     return Statement(
-        "gamma_F2", "γ_F² dissimilarity of ∇F_i", "DERIVATIONS.md §4", "derived",
+        "gamma_F2",
+        "γ_F² dissimilarity of ∇F_i",
+        "DERIVATIONS.md §4",
+        "derived",
         (alpha * B * gamma_H + (1 + alpha * L) ** 2 * gamma_G) ** 2,
         "(1/n) Σ_i ‖∇F_i(w) − ∇F(w)‖² ≤ value",
     )
@@ -171,7 +194,10 @@ def hf_hvp_error() -> Statement:
     Derivation: DERIVATIONS.md §5 (fundamental theorem of calculus, Hessian Lipschitz).
     """
     return Statement(
-        "hf_hvp_error", "HF finite-difference error", "DERIVATIONS.md §5", "derived",
+        "hf_hvp_error",
+        "HF finite-difference error",
+        "DERIVATIONS.md §5",
+        "derived",
         rho * delta * g_norm**2 / 2,
         "‖(∇h(w+δg) − ∇h(w−δg))/(2δ) − ∇²h(w) g‖ ≤ value",
     )
@@ -185,8 +211,12 @@ def fo_term_recalled() -> Statement:
     Symbols: ``alpha`` α, ``L`` L, ``B`` B.  Provenance: recalled (order only).
     """
     return Statement(
-        "fo_term", "FO extra term", "PAPER.md §5 (FO)", "recalled",
-        alpha**2 * L**2 * B**2, "order of the extra floor of FO in the bound",
+        "fo_term",
+        "FO extra term",
+        "PAPER.md §5 (FO)",
+        "recalled",
+        alpha**2 * L**2 * B**2,
+        "order of the extra floor of FO in the bound",
     )
 
 
@@ -197,8 +227,12 @@ def hf_term_recalled() -> Statement:
     Symbols: ``alpha`` α, ``rho`` ρ, ``delta`` δ, ``B`` B.  Provenance: recalled (order only).
     """
     return Statement(
-        "hf_term", "HF extra term", "PAPER.md §5 (HF)", "recalled",
-        (alpha * rho * delta * B**2) ** 2, "order of the extra term of HF in the bound",
+        "hf_term",
+        "HF extra term",
+        "PAPER.md §5 (HF)",
+        "recalled",
+        (alpha * rho * delta * B**2) ** 2,
+        "order of the extra term of HF in the bound",
     )
 
 
@@ -222,8 +256,12 @@ def direction_bias(variant: str = "exact") -> Statement:
     else:
         expr = bias_derived().expr + alpha * rho * delta * B**2 / 2
     return Statement(
-        "bias_" + variant, f"bias of the {variant.upper()} direction", "DERIVATIONS.md §2, §5",
-        "derived", expr, "‖E[d_i(w)] − ∇F_i(w)‖ ≤ value",
+        "bias_" + variant,
+        f"bias of the {variant.upper()} direction",
+        "DERIVATIONS.md §2, §5",
+        "derived",
+        expr,
+        "‖E[d_i(w)] − ∇F_i(w)‖ ≤ value",
     )
 
 
@@ -247,8 +285,12 @@ def direction_mse(variant: str = "exact") -> Statement:
     else:
         expr = (sp.sqrt(variance_derived().expr) + alpha * rho * delta * B**2 / 2) ** 2
     return Statement(
-        "mse_" + variant, f"MSE of the {variant.upper()} direction", "DERIVATIONS.md §3, §5",
-        "derived", expr, "E‖d_i(w) − ∇F_i(w)‖² ≤ value",
+        "mse_" + variant,
+        f"MSE of the {variant.upper()} direction",
+        "DERIVATIONS.md §3, §5",
+        "derived",
+        expr,
+        "E‖d_i(w) − ∇F_i(w)‖² ≤ value",
     )
 
 
@@ -265,10 +307,19 @@ def all_lemmas() -> tuple[Statement, ...]:
     derived form (e.g. L_F = 4L + αρB [recalled], L_F = L(1+αL)² + αρB [derived]); then
     the HF finite-difference error ρδ‖g‖²/2 and the FO / HF extra terms."""
     return (
-        smoothness_recalled(), smoothness_derived(),
-        bias_recalled(), bias_derived(),
-        variance_recalled(), variance_derived(),
-        dissimilarity_recalled(), dissimilarity_derived(),
-        hf_hvp_error(), fo_term_recalled(), hf_term_recalled(),
-        direction_bias("fo"), direction_mse("fo"), direction_bias("hf"), direction_mse("hf"),
+        smoothness_recalled(),
+        smoothness_derived(),
+        bias_recalled(),
+        bias_derived(),
+        variance_recalled(),
+        variance_derived(),
+        dissimilarity_recalled(),
+        dissimilarity_derived(),
+        hf_hvp_error(),
+        fo_term_recalled(),
+        hf_term_recalled(),
+        direction_bias("fo"),
+        direction_mse("fo"),
+        direction_bias("hf"),
+        direction_mse("hf"),
     )

@@ -150,8 +150,4 @@ class Statement:
 
     def describe(self) -> str:
         """Multi-line text: label, reference, meaning and formula."""
-        return (
-            f"{self.label}\n  ref: {self.ref}\n  bounds: {self.meaning}\n"
-            f"  formula: {sp.sstr(self.expr)}"
-        )
-
+        return f"{self.label}\n  ref: {self.ref}\n  bounds: {self.meaning}\n  formula: {sp.sstr(self.expr)}"

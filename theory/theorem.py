@@ -18,6 +18,9 @@ are kept side by side:
 
 :func:`fedavg_bound` is the same derivation for α = 0 (FedAvg, local SGD on f), and
 the derived bound reduces to it as α → 0.
+
+Past 400 lines because the corollary (:class:`Corollary`) is the theorem's bound with τ and β chosen
+for K: kept with the terms it substitutes into, rather than split from them.
 """
 
 from __future__ import annotations
@@ -116,9 +119,13 @@ def convergence_bound_derived(variant: str = "exact") -> Statement:
         lemmas.dissimilarity_derived().expr,
     )
     return Statement(
-        "bound_" + variant, f"convergence bound, Per-FedAvg ({variant.upper()})",
-        "DERIVATIONS.md §7 (explicit form of " + _REF5 + ")", "derived", _sum(terms),
-        "(1/(τK)) Σ_k Σ_t E‖∇F(w̄_{k+1,t})‖² ≤ value", terms,
+        "bound_" + variant,
+        f"convergence bound, Per-FedAvg ({variant.upper()})",
+        "DERIVATIONS.md §7 (explicit form of " + _REF5 + ")",
+        "derived",
+        _sum(terms),
+        "(1/(τK)) Σ_k Σ_t E‖∇F(w̄_{k+1,t})‖² ≤ value",
+        terms,
     )
 
 
@@ -133,8 +140,13 @@ def fedavg_bound() -> Statement:
     """
     terms = local_sgd_bound(L, sp.Integer(0), sigma_G**2 / D, gamma_G**2)
     return Statement(
-        "bound_fedavg", "convergence bound, FedAvg (α = 0)", "DERIVATIONS.md §7", "derived",
-        _sum(terms), "(1/(τK)) Σ_k Σ_t E‖∇f(w̄_{k+1,t})‖² ≤ value", terms,
+        "bound_fedavg",
+        "convergence bound, FedAvg (α = 0)",
+        "DERIVATIONS.md §7",
+        "derived",
+        _sum(terms),
+        "(1/(τK)) Σ_k Σ_t E‖∇f(w̄_{k+1,t})‖² ≤ value",
+        terms,
     )
 
 
@@ -167,9 +179,13 @@ def convergence_bound_recalled(variant: str = "exact") -> Statement:
     if variant == "hf":
         terms.append(("HF term", lemmas.hf_term_recalled().expr))
     return Statement(
-        "shape_" + variant, f"convergence shape, Per-FedAvg ({variant.upper()})",
-        _REF5, "recalled", _sum(terms),
-        "shape of the bound on (1/(τK)) Σ_k Σ_t E‖∇F(w̄_{k+1,t})‖² (O(1) set to 1)", tuple(terms),
+        "shape_" + variant,
+        f"convergence shape, Per-FedAvg ({variant.upper()})",
+        _REF5,
+        "recalled",
+        _sum(terms),
+        "shape of the bound on (1/(τK)) Σ_k Σ_t E‖∇F(w̄_{k+1,t})‖² (O(1) set to 1)",
+        tuple(terms),
     )
 
 
@@ -181,8 +197,12 @@ def step_size_recalled() -> Statement:
     Symbols: ``tau`` τ, ``L`` L, ``alpha`` α, ``rho`` ρ, ``B`` B.  Provenance: recalled.
     """
     return Statement(
-        "beta_max", "step-size condition β ≤ 1/(10τL_F)", _REF5, "recalled",
-        1 / (10 * tau * lemmas.smoothness_recalled().expr), "β ≤ value",
+        "beta_max",
+        "step-size condition β ≤ 1/(10τL_F)",
+        _REF5,
+        "recalled",
+        1 / (10 * tau * lemmas.smoothness_recalled().expr),
+        "β ≤ value",
     )
 
 
@@ -196,8 +216,12 @@ def step_size_derived() -> Statement:
     DERIVATIONS.md §7.
     """
     return Statement(
-        "beta_max", "step-size condition 6β²τ²L_F² < 1", "DERIVATIONS.md §7", "derived",
-        1 / (sp.sqrt(6) * tau * lemmas.smoothness_derived().expr), "β < value",
+        "beta_max",
+        "step-size condition 6β²τ²L_F² < 1",
+        "DERIVATIONS.md §7",
+        "derived",
+        1 / (sp.sqrt(6) * tau * lemmas.smoothness_derived().expr),
+        "β < value",
     )
 
 
@@ -264,8 +288,9 @@ class Corollary:
         r"""The derived bound with β = β(K), τ = τ(K): a function of K and the problem constants."""
         st = convergence_bound_derived(self.variant)
         # substitute β first (it contains τ), then τ
-        return st.subs({beta: self.beta_star}).subs({tau: self.tau_of_K},
-                                                    key="corollary_" + st.key, name="corollary bound")
+        return st.subs({beta: self.beta_star}).subs(
+            {tau: self.tau_of_K}, key="corollary_" + st.key, name="corollary bound"
+        )
 
     def floor(self) -> sp.Expr:
         r"""Limit of the bound as K → ∞: :math:`(1+\sqrt c)\,2b^2`."""
@@ -381,13 +406,27 @@ def all_theorem_statements(variant: str = "exact") -> tuple[Statement, ...]:
     r"""Step-size conditions (recalled, derived), the recalled shape, the derived bound
     for ``variant``, and the FedAvg bound (α = 0)."""
     return (
-        step_size_recalled(), step_size_derived(), convergence_bound_recalled(variant),
-        convergence_bound_derived(variant), fedavg_bound(),
+        step_size_recalled(),
+        step_size_derived(),
+        convergence_bound_recalled(variant),
+        convergence_bound_derived(variant),
+        fedavg_bound(),
     )
 
 
 __all__ = [
-    "C_LIN", "DERIVED_TERMS", "Corollary", "all_theorem_statements", "beta_star_in_C", "condition_ok",
-    "convergence_bound_derived", "convergence_bound_recalled", "corollary", "fedavg_bound",
-    "local_sgd_bound", "sampling_factor", "step_size_derived", "step_size_recalled",
+    "C_LIN",
+    "DERIVED_TERMS",
+    "Corollary",
+    "all_theorem_statements",
+    "beta_star_in_C",
+    "condition_ok",
+    "convergence_bound_derived",
+    "convergence_bound_recalled",
+    "corollary",
+    "fedavg_bound",
+    "local_sgd_bound",
+    "sampling_factor",
+    "step_size_derived",
+    "step_size_recalled",
 ]

@@ -66,39 +66,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rounds", type=_positive("rounds"), default=20, help="timed rounds per variant, >= 1 (default 20)")
     p.add_argument("--warmup", type=_positive("warmup"), default=3, help="untimed rounds first, >= 0 (default 3)")
-    p.add_argument("--threads", type=_positive("threads"), default=0,
-                   help="torch threads (torch.set_num_threads), >= 0; 0 = all cores (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="floating-point type (default float32)")
-    p.add_argument("--variants", type=_variants, default=",".join(VARIANTS),
-                   help="comma-separated subset of fedavg,fo,hf,exact (default: all four)")
-    p.add_argument("--clients", type=_positive("clients"), default=50,
-                   help="users n, >= 5; floor(0.2 n) of them are sampled per round (default 50)")
-    p.add_argument("--samples", type=_positive("samples"), default=0,
-                   help="random samples per user, >= 40 (default: 1000 for mnist, 340 for cifar10, the larger users "
-                   "of the paper's CIFAR-10 split); with few samples of many features per user the engine runs whole "
-                   "rounds in the users' sample space (JSON: engine_rounds)")
-    p.add_argument("--shape", choices=tuple(SHAPES), default="mnist",
-                   help="input shape of the random data: mnist (1x28x28, the MLP 784-80-60-10; default) or cifar10 "
-                   "(3x32x32, 3072-80-60-10)")
-    p.add_argument("--no-malloc-tuning", dest="malloc_tuning", action="store_false",
-                   help="keep glibc's malloc defaults; by default perfedavg.engine.mlp.tune_malloc() is applied to the "
-                   "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers")
-    p.add_argument("--device", default="cpu",
-                   help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
-                   "every timing waits for the device's queued work first")
-    p.add_argument("--repeat", type=_positive("repeat"), default=1,
-                   help="whole bench runs one after another, >= 1 (default 1); with more than one the JSON holds "
-                   "each run ('runs') and their distribution per variant ('pooled': median, least and greatest "
-                   "speedup, and the median over the runs on a quiet host), since on a shared host one run's ratio "
-                   "moves with the neighbours' load")
-    p.add_argument("--pool", nargs="+", default=None, metavar="FILE",
-                   help="time nothing: pool saved bench JSONs (--json-out files of single or --repeat runs of one "
-                   "workload, dtype, device and thread count) into that same distribution")
+    p.add_argument(
+        "--threads",
+        type=_positive("threads"),
+        default=0,
+        help="torch threads (torch.set_num_threads), >= 0; 0 = all cores (default 0)",
+    )
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="floating-point type (default float32)"
+    )
+    p.add_argument(
+        "--variants",
+        type=_variants,
+        default=",".join(VARIANTS),
+        help="comma-separated subset of fedavg,fo,hf,exact (default: all four)",
+    )
+    p.add_argument(
+        "--clients",
+        type=_positive("clients"),
+        default=50,
+        help="users n, >= 5; floor(0.2 n) of them are sampled per round (default 50)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive("samples"),
+        default=0,
+        help="random samples per user, >= 40 (default: 1000 for mnist, 340 for cifar10, the larger users "
+        "of the paper's CIFAR-10 split); with few samples of many features per user the engine runs whole "
+        "rounds in the users' sample space (JSON: engine_rounds)",
+    )
+    p.add_argument(
+        "--shape",
+        choices=tuple(SHAPES),
+        default="mnist",
+        help="input shape of the random data: mnist (1x28x28, the MLP 784-80-60-10; default) or cifar10 "
+        "(3x32x32, 3072-80-60-10)",
+    )
+    p.add_argument(
+        "--no-malloc-tuning",
+        dest="malloc_tuning",
+        action="store_false",
+        help="keep glibc's malloc defaults; by default perfedavg.engine.mlp.tune_malloc() is applied to the "
+        "whole process (engine and loop alike) to avoid page faults on freed parameter-sized buffers",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
+        "every timing waits for the device's queued work first",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_positive("repeat"),
+        default=1,
+        help="whole bench runs one after another, >= 1 (default 1); with more than one the JSON holds "
+        "each run ('runs') and their distribution per variant ('pooled': median, least and greatest "
+        "speedup, and the median over the runs on a quiet host), since on a shared host one run's ratio "
+        "moves with the neighbours' load",
+    )
+    p.add_argument(
+        "--pool",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="time nothing: pool saved bench JSONs (--json-out files of single or --repeat runs of one "
+        "workload, dtype, device and thread count) into that same distribution",
+    )
     p.add_argument("--json-out", default=None, metavar="FILE", help="also write the JSON to FILE, atomically")
-    p.add_argument("--plot", default=None, metavar="FILE",
-                   help="also draw the runs to FILE (.png, .pdf or .svg), atomically: per variant each run's speedup "
-                   "and fraction of the bmm throughput, quiet-host runs filled, busy ones hollow, the medians as bars")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="also draw the runs to FILE (.png, .pdf or .svg), atomically: per variant each run's speedup "
+        "and fraction of the bmm throughput, quiet-host runs filled, busy ones hollow, the medians as bars",
+    )
     p.set_defaults(func=main)
 
 
@@ -115,16 +156,28 @@ def main(args: argparse.Namespace) -> int:
     if args.pool:
         result = pool_files(args.pool)
     else:
-        runs = [measure.run_bench(args, "bench" if args.repeat == 1 else f"bench {i + 1}/{args.repeat}")
-                for i in range(args.repeat)]
+        runs = [
+            measure.run_bench(args, "bench" if args.repeat == 1 else f"bench {i + 1}/{args.repeat}")
+            for i in range(args.repeat)
+        ]
         busy = sum(not run["host_quiet"] for run in runs)
         if busy:
-            print(f"perfedavg bench: warning: the host was busy in {busy} of {len(runs)} run(s) (bmm throughput moved "
-                  f"by more than {QUIET_SPREAD:.0%} within the run; JSON: matmul_gflops_spread, host_quiet): their "
-                  f"ratios are not representative", file=sys.stderr)
-        result = runs[0] if len(runs) == 1 else {
-            **{k: v for k, v in runs[0].items() if k not in MEASURED}, "repeat": len(runs),
-            "runs": [{k: run[k] for k in MEASURED} for run in runs], "pooled": pool(runs)}
+            print(
+                f"perfedavg bench: warning: the host was busy in {busy} of {len(runs)} run(s) (bmm throughput moved "
+                f"by more than {QUIET_SPREAD:.0%} within the run; JSON: matmul_gflops_spread, host_quiet): their "
+                f"ratios are not representative",
+                file=sys.stderr,
+            )
+        result = (
+            runs[0]
+            if len(runs) == 1
+            else {
+                **{k: v for k, v in runs[0].items() if k not in MEASURED},
+                "repeat": len(runs),
+                "runs": [{k: run[k] for k in MEASURED} for run in runs],
+                "pooled": pool(runs),
+            }
+        )
     text = json.dumps(result, indent=2)
     print(text)
     if args.json_out:
@@ -134,7 +187,11 @@ def main(args: argparse.Namespace) -> int:
 
         pooled = result.get("pooled") or pool([result])
         shape = result["workload"]
-        plot_bench(pooled, f"perfedavg bench: {pooled['runs']} run(s), {shape['shape']} shape "
-                   f"(MLP {'-'.join(map(str, shape['mlp']))}), {result['dtype']}, {result['threads']} thread(s), "
-                   f"{result['device']}", args.plot)
+        plot_bench(
+            pooled,
+            f"perfedavg bench: {pooled['runs']} run(s), {shape['shape']} shape "
+            f"(MLP {'-'.join(map(str, shape['mlp']))}), {result['dtype']}, {result['threads']} thread(s), "
+            f"{result['device']}",
+            args.plot,
+        )
     return 0

@@ -17,7 +17,11 @@ class LoopBaseline:
     def __init__(self, task, cfg, dtype):
         self.cfg = cfg
         self.model = nn.Sequential(
-            nn.Flatten(), nn.Linear(task.train.x[0].numel(), 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(),
+            nn.Flatten(),
+            nn.Linear(task.train.x[0].numel(), 80),
+            nn.ELU(),
+            nn.Linear(80, 60),
+            nn.ELU(),
             nn.Linear(60, 10),
         ).to(dtype=dtype, device=task.train.x.device)
         per_client = int(task.train.count[0])

@@ -64,7 +64,12 @@ def make_task(n_clients: int, per_client: int, dtype, seed: int = 0, shape: str 
     data = ClientData.from_lists(x, y, blocks).to(dtype, device)
     loss, scores, init = mlp(sizes, "elu")
     return Task(
-        name="bench", per_sample_loss=loss, scores=scores, init_params=init, train=data, test=data,
+        name="bench",
+        per_sample_loss=loss,
+        scores=scores,
+        init_params=init,
+        train=data,
+        test=data,
         oracle_factory=mlp_oracle_factory(sizes, "elu"),
     )
 
@@ -122,17 +127,41 @@ def _run_bench(args: argparse.Namespace, threads: int, desc: str) -> dict:
     m = num_sampled_clients(0.2, args.clients)  # the engine's rule, floor(r*n)
     variants: dict[str, dict[str, Any]] = {}
     result: dict[str, Any] = {
-        "workload": {"n": args.clients, "r": 0.2, "clients_per_round": m, "tau": 10, "batch": 40,
-                     "shape": args.shape, "mlp": list(sizes), "activation": "elu", "samples_per_client": samples},
-        "dtype": args.dtype, "device": _device_name(device), "threads": threads, "torch": torch.__version__,
+        "workload": {
+            "n": args.clients,
+            "r": 0.2,
+            "clients_per_round": m,
+            "tau": 10,
+            "batch": 40,
+            "shape": args.shape,
+            "mlp": list(sizes),
+            "activation": "elu",
+            "samples_per_client": samples,
+        },
+        "dtype": args.dtype,
+        "device": _device_name(device),
+        "threads": threads,
+        "torch": torch.__version__,
         "malloc_tuned": malloc_tuned,
-        "rounds": args.rounds, "warmup": args.warmup, "variants": variants,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "variants": variants,
     }
     gflops = []
     with tqdm(total=len(args.variants) * (args.rounds + args.warmup), desc=desc, unit="round", file=sys.stderr) as bar:
         for variant in args.variants:
-            cfg = RunConfig(algorithm=variant, tau=10, r=0.2, D=40, D1=40, D2=40, alpha=0.01, beta=0.01, delta=DEFAULT_DELTA,
-                            dtype=args.dtype)
+            cfg = RunConfig(
+                algorithm=variant,
+                tau=10,
+                r=0.2,
+                D=40,
+                D1=40,
+                D2=40,
+                alpha=0.01,
+                beta=0.01,
+                delta=DEFAULT_DELTA,
+                dtype=args.dtype,
+            )
             baseline = LoopBaseline(task, cfg, dtype)
             w = w0.clone()
             engine_t, loop_t, engine_cpu, loop_cpu = [], [], [], []

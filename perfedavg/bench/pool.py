@@ -74,8 +74,10 @@ def pool_files(paths: list[str]) -> dict:
     for path, found in saved:
         for run in found:
             if any(run.get(k) != runs[0].get(k) for k in like) or set(run["variants"]) != set(runs[0]["variants"]):
-                raise UsageError(f"--pool: {path} measured another workload, dtype, device, thread count or set of "
-                                 f"variants than {paths[0]}; only like runs pool")
+                raise UsageError(
+                    f"--pool: {path} measured another workload, dtype, device, thread count or set of "
+                    f"variants than {paths[0]}; only like runs pool"
+                )
     first = {k: v for k, v in runs[0].items() if k not in (*MEASURED, "runs", "pooled", "repeat")}
     return {**first, "files": [str(p) for p in paths], "pooled": pool(runs)}
 
@@ -92,10 +94,15 @@ def _saved_runs(path: str) -> list[dict]:
         raise UsageError(f"--pool: {path} is not JSON ({e})") from None
     runs = [{**saved, **run} for run in saved.get("runs", [saved])] if isinstance(saved, dict) else []
     fields = ("speedup", "engine_ms", "loop_ms", "fraction_of_matmul")
-    if not runs or not all(isinstance(run, dict) and run.get("variants") and run.get("matmul_gflops_samples")
-                           and all(isinstance(v, dict) and all(f in v for f in fields)
-                                   for v in run["variants"].values())
-                           for run in runs):
-        raise UsageError(f"--pool: {path} is not a perfedavg bench result (single or --repeat run; pooled outputs "
-                         f"do not pool again: pool their files)")
+    if not runs or not all(
+        isinstance(run, dict)
+        and run.get("variants")
+        and run.get("matmul_gflops_samples")
+        and all(isinstance(v, dict) and all(f in v for f in fields) for v in run["variants"].values())
+        for run in runs
+    ):
+        raise UsageError(
+            f"--pool: {path} is not a perfedavg bench result (single or --repeat run; pooled outputs "
+            f"do not pool again: pool their files)"
+        )
     return runs

@@ -85,8 +85,9 @@ def engine_matmul_flops(variant: str, sizes: tuple[int, ...] = SIZES, m: int = 1
     return tau * per_step
 
 
-def engine_flops(oracle: Any, task: Any, variant: str, m: int, B: int = 40, tau: int = 10,
-                 sizes: tuple[int, ...] = SIZES) -> tuple[int, str]:
+def engine_flops(
+    oracle: Any, task: Any, variant: str, m: int, B: int = 40, tau: int = 10, sizes: tuple[int, ...] = SIZES
+) -> tuple[int, str]:
     r"""Matmul FLOPs of one engine round as the oracle runs it, and how (``"steps"`` or
     ``"sample_space"``, :meth:`perfedavg.engine.mlp.MLPOracle.prefers_sample_space`): in sample
     space the first layer's part of :func:`engine_matmul_flops` (``2 m`` times

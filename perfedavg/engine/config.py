@@ -29,7 +29,9 @@ def _doc(text: str, **kw: Any) -> Any:
 class RunConfig:
     """One run of FedAvg or Per-FedAvg (PAPER.md §2); symbols as in the paper."""
 
-    algorithm: Algorithm = _doc("fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf")
+    algorithm: Algorithm = _doc(  # noqa: RUF009 (_doc returns a dataclasses.field, which ruff cannot see)
+        "fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf"
+    )
     K: int = _doc("number of communication rounds K (>= 1)", default=100)
     tau: int = _doc("local steps per round tau (>= 1)", default=5)
     r: float = _doc(
@@ -40,8 +42,10 @@ class RunConfig:
     alpha: float = _doc("inner (personalization) step alpha (>= 0; 0 turns Per-FedAvg into SGD)", default=0.05)
     beta: float = _doc("outer (local update) step beta (> 0)", default=0.05)
     delta: float = _doc("finite-difference width delta of Per-FedAvg (HF) (> 0)", default=DEFAULT_DELTA)
-    D: int = _doc("batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training "
-                  "samples", default=20)
+    D: int = _doc(
+        "batch size D of the inner step (FedAvg: its only batch), >= 1 and <= the smallest user's training samples",
+        default=20,
+    )
     D1: int = _doc("batch size D' of the outer gradient, >= 1 and <= the smallest user's training samples", default=20)
     D2: int = _doc("batch size D'' of the Hessian term, >= 1 and <= the smallest user's training samples", default=20)
     seed: int = _doc("seed of every random draw (>= 0)", default=0)
@@ -128,7 +132,8 @@ def check_value_type(name: str, value: Any, expected: type, doc: str = "") -> An
     if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise UsageError(
-            f"{name}={shown} has the wrong type {type(value).__name__}: expected {expected.__name__}{where}")
+            f"{name}={shown} has the wrong type {type(value).__name__}: expected {expected.__name__}{where}"
+        )
     if isinstance(value, int) and expected is int and abs(value) > INT_MAX:
         raise UsageError(f"{name}={value} is out of range: must be at most {INT_MAX} in absolute value{where}")
     return value

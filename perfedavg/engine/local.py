@@ -57,8 +57,9 @@ def _into(out: Tensor | None, new: Tensor) -> Tensor:
     return new if out is None else out.copy_(new)
 
 
-def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes,
-                  algorithm: PerFedAvgAlgorithm) -> Tensor:
+def meta_gradient(
+    oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm
+) -> Tensor:
     r"""Per-FedAvg's stochastic gradient of :math:`F_i` at ``W`` (PAPER.md §2):
 
     .. math::
@@ -89,9 +90,14 @@ def meta_gradient(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepS
     return g - h.alpha * oracle.hvp(W, g, hessian.x, hessian.y)
 
 
-def per_fedavg_step(oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes,
-                    algorithm: PerFedAvgAlgorithm,
-                    out: Tensor | None = None) -> Tensor:
+def per_fedavg_step(
+    oracle: Oracle,
+    W: Tensor,
+    batches: PerFedAvgBatches,
+    h: StepSizes,
+    algorithm: PerFedAvgAlgorithm,
+    out: Tensor | None = None,
+) -> Tensor:
     r"""Per-FedAvg's local step :math:`w \leftarrow w - \beta\,\widetilde{\nabla F_i}(w)` (Algorithm 1;
     into ``out`` if given; it may be ``W``)."""
     return _into(out, W - h.beta * meta_gradient(oracle, W, batches, h, algorithm))

@@ -69,8 +69,9 @@ def grad_norm_sq_F(per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, 
     return float(client_objectives(per_sample_loss, w, data, alpha).grad_F.mean(0).square().sum())
 
 
-def adapted_models(per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, alpha: float,
-                   chunk: int = 16) -> Tensor:
+def adapted_models(
+    per_sample_loss: PerSampleLoss, w: Tensor, data: ClientData, alpha: float, chunk: int = 16
+) -> Tensor:
     r"""One personalization step per client on its full local ``data``: :math:`w_i = w - \alpha\nabla f_i(w)`,
     ``(n, P)``."""
     return w - alpha * client_objectives_grad_f(per_sample_loss, w, data, chunk)
@@ -115,8 +116,13 @@ def client_batches(data: ClientData, size: int, generator: torch.Generator, with
     kept = [row if with_replacement else row[: min(take, int(count))] for row, count in zip(rows, data.count)]
     batches = ClientData.from_lists(data.x, data.y, kept)  # index rows built on the CPU
     on = data.index.device
-    return ClientData(x=batches.x, y=batches.y, index=batches.index.to(on),
-                      weight=batches.weight.to(device=on, dtype=data.weight.dtype), count=batches.count.to(on))
+    return ClientData(
+        x=batches.x,
+        y=batches.y,
+        index=batches.index.to(on),
+        weight=batches.weight.to(device=on, dtype=data.weight.dtype),
+        count=batches.count.to(on),
+    )
 
 
 def personalized_test_metrics(

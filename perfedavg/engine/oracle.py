@@ -26,8 +26,7 @@ from perfedavg.engine.local import Oracle, PerFedAvgBatches, StepSizes
 from perfedavg.engine.sampling import Batch
 from perfedavg.engine.task import ClientData, PerSampleLoss, Task
 
-__all__ = ["AutogradOracle", "FastPath", "GenericFastPath", "LocalSteps", "Oracle", "OracleWithFastPath",
-           "make_oracle"]
+__all__ = ["AutogradOracle", "FastPath", "GenericFastPath", "LocalSteps", "Oracle", "OracleWithFastPath", "make_oracle"]
 
 
 @runtime_checkable
@@ -47,8 +46,14 @@ class FastPath(Protocol):
         """:func:`perfedavg.engine.local.fedavg_step` (``W`` in :meth:`stack`'s layout)."""
         ...
 
-    def per_fedavg_step(self, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
-                        out: Tensor | None = None) -> Tensor:
+    def per_fedavg_step(
+        self,
+        W: Tensor,
+        batches: PerFedAvgBatches,
+        h: StepSizes,
+        algorithm: PerFedAvgAlgorithm,
+        out: Tensor | None = None,
+    ) -> Tensor:
         """:func:`perfedavg.engine.local.per_fedavg_step` (``W`` in :meth:`stack`'s layout)."""
         ...
 
@@ -57,8 +62,15 @@ class FastPath(Protocol):
         that cannot run (:class:`perfedavg.errors.UsageError`)."""
         ...
 
-    def round_in_sample_space(self, W: Tensor, data: ClientData, clients: Tensor, steps: Sequence[tuple[Tensor, ...]],
-                              h: StepSizes, algorithm: Algorithm) -> Tensor:
+    def round_in_sample_space(
+        self,
+        W: Tensor,
+        data: ClientData,
+        clients: Tensor,
+        steps: Sequence[tuple[Tensor, ...]],
+        h: StepSizes,
+        algorithm: Algorithm,
+    ) -> Tensor:
         """A whole round of ``S`` runs, :math:`w_{k+1}` ``(S, P)``, from each run's :math:`w_k` ``W (S, P)``,
         the sampled ``clients (S m,)`` and, per local step, the batches' positions in each user's index
         row; called only where :meth:`prefers_sample_space` says so."""
@@ -90,15 +102,28 @@ class LocalSteps(ABC):
     def fedavg_step(self, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | None = None) -> Tensor:
         return local.fedavg_step(self, W, batch, h, out)
 
-    def per_fedavg_step(self, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
-                        out: Tensor | None = None) -> Tensor:
+    def per_fedavg_step(
+        self,
+        W: Tensor,
+        batches: PerFedAvgBatches,
+        h: StepSizes,
+        algorithm: PerFedAvgAlgorithm,
+        out: Tensor | None = None,
+    ) -> Tensor:
         return local.per_fedavg_step(self, W, batches, h, algorithm, out)
 
     def prefers_sample_space(self, data: ClientData, algorithm: Algorithm, tau: int, batches: tuple[int, ...]) -> bool:
         return False
 
-    def round_in_sample_space(self, W: Tensor, data: ClientData, clients: Tensor, steps: Sequence[tuple[Tensor, ...]],
-                              h: StepSizes, algorithm: Algorithm) -> Tensor:
+    def round_in_sample_space(
+        self,
+        W: Tensor,
+        data: ClientData,
+        clients: Tensor,
+        steps: Sequence[tuple[Tensor, ...]],
+        h: StepSizes,
+        algorithm: Algorithm,
+    ) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} runs rounds per local step only")
 
 

@@ -26,7 +26,8 @@ def _grad(task: Task, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 def _hessian(task: Task, w: Tensor, x: Tensor, y: Tensor) -> Tensor:
     H: Tensor = torch.autograd.functional.hessian(  # type: ignore[no-untyped-call]  # torch does not annotate it
-        lambda u: task.per_sample_loss(u, x, y).mean(), w.detach())
+        lambda u: task.per_sample_loss(u, x, y).mean(), w.detach()
+    )
     return H
 
 

@@ -76,13 +76,16 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     for name, size in sizes.items():
         if size > smallest:
             raise UsageError(
-                f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}")
+                f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}"
+            )
     # a round strategy that cannot run here says so now
     make_oracle(task).prefers_sample_space(task.train, cfg.algorithm, cfg.tau, tuple(sizes.values()))
     largest = max(int(task.train.count.max()), int(task.test.count.max()))
     if cfg.eval_batch > largest:
-        raise UsageError(f"eval_batch={cfg.eval_batch} is larger than any user's data ({largest} samples at most): "
-                         f"must be <= {largest} (a user with fewer samples adapts on all of them)")
+        raise UsageError(
+            f"eval_batch={cfg.eval_batch} is larger than any user's data ({largest} samples at most): "
+            f"must be <= {largest} (a user with fewer samples adapts on all of them)"
+        )
 
 
 def initial_state(task: Task, cfg: RunConfig) -> TrainState:
@@ -92,16 +95,18 @@ def initial_state(task: Task, cfg: RunConfig) -> TrainState:
     return TrainState(round=0, w=w0, generator=gen)
 
 
-def local_round(task: Task, fast: FastPath, cfg: RunConfig, w: Tensor, gen: torch.Generator,
-                track: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+def local_round(
+    task: Task, fast: FastPath, cfg: RunConfig, w: Tensor, gen: torch.Generator, track: bool = False
+) -> tuple[Tensor, Tensor, list[Tensor]]:
     r"""One round of one run: :math:`w_{k+1}`, the sampled clients, and (if ``track``) the
     averages :math:`\bar w_{k+1,t}` of the sampled users' iterates for :math:`t = 0..\tau-1`."""
     W, clients, trajectory = local_rounds(task, fast, cfg, w[None], [gen], track)
     return W[0], clients[0], [w_bar[0] for w_bar in trajectory]
 
 
-def local_rounds(task: Task, fast: FastPath, cfg: RunConfig, W: Tensor, gens: list[torch.Generator],
-                 track: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+def local_rounds(
+    task: Task, fast: FastPath, cfg: RunConfig, W: Tensor, gens: list[torch.Generator], track: bool = False
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     r"""One round of ``S`` independent runs at once (vectorized over seeds and clients).
 
     ``W (S, P)`` holds each run's :math:`w_k`, ``gens`` its generator; each run draws in
@@ -125,8 +130,10 @@ def local_rounds(task: Task, fast: FastPath, cfg: RunConfig, W: Tensor, gens: li
     stacked = torch.cat(clients)
     # batches do not depend on the model: draw every step's positions first, in a lone run's order
     J = len(sizes)  # per run, per step t: D, (D', D''); one call per run draws them all in that order
-    drawn = [draw_position_blocks(gen, task.train, run_clients, sizes * cfg.tau, task.batch_with_replacement)
-             for gen, run_clients in zip(gens, clients)]
+    drawn = [
+        draw_position_blocks(gen, task.train, run_clients, sizes * cfg.tau, task.batch_with_replacement)
+        for gen, run_clients in zip(gens, clients)
+    ]
     steps = [tuple(_join([run[t * J + j] for run in drawn]) for j in range(J)) for t in range(cfg.tau)]
     if not track and fast.prefers_sample_space(task.train, cfg.algorithm, cfg.tau, sizes):
         return fast.round_in_sample_space(W, task.train, stacked, steps, h, cfg.algorithm), clients, []
@@ -182,8 +189,10 @@ def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dic
     adaptations = [("train", task.train), ("test", task.test)]
     if cfg.eval_batch:
         generator = eval_batch_generator(cfg.seed, round_index)
-        adaptations += [(f"{split}_batch", client_batches(data, cfg.eval_batch, generator, task.batch_with_replacement))
-                        for split, data in adaptations]
+        adaptations += [
+            (f"{split}_batch", client_batches(data, cfg.eval_batch, generator, task.batch_with_replacement))
+            for split, data in adaptations
+        ]
     for split, data in adaptations:
         test_loss, test_acc = personalized_test_metrics(loss, scores, w, data, task.test, cfg.alpha)
         record[f"personalized_loss_{split}_step"] = float(test_loss.mean())
@@ -214,8 +223,9 @@ def is_eval_round(cfg: RunConfig, k: int) -> bool:
     return k == 0 or k == cfg.K or k % cfg.eval_every == 0
 
 
-def train(task: Task, cfg: RunConfig,
-          state: TrainState | None = None) -> Iterator[tuple[TrainState, dict[str, Any] | None]]:
+def train(
+    task: Task, cfg: RunConfig, state: TrainState | None = None
+) -> Iterator[tuple[TrainState, dict[str, Any] | None]]:
     """Run rounds ``state.round .. K-1``; yields ``(state, record)`` after each round (and
     once for round 0 when starting fresh), ``record`` being the evaluation or ``None``.
 

@@ -88,8 +88,9 @@ class ClientData:
         )
 
     @staticmethod
-    def from_lists(x: Tensor, y: Tensor, client_indices: Sequence[Any],
-                   weights: Sequence[Any] | None = None) -> ClientData:
+    def from_lists(
+        x: Tensor, y: Tensor, client_indices: Sequence[Any], weights: Sequence[Any] | None = None
+    ) -> ClientData:
         """Build from one index list (and optional probability list) per client; uniform by default."""
         n = len(client_indices)
         width = max(len(ix) for ix in client_indices)

@@ -17,10 +17,18 @@ from perfedavg.runs.runner import load_resume_config, load_run_config, run_confi
 
 def _row(name: str, doc: str, default, width: int) -> str:
     """One option of a help listing: its name, its documentation (which states the range), its default."""
-    shown = dumps_toml({"v": default}).split("=", 1)[1].strip() if not isinstance(default, dict) else \
-        "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
-    return textwrap.fill(f"{doc} [default: {shown}]", width=100, initial_indent=f"  {name:<{width}} ",
-                         subsequent_indent=" " * (width + 3), break_on_hyphens=False)
+    shown = (
+        dumps_toml({"v": default}).split("=", 1)[1].strip()
+        if not isinstance(default, dict)
+        else "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
+    )
+    return textwrap.fill(
+        f"{doc} [default: {shown}]",
+        width=100,
+        initial_indent=f"  {name:<{width}} ",
+        subsequent_indent=" " * (width + 3),
+        break_on_hyphens=False,
+    )
 
 
 def _options_text() -> str:
@@ -44,8 +52,10 @@ def task_listing() -> str:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             rows.append(_row(f"task.{f.name}", f.metadata.get("doc", ""), default, 23))
         blocks.append("\n".join(rows))
-    return ("Task options (--set task.KEY=VALUE, or a [task] table in --config; the chosen task's defaults fill "
-            "the rest):\n\n" + "\n\n".join(blocks))
+    return (
+        "Task options (--set task.KEY=VALUE, or a [task] table in --config; the chosen task's defaults fill "
+        "the rest):\n\n" + "\n\n".join(blocks)
+    )
 
 
 def register(sub) -> None:
@@ -59,34 +69,63 @@ def register(sub) -> None:
             "(synthetic softmax regression). Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
             "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf; the last "
             "good round is kept), 2 bad input (one line naming the option; nothing written), 130/143 interrupted.",
-            width=100),
+            width=100,
+        ),
         epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults:\n"
-        + _options_text() + "\n\n"
-        + textwrap.fill("Users per round: m = floor(r*n) for the task's n users; r*n < 1 is refused. The batch sizes "
-                        "D, D' (D1) and D'' (D2) must not exceed the smallest user's number of training samples "
-                        "(Per-FedAvg draws all three, FedAvg only D).", width=100) + "\n\n"
-        + textwrap.fill("Task options: --set task.KEY=VALUE (e.g. --set task.h=0.9). `perfedavg run --list-tasks` "
-                        "lists every task with its options, defaults and ranges.", width=100),
+        + _options_text()
+        + "\n\n"
+        + textwrap.fill(
+            "Users per round: m = floor(r*n) for the task's n users; r*n < 1 is refused. The batch sizes "
+            "D, D' (D1) and D'' (D2) must not exceed the smallest user's number of training samples "
+            "(Per-FedAvg draws all three, FedAvg only D).",
+            width=100,
+        )
+        + "\n\n"
+        + textwrap.fill(
+            "Task options: --set task.KEY=VALUE (e.g. --set task.h=0.9). `perfedavg run --list-tasks` "
+            "lists every task with its options, defaults and ranges.",
+            width=100,
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE.toml",
-                        help="TOML config (top-level options plus a [task] table) [default: none, the defaults below]")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one option, value as a TOML literal (repeatable), e.g. --set alpha=0.01")
-    parser.add_argument("--out", metavar="DIR",
-                        help="run directory to create [default: runs/<algorithm>-<task>-seed<seed>]")
-    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                        help="continue the run in DIR (or in --out DIR) from its last checkpoint, with its saved "
-                        "config.toml (changed by --config / --set only with --force); bit-identical to an "
-                        "uninterrupted run. Refused when the source that computes results changed since the "
-                        "checkpoint (a new commit or a README edit alone does not block it)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace an existing run directory --out (only run files are deleted), or resume despite "
-                        "a changed config or code version")
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML config (top-level options plus a [task] table) [default: none, the defaults below]",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option, value as a TOML literal (repeatable), e.g. --set alpha=0.01",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="run directory to create [default: runs/<algorithm>-<task>-seed<seed>]"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR (or in --out DIR) from its last checkpoint, with its saved "
+        "config.toml (changed by --config / --set only with --force); bit-identical to an "
+        "uninterrupted run. Refused when the source that computes results changed since the "
+        "checkpoint (a new commit or a README edit alone does not block it)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing run directory --out (only run files are deleted), or resume despite "
+        "a changed config or code version",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--no-plot", action="store_true", help="do not draw DIR/curves.png")
-    parser.add_argument("--list-tasks", action="store_true",
-                        help="list every task with its options, defaults and ranges, and exit")
+    parser.add_argument(
+        "--list-tasks", action="store_true", help="list every task with its options, defaults and ranges, and exit"
+    )
     parser.set_defaults(func=main)
 
 
@@ -115,8 +154,9 @@ def main(args) -> int:
     else:
         cfg = load_run_config(args.config, args.overrides)
     out = resume_dir or args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
-    result = run_config(cfg, out, resume=resume_dir is not None, force=args.force, progress=not args.no_progress,
-                        plot=not args.no_plot)
+    result = run_config(
+        cfg, out, resume=resume_dir is not None, force=args.force, progress=not args.no_progress, plot=not args.no_plot
+    )
     summary = result.summary
     final = summary["final"]
     if result.status == "diverged":

@@ -19,15 +19,23 @@ def plot_run(run_dir: str | Path, filename: str = "curves.png") -> Path:
     records = read_metrics(run_dir)
     rounds = [r["round"] for r in records]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    ax1.semilogy(rounds, [r["grad_norm_sq_F"] for r in records], "o-", color="#0072B2",
-                 label=r"$\|\nabla F(w_k)\|^2$ (exact)")
-    ax1.semilogy(rounds, [r["grad_norm_sq_f"] for r in records], "s--", color="#D55E00",
-                 label=r"$\|\nabla f(w_k)\|^2$ (FedAvg objective)")
+    ax1.semilogy(
+        rounds, [r["grad_norm_sq_F"] for r in records], "o-", color="#0072B2", label=r"$\|\nabla F(w_k)\|^2$ (exact)"
+    )
+    ax1.semilogy(
+        rounds,
+        [r["grad_norm_sq_f"] for r in records],
+        "s--",
+        color="#D55E00",
+        label=r"$\|\nabla f(w_k)\|^2$ (FedAvg objective)",
+    )
     if "stationarity_avg" in records[-1]:
         ax1.semilogy(
             [r["round"] for r in records if "stationarity_avg" in r],
             [r["stationarity_avg"] for r in records if "stationarity_avg" in r],
-            "^-", color="#009E73", label=r"$\frac{1}{\tau k}\sum\sum\|\nabla F(\bar w_{k,t})\|^2$",
+            "^-",
+            color="#009E73",
+            label=r"$\frac{1}{\tau k}\sum\sum\|\nabla F(\bar w_{k,t})\|^2$",
         )
     ax1.set_xlabel("round k")
     ax1.set_ylabel("squared gradient norm")

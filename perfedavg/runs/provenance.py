@@ -17,8 +17,18 @@ from perfedavg.runs.registry import TASKS
 
 #: modules of the engine whose source decides what a run computes (hashed, with every project module they
 #: import, into the code version: :func:`source_digest`)
-ENGINE_MODULES = ("engine.config", "engine.rounds", "engine.local", "engine.models", "engine.objective",
-                  "engine.oracle", "engine.sampling", "engine.task", "runs.registry", "runs.config")
+ENGINE_MODULES = (
+    "engine.config",
+    "engine.rounds",
+    "engine.local",
+    "engine.models",
+    "engine.objective",
+    "engine.oracle",
+    "engine.sampling",
+    "engine.task",
+    "runs.registry",
+    "runs.config",
+)
 
 
 @functools.cache

@@ -40,8 +40,14 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, Task]:
 
 
 #: what torch and numpy say when a tensor cannot be allocated (RuntimeError / ValueError text)
-_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "storage size calculation overflowed",
-                        "negative dimension", "array is too big", "maximum allowed dimension")
+_ALLOCATION_FAILURES = (
+    "can't allocate memory",
+    "out of memory",
+    "storage size calculation overflowed",
+    "negative dimension",
+    "array is too big",
+    "maximum allowed dimension",
+)
 
 
 class _task_construction:
@@ -60,8 +66,9 @@ class _task_construction:
     def __enter__(self) -> _task_construction:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> Literal[False]:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc is None:
             return False
         if isinstance(exc, UsageError):
@@ -72,8 +79,9 @@ class _task_construction:
         )
         if not too_big:
             return False
-        sizes = ", ".join(f"task.{k}={v}" for k, v in self.table.items()
-                          if isinstance(v, int) and not isinstance(v, bool))
+        sizes = ", ".join(
+            f"task.{k}={v}" for k, v in self.table.items() if isinstance(v, int) and not isinstance(v, bool)
+        )
         detail = " ".join(text.split())
         detail = detail[detail.find("you tried") :] if "you tried" in detail else (detail[:120] or "no detail")
         raise UsageError(

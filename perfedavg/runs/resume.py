@@ -41,11 +41,13 @@ def check_fresh_out(out: Path, force: bool) -> None:
             raise UsageError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
         if entries:
             if not force:
-                raise UsageError(f"--out {out} already exists and is not empty: use --resume to continue it or "
-                                 "--force to replace it")
+                raise UsageError(
+                    f"--out {out} already exists and is not empty: use --resume to continue it or --force to replace it"
+                )
             if not rundir.looks_like_run_dir(out):
-                raise UsageError(f"--out {out} is not a run directory (it holds other files): --force replaces "
-                                 "only run directories")
+                raise UsageError(
+                    f"--out {out} is not a run directory (it holds other files): --force replaces only run directories"
+                )
         if not os.access(out, os.W_OK | os.X_OK):
             raise UsageError(f"--out {out} is not writable")
         return
@@ -76,8 +78,9 @@ def create_out(out: Path, force: bool) -> None:
         raise UsageError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
 
 
-def checkpoint_payload(cfg: RunConfig, state: TrainState, n_records: int, n_bytes: int, digest: str, wall: float,
-                       cpu: float) -> dict[str, Any]:
+def checkpoint_payload(
+    cfg: RunConfig, state: TrainState, n_records: int, n_bytes: int, digest: str, wall: float, cpu: float
+) -> dict[str, Any]:
     """What ``checkpoint.pt`` holds (keys checked by :func:`perfedavg.runs.rundir.read_checkpoint`)."""
     return {
         "format": rundir.CHECKPOINT_FORMAT,
@@ -124,8 +127,10 @@ def check_resume(cfg: RunConfig, out: Path, task: Task, force: bool) -> Resume |
     changed = saved != now
     if changed and not force:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        raise UsageError(f"--resume {out}: the config differs from the checkpoint's in {', '.join(diff)} "
-                         "(use --force to continue anyway)")
+        raise UsageError(
+            f"--resume {out}: the config differs from the checkpoint's in {', '.join(diff)} "
+            "(use --force to continue anyway)"
+        )
     saved_code, code_now = payload["code_version"], rundir.code_version(cfg.task["name"])
     if rundir.source_digest_of(saved_code) != rundir.source_digest_of(code_now) and not force:
         raise UsageError(
@@ -135,8 +140,9 @@ def check_resume(cfg: RunConfig, out: Path, task: Task, force: bool) -> Resume |
     try:
         state = TrainState.from_dict(payload["state"], cfg.device)
     except Exception as exc:  # a damaged generator state, a wrong tensor
-        raise UsageError(f"checkpoint {path} is damaged: its training state cannot be restored "
-                         f"({type(exc).__name__})") from None
+        raise UsageError(
+            f"checkpoint {path} is damaged: its training state cannot be restored ({type(exc).__name__})"
+        ) from None
     expected = initial_state(task, cfg).w
     if state.w.shape != expected.shape or state.w.dtype != expected.dtype:
         raise UsageError(
@@ -158,9 +164,16 @@ def check_resume(cfg: RunConfig, out: Path, task: Task, force: bool) -> Resume |
             "--resume)"
         )
     dropped = data[n_bytes:].count(b"\n") + (0 if data.endswith(b"\n") or len(data) == n_bytes else 1)
-    return Resume(state, payload["metrics_records"], data[:n_bytes], float(payload.get("wall_seconds", 0.0)),
-                  float(payload.get("cpu_seconds", 0.0)), dropped, changed,
-                  saved_code if saved_code != code_now else None)
+    return Resume(
+        state,
+        payload["metrics_records"],
+        data[:n_bytes],
+        float(payload.get("wall_seconds", 0.0)),
+        float(payload.get("cpu_seconds", 0.0)),
+        dropped,
+        changed,
+        saved_code if saved_code != code_now else None,
+    )
 
 
 def truncate(path: Path, n_bytes: int) -> None:

@@ -152,17 +152,20 @@ def read_checkpoint(path: str | Path) -> dict:
         # torch's first sentence says what failed; the rest is advice
         detail = " ".join(str(exc).split()).split(". ")[0]
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise UsageError(f"checkpoint {path} is damaged or truncated and cannot be read "
-                         f"({type(exc).__name__}: {detail})") from None
+        raise UsageError(
+            f"checkpoint {path} is damaged or truncated and cannot be read ({type(exc).__name__}: {detail})"
+        ) from None
     if not isinstance(payload, dict):
         raise UsageError(f"checkpoint {path} is damaged: it holds a {type(payload).__name__}, not a checkpoint")
     for key, kind in CHECKPOINT_KEYS.items():
         if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool):
-            raise UsageError(f"checkpoint {path} is damaged or from another version: {key!r} is missing or not a "
-                             f"{kind.__name__}")
+            raise UsageError(
+                f"checkpoint {path} is damaged or from another version: {key!r} is missing or not a {kind.__name__}"
+            )
     if payload["format"] != CHECKPOINT_FORMAT:
-        raise UsageError(f"checkpoint {path} has format {payload['format']}, this version reads format "
-                         f"{CHECKPOINT_FORMAT}")
+        raise UsageError(
+            f"checkpoint {path} has format {payload['format']}, this version reads format {CHECKPOINT_FORMAT}"
+        )
     state = payload["state"]
     missing = [k for k in STATE_KEYS if k not in state]
     if missing or not isinstance(state.get("w"), torch.Tensor) or not isinstance(state.get("round"), int):
@@ -232,8 +235,6 @@ def read_json(path: str | Path) -> dict:
         raise UsageError(f"{path} is damaged or not JSON: {exc}") from None
 
 
-
-
 def looks_like_run_dir(path: Path) -> bool:
     """``path`` holds only run files (and temporaries of their atomic writes), and at least one of them:
     the only kind of folder ``--force`` may empty."""
@@ -300,10 +301,20 @@ def provenance(task_name: str, label: str) -> dict:
     return {"task": label, "code_version": code_version(task_name), "versions": library_versions()}
 
 
-def run_summary(status: str, *, message: str, rounds_completed: int, checkpoint_round: int | None,
-                diverged_at_round: int | None, signal: str | None, final: Mapping[str, Any] | None,
-                wall_seconds: float, cpu_seconds: float | None, origin: Mapping[str, Any],
-                **extra: Any) -> dict:
+def run_summary(
+    status: str,
+    *,
+    message: str,
+    rounds_completed: int,
+    checkpoint_round: int | None,
+    diverged_at_round: int | None,
+    signal: str | None,
+    final: Mapping[str, Any] | None,
+    wall_seconds: float,
+    cpu_seconds: float | None,
+    origin: Mapping[str, Any],
+    **extra: Any,
+) -> dict:
     """The ``summary.json`` of a run that ended (``status`` finished, diverged or interrupted):
     ``final`` is the last record without its per-client lists; ``cpu_seconds`` is this process's
     CPU time over the rounds (on a shared machine wall time also counts waiting for a core), left

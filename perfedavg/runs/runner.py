@@ -147,8 +147,16 @@ def run_config(
     wall_before = start.wall if start else 0.0
     cpu_before = start.cpu if start else 0.0
     origin = rundir.provenance(cfg.task["name"], task.label or task.name)
-    rundir.write_summary(out, {"status": RUNNING, "message": "", "started_at_round": initial.round if initial else 0,
-                               "pid": os.getpid(), **origin})
+    rundir.write_summary(
+        out,
+        {
+            "status": RUNNING,
+            "message": "",
+            "started_at_round": initial.round if initial else 0,
+            "pid": os.getpid(),
+            **origin,
+        },
+    )
 
     bar = _progress(cfg, initial, progress)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -165,8 +173,7 @@ def run_config(
                     bar.set_postfix_str(_postfix(record))
                 wall = wall_before + time.perf_counter() - started
                 cpu = cpu_before + time.process_time() - cpu_started
-                boundary = checkpoint_payload(cfg, state, metrics.records, metrics.n_bytes, metrics.sha256(), wall,
-                                              cpu)
+                boundary = checkpoint_payload(cfg, state, metrics.records, metrics.n_bytes, metrics.sha256(), wall, cpu)
                 due = (cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0) or state.round == cfg.K
                 if due or stop.signum is not None:
                     rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
@@ -193,8 +200,11 @@ def run_config(
         where = f"checkpoint at round {checkpoint_round}" if checkpoint_round is not None else "no checkpoint yet"
         message = f"interrupted by {signal.Signals(signum).name} ({where}); continue with: perfedavg run --resume {out}"
     elif status == DIVERGED:
-        kept = (f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}"
-                if checkpoint_round is not None else "no checkpoint kept (it diverged at the start)")
+        kept = (
+            f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}"
+            if checkpoint_round is not None
+            else "no checkpoint kept (it diverged at the start)"
+        )
         message = f"{message}; {kept}"
     else:
         checkpoint_round = cfg.K
@@ -203,18 +213,25 @@ def run_config(
         records = rundir.read_metrics(out) if metrics_file.exists() and metrics_file.stat().st_size else []
         last_record = records[-1] if records else None
     summary = rundir.run_summary(
-        status, message=message, rounds_completed=checkpoint_round if checkpoint_round is not None else 0,
-        checkpoint_round=checkpoint_round, diverged_at_round=diverged_round,
-        signal=signal.Signals(signum).name if signum else None, final=last_record,
+        status,
+        message=message,
+        rounds_completed=checkpoint_round if checkpoint_round is not None else 0,
+        checkpoint_round=checkpoint_round,
+        diverged_at_round=diverged_round,
+        signal=signal.Signals(signum).name if signum else None,
+        final=last_record,
         wall_seconds=wall_before + time.perf_counter() - started,
-        cpu_seconds=cpu_before + time.process_time() - cpu_started, origin=origin)
+        cpu_seconds=cpu_before + time.process_time() - cpu_started,
+        origin=origin,
+    )
     rundir.write_summary(out, summary)
     if plot and status == FINISHED and last_record is not None:
         try:
             plot_run(out)
         except Exception as exc:  # the run's results are intact; the picture is a convenience
-            print(f"perfedavg: warning: could not draw {out / 'curves.png'}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"perfedavg: warning: could not draw {out / 'curves.png'}: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
     return RunResult(status, out, summary)
 
 
@@ -248,11 +265,15 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
     if not finished or trained["state"]["round"] != cfg.K:
         raise UsageError(f"{source} is not a finished run of K={cfg.K} rounds")
     if cfg.algorithm != "fedavg" or any(k not in FEDAVG_EVALUATION_ONLY for k in differing):
-        raise UsageError(f"{source} trains another model than {out} would: "
-                         f"{', '.join(differing) or 'algorithm'} differ{'s' if len(differing) == 1 else ''}")
+        raise UsageError(
+            f"{source} trains another model than {out} would: "
+            f"{', '.join(differing) or 'algorithm'} differ{'s' if len(differing) == 1 else ''}"
+        )
     if cfg.eval_every != cfg.K or cfg.track_inner:
-        raise UsageError(f"{out} evaluates rounds between 0 and K (eval_every={cfg.eval_every}, "
-                         f"track_inner={cfg.track_inner}): it has to be trained")
+        raise UsageError(
+            f"{out} evaluates rounds between 0 and K (eval_every={cfg.eval_every}, "
+            f"track_inner={cfg.track_inner}): it has to be trained"
+        )
     check_fresh_out(out, force=True)
     started, cpu_started = time.perf_counter(), time.process_time()
     state = TrainState.from_dict(trained["state"], cfg.device)
@@ -262,12 +283,23 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
     create_out(out, force=True)
     rundir.write_config(out, mine)
     rundir.write_metrics(out, lines)
-    rundir.atomic_torch_save(out / rundir.CHECKPOINT, checkpoint_payload(
-        cfg, state, len(records), len(lines), rundir.metrics_digest(lines), wall, cpu))
+    rundir.atomic_torch_save(
+        out / rundir.CHECKPOINT,
+        checkpoint_payload(cfg, state, len(records), len(lines), rundir.metrics_digest(lines), wall, cpu),
+    )
     summary = rundir.run_summary(
-        FINISHED, message="", rounds_completed=cfg.K, checkpoint_round=cfg.K, diverged_at_round=None, signal=None,
-        final=records[-1], wall_seconds=wall, cpu_seconds=cpu,
-        origin=rundir.provenance(cfg.task["name"], task.label or task.name), trained_in=str(source))
+        FINISHED,
+        message="",
+        rounds_completed=cfg.K,
+        checkpoint_round=cfg.K,
+        diverged_at_round=None,
+        signal=None,
+        final=records[-1],
+        wall_seconds=wall,
+        cpu_seconds=cpu,
+        origin=rundir.provenance(cfg.task["name"], task.label or task.name),
+        trained_in=str(source),
+    )
     rundir.write_summary(out, summary)
     return RunResult(FINISHED, out, summary)
 

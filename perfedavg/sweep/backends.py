@@ -126,7 +126,9 @@ class LocalBackend:
         executor = self.executors[slot]
         if executor is None:
             executor = self.executors[slot] = ProcessPoolExecutor(
-                max_workers=1, mp_context=self.context, initializer=_init_local_worker,
+                max_workers=1,
+                mp_context=self.context,
+                initializer=_init_local_worker,
                 initargs=(self.threads, os.environ.get(KILL_HOOK)),
             )
             self.pings[slot] = executor.submit(_ping)  # its first task: gives the worker's pid
@@ -229,8 +231,13 @@ class RayBackend:
         self.owns = not ray.is_initialized()
         if self.owns:
             env = {KILL_HOOK: os.environ[KILL_HOOK]} if os.environ.get(KILL_HOOK) else {}
-            init = functools.partial(ray.init, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
-                                     logging_level=logging.WARNING, configure_logging=True)
+            init = functools.partial(
+                ray.init,
+                runtime_env={"env_vars": env} if env else None,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
             try:
                 if address:
                     init(address=address)

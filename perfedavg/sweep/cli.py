@@ -32,33 +32,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("file", metavar="FILE.toml", help="the sweep file: a run config plus a [sweep] table")
     parser.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/<FILE stem>)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="local: a process pool on this machine (default); ray: Ray tasks on the cluster "
-                        "given by --address, or on a Ray instance started here (needs `pip install perfedavg[ray]`)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="runs at once (>= 1; default: local: the usable cores / --threads; ray: the cluster's "
-                        "CPUs / --threads)")
-    parser.add_argument("--threads", type=int, metavar="T",
-                        help="torch threads per run (>= 1; default: usable cores / --workers, at least 1); on Ray "
-                        "each run also reserves T CPUs")
-    parser.add_argument("--address", metavar="ADDR",
-                        help="ray only: the cluster to join, e.g. ray://head:10001 or auto (default: start a "
-                        "local Ray instance with --workers x --threads CPUs)")
-    parser.add_argument("--retries", type=int, default=2, metavar="N",
-                        help="times a run whose worker died or raised is tried again within this invocation "
-                        "(>= 0, default 2); re-running the sweep tries failed runs again")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one base option, value as a TOML literal (repeatable), e.g. --set K=50 "
-                        "or --set task.n_clients=10")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the runs and what would happen to each (skip / resume / start), run nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="restart from scratch runs whose saved config differs from the sweep's "
-                        "(default: refuse, so an edited sweep never mixes with old results)")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool on this machine (default); ray: Ray tasks on the cluster "
+        "given by --address, or on a Ray instance started here (needs `pip install perfedavg[ray]`)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="runs at once (>= 1; default: local: the usable cores / --threads; ray: the cluster's CPUs / --threads)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="T",
+        help="torch threads per run (>= 1; default: usable cores / --workers, at least 1); on Ray "
+        "each run also reserves T CPUs",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="ray only: the cluster to join, e.g. ray://head:10001 or auto (default: start a "
+        "local Ray instance with --workers x --threads CPUs)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="times a run whose worker died or raised is tried again within this invocation "
+        "(>= 0, default 2); re-running the sweep tries failed runs again",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one base option, value as a TOML literal (repeatable), e.g. --set K=50 "
+        "or --set task.n_clients=10",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs and what would happen to each (skip / resume / start), run nothing",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="restart from scratch runs whose saved config differs from the sweep's "
+        "(default: refuse, so an edited sweep never mixes with old results)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show the sweep's progress bar")
-    parser.add_argument("--bench", action="store_true",
-                        help="at the end, print JSON with the sweep runner's overhead per run (time not spent "
-                        "inside run_config) as a fraction of the run time")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="at the end, print JSON with the sweep runner's overhead per run (time not spent "
+        "inside run_config) as a fraction of the run time",
+    )
     parser.set_defaults(func=main)
 
 
@@ -101,16 +135,23 @@ def main(args: argparse.Namespace) -> int:
     from perfedavg.sweep.scheduler import SweepOptions, run_sweep
 
     options = SweepOptions(
-        backend=args.backend, workers=args.workers, threads=args.threads, address=args.address,
-        retries=args.retries, force=args.force, progress=not args.no_progress,
+        backend=args.backend,
+        workers=args.workers,
+        threads=args.threads,
+        address=args.address,
+        retries=args.retries,
+        force=args.force,
+        progress=not args.no_progress,
     )
     report = run_sweep(units, out, options, sweep_file=args.file)
     if args.bench:
         print(json.dumps(report.bench, indent=2))
     counts = report.counts
-    print(f"{out}: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
-          f"{counts.get('failed', 0)} failed, {counts.get('pending', 0) + counts.get('interrupted', 0)} not done "
-          f"of {len(units)} runs ({report.wall_seconds:.1f} s); table in {out / SWEEP_SUMMARY_MD}")
+    print(
+        f"{out}: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
+        f"{counts.get('failed', 0)} failed, {counts.get('pending', 0) + counts.get('interrupted', 0)} not done "
+        f"of {len(units)} runs ({report.wall_seconds:.1f} s); table in {out / SWEEP_SUMMARY_MD}"
+    )
     if report.interrupted:
         print("perfedavg: sweep interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -38,8 +38,9 @@ class SweepOptions:
     retries: int = field(default=2, metadata={"doc": "extra attempts of a run whose worker died or raised (>= 0)"})
     force: bool = field(default=False, metadata={"doc": "restart runs whose saved config differs"})
     progress: bool = field(default=True, metadata={"doc": "show the sweep's progress bar"})
-    summary_interval: float = field(default=0.5,
-                                    metadata={"doc": "seconds between summary rewrites (always at the end)"})
+    summary_interval: float = field(
+        default=0.5, metadata={"doc": "seconds between summary rewrites (always at the end)"}
+    )
 
     def __post_init__(self):
         if self.backend not in ("local", "ray"):
@@ -74,35 +75,63 @@ def make_backend(options: SweepOptions) -> Backend:
 
 # -- summary -----------------------------------------------------------------------------------
 #: final metrics shown in the markdown table (all of ``final`` goes to the JSON)
-TABLE_METRICS = (("F", "F"), ("grad_norm_sq_F", "‖∇F‖²"), ("personalized_accuracy", "pers. acc"),
-                 ("global_accuracy", "global acc"))
+TABLE_METRICS = (
+    ("F", "F"),
+    ("grad_norm_sq_F", "‖∇F‖²"),
+    ("personalized_accuracy", "pers. acc"),
+    ("global_accuracy", "global acc"),
+)
 #: the statuses the markdown table counts, in this order
 _COUNTED = ("finished", "diverged", "failed", "interrupted", "running", "pending")
 
 
 def _row(unit: Unit) -> dict:
     """A unit's row of the summary before its first attempt."""
-    return {"name": unit.name, "varied": dict(unit.varied), "status": "pending", "attempts": 0,
-            "rounds_completed": None, "wall_seconds": None, "final": {}, "error": None, "lost_attempts": [],
-            "host": None}
+    return {
+        "name": unit.name,
+        "varied": dict(unit.varied),
+        "status": "pending",
+        "attempts": 0,
+        "rounds_completed": None,
+        "wall_seconds": None,
+        "final": {},
+        "error": None,
+        "lost_attempts": [],
+        "host": None,
+    }
 
 
 def write_summary(out: Path, units: list[Unit], rows: dict, meta: dict) -> None:
     """``sweep_summary.json`` and ``sweep_summary.md``, both atomically."""
     counts = collections.Counter(rows[u.name]["status"] for u in units)
-    data = {**meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "counts": dict(counts),
-            "runs": [rows[u.name] for u in units]}
+    data = {
+        **meta,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "counts": dict(counts),
+        "runs": [rows[u.name] for u in units],
+    }
     rundir.atomic_write_json(out / SWEEP_SUMMARY_JSON, data)
     axes = list(units[0].varied) if units else []
     head = ["run", *axes, "status", "attempts", "rounds", "wall s", *(label for _, label in TABLE_METRICS)]
-    lines = [f"# Sweep {meta.get('sweep_file') or meta.get('out', '')}", "",
-             ", ".join(f"{counts[s]} {s}" for s in _COUNTED if counts[s]),
-             "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = [
+        f"# Sweep {meta.get('sweep_file') or meta.get('out', '')}",
+        "",
+        ", ".join(f"{counts[s]} {s}" for s in _COUNTED if counts[s]),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+    ]
     for unit in units:
         row = rows[unit.name]
-        cells = [row["name"], *(str(unit.varied[a]) for a in axes), row["status"], str(row["attempts"]),
-                 _fmt(row["rounds_completed"]), _fmt(row["wall_seconds"], ".1f"),
-                 *(_fmt(row["final"].get(key)) for key, _ in TABLE_METRICS)]
+        cells = [
+            row["name"],
+            *(str(unit.varied[a]) for a in axes),
+            row["status"],
+            str(row["attempts"]),
+            _fmt(row["rounds_completed"]),
+            _fmt(row["wall_seconds"], ".1f"),
+            *(_fmt(row["final"].get(key)) for key, _ in TABLE_METRICS),
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     errors = [(u.name, rows[u.name]["error"]) for u in units if rows[u.name]["error"]]
     if errors:
@@ -124,8 +153,14 @@ def _describe(exc: BaseException) -> str:
 
 
 # -- the scheduler -------------------------------------------------------------------------------
-def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepOptions(), *,
-              sweep_file: str | Path | None = None, backend: Backend | None = None) -> SweepReport:
+def run_sweep(
+    units: list[Unit],
+    out: str | Path,
+    options: SweepOptions = SweepOptions(),
+    *,
+    sweep_file: str | Path | None = None,
+    backend: Backend | None = None,
+) -> SweepReport:
     """Run every unit not yet done into ``out/runs/<name>`` (module docstring).
 
     ``backend`` replaces the one ``options`` names (any :class:`perfedavg.sweep.backends.Backend`);
@@ -140,11 +175,18 @@ def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepO
     for unit in units:
         if actions[unit.name] == "skip":
             summary = read_summary(out / RUNS / unit.name) or {}
-            rows[unit.name].update(status=summary.get("status"), rounds_completed=summary.get("rounds_completed"),
-                                   wall_seconds=summary.get("wall_seconds"), final=summary.get("final") or {})
+            rows[unit.name].update(
+                status=summary.get("status"),
+                rounds_completed=summary.get("rounds_completed"),
+                wall_seconds=summary.get("wall_seconds"),
+                final=summary.get("final") or {},
+            )
     todo = collections.deque(u for u in units if actions[u.name] != "skip")
-    meta: dict[str, Any] = {"sweep_file": str(sweep_file) if sweep_file else None, "backend": options.backend,
-                            "out": str(out)}
+    meta: dict[str, Any] = {
+        "sweep_file": str(sweep_file) if sweep_file else None,
+        "backend": options.backend,
+        "out": str(out),
+    }
     bench: dict = {"backend": options.backend, "runs": len(todo)}
     interrupted = False
     if not todo:
@@ -154,8 +196,9 @@ def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepO
     backend_started = time.perf_counter()
     backend = backend if backend is not None else make_backend(options)
     backend.warm(len(todo))
-    bench.update(workers=backend.workers, threads=backend.threads,
-                 backend_start_seconds=time.perf_counter() - backend_started)
+    bench.update(
+        workers=backend.workers, threads=backend.threads, backend_start_seconds=time.perf_counter() - backend_started
+    )
     meta.update(workers=backend.workers, threads=backend.threads)
     attempts: collections.Counter = collections.Counter()
     in_flight: dict[Any, tuple[Unit, float]] = {}  # handle -> (unit, submitted at)
@@ -163,8 +206,9 @@ def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepO
     unit_seconds: list[float] = []
     n_done = len(units) - len(todo)
     n_failed = 0
-    bar = tqdm(total=len(units), initial=n_done, desc="sweep", unit="run", disable=not options.progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(units), initial=n_done, desc="sweep", unit="run", disable=not options.progress, dynamic_ncols=True
+    )
     last_write = 0.0
 
     def postfix():
@@ -187,9 +231,13 @@ def run_sweep(units: list[Unit], out: str | Path, options: SweepOptions = SweepO
         status = result["status"]
         if is_done(status) or (status == INTERRUPTED and stopping):
             summary = result.get("summary") or {}
-            row.update(status=status, rounds_completed=summary.get("rounds_completed"),
-                       wall_seconds=summary.get("wall_seconds"), final=summary.get("final") or {},
-                       error=summary.get("message") if status == DIVERGED else None)
+            row.update(
+                status=status,
+                rounds_completed=summary.get("rounds_completed"),
+                wall_seconds=summary.get("wall_seconds"),
+                final=summary.get("final") or {},
+                error=summary.get("message") if status == DIVERGED else None,
+            )
             if is_done(status):
                 n_done += 1
                 bar.update(1)

@@ -69,7 +69,8 @@ class SweepSpec:
     base: Mapping[str, Any] = field(metadata={"doc": "the base run config (parsed TOML without [sweep])"})
     grid: tuple = field(metadata={"doc": "crossed axes: ((key, (values...)), ...), first slowest"})
     zips: tuple = field(
-        metadata={"doc": "zip groups: (((key, (values...)), ...), ...), lists of one group have one length"})
+        metadata={"doc": "zip groups: (((key, (values...)), ...), ...), lists of one group have one length"}
+    )
     seeds: tuple | None = field(metadata={"doc": "the seeds (innermost axis), or None to keep the base seed"})
 
     @property
@@ -134,8 +135,11 @@ def parse_sweep(data: Mapping[str, Any]) -> SweepSpec:
             if seeds < 1:
                 raise UsageError(f"sweep.seeds={seeds} is out of range: a count must be >= 1 (or give a list)")
             seeds = tuple(range(seeds))
-        elif isinstance(seeds, list) and seeds and all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        elif (
+            isinstance(seeds, list)
+            and seeds
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
             if len(set(seeds)) != len(seeds):
                 raise UsageError(f"sweep.seeds={seeds} repeats a seed")
             seeds = tuple(seeds)
@@ -163,7 +167,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     for item in overrides:
         key, value = parse_override(item)
         if key.startswith("task."):
-            base_task[key[len("task."):]] = value
+            base_task[key[len("task.") :]] = value
         else:
             data[key] = value
     if base_task:
@@ -177,8 +181,9 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
     validated (and, with ``resolve_task``, with every task default filled in, as the
     run saves it) *before* anything runs."""
     grid_choices = [[(k, v) for v in values] for k, values in spec.grid]
-    zip_choices = [[tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))]
-                   for group in spec.zips]
+    zip_choices = [
+        [tuple((k, values[i]) for k, values in group) for i in range(len(group[0][1]))] for group in spec.zips
+    ]
     seed_choices = [[("seed", s) for s in spec.seeds]] if spec.seeds is not None else []
     units: list[Unit] = []
     names: dict[str, dict[str, Any]] = {}
@@ -186,7 +191,7 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
     for combo in itertools.product(*grid_choices, *zip_choices, *seed_choices):
         varied: dict[str, Any] = {}
         for item in combo:
-            for k, v in (item if isinstance(item[0], tuple) else (item,)):
+            for k, v in item if isinstance(item[0], tuple) else (item,):
                 varied[k] = v
         overrides = [f"{k}={toml_value(v)}" for k, v in varied.items()]
         name = sweep_run_name(varied)
@@ -203,8 +208,9 @@ def expand(spec: SweepSpec, resolve_task: bool = True) -> list[Unit]:
                     raise UsageError(f"sweep run {name}: {exc}") from None
             cfg = cfg.replace(task=resolved_tasks[key])
         if name in names:
-            raise UsageError(f"sweep runs {names[name]} and {varied} get the same directory name {name!r}; "
-                             "make the values distinct")
+            raise UsageError(
+                f"sweep runs {names[name]} and {varied} get the same directory name {name!r}; make the values distinct"
+            )
         names[name] = varied
         units.append(Unit(name=name, varied=varied, config=cfg.to_dict()))
     return units

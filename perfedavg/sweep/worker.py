@@ -88,8 +88,13 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
     run: returns ``{"status": "failed", "error": ...}`` instead."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    result: dict[str, Any] = {"name": unit.name, "pid": os.getpid(), "host": socket.gethostname(), "resumed": False,
-                              "note": ""}
+    result: dict[str, Any] = {
+        "name": unit.name,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "resumed": False,
+        "note": "",
+    }
     try:  # Ctrl-C reaches the runner, which checkpoints (only the main thread may set handlers)
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:
@@ -112,8 +117,12 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
                 outcome = run_config(cfg, run_dir, force=True, progress=False)
             result.update(status=outcome.status, summary=_small(outcome.summary))
     except Exception as exc:  # a failed run is a result; the scheduler decides on a retry
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}", usage_error=isinstance(exc, UsageError),
-                      traceback=traceback.format_exc(limit=20))
+        result.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            usage_error=isinstance(exc, UsageError),
+            traceback=traceback.format_exc(limit=20),
+        )
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -123,6 +132,14 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
 
 def _small(summary: dict) -> dict:
     """The fields of a run's summary that travel back to the scheduler."""
-    keys = ("status", "message", "rounds_completed", "diverged_at_round", "final", "wall_seconds", "task",
-            "code_version")
+    keys = (
+        "status",
+        "message",
+        "rounds_completed",
+        "diverged_at_round",
+        "final",
+        "wall_seconds",
+        "task",
+        "code_version",
+    )
     return {k: summary.get(k) for k in keys}

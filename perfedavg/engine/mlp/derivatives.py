@@ -41,8 +41,16 @@ from perfedavg.engine.mlp.kernels import first_layer, forward_from, grouped, sof
 from perfedavg.engine.mlp.layout import MLP, BaseViews, LayerViews
 
 
-def grad_from(net: MLP, layers: LayerViews, Z0: Tensor, Y: Tensor, out: LayerViews, base: BaseViews | None,
-              scale: float, half: int | None = None) -> Tensor:
+def grad_from(
+    net: MLP,
+    layers: LayerViews,
+    Z0: Tensor,
+    Y: Tensor,
+    out: LayerViews,
+    base: BaseViews | None,
+    scale: float,
+    half: int | None = None,
+) -> Tensor:
     r"""Forward from the first layer's pre-activations ``Z0`` through ``layers`` 1..L-1, then
     backward: write ``out = base + scale * grad`` for the parameters of layers ``>= 1``
     (with ``half = m``: ``out (m, P) = base + scale * (grad(rows :m) - grad(rows m:))``) and
@@ -69,8 +77,9 @@ def grad_from(net: MLP, layers: LayerViews, Z0: Tensor, Y: Tensor, out: LayerVie
     return G
 
 
-def backward(net: MLP, W: Tensor, X: Tensor, Y: Tensor, groups: int, out: Tensor, base: Tensor | None,
-             scale: float) -> Tensor:
+def backward(
+    net: MLP, W: Tensor, X: Tensor, Y: Tensor, groups: int, out: Tensor, base: Tensor | None, scale: float
+) -> Tensor:
     r"""``out = base + scale * grad f(W)`` on inputs ``X (m, B, d_0)`` shared by ``groups`` stacks of
     ``m`` users (:meth:`perfedavg.engine.mlp.layout.MLP.inputs`); ``base`` may be ``W`` or ``out``."""
     layers = net.layers(W)
@@ -93,8 +102,17 @@ def backward(net: MLP, W: Tensor, X: Tensor, Y: Tensor, groups: int, out: Tensor
     return out
 
 
-def hvp_from(net: MLP, layers: LayerViews, dirs: LayerViews, Z0: Tensor, RZ0: Tensor, Y: Tensor, out: LayerViews,
-             base: BaseViews | None, scale: float) -> Tensor:
+def hvp_from(
+    net: MLP,
+    layers: LayerViews,
+    dirs: LayerViews,
+    Z0: Tensor,
+    RZ0: Tensor,
+    Y: Tensor,
+    out: LayerViews,
+    base: BaseViews | None,
+    scale: float,
+) -> Tensor:
     r"""The R-operator (module docstring) from the first layer's pre-activations ``Z0`` and
     their directional derivative ``RZ0`` along ``dirs``: write ``out = base + scale * (Hessian V)``
     for the parameters of layers ``>= 1`` and return :math:`\mathcal R G_0`; layer 0 is the caller's

@@ -56,15 +56,26 @@ class MLP:
         start = W.storage_offset()
         if W.dim() == 1 and W.stride(0) == 1 and W.numel() % self.num_params == 0:
             n = W.numel() // self.num_params
-            return [(W.as_strided((n, dout, din), (dout * din, din, 1), start + n * a),
-                     W.as_strided((n, 1, dout), (dout, dout, 1), start + n * b)) for a, b, _, din, dout in self.spans]
+            return [
+                (
+                    W.as_strided((n, dout, din), (dout * din, din, 1), start + n * a),
+                    W.as_strided((n, 1, dout), (dout, dout, 1), start + n * b),
+                )
+                for a, b, _, din, dout in self.spans
+            ]
         if W.dim() != 2 or W.stride(1) != 1:
-            raise ValueError(f"W must be (n, P) with rows of unit stride or a layer-major stack, got shape "
-                             f"{tuple(W.shape)} strides {W.stride()}")
+            raise ValueError(
+                f"W must be (n, P) with rows of unit stride or a layer-major stack, got shape "
+                f"{tuple(W.shape)} strides {W.stride()}"
+            )
         n, row = W.shape[0], W.stride(0)
-        return [(W.as_strided((n, dout, din), (row, din, 1), start + a),
-                 W.as_strided((n, 1, dout), (row, dout, 1), start + b))
-                for a, b, _, din, dout in self.spans]
+        return [
+            (
+                W.as_strided((n, dout, din), (row, din, 1), start + a),
+                W.as_strided((n, 1, dout), (row, dout, 1), start + b),
+            )
+            for a, b, _, din, dout in self.spans
+        ]
 
     def views(self, T: Tensor | None) -> BaseViews:
         """The layer views of a buffer ``T`` (:meth:`layers`), or ``(None, None)`` per layer for no buffer."""
@@ -85,19 +96,19 @@ class MLP:
         S = W.shape[0]
         out = W.new_empty(S * m * self.num_params)
         for s, e in self.pieces() if fill else ():
-            out[S * m * s:S * m * e].view(S, m, e - s).copy_(W[:, None, s:e].expand(S, m, e - s))
+            out[S * m * s : S * m * e].view(S, m, e - s).copy_(W[:, None, s:e].expand(S, m, e - s))
         return out
 
     def average(self, U: Tensor, S: int) -> Tensor:
         """The uniform mean ``(S, P)`` of each of ``S`` runs' users in the layer-major stack ``U``
         (:meth:`stack`'s layout: the runs' users consecutive)."""
         n = self.users(U)
-        return torch.cat([U[n * s:n * e].view(S, n // S, e - s).mean(1) for s, e in self.pieces()], dim=1)
+        return torch.cat([U[n * s : n * e].view(S, n // S, e - s).mean(1) for s, e in self.pieces()], dim=1)
 
     def above_first(self, W: Tensor) -> Tensor:
         """The view of ``W``'s values of layers ``>= 1`` (``(n, P)`` or layer-major: the same layers)."""
         s = self.spans[1][0]
-        return W[self.users(W) * s:] if W.dim() == 1 else W[:, s:]
+        return W[self.users(W) * s :] if W.dim() == 1 else W[:, s:]
 
     def pieces(self) -> list[tuple[int, int]]:
         """The column ranges ``[s, e)`` of ``(n, P)`` that a layer-major stack keeps as contiguous

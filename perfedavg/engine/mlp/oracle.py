@@ -60,8 +60,9 @@ class MLPOracle(MLP):
         X, groups = self.inputs(W, X)
         return derivatives.hvp(self, W, V, X, Y, groups, torch.empty_like(W))
 
-    def descend(self, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None,
-                out: Tensor | None = None) -> Tensor:
+    def descend(
+        self, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None, out: Tensor | None = None
+    ) -> Tensor:
         """:func:`perfedavg.engine.mlp.steps.descend`."""
         return fused.descend(self, W, step, X, Y, at, out)
 
@@ -70,8 +71,14 @@ class MLPOracle(MLP):
         """:func:`perfedavg.engine.mlp.steps.fedavg_step`."""
         return fused.fedavg_step(self, W, batch, h, out)
 
-    def per_fedavg_step(self, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
-                        out: Tensor | None = None) -> Tensor:
+    def per_fedavg_step(
+        self,
+        W: Tensor,
+        batches: PerFedAvgBatches,
+        h: StepSizes,
+        algorithm: PerFedAvgAlgorithm,
+        out: Tensor | None = None,
+    ) -> Tensor:
         """:func:`perfedavg.engine.mlp.steps.per_fedavg_step`."""
         return fused.per_fedavg_step(self, W, batches, h, algorithm, out)
 
@@ -83,8 +90,9 @@ class MLPOracle(MLP):
         """:func:`perfedavg.engine.mlp.sample_space.sample_space_bytes`."""
         return sample_space.sample_space_bytes(self, data)
 
-    def first_layer_costs(self, data: ClientData, algorithm: Algorithm, tau: int,
-                          batches: tuple[int, ...]) -> dict[str, float]:
+    def first_layer_costs(
+        self, data: ClientData, algorithm: Algorithm, tau: int, batches: tuple[int, ...]
+    ) -> dict[str, float]:
         """:func:`perfedavg.engine.mlp.sample_space.first_layer_costs`."""
         return sample_space.first_layer_costs(self, data, algorithm, tau, batches)
 
@@ -95,15 +103,23 @@ class MLPOracle(MLP):
             self._space = (data, dtype, *sample_space.inputs_and_grams(data, dtype))
         return self._space[2], self._space[3]
 
-    def round_in_sample_space(self, W: Tensor, data: ClientData, clients: Tensor,
-                              steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: Algorithm) -> Tensor:
+    def round_in_sample_space(
+        self,
+        W: Tensor,
+        data: ClientData,
+        clients: Tensor,
+        steps: Sequence[tuple[Tensor, ...]],
+        h: StepSizes,
+        algorithm: Algorithm,
+    ) -> Tensor:
         """:func:`perfedavg.engine.mlp.sample_space.round_in_sample_space` on ``data``'s cached inputs."""
         X, K = self._sample_space(data, W.dtype)
         return sample_space.round_in_sample_space(self, X, K, W, data, clients, steps, h, algorithm)
 
 
-def mlp_oracle_factory(sizes: tuple[int, ...], activation: str = "elu",
-                       rounds: str = "auto") -> Callable[[], OracleWithFastPath]:
+def mlp_oracle_factory(
+    sizes: tuple[int, ...], activation: str = "elu", rounds: str = "auto"
+) -> Callable[[], OracleWithFastPath]:
     """A zero-argument factory for :attr:`perfedavg.engine.task.Task.oracle_factory` (typed as the
     protocols :class:`MLPOracle` implements, which the type checker thereby verifies)."""
     return partial(MLPOracle, tuple(int(s) for s in sizes), activation, rounds)

@@ -57,8 +57,16 @@ def memory_budget(device: torch.device | str) -> int:
     return int(total * SAMPLE_SPACE_MEMORY_SHARE)
 
 
-def first_layer_macs(strategy: str, algorithm: Algorithm, tau: int, batches: tuple[int, ...], d0: int, d1: int,
-                     mean_count: float, max_count: int) -> float:
+def first_layer_macs(
+    strategy: str,
+    algorithm: Algorithm,
+    tau: int,
+    batches: tuple[int, ...],
+    d0: int,
+    d1: int,
+    mean_count: float,
+    max_count: int,
+) -> float:
     r"""Multiply-adds of the first layer (``d0 -> d1``) for one user and one round of ``tau`` local steps.
 
     ``batches``: :math:`(|\mathcal D|,)` for FedAvg, :math:`(|\mathcal D|, |\mathcal D'|, |\mathcal D''|)`
@@ -95,16 +103,18 @@ def sample_space_bytes(net: MLP, data: ClientData) -> int:
     return int(n * M * (net.sizes[0] + M) * data.x.element_size())
 
 
-def first_layer_costs(net: MLP, data: ClientData, algorithm: Algorithm, tau: int,
-                      batches: tuple[int, ...]) -> dict[str, float]:
+def first_layer_costs(
+    net: MLP, data: ClientData, algorithm: Algorithm, tau: int, batches: tuple[int, ...]
+) -> dict[str, float]:
     """:func:`first_layer_macs` of a round on ``data`` either way, per user."""
     count = data.count.to(torch.float64)
     args = (algorithm, tau, batches, net.sizes[0], net.sizes[1], float(count.mean()), int(count.max()))
     return {strategy: first_layer_macs(strategy, *args) for strategy in ("steps", "sample_space")}
 
 
-def prefers_sample_space(net: MLP, rounds: str, data: ClientData, algorithm: Algorithm, tau: int,
-                         batches: tuple[int, ...]) -> bool:
+def prefers_sample_space(
+    net: MLP, rounds: str, data: ClientData, algorithm: Algorithm, tau: int, batches: tuple[int, ...]
+) -> bool:
     r"""Whether :func:`round_in_sample_space` is the way to run a round on ``data``: as set by
     ``rounds`` (:data:`ROUND_STRATEGIES`), or with ``"auto"`` when it costs fewer first-layer
     multiply-adds (:func:`first_layer_costs`) and its caches fit (:func:`sample_space_bytes` within
@@ -119,7 +129,8 @@ def prefers_sample_space(net: MLP, rounds: str, data: ClientData, algorithm: Alg
             raise UsageError(
                 f"round_strategy=sample_space keeps every user's inputs and Gram matrix: {in_units(need)} "
                 f"({n} users x {M} samples, padded to the largest user), more than {in_units(budget)} "
-                f"({SAMPLE_SPACE_MEMORY_SHARE:.0%} of this device's memory); use steps or auto")
+                f"({SAMPLE_SPACE_MEMORY_SHARE:.0%} of this device's memory); use steps or auto"
+            )
         return True
     cost = first_layer_costs(net, data, algorithm, tau, batches)
     return need <= budget and cost["sample_space"] < cost["steps"]
@@ -133,8 +144,17 @@ def inputs_and_grams(data: ClientData, dtype: torch.dtype) -> tuple[Tensor, Tens
     return X, torch.bmm(X, X.transpose(1, 2))
 
 
-def round_in_sample_space(net: MLP, X: Tensor, K: Tensor, W: Tensor, data: ClientData, clients: Tensor,
-                          steps: Sequence[tuple[Tensor, ...]], h: StepSizes, algorithm: Algorithm) -> Tensor:
+def round_in_sample_space(
+    net: MLP,
+    X: Tensor,
+    K: Tensor,
+    W: Tensor,
+    data: ClientData,
+    clients: Tensor,
+    steps: Sequence[tuple[Tensor, ...]],
+    h: StepSizes,
+    algorithm: Algorithm,
+) -> Tensor:
     r"""One round of ``S`` runs, :math:`w_{k+1}` ``(S, P)``, with every first-layer quantity kept in
     the sampled users' *sample space* [derive].
 
@@ -235,8 +255,9 @@ def round_in_sample_space(net: MLP, X: Tensor, K: Tensor, W: Tensor, data: Clien
         y3 = labels.gather(1, p3)
         last, last_scale = hessian_term(net, layers, g_layers, P3, C3, y3, out_layers, h, algorithm)
         ob0.add_(last.sum(1, keepdim=True), alpha=last_scale)
-        add_term(torch.cat([K2, K3], 1), torch.cat([p2, p3], 1),
-                 torch.cat([G2.mul_(h.beta), last.mul_(-last_scale)], 1))
+        add_term(
+            torch.cat([K2, K3], 1), torch.cat([p2, p3], 1), torch.cat([G2.mul_(h.beta), last.mul_(-last_scale)], 1)
+        )
         U, layers = out, out_layers
     result = W.new_empty((S, P))
     result[:, b:] = U.view(S, m, P)[:, :, b:].mean(1)

@@ -32,8 +32,9 @@ from perfedavg.engine.mlp.layout import MLP, LayerViews
 from perfedavg.engine.sampling import Batch
 
 
-def descend(net: MLP, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None,
-            out: Tensor | None = None) -> Tensor:
+def descend(
+    net: MLP, W: Tensor, step: float, X: Tensor, Y: Tensor, at: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
     r""":math:`w - \mathrm{step}\cdot\tilde\nabla f_i(\mathrm{at}_i, \mathcal D_i)` (``at`` defaults
     to ``W``), the update fused with writing each layer's gradient, into ``out`` (default a new
     tensor; ``out=W`` updates ``W`` in place, which spares a pass over the parameters)."""
@@ -48,8 +49,14 @@ def fedavg_step(net: MLP, W: Tensor, batch: Batch, h: StepSizes, out: Tensor | N
     return descend(net, W, h.beta, batch.x, batch.y, out=out)
 
 
-def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm,
-                    out: Tensor | None = None) -> Tensor:
+def per_fedavg_step(
+    net: MLP,
+    W: Tensor,
+    batches: PerFedAvgBatches,
+    h: StepSizes,
+    algorithm: PerFedAvgAlgorithm,
+    out: Tensor | None = None,
+) -> Tensor:
     r"""Per-FedAvg's local step (:func:`perfedavg.engine.local.meta_gradient`), rearranged as
 
     .. math::
@@ -118,8 +125,17 @@ def per_fedavg_step(net: MLP, W: Tensor, batches: PerFedAvgBatches, h: StepSizes
     return out
 
 
-def hessian_term(net: MLP, layers: LayerViews, g_layers: LayerViews, P3: Tensor, C3: Tensor, Y3: Tensor,
-                 out: LayerViews, h: StepSizes, algorithm: PerFedAvgAlgorithm) -> tuple[Tensor, float]:
+def hessian_term(
+    net: MLP,
+    layers: LayerViews,
+    g_layers: LayerViews,
+    P3: Tensor,
+    C3: Tensor,
+    Y3: Tensor,
+    out: LayerViews,
+    h: StepSizes,
+    algorithm: PerFedAvgAlgorithm,
+) -> tuple[Tensor, float]:
     r"""HF's or the exact variant's Hessian term of :func:`per_fedavg_step` on :math:`\mathcal D''`,
     given the first layer's pre-activations ``P3`` at :math:`w` and ``C3`` along :math:`g`: add
     it to the layers ``>= 1`` of ``out`` (layer views) and return ``(last, scale)``, the first layer's
