@@ -45,6 +45,7 @@ from perfedavg.engine.config import RunConfig
 from perfedavg.errors import Diverged, UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.lock import RunLock
 from perfedavg.runs.plot import plot_run
 from perfedavg.runs.resolve import resolve
 from perfedavg.runs.resume import Resume, check_fresh_out, check_resume, checkpoint_payload, create_out, truncate
@@ -123,15 +124,27 @@ def run_config(
     out = Path(out)
     cfg, task = resolve(cfg)
     tune_malloc()  # keep parameter-sized buffers in the heap rather than mapped and unmapped each round
-    start: Resume | None = None
-    if resume:
-        start = check_resume(cfg, out, task, force)
-    else:
-        check_fresh_out(out, force)
+    lock = RunLock(out)
+    try:
+        lock.acquire_if_present()  # before reading what the directory holds: another writer may be changing it
+        start: Resume | None = None
+        if resume:
+            start = check_resume(cfg, out, task, force)
+        else:
+            check_fresh_out(out, force)
+        # -- validated: from here on, write ------------------------------------------------
+        if not resume:
+            create_out(out, force)
+        lock.ensure()
+        return _write_run(cfg, task, out, start, resume, progress, plot, train)
+    finally:
+        lock.release()
 
-    # -- validated: from here on, write ----------------------------------------------------
-    if not resume:
-        create_out(out, force)
+
+def _write_run(
+    cfg: RunConfig, task: Any, out: Path, start: Resume | None, resume: bool, progress: bool, plot: bool, train: Any
+) -> RunResult:
+    """:func:`run_config` once everything is checked and ``out`` is locked: the rounds, written as they come."""
     if not resume or start is None or start.config_changed or not (out / rundir.CONFIG).exists():
         rundir.write_config(out, cfg.to_dict())
     prefix = start.metrics_prefix if start else b""
@@ -251,8 +264,6 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
     is what that would write, a checkpoint at round K included (so it can be continued); its
     summary names ``trained_in``.  Refused (:class:`UsageError`, nothing written) otherwise.
     """
-    from perfedavg.engine.rounds import TrainState, evaluate_state, initial_state
-
     out, source = Path(out), Path(source)
     cfg, task = resolve(cfg)
     try:
@@ -274,13 +285,28 @@ def run_from_trained(cfg: RunConfig, out: str | Path, source: str | Path) -> Run
             f"{out} evaluates rounds between 0 and K (eval_every={cfg.eval_every}, "
             f"track_inner={cfg.track_inner}): it has to be trained"
         )
-    check_fresh_out(out, force=True)
+    lock = RunLock(out)
+    try:
+        lock.acquire_if_present()
+        check_fresh_out(out, force=True)
+        return _write_trained(cfg, task, out, source, trained, mine, lock)
+    finally:
+        lock.release()
+
+
+def _write_trained(
+    cfg: RunConfig, task: Any, out: Path, source: Path, trained: dict[str, Any], mine: dict[str, Any], lock: RunLock
+) -> RunResult:
+    """:func:`run_from_trained` once ``out`` is checked and locked."""
+    from perfedavg.engine.rounds import TrainState, evaluate_state, initial_state
+
     started, cpu_started = time.perf_counter(), time.process_time()
     state = TrainState.from_dict(trained["state"], cfg.device)
     records = [evaluate_state(task, cfg, initial_state(task, cfg)), evaluate_state(task, cfg, state)]
     lines = b"".join(rundir.metrics_line(record) for record in records)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     create_out(out, force=True)
+    lock.ensure()
     rundir.write_config(out, mine)
     rundir.write_metrics(out, lines)
     rundir.atomic_torch_save(
