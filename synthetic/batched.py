@@ -266,6 +266,7 @@ def write_run_dirs(runs: SeedRuns, cfg: RunConfig, out_dirs: list[Path], task_la
             diverged_at_round=bad,
             signal=None,
             final=records[-1],
+            metrics_records=len(records),
             wall_seconds=runs.wall_seconds / len(runs.seeds),
             cpu_seconds=None,
             origin=origin,

@@ -574,3 +574,79 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+
+
+def test_a_finished_run_missing_a_record_is_an_error_not_a_silent_read(finished_run, tmp_path):
+    """Every line intact but one record gone (what two writers of one run produced): the summary says how
+    many the finished run wrote, and the reader says the file disagrees instead of returning the rest."""
+    run = _copy(finished_run, tmp_path / "run")
+    metrics = run / rundir.METRICS
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    assert json.loads((run / rundir.SUMMARY).read_text())["metrics_records"] == len(lines)
+    metrics.write_bytes(b"".join([lines[0], *lines[2:]]))
+    with pytest.raises(UsageError, match=rf"{metrics} holds {len(lines) - 1} records, but .* wrote {len(lines)}"):
+        read_metrics(run)
+
+
+def test_metrics_are_fsynced_before_every_checkpoint_that_counts_them(tmp_path, monkeypatch):
+    """A checkpoint records the length and hash of metrics.jsonl: the file is made durable first, so that
+    after a power loss the checkpoint never claims bytes that did not survive."""
+    events = []
+    real_fsync, real_save, real_append = os.fsync, rundir.atomic_torch_save, rundir.MetricsLog.append
+
+    def fsync(fd):
+        events.append("fsync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def save(path, obj):
+        events.append("checkpoint")
+        real_save(path, obj)
+
+    def append(self, record):
+        events.append("append")
+        real_append(self, record)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(rundir, "atomic_torch_save", save)
+    monkeypatch.setattr(rundir.MetricsLog, "append", append)
+    run_config(_cfg("K=4", "checkpoint_every=2", "eval_every=1"), tmp_path / "run", progress=False)
+    checkpoints = [i for i, event in enumerate(events) if event == "checkpoint"]
+    assert len(checkpoints) == 3  # rounds 0, 2 and 4
+    for i in checkpoints:
+        last_append = max(j for j in range(i) if events[j] == "append")
+        assert f"fsync {rundir.METRICS}" in events[last_append:i], events[last_append:i]
+
+
+@pytest.mark.parametrize("cut", [rundir.CONFIG, rundir.METRICS, rundir.SUMMARY])
+def test_a_run_killed_in_its_first_write_can_be_forced_or_resumed(tmp_path, capsys, cut):
+    """A kill inside the first atomic write of ``cut`` leaves its temporary (half written) and, before it,
+    the files already in place. --out --force starts over; --resume continues where a config exists and,
+    where none was saved yet, says in one line how to go on, and does with the config given again."""
+    from perfedavg.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    done = {rundir.CONFIG: [], rundir.METRICS: [rundir.CONFIG], rundir.SUMMARY: [rundir.CONFIG, rundir.METRICS]}[cut]
+    reference = tmp_path / "reference"
+    assert main(["run", *_argv_set("K=3"), "--out", str(reference), "--no-progress", "--no-plot"]) == 0
+    for name in done:
+        (out / name).write_bytes((reference / name).read_bytes() if name == rundir.CONFIG else b"")
+    (out / f".{cut}.k1ll3d{rundir.TEMP_SUFFIX}").write_bytes(b"half a fi")
+    if cut == rundir.CONFIG:
+        assert main(["run", "--resume", str(out), "--no-progress", "--no-plot"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "--force" in err and "temporary" in err, err
+        assert main(["run", "--resume", str(out), *_argv_set("K=3"), "--no-progress", "--no-plot"]) == 0
+    else:
+        assert main(["run", "--resume", str(out), "--no-progress", "--no-plot"]) == 0
+    assert (out / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes()
+    forced = tmp_path / "forced"
+    forced.mkdir()
+    (forced / f".{cut}.k1ll3d{rundir.TEMP_SUFFIX}").write_bytes(b"half a fi")
+    assert main(["run", *_argv_set("K=3"), "--out", str(forced), "--force", "--no-progress", "--no-plot"]) == 0
+    assert (forced / rundir.METRICS).read_bytes() == (reference / rundir.METRICS).read_bytes()
+
+
+def _argv_set(*extra: str) -> list[str]:
+    """``--set`` arguments of :data:`SMALL` plus ``extra``."""
+    return [arg for item in [*SMALL, *extra] for arg in ("--set", item)]

@@ -119,7 +119,7 @@ def check_resume(cfg: RunConfig, out: Path, task: Task, force: bool) -> Resume |
         raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
     path = out / rundir.CHECKPOINT
     if not path.exists() and not path.is_symlink():
-        if not (out / rundir.CONFIG).exists():
+        if not (out / rundir.CONFIG).exists() and not rundir.only_temporaries(out):
             raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG}, no {rundir.CHECKPOINT})")
         return None
     payload = rundir.read_checkpoint(path)

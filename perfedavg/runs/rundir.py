@@ -187,7 +187,9 @@ def read_metrics(run_dir: str | Path, strict: bool = False) -> list[dict]:
     :class:`DamagedFileWarning` naming the file and the number of intact records kept,
     unless ``strict``, when it is an error.  Damage before the last line, or rounds
     that do not increase (records appended twice), is always an error naming the file
-    and the line: a figure is never drawn from a silently wrong file.
+    and the line; so is an intact file of a finished run that holds another number of records
+    than its summary says it wrote (``metrics_records``: lines lost or added by a second writer).
+    A figure is never drawn from a silently wrong file.
     """
     path = Path(run_dir) / METRICS
     if not path.is_file():
@@ -215,14 +217,38 @@ def read_metrics(run_dir: str | Path, strict: bool = False) -> list[dict]:
                 DamagedFileWarning,
                 stacklevel=2,
             )
-            break
+            return records
         if records and record["round"] <= records[-1]["round"]:
             raise UsageError(
                 f"{path} is damaged at line {number}: round {record['round']} follows round {records[-1]['round']} "
                 "(records written twice?)"
             )
         records.append(record)
+    written = _finished_records(Path(run_dir))
+    if written is not None and written != len(records):
+        raise UsageError(
+            f"{path} holds {len(records)} records, but {Path(run_dir) / SUMMARY} says the finished run wrote "
+            f"{written}: the file was changed after the run (a second writer?); run it again"
+        )
     return records
+
+
+def _finished_records(run_dir: Path) -> int | None:
+    """How many records a finished run's summary says it wrote (``None``: not finished, or not recorded)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    written = summary.get("metrics_records")
+    return written if isinstance(written, int) and not isinstance(written, bool) else None
+
+
+def count_records(run_dir: str | Path) -> int:
+    """The records ``metrics.jsonl`` holds: one per line (0 when there is no file)."""
+    path = Path(run_dir) / METRICS
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def read_json(path: str | Path) -> dict:
@@ -235,13 +261,23 @@ def read_json(path: str | Path) -> dict:
         raise UsageError(f"{path} is damaged or not JSON: {exc}") from None
 
 
+def is_run_temporary(name: str) -> bool:
+    """``name`` is a temporary file :func:`atomic_write` leaves behind when killed while writing a run file."""
+    return name.endswith(TEMP_SUFFIX) and any(name.startswith(f".{run_file}.") for run_file in RUN_FILES)
+
+
 def looks_like_run_dir(path: Path) -> bool:
-    """``path`` holds only run files (and temporaries of their atomic writes), and at least one of them:
-    the only kind of folder ``--force`` may empty."""
+    """``path`` holds run files and the temporaries of their atomic writes, nothing else, and at least one
+    of them (a run killed in its very first write leaves only a temporary): the only kind of folder
+    ``--force`` may empty."""
     names = [p.name for p in path.iterdir()]
-    known = [n for n in names if n in RUN_FILES]
-    temporary = [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
-    return bool(known) and len(known) + len(temporary) == len(names)
+    return bool(names) and all(n in RUN_FILES or is_run_temporary(n) for n in names)
+
+
+def only_temporaries(path: Path) -> bool:
+    """``path`` holds nothing but temporaries of run files: a run killed before its first file was in place."""
+    names = [p.name for p in path.iterdir()]
+    return bool(names) and all(is_run_temporary(n) for n in names)
 
 
 # -- the writer ----------------------------------------------------------------------------
@@ -261,6 +297,15 @@ def write_metrics(run_dir: str | Path, data: bytes | list[dict]) -> bytes:
         data = b"".join(metrics_line(record) for record in data)
     atomic_write_bytes(Path(run_dir) / METRICS, data)
     return data
+
+
+def sync_metrics(run_dir: str | Path) -> None:
+    """Make every record of ``metrics.jsonl`` durable (fsync). A checkpoint, which counts the records and
+    hashes their bytes, is saved only after this: after a power loss it never claims bytes the file lost."""
+    path = Path(run_dir) / METRICS
+    if path.exists():
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
 
 
 class MetricsLog:
@@ -310,13 +355,16 @@ def run_summary(
     diverged_at_round: int | None,
     signal: str | None,
     final: Mapping[str, Any] | None,
+    metrics_records: int,
     wall_seconds: float,
     cpu_seconds: float | None,
     origin: Mapping[str, Any],
     **extra: Any,
 ) -> dict:
     """The ``summary.json`` of a run that ended (``status`` finished, diverged or interrupted):
-    ``final`` is the last record without its per-client lists; ``cpu_seconds`` is this process's
+    ``final`` is the last record without its per-client lists; ``metrics_records`` the number of records
+    ``metrics.jsonl`` holds as the summary is written (what :func:`read_metrics` checks a finished run's
+    file against); ``cpu_seconds`` is this process's
     CPU time over the rounds (on a shared machine wall time also counts waiting for a core), left
     out when ``None``; ``origin`` is :func:`provenance`; ``extra`` keys follow."""
     summary = {
@@ -327,6 +375,7 @@ def run_summary(
         "diverged_at_round": diverged_at_round,
         "signal": signal,
         "final": {k: v for k, v in (final or {}).items() if k != "per_client"},
+        "metrics_records": metrics_records,
         "wall_seconds": wall_seconds,
     }
     if cpu_seconds is not None:

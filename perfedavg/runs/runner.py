@@ -189,6 +189,7 @@ def _write_run(
                 boundary = checkpoint_payload(cfg, state, metrics.records, metrics.n_bytes, metrics.sha256(), wall, cpu)
                 due = (cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0) or state.round == cfg.K
                 if due or stop.signum is not None:
+                    rundir.sync_metrics(out)
                     rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
                 bar.n = state.round
                 bar.refresh()
@@ -198,10 +199,12 @@ def _write_run(
     except Diverged as exc:
         status, message, diverged_round = DIVERGED, str(exc), exc.round_index
         if boundary is not None:  # the last good round: kept, never overwritten by the bad state
+            rundir.sync_metrics(out)
             rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
     except KeyboardInterrupt:  # a second signal: stop now, at the last round boundary seen
         status, signum = INTERRUPTED, stop.signum or signal.SIGINT
         if boundary is not None:
+            rundir.sync_metrics(out)
             rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
     finally:
         bar.close()
@@ -233,6 +236,7 @@ def _write_run(
         diverged_at_round=diverged_round,
         signal=signal.Signals(signum).name if signum else None,
         final=last_record,
+        metrics_records=rundir.count_records(out),
         wall_seconds=wall_before + time.perf_counter() - started,
         cpu_seconds=cpu_before + time.process_time() - cpu_started,
         origin=origin,
@@ -321,6 +325,7 @@ def _write_trained(
         diverged_at_round=None,
         signal=None,
         final=records[-1],
+        metrics_records=len(records),
         wall_seconds=wall,
         cpu_seconds=cpu,
         origin=rundir.provenance(cfg.task["name"], task.label or task.name),
@@ -361,6 +366,14 @@ def load_resume_config(out: str | Path, config_path: str | None, overrides: list
     else:
         if not out.is_dir():
             raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
+        if not (out / rundir.CONFIG).is_file() and rundir.only_temporaries(out):
+            if overrides:  # the config given again, on the command line
+                return build_config({}, overrides)
+            raise UsageError(
+                f"--resume: {out} holds only a temporary file: the run was stopped while writing its first file, "
+                f"before its config was saved; give the config again (--config/--set) or start over with --out {out} "
+                "--force"
+            )
         if not (out / rundir.CONFIG).is_file():
             raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG})")
         base = read_toml(out / rundir.CONFIG)
