@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from perfedavg.runs.config import load_run_config
 from perfedavg.runs.resolve import resolve
 from perfedavg.runs.rundir import atomic_write_json, read_json
-from perfedavg.runs.runner import load_run_config
 from synthetic import rates
 from synthetic.rates import bound_terms
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.config import load_run_config
 from perfedavg.runs.resolve import resolve
-from perfedavg.runs.runner import load_run_config
 
 from .style import algorithm_label
 

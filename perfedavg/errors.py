@@ -16,6 +16,13 @@ class UsageError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class OutOfMemory(UsageError):
+    """The machine could not give a run the memory it asked for: one line, exit status 1 (the options were
+    valid; the run is recorded as ``failed``)."""
+
+    exit_code = 1
+
+
 class Diverged(Exception):
     """A run produced a NaN or infinite loss or parameter."""
 

@@ -16,7 +16,7 @@ import torch
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.engine.local import StepSizes
-from perfedavg.engine.mlp import memory_budget
+from perfedavg.engine.memory import memory_budget
 from perfedavg.engine.mlp.steps import fedavg_step, per_fedavg_step
 from perfedavg.engine.oracle import AutogradOracle, make_oracle
 from perfedavg.engine.reference import reference_round

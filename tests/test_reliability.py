@@ -650,3 +650,40 @@ def test_a_run_killed_in_its_first_write_can_be_forced_or_resumed(tmp_path, caps
 def _argv_set(*extra: str) -> list[str]:
     """``--set`` arguments of :data:`SMALL` plus ``extra``."""
     return [arg for item in [*SMALL, *extra] for arg in ("--set", item)]
+
+
+def test_a_round_too_large_for_the_machine_is_refused_before_anything_is_written(tmp_path, capsys):
+    """tau = 1e11 asks a round for some 400 TiB of draws: refused with the estimate, in one line, status 2."""
+    from perfedavg.cli import main
+
+    out = tmp_path / "huge"
+    assert main(["run", "--set", "tau=100000000000", "--set", "K=1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tau=100000000000 is too large for this machine" in err and "GiB" in err, err
+    assert not out.exists()
+
+
+def test_running_out_of_memory_mid_run_is_recorded_as_failed_in_one_line(tmp_path, capsys, monkeypatch):
+    """An allocation that still fails (here: at round 3) ends the run as ``failed``, never left ``running``, with
+    the last good round checkpointed, metrics.jsonl cut to it, one line and status 1."""
+    import perfedavg.engine.rounds as rounds
+    from perfedavg.cli import main
+
+    real_round, calls = rounds.local_round, []
+
+    def local_round(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1099511627776 bytes")
+        return real_round(*args, **kwargs)
+
+    monkeypatch.setattr(rounds, "local_round", local_round)
+    out = tmp_path / "run"
+    argv = ["run", *_argv_set("K=5", "eval_every=1", "checkpoint_every=1"), "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ran out of memory" in err and "round 2 is kept" in err, err
+    summary = json.loads((out / rundir.SUMMARY).read_text())
+    assert summary["status"] == "failed" and summary["checkpoint_round"] == 2
+    assert [r["round"] for r in read_metrics(out)] == [0, 1, 2]
+    assert read_checkpoint(out / rundir.CHECKPOINT)["state"]["round"] == 2

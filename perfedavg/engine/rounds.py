@@ -19,6 +19,7 @@ from torch import Tensor
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.engine.local import StepSizes
+from perfedavg.engine.memory import MEMORY_SHARE, in_units, memory_budget
 from perfedavg.engine.objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from perfedavg.engine.oracle import FastPath, make_oracle
 from perfedavg.engine.sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
@@ -60,11 +61,27 @@ def step_sizes(cfg: RunConfig) -> StepSizes:
     return StepSizes(alpha=cfg.alpha, beta=cfg.beta, delta=cfg.delta)
 
 
+#: bytes a round holds per drawn batch position: the position and its label, both int64
+DRAW_BYTES = 16
+#: bytes a round holds per local step besides its positions (the step's tuple of position blocks)
+STEP_BYTES = 512
+
+
+def round_draw_bytes(cfg: RunConfig, n_clients: int) -> int:
+    r"""Memory a round's batch draws take: every local step's positions (and their labels) are drawn before
+    the first step, so that a run draws in a lone run's order: :math:`\tau\,(m\,\sum D \cdot 16 + 512)` bytes,
+    :math:`m` the sampled users, :math:`\sum D` the step's batch sizes (FedAvg: D; Per-FedAvg: D + D' + D'')."""
+    m = num_sampled_clients(cfg.r, n_clients)
+    per_user = cfg.D if cfg.algorithm == "fedavg" else cfg.D + cfg.D1 + cfg.D2
+    return cfg.tau * (m * per_user * DRAW_BYTES + STEP_BYTES)
+
+
 def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     """Options whose range depends on the task: r*n >= 1 (m = floor(r*n) users per round,
     :func:`perfedavg.engine.sampling.num_sampled_clients`), batches no larger than any client's data, a
-    forced round strategy that fits (:meth:`perfedavg.engine.oracle.FastPath.prefers_sample_space`), and an
-    evaluation batch no larger than the largest user's data."""
+    round's draws that fit this machine (:func:`round_draw_bytes`), a forced round strategy that fits
+    (:meth:`perfedavg.engine.oracle.FastPath.prefers_sample_space`), and an evaluation batch no larger than
+    the largest user's data."""
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
         raise UsageError(
@@ -78,6 +95,14 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
             raise UsageError(
                 f"{name}={size} is larger than the smallest user's data ({smallest} samples): must be <= {smallest}"
             )
+    need, budget = round_draw_bytes(cfg, n), memory_budget(cfg.device)
+    if need > budget:
+        raise UsageError(
+            f"tau={cfg.tau} is too large for this machine: a round draws every local step's batches first, "
+            f"about {in_units(need)} for {num_sampled_clients(cfg.r, n)} users and batches "
+            f"{'+'.join(str(v) for v in sizes.values())}, more than {MEMORY_SHARE:.0%} of its memory "
+            f"({in_units(budget)}); lower tau or the batch sizes"
+        )
     # a round strategy that cannot run here says so now
     make_oracle(task).prefers_sample_space(task.train, cfg.algorithm, cfg.tau, tuple(sizes.values()))
     largest = max(int(task.train.count.max()), int(task.test.count.max()))

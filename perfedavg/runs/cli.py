@@ -10,9 +10,10 @@ from dataclasses import MISSING, fields
 
 from perfedavg.engine.config import field_defaults, field_docs
 from perfedavg.errors import UsageError
-from perfedavg.runs.config import dumps_toml
+from perfedavg.runs.config import dumps_toml, load_run_config
 from perfedavg.runs.registry import TASKS, task_spec
-from perfedavg.runs.runner import load_resume_config, load_run_config, run_config
+from perfedavg.runs.resume import load_resume_config
+from perfedavg.runs.runner import run_config
 
 
 def _row(name: str, doc: str, default, width: int) -> str:
@@ -67,8 +68,9 @@ def register(sub) -> None:
             "DIR/metrics.jsonl (one JSON record per evaluated round), DIR/summary.json (status, wall and CPU "
             "seconds, versions), DIR/checkpoint.pt and DIR/curves.png. Without --config the embedded default runs "
             "(synthetic softmax regression). Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
-            "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf; the last "
-            "good round is kept), 2 bad input (one line naming the option; nothing written), 130/143 interrupted.",
+            "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf) or out of "
+            "memory (status failed; the last good round is kept either way), 2 bad input (one line naming "
+            "the option; nothing written), 130/143 interrupted.",
             width=100,
         ),
         epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults:\n"
@@ -143,7 +145,7 @@ def _resume_dir(args) -> str | None:
 
 
 def main(args) -> int:
-    """Exit status: 0 finished, 1 diverged, 128 + signal number when interrupted
+    """Exit status: 0 finished, 1 diverged or out of memory, 128 + signal number when interrupted
     (130 for Ctrl-C, 143 for SIGTERM), 2 for bad input (raised as UsageError)."""
     if args.list_tasks:
         print(task_listing())

@@ -119,3 +119,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def load_run_config(config_path: str | None, overrides: list[str]) -> RunConfig:
+    """Defaults <- TOML file <- ``--set`` overrides."""
+    base = read_toml(config_path) if config_path else {}
+    return build_config(base, overrides)

@@ -74,10 +74,7 @@ class _task_construction:
         if isinstance(exc, UsageError):
             raise UsageError(_in_run_terms(str(exc))) from None
         text = str(exc)
-        too_big = isinstance(exc, (MemoryError, OverflowError)) or (
-            isinstance(exc, (RuntimeError, ValueError)) and any(p in text.lower() for p in _ALLOCATION_FAILURES)
-        )
-        if not too_big:
+        if not is_allocation_failure(exc):
             return False
         sizes = ", ".join(
             f"task.{k}={v}" for k, v in self.table.items() if isinstance(v, int) and not isinstance(v, bool)
@@ -88,6 +85,13 @@ class _task_construction:
             f"task {self.table['name']!r} is too large for this machine ({sizes}): building it failed with "
             f"{type(exc).__name__} ({detail}); choose smaller task sizes"
         ) from None
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """``exc`` says a tensor or array could not be allocated (:data:`_ALLOCATION_FAILURES`)."""
+    return isinstance(exc, (MemoryError, OverflowError)) or (
+        isinstance(exc, (RuntimeError, ValueError)) and any(p in str(exc).lower() for p in _ALLOCATION_FAILURES)
+    )
 
 
 def _in_run_terms(message: str) -> str:

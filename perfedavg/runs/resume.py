@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
+from perfedavg.runs.config import build_config, read_toml
 
 if TYPE_CHECKING:
     from perfedavg.engine.rounds import TrainState
@@ -180,3 +181,25 @@ def truncate(path: Path, n_bytes: int) -> None:
     """Cut ``path`` back to its first ``n_bytes`` (the prefix a checkpoint saw)."""
     if path.exists() and path.stat().st_size > n_bytes:
         os.truncate(path, n_bytes)
+
+
+def load_resume_config(out: str | Path, config_path: str | None, overrides: list[str]) -> RunConfig:
+    """The config of ``--resume``: the run's saved ``config.toml`` (or ``--config``) <- ``--set``."""
+    out = Path(out)
+    if config_path:
+        base = read_toml(config_path)
+    else:
+        if not out.is_dir():
+            raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
+        if not (out / rundir.CONFIG).is_file() and rundir.only_temporaries(out):
+            if overrides:  # the config given again, on the command line
+                return build_config({}, overrides)
+            raise UsageError(
+                f"--resume: {out} holds only a temporary file: the run was stopped while writing its first file, "
+                f"before its config was saved; give the config again (--config/--set) or start over with --out {out} "
+                "--force"
+            )
+        if not (out / rundir.CONFIG).is_file():
+            raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG})")
+        base = read_toml(out / rundir.CONFIG)
+    return build_config(base, overrides)

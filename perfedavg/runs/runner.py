@@ -42,19 +42,27 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from perfedavg.engine.config import RunConfig
-from perfedavg.errors import Diverged, UsageError
+from perfedavg.errors import Diverged, OutOfMemory, UsageError
 from perfedavg.runs import rundir
-from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.config import build_config
 from perfedavg.runs.lock import RunLock
 from perfedavg.runs.plot import plot_run
-from perfedavg.runs.resolve import resolve
+from perfedavg.runs.resolve import is_allocation_failure, resolve
 from perfedavg.runs.resume import Resume, check_fresh_out, check_resume, checkpoint_payload, create_out, truncate
-from perfedavg.runs.status import DIVERGED, FINISHED, INTERRUPTED, RUNNING, is_finished, training_differences
+from perfedavg.runs.status import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    is_finished,
+    training_differences,
+)
 
 if TYPE_CHECKING:
     from perfedavg.engine.rounds import TrainState
 
-__all__ = ["RunResult", "load_resume_config", "load_run_config", "run_config", "run_from_trained"]
+__all__ = ["RunResult", "run_config", "run_from_trained"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,13 @@ def _write_run(
         if boundary is not None:  # the last good round: kept, never overwritten by the bad state
             rundir.sync_metrics(out)
             rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+    except Exception as exc:  # a buffer the machine cannot give: recorded as failed, never left "running"
+        if not is_allocation_failure(exc):
+            raise
+        status, message = FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160] or 'no detail'}"
+        if boundary is not None:
+            rundir.sync_metrics(out)
+            rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
     except KeyboardInterrupt:  # a second signal: stop now, at the last round boundary seen
         status, signum = INTERRUPTED, stop.signum or signal.SIGINT
         if boundary is not None:
@@ -215,6 +230,16 @@ def _write_run(
         assert signum is not None
         where = f"checkpoint at round {checkpoint_round}" if checkpoint_round is not None else "no checkpoint yet"
         message = f"interrupted by {signal.Signals(signum).name} ({where}); continue with: perfedavg run --resume {out}"
+    elif status == FAILED:
+        kept = (
+            f"round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}"
+            if checkpoint_round is not None
+            else "nothing kept"
+        )
+        message = (
+            f"ran out of memory ({message}); {kept}: lower tau, the batch sizes or the model's size, or resume "
+            f"on a machine with more memory"
+        )
     elif status == DIVERGED:
         kept = (
             f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}"
@@ -242,6 +267,8 @@ def _write_run(
         origin=origin,
     )
     rundir.write_summary(out, summary)
+    if status == FAILED:
+        raise OutOfMemory(f"{out}: {message}")
     if plot and status == FINISHED and last_record is not None:
         try:
             plot_run(out)
@@ -350,31 +377,3 @@ def _progress(cfg: RunConfig, state: TrainState | None, enabled: bool) -> Any:
         disable=not enabled,
         dynamic_ncols=True,
     )
-
-
-def load_run_config(config_path: str | None, overrides: list[str]) -> RunConfig:
-    """Defaults <- TOML file <- ``--set`` overrides."""
-    base = read_toml(config_path) if config_path else {}
-    return build_config(base, overrides)
-
-
-def load_resume_config(out: str | Path, config_path: str | None, overrides: list[str]) -> RunConfig:
-    """The config of ``--resume``: the run's saved ``config.toml`` (or ``--config``) <- ``--set``."""
-    out = Path(out)
-    if config_path:
-        base = read_toml(config_path)
-    else:
-        if not out.is_dir():
-            raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
-        if not (out / rundir.CONFIG).is_file() and rundir.only_temporaries(out):
-            if overrides:  # the config given again, on the command line
-                return build_config({}, overrides)
-            raise UsageError(
-                f"--resume: {out} holds only a temporary file: the run was stopped while writing its first file, "
-                f"before its config was saved; give the config again (--config/--set) or start over with --out {out} "
-                "--force"
-            )
-        if not (out / rundir.CONFIG).is_file():
-            raise UsageError(f"--resume: {out} is not a run directory (no {rundir.CONFIG})")
-        base = read_toml(out / rundir.CONFIG)
-    return build_config(base, overrides)

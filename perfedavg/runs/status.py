@@ -26,9 +26,9 @@ from perfedavg.errors import UsageError
 from perfedavg.runs.config import read_toml
 from perfedavg.runs.rundir import CONFIG, SUMMARY
 
-RUNNING, FINISHED, DIVERGED, INTERRUPTED = "running", "finished", "diverged", "interrupted"
+RUNNING, FINISHED, DIVERGED, INTERRUPTED, FAILED = "running", "finished", "diverged", "interrupted", "failed"
 #: what ``summary.json``'s ``status`` says
-STATUSES = (RUNNING, FINISHED, DIVERGED, INTERRUPTED)
+STATUSES = (RUNNING, FINISHED, DIVERGED, INTERRUPTED, FAILED)
 #: statuses after which there is nothing more to run
 DONE = (FINISHED, DIVERGED)
 

@@ -16,22 +16,15 @@ from perfedavg.engine.mlp.kernels import FUSED_WRITE_MIN
 from perfedavg.engine.mlp.layout import ACTIVATIONS, MLP
 from perfedavg.engine.mlp.malloc import tune_malloc
 from perfedavg.engine.mlp.oracle import MLPOracle, mlp_oracle_factory
-from perfedavg.engine.mlp.sample_space import (
-    ROUND_STRATEGIES,
-    SAMPLE_SPACE_MEMORY_SHARE,
-    first_layer_macs,
-    memory_budget,
-)
+from perfedavg.engine.mlp.sample_space import ROUND_STRATEGIES, first_layer_macs
 
 __all__ = [
     "ACTIVATIONS",
     "FUSED_WRITE_MIN",
     "MLP",
     "ROUND_STRATEGIES",
-    "SAMPLE_SPACE_MEMORY_SHARE",
     "MLPOracle",
     "first_layer_macs",
-    "memory_budget",
     "mlp_oracle_factory",
     "tune_malloc",
 ]

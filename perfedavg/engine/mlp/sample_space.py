@@ -11,7 +11,6 @@ and by whether the caches fit in memory.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 
 from perfedavg.algorithms import ALGORITHMS, Algorithm
 from perfedavg.engine.local import StepSizes
+from perfedavg.engine.memory import MEMORY_SHARE, in_units, memory_budget
 from perfedavg.engine.mlp.derivatives import grad_from
 from perfedavg.engine.mlp.layout import MLP
 from perfedavg.engine.mlp.steps import hessian_term
@@ -27,34 +27,6 @@ from perfedavg.errors import UsageError
 
 #: how the MLP oracle runs a round: per local step, in each user's sample space, or the cheaper
 ROUND_STRATEGIES = ("auto", "steps", "sample_space")
-#: the share of a device's memory that :func:`round_in_sample_space`'s caches (every user's inputs and
-#: Gram matrix) may take: beyond it "auto" runs per step and "sample_space" is refused
-SAMPLE_SPACE_MEMORY_SHARE = 0.5
-
-
-def in_units(size: float) -> str:
-    """``size`` bytes in B, KiB, MiB or GiB (e.g. ``1.5 GiB``)."""
-    if size < 1024:
-        return f"{size} B"
-    for unit in ("KiB", "MiB"):
-        size /= 1024
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1024:.1f} GiB"
-
-
-def memory_budget(device: torch.device | str) -> int:
-    """Bytes the sample-space caches may take on ``device``: :data:`SAMPLE_SPACE_MEMORY_SHARE` of its
-    memory (CUDA: the device's; CPU: the machine's physical memory), no limit where that is unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        total = int(torch.cuda.get_device_properties(device).total_memory)
-    else:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return 2**63 - 1
-    return int(total * SAMPLE_SPACE_MEMORY_SHARE)
 
 
 def first_layer_macs(
@@ -129,7 +101,7 @@ def prefers_sample_space(
             raise UsageError(
                 f"round_strategy=sample_space keeps every user's inputs and Gram matrix: {in_units(need)} "
                 f"({n} users x {M} samples, padded to the largest user), more than {in_units(budget)} "
-                f"({SAMPLE_SPACE_MEMORY_SHARE:.0%} of this device's memory); use steps or auto"
+                f"({MEMORY_SHARE:.0%} of this device's memory); use steps or auto"
             )
         return True
     cost = first_layer_costs(net, data, algorithm, tau, batches)
