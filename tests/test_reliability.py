@@ -687,3 +687,29 @@ def test_running_out_of_memory_mid_run_is_recorded_as_failed_in_one_line(tmp_pat
     assert summary["status"] == "failed" and summary["checkpoint_round"] == 2
     assert [r["round"] for r in read_metrics(out)] == [0, 1, 2]
     assert read_checkpoint(out / rundir.CHECKPOINT)["state"]["round"] == 2
+
+
+@pytest.mark.parametrize("key,value", [("inner_terms", "zz"), ("inner_sum", "x"), ("round", 2.5), ("w", [1.0])])
+def test_a_checkpoint_with_a_wrong_typed_state_field_is_one_line_naming_it(finished_run, tmp_path, capsys, key, value):
+    from perfedavg.cli import main
+
+    run = _copy(finished_run, tmp_path / "run")
+    payload = torch.load(run / rundir.CHECKPOINT, weights_only=True)
+    payload["state"][key] = value
+    torch.save(payload, run / rundir.CHECKPOINT)
+    assert main(["run", "--resume", str(run), "--force", "--no-progress", "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"'{key}' is missing or not" in err, err
+
+
+def test_a_raw_pickle_as_checkpoint_is_one_line_without_the_library_s_warning(finished_run, tmp_path):
+    """torch warns (two lines of advice) on a file that is a plain pickle, not its zip format: not for users."""
+    import pickle
+
+    run = _copy(finished_run, tmp_path / "run")
+    (run / rundir.CHECKPOINT).write_bytes(pickle.dumps({"format": 2}, protocol=4))
+    # a process of its own: pytest would catch the warning before it reached stderr
+    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", str(run), "--no-progress", "--no-plot"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err and "is damaged or truncated" in err, err

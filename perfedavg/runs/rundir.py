@@ -51,7 +51,14 @@ CHECKPOINT_KEYS = {
     "metrics_sha256": str,
     "code_version": str,
 }
-STATE_KEYS = ("round", "w", "generator_state", "inner_sum", "inner_terms")
+#: keys of a checkpoint's training state, with their types ("tensor": a torch.Tensor; torch is loaded late)
+STATE_KEYS: dict[str, Any] = {
+    "round": int,
+    "w": "tensor",
+    "generator_state": "tensor",
+    "inner_sum": (int, float),
+    "inner_terms": int,
+}
 
 
 class DamagedFileWarning(UserWarning):
@@ -147,7 +154,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise UsageError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice on a file it cannot read is not for our users
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a damaged file
         # torch's first sentence says what failed; the rest is advice
         detail = " ".join(str(exc).split()).split(". ")[0]
@@ -167,10 +176,12 @@ def read_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} has format {payload['format']}, this version reads format {CHECKPOINT_FORMAT}"
         )
     state = payload["state"]
-    missing = [k for k in STATE_KEYS if k not in state]
-    if missing or not isinstance(state.get("w"), torch.Tensor) or not isinstance(state.get("round"), int):
-        lacking = ", ".join(missing) or "a valid w / round"
-        raise UsageError(f"checkpoint {path} is damaged: its training state lacks {lacking}")
+    for key, kind in STATE_KEYS.items():
+        value = state.get(key)
+        ok = isinstance(value, torch.Tensor) if kind == "tensor" else isinstance(value, kind)
+        if not ok or isinstance(value, bool):
+            what = "a tensor" if kind == "tensor" else "a number" if isinstance(kind, tuple) else f"an {kind.__name__}"
+            raise UsageError(f"checkpoint {path} is damaged: its training state's {key!r} is missing or not {what}")
     if not bool(torch.isfinite(state["w"]).all()):
         raise UsageError(f"checkpoint {path} is damaged: its model holds NaN or infinite values")
     return payload
