@@ -167,6 +167,7 @@ def partition_main(args) -> int:
         summary_markdown,
     )
 
+    out = output_dir(args.out, "--out")  # before minutes of decoding
     dataset = _load(args)
     if args.scheme == "paper":
         a = args.a if args.a is not None else PAPER_A.get(dataset.name)
@@ -179,7 +180,6 @@ def partition_main(args) -> int:
     else:
         options = dict(num_clients=args.clients, classes_per_client=args.classes_per_client)
     part = make_partition(args.scheme, dataset.y_train, dataset.y_test, seed=args.seed, **options)
-    out = output_dir(args.out, "--out")
     title = f"{dataset.label}: {part.describe()}"
     atomic_write_text(out / "partition.md", summary_markdown(part, dataset.classes, title=title))
     plot_partition(part, out / "partition.png", dataset.classes, title=title)

@@ -706,3 +706,16 @@ def test_real_cifar_jpeg_copy_loads(real_cache):
     start = time.perf_counter()
     assert data.load_dataset("cifar10", REAL, cache_dir=real_cache).from_cache
     print(f"CIFAR-10 JPEG load: {cold:.2f} s decoding, {time.perf_counter() - start:.2f} s from cache")
+
+
+def test_data_partition_checks_out_before_it_reads_the_data(tmp_path, capsys):
+    """An --out that cannot be created is the error, not the data (found or not, decoded or not) behind it."""
+    from perfedavg.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    (tmp_path / "empty").mkdir()
+    argv = ["data", "partition", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--out"]
+    assert main([*argv, str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--out {blocker / 'out'} cannot be created" in err, err
