@@ -44,6 +44,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import math
 import os
 import pickle
 import shutil
@@ -413,7 +414,7 @@ def _parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise UsageError(f"{path}: truncated IDX header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python integers: a crafted header cannot wrap around
     if len(data) != expected:
         state = "truncated" if len(data) < expected else "has trailing bytes"
         raise UsageError(f"{path}: IDX file {state} ({len(data)} bytes, header {dims} needs {expected})")

@@ -719,3 +719,13 @@ def test_data_partition_checks_out_before_it_reads_the_data(tmp_path, capsys):
     assert main([*argv, str(blocker / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"--out {blocker / 'out'} cannot be created" in err, err
+
+
+def test_an_idx_header_whose_size_overflows_is_one_line_not_a_reshape_traceback(tmp_path):
+    """Dimensions 2^31 x 2^31 x 4 multiply to 2^64, which an int64 product wraps to 0: the header alone then
+    looked complete. The size is computed in Python integers."""
+    import struct
+
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4)
+    with pytest.raises(UsageError, match=r"IDX file truncated .* needs 18446744073709551632"):
+        data._parse_idx(header, tmp_path / "crafted-idx3-ubyte", 3)

@@ -195,3 +195,15 @@ def test_real_mnist_paper_split_exact_counts_and_no_image_twice():
     ds = load_dataset("mnist", str(root))
     check_paper_task(task, ds, options, "mnist")
     assert task.n_clients == 50 and task.train.x.shape == (25 * 5 * 196 + 25 * 490, 784)
+
+
+def test_a_split_error_under_perfedavg_run_names_run_options_not_data_partition_flags(tmp_path, capsys):
+    """Two test images per class cannot give every user one: the message names task.a, which perfedavg run
+    has, not --a-test, which only `perfedavg data partition` has."""
+    from perfedavg.cli import main
+
+    write_mnist(tmp_path / "MNIST" / "raw", tiny_mnist_arrays(n_train=200, n_test=2))
+    argv = ["run", "--set", "task.name=mnist", "--set", f"task.data_dir={tmp_path}", "--set", "task.normalize=none"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "derived from task.a" in err and "--a" not in err, err

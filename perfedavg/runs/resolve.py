@@ -94,9 +94,23 @@ def is_allocation_failure(exc: BaseException) -> bool:
     )
 
 
+#: the ``perfedavg data partition`` flags a split's errors name, and the ``perfedavg run`` words for them
+#: (the run derives the test split's a from task.a, so it has no option of its own)
+_PARTITION_TERMS = (
+    ("lower --a / --a-test or --clients", "lower task.a or task.clients"),
+    ("--a-test must be", "the test split's a (derived from task.a and the test set's size) must be"),
+    ("--a must be", "task.a must be"),
+    ("--clients must be", "task.clients must be"),
+    ("for --scheme paper", "for task.partition = paper"),
+)
+
+
 def _in_run_terms(message: str) -> str:
     """A data set's error message with the ``perfedavg data`` / ``reproduce`` flags replaced by the
-    ``perfedavg run`` options that do the same (``--set task.data_dir=DIR``, ``--set task.download=true``)."""
+    ``perfedavg run`` options that do the same (``--set task.data_dir=DIR``, ``--set task.download=true``,
+    ``task.a``, ...)."""
+    for flag, option in _PARTITION_TERMS:
+        message = message.replace(flag, option)
     message = message.replace("with --data-dir DIR", "with --set task.data_dir=DIR")
     message = message.replace("from --data-dir", "from task.data_dir")
     return message.replace("with --download", "with --set task.download=true")
