@@ -16,9 +16,9 @@ class UsageError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-class OutOfMemory(UsageError):
-    """The machine could not give a run the memory it asked for: one line, exit status 1 (the options were
-    valid; the run is recorded as ``failed``)."""
+class RunFailed(UsageError):
+    """A run with valid options that the machine could not carry through (memory ran out, the disk filled):
+    one line, exit status 1; the run directory records it as ``failed``."""
 
     exit_code = 1
 

@@ -713,3 +713,51 @@ def test_a_raw_pickle_as_checkpoint_is_one_line_without_the_library_s_warning(fi
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     err = done.stderr.strip()
     assert done.returncode == 2 and "\n" not in err and "is damaged or truncated" in err, err
+
+
+def test_a_full_disk_mid_run_names_the_file_and_resume_ends_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """The disk fills in the middle of round 4's record: one line naming metrics.jsonl and the way on, exit 1,
+    status failed (not running), metrics.jsonl cut back to the last saved checkpoint (round 2, no half line);
+    once there is space, --resume ends byte for byte like a run that never failed."""
+    import errno
+
+    from perfedavg.cli import main
+
+    argv = [*_argv_set("K=6", "eval_every=1", "checkpoint_every=2"), "--no-progress", "--no-plot"]
+    assert main(["run", *argv, "--out", str(tmp_path / "reference")]) == 0
+
+    class FullDisk:
+        """metrics.jsonl's file: its fifth write puts half its bytes on disk, then the disk is full."""
+
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 5:
+                self.file.write(data[: len(data) // 2])
+                self.file.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    real_enter = rundir.MetricsLog.__enter__
+
+    def enter(self):
+        real_enter(self)
+        self._file = FullDisk(self._file)
+        return self
+
+    monkeypatch.setattr(rundir.MetricsLog, "__enter__", enter)
+    run = tmp_path / "run"
+    assert main(["run", *argv, "--out", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"writing {run / rundir.METRICS} failed (No space left on device)" in err, err
+    assert f"perfedavg run --resume {run}" in err, err
+    assert json.loads((run / rundir.SUMMARY).read_text())["status"] == "failed"
+    assert [r["round"] for r in read_metrics(run, strict=True)] == [0, 1, 2]
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(run), "--no-progress", "--no-plot"]) == 0
+    assert (run / rundir.METRICS).read_bytes() == (tmp_path / "reference" / rundir.METRICS).read_bytes()

@@ -116,9 +116,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name ours
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
@@ -341,8 +343,11 @@ class MetricsLog:
         """Write ``record`` and flush it to the operating system (a crash keeps every line written)."""
         assert self._file is not None, "MetricsLog.append outside its with block"
         line = metrics_line(record)
-        self._file.write(line)
-        self._file.flush()
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:  # a full disk: say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
         self._hasher.update(line)
         self.n_bytes += len(line)
         self.records += 1

@@ -42,7 +42,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from perfedavg.engine.config import RunConfig
-from perfedavg.errors import Diverged, OutOfMemory, UsageError
+from perfedavg.errors import Diverged, RunFailed, UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config
 from perfedavg.runs.lock import RunLock
@@ -181,8 +181,16 @@ def _write_run(
 
     bar = _progress(cfg, initial, progress)
     started, cpu_started = time.perf_counter(), time.process_time()
-    status, message, diverged_round, signum = FINISHED, "", None, None
+    status, message, diverged_round, signum, cause = FINISHED, "", None, None, ""
     boundary = None  # snapshot of the last round boundary, as saved in a checkpoint
+    saved = None  # the last boundary actually saved
+
+    def save(snapshot: dict[str, Any]) -> None:
+        nonlocal saved
+        rundir.sync_metrics(out)  # durable before the checkpoint that counts its records
+        rundir.atomic_torch_save(out / rundir.CHECKPOINT, snapshot)
+        saved = snapshot
+
     last_record = None
     stop = _StopOnSignal()
     try:
@@ -197,8 +205,7 @@ def _write_run(
                 boundary = checkpoint_payload(cfg, state, metrics.records, metrics.n_bytes, metrics.sha256(), wall, cpu)
                 due = (cfg.checkpoint_every and state.round % cfg.checkpoint_every == 0) or state.round == cfg.K
                 if due or stop.signum is not None:
-                    rundir.sync_metrics(out)
-                    rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+                    save(boundary)
                 bar.n = state.round
                 bar.refresh()
                 if stop.signum is not None and state.round < cfg.K:
@@ -207,20 +214,22 @@ def _write_run(
     except Diverged as exc:
         status, message, diverged_round = DIVERGED, str(exc), exc.round_index
         if boundary is not None:  # the last good round: kept, never overwritten by the bad state
-            rundir.sync_metrics(out)
-            rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+            save(boundary)
+    except OSError as exc:  # the file system refused (a full disk): the last saved checkpoint is what is kept
+        status, cause = FAILED, "disk"
+        message = f"writing {exc.filename or out} failed ({exc.strerror or exc})"
+        boundary = saved
     except Exception as exc:  # a buffer the machine cannot give: recorded as failed, never left "running"
         if not is_allocation_failure(exc):
             raise
-        status, message = FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160] or 'no detail'}"
+        status, cause = FAILED, "memory"
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160] or 'no detail'}"
         if boundary is not None:
-            rundir.sync_metrics(out)
-            rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+            save(boundary)
     except KeyboardInterrupt:  # a second signal: stop now, at the last round boundary seen
         status, signum = INTERRUPTED, stop.signum or signal.SIGINT
         if boundary is not None:
-            rundir.sync_metrics(out)
-            rundir.atomic_torch_save(out / rundir.CHECKPOINT, boundary)
+            save(boundary)
     finally:
         bar.close()
     if status != FINISHED:  # metrics.jsonl holds exactly what the checkpoint saw
@@ -236,10 +245,13 @@ def _write_run(
             if checkpoint_round is not None
             else "nothing kept"
         )
-        message = (
-            f"ran out of memory ({message}); {kept}: lower tau, the batch sizes or the model's size, or resume "
-            f"on a machine with more memory"
-        )
+        if cause == "disk":
+            message = f"{message}; {kept}: free space, then continue with: perfedavg run --resume {out}"
+        else:
+            message = (
+                f"ran out of memory ({message}); {kept}: lower tau, the batch sizes or the model's size, or "
+                "resume on a machine with more memory"
+            )
     elif status == DIVERGED:
         kept = (
             f"the last good round {checkpoint_round} is kept in {out / rundir.CHECKPOINT}"
@@ -266,9 +278,14 @@ def _write_run(
         cpu_seconds=cpu_before + time.process_time() - cpu_started,
         origin=origin,
     )
-    rundir.write_summary(out, summary)
+    try:
+        rundir.write_summary(out, summary)
+    except OSError:
+        if status != FAILED:
+            raise
+        message += f" ({rundir.SUMMARY} could not be updated either)"
     if status == FAILED:
-        raise OutOfMemory(f"{out}: {message}")
+        raise RunFailed(f"{out}: {message}")
     if plot and status == FINISHED and last_record is not None:
         try:
             plot_run(out)
