@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from perfedavg.errors import UsageError
+from perfedavg.outputs import output_file
 from perfedavg.runs.resolve import check_device
-from perfedavg.runs.rundir import output_file
 
 DATA_HELP = (
     "data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "

@@ -16,7 +16,8 @@ import argparse
 import time
 
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import atomic_write_text, output_dir
+from perfedavg.outputs import output_dir
+from perfedavg.runs.rundir import atomic_write_text
 
 _DATA_HELP = (
     "data root (default: $PERFEDAVG_DATA, else the user cache $XDG_CACHE_HOME/perfedavg or "

@@ -61,6 +61,7 @@ from tqdm import tqdm
 from perfedavg.engine.objective import client_batches, personalized_test_metrics
 from perfedavg.engine.rounds import eval_batch_generator
 from perfedavg.errors import UsageError
+from perfedavg.outputs import output_dir
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
 from perfedavg.runs.names import table1_cell_path
@@ -276,7 +277,7 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
     )  # checks workers, threads, backend before anything runs
     torch.set_num_threads(plan.threads)
     check_data(plan)
-    rundir.output_dir(out, "--out")
+    output_dir(out, "--out")
     partitions = write_partitions(plan, out)
     units, actions = cell_units(plan, out)
     timings: dict[str, float] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perfedavg.runs.rundir import output_dir
+from perfedavg.outputs import output_dir
 
 FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "hf_delta", "table1", "mnist_bound")
 

@@ -11,7 +11,7 @@ import json
 import sys
 
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import output_dir
+from perfedavg.outputs import output_dir
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

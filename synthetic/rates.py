@@ -66,10 +66,11 @@ from perfedavg.engine.config import RunConfig
 from perfedavg.engine.local import StepSizes, meta_gradient
 from perfedavg.engine.oracle import make_oracle
 from perfedavg.engine.sampling import draw_batch
+from perfedavg.outputs import output_dir
 from perfedavg.runs.names import seed_batch_name, seed_dir_name
 from perfedavg.runs.registry import build_task
 from perfedavg.runs.resolve import resolve
-from perfedavg.runs.rundir import SUMMARY, output_dir, read_json
+from perfedavg.runs.rundir import SUMMARY, read_json
 from perfedavg.runs.status import is_done, run_status
 from theory import distances, lemmas
 from theory.checks_api import convergence, fedavg_convergence, upper_bound_holds

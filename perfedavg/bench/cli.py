@@ -15,7 +15,8 @@ from pathlib import Path
 from perfedavg.bench.pool import MEASURED, QUIET_SPREAD, pool, pool_files
 from perfedavg.bench.workload import SHAPES, VARIANTS
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import atomic_write_text, output_file
+from perfedavg.outputs import output_file
+from perfedavg.runs.rundir import atomic_write_text
 
 #: picture formats ``--plot`` writes (matplotlib's, by the file's suffix)
 PLOT_FORMATS = (".png", ".pdf", ".svg")

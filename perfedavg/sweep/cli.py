@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from perfedavg.errors import UsageError
-from perfedavg.runs.rundir import output_dir
+from perfedavg.outputs import output_dir
 from perfedavg.sweep.spec import RUNS, SWEEP_SUMMARY_MD, Unit, expand, load_sweep
 
 
