@@ -422,3 +422,61 @@ def test_cli_a_bad_sweep_value_leaves_no_sweep_folder(tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--no-progress", "--out", str(tmp_path / "out")]) == 2
     assert "alpha=-1.0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not count)."""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_die_with_a_killed_driver_and_leave_their_runs_resumable(tmp_path):
+    """kill -9 of the sweep's driver: its workers, mid-run, stop within seconds (no orphan goes on writing or
+    idles for ever), each run stopped at a round boundary with its checkpoint, ready for a re-run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "long.toml"
+    spec.write_text("K = 1000000\neval_every = 1000\ncheckpoint_every = 10\n\n[sweep]\nseeds = 2\n")
+    out = tmp_path / "sweep"
+    argv = [
+        sys.executable,
+        "-m",
+        "perfedavg",
+        "sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids, deadline = {}, time.monotonic() + 120
+    try:
+        while len(pids) < 2 and time.monotonic() < deadline:
+            for summary in (out / RUNS).glob(f"*/{rundir.SUMMARY}"):
+                try:
+                    data = json.loads(summary.read_text())
+                except ValueError:
+                    continue
+                if data.get("status") == "running" and (summary.parent / rundir.CHECKPOINT).exists():
+                    pids[summary.parent.name] = data["pid"]
+            time.sleep(0.1)
+        assert len(pids) == 2, "the two runs did not start"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids.values()), "a worker outlived its driver"
+    for name in pids:
+        assert json.loads((out / RUNS / name / rundir.SUMMARY).read_text())["status"] == "interrupted"

@@ -28,6 +28,8 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -92,13 +94,34 @@ def _ping() -> int:
 
 
 # -- local backend -------------------------------------------------------------------------
-def _init_local_worker(threads: int, kill_hook: str | None) -> None:
+#: seconds between a worker's checks that the sweep's driver is alive
+DRIVER_POLL_S = 0.5
+
+
+def _exit_with_driver(driver: int) -> None:
+    """Stop this worker once the sweep's driver process ``driver`` is gone, however it ended (SIGKILL too):
+    an orphan would finish its run, then idle for ever. SIGTERM, so that a run in progress stops at its next
+    round boundary with a checkpoint (the runner's handler), and an idle worker simply exits."""
+    while True:
+        time.sleep(DRIVER_POLL_S)
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30 * DRIVER_POLL_S)  # the run's checkpoint has had its chance: now at once
+            os._exit(1)
+        except PermissionError:  # the pid is alive, but another user's: the driver is gone
+            os._exit(1)
+
+
+def _init_local_worker(threads: int, kill_hook: str | None, driver: int) -> None:
     # a forkserver child inherits the server's environment, not the sweep's: pass the hook on
     if kill_hook:
         os.environ[KILL_HOOK] = kill_hook
     else:
         os.environ.pop(KILL_HOOK, None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; execute_unit re-enables it
+    threading.Thread(target=_exit_with_driver, args=(driver,), name="exit-with-driver", daemon=True).start()
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set (a reused forkserver child)
         torch.set_num_interop_threads(1)
@@ -129,7 +152,7 @@ class LocalBackend:
                 max_workers=1,
                 mp_context=self.context,
                 initializer=_init_local_worker,
-                initargs=(self.threads, os.environ.get(KILL_HOOK)),
+                initargs=(self.threads, os.environ.get(KILL_HOOK), os.getpid()),
             )
             self.pings[slot] = executor.submit(_ping)  # its first task: gives the worker's pid
         return executor
