@@ -39,9 +39,9 @@ def register(sub) -> None:
 def _register_table1(what) -> None:
     p = what.add_parser(
         "table1",
-        help="FedAvg, Per-FedAvg (FO), Per-FedAvg (HF) on MNIST and CIFAR-10 (PAPER.md §7)",
+        help="FedAvg, Per-FedAvg (FO), Per-FedAvg (HF) on MNIST and CIFAR-10 (docs/paper.md §7)",
         description="Run FedAvg, Per-FedAvg (FO) and Per-FedAvg (HF) (and optionally the exact variant, an extra "
-        "column) on MNIST and CIFAR-10 with the paper's split, model and hyper-parameters (PAPER.md §7: rows "
+        "column) on MNIST and CIFAR-10 with the paper's split, model and hyper-parameters (docs/paper.md §7: rows "
         "(tau, alpha) = (10, 0.001), (4, 0.001), (10, 0.01); K = 1000, r = 0.2, beta = 0.001, batches 40, "
         "delta = 0.001), over several seeds, and write OUT/table1.{md,tex,json}: mean ± sample std of the "
         "personalized test accuracy under both protocols (adaptation step on the user's test data as the paper "
@@ -142,8 +142,8 @@ def _register_table1(what) -> None:
 def _register_constants(what) -> None:
     p = what.add_parser(
         "constants",
-        help="estimate L, B, sigma_G, sigma_H, gamma_G, gamma_H, rho on a run's model (PAPER.md §3)",
-        description="Estimate the constants of the analysis (PAPER.md §3) at chosen rounds of a finished or "
+        help="estimate L, B, sigma_G, sigma_H, gamma_G, gamma_H, rho on a run's model (docs/paper.md §3)",
+        description="Estimate the constants of the analysis (docs/paper.md §3) at chosen rounds of a finished or "
         "interrupted run: L (top Hessian eigenvalue of each f_i, Lanczos on exact Hessian-vector products, full "
         "local data, max over users), B (max ||grad f_i||; and the per-sample max), sigma_G (per-sample gradient "
         "variance, max over users), sigma_H (per-sample Hessian deviation in operator norm: a Monte-Carlo "

@@ -1,4 +1,4 @@
-r"""The constants of PAPER.md §3, estimated on a real model at chosen rounds.
+r"""The constants of docs/paper.md §3, estimated on a real model at chosen rounds.
 
 At a shared model :math:`w` (a round of a run, or any given vector), with
 :math:`f_i(w) = \sum_j p_{ij}\, l(w;\theta_{ij})` computed from user :math:`i`'s *full*
@@ -25,7 +25,7 @@ field      what is computed                                               status
                                                                             estimate
 ========== ============================================================== ===================
 
-The assumptions of PAPER.md §3 are suprema over *all* w; a value at a few rounds of a
+The assumptions of docs/paper.md §3 are suprema over *all* w; a value at a few rounds of a
 run is what the model actually visits, not a global constant, and every Lanczos
 value is a Ritz value, i.e. at most the true extreme eigenvalue (an inner estimate).
 The JSON written by :func:`write_constants` says so field by field (``provenance``).

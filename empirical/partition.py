@@ -10,7 +10,7 @@ the one seed.
 
 Schemes
 -------
-``paper`` (PAPER.md §7, Fallah et al. 2020, [recalled]): ``n`` clients, ``n`` even.
+``paper`` (docs/paper.md §7, Fallah et al. 2020, [recalled]): ``n`` clients, ``n`` even.
   Users ``0 .. n/2-1`` (group A) hold ``a`` images of each of the first five classes.
   Users ``n/2 .. n-1`` (group B): user ``n/2 + j`` holds ``a/2`` images of class
   ``j mod 5`` and ``2a`` images of class ``5 + (j div 5) mod 5``; with ``n = 50``
@@ -64,7 +64,7 @@ __all__ = [
     "summary_markdown",
 ]
 
-#: the paper's images-per-class parameter ``a`` (PAPER.md §7)
+#: the paper's images-per-class parameter ``a`` (docs/paper.md §7)
 PAPER_A = {"mnist": 196, "cifar10": 68}
 SCHEMES = ("paper", "dirichlet", "classes")
 #: the Dirichlet split's default concentration (``task.concentration`` and ``perfedavg data partition``):
@@ -208,7 +208,7 @@ def paper_split(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> Partition:
-    r"""The paper's split (PAPER.md §7): two groups of ``num_clients / 2`` users.
+    r"""The paper's split (docs/paper.md §7): two groups of ``num_clients / 2`` users.
 
     Group A (users ``0 .. n/2-1``): ``a`` images of each class ``0..4``.
     Group B (user ``n/2 + j``): ``a/2`` of class ``j mod 5`` and ``2a`` of class

@@ -1,4 +1,4 @@
-r"""Table 1 of the paper, regenerated (PAPER.md §7).
+r"""Table 1 of the paper, regenerated (docs/paper.md §7).
 
 Personalized test accuracy after one adaptation step of size α, for FedAvg,
 Per-FedAvg (FO) and Per-FedAvg (HF) (and, as an extra column the paper could not
@@ -163,7 +163,7 @@ def cell_config(plan: Plan, dataset: str, tau: int, alpha: float, method: str, s
 def trained_in(plan: Plan, dataset: str, tau: int, alpha: float, method: str, seed: int) -> tuple | None:
     r"""The cell whose training this FedAvg cell shares, or ``None`` when it trains itself.
 
-    FedAvg's local steps never use α (PAPER.md §2; α only enters the evaluation's adaptation
+    FedAvg's local steps never use α (docs/paper.md §2; α only enters the evaluation's adaptation
     step), so the FedAvg cells of two rows with the same τ train the same model from the same
     seed.  When the plan evaluates only rounds 0 and K (``eval_every = 0``) and tracks no inner
     iterates, only the first such row's cell trains; the others evaluate its final model
@@ -416,7 +416,7 @@ def batch_step_accuracy(task, w, alpha: float, batch: int, generator) -> dict[st
     :math:`w_i = w - \alpha \nabla \tilde f_i(w)` with :math:`\tilde f_i` the mean loss on a batch of
     ``batch`` samples (:func:`perfedavg.engine.objective.client_batches`; all of them when the user has fewer)
     from its training data (key ``train``) or its test data (``test``, the paper's "one step of SGD",
-    PAPER.md §2 [recalled]); the mean over users of the accuracy on its test set.  Drawn in the order of
+    docs/paper.md §2 [recalled]); the mean over users of the accuracy on its test set.  Drawn in the order of
     :func:`perfedavg.engine.rounds.evaluate`, so with ``eval_batch_generator(seed, K)`` it equals the
     ``*_batch_step`` metrics of ``perfedavg run --set eval_batch=N`` at round K."""
 

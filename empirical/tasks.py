@@ -1,4 +1,4 @@
-r"""MNIST and CIFAR-10 as engine tasks (PAPER.md §7).
+r"""MNIST and CIFAR-10 as engine tasks (docs/paper.md §7).
 
 The paper's model is an MLP with hidden layers 80 and 60 and ELU activations on
 flattened inputs normalized with the data set's per-channel statistics [sure, from

@@ -1,6 +1,6 @@
 r"""From a run's config to the theory's numbers: the constants and the derived / recalled bounds.
 
-For a synthetic task the constants of PAPER.md §3 are known exactly (``Task.constants``);
+For a synthetic task the constants of docs/paper.md §3 are known exactly (``Task.constants``);
 :func:`constants_for_config` assembles a :class:`theory.constants.Constants` from them
 and the run's α, β, δ, τ, K, r, n, D, D', D'' with :func:`synthetic.measure.global_constants`
 (γ_G, γ_H from the TV statements at the task's RMS total variation, Δ₀ = F(w₀) ≥ F(w₀) − F*).

@@ -1,6 +1,6 @@
 r"""Figure 1 (flagship): measured Φ_K against K, with the derived explicit bound over it.
 
-Φ_K = (1/(τK)) Σ_{k<K} Σ_{t<τ} ‖∇F(w̄_{k+1,t})‖² (the quantity of Theorem 4.5, PAPER.md §5,
+Φ_K = (1/(τK)) Σ_{k<K} Σ_{t<τ} ‖∇F(w̄_{k+1,t})‖² (the quantity of Theorem 4.5, docs/paper.md §5,
 ``stationarity_avg`` of a run with ``track_inner = true``, ∇F exact from full local data with
 the run's α, also for FedAvg, which minimizes f and not F), averaged over seeds, for FedAvg and
 Per-FedAvg FO / HF / exact.

@@ -8,7 +8,7 @@ measured quantity is φ(h) − φ(0), the part of the stationary floor that hete
 adds (batch-means 95 % intervals), against the RMS over users of TV(p_i, p̄) and of
 W1(p_i, p̄) (exact, linear program).  The predicted slope is the local slope of the
 γ-part of the derived bound's client-sampling term, with γ_G, γ_H from the distance
-statements of PAPER.md §6 (γ ≤ 2B·TV, 2L·TV; γ ≤ L_θ·W1, ρ_θ·W1 with L_θ, ρ_θ at w*);
+statements of docs/paper.md §6 (γ ≤ 2B·TV, 2L·TV; γ ≤ L_θ·W1, ρ_θ·W1 with L_θ, ρ_θ at w*);
 the recalled shape's slope beside it.  Both panels share the same runs.
 """
 
@@ -137,7 +137,7 @@ def draw(root: Path, out: Path) -> dict:
         "'floor vs W1' (`perfedavg check --rates`), not a separate experiment. "
         + w1_note
         + "What the theory predicts: with partial participation the client-sampling term grows with γ², and the "
-        "distance statements (PAPER.md §6) bound γ_G, γ_H linearly by TV or W1. "
+        "distance statements (docs/paper.md §6) bound γ_G, γ_H linearly by TV or W1. "
         + level_note
         + "The orange dashed line has the local slope of that term [derived] and the grey dotted one the recalled "
         "shape's slope [recalled], both drawn through the data's weighted centre (guides for the slope, not "

@@ -2,7 +2,7 @@ r"""Figure 3: the stationarity floor against the inner batch D, the step β and 
 
 Drawn from the rate table's rows "floor vs D", "floor vs beta" and "drift vs tau"
 (:func:`synthetic.rates.rate_table`, through :mod:`figures._floors`), each isolating one
-term of the derived bound (PAPER.md §5, DERIVATIONS.md §7) on the quadratic task with
+term of the derived bound (docs/paper.md §5, DERIVATIONS.md §7) on the quadratic task with
 exact constants, runs started at the minimiser w*_α, stationary means with batch-means
 95 % intervals:
 

@@ -37,7 +37,7 @@ DELTAS = {
     "full": [10.0 ** (-e / 2) for e in range(0, 27)],
 }
 POINTS = {"tiny": 1, "quick": 3, "full": 10}
-#: the paper's finite-difference width for Per-FedAvg (HF) (PAPER.md §7, [recalled])
+#: the paper's finite-difference width for Per-FedAvg (HF) (docs/paper.md §7, [recalled])
 PAPER_DELTA = 1e-3
 #: consecutive errors within this relative difference count as "flat" (float32 perturbation lost to rounding)
 FLAT_RELATIVE = 0.01

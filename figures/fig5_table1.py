@@ -25,14 +25,14 @@ from .style import ALGORITHM_STYLE, algorithm_label, save, setup
 NAME = "table1"
 TITLE = "Table 1 regenerated, and personalized accuracy against rounds (MNIST, CIFAR-10)"
 EMPIRICAL = True
-#: the paper's Table 1 accuracies (%), PAPER.md §7 [recalled]: magnitudes only, a ±RECALLED_RANGE sanity range
+#: the paper's Table 1 accuracies (%), docs/paper.md §7 [recalled]: magnitudes only, a ±RECALLED_RANGE sanity range
 RECALLED_ACCURACY = {
     "mnist": {"fedavg": 76.0, "fo": 78.0, "hf": 80.0},
     "cifar10": {"fedavg": 37.0, "fo": 58.0, "hf": 60.0},
 }
 #: display name of each data set
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
-#: PAPER.md §7: "to use only as a ±5-point sanity range, never as a target"
+#: docs/paper.md §7: "to use only as a ±5-point sanity range, never as a target"
 RECALLED_RANGE = 5.0
 
 
@@ -148,7 +148,7 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
             f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
             for ds, accs in RECALLED_ACCURACY.items()
         )
-        + "; PAPER.md §7). Measured: "
+        + "; docs/paper.md §7). Measured: "
         + " ".join(_measured_sentence(chosen_row(table, ds), ds, plan["methods"]) for ds in datasets)
     )
     return {"files": files, "caption": caption, "table_markdown": md}

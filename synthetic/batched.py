@@ -104,7 +104,7 @@ def heterogeneity_batched(task: Task, W: Tensor) -> tuple[Tensor, Tensor]:
 
 def theta_lipschitz_batched(task: Task, W: Tensor) -> Tensor:
     r"""``(S, 2)``: :math:`(L_\theta(w_s), \rho_\theta(w_s))`, the Lipschitz constants in θ of ∇l and ∇²l at
-    each model (the task module's ``theta_lipschitz``; they enter the W1 statements of PAPER.md §6)."""
+    each model (the task module's ``theta_lipschitz``; they enter the W1 statements of docs/paper.md §6)."""
     module = importlib.import_module(f"synthetic.{task.name}")
     return torch.tensor([module.theta_lipschitz(task, w) for w in W], dtype=torch.float64)
 

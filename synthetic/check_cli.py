@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check",
         help="measure every lemma on synthetic tasks with exact constants and compare with its bound",
         description=(
-            "Without --rates: one row per statement of PAPER.md §4/§6 (theory/): task, statement, provenance, "
+            "Without --rates: one row per statement of docs/paper.md §4/§6 (theory/): task, statement, provenance, "
             "measured value (with a 99.7% Monte Carlo interval where sampled), bound, ratio = measured/bound, "
             "HOLDS/FAILS and margin = bound / upper end of the interval, on the default synthetic tasks "
             "(logistic, nonconvex, softmax). Exit status 1 if a 'derived' or 'sure' statement FAILS; a "

@@ -1,4 +1,4 @@
-r"""``perfedavg check``: every lemma of PAPER.md §4 and §6 measured against its bound.
+r"""``perfedavg check``: every lemma of docs/paper.md §4 and §6 measured against its bound.
 
 For each default synthetic task (constants known exactly, :mod:`synthetic.measure`) and
 each inner step :math:`\alpha\in\{\tfrac14,1\}/L` (the lemmas assume
@@ -243,7 +243,7 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
 
 
 def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
-    r"""The TV and W1 statements of PAPER.md §6 (``theory.distances``) checked at every recorded
+    r"""The TV and W1 statements of docs/paper.md §6 (``theory.distances``) checked at every recorded
     :math:`\bar w` of short Per-FedAvg runs (``TRAJECTORY``): one row per statement, the point with the
     largest measured / bound, the largest measured value over the trajectory in ``where``."""
     T = TRAJECTORY

@@ -19,7 +19,7 @@ with :math:`u` uniform on the support and :math:`q_i` a task-specific "own" dist
 Kantorovich–Rubinstein duality, and is positively homogeneous in it): both distances
 grow *linearly* in ``h`` from 0 (identical users).
 
-Distances (PAPER.md §6)
+Distances (docs/paper.md §6)
 -----------------------
 :func:`tv_distance` is :math:`\frac12\sum_s|p_s-q_s|`.  :func:`w1_distance` solves the
 Kantorovich linear program on the support with a given ground metric (by default the
@@ -162,7 +162,7 @@ def _client_weights_on_pool(data) -> Tensor:
 
 
 def sigma_G2_at(loss, w: Tensor, data) -> Tensor:
-    r"""Exact per-sample gradient variance of every client at ``w`` (PAPER.md §3.4):
+    r"""Exact per-sample gradient variance of every client at ``w`` (docs/paper.md §3.4):
 
     .. math:: \sigma_{G,i}^2(w) = \mathbb E_{\theta\sim p_i}\|\nabla l(w;\theta)-\nabla f_i(w)\|^2
               = \sum_s p_{is}\|\nabla l(w;\theta_s)\|^2 - \|\nabla f_i(w)\|^2 .

@@ -11,7 +11,7 @@ with :math:`\varphi(t)=\log(1+e^{-t})` (logistic, convex) or :math:`\varphi(t)=\
 take :math:`u` as the coordinate of :math:`\theta` for the Wasserstein distance: the
 ground metric is :math:`c(\theta,\theta') = \|u-u'\|_2`.
 
-Constants (PAPER.md §3), with :math:`R = \max_s\|u_s\| = \max_s\|x_s\|` over the
+Constants (docs/paper.md §3), with :math:`R = \max_s\|u_s\| = \max_s\|x_s\|` over the
 training support (computed from the data) and :math:`c_k = \sup_t|\varphi^{(k)}(t)|`:
 
 * :math:`\nabla l = \varphi'(w^\top u)\,u`, so :math:`\|\nabla l\|\le c_1R =: B`;
@@ -34,7 +34,7 @@ and :math:`\mathbb E\|\nabla^2l-\nabla^2f_i\|^2_{op}\le c_2^2\,\mathbb E_{p_i}\|
 over users; the exact values at a given w are :func:`synthetic.common.sigma_G2_at` and
 :func:`synthetic.common.sigma_H2_at`.
 
-Lipschitz constants in :math:`\theta` (for the :math:`W_1` bounds of PAPER.md §6), *at a
+Lipschitz constants in :math:`\theta` (for the :math:`W_1` bounds of docs/paper.md §6), *at a
 given w* (they grow with :math:`\|w\|`, so no bound holds for all w): for
 :math:`\|u\|,\|u'\|\le R`,
 

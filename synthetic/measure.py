@@ -5,7 +5,7 @@ by Monte Carlo over Algorithm 1's own batches (:func:`perfedavg.engine.local.met
 every bound value comes from :mod:`theory` (``theory.checks_api.lemma_bounds`` and the
 statements behind it) — this module never writes a bound formula.
 
-What each constant means here (PAPER.md §3):
+What each constant means here (docs/paper.md §3):
 
 * ``L``, ``rho``, ``B``: per-sample sup bounds valid for every w (task docstrings), so
   they bound every f_i too; the TV statements of §6 need exactly these per-sample bounds.

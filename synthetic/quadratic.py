@@ -14,7 +14,7 @@ so the minimiser of the personalized objective :math:`F = \frac1n\sum_i F_i` is
 :math:`w^*_\alpha = (\sum_i A_iH_iA_i)^{-1}\sum_i A_i^2c_i` (:func:`minimizer_F`; a linear
 solve, exact to round-off; ``alpha = 0`` gives FedAvg's minimiser of f).
 
-Constants (PAPER.md §3), with :math:`R = \max_s\|x_s\|`, :math:`Y = \max_s|y_s|` over the
+Constants (docs/paper.md §3), with :math:`R = \max_s\|x_s\|`, :math:`Y = \max_s|y_s|` over the
 training support:
 
 * :math:`\nabla^2 l = xx^\top`, so :math:`L = R^2` (exact: attained at the largest
@@ -210,7 +210,7 @@ def noise_free_cycle(data: ClientData, alpha: float, beta: float, tau: int) -> N
     :math:`\beta < 2/\lambda_{\max}(G_i)`; there the theorem's integrand
     :math:`\phi = \frac1\tau\sum_{t<\tau}\|\nabla F(\bar w_t)\|^2`,
     :math:`\bar w_t = \frac1n\sum_i(M_i^tw + \sum_{s<t}M_i^s\beta g_i)`, is the pure **local-drift** part of the
-    floor of PAPER.md §5 (the noise and client-sampling terms are zero: s = b = 0, r = 1).  For τ = 1 it is 0
+    floor of docs/paper.md §5 (the noise and client-sampling terms are zero: s = b = 0, r = 1).  For τ = 1 it is 0
     (the fixed point is the minimiser w*_α); for small βτL_F it is :math:`\approx C\beta^2(\tau-1)^2`
     (first order in β: :math:`\nabla F(w) = \tfrac{\beta(\tau-1)}2\frac1n\sum_iG_i\nabla F_i(w)`), which the
     rate table compares with the derived drift term's :math:`(\tau-1)(2\tau-1)/\Gamma` [derived] and the

@@ -1,4 +1,4 @@
-r"""``perfedavg check --rates``: predicted rates of PAPER.md §5 against measured ones.
+r"""``perfedavg check --rates``: predicted rates of docs/paper.md §5 against measured ones.
 
 Task.  Every row but the HF one runs on the **quadratic** task (:mod:`synthetic.quadratic`:
 least squares, d = 2, n = 10 users on 5 balanced cones, 200 support points, exact L, ρ = 0, B and σ_G on the

@@ -15,7 +15,7 @@ exactly computable total-variation distance :math:`\mathrm{TV}(p_i,\bar p)` that
 linear in :math:`h`.  Test data: a second support drawn the same way, with the same
 :math:`p_i` construction.
 
-Exact constants (PAPER.md §3).  Parameters :math:`w = (W, b)` (flat, see
+Exact constants (docs/paper.md §3).  Parameters :math:`w = (W, b)` (flat, see
 :mod:`perfedavg.engine.models`), scores :math:`s = Wx + b = \tilde W z` with :math:`z=(x,1)`,
 :math:`R_z = \max_s\|z_s\| = \sqrt{1+\max_s\|x_s\|^2}` over the training support.
 :math:`\nabla l = (\pi(s) - e_y)\otimes z` and :math:`\nabla^2 l = A(s)\otimes zz^\top` with

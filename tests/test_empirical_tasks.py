@@ -1,4 +1,4 @@
-"""empirical.tasks: MNIST / CIFAR-10 as engine tasks (PAPER.md §7).
+"""empirical.tasks: MNIST / CIFAR-10 as engine tasks (docs/paper.md §7).
 
 On a tiny MNIST written in the official IDX format (600 training and 400 test images,
 labels cycling 0..9, 4x4 pixels) with a scaled paper split (n = 10, a = 4): every user
@@ -25,7 +25,7 @@ from tests.empirical_fixtures import real_data_root, tiny_mnist_arrays, write_mn
 
 
 def paper_demand(n: int, a: int) -> np.ndarray:
-    """PAPER.md §7: users 0..n/2-1 hold a of each class 0..4; user n/2+j holds a/2 of class
+    """docs/paper.md §7: users 0..n/2-1 hold a of each class 0..4; user n/2+j holds a/2 of class
     j mod 5 and 2a of class 5 + (j div 5) mod 5."""
     d = np.zeros((n, 10), dtype=np.int64)
     d[: n // 2, :5] = a

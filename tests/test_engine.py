@@ -140,7 +140,7 @@ SUBSET_P = 1e-6
 
 def test_sampling_is_uniform_over_clients_and_over_subsets():
     """r*n = 3.5 (n = 7, m = 3): each client is in a round's sample with probability m/n, and each of
-    the C(7, 3) = 35 subsets is equally likely (uniform without replacement, PAPER.md §2)."""
+    the C(7, 3) = 35 subsets is equally likely (uniform without replacement, docs/paper.md §2)."""
     import itertools
 
     from scipy.stats import chi2
@@ -202,7 +202,7 @@ DRAW_P = 1e-6
 
 
 def test_batches_with_replacement_follow_p_i():
-    """i.i.d. draws from p_i (PAPER.md §3.4): a chi-square test per user on uneven weights with zeros,
+    """i.i.d. draws from p_i (docs/paper.md §3.4): a chi-square test per user on uneven weights with zeros,
     which are never drawn."""
     from scipy.stats import chi2
 

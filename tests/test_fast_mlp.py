@@ -333,7 +333,7 @@ def test_sample_space_data_are_recomputed_for_other_data():
         _close(got, want)
 
 
-#: the paper's splits (PAPER.md §7): 25 users of 5a samples, 25 of 2.5a; a = 196 (MNIST), 68 (CIFAR-10)
+#: the paper's splits (docs/paper.md §7): 25 users of 5a samples, 25 of 2.5a; a = 196 (MNIST), 68 (CIFAR-10)
 SPLITS = {"mnist": (784, 980, 490), "cifar10": (3072, 340, 170)}
 
 

@@ -9,7 +9,7 @@ Typical use (``synthetic/`` builds ``perfedavg check`` on this)::
 
 Keys of :func:`lemma_bounds` (each maps to a tuple of :class:`BoundValue`, recalled
 form first when there is one): ``L_F``, ``bias``, ``sigma_F2``, ``gamma_F2`` (the four
-lemmas of PAPER.md §4), ``bias_fo``, ``mse_fo``, ``bias_hf``, ``mse_hf`` (the FO / HF
+lemmas of docs/paper.md §4), ``bias_fo``, ``mse_fo``, ``bias_hf``, ``mse_hf`` (the FO / HF
 direction against ∇F_i), ``hf_hvp_error`` (needs ``g_norm``), ``gamma_G2_tv``,
 ``gamma_H2_tv`` (need ``tv``), ``gamma_G2_w1`` (needs ``w1``, ``L_theta``),
 ``gamma_H2_w1`` (needs ``w1``, ``rho_theta``).  What each bounds is its ``meaning``.

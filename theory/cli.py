@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _VARIANTS = ("exact", "fo", "hf")
 #: the extra symbols of the distance statements and the HF error (theory.symbols.EXTRA_SYMBOLS), each a flag
 _EXTRA_FLAGS = {
-    "tv": "RMS over users of TV(p_i, mixture), in [0, 1]: evaluates the TV statements of PAPER.md §6",
+    "tv": "RMS over users of TV(p_i, mixture), in [0, 1]: evaluates the TV statements of docs/paper.md §6",
     "w1": "RMS over users of W1(p_i, mixture), >= 0: evaluates the W1 statements (with --L-theta / --rho-theta)",
     "L_theta": "Lipschitz constant in theta of the per-sample gradient, >= 0 (W1 statement for gamma_G)",
     "rho_theta": "Lipschitz constant in theta of the per-sample Hessian, >= 0 (W1 statement for gamma_H)",
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--constants FILE (TOML, or the JSON written by 'perfedavg reproduce constants') and/or the flags "
             "below (flags win).  A constant the JSON file did not estimate (e.g. rho skipped) is missing: every "
             "value that needs it is printed as 'not evaluable', never computed with 0.  --tv/--w1/--L-theta/"
-            "--rho-theta/--g-norm evaluate the heterogeneity statements of PAPER.md §6 and the HF error."
+            "--rho-theta/--g-norm evaluate the heterogeneity statements of docs/paper.md §6 and the HF error."
         ),
     )
     p.add_argument(
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"missing (not estimated): {', '.join(sorted(missing))}: every value that needs them is not evaluable")
     if extra:
         print("distances / extras: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
-    print("\nLemmas (PAPER.md §4, §6; alpha <= 1/L):")
+    print("\nLemmas (docs/paper.md §4, §6; alpha <= 1/L):")
     for vals in lem.values():
         for st, val, needs in vals:
             shown = _fmt(val) if val is not None else f"not evaluable (needs {', '.join(needs)})"

@@ -3,7 +3,7 @@ r"""Numeric values of the constants of the analysis: :class:`Constants`.
 A task fills one in (exactly for synthetic tasks, estimated for empirical ones); the
 statements of :mod:`theory.lemmas` and :mod:`theory.theorem` are evaluated on it.
 
-Assumptions of PAPER.md §3 [recalled] that the fields quantify, with ``f_i`` the loss
+Assumptions of docs/paper.md §3 [recalled] that the fields quantify, with ``f_i`` the loss
 of user i and ``l(w; θ)`` the per-sample loss:
 
 * ``L``: ‖∇f_i(u) − ∇f_i(v)‖ ≤ L‖u − v‖;  ``B``: ‖∇f_i(w)‖ ≤ B;
@@ -68,7 +68,7 @@ class Constants:
     F0_gap: float
         ``Δ₀ = F(w_0) − F*``.
 
-    Algorithm constants (defaults: the paper's experiments, PAPER.md §7 [recalled]):
+    Algorithm constants (defaults: the paper's experiments, docs/paper.md §7 [recalled]):
 
     alpha: float = 0.01
         ``α``, inner step, in [0, 1/L].
@@ -123,7 +123,7 @@ class Constants:
         if self.alpha * self.L > 1.0 + 1e-12:
             raise UsageError(
                 f"constant alpha={self.alpha:g} is out of range: need 0 <= alpha <= 1/L = "
-                f"{1.0 / self.L:g} (the lemmas of PAPER.md §4 assume alpha <= 1/L)"
+                f"{1.0 / self.L:g} (the lemmas of docs/paper.md §4 assume alpha <= 1/L)"
             )
         if self.r > 1.0:
             raise UsageError(f"constant r={self.r:g} is out of range ({_RULES['r'][3]})")

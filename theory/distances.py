@@ -1,4 +1,4 @@
-r"""Heterogeneity through distribution distances, PAPER.md §6.
+r"""Heterogeneity through distribution distances, docs/paper.md §6.
 
 For f_i(w) = E_{θ~p_i} l(w;θ) and the mixture p̄ = (1/n)Σ p_i (so f = (1/n)Σ f_i is
 the loss under p̄), with ``tv`` the root mean square over users of TV(p_i, p̄) and
@@ -22,7 +22,7 @@ import functools
 from .statement import Statement
 from .symbols import B, L, L_theta, rho_theta, tv, w1
 
-_REF6 = "PAPER.md §6 [recalled in form]; DERIVATIONS.md §6"
+_REF6 = "docs/paper.md §6 [recalled in form]; DERIVATIONS.md §6"
 
 
 @functools.cache

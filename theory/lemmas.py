@@ -1,7 +1,7 @@
-r"""Lemmas of PAPER.md §4 (α ∈ (0, 1/L]) and the extra error of the FO and HF variants.
+r"""Lemmas of docs/paper.md §4 (α ∈ (0, 1/L]) and the extra error of the FO and HF variants.
 
 Each function returns a :class:`theory.statement.Statement`.  For every quantity there
-is the *recalled* form (PAPER.md, reconstructed from memory of the paper, unverified)
+is the *recalled* form (docs/paper.md, reconstructed from memory of the paper, unverified)
 and a *derived* form proved in ``theory/DERIVATIONS.md`` (§1-§4 there).  Every derived
 form is at most the recalled one when αL ≤ 1 (see the tests), so the recalled forms are
 consistent with our derivation, only looser.
@@ -23,7 +23,7 @@ from .statement import Statement
 from .symbols import D1, D2, B, D, L, alpha, delta, g_norm, gamma_G, gamma_H, rho, sigma_G, sigma_H
 
 VARIANTS = ("exact", "fo", "hf")
-_REF4 = "PAPER.md §4"
+_REF4 = "docs/paper.md §4"
 
 
 # --------------------------------------------------------------------------- L_F
@@ -32,7 +32,7 @@ def smoothness_recalled() -> Statement:
     r"""Smoothness of F_i, recalled form: :math:`L_F = 4L + \alpha\rho B`.
 
     Symbols: ``L`` is L, ``alpha`` is α, ``rho`` is ρ, ``B`` is B.  Needs αL ≤ 1.
-    Provenance: recalled (high confidence), PAPER.md §4 "Smoothness".
+    Provenance: recalled (high confidence), docs/paper.md §4 "Smoothness".
     """
     return Statement(
         "L_F",
@@ -68,7 +68,7 @@ def bias_recalled() -> Statement:
     r"""Bias of the stochastic gradient of F_i, recalled: :math:`2\alpha L\sigma_G/\sqrt{D}`.
 
     Symbols: ``alpha`` α, ``L`` L, ``sigma_G`` σ_G, ``D`` inner batch size D.
-    Bounds ‖E[∇̃F_i(w)] − ∇F_i(w)‖.  Provenance: recalled, PAPER.md §4 "Bias".
+    Bounds ‖E[∇̃F_i(w)] − ∇F_i(w)‖.  Provenance: recalled, docs/paper.md §4 "Bias".
     """
     return Statement(
         "bias",
@@ -213,7 +213,7 @@ def fo_term_recalled() -> Statement:
     return Statement(
         "fo_term",
         "FO extra term",
-        "PAPER.md §5 (FO)",
+        "docs/paper.md §5 (FO)",
         "recalled",
         alpha**2 * L**2 * B**2,
         "order of the extra floor of FO in the bound",
@@ -229,7 +229,7 @@ def hf_term_recalled() -> Statement:
     return Statement(
         "hf_term",
         "HF extra term",
-        "PAPER.md §5 (HF)",
+        "docs/paper.md §5 (HF)",
         "recalled",
         (alpha * rho * delta * B**2) ** 2,
         "order of the extra term of HF in the bound",

@@ -54,7 +54,7 @@ class Statement:
     name: str
         human-readable name.
     ref: str
-        where it comes from (PAPER.md section, lemma / theorem number).
+        where it comes from (docs/paper.md section, lemma / theorem number).
     provenance: str
         ``"sure"``, ``"recalled"`` (reconstructed from memory of the paper, not
         verified) or ``"derived"`` (derived in ``theory/DERIVATIONS.md``).

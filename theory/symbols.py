@@ -1,4 +1,4 @@
-r"""Sympy symbols of the Per-FedAvg analysis (PAPER.md §3-§6).
+r"""Sympy symbols of the Per-FedAvg analysis (docs/paper.md §3-§6).
 
 Every symbol is declared ``positive=True, real=True``; numeric values of zero (e.g.
 ``gamma_G = 0``) are handled by substitution, which sympy allows.  The symbol *names*

@@ -1,4 +1,4 @@
-r"""Convergence of Per-FedAvg (PAPER.md §5, Theorem 4.5 / Corollary 4.6) and FedAvg.
+r"""Convergence of Per-FedAvg (docs/paper.md §5, Theorem 4.5 / Corollary 4.6) and FedAvg.
 
 Two versions of the bound on the quantity
 
@@ -9,7 +9,7 @@ Two versions of the bound on the quantity
 
 are kept side by side:
 
-* :func:`convergence_bound_recalled` — the paper's *shape* (PAPER.md §5), with every
+* :func:`convergence_bound_recalled` — the paper's *shape* (docs/paper.md §5), with every
   hidden O(1) constant and every "(…)" factor set to 1.  Not a bound: a shape.
 * :func:`convergence_bound_derived` — an explicit-constant upper bound derived in
   ``theory/DERIVATIONS.md`` §7, valid under the step-size condition
@@ -39,7 +39,7 @@ from .constants import Constants
 from .statement import Statement
 from .symbols import D, F0_gap, K, L, alpha, beta, gamma_G, n, r, sigma_G, tau
 
-_REF5 = "PAPER.md §5 (Theorem 4.5)"
+_REF5 = "docs/paper.md §5 (Theorem 4.5)"
 
 #: the corollary's exponent of τ(K) = K^{1/3}
 _ONE_THIRD = sp.Rational(1, 3)
@@ -152,7 +152,7 @@ def fedavg_bound() -> Statement:
 
 @functools.cache
 def convergence_bound_recalled(variant: str = "exact") -> Statement:
-    r"""The paper's bound in its recalled *shape* (PAPER.md §5), every O(1) and "(…)" set to 1:
+    r"""The paper's bound in its recalled *shape* (docs/paper.md §5), every O(1) and "(…)" set to 1:
 
     .. math::
         \frac{4\Delta_0}{\beta\tau K} + \frac{\beta L_F\sigma_F^2}{rn\tau}
@@ -242,14 +242,14 @@ class Corollary:
       e = −1/2 if c·(γ² + b²) > 0 (partial participation with heterogeneity or bias),
       e = −2/3 otherwise (:meth:`claimed_exponent`).
 
-    ``variant`` is "exact", "fo" or "hf".  Provenance: derived (PAPER.md's recalled
+    ``variant`` is "exact", "fo" or "hf".  Provenance: derived (docs/paper.md's recalled
     corollary gives no formula beyond "polynomial in 1/ε").
     """
 
     variant: str = "exact"
     tau_exponent: sp.Rational = _ONE_THIRD
     provenance: str = "derived"
-    ref: str = "DERIVATIONS.md §8 (explicit form of PAPER.md §5, Corollary 4.6)"
+    ref: str = "DERIVATIONS.md §8 (explicit form of docs/paper.md §5, Corollary 4.6)"
 
     # pieces ----------------------------------------------------------------------
     def _pieces(self) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr]:

@@ -1,6 +1,6 @@
 r"""What ``perfedavg bench`` times: the paper's workload and the matmul FLOPs of one engine round.
 
-Workload (PAPER.md §5, MNIST setting): :math:`n = 50` users, :math:`r = 0.2` (10 users per
+Workload (docs/paper.md §5, MNIST setting): :math:`n = 50` users, :math:`r = 0.2` (10 users per
 round), :math:`\tau = 10`, batch sizes :math:`D = D' = D'' = 40`, the MLP 784-80-60-10 with ELU,
 random data of MNIST's shape (1x28x28 inputs, 10 classes); ``--shape cifar10`` the same on
 CIFAR-10's shape (3x32x32, MLP 3072-80-60-10, 340 samples per user by default), where the engine
@@ -22,7 +22,7 @@ from perfedavg.algorithms import ALGORITHMS
 VARIANTS = ALGORITHMS
 SIZES = (784, 80, 60, 10)
 #: ``--shape``: input shape of the random data, and the samples per user by default (MNIST: 1000;
-#: CIFAR-10: 340, the larger users of the paper's split, PAPER.md §7)
+#: CIFAR-10: 340, the larger users of the paper's split, docs/paper.md §7)
 SHAPES = {"mnist": ((1, 28, 28), 1000), "cifar10": ((3, 32, 32), 340)}
 
 

@@ -27,7 +27,7 @@ def _doc(text: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run of FedAvg or Per-FedAvg (PAPER.md §2); symbols as in the paper."""
+    """One run of FedAvg or Per-FedAvg (docs/paper.md §2); symbols as in the paper."""
 
     algorithm: Algorithm = _doc(  # noqa: RUF009 (_doc returns a dataclasses.field, which ruff cannot see)
         "fedavg | fo | hf | exact (Per-FedAvg first-order, Hessian-free, exact HVP)", default="hf"

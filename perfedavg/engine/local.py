@@ -1,4 +1,4 @@
-r"""One local step of each algorithm, for a stack of clients (PAPER.md §2, Algorithm 1).
+r"""One local step of each algorithm, for a stack of clients (docs/paper.md §2, Algorithm 1).
 
 The specification that the generic fast path (:class:`perfedavg.engine.oracle.LocalSteps`), the loop
 reference (:mod:`perfedavg.engine.reference`) and the tests read.  Each function is pure:
@@ -60,7 +60,7 @@ def _into(out: Tensor | None, new: Tensor) -> Tensor:
 def meta_gradient(
     oracle: Oracle, W: Tensor, batches: PerFedAvgBatches, h: StepSizes, algorithm: PerFedAvgAlgorithm
 ) -> Tensor:
-    r"""Per-FedAvg's stochastic gradient of :math:`F_i` at ``W`` (PAPER.md §2):
+    r"""Per-FedAvg's stochastic gradient of :math:`F_i` at ``W`` (docs/paper.md §2):
 
     .. math::
         \tilde w = w - \alpha \tilde\nabla f_i(w, \mathcal D), \qquad

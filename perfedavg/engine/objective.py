@@ -8,7 +8,7 @@ samples, :class:`perfedavg.engine.task.ClientData`):
     F_i(w) = f_i\big(w - \alpha \nabla f_i(w)\big), \qquad
     \nabla F_i(w) = \big(I - \alpha \nabla^2 f_i(w)\big)\,\nabla f_i\big(w - \alpha\nabla f_i(w)\big)
 
-(PAPER.md §1, eq. (3)); :math:`F = \frac1n\sum_i F_i`, :math:`f = \frac1n\sum_i f_i`.
+(docs/paper.md §1, eq. (3)); :math:`F = \frac1n\sum_i F_i`, :math:`f = \frac1n\sum_i f_i`.
 :math:`\nabla F_i` is computed exactly by differentiating through the inner gradient
 step (double backward), not by any of the algorithms' approximations.
 """
@@ -130,5 +130,5 @@ def personalized_test_metrics(
 ) -> tuple[Tensor, Tensor]:
     r"""Per-client test loss and accuracy of the personalized models :math:`w_i = w - \alpha\nabla f_i(w)`,
     :math:`f_i` the loss on the client's ``adaptation`` data (its full training or test data, or one batch of
-    it from :func:`client_batches`: the paper's "one step of SGD", PAPER.md §2), each ``(n,)``."""
+    it from :func:`client_batches`: the paper's "one step of SGD", docs/paper.md §2), each ``(n,)``."""
     return client_test_metrics(per_sample_loss, scores, adapted_models(per_sample_loss, w, adaptation, alpha), test)

@@ -1,4 +1,4 @@
-r"""The round loop of FedAvg and Per-FedAvg (PAPER.md §2, Algorithm 1), vectorized over clients.
+r"""The round loop of FedAvg and Per-FedAvg (docs/paper.md §2, Algorithm 1), vectorized over clients.
 
 Round :math:`k`: sample :math:`rn` users uniformly without replacement, stack their
 copies of :math:`w_k` into ``W (m, P)``, run :math:`\tau` local steps on all of them at

@@ -20,7 +20,7 @@ from perfedavg.engine.task import ClientData
 
 
 def num_sampled_clients(r: float, n: int) -> int:
-    r"""Users sampled per round, :math:`m = |\mathcal A_k| = \lfloor r n \rfloor` (PAPER.md §2 [sure]:
+    r"""Users sampled per round, :math:`m = |\mathcal A_k| = \lfloor r n \rfloor` (docs/paper.md §2 [sure]:
     "a set :math:`\mathcal A_k` of :math:`rn` users"; the rounding of a non-integer :math:`rn`
     is this project's rule).
 
@@ -59,7 +59,7 @@ def draw_position_blocks(
     consecutive :func:`draw_positions` calls, the generator's stream consumed in the same order
     (the engine draws a whole round's batches this way).
 
-    With replacement: i.i.d. draws from :math:`p_i` (the theory's model, PAPER.md §3.4), by
+    With replacement: i.i.d. draws from :math:`p_i` (the theory's model, docs/paper.md §3.4), by
     inverse transform: one uniform :math:`u` (float64) per draw, the position being the first
     :math:`j` with :math:`C_{ij} \ge u` (:attr:`ClientData.cumulative_weight`).  That is the algorithm
     of ``torch.multinomial(..., replacement=True)`` on the CPU for two or more samples, the same

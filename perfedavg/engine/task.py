@@ -16,9 +16,9 @@ A task gives the engine
   .. math:: f_i(w) = \mathbb{E}_{\theta\sim p_i}[l(w;\theta)]
             = \sum_j p_{ij}\, l(w; \theta_{\mathrm{index}_{ij}})
 
-  is computed *exactly* from full local data (PAPER.md §1), and a batch is a draw
+  is computed *exactly* from full local data (docs/paper.md §1), and a batch is a draw
   from :math:`p_i`;
-* optionally the constants of PAPER.md §3 when they are known exactly.
+* optionally the constants of docs/paper.md §3 when they are known exactly.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class Task:
     test: ClientData
     #: draw batches i.i.d. from p_i (True: the theory's model) or without replacement
     batch_with_replacement: bool = True
-    #: exact constants of PAPER.md §3 where known (L, rho, B, sigma_G, ...), else empty
+    #: exact constants of docs/paper.md §3 where known (L, rho, B, sigma_G, ...), else empty
     constants: Mapping[str, float] = field(default_factory=dict)
     #: optional own gradient oracle for this model: a zero-argument callable returning a
     #: :class:`perfedavg.engine.local.Oracle`, with or without its own fast path

@@ -296,7 +296,7 @@ def _write_run(
     return RunResult(status, out, summary)
 
 
-#: options that never enter FedAvg's training (its local steps use beta and D only, PAPER.md §2)
+#: options that never enter FedAvg's training (its local steps use beta and D only, docs/paper.md §2)
 FEDAVG_EVALUATION_ONLY = ("alpha",)
 
 
