@@ -3,7 +3,9 @@ Ray backends giving bit-identical runs, also when a worker is killed mid-run."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import ipaddress
 import json
 import os
 import shutil
@@ -480,3 +482,65 @@ def test_workers_die_with_a_killed_driver_and_leave_their_runs_resumable(tmp_pat
     assert not any(_alive(pid) for pid in pids.values()), "a worker outlived its driver"
     for name in pids:
         assert json.loads((out / RUNS / name / rundir.SUMMARY).read_text())["status"] == "interrupted"
+
+
+def _descendants(root: int) -> set[int]:
+    """``root`` and every process below it (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int]]:
+    """The (address, port) of every TCP socket in LISTEN state held by one of ``pids`` (from /proc)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = []
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hex_ip, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_ip)
+            # /proc prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+            found.append((str(ipaddress.ip_address(raw)), int(hex_port, 16)))
+    return found
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def test_a_local_ray_listens_on_loopback_only():
+    """A Ray the toolkit starts itself (no --address) opens no port to the network: every listening
+    socket of the driver and of every process Ray started below it is on a loopback address."""
+    require_ray()
+    from perfedavg.sweep.backends import RayBackend
+
+    backend = RayBackend(workers=1, threads=1, address=None)
+    try:
+        backend.warm(1)  # a worker process too, with its own server
+        sockets = _listening(_descendants(os.getpid()))
+    finally:
+        backend.shutdown()
+    assert len(sockets) >= 5, sockets  # GCS, raylet, agents, the driver's and a worker's servers
+    assert [s for s in sockets if not _is_loopback(s[0])] == []
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # the switch is not left behind

@@ -17,12 +17,18 @@ returns the files it wrote, which the driver writes atomically into ``DIR/runs/<
 ``local``'s.  A lost Ray worker surfaces as a failed task and is retried by the scheduler
 (Ray's own ``max_retries`` is 0 so that attempts are counted in one place).  Ray is an optional
 extra, imported only when this backend is built.
+
+A Ray instance the toolkit starts itself (no ``--address``) listens on loopback only and has no
+dashboard (:func:`_loopback_only`): Ray takes a node's address from its route to the outside
+world and binds its servers there, even when asked for ``127.0.0.1``; a sweep on one machine
+needs no port open to the network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import multiprocessing
 import os
@@ -236,6 +242,31 @@ def _write_shipped(run_dir: Path, files: dict) -> None:
             (run_dir / name).unlink(missing_ok=True)
 
 
+#: Ray's switch between "a node's address is its outside address" (clusters) and "a node's
+#: address is loopback" (its default on macOS and Windows); read by Ray's processes at import
+LOCAL_RAY_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only(ray: Any) -> Any:
+    """While a local Ray starts: its node address is loopback, so every server it starts (GCS,
+    raylet, workers, agents) binds 127.0.0.1.  Ray resolves a ``_node_ip_address`` of
+    ``127.0.0.1`` back to the outside address, so the switch it reads is set instead: in the
+    environment its child processes inherit, and in the driver's already imported constants."""
+    constants = importlib.import_module("ray._private.ray_constants")
+    saved_env, saved_flag = os.environ.get(LOCAL_RAY_SWITCH), constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_RAY_SWITCH] = "0"
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOCAL_RAY_SWITCH, None)
+        else:
+            os.environ[LOCAL_RAY_SWITCH] = saved_env
+
+
 class RayBackend:
     """The same units as Ray tasks (module docstring)."""
 
@@ -265,7 +296,8 @@ class RayBackend:
                 if address:
                     init(address=address)
                 else:
-                    init(num_cpus=(workers or default_workers() // threads or 1) * threads, include_dashboard=False)
+                    with _loopback_only(ray):
+                        init(num_cpus=(workers or default_workers() // threads or 1) * threads, include_dashboard=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UsageError(f"--address {address}: cannot connect to a Ray cluster ({exc})") from None
         cpus = int(ray.cluster_resources().get("CPU", 0))
