@@ -57,6 +57,17 @@ class RunConfig:
         "fewer samples uses all)",
         default=0,
     )
+    adapt_steps: int = _doc(
+        "evaluate each user's model after k = 0, 1, ..., N adaptation steps (N >= 1): N = 1 records the one step "
+        "only; N > 1 adds the curves personalized_{loss,accuracy}_{train,test}_steps (and *_batch_steps with "
+        "eval_batch: a fresh batch per step), which estimate the k-step personalized objective F_k; costs N "
+        "evaluations",
+        default=1,
+    )
+    adapt_step: float = _doc(
+        "step size of the adaptation steps of the *_steps curves (>= 0; 0: the run's alpha, the paper's)",
+        default=0.0,
+    )
     protocol: str = _doc(
         "personalization protocol reported as personalized_accuracy: train (adapt on the user's training "
         "data, leak-free) | test (adapt on its test data, as the paper did); both are always recorded",
@@ -90,6 +101,8 @@ class RunConfig:
         _check_range("seed", self.seed, 0)
         _check_range("eval_every", self.eval_every, 1)
         _check_range("eval_batch", self.eval_batch, 0)
+        _check_range("adapt_steps", self.adapt_steps, 1)
+        _check_range("adapt_step", self.adapt_step, 0.0)
         _check_range("checkpoint_every", self.checkpoint_every, 0)
         _check_range("alpha", self.alpha, 0.0)
         if not (math.isfinite(self.r) and 0 < self.r <= 1):
@@ -100,6 +113,11 @@ class RunConfig:
                 raise UsageError(f"{name}={value} is out of range: must be a finite number > 0")
         if not isinstance(self.task, Mapping) or not isinstance(self.task.get("name"), str):
             raise UsageError("task must be a table with a string 'name' (e.g. [task] name = \"softmax\")")
+
+    @property
+    def adaptation_step(self) -> float:
+        """The step size of the evaluation's k-step curves: ``adapt_step``, or ``alpha`` when it is 0."""
+        return self.adapt_step or self.alpha
 
     # -- (de)serialization -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

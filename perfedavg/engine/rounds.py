@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from perfedavg.engine.adaptation import adaptation_curve
 from perfedavg.engine.config import RunConfig
 from perfedavg.engine.local import StepSizes
 from perfedavg.engine.memory import MEMORY_SHARE, in_units, memory_budget
 from perfedavg.engine.objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
 from perfedavg.engine.oracle import FastPath, make_oracle
 from perfedavg.engine.sampling import draw_position_blocks, gather_batches, num_sampled_clients, sample_clients
-from perfedavg.engine.task import Task
+from perfedavg.engine.task import ClientData, Task
 from perfedavg.errors import Diverged, UsageError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -198,49 +199,97 @@ def evaluate(task: Task, cfg: RunConfig, w: Tensor, round_index: int = 0) -> dic
     * with ``cfg.eval_batch = N``, also the step as one SGD step on a batch of ``N`` of those samples
       (``*_train_batch_step``, ``*_test_batch_step``; the paper's literal wording), drawn by
       :func:`eval_batch_generator`, never by the training generator;
-    * ``global_*``: the shared model tested without adaptation.
+    * ``global_*``: the shared model tested without adaptation;
+    * with ``cfg.adapt_steps = N > 1``, the curves over :math:`k = 0..N` adaptation steps of size
+      ``cfg.adaptation_step`` (:func:`perfedavg.engine.adaptation.adaptation_curve`):
+      ``personalized_{loss,accuracy}_{split}_steps`` (lists of N + 1 means; per user under ``per_client``
+      as ``{loss,accuracy}_{split}_steps``, one list of users per k); the SGD variant draws a fresh batch
+      per step (step 1's is the ``*_batch_step`` batch);
+    * when the task holds users out of training (``task.new_train``), every one of these again for them,
+      keys suffixed ``_new`` (their batches from a stream of their own, :data:`NEW_USERS_STREAM`).
 
     Per-client values are kept under ``per_client``.
     """
+    record, per_client = _users_record(task, cfg, w, task.train, task.test, round_index, EVAL_BATCH_STREAM)
+    if task.new_train is not None and task.new_test is not None:
+        new, new_per_client = _users_record(task, cfg, w, task.new_train, task.new_test, round_index, NEW_USERS_STREAM)
+        record.update({f"{key}_new": value for key, value in new.items()})
+        per_client.update({f"{key}_new": value for key, value in new_per_client.items()})
+    record["per_client"] = per_client
+    return record
+
+
+def _users_record(
+    task: Task, cfg: RunConfig, w: Tensor, train: ClientData, test: ClientData, round_index: int, stream: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`evaluate`'s means and per-user values for the users of ``train`` / ``test`` (their batches
+    drawn from ``stream``)."""
     loss, scores = task.per_sample_loss, task.scores
-    obj = client_objectives(loss, w, task.train, cfg.alpha)
+    obj = client_objectives(loss, w, train, cfg.alpha)
     record: dict[str, Any] = {
         "F": float(obj.F.mean()),
         "grad_norm_sq_F": float(obj.grad_F.mean(0).square().sum()),
         "f": float(obj.f.mean()),
         "grad_norm_sq_f": float(obj.grad_f.mean(0).square().sum()),
     }
-    per_client = {"F": obj.F.tolist(), "f": obj.f.tolist()}
-    adaptations = [("train", task.train), ("test", task.test)]
+    per_client: dict[str, Any] = {"F": obj.F.tolist(), "f": obj.f.tolist()}
+    adaptations = [("train", train), ("test", test)]
+    batches: dict[int, dict[str, ClientData]] = {}
+
+    def batches_of_step(j: int) -> dict[str, ClientData]:
+        """The SGD variant's batches of adaptation step ``j`` (train, then test: the order they are drawn)."""
+        if j not in batches:
+            generator = eval_batch_generator(cfg.seed, round_index, j, stream)
+            batches[j] = {
+                f"{split}_batch": client_batches(data, cfg.eval_batch, generator, task.batch_with_replacement)
+                for split, data in (("train", train), ("test", test))
+            }
+        return batches[j]
+
     if cfg.eval_batch:
-        generator = eval_batch_generator(cfg.seed, round_index)
-        adaptations += [
-            (f"{split}_batch", client_batches(data, cfg.eval_batch, generator, task.batch_with_replacement))
-            for split, data in adaptations
-        ]
+        adaptations += list(batches_of_step(1).items())
     for split, data in adaptations:
-        test_loss, test_acc = personalized_test_metrics(loss, scores, w, data, task.test, cfg.alpha)
+        test_loss, test_acc = personalized_test_metrics(loss, scores, w, data, test, cfg.alpha)
         record[f"personalized_loss_{split}_step"] = float(test_loss.mean())
         record[f"personalized_accuracy_{split}_step"] = float(test_acc.mean())
         per_client[f"loss_{split}_step"] = test_loss.tolist()
         per_client[f"accuracy_{split}_step"] = test_acc.tolist()
-    g_loss, g_acc = client_test_metrics(loss, scores, w, task.test)
+    g_loss, g_acc = client_test_metrics(loss, scores, w, test)
     record["global_loss"] = float(g_loss.mean())
     record["global_accuracy"] = float(g_acc.mean())
     record["personalized_loss"] = record[f"personalized_loss_{cfg.protocol}_step"]
     record["personalized_accuracy"] = record[f"personalized_accuracy_{cfg.protocol}_step"]
-    record["per_client"] = per_client
-    return record
+    if cfg.adapt_steps > 1:
+        for split, data in adaptations:
+            full = split in ("train", "test")  # the full-batch step reads the same data every step
+
+            def step_data(j: int, split: str = split, data: ClientData = data, full: bool = full) -> ClientData:
+                return data if full else batches_of_step(j)[split]
+
+            losses, accuracies = adaptation_curve(
+                loss, scores, w, step_data, test, cfg.adaptation_step, cfg.adapt_steps
+            )
+            record[f"personalized_loss_{split}_steps"] = losses.mean(1).tolist()
+            record[f"personalized_accuracy_{split}_steps"] = accuracies.mean(1).tolist()
+            per_client[f"loss_{split}_steps"] = losses.tolist()
+            per_client[f"accuracy_{split}_steps"] = accuracies.tolist()
+    return record, per_client
 
 
 #: the stream of the ``eval_batch`` draws, apart from the training generator's
 EVAL_BATCH_STREAM = 7919
+#: the stream of the held-out (new) users' ``eval_batch`` draws, apart from the training users'
+NEW_USERS_STREAM = 7927
 
 
-def eval_batch_generator(seed: int, round_index: int) -> torch.Generator:
-    """The generator of the evaluation batches at ``round_index`` of the run with ``seed``: a function of
-    both alone, so evaluating (or not, or resuming) never changes the training draws or another round's."""
-    state = np.random.SeedSequence([seed, EVAL_BATCH_STREAM, round_index]).generate_state(1, np.uint64)[0]
+def eval_batch_generator(
+    seed: int, round_index: int, step: int = 1, stream: int = EVAL_BATCH_STREAM
+) -> torch.Generator:
+    """The generator of the evaluation batches of adaptation step ``step`` at ``round_index`` of the run with
+    ``seed`` (``stream``: the training users' or the new users'): a function of these alone, so evaluating
+    (or not, or resuming, or taking more steps) never changes the training draws or another round's."""
+    entropy = [seed, stream, round_index] + ([step] if step > 1 else [])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 

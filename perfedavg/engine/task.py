@@ -130,10 +130,55 @@ class Task:
     oracle_factory: Callable[[], object] | None = None
     description: str = ""
     label: str = ""
+    #: the users held out of training (new users, :func:`hold_out`): their training and test data, evaluated
+    #: like the training users' but never sampled, read or used by a round; None when every user trains
+    new_train: ClientData | None = None
+    new_test: ClientData | None = None
+    #: each user's group where the split has groups (the paper's split: 0 = five classes, 1 = two), for the
+    #: training users then (``new_groups``) the new users, else empty
+    groups: tuple[int, ...] = ()
+    new_groups: tuple[int, ...] = ()
+    #: the training users' and the new users' numbers in the split before :func:`hold_out` (empty: 0..n-1, none)
+    users: tuple[int, ...] = ()
+    new_users: tuple[int, ...] = ()
 
     @property
     def n_clients(self) -> int:
         return self.train.n_clients
 
     def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Task:
-        return replace(self, train=self.train.to(dtype, device), test=self.test.to(dtype, device))
+        moved = replace(self, train=self.train.to(dtype, device), test=self.test.to(dtype, device))
+        if self.new_train is None or self.new_test is None:
+            return moved
+        return replace(moved, new_train=self.new_train.to(dtype, device), new_test=self.new_test.to(dtype, device))
+
+
+def client_rows(data: ClientData, rows: Sequence[int]) -> ClientData:
+    """The users ``rows`` of ``data`` (in that order), on the same pooled samples (nothing copied but their rows)."""
+    at = torch.as_tensor(list(rows), dtype=torch.long, device=data.index.device)
+    return ClientData(x=data.x, y=data.y, index=data.index[at], weight=data.weight[at], count=data.count[at])
+
+
+def hold_out(task: Task, held: Sequence[int]) -> Task:
+    """``task`` with the users ``held`` (numbers into its users, at least one user left) moved out of
+    training into ``new_train`` / ``new_test``: the round loop samples, reads and averages the others only,
+    and the evaluation measures both (:func:`perfedavg.engine.rounds.evaluate`).  No held user: ``task`` itself."""
+    if not held:
+        return task
+    n = task.n_clients
+    chosen = sorted({int(i) for i in held})
+    if chosen[0] < 0 or chosen[-1] >= n or len(chosen) >= n:
+        raise ValueError(f"cannot hold out users {chosen} of {n}: numbers in 0..{n - 1}, at least one user left")
+    kept = [i for i in range(n) if i not in set(chosen)]
+    groups = task.groups
+    return replace(
+        task,
+        train=client_rows(task.train, kept),
+        test=client_rows(task.test, kept),
+        new_train=client_rows(task.train, chosen),
+        new_test=client_rows(task.test, chosen),
+        groups=tuple(groups[i] for i in kept) if groups else (),
+        new_groups=tuple(groups[i] for i in chosen) if groups else (),
+        users=tuple(kept),
+        new_users=tuple(chosen),
+    )
