@@ -21,6 +21,7 @@ import torch
 from perfedavg.engine.mlp import ROUND_STRATEGIES, mlp_oracle_factory
 from perfedavg.engine.models import mlp, mlp_num_params
 from perfedavg.engine.task import ClientData, Task
+from perfedavg.runs.holdout import holdout_field
 from perfedavg.runs.registry import TaskSpec, check_option, option_field
 
 from .data import load_dataset
@@ -43,6 +44,7 @@ class ImageTaskOptions:
     concentration: float = option_field("dirichlet split: concentration c (> 0)", DEFAULT_CONCENTRATION)
     classes_per_client: int = option_field("classes split: classes per user k (>= 1)", 2)
     partition_seed: int = option_field("seed of the split (>= 0)", 0)
+    holdout_users: float = holdout_field()
     hidden: tuple = option_field("hidden layer widths of the MLP (paper: [80, 60])", (80, 60))
     activation: str = option_field("hidden activation: elu (paper) | relu | tanh", "elu")
     normalize: str = option_field(
@@ -145,7 +147,14 @@ def build_image_task(name: str, o: ImageTaskOptions) -> Task:
         description=f"{ds.label}, {part.describe()}, inputs {_scaling(o.normalize)}, "
         f"MLP {'-'.join(map(str, sizes))} {o.activation} ({mlp_num_params(sizes)} parameters)",
         label=ds.label,
+        groups=paper_groups(train.n_clients) if o.partition == "paper" else (),
     )
+
+
+def paper_groups(n: int) -> tuple[int, ...]:
+    """The paper split's groups (:func:`empirical.partition.paper_split`): users ``0..n/2-1`` hold five
+    classes (group 0), users ``n/2..n-1`` two (group 1)."""
+    return (0,) * (n // 2) + (1,) * (n - n // 2)
 
 
 def _scaling(normalize: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from perfedavg.runs.holdout import holdout_count, holdout_field
 from perfedavg.runs.registry import check_option, option_field
 
 #: Upper limits on a synthetic task's sizes, checked before anything is allocated.  Every task
@@ -63,6 +64,7 @@ class SyntheticOptions:
     h: float = dial_field("each user on its own distribution")
     radius: float = option_field("feature norm bound R (> 0)", 1.0)
     data_seed: int = option_field("seed of the data (>= 0); the run's seed drives the algorithm", 0)
+    holdout_users: float = holdout_field()
 
     def own_rules(self) -> Sequence[Rule]:
         """The task's checks of its own fields, run after the shared ones (none here)."""
@@ -112,3 +114,4 @@ def check_task_options(task: str, o: SyntheticOptions, extra: Sequence[Rule] = (
     ]
     for name, ok, allowed in (*rules, *extra):
         check_option(task, name, getattr(o, name), bool(ok), allowed)
+    holdout_count(o.holdout_users, o.n_clients)

@@ -68,8 +68,12 @@ def resolved_task_table(table: Mapping[str, Any]) -> dict:
 
 
 def build_task(table: Mapping[str, Any]):
-    """The :class:`perfedavg.engine.task.Task` that ``[task]`` describes."""
-    return task_spec(table["name"]).build(task_options(table))
+    """The :class:`perfedavg.engine.task.Task` that ``[task]`` describes, its ``holdout_users`` held out
+    (:mod:`perfedavg.runs.holdout`)."""
+    from perfedavg.runs.holdout import apply_holdout  # it builds on this module's option_field
+
+    options = task_options(table)
+    return apply_holdout(task_spec(table["name"]).build(options), options)
 
 
 def option_field(doc: str, default):
