@@ -25,8 +25,11 @@ Each row keeps the worst case (largest measured/bound) over points and users.  A
 Monte Carlo row carries a 99.7 % interval [low, high]; the verdict is the project's one
 rule :func:`theory.checks_api.upper_bound_holds`: HOLDS iff the upper end ``high`` is
 ≤ bound (the data must show the bound holds); the printed ``margin`` is bound / high, so
-HOLDS ⇔ margin ≥ 1.  Bounds come from
-:func:`theory.checks_api.lemma_bounds`.
+HOLDS ⇔ margin ≥ 1.  Bounds are theory's statements (:func:`theory.checks_api.lemma_statements`)
+evaluated on each measurement's own inputs: the measurements are kept as :class:`Record` s and judged
+by :func:`judge`, so a changed statement (:mod:`synthetic.mutations`) is judged on the same
+measurements.  The witnesses of :mod:`synthetic.witnesses` (tiny tasks where each derived bound is
+attained within a factor 2) are printed beside these rows.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from perfedavg.algorithms import PerFedAvgAlgorithm
 from perfedavg.engine.config import RunConfig
 from perfedavg.runs.registry import build_task
 from perfedavg.runs.resolve import resolve
-from theory import distances
-from theory.checks_api import BoundValue, CheckRow, lemma_bounds, must_hold, upper_bound_holds
+from theory.checks_api import CheckRow, lemma_statements, must_hold, upper_bound_holds
+from theory.statement import Statement
 
 from . import measure
 from .batched import run_seeds
@@ -123,42 +126,117 @@ class Row:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in d.items()}
 
 
-class _Worst:
-    """Keeps, per (task, alpha, key, provenance), the row with the largest ratio."""
+@dataclass(frozen=True)
+class Record:
+    r"""One measurement kept for judging (:func:`judge`): ``measured`` with its interval [low, high] (floats, or
+    arrays of one shape for a trajectory) and ``inputs``, every value the bounds of ``key`` are evaluated on
+    (the constants and the extra symbols), so that a changed statement (:mod:`synthetic.mutations`) is judged
+    on the same measurements.  ``slot`` groups the records of which a row keeps the worst."""
+
+    task: str
+    key: str
+    where: str
+    slot: str
+    measured: Any
+    low: Any
+    high: Any
+    inputs: dict[str, Any]
+
+
+#: the statements of a key, recalled form first: theory's lemma statements, and the trajectory keys
+Statements = dict[str, tuple[Statement, ...]]
+
+
+def default_statements() -> Statements:
+    """Theory's statements for every key a record can have (``..._trajectory``: the TV / W1 ones)."""
+    out = dict(lemma_statements())
+    for key in ("gamma_G2_tv", "gamma_H2_tv", "gamma_G2_w1", "gamma_H2_w1"):
+        out[key + "_trajectory"] = out[key]
+    return out
+
+
+class _Recorder:
+    """Collects :class:`Record` s; the rows are made by :func:`judge`."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, str, str, str], Row] = {}
+        self.records: list[Record] = []
 
     def add(
         self,
         task: str,
         where: str,
-        bounds: dict[str, tuple[BoundValue, ...]],
+        inputs: dict[str, Any],
         key: str,
         measured: float,
         low: float | None = None,
         high: float | None = None,
     ) -> None:
-        for b in bounds.get(key, ()):
-            row = Row(
-                task,
-                key,
-                b.label,
-                b.provenance,
-                float(measured),
-                float(measured if low is None else low),
-                float(measured if high is None else high),
-                float(b.value),
-                where,
-            )
-            slot = (task, where.split(",")[0], key, b.provenance, b.name)
-            old = self.rows.get(slot)
-            if old is None or row.ratio > old.ratio or (row.holds is False and old.holds):
-                self.rows[slot] = row
+        m = float(measured)
+        lo, hi = m if low is None else float(low), m if high is None else float(high)
+        self.records.append(Record(task, key, where, where.split(",")[0], m, lo, hi, dict(inputs)))
+
+
+def _row_of(record: Record, statement: Statement) -> Row:
+    """The row of one record against one statement (an array record: its point with the largest ratio)."""
+    label = statement.label + (" along run" if record.key.endswith("_trajectory") else "")
+    bound = statement(record.inputs)
+    if np.ndim(record.measured) == 0:
+        return Row(
+            record.task,
+            record.key,
+            label,
+            statement.provenance,
+            float(record.measured),
+            float(record.low),
+            float(record.high),
+            float(bound),
+            record.where,
+        )
+    measured = np.asarray(record.measured, float)
+    bound = np.broadcast_to(np.asarray(bound, float), measured.shape)
+    high = np.broadcast_to(np.asarray(record.high, float), measured.shape)
+    ratio = np.where(bound > 0, high / np.where(bound > 0, bound, 1.0), np.where(high > 0, np.inf, 0.0))
+    at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    low = np.broadcast_to(np.asarray(record.low, float), measured.shape)
+    return Row(
+        record.task,
+        record.key,
+        label,
+        statement.provenance,
+        float(measured[at]),
+        float(low[at]),
+        float(high[at]),
+        float(bound[at]),
+        f"{record.where}, worst at {tuple(int(i) for i in at)}; max measured {float(measured.max()):.4g}",
+    )
+
+
+def judge(records: list[Record], statements: Statements | None = None) -> list[Row]:
+    """Rows of ``records`` against ``statements`` (default: theory's, :func:`default_statements`): per
+    (task, slot, key, statement) the row with the largest measured / bound, a failing row before a holding one."""
+    statements = default_statements() if statements is None else statements
+    rows: dict[tuple[str, str, str, str, str], Row] = {}
+    for record in records:
+        for st in statements.get(record.key, ()):
+            if not set(st.arg_names) <= set(record.inputs):
+                continue
+            row = _row_of(record, st)
+            slot = (record.task, record.slot, record.key, st.provenance, st.name)
+            old = rows.get(slot)
+            if old is None or (row.holds, -row.ratio) < (old.holds, -old.ratio):
+                rows[slot] = row
+    return list(rows.values())
 
 
 def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progress: tqdm | None = None) -> list[Row]:
     """All rows for one task (see the module docstring)."""
+    return judge(task_records(name, options, samples=samples, progress=progress))
+
+
+def task_records(
+    name: str, options: dict[str, Any], *, samples: int = 4000, progress: tqdm | None = None
+) -> list[Record]:
+    """The measurements of :func:`check_task`, each with the inputs of its bounds."""
     task = build_task({"name": name, **options}).to(torch.float64)
     c = task.constants
     P = task.init_params(torch.Generator().manual_seed(0)).shape[0]
@@ -166,21 +244,21 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
     points = [task.init_params(torch.Generator().manual_seed(0)).double()]
     points += [torch.randn(P, generator=gen, dtype=torch.float64) * s / math.sqrt(P) for s in (1.0, 4.0)]
     w1_users = measure.task_module(task).w1_to_mixture(task.train)
-    worst = _Worst()
+    rec = _Recorder()
     for frac in ALPHA_FRACTIONS:
         alpha = frac / c["L"]
         tag = f"alpha={frac:g}/L"
         consts = measure.global_constants(task, alpha, D=BATCH, D1=BATCH, D2=BATCH, delta=1e-2)
-        bounds = lemma_bounds(consts)
+        inputs = consts.as_dict()
         pairs = measure.sample_pairs(P, 9, scales=(0.0, 1.0, 4.0), seed=2)
-        worst.add(name, tag, bounds, "L_F", measure.smoothness_F(task, alpha, pairs))
+        rec.add(name, tag, inputs, "L_F", measure.smoothness_F(task, alpha, pairs))
         for wi, w in enumerate(points):
             where = f"{tag}, point {wi}"
-            worst.add(name, where, bounds, "gamma_F2", measure.dissimilarity_F(task, w, alpha))
+            rec.add(name, where, inputs, "gamma_F2", measure.dissimilarity_F(task, w, alpha))
             sG2 = sigma_G2_at(task.per_sample_loss, w, task.train)
             for client in (0, 1):
                 # the bias lemma needs the inner-batch variance at w only: the exact sigma_G,i(w)
-                local = lemma_bounds(consts.replace(sigma_G=math.sqrt(max(float(sG2[client]), 0.0))))
+                local = consts.replace(sigma_G=math.sqrt(max(float(sG2[client]), 0.0))).as_dict()
                 for algorithm, bias_key, mse_key in DIRECTION_BOUNDS:
                     st = measure.direction_stats(
                         task,
@@ -195,7 +273,7 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
                         samples=samples,
                         seed=100 * wi + client,
                     )
-                    worst.add(
+                    rec.add(
                         name,
                         f"{where}, user {client}",
                         local,
@@ -204,10 +282,10 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
                         max(st.bias - st.bias_halfwidth, 0.0),
                         st.bias + st.bias_halfwidth,
                     )
-                    worst.add(
+                    rec.add(
                         name,
                         f"{where}, user {client}",
-                        bounds,
+                        inputs,
                         mse_key,
                         st.mse,
                         st.mse - st.mse_halfwidth,
@@ -220,32 +298,41 @@ def check_task(name: str, options: dict[str, Any], *, samples: int = 4000, progr
         g = torch.randn(P, generator=gen, dtype=torch.float64)
         g = g / g.norm() * c["B"]
         for delta in (1e-1, 1e-2, 1e-3):
-            b = lemma_bounds(measure.global_constants(task, 0.0, delta=delta), g_norm=c["B"])
-            worst.add(
+            inputs = {**measure.global_constants(task, 0.0, delta=delta).as_dict(), "g_norm": c["B"]}
+            rec.add(
                 name,
                 f"any alpha, point {wi}, delta={delta:g}",
-                b,
+                inputs,
                 "hf_hvp_error",
                 measure.hf_error(task, w, 0, g, delta),
             )
         het = measure.heterogeneity_at(task, w, w1_users)
-        b = lemma_bounds(
-            measure.global_constants(task, 0.0), tv=het.tv, w1=het.w1, L_theta=het.L_theta, rho_theta=het.rho_theta
-        )
+        inputs = {
+            **measure.global_constants(task, 0.0).as_dict(),
+            "tv": het.tv,
+            "w1": het.w1,
+            "L_theta": het.L_theta,
+            "rho_theta": het.rho_theta,
+        }
         where = f"any alpha, point {wi}"
-        worst.add(name, where, b, "gamma_G2_tv", het.gamma_G2)
-        worst.add(name, where, b, "gamma_H2_tv", het.gamma_H2)
-        worst.add(name, where, b, "gamma_G2_w1", het.gamma_G2)
-        worst.add(name, where, b, "gamma_H2_w1", het.gamma_H2)
+        rec.add(name, where, inputs, "gamma_G2_tv", het.gamma_G2)
+        rec.add(name, where, inputs, "gamma_H2_tv", het.gamma_H2)
+        rec.add(name, where, inputs, "gamma_G2_w1", het.gamma_G2)
+        rec.add(name, where, inputs, "gamma_H2_w1", het.gamma_H2)
     if progress:
         progress.update(1)
-    return list(worst.rows.values())
+    return rec.records
 
 
 def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
     r"""The TV and W1 statements of docs/paper.md §6 (``theory.distances``) checked at every recorded
     :math:`\bar w` of short Per-FedAvg runs (``TRAJECTORY``): one row per statement, the point with the
     largest measured / bound, the largest measured value over the trajectory in ``where``."""
+    return judge(trajectory_records(name, options))
+
+
+def trajectory_records(name: str, options: dict[str, Any]) -> list[Record]:
+    """The measurements of :func:`trajectory_rows`: one array record per statement (seeds x points)."""
     T = TRAJECTORY
     _, task = resolve(RunConfig(K=1, dtype="float64", task={"name": name, **options}))
     L = task.constants["L"]
@@ -269,50 +356,39 @@ def trajectory_rows(name: str, options: dict[str, Any]) -> list[Row]:
     assert gamma_G2 is not None and gamma_H2 is not None and lip is not None  # track_heterogeneity=True records them
     c = task.constants
     tv, w1 = c["tv_rms"], rms(measure.task_module(task).w1_to_mixture(task.train))
-    cases = (
-        ("gamma_G2_tv", distances.tv_gradient_bound(), gamma_G2, dict(B=c["B"], tv=tv)),
-        ("gamma_H2_tv", distances.tv_hessian_bound(), gamma_H2, dict(L=c["L"], tv=tv)),
-        ("gamma_G2_w1", distances.w1_gradient_bound(), gamma_G2, dict(L_theta=lip[..., 0], w1=w1)),
-        ("gamma_H2_w1", distances.w1_hessian_bound(), gamma_H2, dict(rho_theta=lip[..., 1], w1=w1)),
-    )
-    rows = []
+    inputs = {"B": c["B"], "L": c["L"], "tv": tv, "w1": w1, "L_theta": lip[..., 0], "rho_theta": lip[..., 1]}
     S, N = gamma_G2.shape
-    for key, statement, measured, values in cases:
-        bound = np.broadcast_to(np.asarray(statement(**values), float), measured.shape)
-        ratio = np.where(bound > 0, measured / np.where(bound > 0, bound, 1.0), np.where(measured > 0, np.inf, 0.0))
-        s_, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        m, b = float(measured[s_, j]), float(bound[s_, j])
-        rows.append(
-            Row(
-                name,
-                key + "_trajectory",
-                statement.label + " along run",
-                statement.provenance,
-                m,
-                m,
-                m,
-                b,
-                f"trajectory: {S} seeds x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "
-                f"alpha={T['alpha_L']:g}/L, beta={T['beta_L']:g}/L), worst at seed {T['seeds'][s_]} point {j}; "
-                f"max measured {float(measured.max()):.4g}",
-            )
-        )
-    return rows
+    where = (
+        f"trajectory: {S} seeds {T['seeds']} x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "
+        f"alpha={T['alpha_L']:g}/L, beta={T['beta_L']:g}/L)"
+    )
+    cases = (("gamma_G2_tv", gamma_G2), ("gamma_H2_tv", gamma_H2), ("gamma_G2_w1", gamma_G2), ("gamma_H2_w1", gamma_H2))
+    return [
+        Record(name, key + "_trajectory", where, "trajectory", measured, measured, measured, inputs)
+        for key, measured in cases
+    ]
 
 
 def run_checks(
     tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True
 ) -> list[Row]:
     """Rows of every default task."""
+    return judge(collect(tasks, samples=samples, show_progress=show_progress))
+
+
+def collect(
+    tasks: tuple[tuple[str, dict[str, Any]], ...] = DEFAULT_TASKS, samples: int = 4000, show_progress: bool = True
+) -> list[Record]:
+    """Every measurement of the default tasks (:func:`task_records`, :func:`trajectory_records`)."""
     total = len(tasks) * (len(ALPHA_FRACTIONS) * 3 + 2)
     with tqdm(total=total, desc="check", unit="step", disable=not show_progress, leave=False) as bar:
-        rows = []
+        records = []
         for name, options in tasks:
             bar.set_postfix_str(name)
-            rows += check_task(name, options, samples=samples, progress=bar)
-            rows += trajectory_rows(name, options)
+            records += task_records(name, options, samples=samples, progress=bar)
+            records += trajectory_records(name, options)
             bar.update(1)
-    return rows
+    return records
 
 
 def format_table(rows: list[Row]) -> str:

@@ -64,7 +64,9 @@ def evaluate(statement: Statement, constants: Constants, **extra: float) -> Boun
     )
 
 
-def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
+def lemma_statements() -> dict[str, tuple[Statement, ...]]:
+    r"""The statements behind each key of :func:`lemma_bounds`, recalled form first (e.g. ``"L_F"``: 4L + αρB
+    [recalled], L(1+αL)² + αρB [derived]); a check that keeps its inputs re-judges them on a changed map."""
     return {
         "L_F": (lemmas.smoothness_recalled(), lemmas.smoothness_derived()),
         "bias": (lemmas.bias_recalled(), lemmas.bias_derived()),
@@ -80,6 +82,10 @@ def _lemma_statements() -> dict[str, tuple[Statement, ...]]:
         "gamma_G2_w1": (distances.w1_gradient_bound(),),
         "gamma_H2_w1": (distances.w1_hessian_bound(),),
     }
+
+
+#: the former private name, still read by ``perfedavg bounds``
+_lemma_statements = lemma_statements
 
 
 def lemma_bounds(
@@ -109,7 +115,7 @@ def lemma_bounds(
     }
     have = set(constants.as_dict()) | set(extra)
     out: dict[str, tuple[BoundValue, ...]] = {}
-    for key, sts in _lemma_statements().items():
+    for key, sts in lemma_statements().items():
         vals = tuple(evaluate(s, constants, **extra) for s in sts if set(s.arg_names) <= have)
         if vals:
             out[key] = vals
