@@ -119,7 +119,7 @@ class Plan:
     workers: int | None = None
     #: the sweep runner's backend: ``local`` (a process pool here) or ``ray``
     backend: str = "local"
-    #: task options of every cell beyond the data root (e.g. ``{"clients": 10, "a": 4}``; default: the paper's split)
+    #: task options of every cell beyond the data root (e.g. ``{"n_clients": 10, "a": 4}``; default: the paper's split)
     task: Mapping[str, Any] = field(default_factory=dict)
     #: run options overriding the paper's hyper-parameters (e.g. ``{"D": 4}``; default: none)
     settings: Mapping[str, Any] = field(default_factory=dict)

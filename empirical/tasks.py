@@ -39,7 +39,7 @@ class ImageTaskOptions:
     data_dir: str = option_field("data root ('' = $PERFEDAVG_DATA, else the user cache)", "")
     download: bool = option_field("download the official archives when the data are missing (needs network)", False)
     partition: str = option_field("users' split: paper | dirichlet | classes", "paper")
-    clients: int = option_field("number of users n (>= 2; even for the paper's split)", 50)
+    n_clients: int = option_field("number of users n (>= 2; even for the paper's split)", 50)
     a: int = option_field("paper split: images per class a (0 = the paper's: 196 MNIST, 68 CIFAR-10)", 0)
     concentration: float = option_field("dirichlet split: concentration c (> 0)", DEFAULT_CONCENTRATION)
     classes_per_client: int = option_field("classes split: classes per user k (>= 1)", 2)
@@ -65,7 +65,11 @@ class ImageTaskOptions:
             "image", "partition", self.partition, self.partition in PARTITIONS, f"one of {', '.join(PARTITIONS)}"
         )
         check_option(
-            "image", "clients", self.clients, isinstance(self.clients, int) and self.clients >= 2, "an integer >= 2"
+            "image",
+            "n_clients",
+            self.n_clients,
+            isinstance(self.n_clients, int) and self.n_clients >= 2,
+            "an integer >= 2",
         )
         check_option("image", "a", self.a, isinstance(self.a, int) and self.a >= 0, "an integer >= 0")
         check_option("image", "concentration", self.concentration, self.concentration > 0, "> 0")
@@ -119,9 +123,9 @@ def _client_data(x: np.ndarray, y: np.ndarray, parts, mean, std) -> ClientData:
 def partition_options(name: str, o: ImageTaskOptions) -> dict[str, Any]:
     """The keyword arguments of :func:`empirical.partition.make_partition` that ``o`` describes."""
     by_scheme: dict[str, dict[str, Any]] = {
-        "paper": {"num_clients": o.clients, "a": o.a or PAPER_A[name]},
-        "dirichlet": {"num_clients": o.clients, "concentration": o.concentration},
-        "classes": {"num_clients": o.clients, "classes_per_client": o.classes_per_client},
+        "paper": {"num_clients": o.n_clients, "a": o.a or PAPER_A[name]},
+        "dirichlet": {"num_clients": o.n_clients, "concentration": o.concentration},
+        "classes": {"num_clients": o.n_clients, "classes_per_client": o.classes_per_client},
     }
     return by_scheme[o.partition]
 

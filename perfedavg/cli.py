@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from perfedavg.errors import UsageError
+from perfedavg.words import HelpFormatter, closest
 
 #: subcommand name -> module that defines ``register(subparsers)``
 COMMANDS = {
@@ -29,7 +30,12 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2 (argparse's own convention)."""
+    """argparse with one-line errors and exit status 2 (argparse's own convention), and help text
+    wrapped to the terminal by the one formatter of :class:`perfedavg.words.HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["formatter_class"] = HelpFormatter  # every parser, nested ones included: one look
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         # "perfedavg: error: <message>" for the top level, "perfedavg: error: perfedavg run: <message>" below it
@@ -55,12 +61,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--flag`` of ``parser`` and of the subcommands below it."""
+    flags = []
+    for action in parser._actions:
+        flags += [s for s in action.option_strings if s.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                flags += _option_strings(child)
+    return flags
+
+
+def _hint(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> str:
+    """What the user probably meant by the arguments argparse did not recognize: ``--set KEY VALUE``
+    written for ``--set KEY=VALUE``, or a flag spelt another way (``--sigma_G`` for ``--sigma-G``)."""
+    bare = [item for item in getattr(args, "overrides", None) or [] if "=" not in item]
+    if bare and not extra[0].startswith("-"):
+        return f"; --set takes one KEY=VALUE: write --set {bare[0]}={extra[0]}"
+    flag = next((e.split("=", 1)[0] for e in extra if e.startswith("--")), None)
+    if flag is None:
+        return ""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = _option_strings(sub.choices[args.command])
+    kebab = flag.replace("_", "-")
+    if kebab != flag and kebab in flags:
+        return f"; flags are written with '-', not '_': {kebab}"
+    if hasattr(args, "overrides"):  # a config option given as a flag: --alpha 0.1 for --set alpha=0.1
+        from perfedavg.engine.config import field_docs
+
+        option = closest(flag[2:], [name for name in field_docs() if name != "task"])
+        if option is not None:
+            return f"; config options are set with --set: --set {option}=VALUE"
+    match = closest(flag, flags)
+    return f"; did you mean {match}?" if match else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:  # named with the subcommand they were given to (argparse reports them at the top level)
-            raise UsageError(f"perfedavg {args.command}: unrecognized arguments: {' '.join(extra)}")
+            raise UsageError(
+                f"perfedavg {args.command}: unrecognized arguments: {' '.join(extra)}{_hint(parser, args, extra)}"
+            )
         status = args.func(args)
     except UsageError as exc:
         print(f"perfedavg: error: {exc}", file=sys.stderr)

@@ -356,7 +356,7 @@ def test_table1_on_cuda_equals_the_cpu_table(tmp_path):
         "K": 2,
         "workers": 2,
         "data_dir": str(root),
-        "task": {"clients": 10, "a": 4},
+        "task": {"n_clients": 10, "a": 4},
         "eval_batch": 4,
     }
     settings = {"D": 4, "D1": 4, "D2": 4, "beta": 0.05, "dtype": "float64"}

@@ -53,7 +53,7 @@ def test_table1_end_to_end_resumable_with_extra_column(tiny_root, tmp_path):
         K=2,
         workers=2,
         data_dir=str(tiny_root),
-        task={"clients": 10, "a": 4},
+        task={"n_clients": 10, "a": 4},
         settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
     )
     out = tmp_path / "t1"
@@ -102,7 +102,7 @@ def test_eval_batch_is_one_sgd_step_from_its_own_stream(tiny_root, tmp_path):
         K=2,
         workers=1,
         data_dir=str(tiny_root),
-        task={"clients": 10, "a": 4},
+        task={"n_clients": 10, "a": 4},
         settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
     )
     full = run_plan(plan, tmp_path / "a", progress=False)
@@ -188,7 +188,7 @@ def test_more_rounds_continue_cells_bit_for_bit_and_other_settings_rerun(tiny_ro
         seeds=1,
         K=2,
         data_dir=str(tiny_root),
-        task={"clients": 10, "a": 4},
+        task={"n_clients": 10, "a": 4},
         settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
     )
     run_plan(base, tmp_path / "a", progress=False)
@@ -229,7 +229,7 @@ def test_fedavg_cells_of_another_alpha_evaluate_their_twins_model(tiny_root, tmp
         seeds=1,
         K=2,
         data_dir=str(tiny_root),
-        task={"clients": 10, "a": 4},
+        task={"n_clients": 10, "a": 4},
         settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
     )
     table = run_plan(plan, tmp_path / "t", progress=False)
@@ -273,7 +273,7 @@ def test_run_from_trained_refuses_another_training_and_writes_nothing(tiny_root,
         seeds=1,
         K=2,
         data_dir=str(tiny_root),
-        task={"clients": 10, "a": 4},
+        task={"n_clients": 10, "a": 4},
         settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
     )
     fedavg, fo = tmp_path / "fedavg", tmp_path / "fo"

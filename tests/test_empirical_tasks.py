@@ -47,7 +47,7 @@ def check_paper_task(task, ds, options: ImageTaskOptions, name: str) -> None:
     part = make_partition(
         "paper", ds.y_train, ds.y_test, seed=options.partition_seed, **partition_options(name, options)
     )
-    n, a = options.clients, partition_options(name, options)["a"]
+    n, a = options.n_clients, partition_options(name, options)["a"]
     a_test = paper_test_a(a, len(ds.y_train), len(ds.y_test))
     for data, parts, source_x, demand in (
         (task.train, part.train, ds.x_train, paper_demand(n, a)),
@@ -71,7 +71,7 @@ def check_paper_task(task, ds, options: ImageTaskOptions, name: str) -> None:
 
 
 def test_paper_split_task_exact_counts_and_no_image_twice(tiny_root):
-    options = ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)
+    options = ImageTaskOptions(data_dir=str(tiny_root), n_clients=10, a=4)
     task = build_image_task("mnist", options)
     ds = load_dataset("mnist", str(tiny_root))
     check_paper_task(task, ds, options, "mnist")
@@ -80,7 +80,7 @@ def test_paper_split_task_exact_counts_and_no_image_twice(tiny_root):
 
 
 def test_fast_oracle_agrees_with_autograd_on_the_task(tiny_root):
-    task = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)).to(torch.float64)
+    task = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), n_clients=10, a=4)).to(torch.float64)
     oracle = make_oracle(task)
     W = task.init_params(torch.Generator().manual_seed(0)).to(torch.float64).expand(3, -1).clone()
     X, Y, _ = task.train.gather(torch.arange(3))
@@ -98,7 +98,7 @@ def test_round_strategy_option_reaches_the_oracle_and_changes_round_off_only(tin
     from perfedavg.engine.config import RunConfig
     from perfedavg.engine.rounds import local_round
 
-    base = ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4)
+    base = ImageTaskOptions(data_dir=str(tiny_root), n_clients=10, a=4)
     forced = build_image_task("mnist", replace(base, round_strategy=strategy)).to(torch.float64)
     auto = build_image_task("mnist", base).to(torch.float64)
     oracle = make_oracle(forced)
@@ -126,7 +126,7 @@ def test_a_forced_sample_space_that_does_not_fit_is_refused_before_anything_is_w
         str(out),
         "--set=task.name=mnist",
         f"--set=task.data_dir={tiny_root}",
-        "--set=task.clients=10",
+        "--set=task.n_clients=10",
         "--set=task.a=4",
         "--set=K=1",
         "--set=D=4",
@@ -160,8 +160,8 @@ def test_normalized_is_per_channel():
 
 def test_normalize_none_feeds_plain_x_over_255(tiny_root):
     ds = load_dataset("mnist", str(tiny_root))
-    plain = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4, normalize="none"))
-    standard = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), clients=10, a=4))
+    plain = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), n_clients=10, a=4, normalize="none"))
+    standard = build_image_task("mnist", ImageTaskOptions(data_dir=str(tiny_root), n_clients=10, a=4))
     part = make_partition("paper", ds.y_train, ds.y_test, seed=0, num_clients=10, a=4)
     used = np.concatenate(part.train)
     expected = torch.from_numpy(ds.x_train[used].reshape(len(used), -1)).float() / 255.0

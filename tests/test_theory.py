@@ -78,8 +78,8 @@ def test_theory_never_imports_torch():
         "import argparse, theory, theory.symbols, theory.constants, theory.statement, theory.lemmas,"
         " theory.distances, theory.theorem, theory.checks_api, theory.cli\n"
         "p = argparse.ArgumentParser(); theory.cli.register(p.add_subparsers())\n"
-        "a = p.parse_args(['bounds', '--L', '1', '--rho', '1', '--B', '1', '--sigma_G', '1', '--sigma_H', '1',"
-        " '--gamma_G', '1', '--gamma_H', '1', '--F0_gap', '1'])\n"
+        "a = p.parse_args(['bounds', '--L', '1', '--rho', '1', '--B', '1', '--sigma-G', '1', '--sigma-H', '1',"
+        " '--gamma-G', '1', '--gamma-H', '1', '--F0-gap', '1'])\n"
         "assert a.func(a) == 0\n"
     )
 

@@ -51,7 +51,7 @@ def test_bounds_flags_override_file(toml, capsys):
 def test_bounds_flags_only_json(capsys):
     argv = ["bounds", "--json", "--variant", "exact"]
     for k, v in BASE.items():
-        argv += [f"--{k}", str(v)]
+        argv += [f"--{k.replace('_', '-')}", str(v)]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     conv = data["convergence"]["exact"]
@@ -73,7 +73,7 @@ def test_bounds_help_lists_every_option(capsys):
         main(["bounds", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--constants", "--latex", "--json", "--variant", "--F0_gap", "--D1", "--D2", "--sigma_H"):
+    for opt in ("--constants", "--latex", "--json", "--variant", "--F0-gap", "--D1", "--D2", "--sigma-H"):
         assert opt in out
 
 

@@ -47,6 +47,11 @@ class _CorollaryRow(TypedDict):
     rate_exponent: float
 
 
+def _flag(name: str) -> str:
+    """The flag of a constant: kebab-case, the symbol's case kept (sigma_G -> --sigma-G, F0_gap -> --F0-gap)."""
+    return "--" + name.replace("_", "-")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     r"""Add the ``bounds`` subcommand to an argparse ``subparsers`` object; sets ``func``."""
     p = subparsers.add_parser(
@@ -73,12 +78,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     for name, (_, _, integer, help_) in _RULES.items():
         p.add_argument(
-            f"--{name}", dest=f"c_{name}", metavar="N" if integer else "X", type=float, default=None, help=help_
+            _flag(name), dest=f"c_{name}", metavar="N" if integer else "X", type=float, default=None, help=help_
         )
     for name, help_ in _EXTRA_FLAGS.items():
-        p.add_argument(
-            f"--{name.replace('_', '-')}", dest=f"e_{name}", metavar="X", type=float, default=None, help=help_
-        )
+        p.add_argument(_flag(name), dest=f"e_{name}", metavar="X", type=float, default=None, help=help_)
     p.add_argument(
         "--variant",
         choices=(*_VARIANTS, "all"),
@@ -110,7 +113,7 @@ def extras_from_args(args: argparse.Namespace) -> dict[str, float]:
         value = getattr(args, f"e_{name}", None)
         if value is None:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         if not math.isfinite(value) or value < 0 or (name == "tv" and value > 1):
             allowed = "in [0, 1]" if name == "tv" else "a finite number >= 0"
             raise UsageError(f"{flag}={value:g} is out of range: must be {allowed}")

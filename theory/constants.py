@@ -25,6 +25,7 @@ from typing import Any
 
 from perfedavg.errors import UsageError
 from perfedavg.runs.config import read_toml  # the project's one TOML reader (torch-free)
+from perfedavg.words import did_you_mean
 
 # (lower, lower_inclusive, must_be_integer, help)
 _RULES: dict[str, tuple[float, bool, bool, str]] = {
@@ -106,7 +107,9 @@ class Constants:
     def __post_init__(self) -> None:
         for name, (low, inclusive, integer, help_) in _RULES.items():
             raw = getattr(self, name)
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            if isinstance(raw, bool):  # TOML `L = true` is a mistake, not the number 1
+                raise UsageError(f"constant {name}={str(raw).lower()} is a boolean, not a number ({help_})")
+            if not isinstance(raw, (int, float)):
                 try:
                     value = float(raw)
                 except (TypeError, ValueError):
@@ -145,11 +148,17 @@ class Constants:
         names = set(cls.field_names())
         unknown = sorted(set(values) - names)
         if unknown:
-            raise UsageError(f"unknown constant(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}")
+            raise UsageError(
+                f"unknown constant {unknown[0]!r}{did_you_mean(unknown[0], names)}; "
+                f"allowed: {', '.join(cls.field_names())}"
+            )
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         missing = [k for k in required if k not in values]
         if missing:
-            raise UsageError(f"missing constant(s) {', '.join(missing)} (no default: a task must give them)")
+            raise UsageError(
+                f"missing {'constant' if len(missing) == 1 else 'constants'} {', '.join(missing)} (no default: "
+                "a task must give them; `perfedavg bounds --task NAME` takes a synthetic task's exact ones)"
+            )
         return cls(**dict(values))
 
     @classmethod

@@ -17,6 +17,7 @@ from perfedavg.bench.workload import SHAPES, VARIANTS
 from perfedavg.errors import UsageError
 from perfedavg.outputs import output_file
 from perfedavg.runs.rundir import atomic_write_text
+from perfedavg.words import plural
 
 #: picture formats ``--plot`` writes (matplotlib's, by the file's suffix)
 PLOT_FORMATS = (".png", ".pdf", ".svg")
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "torch.optim.SGD loop with a deepcopy per client, interleaved round by round in the same run. Prints "
         "JSON: median ms per round of both, their ratio, matmul FLOPs per round, and the fraction of this "
         "machine's bmm throughput (measured in the same run on the first layer's shapes) the engine achieves, "
-        "and how far that throughput moved within the run (more than 15%%: the host was busy, and a warning "
+        "and how far that throughput moved within the run (more than 15%: the host was busy, and a warning "
         "says so). --repeat N runs it all N times and adds the distribution over the runs; --pool FILE... "
         "pools saved results without timing anything; --plot FILE draws the runs.",
         epilog="On a loaded machine wall times with several threads are dominated by OpenMP threads waiting for "
@@ -164,9 +165,9 @@ def main(args: argparse.Namespace) -> int:
         busy = sum(not run["host_quiet"] for run in runs)
         if busy:
             print(
-                f"perfedavg bench: warning: the host was busy in {busy} of {len(runs)} run(s) (bmm throughput moved "
-                f"by more than {QUIET_SPREAD:.0%} within the run; JSON: matmul_gflops_spread, host_quiet): their "
-                f"ratios are not representative",
+                f"perfedavg bench: warning: the host was busy in {busy} of {plural(len(runs), 'run')} "
+                f"(bmm throughput moved by more than {QUIET_SPREAD:.0%} within the run; JSON: matmul_gflops_spread, "
+                "host_quiet): their ratios are not representative",
                 file=sys.stderr,
             )
         result = (
@@ -190,8 +191,8 @@ def main(args: argparse.Namespace) -> int:
         shape = result["workload"]
         plot_bench(
             pooled,
-            f"perfedavg bench: {pooled['runs']} run(s), {shape['shape']} shape "
-            f"(MLP {'-'.join(map(str, shape['mlp']))}), {result['dtype']}, {result['threads']} thread(s), "
+            f"perfedavg bench: {plural(pooled['runs'], 'run')}, {shape['shape']} shape "
+            f"(MLP {'-'.join(map(str, shape['mlp']))}), {result['dtype']}, {plural(result['threads'], 'thread')}, "
             f"{result['device']}",
             args.plot,
         )

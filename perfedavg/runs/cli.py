@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
-import textwrap
 from dataclasses import MISSING, fields
 
 from perfedavg.engine.config import field_defaults, field_docs
@@ -14,6 +12,7 @@ from perfedavg.runs.config import dumps_toml, load_run_config
 from perfedavg.runs.registry import TASKS, task_spec
 from perfedavg.runs.resume import load_resume_config
 from perfedavg.runs.runner import run_config
+from perfedavg.words import fill_block
 
 
 def _row(name: str, doc: str, default, width: int) -> str:
@@ -23,13 +22,9 @@ def _row(name: str, doc: str, default, width: int) -> str:
         if not isinstance(default, dict)
         else "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
     )
-    return textwrap.fill(
-        f"{doc} [default: {shown}]",
-        width=100,
-        initial_indent=f"  {name:<{width}} ",
-        subsequent_indent=" " * (width + 3),
-        break_on_hyphens=False,
-    )
+    # one line, the name padded to its column and two spaces at least: the help formatter (or
+    # fill_block, for --list-tasks) wraps it under its text column at the terminal's width
+    return f"  {name:<{width}}  {doc} [default: {shown}]"
 
 
 def _options_text() -> str:
@@ -53,7 +48,7 @@ def task_listing() -> str:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             rows.append(_row(f"task.{f.name}", f.metadata.get("doc", ""), default, 23))
         blocks.append("\n".join(rows))
-    return (
+    return fill_block(
         "Task options (--set task.KEY=VALUE, or a [task] table in --config; the chosen task's defaults fill "
         "the rest):\n\n" + "\n\n".join(blocks)
     )
@@ -63,32 +58,28 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "run",
         help="run FedAvg or Per-FedAvg on a task and write a run directory",
-        description=textwrap.fill(
+        description=(
             "Run FedAvg / Per-FedAvg (FO, HF, exact) and write DIR/config.toml (resolved config), "
             "DIR/metrics.jsonl (one JSON record per evaluated round), DIR/summary.json (status, wall and CPU "
             "seconds, versions), DIR/checkpoint.pt and DIR/curves.png. Without --config the embedded default runs "
             "(synthetic softmax regression). Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
             "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf) or out of "
             "memory (status failed; the last good round is kept either way), 2 bad input (one line naming "
-            "the option; nothing written), 130/143 interrupted.",
-            width=100,
+            "the option; nothing written), 130/143 interrupted."
         ),
         epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults:\n"
         + _options_text()
         + "\n\n"
-        + textwrap.fill(
+        + (
             "Users per round: m = floor(r*n) for the task's n users; r*n < 1 is refused. The batch sizes "
             "D, D' (D1) and D'' (D2) must not exceed the smallest user's number of training samples "
-            "(Per-FedAvg draws all three, FedAvg only D).",
-            width=100,
+            "(Per-FedAvg draws all three, FedAvg only D)."
         )
         + "\n\n"
-        + textwrap.fill(
+        + (
             "Task options: --set task.KEY=VALUE (e.g. --set task.h=0.9). `perfedavg run --list-tasks` "
-            "lists every task with its options, defaults and ranges.",
-            width=100,
+            "lists every task with its options, defaults and ranges."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",

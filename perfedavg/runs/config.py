@@ -16,8 +16,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from perfedavg.engine.config import RunConfig
+from perfedavg.algorithms import ALGORITHMS
+from perfedavg.engine.config import RunConfig, check_value_type
 from perfedavg.errors import UsageError
+from perfedavg.words import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +54,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` with ``value`` read as a TOML literal (a bare word is a string)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
+    if not sep and key and " " not in key:
+        raise UsageError(f"--set {item!r} has no '=': write --set {key}=VALUE (e.g. --set alpha=0.01)")
     if not sep or not key:
         raise UsageError(f"--set {item!r} must look like key=value (e.g. --set alpha=0.01)")
     try:
@@ -84,12 +88,42 @@ def build_config(base: Mapping[str, Any] | None = None, overrides: Sequence[str]
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(data) - known, key=str)
     if unknown:
+        hint = did_you_mean(unknown[0], known - {"task"})
+        if hint:
+            raise UsageError(f"unknown option {unknown[0]!r}{hint}; `perfedavg run --help` lists every option")
         raise UsageError(f"unknown option {unknown[0]!r}; known options: {', '.join(sorted(known - {'task'}))}")
+    algorithm = data.get("algorithm")
+    if isinstance(algorithm, str) and algorithm not in ALGORITHMS:
+        raise UsageError(
+            f"algorithm={algorithm!r} is not one of {', '.join(ALGORITHMS)}{did_you_mean(algorithm, ALGORITHMS)}"
+        )
+    for f in fields(RunConfig):
+        if f.name in data:
+            data[f.name] = checked_number(f.name, data[f.name], str(f.type), f.metadata.get("doc", ""))
     bad_keys = [k for k in task if not isinstance(k, str) or not k]
     if bad_keys:
         raise UsageError(f"task option {bad_keys[0]!r} is not a valid option name")
     task.setdefault("name", "softmax")
     return RunConfig(**data, task=task)
+
+
+def checked_number(name: str, value: Any, annotation: str, doc: str = "") -> Any:
+    """``value`` for an option annotated ``annotation`` (``"int"``, ``"float"``, ...), as the option's type.
+
+    A whole number written as a float is an integer (``K=1e3`` is 1000; ``K=1.5`` is refused); a
+    boolean is never a number (TOML ``L = true`` is refused, not read as 1); other values, and other
+    annotations, are returned as given for the option's own checks.
+    """
+    if annotation not in ("int", "float"):
+        return value
+    where = f" ({doc})" if doc else ""
+    if isinstance(value, bool):
+        raise UsageError(f"{name}={toml_value(value)} is a boolean, not a number{where}")
+    if annotation == "int" and isinstance(value, float) and math.isfinite(value):
+        if not value.is_integer():
+            raise UsageError(f"{name}={value:g} is not a whole number{where}")
+        value = int(value)
+    return check_value_type(name, value, int if annotation == "int" else float, doc)
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from perfedavg.errors import UsageError
+from perfedavg.words import did_you_mean
 
 #: task name -> "module:TaskSpec attribute"
 TASKS = {
@@ -24,6 +25,9 @@ TASKS = {
     "mnist": "empirical.tasks:MNIST",
     "cifar10": "empirical.tasks:CIFAR10",
 }
+
+#: task options that had another name, refused with the new one: old name -> the one every task uses now
+RENAMED_OPTIONS = {"clients": "n_clients"}
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class TaskSpec:
 def task_spec(name: str) -> TaskSpec:
     target = TASKS.get(name)
     if target is None:
-        raise UsageError(f"task.name={name!r} is not one of {', '.join(sorted(TASKS))}")
+        raise UsageError(f"task.name={name!r} is not one of {', '.join(sorted(TASKS))}{did_you_mean(name, TASKS)}")
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -55,7 +59,18 @@ def task_options(table: Mapping[str, Any]):
     known = {f.name for f in fields(spec.options)}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise UsageError(f"unknown option task.{unknown[0]} for task {name!r}; known: {', '.join(sorted(known))}")
+        new = RENAMED_OPTIONS.get(unknown[0])
+        if new in known:
+            raise UsageError(f"task.{unknown[0]} is now called task.{new}: write task.{new} = {table[unknown[0]]!r}")
+        raise UsageError(
+            f"unknown option task.{unknown[0]} for task {name!r}{did_you_mean(unknown[0], known)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    from perfedavg.runs.config import checked_number  # runs.config imports the engine's config: not at import
+
+    for f in fields(spec.options):
+        if f.name in table:
+            table[f.name] = checked_number(f"task.{f.name}", table[f.name], str(f.type), f.metadata.get("doc", ""))
     try:
         return spec.options(**table)
     except TypeError as exc:

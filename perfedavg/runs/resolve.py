@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from perfedavg.engine.config import RunConfig, check_value_type
 from perfedavg.errors import UsageError
 from perfedavg.runs import registry
+from perfedavg.runs.config import checked_number
 
 if TYPE_CHECKING:
     from perfedavg.engine.task import Task
@@ -97,10 +98,10 @@ def is_allocation_failure(exc: BaseException) -> bool:
 #: the ``perfedavg data partition`` flags a split's errors name, and the ``perfedavg run`` words for them
 #: (the run derives the test split's a from task.a, so it has no option of its own)
 _PARTITION_TERMS = (
-    ("lower --a / --a-test or --clients", "lower task.a or task.clients"),
+    ("lower --a / --a-test or --clients", "lower task.a or task.n_clients"),
     ("--a-test must be", "the test split's a (derived from task.a and the test set's size) must be"),
     ("--a must be", "task.a must be"),
-    ("--clients must be", "task.clients must be"),
+    ("--clients must be", "task.n_clients must be"),
     ("for --scheme paper", "for task.partition = paper"),
 )
 
@@ -130,7 +131,10 @@ def _typed_task_table(table: Mapping[str, Any]) -> dict[str, Any]:
         doc = f.metadata.get("doc", "")
         if expected in (int, float) and isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"task.{key}={value} is out of range: must be a finite number ({doc})")
-        typed[key] = check_value_type(f"task.{key}", value, expected, doc)
+        if expected in (int, float):  # the run options' rule: 1e3 is an integer, true is not a number
+            typed[key] = checked_number(f"task.{key}", value, expected.__name__, doc)
+        else:
+            typed[key] = check_value_type(f"task.{key}", value, expected, doc)
     return typed
 
 

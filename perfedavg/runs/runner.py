@@ -58,6 +58,7 @@ from perfedavg.runs.status import (
     is_finished,
     training_differences,
 )
+from perfedavg.words import plural
 
 if TYPE_CHECKING:
     from perfedavg.engine.rounds import TrainState
@@ -162,7 +163,8 @@ def _write_run(
         if start is not None and start.code_was is not None:
             _note(f"resuming a run saved by {start.code_was}: the source that computes results is unchanged")
         if start is not None and start.dropped_records:
-            _note(f"dropped {start.dropped_records} line(s) of {out / rundir.METRICS} written after the checkpoint")
+            dropped = plural(start.dropped_records, "line")
+            _note(f"dropped {dropped} of {out / rundir.METRICS} written after the checkpoint")
         rundir.write_metrics(out, prefix)
     initial = start.state if start else None
     wall_before = start.wall if start else 0.0
@@ -380,7 +382,8 @@ def _write_trained(
 
 
 def _postfix(record: dict) -> str:
-    return f"|∇F|²={record['grad_norm_sq_F']:.3g} acc={record['personalized_accuracy']:.3f}"
+    # in the unit of the run's last line: personalized accuracy in percent
+    return f"|∇F|²={record['grad_norm_sq_F']:.3g} acc={100 * record['personalized_accuracy']:.1f}%"
 
 
 def _progress(cfg: RunConfig, state: TrainState | None, enabled: bool) -> Any:

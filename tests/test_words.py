@@ -1,0 +1,126 @@
+"""The words a person reads: help wrapped to the terminal, one flag style, one name per task option,
+"did you mean" hints, numbers read as numbers, plurals and one unit for accuracy."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from perfedavg.cli import build_parser, main
+from perfedavg.runs.config import load_run_config
+from perfedavg.runs.registry import TASKS, task_spec
+from perfedavg.words import closest, fill_block, plural
+
+#: help is wrapped to the terminal but never wider than this (perfedavg.words.MAX_WIDTH, restated:
+#: a test that read the limit from the code would pass whatever the code said)
+WIDEST = 100
+
+
+def all_parsers(parser: argparse.ArgumentParser, name: str = "perfedavg"):
+    """``(command, parser)`` for the top level and every subcommand below it."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child_name, child in action.choices.items():
+                yield from all_parsers(child, f"{name} {child_name}")
+
+
+@pytest.mark.parametrize("columns, widest", [(80, 80), (250, WIDEST)])
+def test_every_help_fits_the_terminal_and_prints_no_double_percent(columns, widest, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    seen = 0
+    for command, parser in all_parsers(build_parser()):
+        for line in parser.format_help().splitlines():
+            seen += 1
+            assert len(line) <= widest, f"{command} --help: {len(line)} characters: {line[:80]}..."
+            assert "%%" not in line, f"{command} --help prints '%%': {line}"
+    assert seen > 300  # every subcommand's help was read
+
+
+def test_list_tasks_fits_the_terminal(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["run", "--list-tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("  task.n_clients") for line in lines)
+
+
+def test_fill_block_wraps_a_listing_row_under_its_text_column():
+    row = "  alpha    " + "word " * 30
+    lines = fill_block(row, 40).splitlines()
+    assert len(lines) > 1 and all(len(line) <= 40 for line in lines)
+    assert all(line.startswith(" " * 11) and line[11] != " " for line in lines[1:])
+
+
+def test_every_flag_is_kebab_case():
+    for command, parser in all_parsers(build_parser()):
+        for action in parser._actions:
+            for flag in action.option_strings:
+                assert "_" not in flag, f"{command} {flag}: flags are kebab-case"
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["bounds", "--sigma_G", "1"], "--sigma-G"),
+        (["bounds", "--F0_gap", "1"], "--F0-gap"),
+        (["bounds", "--latx"], "did you mean --latex?"),
+        (["run", "--alpha", "0.1"], "--set alpha=VALUE"),
+        (["run", "--set", "alpha", "0.1"], "--set alpha=0.1"),
+        (["run", "--set", "alpha"], "--set alpha=VALUE"),
+        (["run", "--set", "alpah=0.1"], "did you mean 'alpha'?"),
+        (["run", "--set", "algorithm=hff"], "did you mean 'hf'?"),
+        (["run", "--set", "task=softmx"], "did you mean 'softmax'?"),
+        (["run", "--set", "task.n_client=4"], "did you mean 'n_clients'?"),
+        (["run", "--set", "task.clients=4"], "task.n_clients"),
+        (["run", "--set", "task.name=mnist", "--set", "task.clients=4"], "task.n_clients"),
+        (["run", "--set", "K=1.5"], "whole number"),
+        (["run", "--set", "alpha=true"], "boolean"),
+        (["run", "--set", "task.h=true"], "boolean"),
+    ],
+)
+def test_a_slip_is_one_line_with_the_way_on(argv, hint, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "run")] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and hint in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer():
+    cfg = load_run_config(None, ["K=1e3", "task.n_clients=2e1"])
+    assert cfg.K == 1000 and isinstance(cfg.K, int)
+    from perfedavg.runs.resolve import _typed_task_table
+
+    assert _typed_task_table(cfg.task)["n_clients"] == 20
+
+
+def test_every_task_names_its_users_n_clients():
+    for name in TASKS:
+        options = set(task_spec(name).options.__dataclass_fields__)
+        assert "n_clients" in options and "clients" not in options, name
+
+
+def test_a_boolean_constant_is_not_the_number_one(tmp_path, capsys):
+    values = dict(L="true", rho=1, B=1, sigma_G=1, sigma_H=1, gamma_G=1, gamma_H=1, F0_gap=1)
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+    assert main(["bounds", "--constants", str(path)]) == 2
+    assert "boolean" in capsys.readouterr().err
+
+
+def test_plurals_and_closest_names():
+    assert [plural(n, "seed") for n in (0, 1, 3)] == ["0 seeds", "1 seed", "3 seeds"]
+    assert plural(2, "entry", "entries") == "2 entries"
+    assert closest("sigma_g", ["sigma_G", "sigma_H"]) == "sigma_G"
+    assert closest("zzz", ["alpha", "beta"]) is None
+
+
+def test_progress_bar_and_last_line_speak_percent(tmp_path, capsys):
+    from perfedavg.runs.runner import _postfix
+
+    assert _postfix({"grad_norm_sq_F": 0.1, "personalized_accuracy": 0.447}).endswith("acc=44.7%")
+    argv = ["run", "--no-progress", "--no-plot", "--out", str(tmp_path / "r")]
+    sets = ["K=1", "tau=1", "r=0.5", "D=4", "D1=4", "D2=4", "task.n_clients=4", "task.dim=3", "task.support=20"]
+    assert main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    assert "%" in capsys.readouterr().out
