@@ -13,6 +13,7 @@ inside the functions that use them.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--config", metavar="FILE.toml", default=None, help="run config (default: the built-in defaults)")
     p.add_argument(
+        "--run",
+        metavar="DIR",
+        default=None,
+        help="a run directory: its config, and first one line comparing the bound with what the run measured "
+        "(Phi_K with track_inner = true, else the closest quantity it records), the tightness and the dominant term",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -69,6 +77,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.set_defaults(func=main)
     return p
+
+
+#: constants of the theory that are also run options: a --task's run takes them from the flags of ``bounds``
+RUN_CONSTANTS = ("alpha", "beta", "delta", "tau", "K", "r", "D", "D1", "D2")
+
+
+def task_constants(name: str, overrides: Sequence[str] = (), flags: dict[str, float] | None = None) -> Constants:
+    r"""The constants of ``perfedavg bounds --task NAME``: the synthetic task's exact ones
+    (:func:`figures.bounds.constants_for_config`) for the run ``perfedavg run --set task=NAME`` with
+    ``overrides`` (``--set``) and the run options among ``flags`` (α, β, δ, τ, K, r, D, D', D''),
+    then the remaining ``flags`` replacing any problem constant."""
+    from perfedavg.runs.registry import TASKS
+
+    from .bounds import constants_for_config  # torch
+
+    if name in TASKS and not TASKS[name].startswith("synthetic."):
+        raise UsageError(
+            f"task {name!r} has no exact constants (only synthetic tasks do): estimate them with "
+            "`perfedavg reproduce constants` and pass --constants FILE.json"
+        )
+    flags = dict(flags or {})
+    run_values = [f"{k}={flags.pop(k)!r}" for k in RUN_CONSTANTS if k in flags]
+    cfg, _task = resolve(load_run_config(None, [f"task={name}", *overrides, *run_values]))
+    try:
+        constants = constants_for_config(cfg.to_dict())
+    except UsageError as exc:
+        raise UsageError(f"task {name!r}: its exact constants give no valid constants ({exc})") from None
+    if constants is None:
+        raise UsageError(
+            f"task {name!r} has no exact constants: estimate them with `perfedavg reproduce constants` "
+            "and pass --constants FILE.json"
+        )
+    return constants.replace(**flags) if flags else constants
 
 
 def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[str] = ()) -> str:
@@ -142,10 +183,70 @@ def explain_text(config: dict[str, Any], constants: Constants, notes: Sequence[s
     return "\n".join(lines)
 
 
+def measured_for_bound(config: dict[str, Any], records: Sequence[dict[str, Any]]) -> tuple[float, str]:
+    r"""``(value, what)``: what a run measured of the quantity its derived bound bounds.
+
+    Per-FedAvg's bound is on Φ_K = (1/(τK))Σ_kΣ_t E‖∇F(w̄_{k+1,t})‖² (docs/paper.md §5): recorded as
+    ``stationarity_avg`` at round K when the run tracked it (``track_inner = true``). Otherwise the closest
+    quantity a run records is the mean of ‖∇F(w_k)‖² over its evaluated rounds k < K (the server models
+    w_k = w̄_{k+1,0}, the first iterate of each round; one sample, no expectation). FedAvg's bound is on
+    ∇f, the same way with ``grad_norm_sq_f``.
+    """
+    fedavg = config["algorithm"] == "fedavg"
+    last = records[-1] if records else {}
+    if not fedavg and "stationarity_avg" in last and last.get("round") == config["K"]:
+        return float(last["stationarity_avg"]), "Phi_K, measured at every local step (track_inner)"
+    key = "grad_norm_sq_f" if fedavg else "grad_norm_sq_F"
+    values = [float(r[key]) for r in records if key in r and r.get("round", config["K"]) < config["K"]]
+    if not values:
+        raise UsageError(f"the run records no {key} before round K: nothing measured to compare with")
+    grad = "||grad f(w_k)||^2" if fedavg else "||grad F(w_k)||^2"
+    where = "" if fedavg else "; Phi_K itself needs track_inner = true"
+    return sum(values) / len(values), f"mean {grad} over the {len(values)} evaluated rounds k < K{where}"
+
+
+def run_line(directory: str, config: dict[str, Any], constants: Constants, records: Sequence[dict[str, Any]]) -> str:
+    """One line: the run's derived bound beside its measurement (:func:`measured_for_bound`), their ratio
+    (the bound's tightness: 1 is exact), whether the bound holds, and the dominant term."""
+    from .bounds import bound_for  # torch
+
+    bound, terms, _ = bound_for(constants, config["algorithm"])
+    measured, what = measured_for_bound(config, records)
+    quantity = "||grad f||^2 (FedAvg)" if config["algorithm"] == "fedavg" else "Phi_K"
+    if not math.isfinite(bound):
+        return f"{directory}: no derived bound on {quantity} (its step-size condition fails); measured {measured:.4g}"
+    ratio = bound / measured if measured > 0 else math.inf
+    verdict = "holds" if bound >= measured else "VIOLATED"
+    dominant = (
+        f"dominant term '{max(terms, key=lambda k: terms[k])}' ({100 * max(terms.values()) / bound:.0f}%)"
+        if terms and bound > 0
+        else "no term split (FedAvg's bound)"
+    )
+    return (
+        f"{directory}: derived bound {bound:.4g} on {quantity} vs measured {measured:.4g} ({what}): "
+        f"bound/measured = {ratio:.3g}x, {verdict}; {dominant}"
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     from .bounds import constants_for_config, constants_from_json  # torch
 
-    cfg, _task = resolve(load_run_config(args.config, args.overrides))
+    records: list[dict[str, Any]] | None = None
+    if args.run:
+        from pathlib import Path
+
+        from perfedavg.runs import rundir
+        from perfedavg.runs.config import build_config, read_toml
+
+        run = Path(args.run)
+        if not (run / rundir.CONFIG).is_file():
+            raise UsageError(f"--run {run} is not a run directory (no {rundir.CONFIG})")
+        if args.config:
+            raise UsageError("--run and --config both give the config: give one of them")
+        cfg, _task = resolve(build_config(read_toml(run / rundir.CONFIG), args.overrides))
+        records = rundir.read_metrics(run)
+    else:
+        cfg, _task = resolve(load_run_config(args.config, args.overrides))
     config = cfg.to_dict()
     notes: list[str] = []
     constants: Constants | None
@@ -165,5 +266,8 @@ def main(args: argparse.Namespace) -> int:
                 "(e.g. from empirical/constants.py)"
             )
         notes.append("exact constants of the synthetic task (gamma_G, gamma_H from its total variation)")
+    if records is not None:
+        print(run_line(args.run, config, constants, records))
+        print()
     print(explain_text(config, constants, notes))
     return 0

@@ -58,7 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet in this checkout
             raise
         module.register(sub)
+    if "bounds" in sub.choices:  # theory builds no task: the synthetic tasks' exact constants come from here
+        sub.choices["bounds"].set_defaults(task_constants=_task_constants)
     return parser
+
+
+def _task_constants(name: str, overrides: list[str], flags: dict[str, float]):
+    """``perfedavg bounds --task NAME``'s constants (:func:`figures.explain.task_constants`; torch)."""
+    from figures.explain import task_constants
+
+    return task_constants(name, overrides, flags)
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:

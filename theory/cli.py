@@ -70,6 +70,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument(
+        "--task",
+        metavar="NAME",
+        help="take the problem constants (L, rho, B, sigma_G, sigma_H, gamma_G, gamma_H, F0_gap, n) exactly from a "
+        "synthetic task (softmax, logistic, quadratic, nonconvex) with `perfedavg run`'s defaults for the rest; "
+        "--set task.KEY=VALUE changes the task, the flags below change any constant",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --task: a task option or run option, as `perfedavg run --set` reads it (repeatable), "
+        "e.g. --set task.h=0.9",
+    )
+    p.add_argument(
         "--constants",
         metavar="FILE",
         help="TOML file with the constants (top-level keys or a [constants] table), or the JSON "
@@ -99,8 +115,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def constants_from_args(args: argparse.Namespace) -> Constants:
     r"""A validated :class:`Constants` from ``--constants`` (TOML or the constants JSON,
-    :meth:`Constants.from_file`; unestimated constants are missing, NaN) and the per-field flags."""
+    :meth:`Constants.from_file`; unestimated constants are missing, NaN), or from ``--task`` (a
+    synthetic task's exact constants, through ``args.task_constants``, which the top-level command
+    line provides: theory builds no task), and the per-field flags (flags win)."""
     flags = {name: getattr(args, f"c_{name}") for name in _RULES if getattr(args, f"c_{name}", None) is not None}
+    task = getattr(args, "task", None)
+    overrides = getattr(args, "overrides", None) or []
+    if task is None and overrides:
+        raise UsageError("--set sets a task's option: give the task with --task NAME (e.g. --task softmax)")
+    if task is not None:
+        if args.constants:
+            raise UsageError("--task and --constants both give the constants: give one of them")
+        if "n" in flags:
+            raise UsageError("--n is the task's number of users with --task: write --set task.n_clients=N")
+        provider = getattr(args, "task_constants", None)
+        if provider is None:
+            raise UsageError("--task needs the tasks (torch): run it as `perfedavg bounds --task NAME`")
+        constants: Constants = provider(task, overrides, flags)
+        return constants
     if args.constants:
         return Constants.from_file(args.constants, flags)
     return Constants.from_dict(flags)
