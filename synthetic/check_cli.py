@@ -23,9 +23,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "measured value (with a 99.7% Monte Carlo interval where sampled), bound, ratio = measured/bound, "
             "HOLDS/FAILS and margin = bound / upper end of the interval, on the default synthetic tasks "
             "(logistic, nonconvex, softmax). Exit status 1 if a 'derived' or 'sure' statement FAILS; a "
-            "failing 'recalled' statement is printed as a finding (exit 0). "
+            "failing 'recalled' statement is printed as a finding (exit 0). Beside them, the witnesses: tiny tasks "
+            "where each derived bound is attained within a factor 2, measured exactly (theory/DERIVATIONS.md, "
+            "'Witnesses'), each statement's witness margins printed beside its smallest margin on the default tasks. "
+            "With --mutations: plausible formula errors planted one at a time in the statements, the measurements "
+            "kept; each mutant with the check(s) that now FAIL, and 'killed k of n' (exit status 1 if one survives). "
             "With --rates: the table of predicted rates (exponents in K, beta, tau, D, heterogeneity, alpha, "
-            "delta) with fitted exponents, intervals and PASS/FAIL, plus the derived explicit bound checked "
+            "delta) with fitted exponents, intervals, equivalence margins, Holm-corrected p-values and verdicts "
+            "PASS / FAIL / INCONCLUSIVE, plus the derived explicit bound checked "
             "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K (and FedAvg's own bound against "
             "FedAvg's (1/(tau K)) sum ||grad f(w_bar)||^2); runs land in --out. "
             "On two CPU cores a plain check takes a minute or two, --rates (quick) a few minutes, and "
@@ -36,7 +41,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of the text table")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="print JSON instead of the text table; with --rates, --json PATH writes the table's JSON (per-row "
+        "verdicts, p-values, intervals, margins, correction) to PATH beside the text table",
+    )
+    parser.add_argument(
+        "--mutations",
+        action="store_true",
+        help="judge the documented formula errors (synthetic/mutations.py) on the same measurements: "
+        "which check kills each; 'killed k of n'",
+    )
     parser.add_argument(
         "--samples",
         type=int,
@@ -85,10 +104,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds={args.seeds} is out of range: must be >= 2 (a confidence interval needs two)")
     if args.full and not args.rates:
         raise UsageError("--full only applies with --rates")
+    if args.json not in (None, "-") and not args.rates:
+        raise UsageError("--json PATH only applies with --rates (without it, --json prints JSON)")
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
-        from .rates import speed_sweep  # here, not at the top: torch
+        from .speed import speed_sweep  # here, not at the top: torch
 
         out = output_dir(args.speed_sweep, "--speed-sweep")
         print(json.dumps(speed_sweep(out, seeds=args.seeds or 5, progress=not args.no_progress), indent=2))
@@ -97,13 +118,27 @@ def main(args: argparse.Namespace) -> int:
         from .rates import main_rates  # torch
 
         return main_rates(args)
+    if args.mutations:
+        if args.rates:
+            raise UsageError("--mutations and --rates are separate commands: give one")
+        from .mutations import main_mutations  # torch
+
+        return main_mutations(args)
     from .checks import format_table, run_checks, summary  # torch
+    from .witnesses import format_witnesses, witness_rows
 
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
-    info = summary(rows)
+    witnessed = witness_rows()
+    info, winfo = summary(rows), summary(witnessed)
     if args.json:
         # the row list last: summary()'s "rows" is only their count (kept as "row_count")
-        print(json.dumps({**info, "row_count": info["rows"], "rows": [r.as_dict() for r in rows]}, indent=2))
+        witnesses = {**winfo, "rows": [r.as_dict() for r in witnessed]}
+        print(
+            json.dumps(
+                {**info, "row_count": info["rows"], "witnesses": witnesses, "rows": [r.as_dict() for r in rows]},
+                indent=2,
+            )
+        )
     else:
         print(format_table(rows))
         print()
@@ -112,15 +147,17 @@ def main(args: argparse.Namespace) -> int:
             f"{len(rows)} rows; {sum(r.holds for r in derived)}/{len(derived)} derived statements hold; "
             f"smallest derived margin {info['smallest_derived_margin']:.3g}"
         )
-        for f in info["findings"]:
+        print()
+        print(format_witnesses(rows, witnessed))
+        for f in info["findings"] + winfo["findings"]:
             print(
                 f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured {f['measured']:.4g} "
                 f"> bound {f['bound']:.4g} at {f['where']}"
             )
-        for e in info["errors"]:
+        for e in info["errors"] + winfo["errors"]:
             print(
                 f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured {e['measured']:.4g} "
                 f"> bound {e['bound']:.4g} at {e['where']}",
                 file=sys.stderr,
             )
-    return 1 if info["errors"] else 0
+    return 1 if info["errors"] or winfo["errors"] else 0

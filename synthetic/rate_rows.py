@@ -1,0 +1,323 @@
+r"""The rows of the rate table (``perfedavg check --rates``): :class:`RateRow`, and the recipes of the rows
+that do not share the table's stationary-floor runs (the exact noise-free drift, the HF error in δ, the
+drift at Γ ≈ 1).
+
+A row compares a measured curve with the predicted law T(x) (the derived explicit bound's relevant term(s)
+with the task's exact constants, ``theory.checks_api.convergence``: never a hard-coded power, except the
+HF row's Taylor exponent) by the statistics of :mod:`synthetic.rate_stats`; its equivalence margin is
+:data:`synthetic.rate_stats.MARGIN_FRACTION` of the exponent gap to a named competing law, fixed before
+any data.  The recalled shape's local exponent is printed beside the derived one, and the goodness of fit of
+each candidate law (predicted, recalled, competitor) by amplitude fit is recorded in ``extra["laws"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from perfedavg.engine.local import StepSizes, meta_gradient
+from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.sampling import draw_batch
+from perfedavg.runs.registry import build_task
+from perfedavg.runs.resolve import resolve
+
+from . import rate_stats
+from .common import rms
+from .measure import task_module
+from .quadratic import noise_free_cycle
+from .rate_runs import _config, bound_terms, theory_LF
+from .rate_stats import FAMILY_LEVEL, Judgement, Point, judge_exact, judge_points, judge_replicates, local_slope
+
+#: what every row's comparison assumes (printed with each row)
+ASSUMPTION = "comparing an upper bound's slope assumes the bound is tight up to a constant on the grid"
+#: the exponent interval printed and saved: the (1 − 2·level) interval that the equivalence test uses
+INTERVAL_LEVEL = 1 - 2 * FAMILY_LEVEL
+
+
+@dataclass
+class RateRow:
+    """One line of the rate table: the predicted law's local exponent, the fitted exponent with its interval,
+    the equivalence margin, the Holm-corrected p-values and the verdict (``judgement``)."""
+
+    name: str
+    predicted: float  # local exponent of the predicted law T on the grid
+    xs: list
+    means: list
+    halfwidths: list  # 95 % Student-t half-widths of the points (display)
+    judgement: Judgement
+    competitor: str
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fitted(self) -> float:
+        return self.predicted + self.judgement.q
+
+    @property
+    def low(self) -> float:
+        return self.predicted + self.judgement.q_low
+
+    @property
+    def high(self) -> float:
+        return self.predicted + self.judgement.q_high
+
+    @property
+    def verdict(self) -> str:
+        return self.judgement.verdict
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
+
+    def as_dict(self) -> dict:
+        j = self.judgement
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "reason": j.reason,
+            "predicted": self.predicted,
+            "fitted": self.fitted,
+            "low": self.low,
+            "high": self.high,
+            "interval_level": INTERVAL_LEVEL,
+            "margin": j.margin,
+            "competitor": self.competitor,
+            "method": j.method,
+            "dof": j.dof,
+            "p_pass": j.p_equiv,
+            "p_fail": j.p_fail,
+            "p_pass_holm": j.p_equiv_holm,
+            "p_fail_holm": j.p_fail_holm,
+            "p_law": j.p_law,
+            "p_model": j.p_model,
+            "correction": f"Holm over the PASS and FAIL p-values of every sampled row, family-wise level {FAMILY_LEVEL}"
+            if j.method != "exact"
+            else "none (exact: no sampling error)",
+            "assumption": ASSUMPTION,
+            "pass_needs_tolerance": False,
+            "xs": self.xs,
+            "means": self.means,
+            "halfwidths": self.halfwidths,
+            "note": self.note,
+            "extra": {**self.extra, "judgement": j.extra},
+        }
+
+
+def _laws(xs, points: list[Point], laws: dict) -> dict:
+    """Goodness-of-fit p-value of each candidate law by amplitude fit (one amplitude fitted)."""
+    y, se = [p.mean for p in points], [p.se for p in points]
+    nu = min(p.dof for p in points)
+    return {k: rate_stats.law_p_value(rate_stats.amplitude_fit(y, se, v)[1], len(y), 1, nu) for k, v in laws.items()}
+
+
+def competitor_law(xs, pred, competitor) -> list[float]:
+    """The competing law's values at ``xs``: ``competitor = (name, values)``, or ``(name, k)`` for the predicted
+    law times x^k (an exponent off by k)."""
+    _, law = competitor
+    if isinstance(law, (int, float)):
+        return [v * x**law for v, x in zip(pred, xs)]
+    return list(map(float, law))
+
+
+def points_row(name, xs, points: list[Point], pred, recalled, competitor, note="", **extra):
+    """A row of independent points (stationary floors of separate runs): the predicted law ``pred`` (bound term
+    values at ``xs``), the recalled shape ``recalled``, the competitor (:func:`competitor_law`)."""
+    xs = list(map(float, xs))
+    comp_name = competitor[0]
+    comp = competitor_law(xs, pred, competitor)
+    m = rate_stats.margin(xs, pred, comp)
+    laws = {"predicted": pred, comp_name: comp}
+    if all(v > 0 for v in recalled):
+        laws["recalled"] = recalled
+    extra = {
+        "recalled_shape_slope": local_slope(xs, recalled) if all(v > 0 for v in recalled) else math.nan,
+        "laws": _laws(xs, points, laws),
+        **extra,
+    }
+    return RateRow(
+        name,
+        local_slope(xs, pred),
+        xs,
+        [p.mean for p in points],
+        [p.halfwidth() for p in points],
+        judge_points(xs, points, pred, m),
+        comp_name,
+        note,
+        extra,
+    )
+
+
+def replicates_row(name, xs, curves, pred, recalled, competitor, note="", **extra):
+    """A row whose points share runs (``curves``: one row per seed): one exponent per seed, Student t."""
+    xs = list(map(float, xs))
+    comp_name = competitor[0]
+    m = rate_stats.margin(xs, pred, competitor_law(xs, pred, competitor))
+    curves = np.asarray(curves, float)
+    pts = [rate_stats.mean_se(c) for c in curves.T]
+    extra = {"recalled_shape_slope": local_slope(xs, recalled), **extra}
+    judgement = judge_replicates(rate_stats.replicate_exponents(xs, curves, pred), m)
+    return RateRow(
+        name,
+        local_slope(xs, pred),
+        xs,
+        [p.mean for p in pts],
+        [p.halfwidth() for p in pts],
+        judgement,
+        comp_name,
+        note,
+        extra,
+    )
+
+
+def drift_noise_free_rows(taus) -> list[RateRow]:
+    r"""The drift measured without noise: :func:`synthetic.quadratic.noise_free_cycle` (every user in every
+    round, whole-distribution batches: a closed form, no seeds, exact to round-off) gives the floor φ_∞(τ), which
+    is then the local drift alone (φ_∞(1) = 0).  Its exponent relative to the derived drift term with s = b = 0
+    (:func:`synthetic.rate_runs.bound_terms` ``noise_free``) is exact, judged against the margin directly
+    (:func:`synthetic.rate_stats.judge_exact`; competitor: the recalled τ² shape).  Two rows: at the drift row's
+    β·τ_max = 0.16 (Γ down to ≈ 0.2, where the derived 1/Γ steepens the term) and at β·τ_max = 0.06 (Γ ≥ 0.89:
+    the polynomial (τ−1)(2τ−1) alone).  Each also checks the value: the noise-free derived bound (all its terms,
+    K → ∞) above φ_∞(τ) at every τ."""
+
+    rows = []
+    for label, beta_tau_max in (("", 0.16), (", Gamma~1", 0.06)):
+        beta = beta_tau_max / max(taus)
+        cfgs = [_config({"tau": t, "beta": beta, "task": {"h": 1.0}}) for t in taus]
+        _, task = resolve(cfgs[0])
+        phis = [noise_free_cycle(task.train, c.alpha, beta, c.tau).phi for c in cfgs]
+        terms = [bound_terms(c, noise_free=True) for c in cfgs]
+        bounds = [sum(v for name, v in t[0].items() if name != "optimization") for t in terms]  # K -> infinity
+        gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs]
+        pred = [t[0]["local drift"] for t in terms]
+        recalled = [t[1]["local drift"] for t in terms]
+        m = rate_stats.margin(taus, pred, recalled)
+        row = RateRow(
+            f"drift vs tau (noise-free{label})",
+            local_slope(taus, pred),
+            list(map(float, taus)),
+            phis,
+            [0.0] * len(taus),
+            judge_exact(local_slope(taus, np.divide(phis, pred)), m),
+            "recalled tau^2",
+            f"φ_∞(τ) of the noise-free cycle (r = 1, whole-distribution batches, closed form), h = 1, "
+            f"β = {beta:g}, Γ = {', '.join(f'{g:.2f}' for g in gammas)}; φ_∞/(β²(τ−1)²) = "
+            f"{', '.join(f'{p / (beta * (t - 1)) ** 2:.3g}' for p, t in zip(phis, taus))}; "
+            "derived noise-free "
+            f"bound / φ_∞ = {', '.join(f'{b / p:.3g}' for b, p in zip(bounds, phis))}",
+            {
+                "recalled_shape_slope": local_slope(taus, recalled),
+                "Gamma": gammas,
+                "bound": bounds,
+                "bound_holds": all(b >= p for b, p in zip(bounds, phis)),
+            },
+        )
+        rows.append(row)
+    return rows
+
+
+def distances_of(cfgs) -> tuple[list[float], list[float], list]:
+    """RMS over users of TV(p_i, p̄) and W1(p_i, p̄) (the task module's exact LP) and the start w* of each config."""
+
+    tvs, w1s, starts = [], [], []
+    for cfg in cfgs:
+        _, task = resolve(cfg)
+        tvs.append(task.constants["tv_rms"])
+        w1s.append(rms(task_module(task).w1_to_mixture(task.train)))
+        starts.append(task.init_params(torch.Generator()))
+    return tvs, w1s, starts
+
+
+#: the HF row's decay branch: δ at or above this is far above the round-off turn (float64 central differences
+#: of gradients of size ~1 lose ~1e-16/δ, below 1e-12 of the δ² error here), so the Taylor law alone is measured
+HF_DECAY_MIN = 1e-3
+
+
+def hf_delta_row(seeds) -> RateRow:
+    r"""‖d_HF − d_exact‖ (same batches, logistic, α = 1: ρ > 0, unlike the quadratic task where the central
+    difference is exact) for δ = 10^-1 … 10^-10, a two-sided test of the exponent on the decay branch
+    (δ ≥ :data:`HF_DECAY_MIN`).  Predicted law δ²: the central difference of a gradient with a C² Hessian errs by
+    (δ²/6)∇⁴h[g, g, g] + O(δ⁴) (Taylor to fourth order; the logistic loss is smooth); competitor δ¹: theory's
+    HF error bound ρδ‖g‖²/2 (``lemmas.hf_hvp_error``), attained only where the Hessian is merely Lipschitz, so
+    a bound whose exponent is 1 would be loose by a power here.  The seeds are the independent units (every δ
+    uses a seed's same batches).  The round-off rise below the minimiser δ* is recorded."""
+    from theory import lemmas
+
+    task = build_task({"name": "logistic"}).to(torch.float64)
+    oracle = make_oracle(task)
+    deltas = [10.0**-e for e in range(1, 11)]
+    per_seed = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(s)
+        w = torch.randn(task.init_params(gen).shape, generator=gen, dtype=torch.float64)
+        clients = torch.arange(4)
+        batches = (
+            draw_batch(gen, task.train, clients, 10, True),
+            draw_batch(gen, task.train, clients, 10, True),
+            draw_batch(gen, task.train, clients, 10, True),
+        )  # D, D', D'' in this order
+        W = w.expand(4, -1).clone()
+        exact = meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, 1e-3), "exact")
+        per_seed.append(
+            [float((meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, d), "hf") - exact).norm()) for d in deltas]
+        )
+    errs = np.array(per_seed)
+    means = errs.mean(0)
+    decay = [i for i, d in enumerate(deltas) if d >= HF_DECAY_MIN]
+    xs = [deltas[i] for i in decay]
+    c = task.constants
+    bound = [lemmas.hf_hvp_error()(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs]
+    recalled_term = lemmas.hf_term_recalled()
+    recalled = [math.sqrt(recalled_term(alpha=1.0, rho=c["rho"], delta=d, B=c["B"])) for d in xs]
+    taylor = [d * b for d, b in zip(xs, bound)]  # δ² law, amplitude free
+    best = int(np.argmin(means))
+    rises = best < len(deltas) - 1 and means[-1] > 10 * means[best]
+    row = replicates_row(
+        "HF error vs delta",
+        xs,
+        errs[:, decay],
+        taylor,
+        recalled,
+        ("delta^1 (theory's bound rho delta ||g||^2/2)", -1.0),
+        f"decay branch δ ≥ {HF_DECAY_MIN:g}: Taylor δ² against theory's bound ρδ‖g‖²/2 (exponent 1) as competitor; "
+        f"minimum at δ* = {deltas[best]:g}, round-off rise below: {rises}",
+        bound_slope=local_slope(xs, bound),
+        recalled_scale="square root of the recalled squared term",
+        delta_star=deltas[best],
+        roundoff_rise=bool(rises),
+        all_deltas=deltas,
+        all_means=means.tolist(),
+    )
+    return row
+
+
+def drift_gamma1_row(taus, floors) -> RateRow:
+    r"""The drift row at Γ ≈ 1 (``--full`` only; ``floors`` is :func:`synthetic.rates.rate_table`'s floor runner).
+
+    At β τ_max = 0.06, Γ = 1 − 6β²τ²L_F² ≥ 0.89 for every τ, so the derived τ-shape (τ−1)(2τ−1) is nearly free
+    of 1/Γ: this row tells the derived τ-exponent from the recalled τ² where the step-size factor plays no
+    part.  Batches of 1000 (support 1000): the drift (∝ β²) is small against the noise floor (∝ β)."""
+    beta_small = 0.06 / max(taus)
+    big = {"D": 1000, "D1": 1000, "D2": 1000}
+    cfgs, _, stats = floors(
+        "tau-gamma1",
+        [{"tau": t, "beta": beta_small, **big, "task": {"h": 1.0, "support": 1000}} for t in [1, *taus]],
+    )
+    base = stats[0][0]
+    terms = [bound_terms(c) for c in cfgs[1:]]
+    gammas = [1 - 6 * (c.beta * c.tau * theory_LF(c)) ** 2 for c in cfgs[1:]]
+    recalled = [t[1]["local drift"] for t in terms]
+    return points_row(
+        "drift vs tau (Gamma~1)",
+        taus,
+        [rate_stats.difference(s[0], base) for s in stats[1:]],
+        [t[0]["local drift"] for t in terms],
+        recalled,
+        ("recalled tau^2", recalled),
+        f"as the drift row at β = {beta_small:g}: Γ = 1 − 6β²τ²L_F² = "
+        f"{', '.join(f'{g:.3f}' for g in gammas)} (φ(1) = {base.mean:.3g} ± {base.halfwidth():.2g})",
+        lag1=[s[1] for s in stats],
+        Gamma=gammas,
+    )
