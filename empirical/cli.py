@@ -83,6 +83,24 @@ def _register_table1(what) -> None:
         "paper's wording), drawn from the protocol's data with a generator of its own after training, "
         ">= 0 (default 0: only the full-batch step on the user's whole test/training data)",
     )
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also evaluate every cell's final model after k = 0, 1, ..., N full-batch adaptation steps of size "
+        "alpha, with every user's outcome (spread over users, worst 10 %%, share of users harmed, by group): two "
+        "more tables, from the same training (default 0: not)",
+    )
+    p.add_argument(
+        "--new-users",
+        type=float,
+        default=0.0,
+        metavar="V",
+        help="hold users out of training and report them as new users (task.holdout_users: a count, or a "
+        "fraction in (0, 1); both groups of the paper's split kept); changes the training, so use another --out "
+        "(default 0: every user trains)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 (default 5; --quick: 1)")
     p.add_argument(
         "--rounds", type=int, default=None, help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)"
@@ -219,6 +237,8 @@ def table1_main(args) -> int:
         ("--threads", args.threads, 1),
         ("--workers", args.workers, 1),
         ("--eval-batch", args.eval_batch, 0),
+        ("--adapt-steps", args.adapt_steps, 0),
+        ("--new-users", args.new_users, 0),
     ):
         _at_least(name, value, low)
     if args.with_exact and "exact" not in methods:
@@ -234,6 +254,7 @@ def table1_main(args) -> int:
         "workers": args.workers,
         "backend": args.backend,
         "eval_batch": args.eval_batch,
+        "adapt_steps": args.adapt_steps,
     }
     if args.seeds:
         kw["seeds"] = args.seeds
@@ -241,6 +262,8 @@ def table1_main(args) -> int:
         kw["K"] = args.rounds
     if args.normalize != "dataset":
         kw["task"] = {**base.task, "normalize": args.normalize}
+    if args.new_users:
+        kw["task"] = {**kw.get("task", base.task), "holdout_users": args.new_users}
     if args.device != "cpu":
         import torch
 

@@ -59,12 +59,13 @@ import torch
 from tqdm import tqdm
 
 from perfedavg.engine.objective import client_batches, personalized_test_metrics
-from perfedavg.engine.rounds import eval_batch_generator
+from perfedavg.engine.rounds import eval_batch_generator, evaluate
 from perfedavg.errors import UsageError
 from perfedavg.outputs import output_dir
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config, read_toml
 from perfedavg.runs.names import table1_cell_path
+from perfedavg.runs.outcomes import record_outcomes
 from perfedavg.runs.registry import resolved_task_table
 from perfedavg.runs.resolve import resolve
 from perfedavg.runs.runner import run_from_trained
@@ -125,6 +126,9 @@ class Plan:
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: also measure the adaptation step as one SGD step on a batch of this many samples (0: only the full-batch step)
     eval_batch: int = 0
+    #: also evaluate each cell's final model after k = 0..N full-batch adaptation steps of size α, with every
+    #: user's outcome (``users-k<N>.json`` in the cell, two more tables; 0: not)
+    adapt_steps: int = 0
 
     @staticmethod
     def quick(**kw) -> Plan:
@@ -309,6 +313,8 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
         invocation["actions"]["evaluated from a twin"] = twins
     if plan.eval_batch:
         _eval_batch_cells(plan, out)
+    if plan.adapt_steps:
+        _users_cells(plan, out)
     table = collect(plan, out)
     table["seconds_this_invocation"] = timings
     table["invocation"] = invocation
@@ -357,6 +363,7 @@ def collect(plan: Plan, out: Path) -> dict:
             row: dict[str, Any] = {"dataset": dataset, "tau": tau, "alpha": alpha, "cells": {}}
             for method in plan.methods:
                 finals, summaries, label = [], [], dataset
+                users: list[dict] = []
                 for seed in range(plan.seeds):
                     directory = cell_dir(out, dataset, tau, alpha, method, seed)
                     summary = rundir.read_json(directory / rundir.SUMMARY)
@@ -378,6 +385,8 @@ def collect(plan: Plan, out: Path) -> dict:
                             }
                         )
                     finals.append(final)
+                    if plan.adapt_steps:
+                        users.append(rundir.read_json(directory / users_file(plan.adapt_steps)))
                     label = summary.get("task", dataset)
                 row["label"] = label
                 row["cells"][method] = (
@@ -391,6 +400,8 @@ def collect(plan: Plan, out: Path) -> dict:
                         )
                         for protocol in (PROTOCOLS if plan.eval_batch else ())
                     }
+                    | _new_user_cells(finals)
+                    | ({"users": users_statistics(users)} if users else {})
                     | {
                         "global": _mean_std([100 * f["global_accuracy"] for f in finals]),
                         "train_loss_f": _mean_std([f["f"] for f in finals]),
@@ -405,6 +416,7 @@ def collect(plan: Plan, out: Path) -> dict:
             "seeds": plan.seeds,
             "methods": list(plan.methods),
             "eval_batch": plan.eval_batch,
+            "adapt_steps": plan.adapt_steps,
             **{k: v for k, v in PAPER.items() if k != "K"},
         },
         "rows": rows,
@@ -459,6 +471,85 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
         )
 
 
+def _new_user_cells(finals: list[dict]) -> dict:
+    """The new users' accuracies of a cell's seeds (both protocols, the shared model), when its task held users
+    out of training (mean ± std over seeds, in %); else nothing."""
+    if "global_accuracy_new" not in finals[0]:
+        return {}
+    keys = {f"{p}_new": f"personalized_accuracy_{p}_step_new" for p in PROTOCOLS}
+    keys["global_new"] = "global_accuracy_new"
+    return {name: _mean_std([100 * f[key] for f in finals]) for name, key in keys.items()}
+
+
+def users_file(steps: int) -> str:
+    """The file a cell's k-step, per-user evaluation is stored in."""
+    return f"users-k{steps}.json"
+
+
+def _users_cells(plan: Plan, out: Path) -> None:
+    """For ``plan.adapt_steps = N``: write ``users-k<N>.json`` into every finished cell that lacks it for its
+    final round: the evaluation of the cell's final model with ``adapt_steps = N``
+    (:func:`perfedavg.engine.rounds.evaluate`: the means per k, every user's values) and every user's outcome
+    (:func:`perfedavg.runs.outcomes.record_outcomes`); one training serves every k."""
+
+    tasks: dict[str, Any] = {}
+    for cell in plan.cells():
+        directory = cell_dir(out, *cell)
+        path = directory / users_file(plan.adapt_steps)
+        state = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]
+        done = rundir.read_json(path) if path.is_file() else {}
+        if done.get("round") == int(state["round"]) and done.get("adapt_steps") == plan.adapt_steps:
+            continue
+        table = read_toml(directory / rundir.CONFIG)
+        key = repr(sorted((k, v) for k, v in table["task"].items() if k not in TASK_NEUTRAL))
+        cfg, task = resolve(build_config({**table, "task": {**table["task"], "data_dir": plan.data_dir}}))
+        task = tasks.setdefault(key, task)
+        cfg = cfg.replace(adapt_steps=plan.adapt_steps, eval_batch=0)
+        w = state["w"].to(task.train.x.device)
+        record = evaluate(task, cfg, w, int(state["round"]))
+        rundir.atomic_write_json(
+            path,
+            {
+                "round": int(state["round"]),
+                "adapt_steps": plan.adapt_steps,
+                "adapt_step": cfg.adaptation_step,
+                "outcomes": record_outcomes(record, task.groups, task.new_groups),
+                "groups": list(task.groups),
+                "new_groups": list(task.new_groups),
+                "record": record,
+            },
+        )
+
+
+#: the per-user statistics Table 1's second table shows (keys of :func:`perfedavg.runs.outcomes.user_outcomes`)
+OUTCOME_COLUMNS = ("mean_before", "mean_after", "std_after", "worst10_before", "worst10_after", "harmed")
+
+
+def users_statistics(cells: list[dict]) -> dict:
+    """Over a cell's seeds (``users-k<N>.json`` contents): the mean accuracy after each k per adaptation
+    (``steps``) and every user's outcome (``outcomes``, also per group), each as mean ± std over seeds, in %."""
+    steps = {
+        key[len("personalized_accuracy_") :].replace("_steps", ""): [
+            _mean_std([100 * c["record"][key][k] for c in cells]) for k in range(len(cells[0]["record"][key]))
+        ]
+        for key in cells[0]["record"]
+        if key.startswith("personalized_accuracy_") and "_steps" in key
+    }
+
+    def summarise(parts: list[dict]) -> dict:
+        out = {column: _mean_std([100 * p[column] for p in parts]) for column in OUTCOME_COLUMNS}
+        groups = parts[0].get("by_group", {})
+        if groups:
+            out["by_group"] = {g: summarise([p["by_group"][g] for p in parts]) for g in groups}
+        return out
+
+    outcomes = {
+        name: {k: summarise([c["outcomes"][name][k] for c in cells]) for k in at_k}
+        for name, at_k in cells[0]["outcomes"].items()
+    }
+    return {"steps": steps, "outcomes": outcomes}
+
+
 def _mean_std(values: list[float]) -> dict:
     r"""Mean and sample standard deviation (:math:`n-1`; 0 for one seed)."""
     return {
@@ -502,12 +593,20 @@ def markdown(table: dict) -> str:
             for protocol, caption in PROTOCOLS.items()
         ]
     sections.append(("Shared model without adaptation: test accuracy (%)", "global"))
+    if table["rows"] and "global_new" in table["rows"][0]["cells"][methods[0]]:
+        sections += [
+            (f"New users (held out of training): personalized test accuracy (%), {caption}", f"{protocol}_new")
+            for protocol, caption in PROTOCOLS.items()
+        ]
+        sections.append(("New users: shared model without adaptation, test accuracy (%)", "global_new"))
     for caption, key in sections:
         lines += [f"## {caption}", "", head, rule]
         for row in table["rows"]:
             cells = [_pm(row["cells"][m][key], " ± ") for m in methods]
             lines.append(f"| {row['label']} | {row['tau']} | {row['alpha']:g} | " + " | ".join(cells) + " |")
         lines.append("")
+    if plan.get("adapt_steps"):
+        lines += users_markdown(table)
     lines += ["## Wall time (s per seed, this machine)", "", head, rule]
     for row in table["rows"]:
         cells = [f"{row['cells'][m]['wall_seconds'] / plan['seeds']:.1f}" for m in methods]
@@ -537,6 +636,67 @@ def markdown(table: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+#: how the per-user tables name an adaptation (a key of ``users_statistics``)
+ADAPTATION_NAMES = {
+    "train": "current users, steps on training data",
+    "test": "current users, steps on test data",
+    "train_new": "new users, steps on training data",
+    "test_new": "new users, steps on test data",
+}
+#: the paper split's groups (:func:`empirical.tasks.paper_groups`)
+GROUP_NAMES = {"0": "five-class users", "1": "two-class users"}
+
+
+def users_markdown(table: dict) -> list[str]:
+    """Table 1's per-user tables: accuracy after k = 0..N adaptation steps, and every user's outcome after one
+    step and after N (mean ± std over seeds, in %)."""
+    plan, methods = table["plan"], table["plan"]["methods"]
+    N = plan["adapt_steps"]
+    lines = [
+        "## A few steps: personalized test accuracy (%) after k full-batch adaptation steps of size α",
+        "",
+        "Each value estimates the k-step personalized objective's accuracy (F_k: F_1 is the paper's F, F_0 the "
+        "shared model's), from one training per cell.",
+        "",
+        "| data set | τ | α | method | users | " + " | ".join(f"k={k}" for k in range(N + 1)) + " |",
+        "|---|---|---|---|---|" + "---|" * (N + 1),
+    ]
+    for row in table["rows"]:
+        for m in methods:
+            for name, curve in row["cells"][m]["users"]["steps"].items():
+                cells = " | ".join(_pm(stat, " ± ") for stat in curve)
+                lines.append(
+                    f"| {row['label']} | {row['tau']} | {row['alpha']:g} | {_method_header(m)} | "
+                    f"{ADAPTATION_NAMES.get(name, name)} | {cells} |"
+                )
+    lines += [
+        "",
+        "## Every user's outcome (%)",
+        "",
+        "Before: the shared model; after: k steps. std: over users; worst 10 %: mean of the lowest tenth of users; "
+        "harmed: share of users whose accuracy the steps lower.",
+        "",
+        "| data set | τ | α | method | users | k | before | after | std after | worst 10 % before | "
+        "worst 10 % after | harmed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        for m in methods:
+            for name, at_k in row["cells"][m]["users"]["outcomes"].items():
+                for k, stats in at_k.items():
+                    parts = [(ADAPTATION_NAMES.get(name, name), stats)] + [
+                        (f"{ADAPTATION_NAMES.get(name, name)}, {GROUP_NAMES.get(g, 'group ' + g)}", s)
+                        for g, s in stats.get("by_group", {}).items()
+                    ]
+                    for who, s in parts:
+                        values = " | ".join(_pm(s[c], " ± ") for c in OUTCOME_COLUMNS)
+                        lines.append(
+                            f"| {row['label']} | {row['tau']} | {row['alpha']:g} | {_method_header(m)} | {who} | "
+                            f"{k[2:]} | {values} |"
+                        )
+    return [*lines, ""]
 
 
 def latex(table: dict) -> str:

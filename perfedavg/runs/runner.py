@@ -145,6 +145,7 @@ def run_config(
         if not resume:
             create_out(out, force)
         lock.ensure()
+        rundir.remove_temporaries(out)  # a killed writer's half-written files: the lock says it is gone
         return _write_run(cfg, task, out, start, resume, progress, plot, train)
     finally:
         lock.release()
@@ -279,6 +280,7 @@ def _write_run(
         wall_seconds=wall_before + time.perf_counter() - started,
         cpu_seconds=cpu_before + time.process_time() - cpu_started,
         origin=origin,
+        **run_extras(cfg, task, last_record),
     )
     try:
         rundir.write_summary(out, summary)
@@ -376,9 +378,30 @@ def _write_trained(
         cpu_seconds=cpu,
         origin=rundir.provenance(cfg.task["name"], task.label or task.name),
         trained_in=str(source),
+        **run_extras(cfg, task, records[-1]),
     )
     rundir.write_summary(out, summary)
     return RunResult(FINISHED, out, summary)
+
+
+def run_extras(cfg: RunConfig, task: Any, final: dict | None) -> dict[str, Any]:
+    """What a run's summary adds about its users: which train and which are new, with their groups, where the
+    task holds users out or groups them (``users``); the per-user outcomes of the final evaluation where it has
+    k-step curves (``outcomes``, :func:`perfedavg.runs.outcomes.record_outcomes`)."""
+    from perfedavg.runs.outcomes import record_outcomes
+
+    extra: dict[str, Any] = {}
+    if task.groups or task.new_train is not None:
+        extra["users"] = {
+            "current": list(task.users) or list(range(task.n_clients)),
+            "new": list(task.new_users),
+            "groups": list(task.groups),
+            "new_groups": list(task.new_groups),
+        }
+    outcomes = record_outcomes(final or {}, task.groups, task.new_groups)
+    if outcomes:
+        extra["outcomes"] = outcomes
+    return extra
 
 
 def _postfix(record: dict) -> str:
