@@ -22,9 +22,10 @@ Three verdicts, with an equivalence margin :math:`m` declared per row before any
 * PASS: the two one-sided tests of :math:`q \ge m` and :math:`q \le -m` (signed-root profile statistic,
   :math:`t_\nu`) both reject: the exponent lies within the margin (equivalently the
   :math:`1-2\alpha` interval lies inside :math:`[-m, m]`), and the exponent model itself fits;
-* FAIL: every law :math:`A\,T\,x^q` with :math:`|q| \le m` is rejected by the goodness-of-fit test
-  (the largest of their p-values is small): the exponent lies outside the margin, or the predicted shape is
-  wrong in a way no exponent within the margin repairs;
+* FAIL: every law :math:`A\,T\,x^q` with :math:`|q| \le m` is rejected, by either of two tests
+  (Bonferroni between them): the exponent's two-sided interval lies outside the margin (signed-root profile
+  statistic at the nearer edge), or the goodness-of-fit test rejects each of those laws (the largest of their
+  p-values is small: the predicted shape is wrong in a way no exponent within the margin repairs);
 * INCONCLUSIVE: neither.
 
 Multiplicity: the PASS and the FAIL p-value of every row of a table form one family, Holm-corrected at
@@ -163,7 +164,7 @@ class Judgement:
     margin: float
     dof: float
     p_equiv: float | None  # TOST p-value of |q| >= margin (small: PASS)
-    p_fail: float | None  # largest goodness-of-fit p-value over the laws |q| <= margin (small: FAIL)
+    p_fail: float | None  # p-value of "some law with |q| <= margin holds" (small: FAIL)
     p_law: float | None = None  # amplitude-fit goodness of fit of the predicted law itself (q = 0)
     p_model: float | None = None  # goodness of fit of the best exponent model (q = q̂)
     extra: dict = field(default_factory=dict)
@@ -178,7 +179,7 @@ class Judgement:
 
 def judge_points(xs, points: list[Point], shape, margin_: float) -> Judgement:
     """Statistics of a row of independent points (module docstring): q̂, its interval, the TOST p-value and the
-    FAIL p-value (max over the laws within the margin of the F goodness-of-fit p-value)."""
+    FAIL p-value (the exponent outside the margin, or no law within it fitting: Bonferroni of the two)."""
     y = np.array([p.mean for p in points])
     se = np.array([p.se for p in points])
     if not (np.all(np.isfinite(se)) and np.all(se > 0)):
@@ -200,6 +201,9 @@ def judge_points(xs, points: list[Point], shape, margin_: float) -> Judgement:
         np.concatenate([np.linspace(-margin_, margin_, 201), [float(np.clip(q_hat, -margin_, margin_))]])
     )
     best_inside = float(np.min(chi2(inside)))
+    p_shape = law_p_value(best_inside, n, 1, nu)  # no law within the margin fits
+    edge = float(np.clip(q_hat, -margin_, margin_))  # the exponent outside the margin (two-sided at the edge)
+    p_out = 1.0 if edge == q_hat else float(2 * (1 - cdf(abs(signed_root(edge)))))
     return Judgement(
         "points",
         q_hat,
@@ -208,10 +212,10 @@ def judge_points(xs, points: list[Point], shape, margin_: float) -> Judgement:
         margin_,
         nu,
         p_equiv,
-        law_p_value(best_inside, n, 1, nu),
+        min(1.0, 2 * min(p_shape, p_out)),  # either test rejects every law within the margin: Bonferroni
         p_law=law_p_value(chi2(0.0), n, 1, nu),
         p_model=law_p_value(chi2_min, n, 2, nu),
-        extra={"chi2_law": chi2(0.0), "chi2_min": chi2_min, "n_points": n},
+        extra={"chi2_law": chi2(0.0), "chi2_min": chi2_min, "n_points": n, "p_shape": p_shape, "p_outside": p_out},
     )
 
 

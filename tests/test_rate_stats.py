@@ -152,3 +152,13 @@ def test_vectorized_profile_chi2_matches_a_plain_loop():
         A = sum(wi * yi * gi for wi, yi, gi in zip(w, y, g)) / sum(wi * gi * gi for wi, gi in zip(w, g))
         plain = sum(wi * (yi - A * gi) ** 2 for wi, yi, gi in zip(w, y, g))
         assert vec == pytest.approx(plain, rel=1e-12) and chi2(float(q)) == pytest.approx(plain, rel=1e-12)
+
+
+def test_an_exponent_outside_the_margin_fails_where_the_shape_test_alone_cannot_tell():
+    """Points exactly on x^1.4 against predicted x^2 +- 0.25, 10 % standard errors: three points leave the
+    goodness-of-fit test of the laws within the margin weak (p ~ 0.01 on 2 dof), the exponent's own test is
+    sharper (p ~ 0.003), and the row FAILs."""
+    pts = [Point(float(v), float(0.1 * v), DOF) for v in XS**1.4]
+    j = judge_points(XS, pts, XS**2, 0.25)
+    assert j.extra["p_outside"] < j.extra["p_shape"] and j.q_high < -0.25
+    assert _verdict(j) == "FAIL"
