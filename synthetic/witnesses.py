@@ -47,6 +47,7 @@ forms in :func:`smooth_abs_antiderivatives`), so every witness loss is C^∞ wit
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -342,6 +343,7 @@ def _two_point(name: str, power: int) -> Witness:
     )
 
 
+@functools.cache
 def witnesses() -> tuple[Witness, ...]:
     """Every witness (module docstring)."""
     return (
@@ -433,8 +435,13 @@ def measure_witness(witness: Witness) -> list[Record]:
 
 
 def witness_records() -> list[Record]:
-    """The records of every witness (milliseconds to a second in all)."""
-    return [r for w in witnesses() for r in measure_witness(w)]
+    """The records of every witness (a second or two in all; measured once per process: they are exact)."""
+    return list(_witness_records())
+
+
+@functools.cache
+def _witness_records() -> tuple[Record, ...]:
+    return tuple(r for w in witnesses() for r in measure_witness(w))
 
 
 def factor_of(row: Row) -> float:
@@ -449,3 +456,25 @@ def factor_of(row: Row) -> float:
 def witness_rows(statements: Statements | None = None) -> list[Row]:
     """The witness rows (derived and recalled forms) judged against ``statements`` (theory's by default)."""
     return judge(witness_records(), statements)
+
+
+def format_witnesses(default_rows: list[Row], rows: list[Row]) -> str:
+    """The witness table, then per statement the smallest derived margin on the default tasks beside the
+    witness margins (a witness looser than its factor is named)."""
+    from .checks import format_table
+
+    lines = ["Witnesses: tiny tasks where each derived bound is attained (margin 1 = tight; the largest allowed 2)"]
+    lines += [format_table(rows), "", f"{'statement':34s} {'default tasks':>13s}  witnesses (margin)"]
+    derived = [r for r in rows if r.provenance == "derived"]
+    for key in dict.fromkeys(r.key for r in derived):
+        mine = [r for r in derived if r.key == key]
+        default = [r.margin for r in default_rows if r.key == key and r.provenance == "derived"]
+        smallest = f"{min(default):.3g}" if default else "-"
+        beside = ", ".join(f"{r.margin:.3g} ({r.where.split(',')[0]})" for r in mine)
+        lines.append(f"{mine[0].statement.removesuffix(' [derived]')[:34]:34s} {smallest:>13s}  {beside}")
+    for r in derived:
+        if r.holds and r.margin > factor_of(r):
+            lines.append(
+                f"FINDING (witness looser than {factor_of(r):g}x): {r.statement} margin {r.margin:.3g} at {r.where}"
+            )
+    return "\n".join(lines)
