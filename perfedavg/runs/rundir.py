@@ -255,6 +255,14 @@ def looks_like_run_dir(path: Path) -> bool:
     return bool(names) and all(n in RUN_FILES or is_run_temporary(n) for n in names)
 
 
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the temporaries of run files that a killed writer left in ``run_dir``.  Only for the
+    holder of the run's lock (:mod:`perfedavg.runs.lock`): no live writer can own one then."""
+    for path in run_dir.iterdir():
+        if is_run_temporary(path.name):
+            path.unlink(missing_ok=True)
+
+
 def only_temporaries(path: Path) -> bool:
     """``path`` holds nothing but temporaries of run files: a run killed before its first file was in place."""
     names = [p.name for p in path.iterdir()]

@@ -38,6 +38,9 @@ from perfedavg.sweep.spec import RUNS, Unit
 #: test hook: path of a token file; the first worker that claims it (deletes it) kills itself
 #: with SIGKILL right after its run's first checkpoint is written
 KILL_HOOK = "PERFEDAVG_SWEEP_KILL_ONCE"
+#: test hook: a folder; a worker that claims (deletes) the file named after its unit kills itself at
+#: the file-system point that file numbers (:mod:`perfedavg.runs.faults`)
+KILL_POINTS_HOOK = "PERFEDAVG_SWEEP_KILL_POINTS"
 
 
 def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
@@ -63,6 +66,22 @@ def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
         else:
             actions[unit.name] = "start"
     return actions
+
+
+def _arm_kill_points(unit: Unit) -> None:
+    """Test hook (:data:`KILL_POINTS_HOOK`): die by SIGKILL at the point numbered for ``unit``, once."""
+    folder = os.environ.get(KILL_POINTS_HOOK)
+    if not folder:
+        return
+    token = Path(folder) / unit.name
+    try:
+        kill_at = int(token.read_text())
+        token.unlink()  # claim it: the retry runs unarmed
+    except (FileNotFoundError, ValueError):
+        return
+    from perfedavg.runs import faults
+
+    faults.arm(kill_at)
 
 
 def _arm_kill_hook() -> None:
@@ -101,6 +120,7 @@ def execute_unit(unit: Unit, run_dir: str | Path) -> dict:
         previous = None
     try:
         _arm_kill_hook()
+        _arm_kill_points(unit)
         summary = read_summary(run_dir)
         if summary is not None and is_done(summary.get("status")) and same_config(run_dir, dict(unit.config)):
             result.update(status=summary["status"], summary=_small(summary), note="already done")
