@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -544,3 +545,68 @@ def test_a_local_ray_listens_on_loopback_only():
     assert len(sockets) >= 5, sockets  # GCS, raylet, agents, the driver's and a worker's servers
     assert [s for s in sockets if not _is_loopback(s[0])] == []
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # the switch is not left behind
+
+
+# Longer runs (seconds each), so that a node can be removed while one of them runs.
+MULTI_NODE = SMALL.replace("K = 6", "K = 150").replace("checkpoint_every = 2", "checkpoint_every = 50")
+
+
+def _running_on(node) -> bool:
+    """A sweep task (``ray::_ray_execute``) runs in a worker process of this Ray node."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    for pid in _descendants(raylet) - {raylet}:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_ray_execute"):
+                return True
+    return False
+
+
+@pytest.mark.slow
+def test_ray_cluster_of_three_nodes_with_a_node_removed_mid_sweep(tmp_path):
+    """A real multi-node Ray cluster on this machine: a head with no CPUs (so the runs land on the
+    workers) and two worker raylets, each with its own processes and temporary folder.  The sweep
+    reaches it by --address, like a cluster elsewhere; one worker node is removed while a run is
+    in progress on it.  Every run finishes once, on a worker node, with metrics byte-identical to
+    the local backend's."""
+    require_ray()
+    import threading
+
+    from ray.cluster_utils import Cluster
+
+    units = _units(tmp_path, MULTI_NODE)
+    references = {unit.name: _reference(unit, tmp_path / "ref") for unit in units}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        kept, doomed = cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        removed = threading.Event()
+
+        def remove_doomed_mid_run() -> None:
+            deadline = time.monotonic() + 120
+            while not _running_on(doomed) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # well inside the run: it takes seconds
+            if _running_on(doomed):
+                cluster.remove_node(doomed, allow_graceful=False)
+                removed.set()
+
+        remover = threading.Thread(target=remove_doomed_mid_run, daemon=True)
+        remover.start()
+        report = run_sweep(
+            units,
+            tmp_path / "ray",
+            SweepOptions(backend="ray", address=cluster.address, workers=2, threads=1, progress=False),
+        )
+        remover.join(timeout=5)
+    finally:
+        cluster.shutdown()
+    assert removed.is_set(), "no run was in progress on the node to remove"
+    assert report.counts == {"finished": len(units)}
+    rows = _rows(tmp_path / "ray")
+    lost = [row for row in rows.values() if row["lost_attempts"]]
+    assert len(lost) == 1 and "worker lost" in lost[0]["lost_attempts"][0] and lost[0]["attempts"] == 2
+    assert all(row["attempts"] == 1 for row in rows.values() if row is not lost[0])
+    assert {row["node"] for row in rows.values()} <= {kept.node_id, doomed.node_id}  # never the head
+    assert lost[0]["node"] == kept.node_id  # retried on the node that is left
+    for unit in units:
+        assert (tmp_path / "ray" / RUNS / unit.name / rundir.METRICS).read_bytes() == references[unit.name]

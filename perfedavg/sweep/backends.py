@@ -215,7 +215,10 @@ class LocalBackend:
 
 # -- ray backend ------------------------------------------------------------------------------
 def _ray_execute(unit: Unit, files: dict, threads: int) -> tuple[dict, dict]:
-    """A Ray task: materialize the run's files in a scratch directory, run, ship them back."""
+    """A Ray task: materialize the run's files in a scratch directory, run, ship them back; the
+    result names the Ray node that ran it (``node``: its node id)."""
+    import ray  # present: Ray runs this function
+
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="perfedavg-sweep-") as scratch:
         run_dir = Path(scratch) / "run"
@@ -223,6 +226,7 @@ def _ray_execute(unit: Unit, files: dict, threads: int) -> tuple[dict, dict]:
         for name, data in files.items():
             (run_dir / name).write_bytes(data)
         result = execute_unit(unit, run_dir)
+        result["node"] = ray.get_runtime_context().get_node_id()
         shipped = {name: (run_dir / name).read_bytes() for name in SHIPPED if (run_dir / name).is_file()}
     return result, shipped
 
@@ -253,7 +257,7 @@ def _loopback_only(ray: Any) -> Any:
     raylet, workers, agents) binds 127.0.0.1.  Ray resolves a ``_node_ip_address`` of
     ``127.0.0.1`` back to the outside address, so the switch it reads is set instead: in the
     environment its child processes inherit, and in the driver's already imported constants."""
-    constants = importlib.import_module("ray._private.ray_constants")
+    constants: Any = importlib.import_module("ray._private.ray_constants")
     saved_env, saved_flag = os.environ.get(LOCAL_RAY_SWITCH), constants.ENABLE_RAY_CLUSTER
     os.environ[LOCAL_RAY_SWITCH] = "0"
     constants.ENABLE_RAY_CLUSTER = False

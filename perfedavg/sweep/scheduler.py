@@ -98,6 +98,7 @@ def _row(unit: Unit) -> dict:
         "error": None,
         "lost_attempts": [],
         "host": None,
+        "node": None,
     }
 
 
@@ -227,7 +228,7 @@ def run_sweep(
             result = outcome
             roundtrips.append(time.perf_counter() - submitted)
             unit_seconds.append(result["unit_seconds"])
-            row["host"] = result.get("host")
+            row["host"], row["node"] = result.get("host"), result.get("node")
         status = result["status"]
         if is_done(status) or (status == INTERRUPTED and stopping):
             summary = result.get("summary") or {}
