@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
-from perfedavg.algorithms import ALGORITHMS, DEFAULT_DELTA, Algorithm
+from perfedavg.algorithms import ALGORITHMS, DEFAULT_DELTA, PER_FEDAVG, Algorithm
 from perfedavg.errors import UsageError
 
 #: the largest integer an option may hold: it must fit a signed 64-bit integer (torch's seeds and sizes)
 INT_MAX = 2**63 - 1
 PROTOCOLS = ("train", "test")
+#: the rules of ``match_budget`` (:func:`perfedavg.engine.costs.budget_matched`)
+MATCH_RULES = ("steps", "batch")
 
 
 def _doc(text: str, **kw: Any) -> Any:
@@ -68,6 +70,17 @@ class RunConfig:
         "step size of the adaptation steps of the *_steps curves (>= 0; 0: the run's alpha, the paper's)",
         default=0.0,
     )
+    match_budget: str = _doc(
+        "FedAvg only: spend per round what this Per-FedAvg variant (fo | hf | exact) spends with the same tau and "
+        "batch sizes, by match_rule; '' (default): FedAvg as configured",
+        default="",
+    )
+    match_rule: str = _doc(
+        "how match_budget matches: steps = as many gradient evaluations (tau times the variant's gradients per "
+        "step, an HVP counted as 2: FO 2, HF 4, exact 4) | batch = as many per-sample gradients in tau steps (one "
+        "batch of FO D+D', HF and exact D+D'+2D'')",
+        default="steps",
+    )
     protocol: str = _doc(
         "personalization protocol reported as personalized_accuracy: train (adapt on the user's training "
         "data, leak-free) | test (adapt on its test data, as the paper did); both are always recorded",
@@ -91,6 +104,12 @@ class RunConfig:
             raise UsageError(f"algorithm={self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
         if self.protocol not in PROTOCOLS:
             raise UsageError(f"protocol={self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if self.match_budget not in ("", *PER_FEDAVG):
+            raise UsageError(f"match_budget={self.match_budget!r} is not one of '', {', '.join(PER_FEDAVG)}")
+        if self.match_budget and self.algorithm != "fedavg":
+            raise UsageError(f"match_budget={self.match_budget!r} applies to algorithm=fedavg, not {self.algorithm}")
+        if self.match_rule not in MATCH_RULES:
+            raise UsageError(f"match_rule={self.match_rule!r} is not one of {', '.join(MATCH_RULES)}")
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"dtype={self.dtype!r} is not one of float32, float64")
         _check_range("K", self.K, 1)

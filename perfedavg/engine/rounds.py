@@ -19,6 +19,7 @@ from torch import Tensor
 
 from perfedavg.engine.adaptation import adaptation_curve
 from perfedavg.engine.config import RunConfig
+from perfedavg.engine.costs import budget_matched
 from perfedavg.engine.local import StepSizes
 from perfedavg.engine.memory import MEMORY_SHARE, in_units, memory_budget
 from perfedavg.engine.objective import client_batches, client_objectives, client_test_metrics, personalized_test_metrics
@@ -83,6 +84,7 @@ def check_config_against_task(cfg: RunConfig, task: Task) -> None:
     round's draws that fit this machine (:func:`round_draw_bytes`), a forced round strategy that fits
     (:meth:`perfedavg.engine.oracle.FastPath.prefers_sample_space`), and an evaluation batch no larger than
     the largest user's data."""
+    cfg = budget_matched(cfg)  # a budget-matched FedAvg is checked as the FedAvg it runs
     n = task.n_clients
     if num_sampled_clients(cfg.r, n) < 1:
         raise UsageError(
@@ -303,8 +305,12 @@ def train(
     """Run rounds ``state.round .. K-1``; yields ``(state, record)`` after each round (and
     once for round 0 when starting fresh), ``record`` being the evaluation or ``None``.
 
+    A FedAvg run with ``match_budget`` runs the FedAvg that spends the named variant's budget
+    (:func:`perfedavg.engine.costs.budget_matched`).
+
     Raises :class:`perfedavg.errors.Diverged` on a non-finite parameter or objective.
     """
+    cfg = budget_matched(cfg)
     check_config_against_task(cfg, task)
     oracle = make_oracle(task)
     if state is None:

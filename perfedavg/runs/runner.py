@@ -280,7 +280,7 @@ def _write_run(
         wall_seconds=wall_before + time.perf_counter() - started,
         cpu_seconds=cpu_before + time.process_time() - cpu_started,
         origin=origin,
-        **run_extras(cfg, task, last_record),
+        **run_extras(cfg, task, last_record, checkpoint_round if checkpoint_round is not None else 0),
     )
     try:
         rundir.write_summary(out, summary)
@@ -378,16 +378,17 @@ def _write_trained(
         cpu_seconds=cpu,
         origin=rundir.provenance(cfg.task["name"], task.label or task.name),
         trained_in=str(source),
-        **run_extras(cfg, task, records[-1]),
+        **run_extras(cfg, task, records[-1], cfg.K),
     )
     rundir.write_summary(out, summary)
     return RunResult(FINISHED, out, summary)
 
 
-def run_extras(cfg: RunConfig, task: Any, final: dict | None) -> dict[str, Any]:
+def run_extras(cfg: RunConfig, task: Any, final: dict | None, rounds: int) -> dict[str, Any]:
     """What a run's summary adds about its users: which train and which are new, with their groups, where the
     task holds users out or groups them (``users``); the per-user outcomes of the final evaluation where it has
-    k-step curves (``outcomes``, :func:`perfedavg.runs.outcomes.record_outcomes`)."""
+    k-step curves (``outcomes``, :func:`perfedavg.runs.outcomes.record_outcomes`); what its ``rounds`` rounds
+    cost (``cost``, :func:`run_cost`)."""
     from perfedavg.runs.outcomes import record_outcomes
 
     extra: dict[str, Any] = {}
@@ -401,7 +402,31 @@ def run_extras(cfg: RunConfig, task: Any, final: dict | None) -> dict[str, Any]:
     outcomes = record_outcomes(final or {}, task.groups, task.new_groups)
     if outcomes:
         extra["outcomes"] = outcomes
+    extra["cost"] = run_cost(cfg, task, rounds)
     return extra
+
+
+def run_cost(cfg: RunConfig, task: Any, rounds: int) -> dict[str, Any]:
+    """What the run's training cost, counted by the engine (:mod:`perfedavg.engine.costs`): per local step of
+    one user, per round, and over its ``rounds`` rounds; with the local steps and batch sizes it ran (a
+    budget-matched FedAvg's own)."""
+    import torch
+
+    from perfedavg.engine.costs import batch_sizes, budget_matched, local_step_cost, round_cost
+
+    ran = budget_matched(cfg)
+    n_params = int(task.init_params(torch.Generator().manual_seed(0)).numel())
+    per_round = round_cost(ran, task.n_clients, n_params)
+    return {
+        "local_steps": ran.tau,
+        "batch_sizes": list(batch_sizes(ran)),
+        "match_budget": cfg.match_budget,
+        "match_rule": cfg.match_rule if cfg.match_budget else "",
+        "per_user_step": local_step_cost(ran.algorithm, batch_sizes(ran), n_params).to_dict(),
+        "per_round": per_round.to_dict(),
+        "rounds": rounds,
+        "per_run": per_round.times(rounds).to_dict(),
+    }
 
 
 def _postfix(record: dict) -> str:
