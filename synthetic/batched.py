@@ -32,9 +32,11 @@ import torch
 from torch import Tensor
 
 from perfedavg.engine.config import RunConfig
+from perfedavg.engine.local import Oracle
 from perfedavg.engine.objective import client_objectives_grad_f
-from perfedavg.engine.oracle import make_oracle
+from perfedavg.engine.oracle import LocalSteps, make_oracle
 from perfedavg.engine.rounds import DTYPES, check_config_against_task, local_rounds
+from perfedavg.engine.sampling import num_sampled_clients
 from perfedavg.engine.task import Task
 from perfedavg.runs import rundir
 from perfedavg.runs.status import DIVERGED, FINISHED
@@ -109,6 +111,32 @@ def theta_lipschitz_batched(task: Task, W: Tensor) -> Tensor:
     return torch.tensor([module.theta_lipschitz(task, w) for w in W], dtype=torch.float64)
 
 
+class DomainRecorder(LocalSteps):
+    r"""The generic fast path over ``oracle`` that also records, per seed, the largest :math:`\|w\|` of every model
+    a local step evaluates a gradient or a Hessian-vector product at: the users' iterates :math:`w^i_{k+1,t}`,
+    the inner points :math:`\tilde w = w - \alpha\tilde\nabla f_i(w,\mathcal D)` and, for HF, the points
+    :math:`w\pm\delta g`.  A task whose constants hold on a domain :math:`\|w\|\le W` (``w_radius``, the
+    quadratic task's B and σ_G) is inside its domain only if all of these are, not only the averages
+    :math:`\bar w`.  Rows are ``S`` runs of ``m`` users (:meth:`LocalSteps.stack`'s layout), repeated blocks of
+    them for HF's stacked :math:`w\pm\delta g`."""
+
+    def __init__(self, oracle: Oracle, runs: int, users: int):
+        self.oracle, self.runs, self.users = oracle, runs, users
+        self.max_norm = torch.zeros(runs, dtype=torch.float64)
+
+    def _record(self, W: Tensor) -> None:
+        norms = W.detach().reshape(-1, self.runs, self.users, W.shape[-1]).norm(dim=-1).amax(dim=(0, 2))
+        self.max_norm = torch.maximum(self.max_norm, norms.double().cpu())
+
+    def grad(self, W: Tensor, X: Tensor, Y: Tensor) -> Tensor:
+        self._record(W)
+        return self.oracle.grad(W, X, Y)
+
+    def hvp(self, W: Tensor, V: Tensor, X: Tensor, Y: Tensor) -> Tensor:
+        self._record(W)
+        return self.oracle.hvp(W, V, X, Y)
+
+
 @dataclass
 class SeedRuns:
     """Results of :func:`run_seeds`: per seed (rows) and per round k = 0..K (columns)."""
@@ -121,7 +149,9 @@ class SeedRuns:
     stationarity: np.ndarray  # (S, K+1): column k = (1/(tau k)) sum_{k'<k} sum_t ||grad F(w_bar)||^2 (nan at k=0)
     w: Tensor  # (S, P) final models
     phi: np.ndarray | None = None  # (S, K): round k's (1/tau) sum_t ||grad F(w_bar_{k+1,t})||^2 (track_inner)
-    max_w_norm: np.ndarray | None = None  # (S,): max over k and t of ||w_bar|| (domain checks)
+    # (S,): max ||w|| over every w_bar and, for a task stated on a domain (``w_radius``), every point a local step
+    # evaluates (DomainRecorder): the domain check of its constants
+    max_w_norm: np.ndarray | None = None
     wall_seconds: float = 0.0
     # (track_heterogeneity) at every recorded w_bar (w_k, and the inner w_bar_{k+1,t} when track_inner), in order:
     gamma_G2: np.ndarray | None = None  # (S, N) exact gamma_G^2(w_bar)
@@ -145,6 +175,9 @@ def run_seeds(
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     W = torch.stack([task.init_params(g).to(dtype) for g in gens])  # (S, P)
     S = W.shape[0]
+    recorder = None
+    if "w_radius" in task.constants and isinstance(oracle, LocalSteps):
+        oracle = recorder = DomainRecorder(oracle, S, num_sampled_clients(cfg.r, task.n_clients))
     hist = {k: [v] for k, v in zip(("F", "gF", "f", "gf"), grad_F_batched(task, W, cfg.alpha))}
     inner = torch.zeros(S, dtype=torch.float64)
     inner_f = torch.zeros(S, dtype=torch.float64)
@@ -198,7 +231,7 @@ def run_seeds(
         as_np(station),
         W,
         phi=as_np(phi) if tracked else None,
-        max_w_norm=max_norm.cpu().numpy(),
+        max_w_norm=(max_norm if recorder is None else torch.maximum(max_norm.cpu(), recorder.max_norm)).cpu().numpy(),
         wall_seconds=time.perf_counter() - started,
         gamma_G2=as_np(het["gG"]) if track_heterogeneity else None,
         gamma_H2=as_np(het["gH"]) if track_heterogeneity else None,

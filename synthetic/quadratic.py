@@ -25,8 +25,10 @@ training support:
   only on a bounded domain.  We state the domain :math:`\|w\|\le W` (option
   ``w_radius``) and give :math:`B = R(RW + Y)` and
   :math:`\sigma_G^2 = \max_i\mathbb E_{p_i}[(\|x\|W + |y|)^2\|x\|^2]\ge\max_i\mathbb E_{p_i}\|\nabla l-\nabla f_i\|^2`
-  valid on it.  A run that uses these constants must check that its iterates stayed in
-  the domain (:mod:`synthetic.rates` records :math:`\max_k\|w_k\|`).
+  valid on it.  A run that uses these constants must check that every point its steps evaluate
+  stayed in the domain: the users' iterates, the inner points and HF's :math:`w\pm\delta g`, not only
+  the averages :math:`\bar w` (:class:`synthetic.batched.DomainRecorder`, whose largest norm
+  :mod:`synthetic.rates` compares with W).
 
 Lipschitz constants in :math:`\theta` (ground metric :math:`\|\theta-\theta'\|_2` on
 :math:`(x, y)\in\mathbb R^{d+1}`), at a given w: with
