@@ -66,7 +66,16 @@ def _register_table1(what) -> None:
     p.add_argument(
         "--methods",
         default="fedavg,fo,hf",
-        help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column)",
+        help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column); "
+        "fedavg-fo, fedavg-hf, fedavg-exact: FedAvg given that variant's budget per round (--match-rule)",
+    )
+    p.add_argument(
+        "--match-rule",
+        choices=("steps", "batch"),
+        default="steps",
+        help="how the fedavg-<variant> columns spend the variant's budget: steps = tau times its gradient "
+        "evaluations per step as local steps (an HVP counted as two gradients; default) | batch = one larger batch "
+        "per step holding its per-sample gradients; the cost table shows what each column spent, counted",
     )
     p.add_argument(
         "--with-exact",
@@ -255,6 +264,7 @@ def table1_main(args) -> int:
         "backend": args.backend,
         "eval_batch": args.eval_batch,
         "adapt_steps": args.adapt_steps,
+        "match_rule": args.match_rule,
     }
     if args.seeds:
         kw["seeds"] = args.seeds

@@ -80,6 +80,11 @@ from .tasks import ImageTaskOptions, partition_options
 ROWS = ((10, 0.001), (4, 0.001), (10, 0.01))
 METHODS = ("fedavg", "fo", "hf")
 METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)", "exact": "Per-FedAvg (exact HVP)"}
+#: budget-matched FedAvg: ``fedavg-<variant>`` is FedAvg spending the variant's budget per round
+#: (``match_budget``, :func:`perfedavg.engine.costs.budget_matched`; the rule is ``Plan.match_rule``)
+METHOD_NAMES |= {
+    f"fedavg-{v}": f"FedAvg ({name}'s budget)" for v, name in (("fo", "FO"), ("hf", "HF"), ("exact", "exact"))
+}
 PROTOCOLS = {
     "test": "adaptation step on test data (paper's protocol)",
     "train": "adaptation step on training data (leak-free)",
@@ -129,6 +134,8 @@ class Plan:
     #: also evaluate each cell's final model after k = 0..N full-batch adaptation steps of size α, with every
     #: user's outcome (``users-k<N>.json`` in the cell, two more tables; 0: not)
     adapt_steps: int = 0
+    #: how the budget-matched FedAvg columns (``fedavg-hf`` etc.) match: ``steps`` or ``batch``
+    match_rule: str = "steps"
 
     @staticmethod
     def quick(**kw) -> Plan:
@@ -154,7 +161,8 @@ def cell_config(plan: Plan, dataset: str, tau: int, alpha: float, method: str, s
         "K": plan.K,
         "tau": tau,
         "alpha": alpha,
-        "algorithm": method,
+        "algorithm": method.split("-")[0],
+        **({"match_budget": method.split("-")[1], "match_rule": plan.match_rule} if "-" in method else {}),
         "seed": seed,
         "eval_every": plan.eval_every or plan.K,
         "checkpoint_every": max(1, plan.K // 10),
@@ -406,6 +414,7 @@ def collect(plan: Plan, out: Path) -> dict:
                         "global": _mean_std([100 * f["global_accuracy"] for f in finals]),
                         "train_loss_f": _mean_std([f["f"] for f in finals]),
                         "wall_seconds": sum(f["wall_seconds"] for f in summaries),
+                        "cost": _cell_cost(summaries[0], cell_dir(out, dataset, tau, alpha, method, 0)),
                         "trained_in": any(f.get("trained_in") for f in summaries),
                     }
                 )
@@ -417,6 +426,7 @@ def collect(plan: Plan, out: Path) -> dict:
             "methods": list(plan.methods),
             "eval_batch": plan.eval_batch,
             "adapt_steps": plan.adapt_steps,
+            "match_rule": plan.match_rule,
             **{k: v for k, v in PAPER.items() if k != "K"},
         },
         "rows": rows,
@@ -469,6 +479,29 @@ def _eval_batch_cells(plan: Plan, out: Path) -> None:
                 **{f"personalized_accuracy_{k}_batch_step": v for k, v in accuracy.items()},
             },
         )
+
+
+def _cell_cost(summary: dict, directory: Path) -> dict:
+    """A cell's training cost (its summary's ``cost``, counted by the engine); a cell written before summaries
+    recorded it is counted now from its config and its model's size."""
+    if "cost" in summary:
+        return summary["cost"]
+    from perfedavg.runs.holdout import holdout_count
+    from perfedavg.runs.runner import run_cost
+
+    cfg = build_config(read_toml(directory / rundir.CONFIG))
+    n_params = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]["w"].numel()
+    n = int(cfg.task["n_clients"])
+    users = n - holdout_count(cfg.task.get("holdout_users", 0), n)
+
+    class Sizes:  # what run_cost reads of a task
+        n_clients = users
+
+        @staticmethod
+        def init_params(generator):
+            return torch.zeros(n_params)
+
+    return run_cost(cfg, Sizes, int(summary.get("rounds_completed", cfg.K)))
 
 
 def _new_user_cells(finals: list[dict]) -> dict:
@@ -607,6 +640,7 @@ def markdown(table: dict) -> str:
         lines.append("")
     if plan.get("adapt_steps"):
         lines += users_markdown(table)
+    lines += cost_markdown(table)
     lines += ["## Wall time (s per seed, this machine)", "", head, rule]
     for row in table["rows"]:
         cells = [f"{row['cells'][m]['wall_seconds'] / plan['seeds']:.1f}" for m in methods]
@@ -636,6 +670,39 @@ def markdown(table: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+#: the columns of the cost table: (key of a cost record, heading)
+COST_COLUMNS = (
+    ("gradients", "gradients"),
+    ("sample_gradients", "per-sample gradients"),
+    ("hvps", "HVPs"),
+    ("gradient_equivalents", "gradient equivalents (HVP = 2)"),
+    ("samples", "samples read"),
+    ("floats_down", "floats down"),
+    ("floats_up", "floats up"),
+)
+
+
+def cost_markdown(table: dict) -> list[str]:
+    """What each method costs per round (counted by the engine, :mod:`perfedavg.engine.costs`), one row per
+    data set, row of Table 1 and method."""
+    lines = [
+        "## What each method costs per round (counted; all sampled users together)",
+        "",
+        "| data set | τ | α | method | local steps | batches | " + " | ".join(h for _, h in COST_COLUMNS) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(COST_COLUMNS),
+    ]
+    for row in table["rows"]:
+        for m in table["plan"]["methods"]:
+            cost = row["cells"][m]["cost"]
+            values = " | ".join(f"{cost['per_round'][k]:,}" for k, _ in COST_COLUMNS)
+            batches = "+".join(str(b) for b in cost["batch_sizes"])
+            lines.append(
+                f"| {row['label']} | {row['tau']} | {row['alpha']:g} | {_method_header(m)} | {cost['local_steps']} | "
+                f"{batches} | {values} |"
+            )
+    return [*lines, ""]
 
 
 #: how the per-user tables name an adaptation (a key of ``users_statistics``)

@@ -107,3 +107,43 @@ def test_a_runs_summary_records_its_cost(tmp_path):
     assert summary["cost"]["per_round"] == per_round.to_dict()
     assert summary["cost"]["per_run"] == per_round.times(2).to_dict()
     assert summary["cost"]["local_steps"] == cfg.tau * 4 and summary["cost"]["match_budget"] == "hf"
+
+
+def test_table1_has_a_budget_matched_fedavg_column_and_counts_every_columns_cost(tmp_path):
+    import json
+
+    from empirical.reproduce import Plan, cell_dir, collect, markdown, run_plan
+    from tests.empirical_fixtures import tiny_mnist_arrays, write_mnist
+
+    root = tmp_path / "data"
+    write_mnist(root / "MNIST" / "raw", tiny_mnist_arrays(seed=0, n_train=600, n_test=400, side=4))
+    plan = Plan(
+        datasets=("mnist",),
+        rows=((2, 0.01),),
+        methods=("fedavg", "hf", "fedavg-hf"),
+        seeds=1,
+        K=2,
+        workers=1,
+        data_dir=str(root),
+        task={"n_clients": 10, "a": 4},
+        settings={"D": 4, "D1": 4, "D2": 4, "beta": 0.05},
+    )
+    table = run_plan(plan, tmp_path / "t1", progress=False)
+    cells = table["rows"][0]["cells"]
+    hf, matched, plain = (cells[m]["cost"] for m in ("hf", "fedavg-hf", "fedavg"))
+    assert matched["local_steps"] == 4 * 2 and plain["local_steps"] == 2 and matched["match_budget"] == "hf"
+    assert (
+        matched["per_round"]["gradients"]
+        == hf["per_round"]["gradient_equivalents"]
+        == 4 * plain["per_round"]["gradients"]
+    )
+    assert matched["per_run"]["gradients"] == 2 * matched["per_round"]["gradients"]
+    config = (cell_dir(tmp_path / "t1", "mnist", 2, 0.01, "fedavg-hf", 0) / "config.toml").read_text()
+    assert 'algorithm = "fedavg"' in config and 'match_budget = "hf"' in config
+    assert "What each method costs per round" in markdown(table) and "FedAvg (HF's budget)" in markdown(table)
+    # a cell whose summary predates the cost record is counted from its config: the same numbers
+    summary_path = cell_dir(tmp_path / "t1", "mnist", 2, 0.01, "fedavg-hf", 0) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["cost"]
+    summary_path.write_text(json.dumps(summary))
+    assert collect(plan, tmp_path / "t1")["rows"][0]["cells"]["fedavg-hf"]["cost"] == matched
