@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import torch
 
@@ -38,6 +39,19 @@ def softmax_setup(dtype="float64", **overrides):
         ],
     )
     return resolve(cfg)
+
+
+def uniform_users(data: ClientData) -> ClientData:
+    """The same users and samples, each sample of a user weighted ``1 / count``."""
+    return ClientData.from_lists(data.x, data.y, [row[:c] for row, c in zip(data.index, data.count.tolist())])
+
+
+def with_batches(task: Task, with_replacement: bool) -> Task:
+    """``task`` drawing batches with or without replacement; without, its users' weights made uniform
+    (the only weights batches without replacement honour; a task with others is refused)."""
+    if with_replacement:
+        return replace(task, batch_with_replacement=True)
+    return replace(task, train=uniform_users(task.train), test=uniform_users(task.test), batch_with_replacement=False)
 
 
 def uneven_mlp_task(sizes, activation, with_replacement, rounds):

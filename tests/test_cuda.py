@@ -26,7 +26,7 @@ from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config
 from perfedavg.runs.runner import run_config
 from tests.empirical_fixtures import real_data_root
-from tests.helpers import random_params, softmax_setup, table1_plan, uneven_mlp_task
+from tests.helpers import random_params, softmax_setup, table1_plan, uneven_mlp_task, with_batches
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -49,7 +49,7 @@ def test_engine_on_cuda_equals_the_cpu_engine_and_the_loop_reference(algorithm, 
     """Generic oracle (torch.func over the task's loss): CPU engine, CUDA engine and the CUDA loop
     reference, three rounds from the same seed, the same sampled users and models to round-off."""
     cfg, task = softmax_setup(algorithm=algorithm, alpha=0.3, beta=0.2)
-    task = replace(task, batch_with_replacement=with_replacement)
+    task = with_batches(task, with_replacement)
     gpu = _on(task, CUDA)
     w = random_params(task)
     gens = [torch.Generator().manual_seed(5) for _ in range(3)]

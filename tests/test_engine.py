@@ -13,7 +13,7 @@ from perfedavg.engine.reference import reference_round
 from perfedavg.engine.rounds import local_round, train
 from perfedavg.engine.sampling import draw_batch, num_sampled_clients, sample_clients
 from perfedavg.engine.task import ClientData
-from tests.helpers import random_params, softmax_setup
+from tests.helpers import random_params, softmax_setup, uniform_users, with_batches
 
 #: float64 agreement of two implementations of the same arithmetic, summed in other orders
 TIGHT = 1e-10
@@ -25,7 +25,7 @@ def test_vectorized_engine_equals_loop_reference(algorithm, with_replacement):
     """Same seed, same batches (the engine draws from the sampled users' rows, taken once per round;
     the reference from the whole data set, client by client), same models to float64 round-off."""
     cfg, task = softmax_setup(algorithm=algorithm, alpha=0.3, beta=0.2)
-    task = replace(task, batch_with_replacement=with_replacement)
+    task = with_batches(task, with_replacement)
     oracle = AutogradOracle(task.per_sample_loss)
     w = random_params(task)
     gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -375,7 +375,6 @@ def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
 
     from perfedavg.engine.objective import client_batches
     from perfedavg.engine.rounds import eval_batch_generator, evaluate
-    from perfedavg.engine.task import ClientData
 
     cfg, task = softmax_setup(alpha=2.0)
     w = random_params(task, scale=1.0)
@@ -399,10 +398,7 @@ def test_eval_batch_is_one_sgd_step_on_a_batch_of_the_protocols_data():
     assert other_round["personalized_loss_train_batch_step"] != record["personalized_loss_train_batch_step"]
 
     # uniform users, batches without replacement, larger than any user: the full-batch step exactly
-    def uniform(d):
-        return ClientData.from_lists(d.x, d.y, [row[:c] for row, c in zip(d.index, d.count.tolist())])
-
-    task_u = replace(task, train=uniform(task.train), test=uniform(task.test), batch_with_replacement=False)
+    task_u = replace(task, train=uniform_users(task.train), test=uniform_users(task.test), batch_with_replacement=False)
     largest = max(int(task_u.train.count.max()), int(task_u.test.count.max()))
     whole = evaluate(task_u, cfg.replace(eval_batch=largest), w, round_index=7)
     for split in ("train", "test"):

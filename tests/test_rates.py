@@ -63,16 +63,19 @@ def _own_cluster_task(tau, beta, h=1.0):
 
     cfg = rates._config({"tau": tau, "beta": beta, "task": {"h": h}})
     _, task = resolve(cfg)
-    d = task.train
-    own = ClientData.from_lists(
-        d.x, d.y, [row[:c][p[:c] > 0] for row, p, c in zip(d.index, d.weight, d.count.tolist())]
-    )
-    assert all(torch.allclose(p[p > 0], p[p > 0][0]) for p in d.weight)  # p_i uniform on its support: own = p_i
-    counts = set(own.count.tolist())
+
+    def own(d: ClientData) -> ClientData:
+        assert all(torch.allclose(p[p > 0], p[p > 0][0]) for p in d.weight)  # p_i uniform on its support: own = p_i
+        return ClientData.from_lists(
+            d.x, d.y, [row[:c][p[:c] > 0] for row, p, c in zip(d.index, d.weight, d.count.tolist())]
+        )
+
+    train = own(task.train)
+    counts = set(train.count.tolist())
     assert len(counts) == 1
     size = counts.pop()
     cfg = cfg.replace(D=size, D1=size, D2=size)
-    return cfg, replace(task, train=own, batch_with_replacement=False)
+    return cfg, replace(task, train=train, test=own(task.test), batch_with_replacement=False)
 
 
 @pytest.mark.parametrize("tau", [1, 3, 8])

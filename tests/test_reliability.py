@@ -761,3 +761,28 @@ def test_a_full_disk_mid_run_names_the_file_and_resume_ends_bit_for_bit(tmp_path
     monkeypatch.undo()
     assert main(["run", "--resume", str(run), "--no-progress", "--no-plot"]) == 0
     assert (run / rundir.METRICS).read_bytes() == (tmp_path / "reference" / rundir.METRICS).read_bytes()
+
+
+def test_non_uniform_weights_without_replacement_are_refused_at_configuration():
+    """Batches without replacement are uniform over a user's samples: a task whose p_i are not uniform
+    and that asks for them is refused in one line (it would silently ignore its weights); with
+    replacement, or with uniform weights, it is accepted."""
+    import dataclasses
+
+    from perfedavg.engine.task import ClientData
+    from perfedavg.runs.registry import build_task
+
+    task = build_task({"name": "softmax", "n_clients": 4, "dim": 3, "support": 20, "classes": 2})
+    assert not task.train.has_uniform_weights()  # the softmax task's users weigh its support points unevenly
+    with pytest.raises(UsageError, match="not uniform") as info:
+        dataclasses.replace(task, batch_with_replacement=False)
+    assert "\n" not in str(info.value)
+    counts = task.train.count.tolist()
+    uniform = ClientData.from_lists(  # the same samples, every one weighted 1/count
+        task.train.x, task.train.y, [task.train.index[i, :k].tolist() for i, k in enumerate(counts)]
+    )
+    test_uniform = ClientData.from_lists(
+        task.test.x, task.test.y, [task.test.index[i, :k].tolist() for i, k in enumerate(task.test.count.tolist())]
+    )
+    assert uniform.has_uniform_weights()
+    dataclasses.replace(task, train=uniform, test=test_uniform, batch_with_replacement=False)  # accepted

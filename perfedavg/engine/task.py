@@ -32,6 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from perfedavg.errors import UsageError
+
+#: a client's weights count as uniform within this relative error: p / p.sum() of equal p is 1/k up to
+#: an ulp or two; a real skew is far larger
+UNIFORM_RTOL = 1e-12
+
 PerSampleLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
 Scores = Callable[[Tensor, Tensor], Tensor]
 
@@ -59,6 +65,13 @@ class ClientData:
     @property
     def min_count(self) -> int:
         return int(self.count.min())
+
+    def has_uniform_weights(self) -> bool:
+        """Every client's :math:`p_{ij}` is uniform over its samples (``1 / count`` each, up to
+        :data:`UNIFORM_RTOL`): what drawing batches without replacement assumes."""
+        real = torch.arange(self.weight.shape[1]) < self.count.cpu()[:, None]
+        uniform = torch.where(real, 1.0 / self.count.cpu().double()[:, None], 0.0)
+        return bool(torch.allclose(self.weight.cpu().double(), uniform, rtol=UNIFORM_RTOL, atol=0.0))
 
     @cached_property
     def cumulative_weight(self) -> Tensor:
@@ -128,6 +141,15 @@ class Task:
     #: :class:`perfedavg.engine.local.Oracle`, with or without its own fast path
     #: (:func:`perfedavg.engine.oracle.make_oracle`)
     oracle_factory: Callable[[], object] | None = None
+
+    def __post_init__(self) -> None:
+        for split, data in (("train", self.train), ("test", self.test)):
+            if not self.batch_with_replacement and not data.has_uniform_weights():
+                raise UsageError(
+                    f"task {self.name!r}: batches drawn without replacement (batch_with_replacement=False) are "
+                    f"uniform over a user's samples, but its {split} weights p_i are not uniform: draw with "
+                    "replacement (the theory's model), or give every sample of a user the same weight"
+                )
     description: str = ""
     label: str = ""
     #: the users held out of training (new users, :func:`hold_out`): their training and test data, evaluated
