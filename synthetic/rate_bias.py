@@ -97,7 +97,7 @@ def exact_bias_row():
     from theory import lemmas
 
     from . import rate_stats
-    from .rate_rows import RateRow
+    from .rate_rows import TAYLOR_ASSUMPTION, RateRow
 
     Ds, bias, c = bias_curve()
     bound = [float(lemmas.bias_derived()(alpha=ALPHA, L=c["L"], sigma_G=c["sigma_G"], D=D)) for D in Ds]
@@ -116,4 +116,5 @@ def exact_bias_row():
         f"{', '.join(f'{b * D:.4g}' for b, D in zip(bias, Ds))}; the derived b_F (first order, an upper bound) "
         f"has exponent {rate_stats.local_slope(Ds, bound):+.2f}",
         {"recalled_shape_slope": rate_stats.local_slope(Ds, bound), "bound": bound},
+        TAYLOR_ASSUMPTION,
     )

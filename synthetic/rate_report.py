@@ -9,7 +9,7 @@ import time
 
 from perfedavg.outputs import output_dir, output_file
 
-from .rate_rows import ASSUMPTION, INTERVAL_LEVEL, RateRow
+from .rate_rows import ASSUMPTION, INTERVAL_LEVEL, TAYLOR_ASSUMPTION, RateRow
 from .rate_stats import FAMILY_LEVEL, MARGIN_FRACTION
 
 
@@ -42,7 +42,7 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
         laws = r.extra.get("laws")
         law_text = "; amplitude-fit p: " + ", ".join(f"{k} {v:.2g}" for k, v in laws.items()) if laws else ""
         lines.append(f"{'':{width}s} points (x: mean ± 95%): {pts}{law_text}")
-        lines.append(f"{'':{width}s} margin vs competitor {r.competitor}; {d['reason']}")
+        lines.append(f"{'':{width}s} margin vs competitor {r.competitor}; {d['reason']}; {r.assumption}")
         if r.note:
             lines.append(f"{'':{width}s} {r.note}")
     lines.append("")
@@ -52,7 +52,7 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
         "by its goodness of fit (amplitude fit, F test); else INCONCLUSIVE. p(PASS), p(FAIL): Holm-adjusted over "
         f"every sampled row's two p-values, family-wise level {FAMILY_LEVEL}; exact rows (closed forms) carry no "
         f"p-value. Margin: {MARGIN_FRACTION:g} x the exponent gap to the row's competitor, fixed before the data. "
-        f"Every row: {ASSUMPTION}."
+        "Each row states what its comparison assumes."
     )
     lines.append(f"every run stayed in the domain ||w|| <= W of B, sigma_G: {bound.get('domain_respected', 'n/a')}")
     lines.append(
@@ -107,7 +107,7 @@ def table_json(rows: list[RateRow], bound: dict, seconds: float, out) -> dict:
                 "correction": "Holm over the PASS and FAIL p-values of every sampled row",
                 "interval_level": INTERVAL_LEVEL,
                 "margin_rule": f"{MARGIN_FRACTION:g} x the exponent gap between the predicted law and the competitor",
-                "assumption": ASSUMPTION,
+                "assumptions": [ASSUMPTION, TAYLOR_ASSUMPTION],
             },
             "verdicts": counts,
             "rows": [r.as_dict() for r in rows],

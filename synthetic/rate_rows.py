@@ -31,8 +31,10 @@ from .quadratic import noise_free_cycle
 from .rate_runs import _config, _domain_ok, bound_terms, mu_F, run_sweep, theory_LF
 from .rate_stats import FAMILY_LEVEL, Judgement, Point, judge_exact, judge_points, judge_replicates, local_slope
 
-#: what every row's comparison assumes (printed with each row)
+#: what a row's comparison assumes (printed with each row): the bound-term rows
 ASSUMPTION = "comparing an upper bound's slope assumes the bound is tight up to a constant on the grid"
+#: ... and the rows whose predicted law is a Taylor expansion (HF error, exact bias)
+TAYLOR_ASSUMPTION = "a Taylor law: assumes its next order is negligible on the grid"
 #: the exponent interval printed and saved: the (1 − 2·level) interval that the equivalence test uses
 INTERVAL_LEVEL = 1 - 2 * FAMILY_LEVEL
 
@@ -51,6 +53,7 @@ class RateRow:
     competitor: str
     note: str = ""
     extra: dict = field(default_factory=dict)
+    assumption: str = ASSUMPTION
 
     @property
     def fitted(self) -> float:
@@ -96,7 +99,7 @@ class RateRow:
             "correction": f"Holm over the PASS and FAIL p-values of every sampled row, family-wise level {FAMILY_LEVEL}"
             if j.method != "exact"
             else "none (exact: no sampling error)",
-            "assumption": ASSUMPTION,
+            "assumption": self.assumption,
             "pass_needs_tolerance": False,
             "xs": self.xs,
             "means": self.means,
@@ -328,6 +331,7 @@ def hf_delta_row(seeds) -> RateRow:
         all_deltas=deltas,
         all_means=means.tolist(),
     )
+    row.assumption = TAYLOR_ASSUMPTION
     return row
 
 
