@@ -65,6 +65,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
     parser.add_argument(
+        "--tightness",
+        action="store_true",
+        help="print the worst-case and the data-dependent bound on Phi_K beside the measured Phi_K on every "
+        "stochastic Phi_K row and the noise-free drift rows, with both factors (a few minutes on 2 cores; "
+        "--seeds S sets the seeds of the K-row and the logistic row, --json for JSON); exit 1 if a "
+        "data-dependent bound lies below its measurement",
+    )
+    parser.add_argument(
         "--full",
         action="store_true",
         help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
@@ -106,6 +114,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--full only applies with --rates")
     if args.json not in (None, "-") and not args.rates:
         raise UsageError("--json PATH only applies with --rates (without it, --json prints JSON)")
+    if args.tightness:
+        if args.rates or args.speed_sweep is not None:
+            raise UsageError("--tightness is a separate command: give it without --rates or --speed-sweep")
+        from .tightness import main_tightness  # torch
+
+        return main_tightness(args)
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
