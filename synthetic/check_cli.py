@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "data-dependent bound lies below its measurement",
     )
     parser.add_argument(
+        "--new-users",
+        action="store_true",
+        help="new users at a chosen TV / W1 distance from the training users' mixture: their personalized "
+        "gradient gap, exact, against the derived bound (smallest margins per task; the gap's exponent in the "
+        "distance against the bound's 1); --json for JSON; exit 1 if a bound fails",
+    )
+    parser.add_argument(
         "--full",
         action="store_true",
         help="with --rates: the full version (4-5 points per row, 40 mixing times per floor, 5 seeds; "
@@ -120,6 +127,12 @@ def main(args: argparse.Namespace) -> int:
         from .tightness import main_tightness  # torch
 
         return main_tightness(args)
+    if args.new_users:
+        if args.rates or args.speed_sweep is not None or args.tightness or args.mutations:
+            raise UsageError("--new-users is a separate command: give it alone (with --json if wanted)")
+        from .new_users import main_new_users  # torch
+
+        return main_new_users(args)
     if args.speed_sweep is not None:
         if args.rates:
             raise UsageError("--speed-sweep and --rates are separate commands: give one")
