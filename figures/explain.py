@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "is, its share, which dominates, and which knob lowers it. The paper's recalled shape is shown beside."
         ),
     )
-    p.add_argument("--config", metavar="FILE.toml", default=None, help="run config (default: the built-in defaults)")
+    p.add_argument(
+        "--config", metavar="FILE.toml", default=None, help="run config (default: the first run of `perfedavg run`)"
+    )
     p.add_argument(
         "--run",
         metavar="DIR",

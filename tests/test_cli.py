@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perfedavg.cli import main
+from perfedavg.runs.config import FIRST_RUN
 from tests.helpers import bounded_address_space, limit_child_address_space
 
 #: a quick valid base (small task); each example then adds at least one bad input after it
@@ -58,9 +59,11 @@ def toml_literal(value) -> str:
 
 
 huge_int = st.integers(min_value=2**63, max_value=2**200)
+#: a float that is no whole number (a whole one, 3.0 or 1e3, is read as the integer for an integer option)
+not_whole = st.floats(allow_nan=True).filter(lambda x: not (math.isfinite(x) and x.is_integer()))
 not_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 wrong_scalar = st.one_of(st.text(max_size=8), st.booleans(), st.lists(st.integers(0, 3), max_size=2))
-positive_int_bad = st.one_of(st.integers(max_value=0), huge_int, st.floats(allow_nan=True), wrong_scalar)
+positive_int_bad = st.one_of(st.integers(max_value=0), huge_int, not_whole, wrong_scalar)
 #: sizes that are valid integers but far too large to build (the task caps them up front; the engine turns a
 #: failed allocation into a one-line error): 1e9 .. 2^62
 huge_valid_size = st.integers(min_value=10**9, max_value=2**62)
@@ -73,10 +76,10 @@ BAD = {
     "D": st.one_of(positive_int_bad, st.integers(21, 2**62)),  # a batch larger than a client's data (20 samples)
     "D1": st.one_of(positive_int_bad, st.integers(21, 2**62)),
     "D2": st.one_of(positive_int_bad, st.integers(21, 2**62)),
-    "seed": st.one_of(st.integers(max_value=-1), huge_int, st.floats(), wrong_scalar),
-    "checkpoint_every": st.one_of(st.integers(max_value=-1), huge_int, st.floats(), wrong_scalar),
+    "seed": st.one_of(st.integers(max_value=-1), huge_int, not_whole, wrong_scalar),
+    "checkpoint_every": st.one_of(st.integers(max_value=-1), huge_int, not_whole, wrong_scalar),
     # negative, or more than the largest user's data (the default task's users hold 20 training samples)
-    "eval_batch": st.one_of(st.integers(max_value=-1), st.integers(21, 2**62), huge_int, st.floats(), wrong_scalar),
+    "eval_batch": st.one_of(st.integers(max_value=-1), st.integers(21, 2**62), huge_int, not_whole, wrong_scalar),
     "alpha": st.one_of(st.floats(max_value=-1e-300), not_finite, st.text(max_size=5), st.booleans()),
     "beta": st.one_of(st.floats(max_value=0.0), not_finite, st.text(max_size=5), st.booleans()),
     "delta": st.one_of(st.floats(max_value=0.0), not_finite, st.booleans()),
@@ -95,11 +98,11 @@ BAD = {
     "dtype": st.one_of(st.sampled_from(["float16", "int64", "", "Float32"]), st.integers()),
     "device": st.sampled_from(["cuda:99", "tpu", "cpu:x", "", "meta", "nonsense"]),
     "track_inner": st.one_of(st.integers(), st.text(max_size=4), st.floats()),
-    "task.n_clients": st.one_of(st.integers(max_value=1), huge_int, huge_valid_size, st.floats(), wrong_scalar),
-    "task.dim": st.one_of(st.integers(max_value=0), huge_int, huge_valid_size, st.floats(), wrong_scalar),
-    "task.support": st.one_of(st.integers(max_value=1), huge_int, huge_valid_size, st.floats(), wrong_scalar),
+    "task.n_clients": st.one_of(st.integers(max_value=1), huge_int, huge_valid_size, not_whole, wrong_scalar),
+    "task.dim": st.one_of(st.integers(max_value=0), huge_int, huge_valid_size, not_whole, wrong_scalar),
+    "task.support": st.one_of(st.integers(max_value=1), huge_int, huge_valid_size, not_whole, wrong_scalar),
     "task.h": st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1.000001), not_finite, st.text(max_size=4)),
-    "task.classes": st.one_of(st.integers(max_value=1), huge_valid_size, st.floats(), wrong_scalar),
+    "task.classes": st.one_of(st.integers(max_value=1), huge_valid_size, not_whole, wrong_scalar),
     "task.name": st.one_of(
         st.text(max_size=8).filter(
             lambda s: s not in ("softmax", "logistic", "quadratic", "nonconvex", "mnist", "cifar10")
@@ -548,7 +551,8 @@ def test_a_successful_run_writes_config_metrics_summary_and_a_png(tmp_path, caps
         "summary.json",
     ]
     cfg = build_config(read_toml(out / "config.toml"))
-    assert (cfg.K, cfg.eval_every, cfg.protocol, cfg.task["n_clients"], cfg.task["h"]) == (4, 3, "test", 4, 0.5)
+    first_h = FIRST_RUN["task"]["h"]  # no --config: the first run's task
+    assert (cfg.K, cfg.eval_every, cfg.protocol, cfg.task["n_clients"], cfg.task["h"]) == (4, 3, "test", 4, first_h)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [0, 3, 4]  # round 0, every eval_every, and K
     for r in records:

@@ -68,8 +68,8 @@ def test_bounds_task_gives_the_synthetic_tasks_exact_constants(capsys):
     assert got == pytest.approx(want, rel=1e-12)
     other = bounds_json(["--task", "softmax", *sets(["task.h=0.1"])], capsys)["constants"]
     assert other["gamma_G"] < got["gamma_G"]  # the dial moved the dissimilarity
-    flags = bounds_json(["--task", "softmax", "--L", "2", "--beta", "0.01", "--K", "1e3"], capsys)["constants"]
-    assert flags["L"] == 2 and flags["beta"] == 0.01 and flags["K"] == 1000
+    flags = bounds_json(["--task", "softmax", "--rho", "2", "--beta", "0.01", "--K", "1e3"], capsys)["constants"]
+    assert flags["rho"] == 2 and flags["beta"] == 0.01 and flags["K"] == 1000
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import sys
 from dataclasses import MISSING, fields
+from typing import Any
 
 from perfedavg.engine.config import field_defaults, field_docs
 from perfedavg.errors import UsageError
-from perfedavg.runs.config import dumps_toml, load_run_config
+from perfedavg.runs.config import FIRST_RUN, dumps_toml, load_run_config
 from perfedavg.runs.registry import TASKS, task_spec
 from perfedavg.runs.resume import load_resume_config
 from perfedavg.runs.runner import run_config
@@ -25,6 +26,20 @@ def _row(name: str, doc: str, default, width: int) -> str:
     # one line, the name padded to its column and two spaces at least: the help formatter (or
     # fill_block, for --list-tasks) wraps it under its text column at the terminal's width
     return f"  {name:<{width}}  {doc} [default: {shown}]"
+
+
+def _first_run_text() -> str:
+    """:data:`perfedavg.runs.config.FIRST_RUN` in words, for ``--help``."""
+    options = ", ".join(
+        f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in FIRST_RUN.items() if k != "task"
+    )
+    task = ", ".join(f"task.{k} = {v}" for k, v in FIRST_RUN["task"].items() if k != "name")
+    return (
+        f"Per-FedAvg on the synthetic {FIRST_RUN['task']['name']} task where personalization helps, inside both "
+        f"step-size conditions of `perfedavg explain` ({options}; {task}; the options not named keep the "
+        "defaults below), ending with personalized accuracy beside FedAvg's shared model; choosing another task "
+        "(--set task=NAME) starts from the defaults below"
+    )
 
 
 def _options_text() -> str:
@@ -61,8 +76,8 @@ def register(sub) -> None:
         description=(
             "Run FedAvg / Per-FedAvg (FO, HF, exact) and write DIR/config.toml (resolved config), "
             "DIR/metrics.jsonl (one JSON record per evaluated round), DIR/summary.json (status, wall and CPU "
-            "seconds, versions), DIR/checkpoint.pt and DIR/curves.png. Without --config the embedded default runs "
-            "(synthetic softmax regression). Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
+            "seconds, versions), DIR/checkpoint.pt and DIR/curves.png. Without --config the first run runs: "
+            f"{_first_run_text()}. Ctrl-C or SIGTERM stops at the next round boundary with a checkpoint "
             "(twice: at once); continue with --resume DIR. Exit status: 0 finished, 1 diverged (NaN/inf) or out of "
             "memory (status failed; the last good round is kept either way), 2 bad input (one line naming "
             "the option; nothing written), 130/143 interrupted."
@@ -84,7 +99,7 @@ def register(sub) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="TOML config (top-level options plus a [task] table) [default: none, the defaults below]",
+        help="TOML config (top-level options plus a [task] table) [default: none: the first run, above]",
     )
     parser.add_argument(
         "--set",
@@ -116,6 +131,12 @@ def register(sub) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument("--no-plot", action="store_true", help="do not draw DIR/curves.png")
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="do not end with FedAvg's shared model after the same rounds (a second, FedAvg run in memory, "
+        "made for Per-FedAvg on a synthetic task)",
+    )
     parser.add_argument(
         "--list-tasks", action="store_true", help="list every task with its options, defaults and ranges, and exit"
     )
@@ -159,8 +180,33 @@ def main(args) -> int:
         print(f"perfedavg: {summary['message']}", file=sys.stderr)
         return 128 + int(getattr(signal, summary["signal"]))
     print(
-        f"{out}: {summary['rounds_completed']} rounds, ||grad F||^2 = {final.get('grad_norm_sq_F', float('nan')):.4g}, "
-        f"personalized accuracy = {100 * final.get('personalized_accuracy', float('nan')):.2f}% "
-        f"({summary['wall_seconds']:.1f} s wall, {summary['cpu_seconds']:.1f} s CPU)"
+        f"{out}: {summary['rounds_completed']} rounds ({summary['wall_seconds']:.1f} s wall, "
+        f"{summary['cpu_seconds']:.1f} s CPU), ||grad F||^2 = {final.get('grad_norm_sq_F', float('nan')):.4g}"
     )
+    print(accuracy_line(cfg, out, final, compare=not args.no_compare))
     return 0
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "not recorded"
+
+
+def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = True) -> str:
+    """The run's last line: personalized accuracy at round 0 and at the end, beside the shared model's
+    accuracy without adaptation, and, for Per-FedAvg on a synthetic task, beside FedAvg's shared model
+    after the same rounds (a FedAvg run of the same config, in memory: seconds on these tasks)."""
+    from perfedavg.runs import rundir
+
+    records = rundir.read_metrics(out)
+    first = records[0] if records else {}
+    line = (
+        f"personalized accuracy (one adaptation step per user) {_percent(first.get('personalized_accuracy'))} at "
+        f"round 0 -> {_percent(final.get('personalized_accuracy'))}; the shared model without adaptation "
+        f"{_percent(final.get('global_accuracy'))}"
+    )
+    if cfg.algorithm == "fedavg" or not compare or not TASKS.get(cfg.task["name"], "").startswith("synthetic."):
+        return line
+    from perfedavg.runs.memory import train_in_memory
+
+    _, _, fedavg = train_in_memory(cfg.replace(algorithm="fedavg"))
+    return line + f"; FedAvg's shared model after the same {cfg.K} rounds {_percent(fedavg[-1].get('global_accuracy'))}"

@@ -155,7 +155,35 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+#: The first run: what ``perfedavg run`` (and ``explain``) run without ``--config``. Per-FedAvg (HF) on the
+#: softmax task where personalization has something to do (two favoured classes per user, h = 0.8) with
+#: steps inside both step-size conditions ``perfedavg explain`` checks: alpha = 1 <= 1/L (L <= 1 at radius
+#: 1), beta = 0.015 below the recalled 1/(10 tau L_F) ~ 0.018 and the derived 1/(sqrt(6) tau L_F) ~ 0.07;
+#: tau = 1 so that the recalled condition leaves a usable beta, K = 500 rounds for it to show. The option
+#: defaults of :class:`RunConfig` are unchanged (they are every other task's and every config file's).
+FIRST_RUN: dict[str, Any] = {
+    "algorithm": "hf",
+    "K": 500,
+    "tau": 1,
+    "alpha": 1.0,
+    "beta": 0.015,
+    "eval_every": 50,
+    "checkpoint_every": 50,
+    "task": {"name": "softmax", "dim": 5, "classes_per_client": 2, "h": 0.8},
+}
+
+
+def first_run_base(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The base of a run given no config file: :data:`FIRST_RUN`, unless an override picks another task
+    (``--set task=logistic``), which then starts from the option defaults and that task's own."""
+    for item in overrides:
+        key, value = parse_override(item)
+        if key in ("task", "task.name") and value != FIRST_RUN["task"]["name"]:
+            return {}
+    return {**FIRST_RUN, "task": dict(FIRST_RUN["task"])}
+
+
 def load_run_config(config_path: str | None, overrides: list[str]) -> RunConfig:
-    """Defaults <- TOML file <- ``--set`` overrides."""
-    base = read_toml(config_path) if config_path else {}
+    """Defaults <- TOML file (without one: :data:`FIRST_RUN`, :func:`first_run_base`) <- ``--set`` overrides."""
+    base = read_toml(config_path) if config_path else first_run_base(overrides)
     return build_config(base, overrides)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
-from perfedavg.runs.config import build_config, read_toml
+from perfedavg.runs.config import build_config, first_run_base, read_toml
 
 if TYPE_CHECKING:
     from perfedavg.engine.rounds import TrainState
@@ -192,8 +192,8 @@ def load_resume_config(out: str | Path, config_path: str | None, overrides: list
         if not out.is_dir():
             raise UsageError(f"--resume: {out} is not a run directory (it does not exist or is a file)")
         if not (out / rundir.CONFIG).is_file() and rundir.only_temporaries(out):
-            if overrides:  # the config given again, on the command line
-                return build_config({}, overrides)
+            if overrides:  # the config given again, on the command line (no file: the first run's base)
+                return build_config(first_run_base(overrides), overrides)
             raise UsageError(
                 f"--resume: {out} holds only a temporary file: the run was stopped while writing its first file, "
                 f"before its config was saved; give the config again (--config/--set) or start over with --out {out} "
