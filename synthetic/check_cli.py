@@ -68,9 +68,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--tightness",
         action="store_true",
         help="print the worst-case and the data-dependent bound on Phi_K beside the measured Phi_K on every "
-        "stochastic Phi_K row and the noise-free drift rows, with both factors (a few minutes on 2 cores; "
-        "--seeds S sets the seeds of the K-row and the logistic row, --json for JSON); exit 1 if a "
-        "data-dependent bound lies below its measurement",
+        "stochastic Phi_K row and the noise-free drift rows, with both factors (about ten minutes on a busy "
+        "2-core machine; --seeds S sets the seeds of every stochastic row, default 5; --json for JSON); exit 1 "
+        "if a data-dependent bound lies below its measurement",
     )
     parser.add_argument(
         "--new-users",

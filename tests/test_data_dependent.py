@@ -210,3 +210,13 @@ def test_tightness_table_holds_within_ten_on_every_stochastic_row():
     for r in rows:
         if math.isfinite(r.K):
             assert r.data_factor <= 10.0, r.name
+
+
+def test_noise_free_row_bounds_the_cycle_and_its_factors_multiply_to_the_gap():
+    row = tightness.noise_free_row(0.02, 2)
+    assert row.data_dependent >= row.measured
+    assert row.data_factor <= 10.0
+    chain = math.prod(v for k, v in row.steps.items() if k.startswith("§7"))
+    assert chain == pytest.approx(row.worst_case / row.data_dependent, rel=1e-6)
+    steps = math.prod(v for k, v in row.steps.items() if k.startswith("step"))
+    assert steps == pytest.approx(row.data_factor, rel=1e-6)
