@@ -39,10 +39,33 @@ class TaskSpec:
     summary: str = ""
 
 
+#: tasks registered at run time (:func:`register`, :func:`perfedavg.api.register_task`): name -> spec
+REGISTERED: dict[str, TaskSpec] = {}
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a registered task that declares none."""
+
+
+def register(name: str, build: Callable[[Any], Any], options: type | None = None, summary: str = "") -> None:
+    """Make ``build(options) -> Task`` the task ``name`` in this process (the user's own task)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise UsageError(f"task name {name!r} must be a word (letters, digits, underscores)")
+    if name in TASKS:
+        raise UsageError(f"task name {name!r} is taken by a built-in task: choose another")
+    if options is not None and not dataclasses.is_dataclass(options):
+        raise UsageError(f"task {name!r}: its options must be a dataclass, not {options!r}")
+    REGISTERED[name] = TaskSpec(options or NoOptions, build, summary)
+
+
 def task_spec(name: str) -> TaskSpec:
+    if name in REGISTERED:
+        return REGISTERED[name]
     target = TASKS.get(name)
     if target is None:
-        raise UsageError(f"task.name={name!r} is not one of {', '.join(sorted(TASKS))}{did_you_mean(name, TASKS)}")
+        known = sorted({*TASKS, *REGISTERED})
+        raise UsageError(f"task.name={name!r} is not one of {', '.join(known)}{did_you_mean(name, known)}")
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
