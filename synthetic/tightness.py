@@ -37,11 +37,12 @@ from theory import lemmas
 from theory.checks_api import convergence
 
 from .batched import run_seeds
+from .glm import GLM, objective_F
 from .measure import global_constants
 from .quadratic import noise_free_cycle
 from .rate_runs import BASE as RATE_BASE
 from .rate_runs import GRID as RATE_GRID
-from .region import GLM, expected_stationarity, objective_F, region_constants, virtual_run
+from .region import expected_stationarity, region_constants, virtual_run
 
 #: the flagship figure's configuration (figures/fig1_flagship.py ``BASE`` at its quick length; a test pins it)
 FLAGSHIP: dict[str, Any] = {

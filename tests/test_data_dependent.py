@@ -14,7 +14,8 @@ from perfedavg.engine.config import RunConfig
 from perfedavg.engine.objective import client_objectives
 from perfedavg.runs.resolve import resolve
 from synthetic import tightness
-from synthetic.region import GLM, expected_stationarity, psi_autograd, psi_closed_form, region_constants, virtual_run
+from synthetic.glm import GLM, psi_autograd, psi_closed_form
+from synthetic.region import expected_stationarity, region_constants, virtual_run
 from theory import data_dependent as dd
 
 #: agreement of the closed forms with autograd: both are float64 sums of a few hundred O(1) terms, so
@@ -169,6 +170,7 @@ def test_planted_error_in_the_descent_step_breaks_the_k_row(short_k_row, monkeyp
     assert dd.data_dependent_bound(region).value < expected.mean()
 
 
+@pytest.mark.slow
 def test_data_dependent_bound_holds_for_fo_with_its_bias():
     cfg, task = _resolved(SHORT_FO)
     run = virtual_run(task, cfg, SEEDS)
