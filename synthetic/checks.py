@@ -356,7 +356,14 @@ def trajectory_records(name: str, options: dict[str, Any]) -> list[Record]:
     assert gamma_G2 is not None and gamma_H2 is not None and lip is not None  # track_heterogeneity=True records them
     c = task.constants
     tv, w1 = c["tv_rms"], rms(measure.task_module(task).w1_to_mixture(task.train))
-    inputs = {"B": c["B"], "L": c["L"], "tv": tv, "w1": w1, "L_theta": lip[..., 0], "rho_theta": lip[..., 1]}
+    inputs = {
+        "B_sample": c["B"],
+        "L_sample": c["L"],
+        "tv": tv,
+        "w1": w1,
+        "L_theta": lip[..., 0],
+        "rho_theta": lip[..., 1],
+    }
     S, N = gamma_G2.shape
     where = (
         f"trajectory: {S} seeds {T['seeds']} x {N} points w_bar (K={cfg.K}, tau={cfg.tau}, "

@@ -8,7 +8,8 @@ statements behind it) — this module never writes a bound formula.
 What each constant means here (docs/paper.md §3):
 
 * ``L``, ``rho``, ``B``: per-sample sup bounds valid for every w (task docstrings), so
-  they bound every f_i too; the TV statements of §6 need exactly these per-sample bounds.
+  they bound every f_i too: they are given both as the per-user fields and as the per-sample ones
+  (``L_sample``, ``rho_sample``, ``B_sample``), which the TV statements of §6 and the HF direction need.
 * ``sigma_G``, ``sigma_H``: the task's per-sample variance bounds valid for every w
   (``Task.constants``).  The bias lemma only needs the inner-batch variance *at the point
   w*, so its check also uses the exact :math:`\sigma_{G,i}(w)` of the client
@@ -58,8 +59,8 @@ def global_constants(task: Task, alpha: float, **algorithm: float) -> Constants:
     """
     c = task.constants
     tv = c["tv_rms"]
-    gamma_G2 = distances.tv_gradient_bound()(B=c["B"], tv=tv) if tv > 0 else 0.0
-    gamma_H2 = distances.tv_hessian_bound()(L=c["L"], tv=tv) if tv > 0 else 0.0
+    gamma_G2 = distances.tv_gradient_bound()(B_sample=c["B"], tv=tv) if tv > 0 else 0.0
+    gamma_H2 = distances.tv_hessian_bound()(L_sample=c["L"], tv=tv) if tv > 0 else 0.0
     w0 = task.init_params(torch.Generator().manual_seed(0)).to(torch.float64)
     F0 = (
         float(client_objectives(task.per_sample_loss, w0, task.train, alpha).F.mean())
@@ -78,6 +79,9 @@ def global_constants(task: Task, alpha: float, **algorithm: float) -> Constants:
         gamma_G=math.sqrt(gamma_G2),
         gamma_H=math.sqrt(gamma_H2),
         F0_gap=max(F0, 0.0),
+        B_sample=c["B"],
+        L_sample=c["L"],
+        rho_sample=c["rho"],
         alpha=alpha,
         **{k: float(v) for k, v in algorithm.items()},
     )

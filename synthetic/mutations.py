@@ -28,7 +28,22 @@ from typing import Any
 import sympy as sp
 
 from theory.statement import Statement
-from theory.symbols import B, D, L, alpha, delta, g_norm, gamma_G, gamma_H, rho, rho_theta, sigma_G, sigma_H
+from theory.symbols import (
+    B,
+    B_sample,
+    D,
+    L,
+    L_sample,
+    alpha,
+    delta,
+    g_norm,
+    gamma_G,
+    gamma_H,
+    rho,
+    rho_theta,
+    sigma_G,
+    sigma_H,
+)
 
 from .checks import Record, Row, Statements, default_statements, judge
 from .witnesses import TASK, factor_of
@@ -102,6 +117,8 @@ def mutants() -> tuple[Mutant, ...]:
         Mutant("HF MSE without sigma_F", "mse_hf", _subs({sigma_G: 0, sigma_H: 0})),
         Mutant("TV gamma_G^2 with B^2 for 4B^2", "gamma_G2_tv", _times(sp.Rational(1, 4))),
         Mutant("TV gamma_H^2 with L^2 for 4L^2", "gamma_H2_tv", _times(sp.Rational(1, 4))),
+        Mutant("TV gamma_G^2 with the per-user B for B_sample", "gamma_G2_tv", _subs({B_sample: B})),
+        Mutant("TV gamma_H^2 with the per-user L for L_sample", "gamma_H2_tv", _subs({L_sample: L})),
         Mutant("W1 gamma_G^2 with (L_theta w1/2)^2", "gamma_G2_w1", _times(sp.Rational(1, 4))),
         Mutant("W1 gamma_H^2 with rho_theta/2", "gamma_H2_w1", _subs({rho_theta: rho_theta / 2})),
         Mutant("bias 4x too large", "bias", _times(4), loosening=True),

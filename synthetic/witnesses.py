@@ -39,7 +39,9 @@ The witnesses (name: statements it is tight for; why):
   one shape for which the central difference errs by exactly ρδ‖g‖²/2 (a smooth third derivative makes
   it O(δ²)).
 * ``two_point_gradients`` / ``two_point_curvatures``: the TV and W1 statements.  Users δ_{+1} and δ_{−1}
-  with l = θw (resp. θw²/2): ‖∇f_i − ∇f‖ = 2B·TV = L_θ·W1 exactly.
+  with l = θw (resp. θw²/2): ‖∇f_i − ∇f‖ = 2B_s·TV = L_θ·W1 exactly.  ``mixed_gradients`` /
+  ``mixed_curvatures``: the same with users (3/4, 1/4) and (1/4, 3/4), still exact, where the per-user B, L
+  (1/2) are half the per-sample B_s, L_s: a TV statement with the per-user constants fails there.
 
 S₁, S₂ are the first and second antiderivatives of the smoothed absolute value √(x² + ε²) − ε (closed
 forms in :func:`smooth_abs_antiderivatives`), so every witness loss is C^∞ with the stated ρ.
@@ -218,7 +220,16 @@ def _concave_noise() -> Witness:
         "concave_noise",
         task,
         0.0,
-        {"L": L, "rho": 0.0, "B": kappa * sigma / L, "sigma_G": sigma, "sigma_H": 0.0},
+        # per-sample |l'| = |-kappa u + theta| <= kappa |u| + sigma on the domain; a quadratic: rho = 0
+        {
+            "L": L,
+            "rho": 0.0,
+            "B": kappa * sigma / L,
+            "B_sample": kappa * sigma / L + sigma,
+            "rho_sample": 0.0,
+            "sigma_G": sigma,
+            "sigma_H": 0.0,
+        },
         (
             Case(1.0 / L, ("sigma_F2", "mse_hf"), "alpha=1/L"),
             # inner points within a_fo*sigma of w = 0, where |f'| <= kappa a_fo sigma
@@ -321,25 +332,35 @@ def _hessian_kink() -> Witness:
         "hessian_kink",
         task,
         0.0,
-        {"L": L, "rho": rho, "B": B, "sigma_G": 0.0, "sigma_H": 0.0, "g_norm": b},
+        # one sample: the per-sample bounds (the HF terms) equal the per-user ones
+        {"L": L, "rho": rho, "B": B, "B_sample": B, "rho_sample": rho, "sigma_G": 0.0, "sigma_H": 0.0, "g_norm": b},
         (Case(alpha, ("hf_hvp_error", "bias_hf", "mse_hf"), f"alpha={alpha:g}, delta={delta:g}", delta=delta),),
         domain=(lo, hi),
         note="Hessian rho|w| (smoothed): the central difference errs by rho delta |g|^2 / 2",
     )
 
 
-def _two_point(name: str, power: int) -> Witness:
-    task = _task(name, lambda w, t: t * w**power / power, [1.0, -1.0], [[1.0, 0.0], [0.0, 1.0]])
+def _two_point(name: str, power: int, mixed: float = 0.0) -> Witness:
+    """Users p = (1 - mixed, mixed) and (mixed, 1 - mixed) on θ = ±1, l = θw (power 1) or θw²/2 (power 2)."""
+    users = [[1.0 - mixed, mixed], [mixed, 1.0 - mixed]]
+    task = _task(name, lambda w, t: t * w**power / power, [1.0, -1.0], users)
     c = 1 + EXACT_SLACK
     keys = ("gamma_G2_tv", "gamma_G2_w1") if power == 1 else ("gamma_H2_tv", "gamma_H2_w1")
-    # per-sample |grad l| = 1 (power 1) and |hess l| = |theta| = 1 (power 2); theta -> grad/hess l is 1-Lipschitz
+    # per-sample |grad l| = 1 (power 1) and |hess l| = |theta| = 1 (power 2); theta -> grad/hess l is 1-Lipschitz;
+    # per user |E theta| = 1 - 2 mixed: the per-user B, L are that much smaller than the per-sample ones
+    user = c * (1 - 2 * mixed)
+    tag = (
+        "users delta_{+1}, delta_{-1}"
+        if mixed == 0
+        else f"users ({1 - mixed:g}, {mixed:g}) and ({mixed:g}, {1 - mixed:g})"
+    )
     return Witness(
         name,
         task,
         0.5,
-        {"B": c, "L": c, "L_theta": c, "rho_theta": c},
-        (Case(0.0, keys, "users delta_{+1}, delta_{-1}"),),
-        note="||grad f_i - grad f|| = 2 B TV = L_theta W1 exactly",
+        {"B": user, "L": user, "B_sample": c, "L_sample": c, "L_theta": c, "rho_theta": c},
+        (Case(0.0, keys, tag),),
+        note="||grad f_i - grad f|| = 2 B_s TV = L_theta W1 exactly; with mixed users the per-user B, L are smaller",
     )
 
 
@@ -358,6 +379,8 @@ def witnesses() -> tuple[Witness, ...]:
         _hessian_kink(),
         _two_point("two_point_gradients", 1),
         _two_point("two_point_curvatures", 2),
+        _two_point("mixed_gradients", 1, mixed=0.25),
+        _two_point("mixed_curvatures", 2, mixed=0.25),
     )
 
 

@@ -37,6 +37,8 @@ KILLS = {
     "HF MSE without sigma_F": "fails",
     "TV gamma_G^2 with B^2 for 4B^2": "fails",
     "TV gamma_H^2 with L^2 for 4L^2": "fails",
+    "TV gamma_G^2 with the per-user B for B_sample": "fails",
+    "TV gamma_H^2 with the per-user L for L_sample": "fails",
     "W1 gamma_G^2 with (L_theta w1/2)^2": "fails",
     "W1 gamma_H^2 with rho_theta/2": "fails",
     "bias 4x too large": "loose",

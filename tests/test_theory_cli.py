@@ -173,7 +173,9 @@ def test_an_unestimated_constant_is_missing_never_zero(tmp_path, capsys):
     path = _constants_json(tmp_path, rho_estimated=False)
     assert main(["bounds", "--constants", path, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["missing"] == ["rho"] and out["constants"]["rho"] == "nan"
+    # rho_sample, not given, follows rho: NaN too, listed under rho
+    assert out["missing"] == ["rho"] and out["constants"]["rho"] == "nan" and out["constants"]["rho_sample"] == "nan"
+    assert out["per_sample_assumed"] == ["B_sample", "L_sample", "rho_sample"]
     L_F = {v["provenance"]: v for v in out["lemmas"]["L_F"]}
     assert L_F["derived"]["value"] == "not evaluable" and L_F["derived"]["needs"] == ["rho"]
     bias = {v["provenance"]: v for v in out["lemmas"]["bias"]}

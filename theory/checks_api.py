@@ -65,8 +65,8 @@ def evaluate(statement: Statement, constants: Constants, **extra: float) -> Boun
 
 
 def lemma_statements() -> dict[str, tuple[Statement, ...]]:
-    r"""The statements behind each key of :func:`lemma_bounds`, recalled form first (e.g. ``"L_F"``: 4L + αρB
-    [recalled], L(1+αL)² + αρB [derived]); a check that keeps its inputs re-judges them on a changed map."""
+    r"""The statements behind each key of :func:`lemma_bounds`, recalled form first (e.g. ``"L_F"``: L_F = 4L + αρB
+    [recalled], L_F = L(1+αL)² + αρB [derived]); a check that keeps its inputs re-judges them on a changed map."""
     return {
         "L_F": (lemmas.smoothness_recalled(), lemmas.smoothness_derived()),
         "bias": (lemmas.bias_recalled(), lemmas.bias_derived()),

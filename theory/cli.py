@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from perfedavg.errors import UsageError
 
-from .constants import _RULES, Constants
+from .constants import _RULES, SAMPLE_TWINS, Constants
 
 if TYPE_CHECKING:
     import sympy as sp
@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
     c = constants_from_args(args)
     extra = extras_from_args(args)
-    missing = c.missing
+    # every unknown value: the missing constants and the per-sample twins taken from them
+    missing = c.missing | {s for s in c.sample_assumed if SAMPLE_TWINS[s] in c.missing}
     have = set(c.as_dict()) | set(extra)
     lem: dict[str, list[tuple[Statement, float | None, list[str]]]] = {}  # key -> [(statement, value or None, needs)]
     for key, sts in checks_api._lemma_statements().items():
@@ -222,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "constants": {k: _json_num(v) for k, v in c.as_dict().items()},
-            "missing": sorted(missing),
+            "missing": sorted(c.missing),
+            "per_sample_assumed": list(c.sample_assumed),
             "extra": extra,
             "lemmas": {
                 k: [
@@ -261,7 +263,13 @@ def run(args: argparse.Namespace) -> int:
         "constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING" for k, v in c.as_dict().items())
     )
     if missing:
-        print(f"missing (not estimated): {', '.join(sorted(missing))}: every value that needs them is not evaluable")
+        print(f"missing (not estimated): {', '.join(sorted(c.missing))}: every value that needs them is not evaluable")
+    if c.sample_assumed:
+        print(
+            f"per-sample {', '.join(c.sample_assumed)} not given: taken equal to the per-user "
+            f"{', '.join(SAMPLE_TWINS[s] for s in c.sample_assumed)} (the HF terms and the TV statements need "
+            "per-sample bounds; valid only if the per-user values bound every sample's, as a synthetic task's do)"
+        )
     if extra:
         print("distances / extras: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
     print("\nLemmas (docs/paper.md §4, §6; alpha <= 1/L):")

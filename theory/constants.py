@@ -10,7 +10,13 @@ of user i and ``l(w; θ)`` the per-sample loss:
 * ``rho``: ‖∇²f_i(u) − ∇²f_i(v)‖ ≤ ρ‖u − v‖ (operator norm);
 * ``sigma_G``: E‖∇l(w;θ) − ∇f_i(w)‖² ≤ σ_G²;  ``sigma_H``: E‖∇²l(w;θ) − ∇²f_i(w)‖² ≤ σ_H²
   (operator norm; Frobenius is larger, so a Frobenius value is also valid);
-* ``gamma_G``, ``gamma_H``: (1/n)Σ‖∇f_i − ∇f‖² ≤ γ_G², (1/n)Σ‖∇²f_i − ∇²f‖² ≤ γ_H².
+* ``gamma_G``, ``gamma_H``: (1/n)Σ‖∇f_i − ∇f‖² ≤ γ_G², (1/n)Σ‖∇²f_i − ∇²f‖² ≤ γ_H²;
+* ``B_sample``, ``L_sample``, ``rho_sample``: the same three bounds **per sample** (‖∇l(w;θ)‖ ≤ B_s,
+  ‖∇²l(w;θ)‖ ≤ L_s, ∇²l(·;θ) ρ_s-Lipschitz, for every θ).  A per-sample bound also bounds every f_i,
+  not conversely.  The HF direction's extra term (its D''-batch loss, DERIVATIONS.md §5) and the TV
+  statements (§6) need them; the other lemmas need only the per-user L, ρ, B.  Not given, each is taken
+  equal to its per-user twin, and :attr:`Constants.sample_assumed` says so (valid when the per-user
+  values are per-sample sups, as the synthetic tasks' are; estimated per-user constants are not).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from perfedavg.errors import UsageError
 from perfedavg.runs.config import read_toml  # the project's one TOML reader (torch-free)
 from perfedavg.words import did_you_mean
 
+#: each per-sample bound and the per-user bound it defaults to (module docstring)
+SAMPLE_TWINS = {"B_sample": "B", "L_sample": "L", "rho_sample": "rho"}
+
 # (lower, lower_inclusive, must_be_integer, help)
 _RULES: dict[str, tuple[float, bool, bool, str]] = {
     "L": (0.0, False, False, "smoothness of each f_i, L > 0"),
@@ -37,6 +46,9 @@ _RULES: dict[str, tuple[float, bool, bool, str]] = {
     "gamma_G": (0.0, True, False, "gradient dissimilarity, gamma_G >= 0"),
     "gamma_H": (0.0, True, False, "Hessian dissimilarity, gamma_H >= 0"),
     "F0_gap": (0.0, True, False, "F(w0) - F*, F0_gap >= 0"),
+    "B_sample": (0.0, True, False, "per-sample gradient-norm bound, B_sample >= 0 (not given: B)"),
+    "L_sample": (0.0, True, False, "per-sample Hessian bound (operator norm), L_sample >= 0 (not given: L)"),
+    "rho_sample": (0.0, True, False, "per-sample Hessian Lipschitz constant, rho_sample >= 0 (not given: rho)"),
     "alpha": (0.0, True, False, "inner step, 0 <= alpha <= 1/L (alpha = 0 is FedAvg)"),
     "beta": (0.0, False, False, "outer step, beta > 0"),
     "delta": (0.0, False, False, "HF finite-difference radius, delta > 0"),
@@ -83,6 +95,11 @@ class Constants:
         fraction of users sampled (``r·n`` of them, an integer), number of users.
     D, D1, D2: float = 40
         batch sizes ``D``, ``D'``, ``D''``.
+
+    Per-sample bounds (module docstring; default: the per-user value, listed in :attr:`sample_assumed`):
+
+    B_sample, L_sample, rho_sample: float | None = None
+        ``B_s``, ``L_s``, ``ρ_s``.
     """
 
     L: float
@@ -103,8 +120,15 @@ class Constants:
     D: float = 40.0
     D1: float = 40.0
     D2: float = 40.0
+    B_sample: float | None = None
+    L_sample: float | None = None
+    rho_sample: float | None = None
 
     def __post_init__(self) -> None:
+        assumed = tuple(s for s, user in SAMPLE_TWINS.items() if getattr(self, s) is None)
+        for s in assumed:
+            object.__setattr__(self, s, getattr(self, SAMPLE_TWINS[s]))
+        object.__setattr__(self, "_assumed", assumed)  # not a field: as_dict and equality see the values only
         for name, (low, inclusive, integer, help_) in _RULES.items():
             raw = getattr(self, name)
             if isinstance(raw, bool):  # TOML `L = true` is a mistake, not the number 1
@@ -222,7 +246,9 @@ class Constants:
     def with_missing(self, names: Iterable[str]) -> Constants:
         """A copy whose fields ``names`` are NaN: not known (see :meth:`from_file`); NaN propagates through
         every formula that uses them, so no missing constant is ever read as a number."""
-        out = dataclasses.replace(self)
+        out = self.replace()
+        names = set(names)
+        names |= {s for s in out.sample_assumed if SAMPLE_TWINS[s] in names}  # a twin copied from a missing value
         for name in names:
             if name not in self.field_names():
                 raise UsageError(f"unknown constant {name}; allowed: {', '.join(self.field_names())}")
@@ -230,18 +256,28 @@ class Constants:
         return out
 
     @property
+    def sample_assumed(self) -> tuple[str, ...]:
+        """The per-sample fields not given, taken equal to their per-user twins (module docstring)."""
+        assumed: tuple[str, ...] = getattr(self, "_assumed", ())
+        return assumed
+
+    @property
     def missing(self) -> frozenset[str]:
-        """Names of the fields that are not known (NaN, :meth:`with_missing`)."""
-        return frozenset(k for k, v in self.as_dict().items() if isinstance(v, float) and math.isnan(v))
+        """Names of the fields that are not known (NaN, :meth:`with_missing`); a per-sample field taken from a
+        missing per-user one (:attr:`sample_assumed`) is NaN too but not listed: its twin is."""
+        nan = (k for k, v in self.as_dict().items() if isinstance(v, float) and math.isnan(v))
+        return frozenset(k for k in nan if k not in self.sample_assumed)
 
     def replace(self, **changes: float) -> Constants:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again); a per-sample field taken from its per-user twin
+        follows the twin."""
+        follow: dict[str, Any] = {s: None for s in self.sample_assumed if s not in changes}
+        return dataclasses.replace(self, **follow, **changes)
 
     def as_dict(self) -> dict[str, float]:
         """``{field: value}`` as plain floats."""
         return {name: getattr(self, name) for name in self.field_names()}
 
     def to_toml(self) -> str:
-        """TOML text that :meth:`from_toml` reads back."""
-        return "".join(f"{k} = {v!r}\n" for k, v in self.as_dict().items())
+        """TOML text that :meth:`from_toml` reads back (a per-sample value only where it was given)."""
+        return "".join(f"{k} = {v!r}\n" for k, v in self.as_dict().items() if k not in self.sample_assumed)

@@ -20,7 +20,23 @@ import sympy as sp
 from perfedavg.errors import UsageError
 
 from .statement import Statement
-from .symbols import D1, D2, B, D, L, alpha, delta, g_norm, gamma_G, gamma_H, rho, sigma_G, sigma_H
+from .symbols import (
+    D1,
+    D2,
+    B,
+    B_sample,
+    D,
+    L,
+    alpha,
+    delta,
+    g_norm,
+    gamma_G,
+    gamma_H,
+    rho,
+    rho_sample,
+    sigma_G,
+    sigma_H,
+)
 
 VARIANTS = ("exact", "fo", "hf")
 _REF4 = "docs/paper.md §4"
@@ -242,7 +258,10 @@ def direction_bias(variant: str = "exact") -> Statement:
 
     * exact: :math:`b = (1+\alpha L)\alpha L\sigma_G/\sqrt{D}` (= :func:`bias_derived`);
     * fo:    :math:`b = \alpha L(\sigma_G/\sqrt{D} + B)`;
-    * hf:    :math:`b = (1+\alpha L)\alpha L\sigma_G/\sqrt{D} + \alpha\rho\delta B^2/2`.
+    * hf:    :math:`b = (1+\alpha L)\alpha L\sigma_G/\sqrt{D} + \alpha\rho_s\delta B_s^2/2`, with the
+      **per-sample** :math:`\rho_s` (``rho_sample``) and :math:`B_s` (``B_sample``): the finite difference is
+      taken on the D''-batch loss, whose Hessian is :math:`\rho_s`-Lipschitz, along
+      :math:`\tilde v`, a batch mean of per-sample gradients (:math:`\|\tilde v\|\le B_s`).
 
     Bounds ‖E[d_i(w)] − ∇F_i(w)‖.  HF assumes per-sample gradients bounded by B and
     per-sample Hessians ρ-Lipschitz.  Derivation: DERIVATIONS.md §2, §5.
@@ -254,7 +273,7 @@ def direction_bias(variant: str = "exact") -> Statement:
     if variant == "fo":
         expr = alpha * L * (sigma_G / sp.sqrt(D) + B)
     else:
-        expr = bias_derived().expr + alpha * rho * delta * B**2 / 2
+        expr = bias_derived().expr + alpha * rho_sample * delta * B_sample**2 / 2
     return Statement(
         "bias_" + variant,
         f"bias of the {variant.upper()} direction",
@@ -271,7 +290,8 @@ def direction_mse(variant: str = "exact") -> Statement:
 
     * exact: :math:`s^2 = \sigma_F^2` of :func:`variance_derived`;
     * fo:    :math:`s^2 = \big(\sigma_G\sqrt{1/D' + \alpha^2L^2/D} + \alpha L B\big)^2`;
-    * hf:    :math:`s^2 = \big(\sigma_F + \alpha\rho\delta B^2/2\big)^2` (σ_F² derived).
+    * hf:    :math:`s^2 = \big(\sigma_F + \alpha\rho_s\delta B_s^2/2\big)^2` (σ_F² derived; per-sample
+      :math:`\rho_s, B_s` as in :func:`direction_bias`).
 
     Bounds E‖d_i(w) − ∇F_i(w)‖².  Derivation: DERIVATIONS.md §3, §5 (Minkowski in L²).
     Symbols: ``sigma_G`` σ_G, ``D1`` D', ``alpha`` α, ``L`` L, ``D`` D, ``B`` B,
@@ -283,7 +303,7 @@ def direction_mse(variant: str = "exact") -> Statement:
     if variant == "fo":
         expr = (sigma_G * sp.sqrt(1 / D1 + alpha**2 * L**2 / D) + alpha * L * B) ** 2
     else:
-        expr = (sp.sqrt(variance_derived().expr) + alpha * rho * delta * B**2 / 2) ** 2
+        expr = (sp.sqrt(variance_derived().expr) + alpha * rho_sample * delta * B_sample**2 / 2) ** 2
     return Statement(
         "mse_" + variant,
         f"MSE of the {variant.upper()} direction",

@@ -11,6 +11,9 @@ symbol     argument            meaning
 L          ``L``               smoothness of each f_i
 \rho       ``rho``             Lipschitz constant of the Hessian of each f_i
 B          ``B``               bound on the gradient norm of each f_i
+B_s        ``B_sample``        bound on the per-sample gradient norm ‖∇l(w;θ)‖
+L_s        ``L_sample``        bound on the per-sample Hessian ‖∇²l(w;θ)‖ (op. norm)
+\rho_s     ``rho_sample``      Lipschitz constant of the per-sample Hessian
 \sigma_G   ``sigma_G``         per-sample gradient standard deviation
 \sigma_H   ``sigma_H``         per-sample Hessian standard deviation (operator norm)
 \gamma_G   ``gamma_G``         gradient dissimilarity between users
@@ -57,6 +60,11 @@ D = sp.Symbol("D", **_kw)
 D1 = sp.Symbol("D1", **_kw)
 D2 = sp.Symbol("D2", **_kw)
 F0_gap = sp.Symbol("F0_gap", **_kw)
+# per-sample bounds (a per-sample bound also bounds every f_i, not conversely): the HF direction's extra
+# term and the TV statements need them; the other lemmas need only the per-user L, rho, B above
+B_sample = sp.Symbol("B_sample", **_kw)
+L_sample = sp.Symbol("L_sample", **_kw)
+rho_sample = sp.Symbol("rho_sample", **_kw)
 
 # §6 and HF extras (not fields of Constants; passed as keyword arguments)
 tv = sp.Symbol("tv", **_kw)
@@ -75,6 +83,9 @@ LATEX_NAMES = {
     D1: "D'",
     D2: "D''",
     F0_gap: r"\Delta_0",
+    B_sample: r"B_{\mathrm{s}}",
+    L_sample: r"L_{\mathrm{s}}",
+    rho_sample: r"\rho_{\mathrm{s}}",
     tv: r"\overline{\mathrm{TV}}",
     w1: r"\overline{W}_1",
     L_theta: r"L_\theta",
