@@ -8,6 +8,7 @@ import argparse
 import pytest
 
 from perfedavg.cli import build_parser, main
+from perfedavg.errors import UsageError
 from perfedavg.runs.config import load_run_config
 from perfedavg.runs.registry import TASKS, task_spec
 from perfedavg.words import closest, fill_block, plural
@@ -124,3 +125,16 @@ def test_progress_bar_and_last_line_speak_percent(tmp_path, capsys):
     sets = ["K=1", "tau=1", "r=0.5", "D=4", "D1=4", "D2=4", "task.n_clients=4", "task.dim=3", "task.support=20"]
     assert main(argv + [x for s in sets for x in ("--set", s)]) == 0
     assert "%" in capsys.readouterr().out
+
+
+def test_counts_in_messages_agree_with_their_noun():
+    from perfedavg.runs.holdout import held_out_users
+    from theory.lemmas import all_lemmas
+
+    with pytest.raises(UsageError, match=r"holds out 1 user, fewer than the split's 2 groups"):
+        held_out_users(10, 1, seed=0, groups=[0] * 5 + [1] * 5)
+    statement = next(st for st in all_lemmas() if len(st.arg_names) > 1)
+    with pytest.raises(UsageError, match=r"needs values for"):
+        statement.values_from({})
+    with pytest.raises(UsageError, match=r"needs a value for"):
+        statement.values_from(dict.fromkeys(statement.arg_names[1:], 1.0))

@@ -112,7 +112,8 @@ class Statement:
         src.update(extra)
         missing = [a for a in self.arg_names if a not in src or src[a] is None]
         if missing:
-            raise UsageError(f"{self.key}: needs value(s) for {', '.join(missing)}")
+            values = "a value" if len(missing) == 1 else "values"
+            raise UsageError(f"{self.key}: needs {values} for {', '.join(missing)}")
         return {a: src[a] for a in self.arg_names}
 
     def __call__(self, constants: Source = None, **extra: Any) -> Value:

@@ -29,6 +29,7 @@ import numpy as np
 
 from perfedavg.errors import UsageError
 from perfedavg.runs.registry import option_field
+from perfedavg.words import plural
 
 if TYPE_CHECKING:
     from perfedavg.engine.task import Task
@@ -73,8 +74,8 @@ def held_out_users(n: int, value: float, seed: int, groups: Sequence[int] = ()) 
     members = {g: [i for i in range(n) if groups[i] == g] for g in sorted(set(groups))}
     if count < len(members):
         raise UsageError(
-            f"task.holdout_users={value:g} holds out {count} user(s), fewer than the split's {len(members)} groups: "
-            f"hold out at least {len(members)} so that every group has new users"
+            f"task.holdout_users={value:g} holds out {plural(count, 'user')}, fewer than the split's "
+            f"{len(members)} groups: hold out at least {len(members)} so that every group has new users"
         )
     shares = _largest_remainder([len(m) for m in members.values()], count)
     chosen: list[int] = []
