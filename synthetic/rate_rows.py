@@ -1,10 +1,10 @@
-r"""The rows of the rate table (``perfedavg check --rates``): :class:`RateRow`, and the recipes of the rows
-that do not share the table's stationary-floor runs (the exact noise-free drift, the HF error in δ, the
-drift at Γ ≈ 1).
+r"""The rows of the rate table (``perfedavg check --rates``): :class:`RateRow`, the row builders
+(:func:`points_row`, :func:`replicates_row`), and the recipes of the optimization row, the exact noise-free
+drift and the drift at Γ ≈ 1 (the HF rows: :mod:`synthetic.rate_hf`; the exact bias: :mod:`synthetic.rate_bias`).
 
 A row compares a measured curve with the predicted law T(x) (the derived explicit bound's relevant term(s)
 with the task's exact constants, ``theory.checks_api.convergence``: never a hard-coded power, except the
-HF row's Taylor exponent) by the statistics of :mod:`synthetic.rate_stats`; its equivalence margin is
+Taylor laws of the HF and bias rows) by the statistics of :mod:`synthetic.rate_stats`; its equivalence margin is
 :data:`synthetic.rate_stats.MARGIN_FRACTION` of the exponent gap to a named competing law, fixed before
 any data.  The recalled shape's local exponent is printed beside the derived one, and the goodness of fit of
 each candidate law (predicted, recalled, competitor) by amplitude fit is recorded in ``extra["laws"]``.
@@ -18,10 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from perfedavg.engine.local import StepSizes, meta_gradient
-from perfedavg.engine.oracle import make_oracle
-from perfedavg.engine.sampling import draw_batch
-from perfedavg.runs.registry import build_task
 from perfedavg.runs.resolve import resolve
 
 from . import rate_stats
@@ -269,70 +265,6 @@ def distances_of(cfgs) -> tuple[list[float], list[float], list]:
         w1s.append(rms(task_module(task).w1_to_mixture(task.train)))
         starts.append(task.init_params(torch.Generator()))
     return tvs, w1s, starts
-
-
-#: the HF row's decay branch: δ at or above this is far above the round-off turn (float64 central differences
-#: of gradients of size ~1 lose ~1e-16/δ, below 1e-12 of the δ² error here), so the Taylor law alone is measured
-HF_DECAY_MIN = 1e-3
-
-
-def hf_delta_row(seeds) -> RateRow:
-    r"""‖d_HF − d_exact‖ (same batches, logistic, α = 1: ρ > 0, unlike the quadratic task where the central
-    difference is exact) for δ = 10^-1 … 10^-10, a two-sided test of the exponent on the decay branch
-    (δ ≥ :data:`HF_DECAY_MIN`).  Predicted law δ²: the central difference of a gradient with a C² Hessian errs by
-    (δ²/6)∇⁴h[g, g, g] + O(δ⁴) (Taylor to fourth order; the logistic loss is smooth); competitor δ¹: theory's
-    HF error bound ρδ‖g‖²/2 (``lemmas.hf_hvp_error``), attained only where the Hessian is merely Lipschitz, so
-    a bound whose exponent is 1 would be loose by a power here.  The seeds are the independent units (every δ
-    uses a seed's same batches).  The round-off rise below the minimiser δ* is recorded."""
-    from theory import lemmas
-
-    task = build_task({"name": "logistic"}).to(torch.float64)
-    oracle = make_oracle(task)
-    deltas = [10.0**-e for e in range(1, 11)]
-    per_seed = []
-    for s in seeds:
-        gen = torch.Generator().manual_seed(s)
-        w = torch.randn(task.init_params(gen).shape, generator=gen, dtype=torch.float64)
-        clients = torch.arange(4)
-        batches = (
-            draw_batch(gen, task.train, clients, 10, True),
-            draw_batch(gen, task.train, clients, 10, True),
-            draw_batch(gen, task.train, clients, 10, True),
-        )  # D, D', D'' in this order
-        W = w.expand(4, -1).clone()
-        exact = meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, 1e-3), "exact")
-        per_seed.append(
-            [float((meta_gradient(oracle, W, batches, StepSizes(1.0, 1.0, d), "hf") - exact).norm()) for d in deltas]
-        )
-    errs = np.array(per_seed)
-    means = errs.mean(0)
-    decay = [i for i, d in enumerate(deltas) if d >= HF_DECAY_MIN]
-    xs = [deltas[i] for i in decay]
-    c = task.constants
-    bound = [lemmas.hf_hvp_error()(rho=c["rho"], delta=d, g_norm=c["B"]) for d in xs]
-    recalled_term = lemmas.hf_term_recalled()
-    recalled = [math.sqrt(recalled_term(alpha=1.0, rho=c["rho"], delta=d, B=c["B"])) for d in xs]
-    taylor = [d * b for d, b in zip(xs, bound)]  # δ² law, amplitude free
-    best = int(np.argmin(means))
-    rises = best < len(deltas) - 1 and means[-1] > 10 * means[best]
-    row = replicates_row(
-        "HF error vs delta",
-        xs,
-        errs[:, decay],
-        taylor,
-        recalled,
-        ("delta^1 (theory's bound rho delta ||g||^2/2)", -1.0),
-        f"decay branch δ ≥ {HF_DECAY_MIN:g}: Taylor δ² against theory's bound ρδ‖g‖²/2 (exponent 1) as competitor; "
-        f"minimum at δ* = {deltas[best]:g}, round-off rise below: {rises}",
-        bound_slope=local_slope(xs, bound),
-        recalled_scale="square root of the recalled squared term",
-        delta_star=deltas[best],
-        roundoff_rise=bool(rises),
-        all_deltas=deltas,
-        all_means=means.tolist(),
-    )
-    row.assumption = TAYLOR_ASSUMPTION
-    return row
 
 
 def drift_gamma1_row(taus, floors) -> RateRow:

@@ -1,11 +1,12 @@
 r"""``perfedavg check --rates``: predicted rates of docs/paper.md §5 against measured ones.
 
-Every row but the HF one runs on the quadratic task (runs, floors and bound terms:
-:mod:`synthetic.rate_runs`); each row's measured curve is judged against its predicted law by the
-statistics of :mod:`synthetic.rate_stats` (amplitude fits, an exponent relative to the predicted law,
-equivalence tests with a margin declared per row, three verdicts PASS / FAIL / INCONCLUSIVE, Holm across
-the table); the rows' recipes that do not share the floor runs are in :mod:`synthetic.rate_rows`, the text
-and JSON output in :mod:`synthetic.rate_report`.
+Every row but the smooth HF row and the exact-bias row (logistic task) runs on the quadratic task (runs,
+floors and bound terms: :mod:`synthetic.rate_runs`); each row's measured curve is judged against its
+predicted law by the statistics of :mod:`synthetic.rate_stats` (amplitude fits, an exponent relative to the
+predicted law, equivalence tests with a margin declared per row, three verdicts PASS / FAIL / INCONCLUSIVE,
+Holm across the table); the row builders and the recipes that do not share the floor runs are in
+:mod:`synthetic.rate_rows`, :mod:`synthetic.rate_hf` and :mod:`synthetic.rate_bias`, the text and JSON
+output in :mod:`synthetic.rate_report`.
 
 =====================  ===============================================  ===============================  ===========
 row                    measured                                         predicted law (bound term)       competitor
@@ -20,6 +21,7 @@ floor vs TV            φ(h) − φ(0), r = 0.2 (client sampling)           γ-p
 floor vs W1            φ(h=1,s) − φ(h=0,s), label shift s, TV fixed     γ-part of client sampling (W1)   W1^1
 FO floor vs α          stationary φ of FO, h = 1, batches 200           bias floor of FO 2b_FO²          ×α^-1
 HF error vs δ          ‖d_HF − d_exact‖ (logistic, ρ > 0), per seed     Taylor δ² (central difference)   δ^1
+HF vs δ (Lipschitz)    central difference at a Hessian kink (exact)     ρδ‖g‖²/2 (theory's HF bound)     δ²
 exact bias vs D        ‖E d − ∇F_i‖, every inner batch (ρ > 0, exact)   Taylor D^-1 (second order)       b_F's D^-1/2
 =====================  ===============================================  ===============================  ===========
 
@@ -38,13 +40,13 @@ from pathlib import Path
 
 from . import rate_stats
 from .rate_bias import exact_bias_row
+from .rate_hf import hf_delta_row, hf_kink_row
 from .rate_report import format_rates, main_rates
 from .rate_rows import (
     RateRow,
     distances_of,
     drift_gamma1_row,
     drift_noise_free_rows,
-    hf_delta_row,
     opt_term_row,
     points_row,
 )
@@ -263,6 +265,7 @@ def rate_table(
     )
 
     rows.append(hf_delta_row(seeds))
+    rows.append(hf_kink_row())
     rows.append(exact_bias_row())
     rate_stats.assign_verdicts([r.judgement for r in rows])
     bound_check["domain_respected"] = bool(all(domain))

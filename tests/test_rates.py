@@ -163,6 +163,7 @@ def test_smoke_rate_table(tmp_path):
         "floor vs W1",
         "FO floor vs alpha",
         "HF error vs delta",
+        "HF error vs delta (Lipschitz Hessian)",
         "exact bias vs D (rho > 0)",
     ]  # the stochastic Γ≈1 drift row: --full
     for r in rows:
@@ -445,3 +446,23 @@ def test_opt_term_row_fails_a_wrongly_rated_and_a_stalling_method(tmp_path, monk
     wrong = judged(wrong_rate)
     assert wrong.verdict == "FAIL" and wrong.fitted == pytest.approx(-2.0, abs=0.1)
     assert judged(stalls).verdict == "FAIL"
+
+
+def test_hf_exponent_is_two_sided_each_row_fails_against_the_others_law():
+    """At a Hessian kink the central difference errs as δ (theory's bound ρδ‖g‖²/2 attained up to a constant):
+    PASS against δ¹; on the smooth logistic loss it errs as δ²: PASS against δ² (smoke: 2 seeds).  Planted: each
+    row's numbers judged against the other row's law FAIL."""
+    from synthetic import rate_hf, rate_stats
+
+    kink = rate_hf.hf_kink_row()
+    assert kink.verdict == "PASS" and kink.predicted == pytest.approx(1.0, abs=1e-9)
+    ratio = np.divide(kink.means, kink.extra["bound"])
+    assert ratio.max() / ratio.min() < 1 + 1e-6 and ratio.max() <= 1  # under the bound, a constant fraction of it
+    as_taylor = rate_stats.judge_exact(rate_stats.local_slope(kink.xs, ratio / np.array(kink.xs)), 0.25)
+    assert as_taylor.verdict == "FAIL"
+    smooth = rate_hf.hf_delta_row([0, 1])
+    rate_stats.assign_verdicts([smooth.judgement])
+    assert smooth.verdict == "PASS" and smooth.predicted == pytest.approx(2.0, abs=1e-9)
+    curves = np.array([smooth.extra["all_means"][i] for i in range(len(smooth.xs))])
+    planted = rate_stats.judge_exact(rate_stats.local_slope(smooth.xs, curves / np.array(smooth.xs)), 0.25)
+    assert planted.verdict == "FAIL"  # the smooth row's errors against the bound's δ¹
