@@ -151,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
         from .mutations import main_mutations  # torch
 
         return main_mutations(args)
-    from .checks import format_table, run_checks, summary  # torch
+    from .checks import run_checks  # torch
+    from .rows import format_table, summary
     from .witnesses import format_witnesses, witness_rows
 
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)

@@ -4,7 +4,7 @@ Each :class:`Mutant` changes one derived statement's formula alone (a sympy subs
 :class:`theory.statement.Statement`'s expression, or the expression times a factor), never the
 measurements: the records of ``perfedavg check`` (:func:`synthetic.checks.collect`) and of the witnesses
 (:func:`synthetic.witnesses.witness_records`) are measured once and re-judged with the mutant in place of
-the statement (:func:`synthetic.checks.judge`).  A mutant is **killed** when
+the statement (:func:`synthetic.rows.judge`).  A mutant is **killed** when
 
 * some row of its key now FAILS (the mutated bound is below a measurement: the formula is too small), or
 * some witness row of its key is now looser than its witness's factor (:func:`synthetic.witnesses.factor_of`,
@@ -45,7 +45,7 @@ from theory.symbols import (
     sigma_H,
 )
 
-from .checks import Record, Row, Statements, default_statements, judge
+from .rows import Record, Row, Statements, default_statements, judge
 from .witnesses import TASK, factor_of
 
 

@@ -64,7 +64,7 @@ def test_the_kill_list_is_exact(verdicts):
 def test_without_a_mutant_nothing_fails_and_no_witness_is_loose():
     """The control: theory's own statements on the same records (a suite that kills everything because every
     check fails anyway would pass the kill-list test)."""
-    from synthetic.checks import judge
+    from synthetic.rows import judge
     from synthetic.witnesses import factor_of, witness_records
 
     derived = [r for r in judge(witness_records()) if r.provenance == "derived"]

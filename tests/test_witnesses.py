@@ -46,10 +46,10 @@ def test_enumerated_moments_equal_a_plain_loop_and_the_closed_form():
     """synthetic.exact.direction_moments (every batch, one stacked call) against a float64 loop over the batches,
     one meta_gradient call each, and against the closed form on a concave task with a skewed two-point noise
     (p = 1/4, 3/4: the batch probabilities matter): E(d - grad F)^2 = (1 + a k)^2 var (1/D' + a^2 k^2 / D)."""
-    from synthetic import exact, witnesses
+    from synthetic import exact, witness_tasks
 
     kappa = 0.75
-    task = witnesses._task("skewed", lambda w, t: -kappa * w * w / 2 + t * w, [-1.0, 1.0], [[0.25, 0.75]])
+    task = witness_tasks.one_dim_task("skewed", lambda w, t: -kappa * w * w / 2 + t * w, [-1.0, 1.0], [[0.25, 0.75]])
     alpha, D, D1, D2 = 0.5, 2, 1, 2
     w = torch.tensor([0.3], dtype=torch.float64)
     mom = exact.direction_moments(task, w, 0, alpha=alpha, D=D, D1=D1, D2=D2)
@@ -96,7 +96,7 @@ def test_a_witness_catches_a_constant_that_is_too_small():
     """Declaring L 10% below the curvature the cos witness attains makes its L_F row fail (the bound is below
     the exact measurement): a witness's constants are read, not decoration."""
     from synthetic import witnesses
-    from synthetic.checks import judge
+    from synthetic.rows import judge
 
     wit = next(w for w in witnesses.witnesses() if w.name == "cos")
     records = witnesses.measure_witness(wit)
