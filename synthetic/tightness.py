@@ -150,19 +150,17 @@ class TightnessRow:
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in out.items()}
 
 
-def worst_case_bound(task, cfg: RunConfig, noise_free: bool = False) -> float:
+def worst_case_bound(task, cfg: RunConfig, noise_free: bool = False, Ks: Sequence[int] | None = None) -> list[float]:
     r"""The worst-case derived bound (:func:`theory.checks_api.convergence`) on ``cfg`` with the task's global
-    constants (:func:`synthetic.measure.global_constants`); ``noise_free``: σ_G = σ_H = 0 and K → ∞ (the
-    optimization term left out)."""
+    constants (:func:`synthetic.measure.global_constants`), at every K of ``Ks`` (default: ``cfg.K``);
+    ``noise_free``: σ_G = σ_H = 0 and K → ∞ (the optimization term left out)."""
     c = global_constants(
         task, cfg.alpha, beta=cfg.beta, tau=cfg.tau, K=cfg.K, r=cfg.r, D=cfg.D, D1=cfg.D1, D2=cfg.D2, delta=cfg.delta
     )
     if noise_free:
-        c = replace(c, sigma_G=0.0, sigma_H=0.0)
-    report = convergence(c, cfg.algorithm)
-    if noise_free:
-        return float(sum(v for k, v in report.derived_terms.items() if k != "optimization"))
-    return report.derived
+        report = convergence(replace(c, sigma_G=0.0, sigma_H=0.0), cfg.algorithm)
+        return [float(sum(v for k, v in report.derived_terms.items() if k != "optimization"))]
+    return [convergence(replace(c, K=float(K)), cfg.algorithm).derived for K in (Ks or [cfg.K])]
 
 
 @dataclass
@@ -193,7 +191,7 @@ def bound_curves(config: dict[str, Any], seeds: Sequence[int], Ks: Sequence[int]
     return BoundCurves(
         np.asarray(Ks),
         runs.stationarity[:, Ks],
-        np.array([worst_case_bound(task, cfg.replace(K=k)) for k in Ks]),
+        np.array(worst_case_bound(task, cfg, Ks=Ks)),
         np.array(dd.bound_curve(region, Ks)),
         None if expected is None else expected[:, np.asarray(Ks) - 1],
         region,
@@ -278,7 +276,7 @@ def noise_free_row(beta: float, tau: int) -> TightnessRow:
     step1 = ratio * float(e[:tau].square().sum(-1).mean())
     step2 = ratio * gamma_HF**2 * float(Xi[:tau].mean())
     step3 = ratio * gamma_HF**2 * float(np.mean(np.square(ys[:tau])))
-    worst = worst_case_bound(task, cfg, noise_free=True)
+    (worst,) = worst_case_bound(task, cfg, noise_free=True)
     # the worst-case noise-free bound is 2 L_wc^2 beta^2 (tau-1)(2tau-1) gamma_wc^2 / Gamma (section 7, s = b = c = 0);
     # the data-dependent one is R gamma_HF^2 Ybar: their ratio split into the factors named below (product exact)
     c = global_constants(task, alpha, beta=beta, tau=tau, K=1, r=1.0, D=cfg.D, D1=cfg.D1, D2=cfg.D2)

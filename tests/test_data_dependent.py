@@ -222,3 +222,13 @@ def test_noise_free_row_bounds_the_cycle_and_its_factors_multiply_to_the_gap():
     assert chain == pytest.approx(row.worst_case / row.data_dependent, rel=1e-6)
     steps = math.prod(v for k, v in row.steps.items() if k.startswith("step"))
     assert steps == pytest.approx(row.data_factor, rel=1e-6)
+
+
+def test_bound_curves_give_a_figure_both_bounds_above_the_expectation_at_every_K():
+    Ks = [1, 3, 10, 30]
+    curves = tightness.bound_curves({**tightness.FLAGSHIP, "algorithm": "exact", "K": 30}, [0, 1, 2], Ks)
+    assert curves.measured.shape == curves.expected.shape == (3, len(Ks))
+    assert list(curves.K) == Ks
+    expected = curves.expected.mean(0)
+    assert np.all(curves.data_dependent >= expected)
+    assert np.all(curves.worst_case >= curves.data_dependent)

@@ -18,6 +18,7 @@ contains every point the proof evaluates (the measurement takes the sup over the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,7 +127,13 @@ class RegionConstants:
     @property
     def c(self) -> float:
         r""":math:`c = (1-r)/(r(n-1))` (:func:`theory.theorem.sampling_factor`)."""
-        return float(theorem.sampling_factor().subs({r_symbol: self.r, n_symbol: self.n}))
+        return _sampling_factor(self.r, self.n)
+
+
+@functools.lru_cache(maxsize=64)
+def _sampling_factor(r: float, n: int) -> float:
+    """:func:`theory.theorem.sampling_factor` at (r, n), evaluated once per pair (sympy is slow)."""
+    return float(theorem.sampling_factor().subs({r_symbol: r, n_symbol: n}))
 
 
 # --------------------------------------------------------------------------- the proof's steps
