@@ -15,9 +15,6 @@ directories are reused: ``rate_table`` resumes) and saves its rows as
 table per level: whichever runs second finds it saved.
 The JSON carries a signature of the table's design (grid, base config, lengths, seeds,
 tolerance), so a changed design is recomputed, never drawn from stale rows.
-
-A few lines past 400: one rate row's drawing and the sentences stating its verdict are used by both
-floor figures, so they live here together rather than in either.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ from synthetic import rates
 from synthetic.rates import bound_terms
 
 from . import store
-from .style import BOUND_STYLE, RATE_COLOR, bound_label
+from .style import BOUND_STYLE, RATE_COLOR, bound_label, plural
 
 #: figure level -> rate-table length (:data:`synthetic.rates.GRID`'s keys) and seeds
 LENGTH = {"tiny": "smoke", "quick": "quick", "full": "full"}
@@ -57,7 +54,8 @@ def _signature(length: str, seeds: list[int]) -> str:
         "burn": rates.BURN,
         "measure": rates.MEASURE[length],
         "batches": rates.BATCHES,
-        "tolerance": rates.TOLERANCE,
+        "tolerance": getattr(rates, "TOLERANCE", None),  # a table-wide slope tolerance, where the table has one
+        "judge": getattr(getattr(rates, "rate_stats", None), "__name__", None),
         "seeds": list(seeds),
     }
     return hashlib.sha1(json.dumps(design, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -83,7 +81,7 @@ def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
             "length": length,
             "seeds": seeds,
             "signature": signature,
-            "tolerance": rates.TOLERANCE,
+            "tolerance": getattr(rates, "TOLERANCE", None),
             "rows": [r.as_dict() for r in rows],
             "derived_bound": bound,
         },
@@ -119,8 +117,6 @@ def slope_text(slope: float, lo: float, hi: float) -> str:
 LEVEL_FIELDS = ("bound_levels", "predicted_levels", "predicted_values", "bound_values", "term_values")
 #: row fields that may say a PASS needed the slope tolerance (when recorded); else computed from the interval
 TOLERANCE_FIELDS = ("needs_tolerance", "pass_needs_tolerance", "within_tolerance_only", "tolerance_pass")
-#: a bound level more than this factor above the largest measured mean is drawn on its own right-hand axis
-LEVEL_SAME_AXIS_FACTOR = 100.0
 #: a lower interval end at or below this fraction of the mean is "at or below 0" for the log axis
 CLIP_FRACTION = 0.0
 
@@ -143,9 +139,12 @@ def needs_tolerance(row: dict) -> bool:
     return row["verdict"] == "PASS" and not (row["low"] <= row["predicted"] <= row["high"])
 
 
-def verdict_text(row: dict, tol: float) -> str:
-    """``PASS``, ``FAIL`` or ``PASS (only within the ±tol tolerance)``."""
-    return f"PASS only within ±{tol:g} tolerance" if needs_tolerance(row) else row["verdict"]
+def verdict_text(row: dict, tol: float | None) -> str:
+    """The row's verdict (``PASS``, ``FAIL``, ``INCONCLUSIVE``), or ``PASS only within ±tol`` for a PASS that
+    needed the table's slope tolerance."""
+    if tol is not None and needs_tolerance(row):
+        return f"PASS only within ±{tol:g}"
+    return str(row["verdict"])
 
 
 def draw_row(
@@ -154,19 +153,17 @@ def draw_row(
     xlabel: str,
     color,
     marker,
-    levels=None,
-    level_label: str = "",
-    measured_label: str = "measured, mean ± 95% interval (batch means)",
+    measured_label: str = "measured: mean ± 95% interval",
 ) -> dict:
     r"""One log-log panel from a rate-table row: the measured means with their 95 % intervals, the fitted
-    line (slope and interval in the legend), the derived bound's predicted slope and the recalled shape's
-    slope as guides through the measured points' weighted centre (the recalled one drawn on top, dotted, so it
-    stays visible when both slopes agree), and, when ``levels`` (the bound term's value at each x) is given,
-    the derived term itself as a line at its own level.  Points with a non-positive mean (a difference of
+    line, the derived bound's predicted slope and the recalled shape's slope as guides through the measured
+    points' weighted centre (the recalled one drawn on top, dotted, so it stays visible when both slopes
+    agree); the three slopes' numbers in a corner the data leave empty.  Legend labels are the same in every
+    panel (the caller draws one legend for the figure).  Points with a non-positive mean (a difference of
     floors below its noise) cannot sit on a log axis: they are counted and returned.  A lower interval end
     ≤ 0 cannot be drawn either: its bar is drawn down to the bottom of the axis, ending in a downward arrow
-    head, and counted.  The legend goes below the axes (it never covers data).  Returns ``{"fitted", "low",
-    "high", "predicted", "recalled", "verdict", "dropped", "clipped"}``."""
+    head, and counted.  Returns ``{"fitted", "low", "high", "predicted", "recalled", "verdict", "dropped",
+    "clipped"}``."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
     xs, m, h = (np.asarray(row[k], float) for k in ("xs", "means", "halfwidths"))
@@ -182,7 +179,6 @@ def draw_row(
         fmt=marker,
         color=color,
         capsize=3,
-        markersize=6,
         label=measured_label,
         zorder=4,
     )
@@ -197,56 +193,27 @@ def draw_row(
         cy = float(np.exp((w * np.log(m[ok])).sum() / w.sum()))
         grid = np.geomspace(xs.min(), xs.max(), 30)
         if math.isfinite(fitted):
-            ax.plot(
-                grid,
-                cy * (grid / cx) ** fitted,
-                color=color,
-                linewidth=1.3,
-                zorder=3,
-                label=f"fitted slope {slope_text(fitted, lo, hi)}",
-            )
+            ax.plot(grid, cy * (grid / cx) ** fitted, color=color, linewidth=1.1, zorder=3, label="fitted slope")
         ax.plot(
             grid,
             cy * (grid / cx) ** predicted,
             color=RATE_COLOR,
             linestyle="--",
-            linewidth=2.2,
+            linewidth=1.8,
             zorder=2,
-            label=bound_label(f"predicted slope {predicted:+.2f}", "derived") + " (guide through the data)",
+            label=bound_label("predicted slope", "derived"),
         )
         if math.isfinite(recalled):
             ax.plot(
                 grid,
                 cy * (grid / cx) ** recalled,
-                **{**BOUND_STYLE["recalled"], "linewidth": 2.0},
+                **{**BOUND_STYLE["recalled"], "linewidth": 1.6},
                 dashes=(1, 2.5),
                 zorder=5,
-                label=bound_label(f"recalled shape's slope {recalled:+.2f}", "recalled") + " (guide)",
+                label=bound_label("recalled shape's slope", "recalled"),
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    twin = None
-    if levels is not None:
-        lv = np.asarray(levels, float)
-        good = np.isfinite(lv) & (lv > 0)
-        if good.any():
-            label = bound_label(level_label or "the bound's term at its own level", "derived")
-            far = ok.any() and lv[good].max() > LEVEL_SAME_AXIS_FACTOR * m[ok].max()
-            target = ax
-            if far:  # decades above the data: its own (right, labelled) axis, or the data would be squashed flat
-                twin = target = ax.twinx()
-                twin.set_yscale("log")
-                twin.grid(False)
-                # the right axis is the left one times an exact power of ten, so the offset is stated, not hidden
-                shift = 10.0 ** round(float(np.mean(np.log10(lv[good])) - np.mean(np.log10(m[ok]))))
-                twin.set_ylabel(f"bound's term = left axis × {shift:.0e} [derived]")
-                label += f", right axis (×{shift:.0e})"
-            target.plot(xs[good], lv[good], **BOUND_STYLE["derived"], marker="x", markersize=8, zorder=3, label=label)
-    if twin is not None:  # both scales hold every level point
-        bottom, top = ax.get_ylim()
-        bottom, top = min(bottom, lv[good].min() / shift / 1.3), max(top, lv[good].max() / shift * 1.3)
-        ax.set_ylim(bottom, top)
-        twin.set_ylim(bottom * shift, top * shift)
     if clipped.any():
         bottom, top = ax.get_ylim()
         bottom = min(bottom, float(m[clipped].min()) / 4)  # room for the arrow to be seen
@@ -257,7 +224,7 @@ def draw_row(
                 xytext=(x, y),
                 zorder=4,
                 annotation_clip=False,
-                arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.5, "shrinkA": 0, "shrinkB": 0},
+                arrowprops={"arrowstyle": "-|>", "color": color, "linewidth": 1.2, "shrinkA": 0, "shrinkB": 0},
             )
         ax.plot(
             [],
@@ -265,12 +232,9 @@ def draw_row(
             color=color,
             marker=r"$\downarrow$",
             linestyle="none",
-            markersize=9,
-            label="interval reaches ≤ 0 (bar runs off the log axis)",
+            label="interval reaches ≤ 0 (bar runs off the axis)",
         )
         ax.set_ylim(bottom, top)
-        if twin is not None:
-            twin.set_ylim(bottom * shift, top * shift)
     if (~ok).any():  # a mean ≤ 0 has no place on the log axis: an open marker on the axis's bottom edge says so
         bottom = ax.get_ylim()[0]
         ax.plot(
@@ -280,11 +244,25 @@ def draw_row(
             linestyle="none",
             color=color,
             markerfacecolor="white",
-            markersize=8,
             clip_on=False,
             zorder=6,
             label="mean ≤ 0 (open marker on the bottom edge)",
         )
+    # the slopes' numbers, in the corner the data leave empty (below a rising line's right end, a falling one's left)
+    rising = (fitted if math.isfinite(fitted) else predicted) >= 0
+    numbers = f"fitted {slope_text(fitted, lo, hi)}\npredicted {predicted:+.2f}"
+    if math.isfinite(recalled):
+        numbers += f"\nrecalled {recalled:+.2f}"
+    ax.text(
+        0.97 if rising else 0.03,
+        0.04,
+        numbers,
+        transform=ax.transAxes,
+        ha="right" if rising else "left",
+        va="bottom",
+        fontsize="small",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5},
+    )
     # ticks at the measured x values only, no minor labels: log-axis minor labels collide on a narrow range
     ax.xaxis.set_major_locator(FixedLocator(list(xs)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -293,19 +271,6 @@ def draw_row(
     ax.set_xlabel(xlabel)
     pad = (xs.max() / xs.min()) ** 0.08
     ax.set_xlim(xs.min() / pad, xs.max() * pad)
-    handles, labels = ax.get_legend_handles_labels()
-    if twin is not None:
-        more = twin.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("measured"))  # measured first
-    ax.legend(
-        [handles[i] for i in order],
-        [labels[i] for i in order],
-        fontsize=9,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.2),
-        ncol=1,
-    )
     return {
         "fitted": fitted,
         "low": lo,
@@ -343,8 +308,8 @@ def row_sentence(what: str, r: dict) -> str:
         )
     if r["dropped"]:
         text += (
-            f" ({r['dropped']} point(s) with a non-positive measured mean, which a log axis cannot place: drawn "
-            "as an open marker on the bottom edge)"
+            f" ({plural(r['dropped'], 'point')} with a non-positive measured mean, which a log axis cannot place: "
+            "drawn as an open marker on the bottom edge)"
         )
     return text
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ FIGURES = {
     "flagship": "figures.fig1_flagship",
     "heterogeneity": "figures.fig2_heterogeneity",
     "floors": "figures.fig3_floors",
+    "drift": "figures.fig3_drift",
     "hf_delta": "figures.fig4_hf_delta",
     "table1": "figures.fig5_table1",
     "mnist_bound": "figures.fig6_mnist_bound",
@@ -47,6 +49,9 @@ class Entry:
     note: str = ""
     seconds: float = 0.0
     table_markdown: str = ""
+    details: str = ""
+    headline: str = ""
+    report: list[dict] = field(default_factory=list)
 
 
 def module(name: str) -> ModuleType:
@@ -81,12 +86,13 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
                 entry.files = [Path(p) for p in result["files"]]
                 entry.caption = result["caption"]
                 entry.table_markdown = result.get("table_markdown", "")
+                entry.details = result.get("details", "")
+                entry.headline = result.get("headline", "")
+                entry.report = list(result.get("report", []))
             except Skip as exc:
                 entry.note = str(exc)
                 if getattr(mod, "EMPIRICAL", False) and level == "quick" and name not in named:
-                    entry.note += (
-                        f" (--quick draws it only from saved results; name it to run it: `perfedavg figures {name}`)"
-                    )
+                    entry.note += f" (--quick draws it only from saved results; to make it: `perfedavg figures {name}`)"
             entry.seconds = time.perf_counter() - started
             entries.append(entry)
     finally:
@@ -95,24 +101,122 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
     return entries
 
 
+#: the symbolic checks of the derived statements are a command of their own; the index says it was not run
+NOT_RUN_CHECK = "perfedavg check"
+
+
+def verdict_sentence(entries: list[Entry]) -> str:
+    """The index's first sentence, computed from the figures' reports: how many bounds hold and how tight they
+    are, how the slope rows came out, who wins, and what was not run."""
+    from .style import tightness_span
+
+    rows = [r for e in entries for r in e.report]
+    bounds = [r for r in rows if r["kind"] == "bound" and r.get("ratio")]
+    rates = [r for r in rows if r["kind"] == "rate"]
+    parts = []
+    if bounds:
+        held = sum(r["verdict"] == "holds" for r in bounds)
+        low = min(r["ratio"][0] for r in bounds)
+        high = max(r["ratio"][1] for r in bounds)
+        parts.append(f"{held} of {len(bounds)} bounds drawn hold, {tightness_span(low, high)} above the measurement")
+    if rates:
+        verdicts = [r["verdict"] for r in rates]
+        passed = sum(v.startswith("PASS") for v in verdicts)
+        within = sum(v.startswith("PASS only") for v in verdicts)
+        failed = sum(v == "FAIL" for v in verdicts)
+        other = len(verdicts) - passed - failed
+        text = f"{passed} of {len(rates)} slope rows pass"
+        if within:
+            text += f" ({within} only within the tolerance)"
+        text += f", {failed} fail"
+        if other:
+            text += f", {other} inconclusive"
+        parts.append(text)
+    parts += [r["note"] for r in rows if r["kind"] == "comparison" and r.get("note")]
+    skipped = [e.name for e in entries if e.note]
+    missing = f"the symbolic checks of the derived statements ({NOT_RUN_CHECK})"
+    if skipped:
+        missing += f" and {len(skipped)} figure{'s' if len(skipped) > 1 else ''} ({', '.join(skipped)}: see below)"
+    if not parts:
+        return f"No figure was drawn; not run here: {missing}."
+    return "; ".join(parts) + f". Not run here: {missing}."
+
+
+def _cell(value) -> str:
+    """A number of the report table (a bound, a measurement): :func:`figures.style.number`, or a dash."""
+    from .style import number
+
+    return "—" if value is None else number(float(value))
+
+
+def report_rows(entries: list[Entry]) -> list[list[str]]:
+    """The report table: statement, paper section, bound, measured, bound/measured, verdict, figure name."""
+    from .style import tightness_span
+
+    table = []
+    for e in entries:
+        for r in e.report:
+            if r["kind"] == "rate":
+                bound, measured, ratio = f"slope {r['bound']:+.2f}", f"slope {r['measured']:+.2f}", "—"
+            elif r["kind"] == "comparison":
+                bound, measured, ratio = "—", r.get("note", _cell(r["measured"])), "—"
+            else:
+                bound, measured = _cell(r["bound"]), _cell(r["measured"])
+                ratio = tightness_span(*r["ratio"]) if r.get("ratio") else "—"
+            table.append([r["statement"], r["section"], bound, measured, ratio, r["verdict"], e.name])
+    return table
+
+
+HEADER = ["Statement", "docs/paper.md", "Bound", "Measured", "Bound / measured", "Verdict", "Figure"]
+
+
+def html_text(text: str) -> str:
+    """Plain caption text as HTML: escaped, `code` as <code>, X_Y and X_{YZ} as subscripts (no raw notation)."""
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    out = re.sub(r"_\{([^}]*)\}", r"<sub>\1</sub>", out)
+    # a subscript follows a one-letter symbol (w_k, Φ_K, σ_G, w*_α), never a word (a figure's name, mnist_bound)
+    return re.sub(r"(?<![A-Za-z_])([A-Za-zα-ωΓΦ∇φ]\*?)_([A-Za-z0-9α-ωΓΦ∞]+)", r"\1<sub>\2</sub>", out)
+
+
 def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tuple[Path, Path]:
-    """``index.md`` and ``index.html`` in ``out``: every figure with its caption, or the skip note."""
-    head = (
-        "Per-FedAvg: figures regenerated from saved runs",
-        f"Level: {level}. Runs read from `{runs}`. Provenance in legends: [derived] = derived in "
-        "theory/DERIVATIONS.md (an explicit upper bound), [recalled] = the paper's statement as recalled "
-        "(shape with O(1) = 1; not an upper bound).",
+    """``index.md`` and ``index.html`` in ``out``: a verdict sentence and the report table at the top, then
+    every figure with its short caption (details folded), or the note saying how to make it."""
+    title = "Per-FedAvg: what the theory predicts, what was measured"
+    verdict = verdict_sentence(entries)
+    legend = (
+        f"Level: {level}; runs read from {runs}. In legends, [derived] marks an explicit upper bound derived in "
+        "theory/DERIVATIONS.md and [recalled] the paper's statement as recalled (its shape with O(1) = 1; not an "
+        "upper bound)."
     )
-    md = [f"# {head[0]}", "", head[1], ""]
-    body = []
+    table = report_rows(entries)
+    md = [f"# {title}", "", f"**{verdict}**", ""]
+    if table:
+        md += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        md += ["| " + " | ".join([*r[:-1], f"[{r[-1]}](#{r[-1]})"]) + " |" for r in table]
+        md.append("")
+    md += [legend, ""]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='verdict'>{html_text(verdict)}</p>"]
+    if table:
+        body.append("<table class='report'><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr>")
+        for r in table:
+            cls = "bad" if r[5] in ("VIOLATED", "FAIL", "FAILS") else "good" if r[5] in ("holds", "PASS") else "mid"
+            cells = "".join(f"<td>{html_text(c)}</td>" for c in r[:5])
+            body.append(
+                f"<tr>{cells}<td class='{cls}'>{html.escape(r[5])}</td>"
+                f"<td><a href='#{html.escape(r[6])}'>{html.escape(r[6])}</a></td></tr>"
+            )
+        body.append("</table>")
+    body.append(f"<p class='legend'>{html_text(legend)}</p>")
     for i, e in enumerate(entries, 1):
-        md += [f"## {i}. {e.title}", ""]
-        body.append(f"<section><h2>{i}. {html.escape(e.title)}</h2>")
+        anchor = html.escape(e.name)
+        md += [f"## {i}. {e.title} {{#{e.name}}}", ""]
+        body.append(f"<section id='{anchor}'><h2>{i}. {html_text(e.title)}</h2>")
         if e.note:
-            md += [f"**Skipped:** {e.note}", ""]
-            body.append(f"<p class='skip'><b>Skipped:</b> {html.escape(e.note)}</p></section>")
+            md += [f"**Not drawn:** {e.note}", ""]
+            body.append(f"<p class='skip'><b>Not drawn:</b> {html_text(e.note)}</p></section>")
             continue
-        pngs = [f for f in e.files if f.suffix == ".png"]
+        pngs = [f for f in e.files if f.suffix == ".png" and not f.stem.endswith("-slide")]
         for f in pngs:
             rel = os.path.relpath(f, out)
             md += [f"![{e.title}]({rel})", ""]
@@ -120,23 +224,35 @@ def write_index(entries: list[Entry], out: Path, runs: Path, level: str) -> tupl
         if e.table_markdown:
             md += [e.table_markdown, ""]
         md += [e.caption, ""]
-        others = [os.path.relpath(f, out) for f in e.files if f.suffix != ".png"]
+        if e.details:
+            md += ["<details><summary>Details</summary>", "", e.details, "", "</details>", ""]
+        others = [os.path.relpath(f, out) for f in e.files if f not in pngs]
         if others:
             md += ["Files: " + ", ".join(f"[{o}]({o})" for o in others), ""]
-        body.append(f"<figcaption>{html.escape(e.caption)}</figcaption></figure>")
+        body.append(f"<figcaption>{html_text(e.caption)}</figcaption></figure>")
+        if e.details:
+            body.append(f"<details><summary>Details</summary><p>{html_text(e.details)}</p></details>")
         if e.table_markdown:
             body.append(_md_tables_to_html(e.table_markdown))
         if others:
             links = ", ".join(f"<a href='{html.escape(o)}'>{html.escape(o)}</a>" for o in others)
-            body.append(f"<p>Files: {links}</p>")
+            body.append(f"<p class='files'>Files: {links}</p>")
         body.append("</section>")
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(head[0]) + "</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45}"
-        "img{max-width:100%;border:1px solid #ddd}figcaption{margin:.4em 0 1.5em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px}"
-        ".skip{color:#a33}</style></head><body>"
-        f"<h1>{html.escape(head[0])}</h1><p>{html.escape(head[1])}</p>" + "".join(body) + "</body></html>\n"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>"
+        + html.escape(title)
+        + "</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45;"
+        "overflow-wrap:break-word}"
+        "img{max-width:100%;height:auto;border:1px solid #ddd}figure{margin:1em 0}"
+        "figcaption{margin:.4em 0 .6em;color:#222}"
+        ".verdict{font-size:1.15em;font-weight:bold}.legend,.files{color:#555;font-size:.9em}"
+        "table{border-collapse:collapse;margin:.5em 0;max-width:100%}td,th{border:1px solid #bbb;padding:3px 6px;"
+        "vertical-align:top}th{background:#f3f3f3}.report td:nth-child(n+2){white-space:nowrap}"
+        ".report td:nth-child(4){white-space:normal}.good{color:#075}.bad{color:#b00;font-weight:bold}.mid{color:#850}"
+        "details{margin:.3em 0 1.5em}summary{cursor:pointer;color:#036}.skip{color:#a33}"
+        "code{background:#f4f4f4;padding:0 .2em}</style></head><body>" + "".join(body) + "</body></html>\n"
     )
     atomic_write_text(out / "index.md", "\n".join(md) + "\n")
     atomic_write_text(out / "index.html", page)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from perfedavg.outputs import output_dir
 
-FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "hf_delta", "table1", "mnist_bound")
+FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "drift", "hf_delta", "table1", "mnist_bound")
 
 
 def _figure_name(text: str) -> str:
@@ -29,10 +29,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Regenerate figures and tables into --out from the run directories under --runs, running any "
             "missing experiment through the normal runner first (finished runs are reused), then write "
             "index.html and index.md showing every figure with a caption saying what it shows and what the "
-            "theory predicts. Figures: flagship (Phi_K vs K with the derived bound), heterogeneity (floor vs "
-            "TV and W1), floors (floor vs D, beta, tau), hf_delta (HF error vs delta), table1 (Table 1 and "
-            "accuracy curves on MNIST / CIFAR-10; needs the data), mnist_bound (MNIST gradient norms vs the "
-            "bound with estimated constants; needs the data)."
+            "theory predicts. Figures: flagship (Φ_K vs K with the derived bound), heterogeneity (floor vs "
+            "TV and W1), floors (floor vs D and β), drift (local drift vs τ), hf_delta (HF error vs δ), "
+            "table1 (Table 1 and accuracy curves on MNIST / CIFAR-10; needs the data), mnist_bound (MNIST "
+            "gradient norms vs the bound with estimated constants; needs the data)."
         ),
     )
     p.add_argument(

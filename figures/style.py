@@ -5,8 +5,14 @@ r"""Shared look of every figure: fonts, the Okabe–Ito palette, labels, and sav
   marker in every figure (:data:`ALGORITHM_STYLE`); a bound keeps its provenance in its
   legend entry (:func:`bound_label`: ``[derived]`` or ``[recalled]``) and its line style
   (derived: solid black-ish, recalled: dotted grey).
-* :func:`save` writes a PNG (150 dpi) and a PDF of the same figure atomically
-  (:func:`perfedavg.runs.rundir.atomic_write_bytes`) and returns both paths.
+* Two sizes of every figure (:func:`render`, :data:`PROFILES`): *paper* (3.3 in single column for one
+  panel, 6.9 in double column for two or three, fonts of 7.5 pt at print size; PNG and PDF) and *slide*
+  (16:9, large type; PNG).  :func:`save` writes one figure atomically
+  (:func:`perfedavg.runs.rundir.atomic_write_bytes`) and returns its paths.
+* :func:`write_data` writes the numbers a figure draws beside it (``<stem>.json``): every bound with the
+  measurement it bounds at the same x, the tightness the figure states and its verdict, and the caption's
+  details, so that a test can check what the picture says from what it shows.
+* :func:`tightness` is the one definition of a stated tightness: the range of bound / measured.
 
 matplotlib is imported inside the functions only (the CLI must not pay for it at import).
 """
@@ -14,6 +20,9 @@ matplotlib is imported inside the functions only (the CLI must not pay for it at
 from __future__ import annotations
 
 import io
+import json
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +68,24 @@ BOUND_STYLE = {
 RATE_COLOR = OKABE_ITO["orange"]
 
 
-def setup() -> Any:
-    """Apply the shared rcParams (Agg backend, readable font sizes, light grid) and return pyplot."""
+#: the two sizes written for every figure: paper (inches at print size, fonts >= 7 pt there) and slide (16:9)
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {"single": 3.3, "double": 6.9, "height": 3.4, "font": 7.5, "dpi": 150, "suffix": "", "pdf": True},
+    "slide": {
+        "single": 13.333,
+        "double": 13.333,
+        "height": 7.5,
+        "font": 17.0,
+        "dpi": 100,
+        "suffix": "-slide",
+        "pdf": False,
+    },
+}
+
+
+def setup(font: float = 11.0) -> Any:
+    """Apply the shared rcParams (Agg backend, font sizes scaled from ``font`` points, light grid) and return
+    pyplot."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -69,20 +94,22 @@ def setup() -> Any:
 
     plt.rcParams.update(
         {
-            "font.size": 11,
-            "axes.titlesize": 11.5,
-            "axes.labelsize": 11,
-            "legend.fontsize": 8.5,
-            "xtick.labelsize": 9.5,
-            "ytick.labelsize": 9.5,
+            "font.size": font,
+            "axes.titlesize": font,
+            "axes.labelsize": font,
+            "figure.titlesize": font * 1.08,
+            "legend.fontsize": font * 0.93,
+            "xtick.labelsize": font * 0.93,
+            "ytick.labelsize": font * 0.93,
+            "mathtext.fontset": "dejavusans",
             "axes.grid": True,
             "grid.alpha": 0.3,
             "grid.linewidth": 0.6,
-            "lines.linewidth": 1.6,
-            "lines.markersize": 5,
+            "lines.linewidth": 1.6 * font / 11,
+            "lines.markersize": 5 * font / 11,
             "legend.framealpha": 0.85,
             "figure.dpi": 100,
-            "savefig.bbox": "tight",
+            "savefig.bbox": "standard",  # the size set is the size printed (constrained layout fits the content)
             "pdf.fonttype": 42,  # embed TrueType: text stays selectable in the PDF
             "axes.prop_cycle": cycler(
                 color=[
@@ -105,14 +132,14 @@ def bound_label(what: str, provenance: str) -> str:
     return f"{what} [{provenance}]"
 
 
-def save(fig: Any, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write ``stem.png`` (150 dpi) and ``stem.pdf`` into ``out_dir`` atomically; close ``fig``."""
+def save(fig: Any, out_dir: str | Path, stem: str, dpi: int = 150, pdf: bool = True) -> list[Path]:
+    """Write ``stem.png`` (at ``dpi``) and, when ``pdf``, ``stem.pdf`` into ``out_dir`` atomically; close ``fig``."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt, kw in (("png", {"dpi": 150}), ("pdf", {})):
+    for fmt, kw in (("png", {"dpi": dpi}), ("pdf", {}))[: 2 if pdf else 1]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, **kw)
         path = out_dir / f"{stem}.{fmt}"
@@ -120,3 +147,113 @@ def save(fig: Any, out_dir: str | Path, stem: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def render(
+    out_dir: str | Path, stem: str, n_panels: int, draw: Callable[[Any, list, str], None], height: float = 1.0
+) -> list[Path]:
+    """Draw a figure of ``n_panels`` side-by-side panels in both :data:`PROFILES` and save them: the paper size as
+    ``stem.png`` + ``stem.pdf``, the slide as ``stem-slide.png``.  ``draw(fig, axes, profile)`` fills the axes
+    (``profile`` is ``"paper"`` or ``"slide"``, for the few choices that differ, such as legend columns);
+    ``height`` scales the paper height (a long shared legend needs room; the slide stays 16:9)."""
+    paths: list[Path] = []
+    for name, prof in PROFILES.items():
+        # three panels across a slide: a smaller (still large) type, or the titles run off the panels
+        plt = setup(prof["font"] * (0.82 if name == "slide" and n_panels > 2 else 1.0))
+        width = prof["single"] if n_panels == 1 else prof["double"]
+        tall = prof["height"] * (height if name == "paper" else 1.0)
+        fig, axes = plt.subplots(1, n_panels, figsize=(width, tall), layout="constrained", squeeze=False)
+        draw(fig, list(axes.flat), name)
+        paths += save(fig, out_dir, stem + prof["suffix"], dpi=prof["dpi"], pdf=prof["pdf"])
+    return paths
+
+
+def shared_legend(fig: Any, axes: list) -> None:
+    """One legend for the whole figure, below the panels (entries of every panel, each label once), in as many
+    columns as the longest label lets fit across the figure's width."""
+    import matplotlib.pyplot as plt
+
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if not seen:
+        return
+    size = plt.rcParams["legend.fontsize"]
+    longest = max(len(label) for label in seen)
+    # an entry: its label at ~0.55 em per character, plus the handle and padding (~4 em), in inches
+    entry = (longest * 0.55 + 4.0) * size / 72.0
+    ncol = max(1, min(len(seen), int(0.98 * fig.get_figwidth() / entry)))
+    fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, frameon=False)
+
+
+def tightness(bound: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(smallest, largest) bound / measured over the points where a bound is drawn with the measurement it
+    bounds: the tightness a figure states (1 would be a bound met exactly, below 1 a violated one)."""
+    ratios = [b / m for b, m in zip(bound, measured) if m > 0 and math.isfinite(b)]
+    if not ratios:
+        return math.nan, math.nan
+    return min(ratios), max(ratios)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 seed``, ``3 seeds``: a count with its noun (no "seed(s)")."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def number(value: float) -> str:
+    """A positive number as printed in titles: 3 significant digits below 10⁴, else ``3.0·10⁷`` (2 digits)."""
+    if 1e3 <= abs(value) < 1e4:
+        return f"{value:.0f}"
+    if not math.isfinite(value) or value == 0 or 1e-3 <= abs(value) < 1e3:
+        return f"{value:.3g}"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = value / 10**exponent
+    if round(mantissa, 1) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.1f}·10{str(exponent).translate(SUPERSCRIPT)}"
+
+
+def times(value: float) -> str:
+    """A ratio as printed in titles and the index: :func:`number` and ``×`` (``45.2×``, ``3.0·10⁷×``)."""
+    return f"{number(value)}×"
+
+
+def suptitle(fig: Any, text: str) -> None:
+    """The figure's headline, wrapped to its width (an estimate of 0.55 em per character)."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    chars = int(fig.get_figwidth() * 72 / (0.55 * plt.rcParams["figure.titlesize"]))
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")))
+
+
+def tightness_span(low: float, high: float) -> str:
+    """``45.2×`` or ``12.3–456×`` (``n/a`` when nothing is drawn)."""
+    if not math.isfinite(low):
+        return "n/a"
+    return times(low) if times(low) == times(high) else f"{number(low)}–{times(high)}"
+
+
+def tightness_text(low: float, high: float) -> str:
+    """``bound/measured = 45.2×`` or ``bound/measured = 12.3–456×``: what a title states."""
+    if not math.isfinite(low):
+        return "bound/measured not available"
+    return f"bound/measured = {tightness_span(low, high)}"
+
+
+def write_data(out_dir: str | Path, stem: str, data: dict[str, Any]) -> Path:
+    """``<stem>.json`` beside the figure: what it draws and states (module docstring), written atomically.
+
+    ``data`` holds ``title`` (the stated headline), ``tightness`` ``[low, high]``, ``verdict``, ``pairs`` (a
+    list of ``{"panel", "what", "x", "bound", "measured"}``: a bound and the measurement it bounds at the
+    same x, drawn on one axis or as a ratio panel; ``measured_max`` the largest seed's or point's where saved;
+    ``stated: false`` for a pair drawn but not part of the stated tightness), ``details`` (the long caption)
+    and ``report`` (rows for the index's table)."""
+    path = Path(out_dir) / f"{stem}.json"
+    atomic_write_bytes(path, (json.dumps(data, indent=1, default=float) + "\n").encode())
+    return path

@@ -13,9 +13,19 @@ import pytest
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: a drawn figure is far larger than an empty canvas's few kB
 MIN_PNG_BYTES = 10_000
-#: index.html shows images at most 1100 px wide (figures.build's CSS): a PNG no wider keeps its fonts (≥ 9 pt
-#: at 150 dpi, figures.style) at their size as displayed, instead of shrunk
+#: index.html shows images at most 1100 px wide (figures.build's CSS): a PNG no wider keeps its fonts at their
+#: size as displayed, instead of shrunk
 INDEX_WIDTH_PX = 1100
+#: the paper size (figures.style.PROFILES): 6.9 in double column at 150 dpi, and at most one row of panels
+#: (3.4 in high, up to 1.25x for a long shared legend): a figure of stacked panels is taller than this
+PAPER_WIDTH_PX = round(6.9 * 150)
+PAPER_HEIGHT_PX = round(3.4 * 1.25 * 150)
+#: the slide size: 16:9 at 100 dpi
+SLIDE_PX = (1333, 750)
+#: a stated tightness is printed with 3 significant digits (figures.style.number): equal to the data's within that
+STATED_DIGITS = 3
+#: the figures that state a bound's tightness, by the stem of their files
+STEMS = ("fig1_flagship", "fig2_heterogeneity", "fig3_floors", "fig3_drift", "fig4_hf_delta")
 
 
 def _check_image(path: Path) -> None:
@@ -25,11 +35,23 @@ def _check_image(path: Path) -> None:
     assert data[:8] == PNG_SIGNATURE, path
     assert len(data) > MIN_PNG_BYTES, (path, len(data))
     with Image.open(path) as im:
-        width = im.size[0]
+        width, height = im.size
         im.verify()
+    if path.stem.endswith("-slide"):
+        assert (width, height) == SLIDE_PX, (path, width, height)
+        return
     assert width <= INDEX_WIDTH_PX, (path, width)
     pdf = path.with_suffix(".pdf").read_bytes()
     assert pdf[:5] == b"%PDF-" and len(pdf) > 1000
+
+
+def _check_paper_size(path: Path) -> None:
+    """One row of at most three panels at the paper's print size (never a tower of stacked panels)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width, height = im.size
+    assert width <= PAPER_WIDTH_PX and height <= PAPER_HEIGHT_PX, (path, width, height)
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +60,58 @@ def tiny_build(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("figs")
     entries = build(
-        ["flagship", "heterogeneity", "floors", "hf_delta"], root / "out", root / "runs", level="tiny", progress=False
+        ["flagship", "heterogeneity", "floors", "drift", "hf_delta"],
+        root / "out",
+        root / "runs",
+        level="tiny",
+        progress=False,
     )
     return root, entries
 
 
 def test_synthetic_figures_regenerate_from_tiny_runs(tiny_build):
     _root, entries = tiny_build
-    assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "hf_delta"]
+    assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "drift", "hf_delta"]
     for e in entries:
         assert not e.note, e.note
         pngs = [f for f in e.files if f.suffix == ".png"]
-        assert pngs
+        assert len(pngs) == 2 and sum(p.stem.endswith("-slide") for p in pngs) == 1  # paper and slide
         for p in pngs:
             _check_image(p)
-        assert "What the theory predicts" in e.caption
+        _check_paper_size(next(p for p in pngs if not p.stem.endswith("-slide")))
+        assert "What the theory predicts" in e.details
+        # at most three sentences on the page (the details are folded)
+        assert len(re.findall(r"[.!?](?:\s|$)", e.caption)) <= 3, e.caption
+
+
+def _stated(low: float, high: float) -> tuple[float, float]:
+    """A tightness as it is printed (STATED_DIGITS significant digits), for comparing with the data's."""
+    return (float(f"{low:.{STATED_DIGITS}g}"), float(f"{high:.{STATED_DIGITS}g}"))
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_figure_bounds_lie_above_what_they_bound_and_state_their_tightness(tiny_build, stem):
+    """Read back from the data saved beside each figure: every bound drawn with a measurement (on its axis or as a
+    ratio panel) lies above it at every point where both are drawn (every seed / point, where saved), and the
+    tightness the figure states in its title is bound / measured over those points (those of the bound it names,
+    where it names one), recomputed here."""
+    from figures.style import tightness_text
+
+    root, _ = tiny_build
+    data = json.loads((root / "out" / f"{stem}.json").read_text())
+    assert data["pairs"], stem
+    ratios = []
+    for pair in data["pairs"]:
+        assert len(pair["x"]) == len(pair["bound"]) == len(pair["measured"]) >= 1, pair["what"]
+        for key in ("measured", "measured_max"):
+            for x, b, m in zip(pair["x"], pair["bound"], pair.get(key, [])):
+                assert m <= b, (stem, pair["what"], key, x, m, b)
+        if pair.get("stated", True):  # the pairs whose tightness the title states (all, unless marked)
+            ratios += [b / m for b, m in zip(pair["bound"], pair["measured"]) if m > 0]
+    low, high = min(ratios), max(ratios)
+    assert low >= 1 and data["verdict"] == "holds"
+    assert _stated(*data["tightness"]) == _stated(low, high), (data["tightness"], low, high)
+    assert tightness_text(low, high) in data["title"], data["title"]
 
 
 def test_index_shows_every_figure_and_caption(tiny_build):
@@ -64,6 +123,30 @@ def test_index_shows_every_figure_and_caption(tiny_build):
         assert png in html and png in md
         assert e.title in md
     assert "[derived]" in md and "[recalled]" in md
+
+
+def test_index_opens_with_a_verdict_computed_from_the_results(tiny_build):
+    """The index's first paragraph counts the bounds that hold and the slope rows that pass from the figures'
+    reports (the same data their JSON files hold), and the HTML prints no raw notation."""
+    from figures.build import HEADER
+
+    root, entries = tiny_build
+    md = (root / "out" / "index.md").read_text()
+    verdict = md.split("\n")[2]
+    rows = [r for e in entries for r in e.report]
+    bounds = [r for r in rows if r["kind"] == "bound"]
+    rates = [r for r in rows if r["kind"] == "rate"]
+    held = sum(r["verdict"] == "holds" for r in bounds)
+    passed = sum(r["verdict"].startswith("PASS") for r in rates)
+    assert f"{held} of {len(bounds)} bounds drawn hold" in verdict, verdict
+    assert f"{passed} of {len(rates)} slope rows pass" in verdict, verdict
+    assert "Not run here" in verdict and "perfedavg check" in verdict
+    # every report row is a line of the table, linking to its figure
+    assert "| " + " | ".join(HEADER) + " |" in md
+    assert md.count("](#") == len(rows)
+    html = (root / "out" / "index.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "`" not in text and "_{" not in text and "w̄_" not in text
 
 
 def test_figures_reuse_cached_runs(tiny_build):
@@ -87,22 +170,23 @@ def test_floor_figures_draw_the_rate_tables_rows(tiny_build):
     root, entries = tiny_build
     runs = root / "runs"
     table = json.loads((runs / "rates-smoke" / "rows.json").read_text())
-    for fig in ("heterogeneity", "floors"):
+    for fig in ("heterogeneity", "floors", "drift"):
         assert json.loads((runs / fig / "manifest.json").read_text())["rates"] == "rates-smoke/rows.json"
     rows = {r["name"]: r for r in table["rows"]}
-    captions = {e.name: e.caption for e in entries}
+    captions = {e.name: e.details for e in entries}
     for fig, names in (
         ("heterogeneity", ["floor vs TV", "floor vs W1"]),
-        ("floors", ["floor vs D", "floor vs beta", "drift vs tau"]),
+        ("floors", ["floor vs D", "floor vs beta"]),
+        ("drift", ["drift vs tau"]),
     ):
         for name in names:
             r = rows[name]
-            assert r["verdict"] in ("PASS", "FAIL") and len(r["xs"]) == len(r["means"]) >= 2
+            assert r["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and len(r["xs"]) == len(r["means"]) >= 2
             quoted = f"fitted slope {_floors.slope_text(r['fitted'], r['low'], r['high'])}"
             assert quoted in captions[fig] and f"predicted {r['predicted']:+.2f}" in captions[fig], (fig, name)
         assert "[derived]" in captions[fig] and "[recalled]" in captions[fig]
-    # the floor vs D row is robust at smoke scale (tests/test_rates.py): the figure shows a PASS
-    assert rows["floor vs D"]["verdict"] == "PASS" and "PASS" in captions["floors"]
+    # each panel's title and the caption state the row's verdict as saved
+    assert f"{rows['floor vs D']['verdict']}" in captions["floors"]
     saved = (runs / "rates-smoke" / "rows.json").stat().st_mtime_ns
     summaries = {p: p.stat().st_mtime_ns for p in (runs / "rates-smoke").rglob("summary.json")}
     assert summaries
@@ -254,10 +338,10 @@ def test_quick_index_builds_on_the_embedded_default(tiny_build, tmp_path, monkey
     shutil.copytree(root / "runs" / f"rates-{_floors.LENGTH['tiny']}", runs / f"rates-{_floors.LENGTH['tiny']}")
     assert main(["figures", "--quick", "--out", str(out), "--runs", str(runs), "--no-progress"]) == 0
     md = (out / "index.md").read_text()
-    for stem in ("fig1_flagship", "fig2_heterogeneity", "fig3_floors", "fig4_hf_delta"):
+    for stem in STEMS:
         _check_image(out / f"{stem}.png")
         assert f"{stem}.png" in md
-    assert md.count("**Skipped:**") == 2 and (out / "index.html").is_file()
+    assert md.count("**Not drawn:**") == 2 and (out / "index.html").is_file()
     # figures 1 and 4 really ran at the quick scale
     from figures import fig1_flagship
 
