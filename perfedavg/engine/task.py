@@ -37,6 +37,8 @@ from perfedavg.errors import UsageError
 #: a client's weights count as uniform within this relative error: p / p.sum() of equal p is 1/k up to
 #: an ulp or two; a real skew is far larger
 UNIFORM_RTOL = 1e-12
+#: ulps of the weights' type that rounding 1/k to it may cost (one; a margin of four)
+ULPS = 4
 
 PerSampleLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
 Scores = Callable[[Tensor, Tensor], Tensor]
@@ -68,10 +70,12 @@ class ClientData:
 
     def has_uniform_weights(self) -> bool:
         """Every client's :math:`p_{ij}` is uniform over its samples (``1 / count`` each, up to
-        :data:`UNIFORM_RTOL`): what drawing batches without replacement assumes."""
+        :data:`UNIFORM_RTOL`, or a few ulps of the weights' own type: float32 weights of 1/k are off by one):
+        what drawing batches without replacement assumes."""
         real = torch.arange(self.weight.shape[1]) < self.count.cpu()[:, None]
         uniform = torch.where(real, 1.0 / self.count.cpu().double()[:, None], 0.0)
-        return bool(torch.allclose(self.weight.cpu().double(), uniform, rtol=UNIFORM_RTOL, atol=0.0))
+        rtol = max(UNIFORM_RTOL, ULPS * torch.finfo(self.weight.dtype).eps)
+        return bool(torch.allclose(self.weight.cpu().double(), uniform, rtol=rtol, atol=0.0))
 
     @cached_property
     def cumulative_weight(self) -> Tensor:
