@@ -486,8 +486,8 @@ def _cell_cost(summary: dict, directory: Path) -> dict:
     recorded it is counted now from its config and its model's size."""
     if "cost" in summary:
         return summary["cost"]
+    from perfedavg.runs.extras import run_cost
     from perfedavg.runs.holdout import holdout_count
-    from perfedavg.runs.runner import run_cost
 
     cfg = build_config(read_toml(directory / rundir.CONFIG))
     n_params = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]["w"].numel()

@@ -34,17 +34,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import Diverged, RunFailed, UsageError
 from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config
+from perfedavg.runs.extras import run_extras
 from perfedavg.runs.lock import RunLock
 from perfedavg.runs.plot import plot_run
 from perfedavg.runs.resolve import is_allocation_failure, resolve
@@ -58,6 +57,7 @@ from perfedavg.runs.status import (
     is_finished,
     training_differences,
 )
+from perfedavg.runs.stop import StopOnSignal
 from perfedavg.words import plural
 
 if TYPE_CHECKING:
@@ -71,41 +71,6 @@ class RunResult:
     status: str  # finished | diverged | interrupted
     run_dir: Path
     summary: dict
-
-
-# -- stopping on signals at a round boundary ---------------------------------------------------
-class _StopOnSignal:
-    """SIGINT and SIGTERM: the first asks the run to stop at the next round boundary, the
-    second raises :class:`KeyboardInterrupt` at once.  Installed in the main thread only
-    (elsewhere the caller's handling applies)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(
-            f"\nperfedavg: {signal.Signals(signum).name} received: stopping after this round "
-            "(send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __exit__(self, *exc: object) -> Literal[False]:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        return False
 
 
 def _note(message: str) -> None:
@@ -195,7 +160,7 @@ def _write_run(
         saved = snapshot
 
     last_record = None
-    stop = _StopOnSignal()
+    stop = StopOnSignal()
     try:
         with stop, rundir.MetricsLog(out, prefix, start.n_records if start else 0) as metrics:
             for state, record in train(task, cfg, initial):
@@ -382,51 +347,6 @@ def _write_trained(
     )
     rundir.write_summary(out, summary)
     return RunResult(FINISHED, out, summary)
-
-
-def run_extras(cfg: RunConfig, task: Any, final: dict | None, rounds: int) -> dict[str, Any]:
-    """What a run's summary adds about its users: which train and which are new, with their groups, where the
-    task holds users out or groups them (``users``); the per-user outcomes of the final evaluation where it has
-    k-step curves (``outcomes``, :func:`perfedavg.runs.outcomes.record_outcomes`); what its ``rounds`` rounds
-    cost (``cost``, :func:`run_cost`)."""
-    from perfedavg.runs.outcomes import record_outcomes
-
-    extra: dict[str, Any] = {}
-    if task.groups or task.new_train is not None:
-        extra["users"] = {
-            "current": list(task.users) or list(range(task.n_clients)),
-            "new": list(task.new_users),
-            "groups": list(task.groups),
-            "new_groups": list(task.new_groups),
-        }
-    outcomes = record_outcomes(final or {}, task.groups, task.new_groups)
-    if outcomes:
-        extra["outcomes"] = outcomes
-    extra["cost"] = run_cost(cfg, task, rounds)
-    return extra
-
-
-def run_cost(cfg: RunConfig, task: Any, rounds: int) -> dict[str, Any]:
-    """What the run's training cost, counted by the engine (:mod:`perfedavg.engine.costs`): per local step of
-    one user, per round, and over its ``rounds`` rounds; with the local steps and batch sizes it ran (a
-    budget-matched FedAvg's own)."""
-    import torch
-
-    from perfedavg.engine.costs import batch_sizes, budget_matched, local_step_cost, round_cost
-
-    ran = budget_matched(cfg)
-    n_params = int(task.init_params(torch.Generator().manual_seed(0)).numel())
-    per_round = round_cost(ran, task.n_clients, n_params)
-    return {
-        "local_steps": ran.tau,
-        "batch_sizes": list(batch_sizes(ran)),
-        "match_budget": cfg.match_budget,
-        "match_rule": cfg.match_rule if cfg.match_budget else "",
-        "per_user_step": local_step_cost(ran.algorithm, batch_sizes(ran), n_params).to_dict(),
-        "per_round": per_round.to_dict(),
-        "rounds": rounds,
-        "per_run": per_round.times(rounds).to_dict(),
-    }
 
 
 def _postfix(record: dict) -> str:
