@@ -1,5 +1,5 @@
 r"""New users at a chosen distance from the training users: their personalized gradient gap, measured
-exactly, against the derived bound (:mod:`theory.new_users`, DERIVATIONS.md §10).
+exactly, against the derived bound (:mod:`theory.new_users`, DERIVATIONS.md §11).
 
 On a synthetic task every user's distribution lives on one pooled support, so a new user is any
 distribution :math:`q` there.  Along the segment :math:`q_t = (1-t)\bar p + t\,r` from the training
@@ -259,7 +259,7 @@ def witnesses() -> list[dict[str, Any]]:
 
 def format_summary(info: dict[str, Any]) -> str:
     lines = [
-        "New users at a distance from the training mixture p̄ (theory/DERIVATIONS.md §10): smallest margin",
+        "New users at a distance from the training mixture p̄ (theory/DERIVATIONS.md §11): smallest margin",
         "bound / measured ‖∇F_q(w) − ∇F_p̄(w)‖ over every new user tried (targets, points w, α, distances)",
         "",
         f"{'task':<11} {'new users':>9} {'TV margin':>10} {'W1 margin':>10}",

@@ -3,7 +3,7 @@ r"""A new user's personalized gradient against the training population's, docs/p
 A new user draws its data from :math:`q`, the training users from :math:`p_1..p_n` with mixture
 :math:`\bar p = \frac1n\sum_i p_i`.  With :math:`f_q(w) = E_{\theta\sim q}\,l(w;\theta)` and the
 one-step personalized objective :math:`F_q(w) = f_q(w - \alpha\nabla f_q(w))` (likewise
-:math:`F_{\bar p}` for the mixture), DERIVATIONS.md §10 shows, for every w,
+:math:`F_{\bar p}` for the mixture), DERIVATIONS.md §11 shows, for every w,
 
 .. math:: \|\nabla F_q(w) - \nabla F_{\bar p}(w)\| \le (1+\alpha L)^2\,\delta_G + \alpha B\,\delta_H,
 
@@ -27,7 +27,7 @@ from .lemmas import dissimilarity_derived
 from .statement import Statement
 from .symbols import B_sample, L_sample, L_theta, gamma_G, gamma_H, rho_theta, tv, w1
 
-_REF = "docs/paper.md §6 (new users); DERIVATIONS.md §10"
+_REF = "docs/paper.md §6 (new users); DERIVATIONS.md §11"
 _MEANING = "‖∇F_q(w) − ∇F_p̄(w)‖² ≤ value, q the new user's distribution"
 
 
