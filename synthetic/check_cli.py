@@ -122,8 +122,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json not in (None, "-") and not args.rates:
         raise UsageError("--json PATH only applies with --rates (without it, --json prints JSON)")
     if args.tightness:
-        if args.rates or args.speed_sweep is not None:
-            raise UsageError("--tightness is a separate command: give it without --rates or --speed-sweep")
+        if args.rates or args.speed_sweep is not None or args.mutations or args.new_users:
+            raise UsageError("--tightness is a separate command: give it alone (with --seeds or --json if wanted)")
         from .tightness import main_tightness  # torch
 
         return main_tightness(args)

@@ -203,6 +203,7 @@ def test_tightness_flag_is_a_command_of_its_own(capsys):
 
     assert main(["check", "--tightness", "--rates"]) == 2
     assert "--tightness is a separate command" in capsys.readouterr().err
+    assert main(["check", "--tightness", "--mutations"]) == 2
 
 
 @pytest.mark.slow
