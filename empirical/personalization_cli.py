@@ -14,7 +14,7 @@ def register_personalization(what) -> None:
     p = what.add_parser(
         "personalization",
         help="current and new users after 0, 1 and a few adaptation steps (the abstract's promise, measured)",
-        description="Hold 20%% of the users of the paper's split out of training (both of its groups among them) "
+        description="Hold 20% of the users of the paper's split out of training (both of its groups among them) "
         "and measure current and new users after k = 0, 1, ..., N full-batch adaptation steps of size alpha (the "
         "k-step personalized objective F_k), on MNIST and CIFAR-10 at the Table 1 row where the methods differ "
         "(tau = 10, alpha = 0.01), for FedAvg, FedAvg given HF's budget per round, Per-FedAvg FO and HF (exact "
