@@ -183,7 +183,7 @@ def main(args) -> int:
         f"{out}: {summary['rounds_completed']} rounds ({summary['wall_seconds']:.1f} s wall, "
         f"{summary['cpu_seconds']:.1f} s CPU), ||grad F||^2 = {final.get('grad_norm_sq_F', float('nan')):.4g}"
     )
-    print(accuracy_line(cfg, out, final, compare=not args.no_compare))
+    print(accuracy_line(cfg, out, final, compare=not args.no_compare, note=not args.no_progress))
     return 0
 
 
@@ -191,7 +191,7 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "not recorded"
 
 
-def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = True) -> str:
+def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = True, note: bool = False) -> str:
     """The run's last line: personalized accuracy at round 0 and at the end, beside the shared model's
     accuracy without adaptation, and, for Per-FedAvg on a synthetic task, beside FedAvg's shared model
     after the same rounds (a FedAvg run of the same config, in memory: seconds on these tasks)."""
@@ -208,5 +208,10 @@ def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = Tru
         return line
     from perfedavg.runs.memory import train_in_memory
 
+    if note:  # the bar has finished: say what the next seconds are for
+        print(
+            "perfedavg: FedAvg on the same config, in memory, for the comparison (--no-compare skips it)",
+            file=sys.stderr,
+        )
     _, _, fedavg = train_in_memory(cfg.replace(algorithm="fedavg"))
     return line + f"; FedAvg's shared model after the same {cfg.K} rounds {_percent(fedavg[-1].get('global_accuracy'))}"
