@@ -89,16 +89,12 @@ def _stated(low: float, high: float) -> tuple[float, float]:
     return (float(f"{low:.{STATED_DIGITS}g}"), float(f"{high:.{STATED_DIGITS}g}"))
 
 
-@pytest.mark.parametrize("stem", STEMS)
-def test_figure_bounds_lie_above_what_they_bound_and_state_their_tightness(tiny_build, stem):
-    """Read back from the data saved beside each figure: every bound drawn with a measurement (on its axis or as a
-    ratio panel) lies above it at every point where both are drawn (every seed / point, where saved), and the
-    tightness the figure states in its title is bound / measured over those points (those of the bound it names,
-    where it names one), recomputed here."""
+def _check_figure_data(path: Path) -> None:
+    """The checks of a figure's saved data (the test below): bounds above what they bound, stated tightness."""
     from figures.style import tightness_text
 
-    root, _ = tiny_build
-    data = json.loads((root / "out" / f"{stem}.json").read_text())
+    data = json.loads(path.read_text())
+    stem = path.stem
     assert data["pairs"], stem
     ratios = []
     for pair in data["pairs"]:
@@ -112,6 +108,16 @@ def test_figure_bounds_lie_above_what_they_bound_and_state_their_tightness(tiny_
     assert low >= 1 and data["verdict"] == "holds"
     assert _stated(*data["tightness"]) == _stated(low, high), (data["tightness"], low, high)
     assert tightness_text(low, high) in data["title"], data["title"]
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_figure_bounds_lie_above_what_they_bound_and_state_their_tightness(tiny_build, stem):
+    """Read back from the data saved beside each figure: every bound drawn with a measurement (on its axis or as a
+    ratio panel) lies above it at every point where both are drawn (every seed / point, where saved), and the
+    tightness the figure states in its title is bound / measured over those points (those of the bound it names,
+    where it names one), recomputed here."""
+    root, _ = tiny_build
+    _check_figure_data(root / "out" / f"{stem}.json")
 
 
 def test_index_shows_every_figure_and_caption(tiny_build):
@@ -249,7 +255,9 @@ def test_table1_and_mnist_bound_from_fixture(tmp_path):
     assert "Per-FedAvg (HF)" in res["table_markdown"]
     res6 = fig6_mnist_bound.draw(tmp_path / "runs", tmp_path / "out")
     _check_image(tmp_path / "out" / "fig6_mnist_bound.png")
-    assert "estimated" in res6["caption"]
+    _check_image(tmp_path / "out" / "fig5_accuracy-slide.png")
+    _check_figure_data(tmp_path / "out" / "fig6_mnist_bound.json")
+    assert "estimated" in res6["caption"] and "estimated" in res6["details"]
     # where fig6's own run() writes the estimate: beside the chosen row's HF run (not the first run read)
     table = tmp_path / "runs" / "table1"
     hf_run = fig6_mnist_bound.chosen_row_dir(table / "runs" / "mnist") / "hf-seed0"
