@@ -68,7 +68,7 @@ from . import exact
 EXACT_SLACK = 2.0**-8
 #: width ε of the smoothed kinks: small against every step (ασ, δ‖g‖ >= 0.1) so the kink is attained to 0.1 %
 KINK = 1e-4
-#: how far above its margin a witness may be: the issue's target factor (tests: 1 <= margin <= FACTOR)
+#: how far above its margin a witness may be: the target factor of a witness (tests: 1 <= margin <= FACTOR)
 FACTOR = 2.0
 #: the witnesses' "task" column
 TASK = "witness"
