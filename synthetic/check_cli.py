@@ -119,6 +119,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds={args.seeds} is out of range: must be >= 2 (a confidence interval needs two)")
     if args.full and not args.rates:
         raise UsageError("--full only applies with --rates")
+    if args.mutations and (args.rates or args.speed_sweep is not None):
+        raise UsageError("--mutations is a command of its own: give it without --rates or --speed-sweep")
     if args.json not in (None, "-") and not args.rates:
         raise UsageError("--json PATH only applies with --rates (without it, --json prints JSON)")
     if args.tightness:
@@ -146,8 +148,6 @@ def main(args: argparse.Namespace) -> int:
 
         return main_rates(args)
     if args.mutations:
-        if args.rates:
-            raise UsageError("--mutations and --rates are separate commands: give one")
         from .mutations import main_mutations  # torch
 
         return main_mutations(args)

@@ -97,3 +97,13 @@ def test_perfedavg_check_mutations_prints_each_mutant_and_the_count(monkeypatch,
     out = capsys.readouterr().out
     assert f"killed {len(KILLS)} of {len(KILLS)}" in out
     assert all(name[:52] in out for name in KILLS) and "survives" not in out
+
+
+@pytest.mark.parametrize("extra", [["--rates"], ["--speed-sweep"]])
+def test_mutations_with_another_command_is_refused_before_any_work(extra, capsys):
+    """One line, exit status 2, nothing run (the rate table takes minutes: --rates must not start it)."""
+    from perfedavg.cli import main
+
+    assert main(["check", "--mutations", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--mutations is a command of its own" in err and "Traceback" not in err
