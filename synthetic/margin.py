@@ -50,6 +50,7 @@ given w* (they grow with :math:`\|w\|`, so no bound holds for all w): for
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -191,6 +192,7 @@ def build_margin_task(kind: str, name: str, o: MarginOptions, init_scale: float)
         test=test,
         batch_with_replacement=True,
         constants=margin_constants(kind, train),
+        constants_of=functools.partial(margin_constants, kind),
         description=f"{kind} loss of a linear model, d={o.dim}, n={o.n_clients}, S={o.support}, h={o.h}",
         label=f"synthetic {name} (h={o.h})",
     )

@@ -51,6 +51,7 @@ size s = ``shift`` and Gaussian noise of standard deviation ``noise`` clipped at
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -312,6 +313,7 @@ def build(o: QuadraticOptions) -> Task:
         batch_with_replacement=True,
         oracle_factory=QuadraticOracle,
         constants=quadratic_constants(train, o.w_radius),
+        constants_of=functools.partial(quadratic_constants, w_radius=o.w_radius),
         description=f"least squares, d={o.dim}, n={o.n_clients}, S={o.support}, h={o.h}, domain ||w|| <= {o.w_radius}",
         label=f"synthetic quadratic (h={o.h})",
     )

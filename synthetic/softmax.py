@@ -202,6 +202,7 @@ def build(o: SoftmaxOptions) -> Task:
         test=test,
         batch_with_replacement=True,
         constants=softmax_constants(train),
+        constants_of=softmax_constants,
         description=f"softmax regression, d={o.dim}, C={o.classes}, n={o.n_clients}, h={o.h}",
         label=f"synthetic softmax (h={o.h})",
     )

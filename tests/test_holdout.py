@@ -142,3 +142,12 @@ def test_the_paper_split_task_holds_out_users_of_both_groups(tmp_path):
         len(set(task.new_train.y[task.new_train.index[i, : int(task.new_train.count[i])]].tolist())) for i in range(10)
     ]
     assert classes == [5] * 5 + [2] * 5  # group 0: five classes each, group 1: two
+
+
+@pytest.mark.parametrize("name", ["softmax", "logistic", "quadratic"])
+def test_a_synthetic_tasks_constants_are_its_training_users_own(name):
+    full = build_task({"name": name, "n_clients": 6})
+    task = build_task({"name": name, "n_clients": 6, "holdout_users": 2})
+    assert task.constants == task.constants_of(task.train)
+    assert len(task.constants["tv"]) == 4 and len(full.constants["tv"]) == 6
+    assert task.constants["tv"] != tuple(full.constants["tv"][i] for i in task.users)  # the mixture is theirs

@@ -154,8 +154,12 @@ class Task:
                     f"uniform over a user's samples, but its {split} weights p_i are not uniform: draw with "
                     "replacement (the theory's model), or give every sample of a user the same weight"
                 )
+
     description: str = ""
     label: str = ""
+    #: the exact constants of given users' data (``constants`` is this of ``train``), so that :func:`hold_out`
+    #: restates them for the training users alone; None where the task has no exact constants
+    constants_of: Callable[[ClientData], Mapping[str, float]] | None = None
     #: the users held out of training (new users, :func:`hold_out`): their training and test data, evaluated
     #: like the training users' but never sampled, read or used by a round; None when every user trains
     new_train: ClientData | None = None
@@ -188,7 +192,8 @@ def client_rows(data: ClientData, rows: Sequence[int]) -> ClientData:
 def hold_out(task: Task, held: Sequence[int]) -> Task:
     """``task`` with the users ``held`` (numbers into its users, at least one user left) moved out of
     training into ``new_train`` / ``new_test``: the round loop samples, reads and averages the others only,
-    and the evaluation measures both (:func:`perfedavg.engine.rounds.evaluate`).  No held user: ``task`` itself."""
+    and the evaluation measures both (:func:`perfedavg.engine.rounds.evaluate`); exact constants are restated for
+    the training users (``constants_of``: their mixture, their maxima).  No held user: ``task`` itself."""
     if not held:
         return task
     n = task.n_clients
@@ -197,9 +202,11 @@ def hold_out(task: Task, held: Sequence[int]) -> Task:
         raise ValueError(f"cannot hold out users {chosen} of {n}: numbers in 0..{n - 1}, at least one user left")
     kept = [i for i in range(n) if i not in set(chosen)]
     groups = task.groups
+    train = client_rows(task.train, kept)
     return replace(
         task,
-        train=client_rows(task.train, kept),
+        train=train,
+        constants=task.constants_of(train) if task.constants_of is not None else task.constants,
         test=client_rows(task.test, kept),
         new_train=client_rows(task.train, chosen),
         new_test=client_rows(task.test, chosen),
