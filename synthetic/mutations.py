@@ -13,10 +13,11 @@ the statement (:func:`synthetic.rows.judge`).  A mutant is **killed** when
 The list (:func:`mutants`) holds the errors a derivation plausibly makes: a dropped factor (L_F without
 (1+αL)²), an unsquared factor, a dropped term (σ_F² without the Hessian noise, γ_F² without αBγ_H, the FO
 bias without αLB), a wrong power (the bias with 1/D for 1/√D, the HF error with δ² or ‖g‖), a constant off
-by 2-4 (σ_F² halved, TV with B² for 4B², the HF error /6 for /2) and the whole-formula slip
-γ_F² = γ_G²; and three loosenings (a constant 3-4x too large), which only the witnesses' factor can
-catch.  The convergence bound's own mutants (a wrong power of τ or K) are not in the list: they are
-judged on Φ_K runs, not on these measurements.
+by 2-4 (σ_F² halved, TV with B² for 4B², the HF error /6 for /2), a per-user constant where the proof
+needs a per-sample one (TV with B for B_s) and the whole-formula slip γ_F² = γ_G²; and three
+loosenings (a constant 3-4x too large), which only the witnesses' factor can catch.  The convergence
+bound's own mutants (a wrong power of τ or K) are not in the list: they are judged on Φ_K runs, not on
+these measurements.
 """
 
 from __future__ import annotations
