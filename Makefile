@@ -7,7 +7,7 @@ OUT    ?= figures-out
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
 
-.PHONY: setup setup-test demo test test-full lint bench gpu-check clean
+.PHONY: setup setup-test demo test test-full lint bench gpu-check notebook clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -27,6 +27,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 ## (synthetic tasks with exact constants plus the bounds), ending with the index path
 demo: setup
 	$(PFA) figures --quick --out $(OUT)
+
+## the classroom notebook: JupyterLab and ipywidgets in the project's environment, then the tutorial opened
+notebook: $(VENV)/.installed-notebook
+	$(VENV)/bin/jupyter lab notebooks/tutorial.ipynb
+
+$(VENV)/.installed-notebook: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[notebook]'
+	touch $@
 
 ## lint, format and type checks (ruff and mypy, configured in pyproject.toml); CI runs them before the tests
 lint: setup-test

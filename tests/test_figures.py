@@ -389,15 +389,16 @@ def _notebook_extras():
 
 def test_tutorial_notebook_executes(tmp_path):
     nbformat, nbclient = _notebook_extras()
-    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "tutorial.ipynb", as_version=4)
+    here = Path(__file__).parent.parent / "notebooks"
+    nb = nbformat.read(here / "tutorial.ipynb", as_version=4)
+    # run where the notebook lives (as JupyterLab does): it imports dial.py beside it; it writes only to tempdirs
     nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(here)}}
     ).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "dominates" in text
-    # the dial (section 5) reruns HF at each h: the derived bound lies above every measured Phi_K
-    dial = re.findall(r"h = ([0-9.]+): measured Phi_K = ([0-9.e+-]+), derived bound = ([0-9.e+-]+)", text)
-    assert [float(h) for h, _, _ in dial] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert all(0 < float(m) < float(b) for _, m, b in dial), dial
+    # the dial (section 5): the measured floor rises at least 3x from h = 0 to h = 1 (tests/test_notebook_dial.py)
+    rise = re.findall(r"the floor rises ([0-9.]+)x from h = 0 to h = 1", text)
+    assert rise and float(rise[0]) >= 3, rise
