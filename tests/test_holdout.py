@@ -151,3 +151,12 @@ def test_a_synthetic_tasks_constants_are_its_training_users_own(name):
     assert task.constants == task.constants_of(task.train)
     assert len(task.constants["tv"]) == 4 and len(full.constants["tv"]) == 6
     assert task.constants["tv"] != tuple(full.constants["tv"][i] for i in task.users)  # the mixture is theirs
+
+
+def test_a_config_saved_before_holdout_users_existed_trains_the_same_model():
+    from perfedavg.runs.status import same_training
+
+    old = {"algorithm": "hf", "task": {"name": "mnist", "n_clients": 50}}
+    assert same_training(old, {**old, "task": {**old["task"], "holdout_users": 0.0}})
+    assert same_training(old, {**old, "task": {**old["task"], "holdout_users": 0}})
+    assert not same_training(old, {**old, "task": {**old["task"], "holdout_users": 0.2}})

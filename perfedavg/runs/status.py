@@ -37,6 +37,9 @@ DONE = (FINISHED, DIVERGED)
 TRAINING_NEUTRAL = ("K", "eval_every", "checkpoint_every")
 #: task options that say where the data are read from, not what they are
 TASK_NEUTRAL = ("data_dir", "download")
+#: task options added after runs were saved without them, with the value their absence means (the default,
+#: which changes nothing): a saved table without ``holdout_users`` trains what one with 0 trains
+TASK_ADDED = {"holdout_users": 0.0}
 
 
 def is_done(status: str | None) -> bool:
@@ -72,7 +75,7 @@ def training_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str
     differing = sorted(k for k in keys if a.get(k) != b.get(k))
     task_a, task_b = a.get("task") or {}, b.get("task") or {}
     task_keys = (set(task_a) | set(task_b)) - set(TASK_NEUTRAL)
-    if any(task_a.get(k) != task_b.get(k) for k in task_keys):
+    if any(task_a.get(k, TASK_ADDED.get(k)) != task_b.get(k, TASK_ADDED.get(k)) for k in task_keys):
         differing = sorted([*differing, "task"])
     return differing
 
