@@ -24,6 +24,7 @@ per round, by the documented rule ``match_rule``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -132,7 +133,7 @@ def budget_matched(cfg: RunConfig) -> RunConfig:
     ``cfg`` itself when ``match_budget`` is empty."""
     if not cfg.match_budget:
         return cfg
-    target = local_step_cost(cfg.match_budget, (cfg.D, cfg.D1, cfg.D2))  # type: ignore[arg-type]
+    target = local_step_cost(cast(Algorithm, cfg.match_budget), (cfg.D, cfg.D1, cfg.D2))  # checked by RunConfig
     if cfg.match_rule == "steps":
         return cfg.replace(tau=cfg.tau * target.gradient_equivalents, match_budget="")
     per_sample = target.sample_gradients + HVP_GRADIENTS * target.sample_hvps
