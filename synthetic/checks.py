@@ -4,7 +4,9 @@ For each default synthetic task (constants known exactly, :mod:`synthetic.measur
 each inner step :math:`\alpha\in\{\tfrac14,1\}/L` (the lemmas assume
 :math:`\alpha\le1/L`), at several points w:
 
-* ``L_F``: :math:`\max\|\nabla F_i(u)-\nabla F_i(v)\|/\|u-v\|` over users and sampled pairs;
+* ``L_F``: the largest :math:`\|\nabla^2F_i(w)\|` over users at each point (power iteration on the exact
+  Hessian, :func:`synthetic.measure.hessian_norm_F`), and :math:`\max\|\nabla F_i(u)-\nabla F_i(v)\|/\|u-v\|`
+  over users and sampled pairs;
 * ``bias`` / ``sigma_F2``: Monte Carlo bias and mean squared error of the exact local-step
   direction (``bias_fo``, ``mse_fo``, ``bias_hf``, ``mse_hf`` for the FO and HF
   directions) with batches D = D' = D'' = 2 (small batches: where the lemmas bite);
@@ -108,9 +110,12 @@ def task_records(
         consts = measure.global_constants(task, alpha, D=BATCH, D1=BATCH, D2=BATCH, delta=1e-2)
         inputs = consts.as_dict()
         pairs = measure.sample_pairs(P, 9, scales=(0.0, 1.0, 4.0), seed=2)
-        rec.add(name, tag, inputs, "L_F", measure.smoothness_F(task, alpha, pairs))
+        rec.add(name, f"{tag}, 9 random pairs", inputs, "L_F", measure.smoothness_F(task, alpha, pairs))
         for wi, w in enumerate(points):
             where = f"{tag}, point {wi}"
+            rec.add(
+                name, f"{where}, top |eigenvalue| of Hess F_i", inputs, "L_F", measure.hessian_norm_F(task, w, alpha)
+            )
             rec.add(name, where, inputs, "gamma_F2", measure.dissimilarity_F(task, w, alpha))
             sG2 = sigma_G2_at(task.per_sample_loss, w, task.train)
             for client in (0, 1):

@@ -129,6 +129,13 @@ def witness_rows(statements: Statements | None = None) -> list[Row]:
     return judge(witness_records(), statements)
 
 
+def _short(where: str) -> str:
+    """``"cos: alpha=1/L"`` -> ``"cos, alpha=1/L"``; a case tag that is not a step size is left out."""
+    name, _, tag = where.partition(": ")
+    tag = tag.split(",")[0]
+    return f"{name}, {tag}" if tag.startswith(("alpha", "FedAvg")) else name
+
+
 def format_witnesses(default_rows: list[Row], rows: list[Row]) -> str:
     """The witness table, then per statement the smallest derived margin on the default tasks beside the
     witness margins (a witness looser than its factor is named)."""
@@ -141,7 +148,7 @@ def format_witnesses(default_rows: list[Row], rows: list[Row]) -> str:
         mine = [r for r in derived if r.key == key]
         default = [r.margin for r in default_rows if r.key == key and r.provenance == "derived"]
         smallest = f"{min(default):.3g}" if default else "-"
-        beside = ", ".join(f"{r.margin:.3g} ({r.where.split(',')[0]})" for r in mine)
+        beside = ", ".join(f"{r.margin:.3g} ({_short(r.where)})" for r in mine)
         lines.append(f"{mine[0].statement.removesuffix(' [derived]')[:34]:34s} {smallest:>13s}  {beside}")
     for r in derived:
         if r.holds and r.margin > factor_of(r):

@@ -104,3 +104,28 @@ def test_a_witness_catches_a_constant_that_is_too_small():
         r.inputs["L"] = 0.9
     rows = [r for r in judge(records) if r.provenance == "derived"]
     assert rows and not all(r.holds for r in rows)
+
+
+def test_hessian_norm_of_F_equals_a_full_eigendecomposition():
+    """perfedavg check's L_F at a point (power iteration on all users' Hessians of F_i at once) against each
+    user's full Hessian of F_i (autograd through the inner step) and its eigenvalues, in a float64 loop."""
+    from perfedavg.runs.registry import build_task
+    from synthetic import measure
+
+    task = build_task({"name": "softmax", "n_clients": 4, "dim": 3, "classes": 3, "support": 30}).to(torch.float64)
+    X, Y, Pw = task.train.gather()
+    w = torch.randn(task.init_params(torch.Generator()).shape[0], generator=torch.Generator().manual_seed(3))
+    w = w.double()
+    alpha = 0.5 / task.constants["L"]
+    largest = 0.0
+    for i in range(task.n_clients):
+
+        def F_i(x, i=i):
+            with torch.enable_grad():
+                x = x if x.requires_grad else x.requires_grad_(True)
+                (g,) = torch.autograd.grad((Pw[i] * task.per_sample_loss(x, X[i], Y[i])).sum(), x, create_graph=True)
+                return (Pw[i] * task.per_sample_loss(x - alpha * g, X[i], Y[i])).sum()
+
+        H = torch.autograd.functional.hessian(F_i, w.clone())
+        largest = max(largest, float(torch.linalg.eigvalsh((H + H.T) / 2).abs().max()))
+    assert measure.hessian_norm_F(task, w, alpha) == pytest.approx(largest, rel=1e-6)
