@@ -110,13 +110,13 @@ def personalization_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_users(plan: Plan, out: Path, dataset: str, protocol: str = "test") -> Path:
+def plot_users(plan: Plan, out: Path, dataset: str, label: str = "", protocol: str = "test") -> Path:
     """``personalization-<dataset>.png``: per method, the ECDF over users (seeds pooled) of current and new users'
     accuracy before adaptation (k = 0) and after 1 and N steps on the ``protocol``'s data."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     tau, alpha = plan.rows[0]
-    fig = Figure(figsize=(3.2 * len(plan.methods), 3.2), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(plan.methods), 3.5), layout="constrained")
     axes = fig.subplots(1, len(plan.methods), sharey=True, squeeze=False)[0]
     ks = shown_steps(plan.adapt_steps)
     styles = {ks[0]: ":", 1: "--", ks[-1]: "-"}
@@ -129,15 +129,16 @@ def plot_users(plan: Plan, out: Path, dataset: str, protocol: str = "test") -> P
             for k in ks:
                 values = sorted(100 * a for r in records for a in r["per_client"][f"accuracy_{protocol}_steps{who}"][k])
                 ecdf = [(i + 1) / len(values) for i in range(len(values))]
-                label = f"{'new' if who else 'current'}, k={k}"
-                ax.step(values, ecdf, where="post", linestyle=styles[k], color=color, label=label)
+                curve = f"{'new' if who else 'current'}, k={k}"
+                ax.step(values, ecdf, where="post", linestyle=styles[k], color=color, label=curve)
         ax.set_title(METHOD_NAMES[method], fontsize=9)
         ax.set_xlabel("test accuracy of a user (%)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of users with at most this accuracy")
-    axes[-1].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=len(labels))
     fig.suptitle(
-        f"{dataset}: every user's accuracy, τ = {tau}, α = {alpha:g}, adaptation on {protocol} data", fontsize=9
+        f"{label or dataset}: every user's accuracy, τ = {tau}, α = {alpha:g}, steps on {protocol} data", fontsize=9
     )
     path = out / f"personalization-{dataset}.png"
     buffer = io.BytesIO()
@@ -152,7 +153,8 @@ def run_personalization(plan: Plan, out: str | Path, progress: bool = True) -> d
     out = Path(out)
     table = run_plan(plan, out, progress=progress)
     result = personalization_table(table)
-    result["pictures"] = [plot_users(plan, out, dataset).name for dataset in plan.datasets]
+    labels = {row["dataset"]: row["label"] for row in table["rows"]}
+    result["pictures"] = [plot_users(plan, out, dataset, labels.get(dataset, "")).name for dataset in plan.datasets]
     rundir.atomic_write_json(out / "personalization.json", result)
     rundir.atomic_write_text(out / "personalization.md", personalization_markdown(result))
     return result
