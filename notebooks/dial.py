@@ -103,7 +103,7 @@ def draw(ax: Any, d: Dial) -> None:
     ax.axvspan(d.measured.min(), d.measured.max(), color="#0072B2", alpha=0.2, linewidth=0)
     ax.set_xscale("log")
     ax.set_xlabel("value (same units as $\\Phi_K$)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize="small", ncol=2)
 
 
 def summary(d: Dial) -> str:
@@ -121,7 +121,7 @@ def on_change(**settings: Any) -> Dial:
     import matplotlib.pyplot as plt
 
     d = dial(**settings)
-    _, ax = plt.subplots(figsize=(7, 3))
+    _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     draw(ax, d)
     ax.set_title(", ".join(f"{k} = {v}" for k, v in d.settings.items()), fontsize="small")
     plt.show()

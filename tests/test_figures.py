@@ -387,6 +387,12 @@ def _notebook_extras():
     return modules[:2]
 
 
+#: the tutorial's lessons, as the test reads them from its output: f at least this many times F somewhere along
+#: the plotted line (measured 2.0x), FO's direction error at least this many times the exact step's (measured 6.4x)
+MIN_F_GAP = 1.5
+MIN_FO_GAP = 3.0
+
+
 def test_tutorial_notebook_executes(tmp_path):
     nbformat, nbclient = _notebook_extras()
     here = Path(__file__).parent.parent / "notebooks"
@@ -399,6 +405,12 @@ def test_tutorial_notebook_executes(tmp_path):
     assert not errors
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "dominates" in text
+    # the lessons show, in numbers: F visibly below f (section 1), FO's direction far from the exact step's while
+    # HF's matches it (section 2)
+    ratio = re.findall(r"along this line f is up to ([0-9.]+)x F", text)
+    assert ratio and float(ratio[0]) >= MIN_F_GAP, ratio
+    fo = re.findall(r"FO's direction is ([0-9.]+)x farther", text)
+    assert fo and float(fo[0]) >= MIN_FO_GAP, fo
     # the dial (section 5): the measured floor rises at least 3x from h = 0 to h = 1 (tests/test_notebook_dial.py)
     rise = re.findall(r"the floor rises ([0-9.]+)x from h = 0 to h = 1", text)
     assert rise and float(rise[0]) >= 3, rise
