@@ -491,7 +491,7 @@ def _cell_cost(summary: dict, directory: Path) -> dict:
 
     cfg = build_config(read_toml(directory / rundir.CONFIG))
     n_params = rundir.read_checkpoint(directory / rundir.CHECKPOINT)["state"]["w"].numel()
-    n = int(cfg.task["n_clients"])
+    n = int(cfg.task.get("n_clients", cfg.task.get("clients", 50)))  # saved before the rename: clients
     users = n - holdout_count(cfg.task.get("holdout_users", 0), n)
 
     class Sizes:  # what run_cost reads of a task
