@@ -35,6 +35,8 @@ FIGURES = {
     "hf_delta": "figures.fig4_hf_delta",
     "table1": "figures.fig5_table1",
     "mnist_bound": "figures.fig6_mnist_bound",
+    "new_users": "figures.fig7_new_users",
+    "personalization": "figures.fig8_personalization",
 }
 
 

@@ -11,7 +11,17 @@ from pathlib import Path
 
 from perfedavg.outputs import output_dir
 
-FIGURE_NAMES = ("flagship", "heterogeneity", "floors", "drift", "hf_delta", "table1", "mnist_bound")
+FIGURE_NAMES = (
+    "flagship",
+    "heterogeneity",
+    "floors",
+    "drift",
+    "hf_delta",
+    "table1",
+    "mnist_bound",
+    "new_users",
+    "personalization",
+)
 
 
 def _figure_name(text: str) -> str:
@@ -32,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "theory predicts. Figures: flagship (Φ_K vs K with the derived bound), heterogeneity (floor vs "
             "TV and W1), floors (floor vs D and β), drift (local drift vs τ), hf_delta (HF error vs δ), "
             "table1 (Table 1 and accuracy curves on MNIST / CIFAR-10; needs the data), mnist_bound (MNIST "
-            "gradient norms vs the bound with estimated constants; needs the data)."
+            "gradient norms vs the bound with estimated constants; needs the data), new_users (a new user's "
+            "personalized-gradient gap vs its distance to the training users, with the TV and W1 bounds), "
+            "personalization (every user's accuracy after a few adaptation steps, read from `perfedavg reproduce "
+            "personalization`'s output; never run here)."
         ),
     )
     p.add_argument(

@@ -644,7 +644,8 @@ def test_a_file_system_error_mid_work_is_one_line_exit_1(monkeypatch, capsys):
         (
             ["figures", "nonsense"],
             "perfedavg: error: perfedavg figures: argument NAME: 'nonsense' is not a figure: "
-            "choose from flagship, heterogeneity, floors, hf_delta, table1, mnist_bound\n",
+            "choose from flagship, heterogeneity, floors, drift, hf_delta, table1, mnist_bound, new_users, "
+            "personalization\n",
         ),
     ],
 )

@@ -25,7 +25,7 @@ SLIDE_PX = (1333, 750)
 #: a stated tightness is printed with 3 significant digits (figures.style.number): equal to the data's within that
 STATED_DIGITS = 3
 #: the figures that state a bound's tightness, by the stem of their files
-STEMS = ("fig1_flagship", "fig2_heterogeneity", "fig3_floors", "fig3_drift", "fig4_hf_delta")
+STEMS = ("fig1_flagship", "fig2_heterogeneity", "fig3_floors", "fig3_drift", "fig4_hf_delta", "fig7_new_users")
 
 
 def _check_image(path: Path) -> None:
@@ -60,7 +60,7 @@ def tiny_build(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("figs")
     entries = build(
-        ["flagship", "heterogeneity", "floors", "drift", "hf_delta"],
+        ["flagship", "heterogeneity", "floors", "drift", "hf_delta", "new_users"],
         root / "out",
         root / "runs",
         level="tiny",
@@ -71,7 +71,7 @@ def tiny_build(tmp_path_factory):
 
 def test_synthetic_figures_regenerate_from_tiny_runs(tiny_build):
     _root, entries = tiny_build
-    assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "drift", "hf_delta"]
+    assert [e.name for e in entries] == ["flagship", "heterogeneity", "floors", "drift", "hf_delta", "new_users"]
     for e in entries:
         assert not e.note, e.note
         pngs = [f for f in e.files if f.suffix == ".png"]
@@ -118,6 +118,25 @@ def test_figure_bounds_lie_above_what_they_bound_and_state_their_tightness(tiny_
     where it names one), recomputed here."""
     root, _ = tiny_build
     _check_figure_data(root / "out" / f"{stem}.json")
+
+
+def test_figure_data_check_catches_a_bound_too_small_or_a_misstated_tightness(tiny_build, tmp_path):
+    """The check above, on the new-users figure's saved data with a planted error: the tightest pair's bound
+    divided by 10 (now below the gap it bounds), or a stated tightness that is not bound / measured."""
+    root, _ = tiny_build
+    saved = json.loads((root / "out" / "fig7_new_users.json").read_text())
+    tightest = min(saved["pairs"], key=lambda p: min(b / m for b, m in zip(p["bound"], p["measured"])))
+    planted = tmp_path / "fig7_new_users.json"
+    for plant in ("bound / 10", "tightness x 1.1"):
+        data = json.loads(json.dumps(saved))
+        if plant == "bound / 10":
+            pair = data["pairs"][saved["pairs"].index(tightest)]
+            pair["bound"] = [b / 10 for b in pair["bound"]]
+        else:
+            data["tightness"][0] *= 1.1
+        planted.write_text(json.dumps(data))
+        with pytest.raises(AssertionError):
+            _check_figure_data(planted)
 
 
 def test_index_shows_every_figure_and_caption(tiny_build):
@@ -269,10 +288,32 @@ def test_empirical_figures_skip_with_a_note_without_results(tmp_path, monkeypatc
     from figures.build import build
 
     monkeypatch.setenv("PERFEDAVG_DATA", str(tmp_path / "no-data"))  # never a real (minutes-long) Table 1 here
-    entries = build(["table1", "mnist_bound"], tmp_path / "out", tmp_path / "runs", level="quick", progress=False)
+    entries = build(
+        ["table1", "mnist_bound", "personalization"], tmp_path / "out", tmp_path / "runs", level="quick", progress=False
+    )
     assert all(e.note and not e.files for e in entries)
     assert "not found" in entries[0].note or "no Table 1" in entries[0].note
+    assert f"`perfedavg reproduce personalization --out {tmp_path / 'runs' / 'personalization'}`" in entries[2].note
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_personalization_entry_shows_the_commands_saved_output(tmp_path):
+    """With `perfedavg reproduce personalization`'s output under <runs>/personalization, the index shows its
+    pictures (copied beside the index) and its focused table; nothing is run."""
+    from figures.build import build
+
+    src = tmp_path / "runs" / "personalization"
+    src.mkdir(parents=True)
+    result = {"plan": {"K": 30, "seeds": 1}, "tau": 10, "alpha": 0.01, "steps": [0, 1, 5]}
+    (src / "personalization.json").write_text(json.dumps({**result, "pictures": ["personalization-mnist.png"]}))
+    (src / "personalization-mnist.png").write_bytes(PNG_SIGNATURE + b"picture")
+    (src / "personalization.md").write_text("| data set | method |\n|---|---|\n| MNIST | Per-FedAvg (HF) |\n")
+    (entry,) = build(["personalization"], tmp_path / "out", tmp_path / "runs", level="full", progress=False)
+    assert not entry.note and entry.files == [tmp_path / "out" / "personalization-mnist.png"]
+    assert entry.files[0].read_bytes() == PNG_SIGNATURE + b"picture"
+    md = (tmp_path / "out" / "index.md").read_text()
+    assert "![" in md and "personalization-mnist.png" in md and "| MNIST | Per-FedAvg (HF) |" in md
+    assert "after 1 and 5 full-batch steps" in entry.caption
 
 
 def test_estimated_constants_not_estimated_are_missing_never_zero(tmp_path):
@@ -349,7 +390,7 @@ def test_quick_index_builds_on_the_embedded_default(tiny_build, tmp_path, monkey
     for stem in STEMS:
         _check_image(out / f"{stem}.png")
         assert f"{stem}.png" in md
-    assert md.count("**Not drawn:**") == 2 and (out / "index.html").is_file()
+    assert md.count("**Not drawn:**") == 3 and (out / "index.html").is_file()
     # figures 1 and 4 really ran at the quick scale
     from figures import fig1_flagship
 
