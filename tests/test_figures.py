@@ -185,6 +185,60 @@ def test_figures_reuse_cached_runs(tiny_build):
     assert all(p.stat().st_mtime_ns == before[p] for p in summaries if "flagship" in str(p))
 
 
+#: the test recomputes the flagship's data-dependent bound and E Φ_K's estimate (the same seeded computation):
+#: equal to the saved numbers up to float64 round-off
+RECOMPUTED_RTOL = 1e-12
+
+
+def _check_data_dependent(data: dict) -> None:
+    """The flagship's data-dependent pair: it bounds E Φ_K's estimate (the bound is on the expectation), lies above
+    it at every K drawn, and the tightness stated (in the data and the caption) is bound / that estimate."""
+    from figures.style import tightness_span
+
+    (pair,) = [p for p in data["pairs"] if p.get("kind") == "data-dependent"]
+    assert pair["against"].startswith("E Φ_K"), pair["against"]  # the quadratic task gives the estimate
+    assert len(pair["x"]) == len(pair["bound"]) == len(pair["measured"]) >= 2
+    for x, b, m in zip(pair["x"], pair["bound"], pair["measured"]):
+        assert m <= b, (x, m, b)
+    ratios = [b / m for b, m in zip(pair["bound"], pair["measured"])]
+    stated = data["data_dependent"]
+    assert stated["verdict"] == "holds"
+    assert _stated(*stated["tightness"]) == _stated(min(ratios), max(ratios)), (stated["tightness"], ratios)
+    assert tightness_span(*stated["tightness"]) in data["caption"], data["caption"]
+
+
+def test_flagship_draws_the_data_dependent_bound_above_what_it_bounds(tiny_build):
+    """The flagship's panel (b) draws the exact variant's data-dependent bound with the E Φ_K estimate it bounds:
+    the saved pair is that bound over that estimate (recomputed here: one seed, K = 12, about a second), above it,
+    with its tightness stated; the check fails on a bound planted below the estimate, a misstated tightness, or
+    the seeds' Φ_K put in place of the estimate."""
+    import numpy as np
+
+    from figures.fig1_flagship import BASE, SCALE
+    from synthetic.tightness import bound_curves
+
+    root, _ = tiny_build
+    data = json.loads((root / "out" / "fig1_flagship.json").read_text())
+    _check_data_dependent(data)
+    (pair,) = [p for p in data["pairs"] if p.get("kind") == "data-dependent"]
+    config = {**BASE, "algorithm": "exact", "K": SCALE["tiny"]["K"]}
+    curves = bound_curves(config, pair["seeds"], [int(k) for k in pair["x"]])
+    assert curves.expected is not None
+    np.testing.assert_allclose(pair["measured"], curves.expected.mean(0), rtol=RECOMPUTED_RTOL)
+    np.testing.assert_allclose(pair["bound"], curves.data_dependent, rtol=RECOMPUTED_RTOL)
+    for plant in ("bound below", "tightness x 1.1", "seeds' Φ_K"):
+        bad = json.loads(json.dumps(data))
+        (p,) = [q for q in bad["pairs"] if q.get("kind") == "data-dependent"]
+        if plant == "bound below":
+            p["bound"][-1] = 0.9 * p["measured"][-1]
+        elif plant == "tightness x 1.1":
+            bad["data_dependent"]["tightness"][0] *= 1.1
+        else:
+            p["against"] = "Φ_K, mean over seeds"
+        with pytest.raises(AssertionError):
+            _check_data_dependent(bad)
+
+
 def test_floor_figures_draw_the_rate_tables_rows(tiny_build):
     """Figures 2 and 3 read the rate table's rows saved once (smoke length, shared by both manifests): the
     caption quotes each row's fitted slope, predicted slope and verdict as saved, and a second build reuses
