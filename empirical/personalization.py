@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from perfedavg.runs import rundir
+from perfedavg.words import plural
 
 from .reproduce import METHOD_NAMES, PROTOCOLS, Plan, cell_dir, run_plan, users_file
 
@@ -87,7 +88,7 @@ def personalization_markdown(result: dict) -> str:
     lines = [
         "# Current and new users after a few adaptation steps",
         "",
-        f"τ = {result['tau']}, α = {result['alpha']:g}, K = {plan['K']}, {plan['seeds']} seed(s), "
+        f"τ = {result['tau']}, α = {result['alpha']:g}, K = {plan['K']}, {plural(plan['seeds'], 'seed')}, "
         f"mean ± sample std over seeds. New users: held out of training (task.holdout_users), both groups of the "
         "paper's split among them. k: full-batch adaptation steps of size α; each column estimates the accuracy of "
         "the k-step personalized objective F_k (k = 0: the shared model). FedAvg (HF's budget): FedAvg with HF's "

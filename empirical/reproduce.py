@@ -72,6 +72,7 @@ from perfedavg.runs.runner import run_from_trained
 from perfedavg.runs.status import TASK_NEUTRAL, is_done, is_finished, run_status, same_training
 from perfedavg.sweep.scheduler import SweepOptions, run_sweep
 from perfedavg.sweep.spec import Unit
+from perfedavg.words import plural
 
 from .data import load_dataset
 from .partition import make_partition, plot_partition, summary_markdown
@@ -310,7 +311,7 @@ def run_plan(plan: Plan, out: str | Path, progress: bool = True) -> dict:
         if failed:
             name, error = failed[0]
             raise UsageError(
-                f"{len(failed)} Table 1 cell(s) failed, first runs/{name}: {error} "
+                f"{plural(len(failed), 'Table 1 cell')} failed, first runs/{name}: {error} "
                 f"(see {out / 'sweep_summary.md'}; run again to retry)"
             )
         for unit in units:
@@ -612,7 +613,7 @@ def markdown(table: dict) -> str:
         "# Table 1, regenerated",
         "",
         f"K = {plan['K']} rounds, r = {plan['r']}, β = {plan['beta']}, batches D = D' = D'' = {plan['D']}, "
-        f"δ = {plan['delta']}; {plan['seeds']} seed(s), mean ± sample std over seeds. "
+        f"δ = {plan['delta']}; {plural(plan['seeds'], 'seed')}, mean ± sample std over seeds. "
         "[extra]: not in the paper (exact Hessian-vector products).",
         "",
     ]
@@ -774,7 +775,7 @@ def latex(table: dict) -> str:
             r"\begin{table}[t]",
             r"\centering",
             rf"\caption{{Personalized test accuracy (\%), {caption}; K={table['plan']['K']}, "
-            rf"{table['plan']['seeds']} seed(s), mean $\pm$ std.}}",
+            rf"{plural(table['plan']['seeds'], 'seed')}, mean $\pm$ std.}}",
             r"\begin{tabular}{ll" + "c" * (1 + len(methods)) + "}",
             r"\toprule",
             r"Data set & $\tau$ & $\alpha$ & " + " & ".join(_method_header(m) for m in methods) + r" \\",

@@ -142,7 +142,7 @@ def draw_floor_figure(
         + "; ".join(notes)
         + ". These are the rate table's rows (perfedavg check --rates), not a separate experiment. What the "
         "theory predicts: the orange dashed line has the local slope of the derived explicit bound's relevant "
-        "term(s) with the task's exact constants [derived]; the grey dotted line the recalled shape's slope "
+        "terms with the task's exact constants [derived]; the grey dotted line the recalled shape's slope "
         "[recalled]; both pass through the data's weighted centre (slope guides, not levels). "
         + judged(tol)
         + " The derived bound on the level (all its terms but the optimization term, which a long "

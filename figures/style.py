@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from perfedavg.runs.rundir import atomic_write_bytes
+from perfedavg.words import plural  # noqa: F401  (re-exported: the figures' counts with their nouns)
 
 #: Okabe–Ito colour-blind-safe palette
 OKABE_ITO = {
@@ -194,11 +195,6 @@ def tightness(bound: Sequence[float], measured: Sequence[float]) -> tuple[float,
     if not ratios:
         return math.nan, math.nan
     return min(ratios), max(ratios)
-
-
-def plural(n: int, word: str) -> str:
-    """``1 seed``, ``3 seeds``: a count with its noun (no "seed(s)")."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "where each derived bound is attained within a factor 2, measured exactly (theory/DERIVATIONS.md, "
             "'Witnesses'), each statement's witness margins printed beside its smallest margin on the default tasks. "
             "With --mutations: plausible formula errors planted one at a time in the statements, the measurements "
-            "kept; each mutant with the check(s) that now FAIL, and 'killed k of n' (exit status 1 if one survives). "
+            "kept; each mutant with the checks that now FAIL, and 'killed k of n' (exit status 1 if one survives). "
             "With --rates: the table of predicted rates (exponents in K, beta, tau, D, heterogeneity, alpha, "
             "delta) with fitted exponents, intervals, equivalence margins, Holm-corrected p-values and verdicts "
             "PASS / FAIL / INCONCLUSIVE, plus the derived explicit bound checked "
