@@ -160,19 +160,25 @@ def judge(records: list[Record], statements: Statements | None = None) -> list[R
     return list(rows.values())
 
 
+#: the text table's width: a terminal's; the points where each row was measured are in --json
+TABLE_WIDTH = 100
+
+
 def format_table(rows: list[Row]) -> str:
-    """Text table: task, statement, provenance, measured [low, high], bound, ratio, verdict, margin."""
+    """Text table, at most :data:`TABLE_WIDTH` columns: task, statement, provenance, measured, the upper end
+    of its interval (``high``; the measured value itself where exact), bound, verdict and margin = bound / high."""
     head = (
-        f"{'task':9s} {'statement':38s} {'prov.':8s} {'measured':>10s} {'interval':>23s} {'bound':>10s} "
-        f"{'ratio':>7s} {'verdict':7s} {'margin':>8s}  where"
+        f"{'task':9s} {'statement':30s} {'prov.':8s} {'measured':>10s} {'high':>10s} {'bound':>10s} "
+        f"{'verdict':7s} {'margin':>8s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        interval = f"[{r.low:.3g}, {r.high:.3g}]" if r.low != r.high else ""
+        statement = r.statement.removesuffix(f" [{r.provenance}]")  # the provenance has its own column
         lines.append(
-            f"{r.task:9s} {r.statement[:38]:38s} {r.provenance:8s} {r.measured:10.4g} {interval:>23s} "
-            f"{r.bound:10.4g} {r.ratio:7.3f} {r.verdict:7s} {r.margin:8.3g}  {r.where}"
+            f"{r.task[:9]:9s} {statement[:30]:30s} {r.provenance[:8]:8s} {r.measured:10.4g} {r.high:10.4g} "
+            f"{r.bound:10.4g} {r.verdict:7s} {r.margin:8.3g}"
         )
+    assert max(map(len, lines)) <= TABLE_WIDTH
     return "\n".join(lines)
 
 
