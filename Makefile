@@ -7,7 +7,7 @@ OUT    ?= figures-out
 PERFEDAVG_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export PERFEDAVG_DATA
 
-.PHONY: setup setup-test demo test test-full lint bench gpu-check notebook clean
+.PHONY: setup setup-test demo test test-full lint bench dial-bench gpu-check notebook clean
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
@@ -53,6 +53,10 @@ test-full: setup-test
 ## speed of the engine against a per-client nn.Module loop, as JSON
 bench: setup
 	$(PFA) bench
+
+## the tutorial's dial: seconds per slider change (a short run and its redraw), as JSON
+dial-bench: setup
+	$(PY) notebooks/dial.py
 
 ## on a machine with a GPU: the CUDA tests, then the bench there on both input shapes (JSON in $(OUT)/);
 ## runs from this checkout with GPU_PYTHON, whose torch must be a CUDA build (the venv's is the CPU one)

@@ -36,6 +36,8 @@ TASK = {"name": "quadratic", "dim": 2, "n_clients": 10, "clusters": 5, "support"
 #: rounds of each run and its seeds: short enough for a redraw in about a second per seed on two cores
 ROUNDS = 100
 SEEDS = (0, 1, 2)
+#: torch threads of the dial's runs: one (a run this small is slower on two threads that contend)
+THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -60,37 +62,45 @@ def dial(
     seeds: tuple[int, ...] = SEEDS,
     rounds: int = ROUNDS,
 ) -> Dial:
-    """Run the settings for each seed (in memory) and return the measured Φ_K and the derived bound."""
+    """Run the settings for each seed (in memory) and return the measured Φ_K and the derived bound.  The runs
+    are tiny, so they use one torch thread (:data:`THREADS`): a second thread costs more than it shares."""
+    import torch
+
     import perfedavg
 
     settings = {"h": h, "alpha": alpha, "beta": beta, "tau": tau, "r": r, "batch": batch, "algorithm": algorithm}
     started = time.perf_counter()
-    measured, result = [], None
-    for seed in seeds:
-        result = perfedavg.run(
-            algorithm=algorithm,
-            K=rounds,
-            tau=tau,
-            alpha=alpha,
-            beta=beta,
-            r=r,
-            D=batch,
-            D1=batch,
-            D2=batch,
-            seed=seed,
-            eval_every=rounds,
-            track_inner=True,
-            dtype="float64",
-            checkpoint_every=0,
-            task={**TASK, "h": h, "init": "minimizer", "init_alpha": alpha},
-        )
-        measured.append(result.measured)
-    assert result is not None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        results = [
+            perfedavg.run(
+                algorithm=algorithm,
+                K=rounds,
+                tau=tau,
+                alpha=alpha,
+                beta=beta,
+                r=r,
+                D=batch,
+                D1=batch,
+                D2=batch,
+                seed=seed,
+                eval_every=rounds,
+                track_inner=True,
+                dtype="float64",
+                checkpoint_every=0,
+                task={**TASK, "h": h, "init": "minimizer", "init_alpha": alpha},
+            )
+            for seed in seeds
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    last = results[-1]
     return Dial(
         settings,
-        np.asarray(measured, float),
-        float(result.bound),
-        dict(result.bound_terms),
+        np.asarray([result.measured for result in results], float),
+        float(last.bound),
+        dict(last.bound_terms),
         time.perf_counter() - started,
     )
 
@@ -127,3 +137,49 @@ def on_change(**settings: Any) -> Dial:
     plt.show()
     print(summary(d))
     return d
+
+
+def bench(repeat: int = 1) -> dict[str, Any]:
+    """The dial's redraw time, as a benchmark (not a timed test): from the default setting, each slider moved
+    once to another value of its range (every algorithm once), each change run and drawn off screen as the
+    notebook does (:func:`dial` then :func:`draw`), ``repeat`` times; seconds per change, median and largest."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    defaults = {k: v[-1] if k != "algorithm" else v[0] for k, v in SLIDERS.items()}
+    changes = [{"algorithm": a} for a in SLIDERS["algorithm"][1:]]
+    changes += [{k: v[0]} for k, v in SLIDERS.items() if k != "algorithm"]
+    dial(**defaults, seeds=SEEDS[:1], rounds=2)  # imports and first-call costs, untimed
+    times = []
+    for _ in range(repeat):
+        for change in changes:
+            started = time.perf_counter()
+            _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+            draw(ax, dial(**{**defaults, **change}))
+            ax.figure.canvas.draw()
+            plt.close(ax.figure)
+            times.append(time.perf_counter() - started)
+    return {
+        "what": "seconds per dial change (run + draw), tutorial section 5",
+        "changes": len(times),
+        "median_s": float(np.median(times)),
+        "max_s": float(np.max(times)),
+        "seconds": [round(t, 3) for t in times],
+        "seeds": len(SEEDS),
+        "rounds": ROUNDS,
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(bench(repeat=int(sys.argv[1]) if len(sys.argv) > 1 else 1), indent=2))
