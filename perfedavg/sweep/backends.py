@@ -48,7 +48,7 @@ import torch
 from perfedavg.errors import UsageError
 from perfedavg.runs import rundir
 from perfedavg.sweep.spec import Unit
-from perfedavg.sweep.worker import KILL_HOOK, execute_unit
+from perfedavg.sweep.worker import TEST_HOOKS, execute_unit
 
 #: the run-directory files a Ray task ships back, in the order the driver writes them
 #: (summary.json last: a run counts as done only once everything else is in place)
@@ -120,12 +120,18 @@ def _exit_with_driver(driver: int) -> None:
             os._exit(1)
 
 
-def _init_local_worker(threads: int, kill_hook: str | None, driver: int) -> None:
-    # a forkserver child inherits the server's environment, not the sweep's: pass the hook on
-    if kill_hook:
-        os.environ[KILL_HOOK] = kill_hook
-    else:
-        os.environ.pop(KILL_HOOK, None)
+def _test_hooks() -> dict[str, str]:
+    """The test hooks (:data:`perfedavg.sweep.worker.TEST_HOOKS`) set in the sweep's environment."""
+    return {name: os.environ[name] for name in TEST_HOOKS if os.environ.get(name)}
+
+
+def _init_local_worker(threads: int, hooks: dict[str, str], driver: int) -> None:
+    # a forkserver child inherits the server's environment, not the sweep's: pass the hooks on
+    for name in TEST_HOOKS:
+        if name in hooks:
+            os.environ[name] = hooks[name]
+        else:
+            os.environ.pop(name, None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; execute_unit re-enables it
     threading.Thread(target=_exit_with_driver, args=(driver,), name="exit-with-driver", daemon=True).start()
     torch.set_num_threads(threads)
@@ -158,7 +164,7 @@ class LocalBackend:
                 max_workers=1,
                 mp_context=self.context,
                 initializer=_init_local_worker,
-                initargs=(self.threads, os.environ.get(KILL_HOOK), os.getpid()),
+                initargs=(self.threads, _test_hooks(), os.getpid()),
             )
             self.pings[slot] = executor.submit(_ping)  # its first task: gives the worker's pid
         return executor
@@ -288,7 +294,7 @@ class RayBackend:
         self.ray, self.threads = ray, threads
         self.owns = not ray.is_initialized()
         if self.owns:
-            env = {KILL_HOOK: os.environ[KILL_HOOK]} if os.environ.get(KILL_HOOK) else {}
+            env = _test_hooks()
             init = functools.partial(
                 ray.init,
                 runtime_env={"env_vars": env} if env else None,

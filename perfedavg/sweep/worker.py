@@ -41,6 +41,8 @@ KILL_HOOK = "PERFEDAVG_SWEEP_KILL_ONCE"
 #: test hook: a folder; a worker that claims (deletes) the file named after its unit kills itself at
 #: the file-system point that file numbers (:mod:`perfedavg.runs.faults`)
 KILL_POINTS_HOOK = "PERFEDAVG_SWEEP_KILL_POINTS"
+#: every test hook: the backends hand them to their workers, which do not inherit the sweep's environment
+TEST_HOOKS = (KILL_HOOK, KILL_POINTS_HOOK)
 
 
 def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
