@@ -16,7 +16,7 @@ from typing import Any
 from synthetic.rates import bound_terms
 
 from . import _floors
-from .style import plural, render, shared_legend, suptitle, tightness, tightness_span, tightness_text, write_data
+from .style import finish, plural, render, shared_legend, suptitle, tightness, tightness_span, tightness_text
 
 #: rate-table row names as printed (the table's own names are ASCII)
 PRETTY = {"beta": "β", "tau": "τ", "alpha": "α", "delta": "δ", "Gamma~1": "Γ ≈ 1"}
@@ -171,15 +171,15 @@ def draw_floor_figure(
             }
         )
     report += [rate_report(rows[p[0]], tol, section) for p in chosen]
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tightness_text(low, high),
-        "verdict": verdict,
-        "pairs": pairs,
-        "details": details,
-        "caption": caption,
-        "report": report,
-    }
-    files.append(write_data(out, stem, data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        stem,
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+    )

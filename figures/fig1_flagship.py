@@ -49,6 +49,7 @@ from .style import (
     RATE_COLOR,
     algorithm_label,
     bound_label,
+    finish,
     plural,
     render,
     shared_legend,
@@ -57,7 +58,6 @@ from .style import (
     tightness_span,
     tightness_text,
     times,
-    write_data,
 )
 
 NAME = "flagship"
@@ -384,16 +384,17 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
                 "note": f"{winner} in ‖∇F‖²",
             }
         )
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tight_text,
-        "verdict": verdict,
-        "pairs": pairs,
-        "data_dependent": dd,
-        "details": details,
-        "caption": caption,
-        "report": report,
-    }
-    files.append(write_data(out, "fig1_flagship", data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        "fig1_flagship",
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+        tight_text=tight_text,
+        data_dependent=dd,
+    )

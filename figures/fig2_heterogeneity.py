@@ -23,6 +23,7 @@ from ._floor_figure import judged, rate_report
 from .style import (
     BOUND_STYLE,
     OKABE_ITO,
+    finish,
     plural,
     render,
     shared_legend,
@@ -30,7 +31,6 @@ from .style import (
     tightness,
     tightness_span,
     tightness_text,
-    write_data,
 )
 
 NAME = "heterogeneity"
@@ -212,16 +212,17 @@ def draw(root: Path, out: Path) -> dict:
         }
         for p in pairs
     ] + [rate_report(rows[PANELS[d][0]], tol, "§6") for d in PANELS]
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tight_text,
-        "verdict": verdict,
-        "pairs": pairs,
-        "details": details,
-        "caption": caption,
-        "report": report,
-        "twin_axes": 0,
-    }
-    files.append(write_data(out, "fig2_heterogeneity", data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        "fig2_heterogeneity",
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+        tight_text=tight_text,
+        twin_axes=0,
+    )

@@ -31,6 +31,7 @@ from .style import (
     BOUND_STYLE,
     OKABE_ITO,
     bound_label,
+    finish,
     plural,
     render,
     shared_legend,
@@ -38,7 +39,6 @@ from .style import (
     tightness,
     tightness_span,
     tightness_text,
-    write_data,
 )
 
 NAME = "hf_delta"
@@ -253,15 +253,15 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
         }
         for (key, *_), p in zip(kinds, pairs)
     ]
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tightness_text(low, high),
-        "verdict": verdict,
-        "pairs": pairs,
-        "details": details,
-        "caption": caption,
-        "report": report,
-    }
-    files.append(write_data(out, "fig4_hf_delta", data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        "fig4_hf_delta",
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+    )

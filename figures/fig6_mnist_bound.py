@@ -29,12 +29,12 @@ from .style import (
     OKABE_ITO,
     algorithm_label,
     bound_label,
+    finish,
     render,
     shared_legend,
     suptitle,
     tightness,
     tightness_text,
-    write_data,
 )
 
 NAME = "mnist_bound"
@@ -202,15 +202,15 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
         }
         for p in pairs
     ]
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tightness_text(low, high),
-        "verdict": verdict,
-        "pairs": pairs,
-        "details": details,
-        "caption": caption,
-        "report": report,
-    }
-    files.append(write_data(out, "fig6_mnist_bound", data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        "fig6_mnist_bound",
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+    )

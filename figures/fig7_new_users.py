@@ -26,6 +26,7 @@ from .style import (
     BOUND_STYLE,
     OKABE_ITO,
     bound_label,
+    finish,
     plural,
     render,
     shared_legend,
@@ -33,7 +34,6 @@ from .style import (
     tightness,
     tightness_span,
     tightness_text,
-    write_data,
 )
 
 NAME = "new_users"
@@ -241,16 +241,16 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
             "kind": "rate",
         }
     )
-    data = {
-        "title": headline,
-        "tightness": [low, high],
-        "tightness_text": tightness_text(low, high),
-        "verdict": verdict,
-        "exponent": exponent,
-        "pairs": pairs,
-        "details": details,
-        "caption": caption,
-        "report": report,
-    }
-    files.append(write_data(out, STEM, data))
-    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+    return finish(
+        out,
+        STEM,
+        files,
+        headline=headline,
+        span=(low, high),
+        verdict=verdict,
+        pairs=pairs,
+        details=details,
+        caption=caption,
+        report=report,
+        exponent=exponent,
+    )

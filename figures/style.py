@@ -242,6 +242,39 @@ def tightness_text(low: float, high: float) -> str:
     return f"bound/measured = {tightness_span(low, high)}"
 
 
+def finish(
+    out: str | Path,
+    stem: str,
+    files: list[Path],
+    *,
+    headline: str,
+    span: tuple[float, float],
+    verdict: str,
+    pairs: list[dict[str, Any]],
+    details: str,
+    caption: str,
+    report: list[dict[str, Any]],
+    tight_text: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Every figure's last step: ``<stem>.json`` (:func:`write_data`; ``span`` is the stated tightness
+    ``(low, high)``, ``extra`` what a figure states besides) added to ``files``, and what the index needs."""
+    low, high = span
+    data = {
+        "title": headline,
+        "tightness": [low, high],
+        "tightness_text": tightness_text(low, high) if tight_text is None else tight_text,
+        "verdict": verdict,
+        "pairs": pairs,
+        **extra,
+        "details": details,
+        "caption": caption,
+        "report": report,
+    }
+    files.append(write_data(out, stem, data))
+    return {"files": files, "caption": caption, "details": details, "report": report, "headline": headline}
+
+
 def write_data(out_dir: str | Path, stem: str, data: dict[str, Any]) -> Path:
     """``<stem>.json`` beside the figure: what it draws and states (module docstring), written atomically.
 
