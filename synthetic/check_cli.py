@@ -153,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
         return main_mutations(args)
     from .checks import run_checks  # torch
     from .rows import format_table, summary
-    from .witnesses import format_witnesses, witness_rows
+    from .witnesses import format_witnesses, witness_rows, wrap_line
 
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
     witnessed = witness_rows()
@@ -179,13 +179,17 @@ def main(args: argparse.Namespace) -> int:
         print(format_witnesses(rows, witnessed))
         for f in info["findings"] + winfo["findings"]:
             print(
-                f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured {f['measured']:.4g} "
-                f"> bound {f['bound']:.4g} at {f['where']}"
+                wrap_line(
+                    f"FINDING (recalled statement fails): {f['task']}: {f['statement']} measured "
+                    f"{f['measured']:.4g} > bound {f['bound']:.4g} at {f['where']}"
+                )
             )
         for e in info["errors"] + winfo["errors"]:
             print(
-                f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured {e['measured']:.4g} "
-                f"> bound {e['bound']:.4g} at {e['where']}",
+                wrap_line(
+                    f"ERROR (derived/sure statement fails): {e['task']}: {e['statement']} measured "
+                    f"{e['measured']:.4g} > bound {e['bound']:.4g} at {e['where']}"
+                ),
                 file=sys.stderr,
             )
     return 1 if info["errors"] or winfo["errors"] else 0

@@ -9,6 +9,7 @@ to lie in the domain on which the witness states its constants (:func:`measure_w
 from __future__ import annotations
 
 import functools
+import unicodedata
 from typing import Any
 
 import torch
@@ -137,22 +138,44 @@ def _short(where: str) -> str:
 
 
 def format_witnesses(default_rows: list[Row], rows: list[Row]) -> str:
-    """The witness table, then per statement the smallest derived margin on the default tasks beside the
-    witness margins (a witness looser than its factor is named)."""
+    """The witness table, then per derived statement the smallest margin on the default tasks beside each
+    witness's margin, one witness a line (a witness looser than its factor is named); at most
+    :data:`perfedavg.words.MAX_WIDTH` columns."""
     from .rows import format_table
 
     lines = ["Witnesses: tiny tasks where each derived bound is attained (margin 1 = tight; the largest allowed 2)"]
-    lines += [format_table(rows), "", f"{'statement':34s} {'default tasks':>13s}  witnesses (margin)"]
+    lines += [
+        format_table(rows),
+        "",
+        "Derived statements: the smallest margin on the default tasks beside each witness's margin",
+        f"{'statement':30s} {'default tasks':>13s} {'witness':>8s}  witness task, step size",
+    ]
     derived = [r for r in rows if r.provenance == "derived"]
     for key in dict.fromkeys(r.key for r in derived):
         mine = [r for r in derived if r.key == key]
         default = [r.margin for r in default_rows if r.key == key and r.provenance == "derived"]
         smallest = f"{min(default):.3g}" if default else "-"
-        beside = ", ".join(f"{r.margin:.3g} ({_short(r.where)})" for r in mine)
-        lines.append(f"{mine[0].statement.removesuffix(' [derived]')[:34]:34s} {smallest:>13s}  {beside}")
+        statement = mine[0].statement.removesuffix(" [derived]")[:30]
+        # a combining mark (the tilde of ∇̃) takes no column: pad by what the terminal shows
+        shown = 30 + sum(unicodedata.combining(c) > 0 for c in statement)
+        for i, r in enumerate(mine):
+            first = f"{statement:{shown}s} {smallest:>13s}" if i == 0 else " " * 44
+            lines.append(f"{first} {r.margin:8.3g}  {_short(r.where)}")
     for r in derived:
         if r.holds and r.margin > factor_of(r):
             lines.append(
-                f"FINDING (witness looser than {factor_of(r):g}x): {r.statement} margin {r.margin:.3g} at {r.where}"
+                wrap_line(
+                    f"FINDING (witness looser than {factor_of(r):g}x): {r.statement} margin {r.margin:.3g} at {r.where}"
+                )
             )
     return "\n".join(lines)
+
+
+def wrap_line(text: str) -> str:
+    """A FINDING or ERROR line of ``perfedavg check`` wrapped to :data:`perfedavg.words.MAX_WIDTH` columns, its
+    continuation indented (the point a row was measured at can be long)."""
+    import textwrap
+
+    from perfedavg.words import MAX_WIDTH
+
+    return textwrap.fill(text, MAX_WIDTH, subsequent_indent="    ", break_on_hyphens=False)

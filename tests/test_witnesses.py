@@ -129,3 +129,48 @@ def test_hessian_norm_of_F_equals_a_full_eigendecomposition():
         H = torch.autograd.functional.hessian(F_i, w.clone())
         largest = max(largest, float(torch.linalg.eigvalsh((H + H.T) / 2).abs().max()))
     assert measure.hessian_norm_F(task, w, alpha) == pytest.approx(largest, rel=1e-6)
+
+
+#: every line ``perfedavg check`` prints fits a terminal this wide (perfedavg.words.MAX_WIDTH, restated: a test
+#: that read the limit from the code would pass whatever the code said)
+WIDEST = 100
+#: the longest point description the default tasks print (synthetic.checks' trajectory rows)
+LONG_WHERE = "trajectory: 4 seeds 0-3 x 40 points w_bar (K=200, tau=5, alpha=0.25/L, beta=0.125/L)"
+
+
+def test_every_line_perfedavg_check_prints_fits_the_terminal_and_keeps_the_numbers(monkeypatch, capsys):
+    """The whole text output of ``perfedavg check`` (main table, summary, witness table, witness margins beside
+    the default tasks', FINDING and ERROR lines, stdout and stderr) is at most WIDEST characters a line, and the
+    witness summary still names every derived witness's margin and case.  The default tasks' rows are stand-ins
+    (the witness rows relabelled with the longest task name and point: the real ones take seconds to measure);
+    one recalled and one derived row fail and one witness is looser than its factor, so every kind of line
+    is printed."""
+    import argparse
+
+    import synthetic.checks as checks
+    from synthetic import check_cli, witnesses
+
+    real = witnesses.witness_rows()
+    default = [dataclasses.replace(r, task="nonconvex", where=LONG_WHERE) for r in real]
+    recalled = next(i for i, r in enumerate(default) if r.provenance == "recalled")
+    derived = next(i for i, r in enumerate(default) if r.provenance == "derived")
+    for i in (recalled, derived):  # measured above the bound: a FINDING (recalled) and an ERROR (derived)
+        r = default[i]
+        default[i] = dataclasses.replace(r, measured=2 * r.bound, low=2 * r.bound, high=2 * r.bound)
+    looser = next(r for r in real if r.provenance == "derived")
+    looser = dataclasses.replace(looser, bound=3 * witnesses.factor_of(looser) * looser.high)
+    monkeypatch.setattr(checks, "run_checks", lambda **kw: default)
+    monkeypatch.setattr(witnesses, "witness_rows", lambda statements=None: [*real, looser])
+    parser = argparse.ArgumentParser()
+    check_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["check", "--no-progress"])
+    assert args.func(args) == 1
+    printed = capsys.readouterr()
+    out, err = printed.out, printed.err
+    assert "FINDING (recalled statement fails)" in out and "FINDING (witness looser" in out and "ERROR" in err
+    for line in (out + err).splitlines():
+        assert len(line) <= WIDEST, f"{len(line)} characters: {line}"
+    summary = out.split("Witnesses:")[1]
+    for r in real:
+        if r.provenance == "derived":
+            assert f"{r.margin:.3g}" in summary and witnesses._short(r.where) in summary, (r.where, r.margin)
