@@ -13,7 +13,7 @@ Light by design: importing the package imports neither torch nor the subcommands
 __version__ = "0.1.0"
 
 #: the Python API (:mod:`perfedavg.api`), loaded on first use so that ``import perfedavg`` stays light
-API = ("Result", "bounds", "register_task", "run", "task_constants")
+API = ("Result", "bounds", "build_task", "directions", "objectives", "register_task", "run", "task_constants")
 
 
 def __getattr__(name: str):

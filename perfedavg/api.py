@@ -1,6 +1,6 @@
 r"""The toolkit from Python: run a configuration in memory, read its metrics as arrays, evaluate the bounds.
 
-Five names, re-exported at the package's top (``import perfedavg; perfedavg.run(...)``):
+Eight names, re-exported at the package's top (``import perfedavg; perfedavg.run(...)``):
 
 * :func:`run`: one run, in memory unless ``out`` names a run directory, returned as a :class:`Result`;
 * :class:`Result`: the resolved config, the metrics as numpy arrays (one entry per evaluated round), the
@@ -8,7 +8,10 @@ Five names, re-exported at the package's top (``import perfedavg; perfedavg.run(
   run measured of the bounded quantity;
 * :func:`bounds`: the derived bound and the paper's recalled shape for given constants (no torch);
 * :func:`task_constants`: a synthetic task's exact constants (what ``perfedavg bounds --task`` uses);
-* :func:`register_task`: a task of your own, usable by name in this process.
+* :func:`register_task`: a task of your own, usable by name in this process;
+* :func:`build_task`, :func:`objectives`, :func:`directions`: a task's data, its users' exact f_i and F_i,
+  and the local directions of FedAvg and the three Per-FedAvg variants at a model (the tutorial's
+  first sections).
 
 >>> import perfedavg
 >>> result = perfedavg.run(K=20, eval_every=10)  # the first run of `perfedavg run`, shortened
@@ -37,11 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import Tensor
 
+    from perfedavg.engine.objective import ClientObjectives
+    from perfedavg.engine.task import Task
     from theory.checks_api import ConvergenceReport
     from theory.constants import Constants
 
-__all__ = ["Result", "bounds", "register_task", "run", "task_constants"]
+__all__ = ["Result", "bounds", "build_task", "directions", "objectives", "register_task", "run", "task_constants"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,8 @@ class Result:
     when its step-size condition fails; FedAvg's has no terms); ``measured`` and ``measured_what``: what
     the run measured of the quantity the bound bounds (Φ_K with ``track_inner = True``, else the closest
     quantity it records, :func:`figures.explain.measured_for_bound`); ``run_dir``: the run directory when
-    ``out`` was given.
+    ``out`` was given; ``no_bound``: why a task with exact constants has none for this run (e.g. α above
+    the lemmas' 1/L), else empty.
     """
 
     config: dict[str, Any]
@@ -70,6 +77,7 @@ class Result:
     measured: float
     measured_what: str = field(repr=False)
     run_dir: Path | None = None
+    no_bound: str = ""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -82,6 +90,18 @@ class Result:
         if self.bound is None or not self.measured > 0:
             return math.nan
         return self.bound / self.measured
+
+    def explain(self) -> str:
+        """What ``perfedavg explain`` prints for this run: its constants, the derived bound term by term beside
+        the measured value, the tightness and the dominant term (or why there is no bound)."""
+        if self.constants is None:
+            return self.no_bound or (
+                f"task {self.config['task']['name']!r} does not know its constants exactly: estimate them with "
+                "`perfedavg reproduce constants`, then `perfedavg explain --run DIR --constants FILE`"
+            )
+        from figures.explain import explain_text
+
+        return explain_text(self.config, self.constants)
 
 
 def run(
@@ -101,6 +121,7 @@ def run(
     """
     from figures.bounds import bound_for, constants_for_config
     from figures.explain import measured_for_bound
+    from perfedavg.errors import UsageError
     from perfedavg.runs.config import build_config, first_run_base, read_toml
     from perfedavg.runs.memory import train_in_memory
 
@@ -139,7 +160,10 @@ def run(
         cfg, run_dir = build_config(read_toml(Path(out) / rundir.CONFIG)), Path(out)
         records = rundir.read_metrics(out)
     resolved = cfg.to_dict()
-    constants = constants_for_config(resolved)
+    try:
+        constants, no_bound = constants_for_config(resolved), ""
+    except UsageError as outside:  # the run is legal, its constants are outside the lemmas' assumptions
+        constants, no_bound = None, f"no derived bound for this run: {outside}"
     bound, terms = (None, {}) if constants is None else bound_for(constants, cfg.algorithm)[:2]
     measured, what = measured_for_bound(resolved, records)
     return Result(
@@ -152,6 +176,7 @@ def run(
         measured=measured,
         measured_what=what,
         run_dir=run_dir,
+        no_bound=no_bound,
     )
 
 
@@ -235,3 +260,82 @@ def register_task(name: str, build: Callable[[Any], Any], options: type | None =
     from perfedavg.runs.registry import register
 
     register(name, build, options, summary)
+
+
+def build_task(name: str = "quadratic", *, dtype: str = "float64", **options: Any) -> Task:
+    """The task ``name`` with ``options`` (the keys of a run's ``[task]`` table, ``perfedavg run --list-tasks``;
+    the task's defaults fill the rest), its data in ``dtype``: users' data as ``task.train`` / ``task.test``,
+    the model's start as ``task.init_params(generator)``, the exact constants (synthetic tasks) as
+    ``task.constants``.
+
+    >>> import perfedavg
+    >>> task = perfedavg.build_task("quadratic", n_clients=4, h=1.0)
+    >>> task.train.n_clients, task.init_params(None).shape
+    (4, torch.Size([2]))
+    """
+    import torch
+
+    from perfedavg.errors import UsageError
+    from perfedavg.runs.registry import build_task as build
+
+    if dtype not in ("float32", "float64"):
+        raise UsageError(f"dtype={dtype!r}: must be 'float32' or 'float64'")
+    return build({**options, "name": name}).to(getattr(torch, dtype))
+
+
+def objectives(task: Task, w: Tensor, alpha: float) -> ClientObjectives:
+    r"""Every user's objectives at the shared model ``w`` (shape ``(P,)``), exactly from its full training data
+    (docs/paper.md §1, eq. (3)): ``f`` = :math:`f_i(w)`, ``F`` = :math:`F_i(w) = f_i(w - \alpha\nabla f_i(w))`
+    (shape ``(n,)``), ``grad_f`` and ``grad_F`` (shape ``(n, P)``; :math:`\nabla F_i` differentiated through the
+    inner step, no approximation). FedAvg minimizes the mean of ``f``, Per-FedAvg the mean of ``F``.
+
+    >>> import perfedavg
+    >>> task = perfedavg.build_task("quadratic", n_clients=4)
+    >>> o = perfedavg.objectives(task, task.init_params(None), alpha=0.5)
+    >>> bool((o.F <= o.f).all())  # one step of size alpha <= 1/L lowers every user's loss
+    True
+    """
+    from perfedavg.engine.objective import client_objectives
+
+    return client_objectives(task.per_sample_loss, w, task.train, alpha)
+
+
+def directions(
+    task: Task, w: Tensor, alpha: float, *, user: int = 0, batch: int = 100, delta: float | None = None, seed: int = 0
+) -> dict[str, Tensor]:
+    r"""The local directions of user ``user`` at ``w`` (shape ``(P,)``) from the same three batches
+    :math:`\mathcal D, \mathcal D', \mathcal D''` of ``batch`` samples each (drawn with replacement from its
+    data, with ``seed``), one per algorithm (docs/paper.md §2): ``"fedavg"`` (:math:`\tilde\nabla f_i(w,
+    \mathcal D)`), ``"fo"``, ``"hf"`` (finite-difference width ``delta``, default HF's) and ``"exact"``
+    (Per-FedAvg's three estimates of :math:`\nabla F_i(w)`), and ``"grad_F"``: the exact :math:`\nabla F_i(w)`
+    they estimate (:func:`objectives`).
+
+    >>> import perfedavg
+    >>> task = perfedavg.build_task("quadratic", n_clients=4, h=1.0)
+    >>> d = perfedavg.directions(task, task.init_params(None) + 1.0, alpha=0.5, batch=200)
+    >>> sorted(d), bool((d["fo"] - d["grad_F"]).norm() > (d["exact"] - d["grad_F"]).norm())
+    (['exact', 'fedavg', 'fo', 'grad_F', 'hf'], True)
+    """
+    import torch
+
+    from perfedavg.algorithms import DEFAULT_DELTA
+    from perfedavg.engine.local import StepSizes, meta_gradient
+    from perfedavg.engine.oracle import make_oracle
+    from perfedavg.engine.sampling import draw_batch
+    from perfedavg.errors import UsageError
+
+    if not 0 <= user < task.train.n_clients:
+        raise UsageError(f"user={user}: the task has users 0..{task.train.n_clients - 1}")
+    if batch < 1:
+        raise UsageError(f"batch={batch}: must be at least 1")
+    generator = torch.Generator().manual_seed(seed)
+    clients = torch.tensor([user])
+    batches = tuple(draw_batch(generator, task.train, clients, batch, True) for _ in range(3))
+    oracle = make_oracle(task)
+    W = w.unsqueeze(0)
+    sizes = StepSizes(alpha, 1.0, DEFAULT_DELTA if delta is None else delta)
+    out = {"fedavg": oracle.grad(W, batches[0].x, batches[0].y)[0]}
+    for algorithm in ("fo", "hf", "exact"):
+        out[algorithm] = meta_gradient(oracle, W, batches, sizes, algorithm)[0]
+    out["grad_F"] = objectives(task, w, alpha).grad_F[user]
+    return out

@@ -116,3 +116,55 @@ def test_register_task_refuses_what_it_cannot_use():
         perfedavg.run(task="mine_opt")
     with pytest.raises(UsageError, match="whole number"):
         perfedavg.run(task={"name": "mine_opts", "n_clients": 4.5})
+
+
+#: HF's finite difference on a quadratic is exact up to round-off (the gradient is linear in w); float64 sums of
+#: a few hundred terms of size ~1 differ by far less than this
+ROUND_OFF = 1e-10
+
+
+def test_directions_are_the_local_steps_on_shared_batches():
+    """The directions are the engine's local steps: FedAvg's is the batch gradient, HF's equals the exact step's on
+    a quadratic (its finite difference is exact there, but only if both use the same batch D''), and with a huge
+    batch every Per-FedAvg direction nears ∇F_i, FO the least (it drops the Hessian term)."""
+    import torch
+
+    task = perfedavg.build_task("quadratic", n_clients=4, h=1.0)
+    w = task.init_params(None) + 1.0
+    d = perfedavg.directions(task, w, 0.5, user=2, batch=300, seed=3)
+    assert (d["hf"] - d["exact"]).abs().max() < ROUND_OFF
+    gen = torch.Generator().manual_seed(3)
+    from perfedavg.engine.sampling import draw_batch
+
+    first = draw_batch(gen, task.train, torch.tensor([2]), 300, True)
+    residual = first.x[0] @ w - first.y[0].double()
+    torch.testing.assert_close(d["fedavg"], (residual.unsqueeze(-1) * first.x[0]).mean(0), rtol=0, atol=ROUND_OFF)
+    torch.testing.assert_close(d["grad_F"], perfedavg.objectives(task, w, 0.5).grad_F[2])
+    big = perfedavg.directions(task, w, 0.5, user=2, batch=200_000)
+    error = {k: float((big[k] - big["grad_F"]).norm()) for k in ("fo", "hf", "exact")}
+    assert error["exact"] < 0.02 and error["hf"] < 0.02 and error["fo"] > 5 * error["exact"], error
+    with pytest.raises(UsageError, match="users 0..3"):
+        perfedavg.directions(task, w, 0.5, user=4)
+
+
+def test_objectives_are_exact_and_build_task_checks_its_dtype():
+    import torch
+
+    task = perfedavg.build_task("quadratic", n_clients=3, h=1.0)
+    w = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    o = perfedavg.objectives(task, w, 0.5)
+    from synthetic.quadratic import exact_objectives
+
+    F, _, f, _ = exact_objectives(task.train, w.unsqueeze(0), 0.5)  # closed form, no autograd
+    assert torch.isclose(o.F.mean(), F[0], rtol=1e-12) and torch.isclose(o.f.mean(), f[0], rtol=1e-12)
+    assert perfedavg.build_task("quadratic", dtype="float32").train.x.dtype == torch.float32
+    with pytest.raises(UsageError, match="float32"):
+        perfedavg.build_task("quadratic", dtype="half")
+
+
+def test_a_run_outside_the_lemmas_returns_without_a_bound():
+    """α above 1/L is a legal run; its Result says why it has no derived bound instead of raising after training."""
+    result = perfedavg.run(K=2, eval_every=2, alpha=2.0)
+    assert result.bound is None and result.constants is None and len(result.records) == 2
+    assert "1/L" in result.no_bound and result.explain() == result.no_bound
+    assert "Constants:" in perfedavg.run(K=2, eval_every=2).explain()
