@@ -330,12 +330,12 @@ def directions(
         raise UsageError(f"batch={batch}: must be at least 1")
     generator = torch.Generator().manual_seed(seed)
     clients = torch.tensor([user])
-    batches = tuple(draw_batch(generator, task.train, clients, batch, True) for _ in range(3))
+    inner, outer, hessian = (draw_batch(generator, task.train, clients, batch, True) for _ in range(3))
     oracle = make_oracle(task)
     W = w.unsqueeze(0)
     sizes = StepSizes(alpha, 1.0, DEFAULT_DELTA if delta is None else delta)
-    out = {"fedavg": oracle.grad(W, batches[0].x, batches[0].y)[0]}
+    out = {"fedavg": oracle.grad(W, inner.x, inner.y)[0]}
     for algorithm in ("fo", "hf", "exact"):
-        out[algorithm] = meta_gradient(oracle, W, batches, sizes, algorithm)[0]
+        out[algorithm] = meta_gradient(oracle, W, (inner, outer, hessian), sizes, algorithm)[0]
     out["grad_F"] = objectives(task, w, alpha).grad_F[user]
     return out
