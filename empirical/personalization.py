@@ -14,7 +14,8 @@ training per cell serving every k), writes Table 1's full output for these cells
 every user's outcome by group), and ``personalization.{md,json}``: the focused table, accuracy (%) of current
 and new users after k = 0, 1 and N steps, mean ± std over seeds, under both protocols; and
 ``personalization-<dataset>.png``: each method's distribution over users (ECDF, all seeds pooled) of the
-accuracy of current and new users before adaptation and after 1 and N steps.
+accuracy of current and new users before adaptation and after 1 and N steps (:func:`draw_user_ecdfs`, the one
+drawing the figure ``personalization`` also calls, from the per-user accuracies saved in the JSON).
 """
 
 from __future__ import annotations
@@ -111,35 +112,84 @@ def personalization_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_users(plan: Plan, out: Path, dataset: str, label: str = "", protocol: str = "test") -> Path:
-    """``personalization-<dataset>.png``: per method, the ECDF over users (seeds pooled) of current and new users'
-    accuracy before adaptation (k = 0) and after 1 and N steps on the ``protocol``'s data."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
+#: the two groups of users a curve is about: the suffix of their saved accuracies, their name, their line style
+GROUPS = (("", "current users", "-"), ("_new", "new users", "--"))
 
+
+def user_accuracies(plan: Plan, out: Path, dataset: str) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Every user's accuracy (%), all seeds pooled, read from the cells' ``users-k<N>.json``: per method, per
+    ``{protocol}{who}`` (``test``, ``test_new``, ``train``, ``train_new``) and per shown k (``"k=<k>"``,
+    :func:`shown_steps`).  Saved in ``personalization.json`` (``users``): what the ECDFs draw."""
     tau, alpha = plan.rows[0]
-    fig = Figure(figsize=(3.2 * len(plan.methods), 3.5), layout="constrained")
-    axes = fig.subplots(1, len(plan.methods), sharey=True, squeeze=False)[0]
     ks = shown_steps(plan.adapt_steps)
-    styles = {ks[0]: ":", 1: "--", ks[-1]: "-"}
-    for ax, method in zip(axes, plan.methods):
+    curves: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for method in plan.methods:
         records = [
             rundir.read_json(cell_dir(out, dataset, tau, alpha, method, seed) / users_file(plan.adapt_steps))["record"]
             for seed in range(plan.seeds)
         ]
-        for who, color in (("", "tab:blue"), ("_new", "tab:orange")):
-            for k in ks:
-                values = sorted(100 * a for r in records for a in r["per_client"][f"accuracy_{protocol}_steps{who}"][k])
-                ecdf = [(i + 1) / len(values) for i in range(len(values))]
-                curve = f"{'new' if who else 'current'}, k={k}"
-                ax.step(values, ecdf, where="post", linestyle=styles[k], color=color, label=curve)
-        ax.set_title(METHOD_NAMES[method], fontsize=9)
-        ax.set_xlabel("test accuracy of a user (%)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("share of users with at most this accuracy")
+        per_client = [r["per_client"] for r in records]
+        curves[method] = {
+            f"{protocol}{who}": {
+                f"k={k}": [round(100 * a, 3) for pc in per_client for a in pc[f"accuracy_{protocol}_steps{who}"][k]]
+                for k in ks
+            }
+            for protocol in PROTOCOLS
+            for who, _, _ in GROUPS
+        }
+    return curves
+
+
+def step_title(k: int) -> str:
+    """A panel's name for k adaptation steps: the shared model itself at k = 0."""
+    return "before adapting (k = 0)" if k == 0 else f"after {plural(k, 'step')} (k = {k})"
+
+
+def draw_user_ecdfs(
+    axes: Any, curves: dict, ks: Any, colors: dict[str, str] | None = None, protocol: str = "test"
+) -> None:
+    """The one drawing of every user's accuracy (``perfedavg reproduce personalization``'s pictures and the
+    figure ``personalization``): on ``axes``, one panel per k of ``ks``, per method (one colour) the ECDF over
+    users, seeds pooled, of the accuracy (%) of current users (solid) and new users (dashed) after k steps on
+    the ``protocol``'s data.  ``curves`` is :func:`user_accuracies`'s dict of one data set; ``colors`` maps a
+    method to its colour (matplotlib's cycle otherwise).  The legend's entries (one per method, one per group
+    of users) are added to the first panel."""
+    import matplotlib as mpl
+
+    colors = colors or {m: f"C{i}" for i, m in enumerate(curves)}
+    width = 1.25 * mpl.rcParams["lines.linewidth"]  # eight step curves a panel: a little bolder than the default
+    for i, (ax, k) in enumerate(zip(axes, ks)):
+        for method, mine in curves.items():
+            for who, _, style in GROUPS:
+                values = sorted(mine[f"{protocol}{who}"][f"k={k}"])
+                ecdf = [(j + 1) / len(values) for j in range(len(values))]
+                ax.step(values, ecdf, where="post", linestyle=style, color=colors[method], linewidth=width)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"({'abcdefgh'[i]}) {step_title(k)}", loc="left")
+        ax.set_xlabel(f"user's {protocol} accuracy (%) → better")
+    axes[0].set_ylabel("share of users at or below x")
+    for method in curves:
+        axes[0].plot([], [], color=colors[method], linewidth=2 * width, label=METHOD_NAMES.get(method, method))
+    for _, name, style in GROUPS:
+        axes[0].plot([], [], color="0.2", linestyle=style, linewidth=width, label=name)
+
+
+def plot_users(result: dict, out: Path, dataset: str, protocol: str = "test") -> Path:
+    """``personalization-<dataset>.png``: :func:`draw_user_ecdfs` of the data set's saved accuracies
+    (``result["users"]``) before adaptation (k = 0) and after 1 and N steps on the ``protocol``'s data."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    users = result["users"][dataset]
+    ks = result["steps"]
+    fig = Figure(figsize=(4.0 * len(ks), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(ks), sharey=True, squeeze=False)[0]
+    draw_user_ecdfs(axes, users["methods"], ks, protocol=protocol)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=len(labels))
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     fig.suptitle(
-        f"{label or dataset}: every user's accuracy, τ = {tau}, α = {alpha:g}, steps on {protocol} data", fontsize=9
+        f"{users['label']}: every user's accuracy, τ = {result['tau']}, α = {result['alpha']:g}, steps on "
+        f"{protocol} data"
     )
     path = out / f"personalization-{dataset}.png"
     buffer = io.BytesIO()
@@ -155,7 +205,8 @@ def run_personalization(plan: Plan, out: str | Path, progress: bool = True) -> d
     table = run_plan(plan, out, progress=progress)
     result = personalization_table(table)
     labels = {row["dataset"]: row["label"] for row in table["rows"]}
-    result["pictures"] = [plot_users(plan, out, dataset, labels.get(dataset, "")).name for dataset in plan.datasets]
+    result["users"] = {d: {"label": labels.get(d, d), "methods": user_accuracies(plan, out, d)} for d in plan.datasets}
+    result["pictures"] = [plot_users(result, out, dataset).name for dataset in plan.datasets]
     rundir.atomic_write_json(out / "personalization.json", result)
     rundir.atomic_write_text(out / "personalization.md", personalization_markdown(result))
     return result

@@ -43,6 +43,10 @@ def test_personalization_reports_current_and_new_users_at_k_0_1_n_and_resumes(tm
     text = (out / "personalization.md").read_text()
     assert "FedAvg (HF's budget)" in text and "new, k=3" in text
     assert (out / "personalization-mnist.png").stat().st_size > 1000
+    # every user's accuracy (%) per k is saved for the ECDFs: 8 current and 2 new users (20% of 10), one seed
+    users = json.loads((out / "personalization.json").read_text())["users"]["mnist"]["methods"]["hf"]
+    assert [len(users[key]["k=3"]) for key in ("test", "test_new", "train", "train_new")] == [8, 2, 8, 2]
+    assert all(0 <= a <= 100 for curve in users.values() for values in curve.values() for a in values)
     again = run_personalization(plan, out, progress=False)  # every cell done: nothing runs again
     assert json.loads((out / "table1.json").read_text())["invocation"]["cells_run"] == 0
     assert again["rows"] == json.loads(json.dumps(result["rows"]))
