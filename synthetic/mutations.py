@@ -179,9 +179,14 @@ def _first(rows: tuple[Row, ...]) -> Row:
 
 
 def format_mutations(verdicts: list[Verdict]) -> str:
-    """Text table: each mutant, KILLED / survives, and by which check(s)."""
-    head = f"{'mutant':52s} {'key':13s} {'verdict':8s} killed by"
-    lines = [head, "-" * (len(head) + 40)]
+    """Text table, at most :data:`perfedavg.words.MAX_WIDTH` columns: each mutant, KILLED / survives, and below
+    it, indented, by which check(s) (the point a row was measured at can be long: wrapped)."""
+    import textwrap
+
+    from perfedavg.words import MAX_WIDTH
+
+    head = f"{'mutant':52s} {'key':13s} verdict"
+    lines = [head, "    killed by", "-" * len(head)]
     for v in verdicts:
         why = []
         if v.failing:
@@ -194,9 +199,15 @@ def format_mutations(verdicts: list[Verdict]) -> str:
             why.append(
                 f"{len(v.loose)} witness(es) looser than {factor_of(r):g}x, e.g. {r.where}: margin {r.margin:.3g}"
             )
+        lines.append(f"{v.mutant.name[:52]:52s} {v.mutant.key:13s} {'KILLED' if v.killed else 'survives'}")
         lines.append(
-            f"{v.mutant.name[:52]:52s} {v.mutant.key:13s} {'KILLED' if v.killed else 'survives':8s} "
-            + ("; ".join(why) if why else "no check fails")
+            textwrap.fill(
+                "; ".join(why) if why else "no check fails",
+                MAX_WIDTH,
+                initial_indent="    ",
+                subsequent_indent="      ",
+                break_on_hyphens=False,
+            )
         )
     return "\n".join(lines)
 

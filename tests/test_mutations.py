@@ -85,6 +85,10 @@ def test_a_mutant_that_changes_nothing_is_refused():
     assert halved.provenance == "derived" and halved.expr == lemmas.smoothness_derived().expr / 2
 
 
+#: every line ``perfedavg check --mutations`` prints fits a terminal this wide (perfedavg.words.MAX_WIDTH, restated)
+WIDEST = 100
+
+
 def test_perfedavg_check_mutations_prints_each_mutant_and_the_count(monkeypatch, capsys):
     import synthetic.checks as checks
     from synthetic import check_cli
@@ -97,6 +101,8 @@ def test_perfedavg_check_mutations_prints_each_mutant_and_the_count(monkeypatch,
     out = capsys.readouterr().out
     assert f"killed {len(KILLS)} of {len(KILLS)}" in out
     assert all(name[:52] in out for name in KILLS) and "survives" not in out
+    widest = max(out.splitlines(), key=len)
+    assert len(widest) <= WIDEST, f"{len(widest)} characters: {widest}"
 
 
 @pytest.mark.parametrize("extra", [["--rates"], ["--speed-sweep"]])
