@@ -44,6 +44,12 @@ def _lambdify(expr: sp.Expr, args: tuple[sp.Symbol, ...]) -> Callable[..., Any]:
     return fn
 
 
+@functools.cache
+def _symbols(expr: sp.Expr) -> tuple[sp.Symbol, ...]:
+    """Free symbols of ``expr`` sorted by name, once per expression (sympy walks the whole tree to find them)."""
+    return tuple(sorted(expr.free_symbols, key=lambda s: s.name))
+
+
 @dataclass(frozen=True)
 class Statement:
     r"""One formula of the analysis with its provenance.
@@ -86,7 +92,7 @@ class Statement:
     @property
     def args(self) -> tuple[sp.Symbol, ...]:
         """Free symbols of ``expr``, sorted by name: the evaluator's keyword arguments."""
-        return tuple(sorted(self.expr.free_symbols, key=lambda s: s.name))
+        return _symbols(self.expr)
 
     @property
     def arg_names(self) -> tuple[str, ...]:
@@ -131,9 +137,9 @@ class Statement:
         if not self.terms:
             return {self.name: self(constants, **extra)}
         out: dict[str, Value] = {}
+        vals = self.values_from(constants, **extra)
         for tname, texpr in self.terms:
-            args = tuple(sorted(texpr.free_symbols, key=lambda s: s.name))
-            vals = self.values_from(constants, **extra)
+            args = _symbols(texpr)
             out[tname] = float(_lambdify(texpr, args)(**{a.name: vals[a.name] for a in args}))
         return out
 
