@@ -321,26 +321,49 @@ def tightness_table(seeds: Sequence[int] = SEEDS) -> list[TightnessRow]:
 
 
 def format_tightness(rows: Sequence[TightnessRow]) -> str:
-    """The table: row, K, worst-case bound, data-dependent bound, measured, both factors, HOLDS; then each
-    noise-free row's step costs."""
+    """The table, at most :data:`perfedavg.words.MAX_WIDTH` columns: row (with its K), worst-case bound,
+    data-dependent bound, measured, E Φ_K's estimate, both factors, HOLDS; then each noise-free row's step
+    costs and what the columns mean, wrapped."""
+    import textwrap
+
+    from perfedavg.words import MAX_WIDTH
+
+    def wrap(text: str) -> str:
+        return textwrap.fill(text, MAX_WIDTH, subsequent_indent="    ", break_on_hyphens=False)
+
+    def pack(first: str, items: list[str]) -> list[str]:
+        """``first`` and ``items`` joined by "; ", a line broken only between items where it would pass
+        MAX_WIDTH (an item longer than a line is wrapped on its own)."""
+        out = [first]
+        for item in items:
+            if len(out[-1]) + 2 + len(item) <= MAX_WIDTH:
+                out[-1] += ("; " if out[-1] != first else " ") + item
+            else:
+                out[-1] += ";"
+                out += wrap("    " + item).splitlines()
+        return out
+
     head = (
-        f"{'row':34s} {'K':>5s} {'worst-case':>11s} {'data-dep.':>11s} {'measured':>11s} {'E Phi (est.)':>12s} "
-        f"{'worst/meas':>10s} {'data/meas':>9s}  verdict"
+        f"{'row':29s} {'worst-case':>10s} {'data-dep.':>10s} {'measured':>10s} {'E Phi est.':>10s} "
+        f"{'wc/meas':>8s} {'dd/meas':>7s}  verdict"
     )
     lines = [head]
     for r in rows:
-        K = "inf" if math.isinf(r.K) else f"{int(r.K)}"
-        exp = f"{r.expected:12.5g}" if math.isfinite(r.expected) else f"{'-':>12s}"
+        name = r.name if math.isinf(r.K) else f"{r.name}, K={int(r.K)}"
+        exp = f"{r.expected:10.5g}" if math.isfinite(r.expected) else f"{'-':>10s}"
         lines.append(
-            f"{r.name[:34]:34s} {K:>5s} {r.worst_case:11.4g} {r.data_dependent:11.5g} {r.measured:11.5g} {exp} "
-            f"{r.worst_factor:10.3g} {r.data_factor:9.3g}  {'HOLDS' if r.holds else 'FAILS'}"
+            f"{name:29s} {r.worst_case:10.4g} {r.data_dependent:10.5g} {r.measured:10.5g} {exp} "
+            f"{r.worst_factor:8.3g} {r.data_factor:7.3g}  {'HOLDS' if r.holds else 'FAILS'}"
         )
     for r in rows:
         if r.steps:
-            lines.append(f"{r.name}: " + "; ".join(f"{k} {v:.3g}" for k, v in r.steps.items()))
+            lines += pack(f"{r.name}:", [f"{k} {v:.3g}" for k, v in r.steps.items()])
     lines.append(
-        "HOLDS: the data-dependent bound lies above the upper end of the 95% interval of E Phi_K's estimate "
-        "(quadratic) or of the measured Phi_K (logistic); factors are bound / measured mean."
+        wrap(
+            "worst-case, data-dep.: the bounds on Phi_K; E Phi est.: the quadratic task's estimate of E Phi_K; "
+            "wc/meas, dd/meas: each bound / measured mean. HOLDS: the data-dependent bound lies above the upper "
+            "end of the 95% interval of E Phi_K's estimate (quadratic) or of the measured Phi_K (logistic)."
+        )
     )
     return "\n".join(lines)
 

@@ -233,3 +233,28 @@ def test_bound_curves_give_a_figure_both_bounds_above_the_expectation_at_every_K
     expected = curves.expected.mean(0)
     assert np.all(curves.data_dependent >= expected)
     assert np.all(curves.worst_case >= curves.data_dependent)
+
+
+#: every line ``perfedavg check --tightness`` prints fits a terminal this wide (perfedavg.words.MAX_WIDTH, restated)
+WIDEST = 100
+
+
+def test_tightness_table_fits_the_terminal_and_keeps_every_number():
+    """format_tightness (what ``perfedavg check --tightness`` prints) on a real noise-free row with the longest
+    name and its proof's step costs, beside stochastic rows (hand-made: the real ones take minutes) with E Phi_K's
+    estimate and without: every line at most WIDEST characters, and every number still printed."""
+    noise_free = tightness.noise_free_row(0.0075, 8)
+    rows = [
+        tightness.TightnessRow("K-row (rate table)", 4000, 6432.1, 1.23456e-05, 9.87654e-06, 1.1e-5, 9.9e-6, 1.2e-5),
+        tightness.TightnessRow("logistic, paper-like", 1000, 16.4, 0.0123456, 0.0111111, 0.0121),
+        noise_free,
+    ]
+    text = tightness.format_tightness(rows)
+    widest = max(text.splitlines(), key=len)
+    assert len(widest) <= WIDEST, f"{len(widest)} characters: {widest}"
+    flat = " ".join(text.split())
+    for r in rows:
+        assert r.name in flat and f"{r.data_dependent:.5g}" in flat and f"{r.measured:.5g}" in flat, r.name
+        assert f"{r.worst_case:.4g}" in flat and f"{r.data_factor:.3g}" in flat and f"{r.worst_factor:.3g}" in flat
+    assert "K=4000" in flat and f"{rows[0].expected:.5g}" in flat
+    assert all(f"{k} {v:.3g}" in flat for k, v in noise_free.steps.items())
