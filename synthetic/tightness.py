@@ -126,6 +126,10 @@ class TightnessRow:
     terms: dict[str, float] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    #: what the data-dependent bound was computed from (the row's region and run configuration), kept so that a
+    #: changed bound (:mod:`synthetic.bound_mutations`) is judged on the same measurements; not in :meth:`as_dict`
+    region: dd.RegionConstants | None = field(default=None, repr=False, compare=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def worst_factor(self) -> float:
@@ -145,7 +149,7 @@ class TightnessRow:
         return bool(self.data_dependent >= (self.measured if math.isnan(high) else high))
 
     def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k not in ("region", "config")}
         out.update(worst_factor=self.worst_factor, data_factor=self.data_factor, holds=self.holds)
         return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in out.items()}
 
@@ -217,6 +221,8 @@ def stochastic_row(name: str, config: dict[str, Any], seeds: Sequence[int]) -> T
         terms=dict(bound.terms),
         note=f"{len(seeds)} seeds; Δ₀ = F(w₀) − F* = {curves.region.Delta0:.3g}; "
         f"L_F (region) = {curves.region.L_F:.3g}",
+        region=curves.region,
+        config=config,
     )
 
 
@@ -305,6 +311,8 @@ def noise_free_row(beta: float, tau: int) -> TightnessRow:
         terms=dict(bound.terms),
         steps=steps,
         note=f"φ_∞ of the cycle (closed form {cycle.phi:.4g}); step 3 equals the data-dependent bound",
+        region=region,
+        config=data,
     )
 
 

@@ -127,11 +127,11 @@ class RegionConstants:
     @property
     def c(self) -> float:
         r""":math:`c = (1-r)/(r(n-1))` (:func:`theory.theorem.sampling_factor`)."""
-        return _sampling_factor(self.r, self.n)
+        return sampling_factor_at(self.r, self.n)
 
 
 @functools.lru_cache(maxsize=64)
-def _sampling_factor(r: float, n: int) -> float:
+def sampling_factor_at(r: float, n: int) -> float:
     """:func:`theory.theorem.sampling_factor` at (r, n), evaluated once per pair (sympy is slow)."""
     return float(theorem.sampling_factor().subs({r_symbol: r, n_symbol: n}))
 
@@ -206,7 +206,7 @@ TERMS = ("optimization", "stochastic gradient", "gradient error (drift + bias)",
 
 
 @dataclass(frozen=True)
-class _Averages:
+class RoundAverages:
     """Round averages over the first K rounds: s̄², Ē (gradient error), mean y_τ², mean Ȳ = (1/τ)Σ_{t<τ} y_t²."""
 
     K: int
@@ -216,8 +216,8 @@ class _Averages:
     ybar: float
 
 
-def _round_averages(region: RegionConstants) -> list[_Averages]:
-    """:class:`_Averages` of the first K rounds for every K = 1..len(rounds) (prefix sums: one pass)."""
+def _round_averages(region: RegionConstants) -> list[RoundAverages]:
+    """:class:`RoundAverages` of the first K rounds for every K = 1..len(rounds) (prefix sums: one pass)."""
     out, acc = [], [0.0, 0.0, 0.0, 0.0]
     for k, rc in enumerate(region.rounds, start=1):
         ys = drift_rms(rc, region.beta, region.tau, region.n)
@@ -225,11 +225,30 @@ def _round_averages(region: RegionConstants) -> list[_Averages]:
         acc[1] += sum(gradient_error(rc, y) for y in ys[:-1]) / region.tau
         acc[2] += ys[-1] ** 2
         acc[3] += sum(y * y for y in ys[:-1]) / region.tau
-        out.append(_Averages(k, *(a / k for a in acc)))
+        out.append(RoundAverages(k, *(a / k for a in acc)))
     return out
 
 
-def _bound(region: RegionConstants, avg: _Averages, eps: float) -> DataDependentBound:
+def bound_terms(
+    region: RegionConstants, avg: RoundAverages, kappa: float, theta: float
+) -> tuple[dict[str, float], float]:
+    r"""Step 5's terms of U for the first K = ``avg.K`` rounds (names as :data:`TERMS`) and Step 6's
+    :math:`V = L_F^2 c\,\bar Y` (DERIVATIONS.md §10.3), with Step 1's κ, θ:
+
+    .. math:: U = \frac1\kappa\Big[\frac{\Delta_0}{\beta\tau K} + \frac{L_F\beta\bar s^2}{2n} + \theta\bar E
+              + \frac{L_F c\,\overline{y_\tau^2}}{2\beta\tau}\Big]"""
+    L, beta, tau, K = region.L_F, region.beta, region.tau, avg.K
+    c = region.c
+    parts = {
+        "optimization": region.Delta0 / (beta * tau * K) / kappa,
+        "stochastic gradient": L * beta * avg.s2 / (2 * region.n) / kappa,
+        "gradient error (drift + bias)": theta * avg.err / kappa,
+        "client sampling": L * c * avg.y_tau2 / (2 * beta * tau) / kappa,
+    }
+    return parts, L**2 * c * avg.ybar
+
+
+def _bound(region: RegionConstants, avg: RoundAverages, eps: float) -> DataDependentBound:
     r"""Steps 4–6 (DERIVATIONS.md §10.3) for the first K = ``avg.K`` rounds at Step 1's parameter ``eps``:
 
     .. math::
@@ -238,19 +257,11 @@ def _bound(region: RegionConstants, avg: _Averages, eps: float) -> DataDependent
         \Phi_K \le \big(\sqrt U + \sqrt{L_F^2 c\,\bar Y}\big)^2
 
     (the second: Step 6's Young parameter ε₂ = (L_F²cȲ/U)^{1/2}, optimal).  ``inf`` when κ ≤ 0."""
-    L, beta, tau, K = region.L_F, region.beta, region.tau, avg.K
-    kappa, theta = descent_coefficients(L, beta, eps)
+    kappa, theta = descent_coefficients(region.L_F, region.beta, eps)
     if kappa <= 0:
         return DataDependentBound(math.inf, dict.fromkeys(TERMS, math.inf), eps, math.nan, kappa, theta)
-    c = region.c
-    parts = {
-        "optimization": region.Delta0 / (beta * tau * K) / kappa,
-        "stochastic gradient": L * beta * avg.s2 / (2 * region.n) / kappa,
-        "gradient error (drift + bias)": theta * avg.err / kappa,
-        "client sampling": L * c * avg.y_tau2 / (2 * beta * tau) / kappa,
-    }
+    parts, V = bound_terms(region, avg, kappa, theta)
     U = sum(parts.values())
-    V = L**2 * c * avg.ybar
     eps_avg = math.sqrt(V / U) if U > 0 and V > 0 else 0.0
     terms = {k: (1 + eps_avg) * v for k, v in parts.items()}
     if V > 0:
@@ -269,7 +280,7 @@ def _check_K(region: RegionConstants, K: int) -> None:
         raise ValueError(f"K={K} is out of range: the region has {len(region.rounds)} rounds")
 
 
-def _best(region: RegionConstants, avg: _Averages) -> DataDependentBound:
+def _best(region: RegionConstants, avg: RoundAverages) -> DataDependentBound:
     r"""Step 1's ε minimising :func:`_bound` (every ε with κ > 0 gives a valid bound; DERIVATIONS.md §10.3):
     a log grid on (0, ε_max), ε_max = (2 − L_Fβ)/|1 − L_Fβ| (κ > 0), refined by golden section."""
     g = abs(1.0 - region.L_F * region.beta)
@@ -311,10 +322,12 @@ __all__ = [
     "TERMS",
     "DataDependentBound",
     "RegionConstants",
+    "RoundAverages",
     "RoundConstants",
     "bias_exact_region",
     "bound_at",
     "bound_curve",
+    "bound_terms",
     "data_dependent_bound",
     "descent_coefficients",
     "drift_gronwall",
@@ -323,6 +336,7 @@ __all__ = [
     "hf_error_region",
     "inner_bias_region",
     "outer_mse_region",
+    "sampling_factor_at",
     "variance_exact_region",
     "variance_hf_region",
 ]
