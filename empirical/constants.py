@@ -74,6 +74,10 @@ PROVENANCE = {
     "rho": "estimate: finite difference ||Hess f_i(w + eps u) - Hess f_i(w)||_op / eps along random unit "
     "directions u, max over users and draws (local, along few directions: a lower estimate)",
     "F0_gap": "upper bound: F(w_0) (exact, full data) minus 0, since cross-entropy F* >= 0",
+    "B_sample": "max over users of the largest per-sample ||grad l(w;theta)|| (all local samples when samples = 0, "
+    "else the drawn ones: a lower estimate of the sup), and at least B",
+    "L_sample": "not estimated: bounds takes it equal to L (valid only if L bounds every sample's Hessian)",
+    "rho_sample": "not estimated: bounds takes it equal to rho (valid only if rho bounds every sample's)",
 }
 
 
@@ -476,6 +480,12 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
     for name in fields:
         values = [r[name] for r in per_round if r[name] is not None]
         constants[name] = max(values) if values else None  # None (JSON null): not estimated, never a made-up 0
+    # B_sample: the largest per-sample gradient norm seen, never below B (a user's gradient is an average of its
+    # samples', so the exact per-sample sup is at least every user's). L_sample and rho_sample are not estimated:
+    # left out, theory takes them equal to L and rho and says so (theory.constants.SAMPLE_TWINS).
+    per_sample = [r["B_per_sample"] for r in per_round if r.get("B_per_sample") is not None]
+    if per_sample and constants["B"] is not None:
+        constants["B_sample"] = max(max(per_sample), constants["B"])
     constants["F0_gap"] = F0
     constants.update(
         alpha=cfg.alpha,

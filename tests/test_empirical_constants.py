@@ -174,6 +174,9 @@ def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
     assert pytest.approx(record["L"]) == c.L and c.F0_gap == 2.0 and c.n == 3
     assert loaded["theory_check"].startswith("accepted")
     assert set(C.PROVENANCE) <= set(loaded["provenance"])
+    # the per-sample gradient bound the HF and TV statements need is exported, not left to default to B
+    assert record["B_per_sample"] >= record["B"] and c.B_sample == pytest.approx(record["B_per_sample"])
+    assert "B_sample" not in c.sample_assumed and set(c.sample_assumed) == {"L_sample", "rho_sample"}
 
 
 def test_skipped_rho_is_null_not_zero(setup, tmp_path):
