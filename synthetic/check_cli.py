@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "where each derived bound is attained within a factor 2, measured exactly (theory/DERIVATIONS.md, "
             "'Witnesses'), each statement's witness margins printed beside its smallest margin on the default tasks. "
             "With --mutations: plausible formula errors planted one at a time in the statements, the measurements "
-            "kept; each mutant with the checks that now FAIL, and 'killed k of n' (exit status 1 if one survives). "
+            "kept; each mutant with the checks that now FAIL, and 'killed k of n'; then errors planted in the "
+            "convergence bound, judged on the --tightness rows (a few minutes more); exit status 1 if a lemma "
+            "mutant survives or a bound mutant survives without a documented reason. "
             "With --rates: the table of predicted rates (exponents in K, beta, tau, D, heterogeneity, alpha, "
             "delta) with fitted exponents, intervals, equivalence margins, Holm-corrected p-values and verdicts "
             "PASS / FAIL / INCONCLUSIVE, plus the derived explicit bound checked "
@@ -54,7 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--mutations",
         action="store_true",
         help="judge the documented formula errors (synthetic/mutations.py) on the same measurements: "
-        "which check kills each; 'killed k of n'",
+        "which check kills each; 'killed k of n'; then the convergence bound's (synthetic/bound_mutations.py) on "
+        "the --tightness rows (--seeds S as there)",
     )
     parser.add_argument(
         "--samples",

@@ -15,9 +15,13 @@ The list (:func:`mutants`) holds the errors a derivation plausibly makes: a drop
 bias without αLB), a wrong power (the bias with 1/D for 1/√D, the HF error with δ² or ‖g‖), a constant off
 by 2-4 (σ_F² halved, TV with B² for 4B², the HF error /6 for /2), a per-user constant where the proof
 needs a per-sample one (TV with B for B_s) and the whole-formula slip γ_F² = γ_G²; and three
-loosenings (a constant 3-4x too large), which only the witnesses' factor can catch.  The convergence
-bound's own mutants (a wrong power of τ or K) are not in the list: they are judged on Φ_K runs, not on
-these measurements.
+loosenings (a constant 3-4x too large), which only the witnesses' factor can catch.
+
+The convergence bound that these lemmas feed has its own mutants (a wrong power of K, τ, β or D, a lost
+factor of the sampling variance, the drift growing like τ instead of τ², a constant 2): they cannot be judged
+on these measurements, only on measured Φ_K.  :mod:`synthetic.bound_mutations` plants them in the
+data-dependent bound and judges them on the rows of ``perfedavg check --tightness``; ``--mutations`` prints
+that table after this one.
 """
 
 from __future__ import annotations
@@ -223,24 +227,41 @@ def summary_line(verdicts: list[Verdict]) -> str:
 
 
 def main_mutations(args: Any) -> int:
-    """``perfedavg check --mutations``: measure once (default tasks and witnesses), judge every mutant; exit
-    status 1 if one survives (a check lost the power to see it)."""
+    """``perfedavg check --mutations``: measure once (default tasks and witnesses) and judge every lemma mutant;
+    then measure the tightness rows (:func:`synthetic.tightness.tightness_table`, ``--seeds`` as for
+    ``--tightness``) and judge every mutant of the convergence bound (:mod:`synthetic.bound_mutations`).  Exit status
+    1 if a lemma mutant survives, or a bound mutant survives without a documented reason (a check lost the power
+    to see it)."""
     import json
+    import sys
 
+    from . import tightness
+    from .bound_mutations import bound_summary_line, format_bound_mutations, judge_bound_mutants, unexplained
     from .checks import collect
     from .witnesses import witness_records
 
     records = collect(samples=args.samples, show_progress=not args.no_progress) + witness_records()
     verdicts = judge_mutants(records)
+    if not args.no_progress:
+        print("measuring the tightness rows for the bound mutants (minutes)", file=sys.stderr)
+    rows = tightness.tightness_table(tuple(range(args.seeds)) if args.seeds else tightness.SEEDS)
+    bound_verdicts = judge_bound_mutants(rows)
     if args.json:
         killed = sum(v.killed for v in verdicts)
-        print(
-            json.dumps(
-                {"killed": killed, "mutants": len(verdicts), "verdicts": [v.as_dict() for v in verdicts]}, indent=2
-            )
-        )
+        bound = {
+            "killed": sum(v.killed for v in bound_verdicts),
+            "mutants": len(bound_verdicts),
+            "unexplained": [v.mutant.name for v in unexplained(bound_verdicts)],
+            "verdicts": [v.as_dict() for v in bound_verdicts],
+        }
+        out = {"killed": killed, "mutants": len(verdicts), "verdicts": [v.as_dict() for v in verdicts]}
+        print(json.dumps({**out, "bound_mutants": bound}, indent=2))
     else:
         print(format_mutations(verdicts))
         print()
         print(summary_line(verdicts))
-    return 0 if all(v.killed for v in verdicts) else 1
+        print()
+        print(format_bound_mutations(bound_verdicts))
+        print()
+        print(bound_summary_line(bound_verdicts))
+    return 0 if all(v.killed for v in verdicts) and not unexplained(bound_verdicts) else 1

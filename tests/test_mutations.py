@@ -85,24 +85,163 @@ def test_a_mutant_that_changes_nothing_is_refused():
     assert halved.provenance == "derived" and halved.expr == lemmas.smoothness_derived().expr / 2
 
 
+#: how each mutant of the convergence bound dies on the cached tightness rows (tests/bound_rows.py): "below" (the
+#: mutated bound under a measurement's upper end), "loose" (above the row's loosening factor) or "survives" (each
+#: survivor documents why and which row would kill it); a check that loses its power changes this map
+BOUND_KILLS = {
+    "optimization with 1/K^2 for 1/K": "below",
+    "optimization with 1/sqrt(K) for 1/K": "loose",
+    "optimization without its 1/tau": "loose",
+    "optimization with 1/tau^2 for 1/tau": "below",
+    "optimization without its 1/beta": "below",
+    "optimization with Delta_0 for 2 Delta_0 (a 2 lost)": "below",
+    "descent: kappa without -L_F beta/2": "below",
+    "stochastic with 1/D^2 for 1/D": "below",
+    "stochastic without its 1/n": "survives",
+    "drift with tau for tau^2 (added in quadrature)": "survives",
+    "drift with tau for tau - 1 (one step more)": "loose",
+    "drift without its noise": "survives",
+    "gradient error without the drift": "below",
+    "client sampling: c without its (1 - r)": "loose",
+    "client sampling: c with r for 1/r": "survives",
+    "client sampling without Step 6's L_F^2 c Ybar": "survives",
+}
+
+
+def _kill_map(verdicts):
+    return {v.mutant.name: v.how for v in verdicts}
+
+
+@pytest.fixture(scope="module")
+def bound_rows():
+    from tests.bound_rows import load_rows
+
+    return load_rows()
+
+
+@pytest.fixture(scope="module")
+def bound_verdicts(bound_rows):
+    from synthetic.bound_mutations import judge_bound_mutants
+
+    return judge_bound_mutants(bound_rows)
+
+
+def test_the_bound_kill_list_is_exact(bound_verdicts):
+    from synthetic.bound_mutations import unexplained
+
+    assert _kill_map(bound_verdicts) == BOUND_KILLS
+    assert not unexplained(bound_verdicts)
+    for v in bound_verdicts:  # a survivor is documented, and a documented survivor that dies is a list to update
+        assert bool(v.mutant.survives_because) == (v.how == "survives"), v.mutant.name
+        assert any(j.bound != j.row.data_dependent for j in v.judged), f"{v.mutant.name} changes no row"
+    assert sum(v.mutant.loosening for v in bound_verdicts) == 5
+
+
+def test_without_a_bound_mutant_every_row_is_reproduced_holds_and_is_inside_its_factor(bound_rows):
+    """The control: the true bound recomputed from each cached region equals the row's bound (so the regions are
+    the ones the rows were measured with) and is killed on no row (a judge that kills everything would pass the
+    kill-list test)."""
+    from synthetic.bound_mutations import RowJudgement, bound_of, loose_factor
+
+    assert len(bound_rows) == 11
+    for row in bound_rows:
+        judged = RowJudgement(row, bound_of(row))
+        assert judged.bound == row.data_dependent, row.name
+        assert not judged.below and not judged.loose, row.name
+        assert row.data_factor < loose_factor(row) / 1.9, row.name  # "twice the true factor", as stated
+
+
+def test_a_judge_that_never_kills_fails_the_check(bound_rows, monkeypatch):
+    """Planted: the row judgement never finds a bound below a measurement nor too loose.  The kill list no longer
+    matches and every mutant is an unexplained survivor, so ``perfedavg check --mutations`` would exit 1."""
+    from synthetic import bound_mutations as bm
+
+    monkeypatch.setattr(bm.RowJudgement, "below", property(lambda self: False))
+    monkeypatch.setattr(bm.RowJudgement, "loose", property(lambda self: False))
+    verdicts = bm.judge_bound_mutants(bound_rows[:2])
+    assert _kill_map(verdicts) != BOUND_KILLS
+    assert len(bm.unexplained(verdicts)) == sum(not why for why in [m.survives_because for m in bm.mutants()])
+
+
+def test_a_bound_mutant_that_changes_nothing_survives_unexplained_and_a_null_substitution_is_refused(bound_rows):
+    import sympy as sp
+
+    from synthetic import bound_mutations as bm
+    from theory.symbols import D
+
+    null = bm.BoundMutant("changes nothing", "none", lambda config: {})
+    (verdict,) = bm.judge_bound_mutants(bound_rows[:3], [null])
+    assert verdict.how == "survives" and bm.unexplained([verdict]) == [verdict]
+    assert "NO DOCUMENTED REASON" in bm.format_bound_mutations([verdict])
+    with pytest.raises(ValueError, match="does not alter"):
+        bm._sampling(lambda e: e.xreplace({D: sp.Integer(2)}))({})
+
+
+def test_a_planted_step_is_restored_after_an_error(bound_rows):
+    from synthetic import bound_mutations as bm
+    from theory import data_dependent as dd
+
+    true = (dd.bound_terms, dd.drift_rms, dd.sampling_factor_at)
+    mutant = next(m for m in bm.mutants() if m.name.startswith("drift with tau for tau - 1"))
+    with pytest.raises(RuntimeError), bm.planted(mutant, bound_rows[0].config):
+        assert dd.drift_rms is not true[1]
+        raise RuntimeError
+    assert (dd.bound_terms, dd.drift_rms, dd.sampling_factor_at) == true
+
+
 #: every line ``perfedavg check --mutations`` prints fits a terminal this wide (perfedavg.words.MAX_WIDTH, restated)
 WIDEST = 100
 
 
-def test_perfedavg_check_mutations_prints_each_mutant_and_the_count(monkeypatch, capsys):
+@pytest.mark.parametrize("as_json", [False, True])
+def test_perfedavg_check_mutations_prints_each_mutant_and_the_count(as_json, bound_rows, monkeypatch, capsys):
+    import json
+
     import synthetic.checks as checks
+    import synthetic.tightness as tightness
     from synthetic import check_cli
 
     monkeypatch.setattr(checks, "collect", lambda **kw: [])  # the witnesses alone (the default tasks take a minute)
+    monkeypatch.setattr(tightness, "tightness_table", lambda seeds: bound_rows)  # cached (measuring takes minutes)
     parser = argparse.ArgumentParser()
     check_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["check", "--mutations", "--no-progress"])
+    args = parser.parse_args(["check", "--mutations", "--no-progress"] + (["--json"] if as_json else []))
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert f"killed {len(KILLS)} of {len(KILLS)}" in out
-    assert all(name[:52] in out for name in KILLS) and "survives" not in out
+    survivors = [name for name, how in BOUND_KILLS.items() if how == "survives"]
+    if as_json:
+        data = json.loads(out)
+        assert data["killed"] == data["mutants"] == len(KILLS)
+        bound = data["bound_mutants"]
+        assert bound["mutants"] == len(BOUND_KILLS) and bound["killed"] == len(BOUND_KILLS) - len(survivors)
+        assert {v["mutant"]: v["how"] for v in bound["verdicts"]} == BOUND_KILLS and bound["unexplained"] == []
+        return
+    lemmas, bound = out.split("bound mutant ", 1)
+    assert f"killed {len(KILLS)} of {len(KILLS)}" in lemmas
+    assert all(name[:52] in lemmas for name in KILLS) and "survives" not in lemmas
+    assert all(name in bound for name in BOUND_KILLS)
+    killed = len(BOUND_KILLS) - len(survivors)
+    assert f"bound mutants: killed {killed} of {len(BOUND_KILLS)}" in bound and "0 unexplained" in bound
+    assert bound.count("survives on all 11 rows") == len(survivors)
     widest = max(out.splitlines(), key=len)
     assert len(widest) <= WIDEST, f"{len(widest)} characters: {widest}"
+
+
+@pytest.mark.slow
+def test_the_cached_rows_are_what_the_tightness_table_measures_now():
+    """The cache the default tests judge on is the table ``perfedavg check --tightness`` measures today (minutes).
+    On a failure, regenerate it: ``.venv/bin/python -c "from tests.bound_rows import regenerate; regenerate()"``
+    and update BOUND_KILLS if the kill list moved."""
+    from synthetic.bound_mutations import judge_bound_mutants
+    from synthetic.tightness import tightness_table
+    from tests.bound_rows import load_rows
+
+    fresh, cached = tightness_table(), load_rows()
+    assert [r.name for r in fresh] == [r.name for r in cached]
+    for a, b in zip(fresh, cached):
+        assert a.data_dependent == pytest.approx(b.data_dependent, rel=1e-9), a.name
+        assert a.measured == pytest.approx(b.measured, rel=1e-9), a.name
+    assert _kill_map(judge_bound_mutants(fresh)) == BOUND_KILLS
 
 
 @pytest.mark.parametrize("extra", [["--rates"], ["--speed-sweep"]])
