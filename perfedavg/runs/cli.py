@@ -134,7 +134,7 @@ def register(sub) -> None:
     parser.add_argument(
         "--no-compare",
         action="store_true",
-        help="do not end with FedAvg's shared model after the same rounds (a second, FedAvg run in memory, "
+        help="do not end with FedAvg after the same rounds, shared and adapted (a second, FedAvg run in memory, "
         "made for Per-FedAvg on a synthetic task)",
     )
     parser.add_argument(
@@ -192,17 +192,18 @@ def _percent(value: Any) -> str:
 
 
 def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = True, note: bool = False) -> str:
-    """The run's last line: personalized accuracy at round 0 and at the end, beside the shared model's
-    accuracy without adaptation, and, for Per-FedAvg on a synthetic task, beside FedAvg's shared model
-    after the same rounds (a FedAvg run of the same config, in memory: seconds on these tasks)."""
+    """The run's closing lines: personalized accuracy at round 0 and at the end, beside the shared model's
+    accuracy without adaptation, and, for Per-FedAvg on a synthetic task, beside FedAvg after the same rounds
+    (a FedAvg run of the same config, in memory: seconds on these tasks), both its shared model and the same
+    one-step adaptation of it: the fair comparison, since every method's final model is adapted."""
     from perfedavg.runs import rundir
 
     records = rundir.read_metrics(out)
     first = records[0] if records else {}
     line = (
-        f"personalized accuracy (one adaptation step per user) {_percent(first.get('personalized_accuracy'))} at "
-        f"round 0 -> {_percent(final.get('personalized_accuracy'))}; the shared model without adaptation "
-        f"{_percent(final.get('global_accuracy'))}"
+        f"personalized accuracy (one adaptation step per user): {_percent(first.get('personalized_accuracy'))} at "
+        f"round 0 -> {_percent(final.get('personalized_accuracy'))}\n"
+        f"  the shared model without adaptation: {_percent(final.get('global_accuracy'))}"
     )
     if cfg.algorithm == "fedavg" or not compare or not TASKS.get(cfg.task["name"], "").startswith("synthetic."):
         return line
@@ -214,4 +215,7 @@ def accuracy_line(cfg: Any, out: str, final: dict[str, Any], compare: bool = Tru
             file=sys.stderr,
         )
     _, _, fedavg = train_in_memory(cfg.replace(algorithm="fedavg"))
-    return line + f"; FedAvg's shared model after the same {cfg.K} rounds {_percent(fedavg[-1].get('global_accuracy'))}"
+    return line + (
+        f"\n  FedAvg after the same {cfg.K} rounds: its shared model {_percent(fedavg[-1].get('global_accuracy'))}, "
+        f"after the same adaptation step {_percent(fedavg[-1].get('personalized_accuracy'))}"
+    )
