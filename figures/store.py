@@ -1,6 +1,6 @@
 r"""Saved results the figures read: run directories, manifests, and running what is missing.
 
-"Runs write, figures read" (DESIGN.md): a figure module first makes sure the runs it
+Runs write, figures read (no figure module trains a model itself): a figure module first makes sure the runs it
 needs exist (:func:`ensure_run` runs a :class:`perfedavg.engine.config.RunConfig` through the
 normal runner :func:`perfedavg.runs.runner.run_config` into a run directory, unless a
 finished one with the same config is there), records what it ran in a *manifest*

@@ -9,6 +9,8 @@ itself through a cycle; a module longer than :data:`MAX_LINES` says why in its d
 from __future__ import annotations
 
 import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +211,126 @@ def test_each_rule_catches_a_planted_violation(tmp_path, planted):
         "long": long_modules_without_reason,
     }[planted](files)
     assert found, planted
+
+
+# --- references: the repository names only files a reader of the repository can open -------------------
+
+#: names that point outside the repository or at files it does not hold (written in two parts so that this
+#: file does not mention them itself)
+OUTSIDE = ("../" + "shared", "PAPER" + ".md", "DESIGN" + ".md")
+#: the one allowed outside name, MACHINE_DATA: a fallback folder of offline MNIST / CIFAR-10 copies
+#: that a machine may provide next to the checkout.  Only these files may name it (the Makefile's and the
+#: test fixtures' default for PERFEDAVG_DATA, the skip reasons and marker text that name that default);
+#: never the README, docs, or the package's code and help
+MACHINE_DATA = "../" + "shared/data"
+MACHINE_DATA_FILES = frozenset(
+    {
+        "Makefile",
+        "pyproject.toml",
+        "tests/empirical_fixtures.py",
+        "tests/test_cuda.py",
+        "tests/test_golden.py",
+        "tests/test_empirical_data.py",
+        "tests/test_empirical_partition.py",
+        "tests/test_empirical_tasks.py",
+    }
+)
+#: a Markdown link's target, and a backticked word without spaces (a path candidate)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+BACKTICKED = re.compile(r"`([^`\s]+)`")
+
+
+def tracked_text_files(root: Path = REPO) -> dict[str, str]:
+    """``{path: text}`` of every file git tracks under ``root`` that is UTF-8 text."""
+    names = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=root, check=True).stdout.split()
+    out = {}
+    for name in names:
+        path = root / name
+        if not path.is_file():
+            continue  # deleted in the working tree, not yet committed
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue
+        try:
+            out[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return out
+
+
+def outside_mentions(files: dict[str, str]) -> list[str]:
+    """``path:line: text`` of every mention of a file outside the repository or absent from it."""
+    found = []
+    for name, text in files.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for word in OUTSIDE:
+                start = line.find(word)
+                while start >= 0:
+                    allowed = line.startswith(MACHINE_DATA, start) and name in MACHINE_DATA_FILES
+                    if not allowed:
+                        found.append(f"{name}:{number}: {line.strip()}")
+                    start = line.find(word, start + 1)
+    return found
+
+
+def missing_paths(root: Path, files: dict[str, str]) -> list[str]:
+    """``path:line: target`` of every link (relative to the page) or backticked repository path (relative to
+    the root: its first part is a tracked top-level file or folder) in README.md and docs/*.md that does not
+    exist; a path with ``*`` must match something, one with ``<`` is a pattern and is skipped."""
+    top = {name.split("/")[0] for name in files}
+    found = []
+    pages = [name for name in files if name == "README.md" or (name.startswith("docs/") and name.endswith(".md"))]
+    for page in pages:
+        for number, line in enumerate(files[page].splitlines(), 1):
+            targets = [
+                Path(os.path.normpath((root / page).parent / t.split("#")[0]))
+                for t in LINK.findall(line)
+                if not re.match(r"[a-z]+:", t) and not t.startswith("#")
+            ]
+            targets += [
+                root / t
+                for t in BACKTICKED.findall(line)
+                if t.split("/")[0] in top and ("/" in t or t in files) and "<" not in t
+            ]
+            for target in targets:
+                exists = any(target.parent.glob(target.name)) if "*" in target.name else target.exists()
+                if not exists:
+                    found.append(f"{page}:{number}: {os.path.relpath(target, root)}")
+    return found
+
+
+def test_no_reference_leaves_the_repository():
+    assert outside_mentions(tracked_text_files()) == []
+
+
+def test_every_named_path_exists():
+    assert missing_paths(REPO, tracked_text_files()) == []
+
+
+@pytest.mark.parametrize("planted", ["outside", "allowed-elsewhere", "link", "backticked"])
+def test_reference_rules_catch_a_planted_fault(tmp_path, planted):
+    """Each reference rule fails on one planted fault (and a clean tree passes both)."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "theory").mkdir()
+    (tmp_path / "theory" / "DERIVATIONS.md").write_text("x\n")
+    files = {
+        "README.md": "See [the paper](docs/paper.md) and `theory/DERIVATIONS.md`.\n",
+        "docs/paper.md": "Back to [README](../README.md).\n",
+        "theory/DERIVATIONS.md": "x\n",
+        "Makefile": f"PERFEDAVG_DATA ?= {MACHINE_DATA}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert outside_mentions(files) == [] and missing_paths(tmp_path, files) == []  # before the plant
+    if planted == "outside":
+        files["theory/DERIVATIONS.md"] = "see `" + OUTSIDE[0] + "/docs/paper.md`\n"
+    elif planted == "allowed-elsewhere":
+        files["README.md"] += f"The data lives in `{MACHINE_DATA}`.\n"
+    elif planted == "link":
+        files["README.md"] += "[gone](docs/gone.md)\n"
+    else:
+        files["docs/paper.md"] += "Code: `theory/nosuch.py`.\n"
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    found = outside_mentions(files) + missing_paths(tmp_path, files)
+    assert len(found) == 1, found

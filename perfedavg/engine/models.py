@@ -1,6 +1,6 @@
 r"""Models as pure functions of one flat parameter vector.
 
-Each client's parameters live in one flat buffer (DESIGN.md, performance notes);
+Each client's parameters live in one flat buffer (a stack of clients is one tensor, updated in place);
 layers are views into it.  Every function broadcasts over leading dimensions, so a
 stack of clients ``W (m, P)`` with inputs ``X (m, B, d)`` runs as batched matmuls.
 
