@@ -16,8 +16,9 @@ sampling factor c (``sampling_factor_at``, where the mutant is a substitution in
 (:func:`theory.data_dependent.data_dependent_bound`, Step 1's ε re-optimised for the mutated formula) on every row's
 stored region, and compared with the row's stored measurement.  A mutant is **killed** on a row when
 
-* the mutated bound no longer HOLDS by the tightness table's own rule (:attr:`synthetic.tightness.TightnessRow.holds`:
-  below the upper end of the 95 % interval of E Φ_K's estimate, or of the measured Φ_K), or
+* the mutated bound lies below the measurement beyond its stated uncertainty: below the lower end of the 95 %
+  interval of E Φ_K's estimate (quadratic rows), of the measured Φ_K (logistic), or below φ_∞ (noise-free rows,
+  exact) (:func:`interval`; the true bound must lie above the upper end, the table's HOLDS), or
 * mutated bound / measured (the table's ``data/meas`` column) exceeds the row's loosening factor
   (:func:`loose_factor`): twice what the true formula leaves on that kind of row.
 
@@ -217,8 +218,7 @@ def mutants() -> tuple[BoundMutant, ...]:
             drift,
             _drift(_heterogeneity_in_quadrature),
             survives_because="it divides the noise-free drift by about (2 tau - 1)/3, which up to tau = 8 stays "
-            "inside the factor the true bound leaves on those rows; a noise-free row at tau = 16, or a "
-            "quadratic row with r = 0.2 and tau = 8, would see it",
+            "inside the factor the true bound leaves on those rows; a noise-free row at tau = 16 would see it",
         ),
         BoundMutant("drift with tau for tau - 1 (one step more)", drift, _drift(_one_step_more), True),
         BoundMutant(
@@ -248,9 +248,19 @@ def mutants() -> tuple[BoundMutant, ...]:
 
 
 # --------------------------------------------------------------------------- judging
+def interval(row: TightnessRow) -> tuple[float, float, float]:
+    """(lower end, estimate, upper end) of what the row's bound bounds: the 95 % interval of E Φ_K's estimate where
+    there is one, else of the measured Φ_K (Student t, symmetric), or the exact value thrice (noise-free rows)."""
+    if math.isfinite(row.expected_high):
+        point, high = row.expected, row.expected_high
+    else:
+        point, high = row.measured, row.measured if math.isnan(row.measured_high) else row.measured_high
+    return 2.0 * point - high, point, high
+
+
 @dataclass(frozen=True)
 class RowJudgement:
-    """A mutated bound on one row: ``bound`` beside the row's measurement; ``below`` (no longer HOLDS) or
+    """A mutated bound on one row: ``bound`` beside the row's measurement; ``below`` (under its interval) or
     ``loose`` (its factor above :func:`loose_factor`)."""
 
     row: TightnessRow
@@ -263,7 +273,7 @@ class RowJudgement:
 
     @property
     def below(self) -> bool:
-        return not self.mutated.holds
+        return self.bound < interval(self.row)[0]
 
     @property
     def factor(self) -> float:
@@ -317,15 +327,8 @@ class BoundVerdict:
             "how": self.how,
             "survives_because": self.mutant.survives_because,
             "rows": [
-                {
-                    "row": j.row.name,
-                    "bound": j.bound,
-                    "true bound": j.row.data_dependent,
-                    "factor": j.factor,
-                    "loose_factor": loose_factor(j.row),
-                    "below": j.below,
-                    "loose": j.loose,
-                }
+                {"row": j.row.name, "bound": j.bound, "true bound": j.row.data_dependent, "factor": j.factor}
+                | {"loose_factor": loose_factor(j.row), "below": j.below, "loose": j.loose}
                 for j in self.judged
             ],
         }
@@ -372,11 +375,11 @@ def format_bound_mutations(verdicts: Sequence[BoundVerdict]) -> str:
             why = f"survives on all {len(v.judged)} rows ({changed} changed)"
             why += f": {v.mutant.survives_because}" if v.mutant.survives_because else ": NO DOCUMENTED REASON"
         else:
-            m, true = j.mutated, j.row.data_dependent
-            high = m.expected_high if math.isfinite(m.expected_high) else m.measured_high
+            true = j.row.data_dependent
+            low, point, _ = interval(j.row)
             if j.below:
-                what = "measured exactly" if high == m.measured else "the 95 % upper end"
-                why = f"{j.row.name}: bound {j.bound:.5g} (true {true:.5g}) < {high:.5g}, {what}"
+                what = "measured exactly" if low == point else "the lower end of its 95 % interval"
+                why = f"{j.row.name}: bound {j.bound:.5g} (true {true:.5g}) < {low:.5g}, {what}"
             else:
                 why = f"{j.row.name}: factor {j.factor:.3g} > {loose_factor(j.row):g} (true {j.row.data_factor:.3g})"
             why += f"; killed on {sum(x.below or x.loose for x in v.judged)} of {len(v.judged)} rows"
