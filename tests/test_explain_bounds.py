@@ -48,10 +48,16 @@ def test_the_example_files_are_read(capsys):
     assert main(["bounds", "--constants", str(REPO / "examples/constants.example.toml"), "--json"]) == 0
     constants = json.loads(capsys.readouterr().out)["constants"]
     assert constants["L"] == 1.0 and constants["F0_gap"] == 1.6 and constants["n"] == 20
+    from figures.bounds import constants_for_config
     from perfedavg.runs.config import load_run_config
+    from theory.checks_api import convergence
 
-    cfg = load_run_config(str(REPO / "examples/run.example.toml"), [])
-    assert cfg.task["name"] == "softmax" and cfg.K == 200
+    # the example, and the README tour's variant of it, are inside both step-size conditions it says it is
+    for overrides in ([], ["alpha=0.5"]):
+        cfg = load_run_config(str(REPO / "examples/run.example.toml"), overrides)
+        assert cfg.task["name"] == "softmax" and cfg.K == 300
+        report = convergence(constants_for_config(cfg.to_dict()), cfg.algorithm)
+        assert report.condition == {"derived": True, "recalled": True}, (overrides, report.beta_max)
 
 
 def bounds_json(argv, capsys) -> dict:
