@@ -9,7 +9,7 @@ names its slip in the vocabulary of §7: a wrong power of K, τ, β or D, a lost
 drift growing like τ instead of τ², a constant 2.
 
 A :class:`BoundMutant` replaces one of the proof's step functions of :mod:`theory.data_dependent` by a wrapped one
-(:func:`planted`): the terms of Step 5 (:func:`theory.data_dependent.bound_terms`), the descent step
+(:func:`planted`): the terms of Step 5 (:func:`theory.data_dependent.step_terms`), the descent step
 (``descent_coefficients``), the drift recursion (``drift_rms``), the coupling (``gradient_error``), or the
 sampling factor c (``sampling_factor_at``, where the mutant is a substitution into the sympy expression
 :func:`theory.theorem.sampling_factor`).  The bound is then recomputed by the unchanged machinery
@@ -100,29 +100,29 @@ def planted(mutant: BoundMutant | None, config: dict[str, Any]) -> Iterator[None
 
 # --------------------------------------------------------------------------- how a mutant changes a step
 def _term_times(term: str, factor: Callable[[dd.RegionConstants, int, dict[str, Any]], float]) -> Plant:
-    """Step 5's ``term`` (:func:`theory.data_dependent.bound_terms`) times ``factor(region, K, config)``."""
+    """Step 5's ``term`` (:func:`theory.data_dependent.step_terms`) times ``factor(region, K, config)``."""
 
     def plant(config: dict[str, Any]) -> dict[str, Callable[..., Any]]:
-        original = dd.bound_terms
+        original = dd.step_terms
 
-        def bound_terms(region, avg, kappa, theta):
+        def step_terms(region, avg, kappa, theta):
             parts, V = original(region, avg, kappa, theta)
             return {**parts, term: parts[term] * factor(region, avg.K, config)}, V
 
-        return {"bound_terms": bound_terms}
+        return {"step_terms": step_terms}
 
     return plant
 
 
 def _without_step6(config: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     """Step 6's V = L_F²cȲ (the sampled average's distance from the users' average) dropped."""
-    original = dd.bound_terms
+    original = dd.step_terms
 
-    def bound_terms(region, avg, kappa, theta):
+    def step_terms(region, avg, kappa, theta):
         parts, _ = original(region, avg, kappa, theta)
         return parts, 0.0
 
-    return {"bound_terms": bound_terms}
+    return {"step_terms": step_terms}
 
 
 def _kappa_without_smoothness(config: dict[str, Any]) -> dict[str, Callable[..., Any]]:

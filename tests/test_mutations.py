@@ -181,12 +181,12 @@ def test_a_planted_step_is_restored_after_an_error(bound_rows):
     from synthetic import bound_mutations as bm
     from theory import data_dependent as dd
 
-    true = (dd.bound_terms, dd.drift_rms, dd.sampling_factor_at)
+    true = (dd.step_terms, dd.drift_rms, dd.sampling_factor_at)
     mutant = next(m for m in bm.mutants() if m.name.startswith("drift with tau for tau - 1"))
     with pytest.raises(RuntimeError), bm.planted(mutant, bound_rows[0].config):
         assert dd.drift_rms is not true[1]
         raise RuntimeError
-    assert (dd.bound_terms, dd.drift_rms, dd.sampling_factor_at) == true
+    assert (dd.step_terms, dd.drift_rms, dd.sampling_factor_at) == true
 
 
 #: every line ``perfedavg check --mutations`` prints fits a terminal this wide (perfedavg.words.MAX_WIDTH, restated)

@@ -229,7 +229,7 @@ def _round_averages(region: RegionConstants) -> list[RoundAverages]:
     return out
 
 
-def bound_terms(
+def step_terms(
     region: RegionConstants, avg: RoundAverages, kappa: float, theta: float
 ) -> tuple[dict[str, float], float]:
     r"""Step 5's terms of U for the first K = ``avg.K`` rounds (names as :data:`TERMS`) and Step 6's
@@ -260,7 +260,7 @@ def _bound(region: RegionConstants, avg: RoundAverages, eps: float) -> DataDepen
     kappa, theta = descent_coefficients(region.L_F, region.beta, eps)
     if kappa <= 0:
         return DataDependentBound(math.inf, dict.fromkeys(TERMS, math.inf), eps, math.nan, kappa, theta)
-    parts, V = bound_terms(region, avg, kappa, theta)
+    parts, V = step_terms(region, avg, kappa, theta)
     U = sum(parts.values())
     eps_avg = math.sqrt(V / U) if U > 0 and V > 0 else 0.0
     terms = {k: (1 + eps_avg) * v for k, v in parts.items()}
@@ -327,7 +327,6 @@ __all__ = [
     "bias_exact_region",
     "bound_at",
     "bound_curve",
-    "bound_terms",
     "data_dependent_bound",
     "descent_coefficients",
     "drift_gronwall",
@@ -337,6 +336,7 @@ __all__ = [
     "inner_bias_region",
     "outer_mse_region",
     "sampling_factor_at",
+    "step_terms",
     "variance_exact_region",
     "variance_hf_region",
 ]
