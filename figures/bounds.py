@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from perfedavg.engine.sampling import num_sampled_clients
 from perfedavg.engine.task import Task
 from perfedavg.runs.registry import build_task
 from synthetic.measure import global_constants
@@ -46,14 +47,37 @@ def has_exact_constants(task: Task) -> bool:
     return all(k in task.constants for k in ("L", "rho", "B", "sigma_G", "sigma_H", "tv_rms"))
 
 
-def algorithm_constants(config: dict[str, Any], K: float | None = None) -> dict[str, float]:
-    """β, δ, τ, K, r, D, D', D'' of a run-config dict, as the floats Constants expects."""
+def sampled_fraction(r: float, n: float) -> float:
+    r"""The fraction of users a run actually samples per round, :math:`r_{\rm eff} = m/n` with
+    :math:`m = \lfloor r n\rfloor` the engine's count (:func:`perfedavg.engine.sampling.num_sampled_clients`,
+    the one home of that rule).  The analysis (docs/paper.md §2, §5) samples :math:`rn` users, an integer:
+    a run's bound is evaluated for the participation it has, :math:`r_{\rm eff}`, which equals ``r``
+    whenever :math:`rn` is whole."""
+    return num_sampled_clients(r, int(n)) / int(n)
+
+
+def participation_note(r: float, n: float) -> str:
+    """One line saying that the bound uses :func:`sampled_fraction` rather than the configured ``r``;
+    empty when the two are equal (``r*n`` whole)."""
+    effective = sampled_fraction(r, n)
+    if effective == r:
+        return ""
+    m, users = num_sampled_clients(r, int(n)), int(n)
+    return (
+        f"r = {r:g} with n = {users}: a round samples floor({r * users:g}) = {m} users, "
+        f"so the bound uses r = {effective:g} ({m} of {users})"
+    )
+
+
+def algorithm_constants(config: dict[str, Any], K: float | None = None, n: float | None = None) -> dict[str, float]:
+    """β, δ, τ, K, r, D, D', D'' of a run-config dict, as the floats Constants expects; with the
+    number of users ``n``, ``r`` is the fraction the run samples (:func:`sampled_fraction`)."""
     return {
         "beta": config["beta"],
         "delta": config["delta"],
         "tau": config["tau"],
         "K": config["K"] if K is None else K,
-        "r": config["r"],
+        "r": config["r"] if n is None else sampled_fraction(config["r"], n),
         "D": config["D"],
         "D1": config["D1"],
         "D2": config["D2"],
@@ -63,13 +87,19 @@ def algorithm_constants(config: dict[str, Any], K: float | None = None) -> dict[
 def constants_for_config(config: dict[str, Any], K: float | None = None, **changes: float) -> Constants | None:
     r"""Exact :class:`theory.constants.Constants` of a synthetic run config (module docstring),
     with ``K`` (default: the run's) and ``changes`` to any field; ``None`` when the task's
-    constants are not known exactly."""
+    constants are not known exactly.  ``r`` is the fraction of users the run samples
+    (:func:`sampled_fraction`; :func:`participation_note` says when it is not the configured one)."""
     task = task_for(config["task"])
     if not has_exact_constants(task):
         return None
     alpha = config["alpha"]
-    c = global_constants(task, alpha, **algorithm_constants(config, K))
+    c = global_constants(task, alpha, **algorithm_constants(config, K, n=task.n_clients))
     return c.replace(**changes) if changes else c
+
+
+def config_participation_note(config: dict[str, Any]) -> str:
+    """:func:`participation_note` for a synthetic run config (its task's number of users)."""
+    return participation_note(config["r"], task_for(config["task"]).n_clients)
 
 
 def bound_for(constants: Constants, algorithm: str) -> tuple[float, dict[str, float], str]:
@@ -101,14 +131,18 @@ def constants_from_json(
     JSON of ``perfedavg reproduce constants``, or TOML): a constant that was not estimated
     (``null``) is *missing* (NaN), named in the returned notes, and every bound term that needs
     it is NaN, never a number computed with a made-up 0.  The run's α, β, δ, τ, K, r, D, D', D''
-    come from ``config`` (a run-config dict), K replaced by ``K`` when given.  The lemmas assume
+    come from ``config`` (a run-config dict), K replaced by ``K`` when given, r by the fraction of
+    the file's n users that the run samples (:func:`sampled_fraction`; a note says when it differs).  The lemmas assume
     α ≤ 1/L; when the run's α exceeds 1/L of the estimated L (the paper's α = 0.01 does on a
     trained MNIST model) the bound is evaluated with α clipped to 1/L and a note says so.
     Returns ``(constants, notes)``.
     """
-    run = algorithm_constants(config, K)
+    n = Constants.from_file(path, {"alpha": 0.0, "r": 1.0}).n  # the file's users, for the run's r
+    run = algorithm_constants(config, K, n=n)
     probe = Constants.from_file(path, {**run, "alpha": 0.0})  # the estimated L, to check alpha against
     notes = [f"{k} not estimated: terms that need it are not evaluable" for k in sorted(probe.missing)]
+    if participation_note(config["r"], n):
+        notes.append(participation_note(config["r"], n))
     if not math.isfinite(probe.L):
         return probe, notes
     alpha = config["alpha"]

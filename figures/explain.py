@@ -85,14 +85,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 RUN_CONSTANTS = ("alpha", "beta", "delta", "tau", "K", "r", "D", "D1", "D2")
 
 
-def task_constants(name: str, overrides: Sequence[str] = (), flags: dict[str, float] | None = None) -> Constants:
+def task_constants(
+    name: str, overrides: Sequence[str] = (), flags: dict[str, float] | None = None, notes: list[str] | None = None
+) -> Constants:
     r"""The constants of ``perfedavg bounds --task NAME``: the synthetic task's exact ones
     (:func:`figures.bounds.constants_for_config`) for the run ``perfedavg run --set task=NAME`` with
     ``overrides`` (``--set``) and the run options among ``flags`` (α, β, δ, τ, K, r, D, D', D''),
-    then the remaining ``flags`` replacing any problem constant."""
+    then the remaining ``flags`` replacing any problem constant.  ``notes`` (when given) receives the
+    line saying that r is the fraction the run samples, when that is not the configured r."""
     from perfedavg.runs.registry import TASKS
 
-    from .bounds import constants_for_config  # torch
+    from .bounds import config_participation_note, constants_for_config  # torch
 
     if name in TASKS and not TASKS[name].startswith("synthetic."):
         raise UsageError(
@@ -111,6 +114,8 @@ def task_constants(name: str, overrides: Sequence[str] = (), flags: dict[str, fl
             f"task {name!r} has no exact constants: estimate them with `perfedavg reproduce constants` "
             "and pass --constants FILE.json"
         )
+    if notes is not None and config_participation_note(cfg.to_dict()):
+        notes.append(config_participation_note(cfg.to_dict()))
     return constants.replace(**flags) if flags else constants
 
 
@@ -231,7 +236,7 @@ def run_line(directory: str, config: dict[str, Any], constants: Constants, recor
 
 
 def main(args: argparse.Namespace) -> int:
-    from .bounds import constants_for_config, constants_from_json  # torch
+    from .bounds import config_participation_note, constants_for_config, constants_from_json  # torch
 
     records: list[dict[str, Any]] | None = None
     if args.run:
@@ -259,15 +264,15 @@ def main(args: argparse.Namespace) -> int:
         try:
             constants = constants_for_config(config)
         except UsageError as exc:
-            raise UsageError(
-                f"the task's exact constants give no valid Constants ({exc}); pass --constants FILE.json"
-            ) from None
+            raise UsageError(f"the derived bound does not cover this run's options: {exc}") from None
         if constants is None:
             raise UsageError(
                 f"task {config['task']['name']!r} has no exact constants: pass --constants FILE.json "
                 "(e.g. from empirical/constants.py)"
             )
         notes.append("exact constants of the synthetic task (gamma_G, gamma_H from its total variation)")
+        if config_participation_note(config):
+            notes.append(config_participation_note(config))
     if records is not None:
         print(run_line(args.run, config, constants, records))
         print()

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from perfedavg.errors import UsageError
+from perfedavg.errors import Interrupted, UsageError
 from perfedavg.words import HelpFormatter, closest
 
 #: subcommand name -> module that defines ``register(subparsers)``
@@ -63,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _task_constants(name: str, overrides: list[str], flags: dict[str, float]):
+def _task_constants(name: str, overrides: list[str], flags: dict[str, float], notes: list[str] | None = None):
     """``perfedavg bounds --task NAME``'s constants (:func:`figures.explain.task_constants`; torch)."""
     from figures.explain import task_constants
 
-    return task_constants(name, overrides, flags)
+    return task_constants(name, overrides, flags, notes)
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except UsageError as exc:
         print(f"perfedavg: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:  # stopped by a signal where it can resume: what is kept, how to go on
+        print(f"perfedavg: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("perfedavg: interrupted", file=sys.stderr)

@@ -23,6 +23,15 @@ class RunFailed(UsageError):
     exit_code = 1
 
 
+class Interrupted(Exception):
+    """Work stopped by SIGINT or SIGTERM where it can resume: one line on stderr saying what is kept and how
+    to continue, exit status 128 + the signal's number, as ``perfedavg run`` does."""
+
+    def __init__(self, signum: int, message: str):
+        self.exit_code = 128 + int(signum)
+        super().__init__(" ".join(str(message).split()))
+
+
 class Diverged(Exception):
     """A run produced a NaN or infinite loss or parameter."""
 

@@ -113,11 +113,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     return p
 
 
-def constants_from_args(args: argparse.Namespace) -> Constants:
+def constants_from_args(args: argparse.Namespace, notes: list[str] | None = None) -> Constants:
     r"""A validated :class:`Constants` from ``--constants`` (TOML or the constants JSON,
     :meth:`Constants.from_file`; unestimated constants are missing, NaN), or from ``--task`` (a
     synthetic task's exact constants, through ``args.task_constants``, which the top-level command
-    line provides: theory builds no task), and the per-field flags (flags win)."""
+    line provides: theory builds no task; it adds to ``notes`` the line saying that r is the fraction
+    of users a run samples, m/n with m = floor(r n), when that is not the configured r), and the
+    per-field flags (flags win)."""
     flags = {name: getattr(args, f"c_{name}") for name in _RULES if getattr(args, f"c_{name}", None) is not None}
     task = getattr(args, "task", None)
     overrides = getattr(args, "overrides", None) or []
@@ -131,7 +133,7 @@ def constants_from_args(args: argparse.Namespace) -> Constants:
         provider = getattr(args, "task_constants", None)
         if provider is None:
             raise UsageError("--task needs the tasks (torch): run it as `perfedavg bounds --task NAME`")
-        constants: Constants = provider(task, overrides, flags)
+        constants: Constants = provider(task, overrides, flags, notes)
         return constants
     if args.constants:
         return Constants.from_file(args.constants, flags)
@@ -181,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{st.key} = {st.latex}\n")
         return 0
 
-    c = constants_from_args(args)
+    notes: list[str] = []
+    c = constants_from_args(args, notes)
     extra = extras_from_args(args)
     # every unknown value: the missing constants and the per-sample twins taken from them
     missing = c.missing | {s for s in c.sample_assumed if SAMPLE_TWINS[s] in c.missing}
@@ -225,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             "constants": {k: _json_num(v) for k, v in c.as_dict().items()},
             "missing": sorted(c.missing),
             "per_sample_assumed": list(c.sample_assumed),
+            "notes": notes,
             "extra": extra,
             "lemmas": {
                 k: [
@@ -262,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         "constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING" for k, v in c.as_dict().items())
     )
+    for note in notes:
+        print(f"note: {note}")
     if missing:
         print(f"missing (not estimated): {', '.join(sorted(c.missing))}: every value that needs them is not evaluable")
     if c.sample_assumed:

@@ -16,7 +16,8 @@ class StopOnSignal:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, after: str = "this round") -> None:
+        self.after = after  # where the work stops, for the message
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -31,7 +32,7 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.signum = signum
         print(
-            f"\nperfedavg: {signal.Signals(signum).name} received: stopping after this round "
+            f"\nperfedavg: {signal.Signals(signum).name} received: stopping after {self.after} "
             "(send it again to stop at once)",
             file=sys.stderr,
             flush=True,

@@ -1,0 +1,131 @@
+"""Paths a new user took that ran but reported wrongly or refused without cause: a run's participation in
+its bound, the speed sweep's timing after a resume and on SIGTERM, the sweep's refusals (before writing
+anything, naming the real cause), and ``run --resume`` of a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from perfedavg.cli import main
+
+
+def sets(items: list[str]) -> list[str]:
+    return [x for item in items for x in ("--set", item)]
+
+
+# ----------------------------------------------------------------------------- the participation r = m/n
+#: r = 0.125 of the softmax task's 20 users: r*n = 2.5, the engine samples floor(2.5) = 2, i.e. r = 0.1
+R_CONFIGURED, R_SAMPLED = 0.125, 0.1
+#: a tiny run of the default (softmax, 20 users) task at that r
+SHORT = ["K=2", "eval_every=1", f"r={R_CONFIGURED}"]
+
+
+def bounds_json(argv: list[str], capsys) -> dict:
+    assert main(["bounds", "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bounds_task_uses_the_users_a_round_samples(capsys):
+    """``bounds --task softmax --r 0.125`` is evaluated for the 2 of 20 users a run samples, exactly as
+    ``--r 0.1``, and says so in one note; a whole r*n gives no note."""
+    got = bounds_json(["--task", "softmax", "--r", str(R_CONFIGURED)], capsys)
+    want = bounds_json(["--task", "softmax", "--r", str(R_SAMPLED)], capsys)
+    assert got["constants"]["r"] == R_SAMPLED and got["constants"] == want["constants"]
+    assert got["convergence"] == want["convergence"]
+    assert want["notes"] == []
+    assert len(got["notes"]) == 1 and "r = 0.1 (2 of 20)" in got["notes"][0] and "floor(2.5)" in got["notes"][0]
+    assert main(["bounds", "--task", "softmax", "--r", str(R_CONFIGURED)]) == 0
+    text = capsys.readouterr().out
+    assert sum("r = 0.1 (2 of 20)" in line for line in text.splitlines()) == 1
+
+
+def test_explain_a_run_whose_r_n_is_not_whole(tmp_path, capsys):
+    """A run that ``run`` accepts (r*n = 2.5) is explained, its bound for r = 0.1 stated in one line."""
+    from figures.bounds import bound_for, constants_for_config
+    from perfedavg.runs.config import load_run_config
+
+    out = tmp_path / "r0125"
+    assert main(["run", "--no-progress", "--no-plot", "--no-compare", "--out", str(out), *sets(SHORT)]) == 0
+    capsys.readouterr()
+    assert main(["explain", "--run", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert sum("so the bound uses r = 0.1 (2 of 20)" in line for line in text.splitlines()) == 1
+    at_sampled = load_run_config(None, [*SHORT[:-1], f"r={R_SAMPLED}"]).to_dict()
+    bound, _, _ = bound_for(constants_for_config(at_sampled), "hf")
+    assert f"derived bound {bound:.4g} on Phi_K" in text.splitlines()[0]
+
+
+def test_a_refused_bound_names_its_cause_not_a_constants_file(capsys):
+    """``explain --set alpha=5``: alpha > 1/L is the cause; no --constants file can change it."""
+    assert main(["explain", "--set", "alpha=5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "alpha" in err and "1/L" in err and "--constants" not in err, err
+
+
+# ----------------------------------------------------------------------------- the speed sweep's record
+#: seconds are printed to 0.01 and seconds per run to 0.0001: seconds / 4 and seconds_per_run agree to
+#: half of each unit (0.005 / 4 + 0.00005)
+PRINTED_PER_RUN = 0.005 / 4 + 5e-5
+
+
+def _tiny_grid(K: int = 50) -> list:
+    """Three quick configurations standing in for the 100 of :func:`synthetic.speed.speed_grid`."""
+    from synthetic import rates
+
+    base = {"K": 3, "tau": 2, "r": 0.2, "alpha": 1.0, "D": 5, "D1": 5, "D2": 5}
+    return [
+        rates._config({**base, "beta": b, "task": {"name": "logistic", "dim": 3, "h": 0.5}}) for b in (0.1, 0.2, 0.4)
+    ]
+
+
+def test_speed_sweep_stops_on_sigterm_in_one_line_and_times_only_what_it_ran(tmp_path, capsys, monkeypatch):
+    """SIGTERM after the first configuration: exit 143 and ``run``'s one line (what is kept, the command that
+    continues); the resumed sweep counts runs, times the runs it ran, and does not judge the 10-minute
+    target on part of the sweep."""
+    from synthetic import speed
+
+    monkeypatch.setattr(speed, "speed_grid", _tiny_grid)
+    real = speed.run_sweep
+    calls = []
+
+    def then_sigterm(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(speed, "run_sweep", then_sigterm)
+    out = tmp_path / "speed"
+    argv = ["check", "--speed-sweep", str(out), "--seeds", "2", "--no-progress"]
+    assert main(argv) == 128 + signal.SIGTERM
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(calls) == 1
+    last = captured.err.strip().splitlines()[-1]
+    assert last == (
+        f"perfedavg: interrupted by SIGTERM (1 of 3 configurations finished); "
+        f"continue with: perfedavg check --speed-sweep {out}"
+    )
+    monkeypatch.setattr(speed, "run_sweep", real)
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["runs"], record["already_finished"], record["ran"]) == (6, 2, 4)
+    assert record["seconds_per_run"] == pytest.approx(record["seconds"] / 4, abs=PRINTED_PER_RUN)
+    assert record["under_10_minutes"] is None and record["estimated_seconds"] > 0 and "2 of 6" in record["note"]
+    full = speed.speed_sweep(tmp_path / "fresh", seeds=2, progress=False)
+    assert (full["already_finished"], full["ran"]) == (0, 6)
+    assert full["under_10_minutes"] is True and full["estimated_seconds"] is None and full["note"] == ""
+
+
+def test_a_finished_speed_sweep_runs_nothing_and_times_nothing(tmp_path, monkeypatch):
+    from synthetic import speed
+
+    monkeypatch.setattr(speed, "speed_grid", _tiny_grid)
+    speed.speed_sweep(tmp_path, seeds=2, progress=False)
+    again = speed.speed_sweep(tmp_path, seeds=2, progress=False)
+    assert (again["already_finished"], again["ran"], again["seconds"]) == (6, 0, 0.0)
+    assert again["seconds_per_run"] is None and again["under_10_minutes"] is None
