@@ -71,3 +71,30 @@ def test_the_whole_first_run_beats_round_0_and_fedavg_on_every_seed():
         accuracy = [r["personalized_accuracy"] for r in records]
         assert min(accuracy) >= accuracy[0] and accuracy[-1] > accuracy[0] + 0.02, (seed, data_seed, accuracy)
         assert accuracy[-1] > fedavg[-1]["global_accuracy"], (seed, data_seed)
+
+
+def test_a_synthetic_run_uses_one_thread_and_restores_the_callers(tmp_path, monkeypatch):
+    """Synthetic tasks' runs use one torch thread (their matrices are too small to share: a second thread only
+    slows them, many times over on a busy machine); --threads overrides it, and the caller's count comes back."""
+    import torch
+
+    from perfedavg.runs import runner
+
+    seen = []
+    real = runner.run_config
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("perfedavg.runs.cli.run_config", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        base = ["run", "--set", "K=2", "--set", "eval_every=2", "--no-progress", "--no-plot", "--no-compare"]
+        assert main([*base, "--out", str(tmp_path / "a")]) == 0
+        assert main([*base, "--threads", "2", "--out", str(tmp_path / "b")]) == 0
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert main(["run", "--threads", "-1"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 from dataclasses import MISSING, fields
@@ -13,6 +14,7 @@ from perfedavg.runs.config import FIRST_RUN, dumps_toml, load_run_config
 from perfedavg.runs.registry import TASKS, task_spec
 from perfedavg.runs.resume import load_resume_config
 from perfedavg.runs.runner import run_config
+from perfedavg.runs.threads import threads_for, torch_threads
 from perfedavg.words import fill_block
 
 
@@ -138,9 +140,27 @@ def register(sub) -> None:
         "made for Per-FedAvg on a synthetic task)",
     )
     parser.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="torch threads for the run (0: one per core) [default: 1 for a synthetic task, whose matrices are too "
+        "small to share; one per core for MNIST / CIFAR-10]",
+    )
+    parser.add_argument(
         "--list-tasks", action="store_true", help="list every task with its options, defaults and ranges, and exit"
     )
     parser.set_defaults(func=main)
+
+
+def _threads(text: str) -> int:
+    """``--threads N``: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--threads {text}: must be a whole number >= 0 (0: one per core)")
+    return value
 
 
 def _resume_dir(args) -> str | None:
@@ -168,6 +188,12 @@ def main(args) -> int:
     else:
         cfg = load_run_config(args.config, args.overrides)
     out = resume_dir or args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
+    with torch_threads(threads_for(cfg.task["name"], args.threads)):
+        return _run_and_report(args, cfg, out, resume_dir)
+
+
+def _run_and_report(args, cfg, out: str, resume_dir: str | None) -> int:
+    """Run ``cfg`` into ``out`` and print how it ended (:func:`main`'s exit statuses)."""
     result = run_config(
         cfg, out, resume=resume_dir is not None, force=args.force, progress=not args.no_progress, plot=not args.no_plot
     )
