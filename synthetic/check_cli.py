@@ -116,6 +116,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The check, with one torch thread except for the rate table and the speed sweep (their batched runs and
+    sweep workers choose their own): the lemma, witness, mutation, new-user and tightness checks compute on
+    tensors too small to share between threads (perfedavg.runs.threads)."""
+    from perfedavg.runs.threads import SYNTHETIC_THREADS, torch_threads
+
+    many = args.rates or args.speed_sweep is not None
+    with torch_threads(None if many else SYNTHETIC_THREADS):
+        return _check(args)
+
+
+def _check(args: argparse.Namespace) -> int:
     if args.samples < 100:
         raise UsageError(f"--samples={args.samples} is out of range: must be >= 100")
     if args.seeds is not None and args.seeds < 2:
