@@ -19,10 +19,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check",
         help="measure every lemma on synthetic tasks with exact constants and compare with its bound",
         description=(
-            "Without --rates: one row per statement of docs/paper.md §4/§6 (theory/): task, statement, provenance, "
-            "measured value (with a 99.7% Monte Carlo interval where sampled), bound, ratio = measured/bound, "
-            "HOLDS/FAILS and margin = bound / upper end of the interval, on the default synthetic tasks "
-            "(logistic, nonconvex, softmax). Exit status 1 if a 'derived' or 'sure' statement FAILS; a "
+            "Without --rates: one row per statement of docs/paper.md §4/§6 (theory/) and point measured: task, "
+            "the step size α of the point (a statement is measured at two, or along a run), statement, provenance, "
+            "measured value, high = the upper end of its 99.7% Monte Carlo interval (the value itself where "
+            "exact), bound, HOLDS/FAILS (HOLDS iff high <= bound) and margin = bound / high, on the default "
+            "synthetic tasks (logistic, nonconvex, softmax); --json adds the ratio measured/bound and each point. "
+            "Exit status 1 if a 'derived' or 'sure' statement FAILS; a "
             "failing 'recalled' statement is printed as a finding (exit 0). Beside them, the witnesses: tiny tasks "
             "where each derived bound is attained within a factor 2, measured exactly (theory/DERIVATIONS.md, "
             "'Witnesses'), each statement's witness margins printed beside its smallest margin on the default tasks. "
@@ -35,9 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "PASS / FAIL / INCONCLUSIVE, plus the derived explicit bound checked "
             "against the measured (1/(tau K)) sum ||grad F(w_bar)||^2 at every K (and FedAvg's own bound against "
             "FedAvg's (1/(tau K)) sum ||grad f(w_bar)||^2); runs land in --out. "
-            "On two CPU cores a plain check takes a minute or two, --rates (quick) a few minutes, and "
-            "--rates --full an hour or more (40 mixing times per floor, 4-5 points per row, 5 seeds); every "
-            "--rates run is resumable: rerun the same command to continue. "
+            "How long each takes, and on what load, is in the README's table 'What it measures, and how long it "
+            "takes' (--rates --full: an hour or more on two cores: 40 mixing times per floor, 4-5 points per row, "
+            "5 seeds); every --rates run is resumable: rerun the same command to continue. "
             "With --speed-sweep [DIR]: the 100 configurations x 5 seeds logistic sweep (progress bar, "
             "resumable), printing one JSON timing record."
         ),
@@ -71,8 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--tightness",
         action="store_true",
         help="print the worst-case and the data-dependent bound on Phi_K beside the measured Phi_K on every "
-        "stochastic Phi_K row and the noise-free drift rows, with both factors (about ten minutes on a busy "
-        "2-core machine; --seeds S sets the seeds of every stochastic row, default 5; --json for JSON); exit 1 "
+        "stochastic Phi_K row and the noise-free drift rows, with both factors (--seeds S sets the seeds of "
+        "every stochastic row [default: 5]; --json for JSON); exit 1 "
         "if a data-dependent bound lies below its measurement",
     )
     parser.add_argument(
@@ -166,7 +168,7 @@ def _check(args: argparse.Namespace) -> int:
 
         return main_mutations(args)
     from .checks import run_checks  # torch
-    from .rows import format_table, summary
+    from .rows import LEGEND, format_table, summary
     from .witnesses import format_witnesses, witness_rows, wrap_line
 
     rows = run_checks(samples=args.samples, show_progress=not args.no_progress)
@@ -183,6 +185,7 @@ def _check(args: argparse.Namespace) -> int:
         )
     else:
         print(format_table(rows))
+        print(LEGEND)
         print()
         derived = [r for r in rows if r.provenance == "derived"]
         print(

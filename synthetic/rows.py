@@ -10,6 +10,8 @@ statement (:mod:`synthetic.mutations`) is judged on the same measurements.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -162,21 +164,54 @@ def judge(records: list[Record], statements: Statements | None = None) -> list[R
 
 #: the text table's width: a terminal's; the points where each row was measured are in --json
 TABLE_WIDTH = 100
+#: the step-size tag of a row's point (``alpha=0.25/L`` in its ``where``); none: the statement holds at any α
+_ALPHA = re.compile(r"alpha=((?:[^,\s()]|\([^)]*\))+)")
+
+#: the lines under the table that say what its columns mean
+LEGEND = (
+    "α: the inner step at the row's point (any: the statement does not depend on it). along a run: the\n"
+    "worst averaged model w̄ of short Per-FedAvg runs. high: upper end of the 99.7% Monte Carlo interval\n"
+    "of the measured value (the value itself where exact); HOLDS iff high <= bound; margin = bound/high."
+)
+
+
+def _num(x: float, digits: int, width: int) -> str:
+    """``x`` to ``digits`` significant digits with a short exponent (``6.252e-6``, ``1.33e5``), in scientific
+    notation where the plain one is wider than ``width`` (``9.396e-4`` for 0.0009396)."""
+
+    def short(text: str) -> str:
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}e{int(exponent)}" if e else text
+
+    text = short(f"{x:.{digits}g}")
+    return text if len(text) <= width or not math.isfinite(x) else short(f"{x:.{digits - 1}e}")
+
+
+def alpha_tag(where: str) -> str:
+    """The row's step size as the table prints it: ``0.25/L`` for ``alpha=0.25/L``, ``any`` where the point
+    names none (an α-independent statement)."""
+    match = _ALPHA.search(where)
+    return match.group(1) if match else "any"
 
 
 def format_table(rows: list[Row]) -> str:
-    """Text table, at most :data:`TABLE_WIDTH` columns: task, statement, provenance, measured, the upper end
-    of its interval (``high``; the measured value itself where exact), bound, verdict and margin = bound / high."""
+    """Text table, at most :data:`TABLE_WIDTH` columns: task, the step size α of the row's point (the same
+    statement appears once per α), statement, provenance, measured, the upper end of its interval (``high``;
+    the measured value itself where exact), bound, verdict and margin = bound / high (:data:`LEGEND`)."""
     head = (
-        f"{'task':9s} {'statement':30s} {'prov.':8s} {'measured':>10s} {'high':>10s} {'bound':>10s} "
-        f"{'verdict':7s} {'margin':>8s}"
+        f"{'task':9s} {'α':7s} {'statement':26s} {'prov.':8s} {'measured':>8s} {'high':>8s} {'bound':>8s} "
+        f"{'verdict':7s} {'margin':>7s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        statement = r.statement.removesuffix(f" [{r.provenance}]")  # the provenance has its own column
+        # the provenance has its own column; a trajectory row's suffix reads as words
+        statement = r.statement.replace(f" [{r.provenance}]", "").replace(" along run", " along a run")[:26]
+        # a combining mark (the tilde of ∇̃) takes no column: pad by what the terminal shows
+        shown = 26 + sum(unicodedata.combining(c) > 0 for c in statement)
         lines.append(
-            f"{r.task[:9]:9s} {statement[:30]:30s} {r.provenance[:8]:8s} {r.measured:10.4g} {r.high:10.4g} "
-            f"{r.bound:10.4g} {r.verdict:7s} {r.margin:8.3g}"
+            f"{r.task[:9]:9s} {alpha_tag(r.where)[:7]:7s} {statement:{shown}s} {r.provenance[:8]:8s} "
+            f"{_num(r.measured, 4, 8):>8s} {_num(r.high, 4, 8):>8s} {_num(r.bound, 4, 8):>8s} {r.verdict:7s} "
+            f"{_num(r.margin, 3, 7):>7s}"
         )
     assert max(map(len, lines)) <= TABLE_WIDTH
     return "\n".join(lines)

@@ -230,3 +230,55 @@ def test_check_json_lists_the_rows(monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [r["provenance"] for r in out["rows"]] == ["derived", "recalled"] and out["row_count"] == 2
     assert len(out["findings"]) == 1 and not out["errors"]
+
+
+def test_check_table_tells_repeated_rows_apart_and_agrees_with_its_help(monkeypatch, capsys):
+    """The same statement measured at two step sizes, and along a run, prints three different lines (the α
+    column and 'along a run'); every column of the table is one the help describes, 'high' is explained under
+    the table, and the help promises no column the table lacks (a 'ratio' the text table does not print)."""
+    import argparse
+    import dataclasses
+
+    from synthetic import check_cli
+
+    base = _row("derived", 0.5, 0.4, 0.6)
+    rows = [
+        dataclasses.replace(base, where="alpha=0.25/L, point 0"),
+        dataclasses.replace(base, where="alpha=1/L, point 0"),
+        dataclasses.replace(
+            base, statement="toy statement [derived] along run", where="trajectory: 2 seeds x 9 points (alpha=0.25/L)"
+        ),
+    ]
+    status, out, _ = _check_exit(monkeypatch, capsys, rows)
+    assert status == 0
+    lines = [line for line in out.splitlines() if line.startswith("toy ")]
+    assert len(lines) == 3 and len(set(lines)) == 3, lines
+    assert "0.25/L" in lines[0] and "1/L" in lines[1] and "along a run" in lines[2] and "[derived]" not in lines[2]
+    assert "upper end of the 99.7% Monte Carlo interval" in out
+    parser = argparse.ArgumentParser()
+    check_cli.register(parser.add_subparsers())
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["check"].description.split())
+    header = out.splitlines()[0].split()
+    assert header == ["task", "α", "statement", "prov.", "measured", "high", "bound", "verdict", "margin"]
+    for word in ("task", "step size α", "statement", "provenance", "measured", "high", "bound", "HOLDS", "margin"):
+        assert word in help_text, word
+    assert "high = the upper end" in help_text and "ratio = measured/bound" not in help_text
+
+
+def test_check_help_leaves_durations_to_the_readme_table():
+    """Durations depend on the machine and its load: ``check --help`` states none (but --full's warning of an
+    hour or more) and points to the README's table, where each one is measured with the load it was taken at."""
+    import argparse
+    import re
+
+    from synthetic import check_cli
+
+    parser = argparse.ArgumentParser()
+    check_cli.register(parser.add_subparsers())
+    check = parser._subparsers._group_actions[0].choices["check"]
+    text = " ".join((check.description + " " + " ".join(a.help or "" for a in check._actions)).split())
+    # the --mutations sentence is another part's (its own duration stays with it)
+    text = re.sub(r"With --mutations:.*?(?=With --rates:)", "", text)
+    durations = re.findall(r"\b(?:[\w-]+ ){0,2}(?:seconds?|minutes?|hours?)\b(?: or \w+)?", text)
+    assert [d for d in durations if d != "an hour or more"] == [], durations
+    assert "README" in text and "how long it takes" in text
