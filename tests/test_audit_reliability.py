@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +131,91 @@ def test_a_finished_speed_sweep_runs_nothing_and_times_nothing(tmp_path, monkeyp
     again = speed.speed_sweep(tmp_path, seeds=2, progress=False)
     assert (again["already_finished"], again["ran"], again["seconds"]) == (6, 0, 0.0)
     assert again["seconds_per_run"] is None and again["under_10_minutes"] is None
+
+
+# ----------------------------------------------------------------------------- sweep: refusals before writing
+#: one tiny unit: a sweep whose runs exist is built by writing their config.toml, nothing is trained
+SWEEP = """
+K = 6
+r = 0.5
+D = 5
+D1 = 5
+D2 = 5
+
+[task]
+name = "softmax"
+n_clients = 4
+dim = 3
+classes = 2
+support = 20
+
+[sweep]
+seeds = 1
+
+[sweep.grid]
+alpha = [0.01]
+"""
+
+
+def _sweep_with_a_run(tmp_path: Path, copy: str | None) -> tuple[Path, Path]:
+    """A sweep file and an --out holding its one run's config.toml (as a run of that sweep leaves it), and
+    ``copy`` as the sweep.toml the last sweep there left (None: none)."""
+    from perfedavg.runs import rundir
+    from perfedavg.sweep.spec import RUNS, SWEEP_COPY, expand, load_sweep
+
+    path, out = tmp_path / "s.toml", tmp_path / "out"
+    path.write_text(SWEEP)
+    (unit,) = expand(load_sweep(path))
+    (out / RUNS / unit.name).mkdir(parents=True)
+    rundir.write_config(out / RUNS / unit.name, dict(unit.config))
+    if copy is not None:
+        (out / SWEEP_COPY).write_text(copy)
+    return path, out
+
+
+@pytest.mark.parametrize(
+    "copy, edit, overrides, cause",
+    [
+        (SWEEP, None, ["K=4"], "the sweep file is the one last run there: the --set overrides differ"),
+        (SWEEP, "K = 4", [], "the sweep file changed since the last sweep there"),
+        (None, None, ["K=4"], "the sweep file or its --set overrides changed"),
+    ],
+)
+def test_a_sweep_of_another_config_names_what_changed(tmp_path, capsys, copy, edit, overrides, cause):
+    """The README's ``--set K=300`` on the same --out: the file did not change, --set did, and the refusal
+    says which (from the copy of the sweep file the last sweep there left)."""
+    path, out = _sweep_with_a_run(tmp_path, copy)
+    if edit is not None:
+        path.write_text(SWEEP.replace("K = 6", edit))
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run", *sets(overrides)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"another config than this sweep's ({cause})" in err, err
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == (0 if edit is None else 2)
+
+
+def test_the_readme_sweep_lines_work_in_sequence():
+    """Every ``perfedavg sweep`` line of the README, in order: one that changes the base (--set) on the --out
+    of a line before it with other overrides would be refused (previous test), unless it says --force."""
+    import itertools
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [shlex.split(line.split("#", 1)[0]) for line in text.splitlines() if line.startswith("perfedavg sweep ")]
+    assert sum("--set" in argv for argv in lines) >= 1 and len(lines) >= 4
+    seen: dict[str, tuple[str, ...]] = {}  # --out -> the --set overrides of the runs there
+    for argv in lines:
+        out = argv[argv.index("--out") + 1]
+        overrides = tuple(v for flag, v in itertools.pairwise(argv) if flag == "--set")
+        if "--dry-run" not in argv and "--force" not in argv:
+            assert seen.setdefault(out, overrides) == overrides, argv
+
+
+def test_a_ray_sweep_without_ray_writes_nothing_and_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    path = tmp_path / "s.toml"
+    path.write_text(SWEEP)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--backend", "ray", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install -e '.[ray]'" in err and "perfedavg[ray]" not in err, err
+    assert not out.exists()

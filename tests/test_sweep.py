@@ -180,7 +180,7 @@ def test_ray_backend_without_ray_is_a_usage_error(monkeypatch, tmp_path):
     from perfedavg.sweep.backends import RayBackend
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
-    with pytest.raises(UsageError, match=r"pip install 'perfedavg\[ray\]'"):
+    with pytest.raises(UsageError, match=r"pip install -e '\.\[ray\]'"):
         RayBackend(workers=1, threads=1, address=None)
 
 
@@ -302,7 +302,7 @@ def test_changed_sweep_is_refused_unless_forced(tmp_path):
         backend=_InProcess(lambda u, r, a: execute_unit(u, r)),
     )
     changed = _units(tmp_path, SMALL.replace("K = 6", "K = 4"))
-    with pytest.raises(UsageError, match="another config than the sweep's"):
+    with pytest.raises(UsageError, match="another config than this sweep's"):
         plan(changed, tmp_path / "out")
     assert plan(changed, tmp_path / "out", force=True)[changed[0].name] == "restart"
 

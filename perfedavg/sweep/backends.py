@@ -277,20 +277,27 @@ def _loopback_only(ray: Any) -> Any:
             os.environ[LOCAL_RAY_SWITCH] = saved_env
 
 
+#: how this project installs Ray: its optional extra, from the checkout (``make setup-test`` installs it too)
+RAY_INSTALL = "pip install -e '.[ray]' in the checkout (or make setup-test)"
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or one :class:`UsageError` saying how to install it (checked before a sweep
+    writes anything)."""
+    try:
+        import ray  # the optional extra: only a Ray sweep needs it
+    except ImportError:
+        raise UsageError(f"--backend ray needs Ray, an optional extra: {RAY_INSTALL}") from None
+    return ray
+
+
 class RayBackend:
     """The same units as Ray tasks (module docstring)."""
 
     name = "ray"
 
     def __init__(self, workers: int | None, threads: int, address: str | None):
-        try:
-            import ray  # the optional extra: only a Ray sweep needs it
-        except ImportError:
-            raise UsageError(
-                "--backend ray needs Ray, an optional extra: pip install 'perfedavg[ray]' "
-                "(or pip install 'ray[default]')"
-            ) from None
-
+        ray = require_ray()
         self.ray, self.threads = ray, threads
         self.owns = not ray.is_initialized()
         if self.owns:

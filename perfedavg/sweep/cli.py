@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("local", "ray"),
         default="local",
         help="local: a process pool on this machine (default); ray: Ray tasks on the cluster "
-        "given by --address, or on a Ray instance started here (needs `pip install perfedavg[ray]`)",
+        "given by --address, or on a Ray instance started here (needs Ray: pip install -e '.[ray]')",
     )
     parser.add_argument(
         "--workers",
@@ -123,16 +123,21 @@ def main(args: argparse.Namespace) -> int:
     spec = load_sweep(args.file, args.overrides)
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.file).stem
     units = expand(spec)
-    if not args.dry_run:  # after the sweep file's own checks: a bad file leaves no empty folder behind
-        output_dir(out, "--out")
 
     # the runner (worker) and the backends (scheduler) bring torch: loaded when a sweep runs, not at --help
     from perfedavg.sweep.worker import plan
 
+    # every check before anything is written: a bad file, a run of another config, a missing backend
+    actions = plan(units, out, force=args.force, sweep_file=args.file)
     if args.dry_run:
-        print_plan(units, plan(units, out, force=args.force), out)
+        print_plan(units, actions, out)
         return 0
+    from perfedavg.sweep.backends import require_ray
     from perfedavg.sweep.scheduler import SweepOptions, run_sweep
+
+    if args.backend == "ray":
+        require_ray()
+    output_dir(out, "--out")
 
     options = SweepOptions(
         backend=args.backend,

@@ -168,7 +168,7 @@ def run_sweep(
     tests use it to drive the scheduler without processes."""
     out = Path(out)
     started = time.perf_counter()
-    actions = plan(units, out, options.force)
+    actions = plan(units, out, options.force, sweep_file)
     (out / RUNS).mkdir(parents=True, exist_ok=True)
     if sweep_file is not None:
         rundir.atomic_write_bytes(out / SWEEP_COPY, Path(sweep_file).read_bytes())

@@ -33,7 +33,7 @@ from perfedavg.runs import rundir
 from perfedavg.runs.config import build_config
 from perfedavg.runs.runner import run_config
 from perfedavg.runs.status import is_done, read_summary, same_config
-from perfedavg.sweep.spec import RUNS, Unit
+from perfedavg.sweep.spec import RUNS, SWEEP_COPY, Unit
 
 #: test hook: path of a token file; the first worker that claims it (deletes it) kills itself
 #: with SIGKILL right after its run's first checkpoint is written
@@ -45,9 +45,10 @@ KILL_POINTS_HOOK = "PERFEDAVG_SWEEP_KILL_POINTS"
 TEST_HOOKS = (KILL_HOOK, KILL_POINTS_HOOK)
 
 
-def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
+def plan(units: list[Unit], out: Path, force: bool = False, sweep_file: str | Path | None = None) -> dict[str, str]:
     """What a sweep run would do with each unit: ``skip`` (done), ``resume`` (has a
-    checkpoint), ``start``, or ``restart`` (saved config differs; only with ``force``)."""
+    checkpoint), ``start``, or ``restart`` (saved config differs; only with ``force``; without it,
+    a :class:`UsageError` that says what changed, :func:`config_change`, reading nothing else)."""
     actions = {}
     for unit in units:
         run_dir = Path(out) / RUNS / unit.name
@@ -55,8 +56,8 @@ def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
         if config_file.exists() and not same_config(run_dir, dict(unit.config)):
             if not force:
                 raise UsageError(
-                    f"{run_dir} holds a run with another config than the sweep's (the sweep file changed?): use "
-                    "another --out, or --force to restart such runs"
+                    f"{run_dir} holds a run with another config than this sweep's "
+                    f"({config_change(out, sweep_file)}): use another --out, or --force to restart such runs"
                 )
             actions[unit.name] = "restart"
             continue
@@ -68,6 +69,18 @@ def plan(units: list[Unit], out: Path, force: bool = False) -> dict[str, str]:
         else:
             actions[unit.name] = "start"
     return actions
+
+
+def config_change(out: Path, sweep_file: str | Path | None) -> str:
+    """What made a run in ``out`` differ from this sweep's config, as far as ``out`` tells: its copy of the
+    sweep file last run there (``sweep.toml``) against ``sweep_file``; the same file means the ``--set``
+    overrides differ (this time's or the last time's)."""
+    copy = Path(out) / SWEEP_COPY
+    if sweep_file is None or not copy.is_file() or not Path(sweep_file).is_file():
+        return "the sweep file or its --set overrides changed"
+    if copy.read_bytes() == Path(sweep_file).read_bytes():
+        return "the sweep file is the one last run there: the --set overrides differ"
+    return "the sweep file changed since the last sweep there"
 
 
 def _arm_kill_points(unit: Unit) -> None:
