@@ -36,6 +36,12 @@ DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 RECALLED_RANGE = 5.0
 
 
+def recalled_label(method: str, accuracy: float) -> str:
+    """The legend entry of a recalled Table 1 magnitude: docs/paper.md §7 recalls the magnitudes but not the row
+    (α, τ) they come from, so the label says so (they are drawn on the largest-α row, :func:`chosen_row`)."""
+    return f"{algorithm_label(method)}: paper's {accuracy:g}% ±{RECALLED_RANGE:g} [recalled, α unknown]"
+
+
 def chosen_row(table: dict, dataset: str) -> dict:
     """The Table 1 row a figure shows for ``dataset``: the largest α (then τ), where the adaptation step, and so
     personalization, matters most (figures 5 and 6 use the same row)."""
@@ -124,7 +130,7 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
                     color=color,
                     linestyle=":",
                     linewidth=1.4,
-                    label=f"{algorithm_label(method)}: paper's {acc:g}% ±{RECALLED_RANGE:g} [recalled]",
+                    label=recalled_label(method, acc),
                 )
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("communication round k")
@@ -152,7 +158,8 @@ def draw(root: Path, out: Path) -> dict[str, Any]:
             f"{DATASET_NAMES.get(ds, ds)} " + "/".join(f"{v:g}" for v in accs.values()) + " % (FedAvg/FO/HF)"
             for ds, accs in RECALLED_ACCURACY.items()
         )
-        + "; docs/paper.md §7). Measured: "
+        + "; docs/paper.md §7, which does not recall the α of the row they come from: drawn on the largest-α "
+        "row for scale only). Measured: "
         + " ".join(_measured_sentence(chosen_row(table, ds), ds, plan["methods"]) for ds in datasets)
     )
     caption = (

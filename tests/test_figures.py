@@ -524,3 +524,25 @@ def test_tutorial_notebook_executes(tmp_path):
     # the dial (section 5): the measured floor rises at least 3x from h = 0 to h = 1 (tests/test_notebook_dial.py)
     rise = re.findall(r"the floor rises ([0-9.]+)x from h = 0 to h = 1", text)
     assert rise and float(rise[0]) >= 3, rise
+
+
+def test_table1_recalled_magnitudes_say_their_alpha_is_not_recalled(tmp_path, monkeypatch):
+    """docs/paper.md §7 recalls Table 1's magnitudes but not the α of their row: the figure draws them on its
+    largest-α panel, so each recalled line's label and the details say that the α is not recalled."""
+    import matplotlib.axes
+
+    from figures import fig5_table1
+
+    labels = []
+    real = matplotlib.axes.Axes.axhline
+
+    def axhline(self, *args, **kwargs):
+        labels.append(kwargs.get("label", ""))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", axhline)
+    _fake_table1(tmp_path / "runs")
+    res = fig5_table1.draw(tmp_path / "runs", tmp_path / "out")
+    recalled = [label for label in labels if "recalled" in label]
+    assert recalled and all("α unknown" in label for label in recalled), recalled
+    assert "does not recall the α" in res["details"]
