@@ -219,3 +219,33 @@ def test_a_ray_sweep_without_ray_writes_nothing_and_says_how_to_install(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install -e '.[ray]'" in err and "perfedavg[ray]" not in err, err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- run --resume of a finished run
+#: a tiny synthetic run (4 users, 2 per round)
+TINY = ["K=3", "tau=2", "r=0.5", "D=4", "D1=4", "D2=4", "eval_every=1"]
+TINY += ["task.n_clients=4", "task.dim=3", "task.support=20", "task.classes=2"]
+
+
+def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys, monkeypatch):
+    from perfedavg.runs import cli as run_cli
+    from perfedavg.runs import rundir
+
+    out = tmp_path / "run"
+    assert main(["run", "--no-progress", "--no-plot", "--no-compare", "--out", str(out), *sets(TINY)]) == 0
+    capsys.readouterr()
+    # another config (--set) is checked as before: refused, nothing written
+    assert main(["run", "--resume", str(out), "--set", "K=5", "--no-progress"]) == 2
+    assert "differs from the checkpoint's in K" in capsys.readouterr().err
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(run_cli, "run_config", no_run)
+    assert main(["run", "--resume", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = out / rundir.SUMMARY
+    assert captured.out == f"{out}: already finished (3 of 3 rounds): nothing to resume; its summary is {summary}\n"
+    assert captured.err == ""
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before

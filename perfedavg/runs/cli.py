@@ -188,8 +188,29 @@ def main(args) -> int:
     else:
         cfg = load_run_config(args.config, args.overrides)
     out = resume_dir or args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
+    finished = _finished_already(resume_dir, cfg) if resume_dir is not None and not args.force else ""
+    if finished:
+        print(finished)
+        return 0
     with torch_threads(threads_for(cfg.task["name"], args.threads)):
         return _run_and_report(args, cfg, out, resume_dir)
+
+
+def _finished_already(out: str, cfg: Any) -> str:
+    """``--resume`` of a run that already finished with this very config: the one line saying so (nothing to
+    run, nothing rewritten), else empty.  A changed config (``--set``) goes on to the resume's own checks."""
+    from pathlib import Path
+
+    from perfedavg.runs.rundir import SUMMARY
+    from perfedavg.runs.status import is_finished, read_summary, same_config
+
+    summary = read_summary(out)
+    if summary is None or not is_finished(summary.get("status")) or not same_config(out, cfg.to_dict()):
+        return ""
+    return (
+        f"{out}: already finished ({summary.get('rounds_completed')} of {cfg.K} rounds): nothing to resume; "
+        f"its summary is {Path(out) / SUMMARY}"
+    )
 
 
 def _run_and_report(args, cfg, out: str, resume_dir: str | None) -> int:
