@@ -28,9 +28,10 @@ DATA_HELP = (
 def register(sub) -> None:
     parser = sub.add_parser(
         "reproduce",
-        help="regenerate the paper's experiments (Table 1) and estimate its constants on real models",
-        description="Regenerate the paper's Table 1 (table1) or estimate the constants of its analysis on a "
-        "run's model (constants). See `perfedavg reproduce table1 --help`.",
+        help="regenerate the paper's experiments (Table 1, personalization) and estimate its constants on real models",
+        description="Regenerate the paper's Table 1 (table1), compare current and new users' accuracy after k = 0, "
+        "1, 5 adaptation steps (personalization), or estimate the constants of its analysis on a run's model "
+        "(constants). See `perfedavg reproduce WHAT --help`.",
     )
     what = parser.add_subparsers(dest="what", metavar="WHAT", parser_class=type(parser))
     what.required = True
@@ -181,7 +182,8 @@ def _register_constants(what) -> None:
         "variance, max over users), sigma_H (per-sample Hessian deviation in operator norm: a Monte-Carlo "
         "estimate), gamma_G (exact), gamma_H (over a random subset of users: an estimate), rho (finite differences "
         "of Hessians along random directions: an estimate). Writes a JSON whose 'constants' table "
-        "theory.constants.Constants reads (max over the rounds; F0_gap is F(w_0), an upper bound since F* >= 0), "
+        "`perfedavg bounds --constants` and `perfedavg explain --constants` read (max over the rounds; F0_gap is "
+        "F(w_0), an upper bound since F* >= 0), "
         "with per-round details and the provenance of every field. Rounds other than 0 and the checkpoint's are "
         "replayed deterministically from the run's config.",
     )

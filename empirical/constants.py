@@ -502,17 +502,17 @@ def document(cfg, task, per_round: list[dict], F0: float, options: EstimateOptio
     not_estimated = [name for name in fields if constants[name] is None]
     if not_estimated:
         check = (
-            f"not checked: {', '.join(not_estimated)} not estimated (null); theory.constants.Constants needs "
-            "every constant (e.g. --rho-directions >= 1 for rho)"
+            f"not checked: {', '.join(not_estimated)} not estimated (null); perfedavg bounds needs every "
+            "constant (e.g. --rho-directions >= 1 for rho)"
         )
     else:
         try:
             Constants.from_dict(constants)
-            check = "accepted by theory.constants.Constants"
+            check = "accepted by perfedavg bounds and explain (every constant in its range)"
         except UsageError as exc:
-            check = f"rejected by theory.constants.Constants: {exc}"
+            check = f"rejected by perfedavg bounds: {exc}"
         except ImportError:  # pragma: no cover - theory/ is part of this repository
-            check = "theory.constants not importable"
+            check = "not checked: the theory package is not importable"
     return {
         "run": str(run_dir) if run_dir is not None else None,
         "task": task.label or task.name,

@@ -74,7 +74,7 @@ def register(sub) -> None:
         help="split a data set over clients; write a table and a picture",
         description="Split a data set over clients with a seeded scheme and write DIR/partition.md "
         "(train / test counts per client and class), DIR/partition.png (heatmap) and DIR/partition.npz "
-        "(index arrays), each written atomically. Schemes: 'paper' (docs/paper.md section 7: half the clients "
+        "(index arrays), each written atomically. Schemes: 'paper' (docs/paper.md §7: half the clients "
         "hold a images of each of classes 0-4, the others a/2 of one of classes 0-4 and 2a of one of "
         "classes 5-9; test split alike with a_test = largest even number <= a*N_test/N_train); "
         "'dirichlet' (class c spread as Dir(concentration), same mix on test); 'classes' (k classes "
@@ -97,8 +97,8 @@ def register(sub) -> None:
         type=float,
         default=None,
         metavar="C",
-        help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, the same as "
-        "task.concentration: partition.DEFAULT_CONCENTRATION)",
+        help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, as the task option "
+        "task.concentration)",
     )
     part.add_argument(
         "--min-size",

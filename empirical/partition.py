@@ -105,8 +105,8 @@ class Partition:
         return int(self.train_counts.shape[1])
 
     def describe(self) -> str:
-        """One line: scheme, parameters, seed, totals."""
-        params = ", ".join(f"{k}={v}" for k, v in self.params)
+        """One line: scheme, parameters, seed, totals (the number of clients once, in words)."""
+        params = ", ".join(f"{k}={v}" for k, v in self.params if k != "num_clients")
         return (
             f"{self.scheme} split ({params}; seed {self.seed}): {self.num_clients} clients, "
             f"{int(self.train_counts.sum())} train / {int(self.test_counts.sum())} test images"

@@ -173,6 +173,7 @@ def test_estimate_at_and_document_feed_theory_constants(setup, tmp_path):
     c = Constants.from_dict(loaded["constants"])
     assert pytest.approx(record["L"]) == c.L and c.F0_gap == 2.0 and c.n == 3
     assert loaded["theory_check"].startswith("accepted")
+    assert "theory." not in loaded["theory_check"] and "Constants" not in loaded["theory_check"]  # user words
     assert set(C.PROVENANCE) <= set(loaded["provenance"])
     # the per-sample gradient bound the HF and TV statements need is exported, not left to default to B
     assert record["B_per_sample"] >= record["B"] and c.B_sample == pytest.approx(record["B_per_sample"])
@@ -194,6 +195,7 @@ def test_skipped_rho_is_null_not_zero(setup, tmp_path):
     assert "rho" in loaded["constants"] and loaded["constants"]["rho"] is None
     assert loaded["not_estimated"] == ["rho"] and loaded["provenance"]["rho"] == "not estimated"
     assert loaded["theory_check"].startswith("not checked") and "rho" in loaded["theory_check"]
+    assert "theory." not in loaded["theory_check"] and "Constants" not in loaded["theory_check"]  # user words
     assert loaded["constants"]["L"] == pytest.approx(record["L"])
 
 

@@ -267,3 +267,11 @@ def test_any_split_is_disjoint_or_refused(counts, test_counts, scheme, n, seed):
     assert_disjoint_and_consistent(part, y_train, y_test)
     if scheme == "paper":
         np.testing.assert_array_equal(part.train_counts, expected_paper_counts(2 * n, 2))
+
+
+def test_describe_says_the_clients_once_in_words():
+    """The line printed by Table 1, data partition and a task's description names no code parameter
+    (``num_clients=50``): the number of clients is said once, in words."""
+    y_train, y_test = labels([600] * 10), labels([100] * 10)
+    text = P.paper_split(y_train, y_test, num_clients=10, a=20, seed=5).describe()
+    assert "num_clients" not in text and "10 clients" in text and "a=20" in text

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -138,3 +139,40 @@ def test_counts_in_messages_agree_with_their_noun():
         statement.values_from({})
     with pytest.raises(UsageError, match=r"needs a value for"):
         statement.values_from(dict.fromkeys(statement.arg_names[1:], 1.0))
+
+
+#: a Python name a reader of the help cannot use: ``module.CONSTANT`` or ``package.module.ClassName``
+INTERNAL_NAME = re.compile(r"\b[a-z_]+\.(?:[a-z_]+\.)*(?:[A-Z][A-Z_]+|[A-Z][a-z]+[A-Za-z]*)\b")
+#: names of that shape a reader can use: torch's public API (what bench compares against) and a placeholder
+PUBLIC_NAMES = {"nn.Module", "torch.optim.SGD", "task.KEY"}
+
+
+def test_help_names_options_and_commands_not_python_internals(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    found = []
+    for command, parser in all_parsers(build_parser()):
+        for line in parser.format_help().splitlines():
+            found += [f"{command}: {m}" for m in INTERNAL_NAME.findall(line) if m not in PUBLIC_NAMES]
+    assert found == []
+    assert INTERNAL_NAME.findall("as partition.DEFAULT_CONCENTRATION, theory.constants.Constants reads")  # can fail
+
+
+def test_reproduce_help_lists_every_subcommand(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    top = build_parser()
+    reproduce = dict(all_parsers(top))["perfedavg reproduce"]
+    names = next(a for a in reproduce._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    line = next(a.help for a in commands._choices_actions if a.dest == "reproduce")
+    description = " ".join(reproduce.description.split())
+    for name in names:
+        assert f"({name})" in description, name
+    assert "personalization" in line and "Table 1" in line
+
+
+def test_bounds_latex_cites_derivations_by_its_path(capsys):
+    """Every statement's reference names the file a reader can open: theory/DERIVATIONS.md, not DERIVATIONS.md."""
+    assert main(["bounds", "--latex"]) == 0
+    out = capsys.readouterr().out
+    assert "DERIVATIONS.md" in out
+    assert re.findall(r"(?<!theory/)DERIVATIONS\.md", out) == []

@@ -27,7 +27,7 @@ from . import theorem
 from .symbols import n as n_symbol
 from .symbols import r as r_symbol
 
-_REF = "DERIVATIONS.md §10"
+_REF = "theory/DERIVATIONS.md §10"
 
 #: points of the log grid over which Step 1's ε search (:func:`data_dependent_bound`) scans ε before refining it
 _EPS_GRID = 400

@@ -23,7 +23,7 @@ import functools
 from .statement import Statement
 from .symbols import B_sample, L_sample, L_theta, rho_theta, tv, w1
 
-_REF6 = "docs/paper.md §6 [recalled in form]; DERIVATIONS.md §6"
+_REF6 = "docs/paper.md §6 [recalled in form]; theory/DERIVATIONS.md §6"
 
 
 @functools.cache

@@ -71,7 +71,7 @@ def smoothness_derived() -> Statement:
     return Statement(
         "L_F",
         "L_F smoothness of F_i",
-        "DERIVATIONS.md §1",
+        "theory/DERIVATIONS.md §1",
         "derived",
         L * (1 + alpha * L) ** 2 + alpha * rho * B,
         "‖∇F_i(u) − ∇F_i(v)‖ ≤ L_F ‖u − v‖",
@@ -108,7 +108,7 @@ def bias_derived() -> Statement:
     return Statement(
         "bias",
         "bias of ∇̃F_i",
-        "DERIVATIONS.md §2",
+        "theory/DERIVATIONS.md §2",
         "derived",
         (1 + alpha * L) * alpha * L * sigma_G / sp.sqrt(D),
         "‖E[∇̃F_i(w)] − ∇F_i(w)‖ ≤ value",
@@ -151,7 +151,7 @@ def variance_derived() -> Statement:
     return Statement(
         "sigma_F2",
         "σ_F² variance of ∇̃F_i",
-        "DERIVATIONS.md §3",
+        "theory/DERIVATIONS.md §3",
         "derived",
         alpha**2 * sigma_H**2 / D2 * (B**2 + sigma_G**2 / D1)
         + (1 + alpha * L) ** 2 * sigma_G**2 * (1 / D1 + alpha**2 * L**2 / D),
@@ -189,7 +189,7 @@ def dissimilarity_derived() -> Statement:
     return Statement(
         "gamma_F2",
         "γ_F² dissimilarity of ∇F_i",
-        "DERIVATIONS.md §4",
+        "theory/DERIVATIONS.md §4",
         "derived",
         (alpha * B * gamma_H + (1 + alpha * L) ** 2 * gamma_G) ** 2,
         "(1/n) Σ_i ‖∇F_i(w) − ∇F(w)‖² ≤ value",
@@ -212,7 +212,7 @@ def hf_hvp_error() -> Statement:
     return Statement(
         "hf_hvp_error",
         "HF finite-difference error",
-        "DERIVATIONS.md §5",
+        "theory/DERIVATIONS.md §5",
         "derived",
         rho * delta * g_norm**2 / 2,
         "‖(∇h(w+δg) − ∇h(w−δg))/(2δ) − ∇²h(w) g‖ ≤ value",
@@ -277,7 +277,7 @@ def direction_bias(variant: str = "exact") -> Statement:
     return Statement(
         "bias_" + variant,
         f"bias of the {variant.upper()} direction",
-        "DERIVATIONS.md §2, §5",
+        "theory/DERIVATIONS.md §2, §5",
         "derived",
         expr,
         "‖E[d_i(w)] − ∇F_i(w)‖ ≤ value",
@@ -307,7 +307,7 @@ def direction_mse(variant: str = "exact") -> Statement:
     return Statement(
         "mse_" + variant,
         f"MSE of the {variant.upper()} direction",
-        "DERIVATIONS.md §3, §5",
+        "theory/DERIVATIONS.md §3, §5",
         "derived",
         expr,
         "E‖d_i(w) − ∇F_i(w)‖² ≤ value",

@@ -27,7 +27,7 @@ from .lemmas import dissimilarity_derived
 from .statement import Statement
 from .symbols import B_sample, L_sample, L_theta, gamma_G, gamma_H, rho_theta, tv, w1
 
-_REF = "docs/paper.md §6 (new users); DERIVATIONS.md §11"
+_REF = "docs/paper.md §6 (new users); theory/DERIVATIONS.md §11"
 _MEANING = "‖∇F_q(w) − ∇F_p̄(w)‖² ≤ value, q the new user's distribution"
 
 

@@ -121,7 +121,7 @@ def convergence_bound_derived(variant: str = "exact") -> Statement:
     return Statement(
         "bound_" + variant,
         f"convergence bound, Per-FedAvg ({variant.upper()})",
-        "DERIVATIONS.md §7 (explicit form of " + _REF5 + ")",
+        "theory/DERIVATIONS.md §7 (explicit form of " + _REF5 + ")",
         "derived",
         _sum(terms),
         "(1/(τK)) Σ_k Σ_t E‖∇F(w̄_{k+1,t})‖² ≤ value",
@@ -142,7 +142,7 @@ def fedavg_bound() -> Statement:
     return Statement(
         "bound_fedavg",
         "convergence bound, FedAvg (α = 0)",
-        "DERIVATIONS.md §7",
+        "theory/DERIVATIONS.md §7",
         "derived",
         _sum(terms),
         "(1/(τK)) Σ_k Σ_t E‖∇f(w̄_{k+1,t})‖² ≤ value",
@@ -218,7 +218,7 @@ def step_size_derived() -> Statement:
     return Statement(
         "beta_max",
         "step-size condition 6β²τ²L_F² < 1",
-        "DERIVATIONS.md §7",
+        "theory/DERIVATIONS.md §7",
         "derived",
         1 / (sp.sqrt(6) * tau * lemmas.smoothness_derived().expr),
         "β < value",
@@ -249,7 +249,7 @@ class Corollary:
     variant: str = "exact"
     tau_exponent: sp.Rational = _ONE_THIRD
     provenance: str = "derived"
-    ref: str = "DERIVATIONS.md §8 (explicit form of docs/paper.md §5, Corollary 4.6)"
+    ref: str = "theory/DERIVATIONS.md §8 (explicit form of docs/paper.md §5, Corollary 4.6)"
 
     # pieces ----------------------------------------------------------------------
     def _pieces(self) -> tuple[sp.Expr, sp.Expr, sp.Expr, sp.Expr]:
