@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Evaluate the derived explicit bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_{k+1,t})||^2 for a run "
             "config (--config FILE.toml and --set overrides, as `perfedavg run` reads them), with the task's exact "
-            "constants (synthetic tasks) or estimated ones (--constants FILE.json), and explain each term: what it "
+            "constants (synthetic tasks) or estimated ones (--constants FILE), and explain each term: what it "
             "is, its share, which dominates, and which knob lowers it. The paper's recalled shape is shown beside."
         ),
     )
@@ -72,10 +72,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--constants",
-        metavar="FILE.json",
+        metavar="FILE",
         default=None,
-        help="estimated constants (JSON with L, rho, B, sigma_G, sigma_H, gamma_G, gamma_H, F0_gap; "
-        "e.g. from empirical/constants.py); required when the task's constants are not known exactly",
+        help="constants file, as `perfedavg bounds --constants` reads it: the JSON that `perfedavg reproduce "
+        "constants --run RUN` writes (RUN/constants.json), or TOML with L, rho, B, sigma_G, sigma_H, gamma_G, "
+        "gamma_H, F0_gap (examples/constants.example.toml); required when the task's constants are not known "
+        "exactly",
     )
     p.set_defaults(func=main)
     return p
@@ -267,8 +269,8 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"the derived bound does not cover this run's options: {exc}") from None
         if constants is None:
             raise UsageError(
-                f"task {config['task']['name']!r} has no exact constants: pass --constants FILE.json "
-                "(e.g. from empirical/constants.py)"
+                f"task {config['task']['name']!r} has no exact constants: pass --constants FILE (e.g. the "
+                "RUN/constants.json that `perfedavg reproduce constants --run RUN` writes)"
             )
         notes.append("exact constants of the synthetic task (gamma_G, gamma_H from its total variation)")
         if config_participation_note(config):

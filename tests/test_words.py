@@ -176,3 +176,24 @@ def test_bounds_latex_cites_derivations_by_its_path(capsys):
     out = capsys.readouterr().out
     assert "DERIVATIONS.md" in out
     assert re.findall(r"(?<!theory/)DERIVATIONS\.md", out) == []
+
+
+def test_a_sweep_or_constants_file_given_as_config_says_what_it_is(capsys):
+    """`run --config` / `explain --config` on a sweep file or a constants file names the command or flag that
+    reads it, instead of 'unknown option'."""
+    assert main(["run", "--config", "examples/sweeps/alpha_h.toml", "--out", "/nonexistent/never"]) == 2
+    err = capsys.readouterr().err
+    assert "sweep file" in err and "perfedavg sweep examples/sweeps/alpha_h.toml" in err and "unknown" not in err
+    assert main(["explain", "--config", "examples/constants.example.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "constants file" in err and "--constants examples/constants.example.toml" in err and "unknown" not in err
+
+
+def test_explain_reads_constants_files_as_bounds_does(capsys):
+    """explain --constants takes the TOML constants file that bounds takes, and its help says so and names the
+    command that writes the JSON one."""
+    helps = dict(all_parsers(build_parser()))
+    action = next(a for a in helps["perfedavg explain"]._actions if "--constants" in a.option_strings)
+    assert "perfedavg reproduce constants" in action.help and "TOML" in action.help and "empirical/" not in action.help
+    assert main(["explain", "--constants", "examples/constants.example.toml"]) == 0
+    assert "estimated constants from examples/constants.example.toml" in capsys.readouterr().out
