@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from perfedavg.errors import Interrupted, UsageError
-from perfedavg.words import HelpFormatter, closest
+from perfedavg.words import HelpFormatter, closest, did_you_mean
 
 #: subcommand name -> module that defines ``register(subparsers)``
 COMMANDS = {
@@ -38,8 +38,21 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
+        # a command given without its subcommand (`perfedavg`, `perfedavg reproduce`): show what there is
+        subcommands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        if message.startswith("the following arguments are required") and any(
+            str(a.metavar or a.dest) in message for a in subcommands
+        ):
+            self.print_help()
         # "perfedavg: error: <message>" for the top level, "perfedavg: error: perfedavg run: <message>" below it
         raise UsageError(message if self.prog == "perfedavg" else f"{self.prog}: {message}")
+
+    def _check_value(self, action, value):
+        # argparse's "invalid choice" with the closest choice as a hint, as a misspelt option or --set key gets
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            hint = did_you_mean(value, [str(c) for c in action.choices])
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {choices}){hint}")
 
 
 def build_parser() -> argparse.ArgumentParser:

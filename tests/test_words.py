@@ -197,3 +197,20 @@ def test_explain_reads_constants_files_as_bounds_does(capsys):
     assert "perfedavg reproduce constants" in action.help and "TOML" in action.help and "empirical/" not in action.help
     assert main(["explain", "--constants", "examples/constants.example.toml"]) == 0
     assert "estimated constants from examples/constants.example.toml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, listed", [([], "reproduce"), (["reproduce"], "personalization")])
+def test_a_command_without_its_subcommand_prints_the_help(argv, listed, capsys):
+    assert main(argv) == 2
+    printed = capsys.readouterr()
+    assert "usage: perfedavg" in printed.out and listed in printed.out and "required" in printed.err
+
+
+@pytest.mark.parametrize(
+    "argv, meant",
+    [(["bounds", "--variant", "hff"], "'hf'"), (["reproduce", "tabel1"], "'table1'"), (["chek"], "'check'")],
+)
+def test_a_misspelt_choice_gets_did_you_mean(argv, meant, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"did you mean {meant}?" in err and len(err.strip().splitlines()) == 1
