@@ -22,9 +22,9 @@ def _interval(lo: float, hi: float) -> str:
 
 
 def format_rates(rows: list[RateRow], bound: dict) -> str:
-    r"""The rate table as text: the predicted law's local exponent, the recalled shape's, the fitted exponent
-    with its interval, the equivalence margin, the Holm-adjusted p-values of PASS and FAIL, the verdict, then
-    the measured points and the row's note."""
+    r"""The rate table as text: the predicted law's local exponent, the recalled shape's (n/a: none recalled), the
+    fitted exponent with its interval, the equivalence margin, the Holm-adjusted p-values of PASS and FAIL, the
+    verdict, then the measured points and the row's note."""
     width = max([20] + [len(r.name) for r in rows])
     level = f"{INTERVAL_LEVEL:.0%}"
     lines = [
@@ -34,8 +34,9 @@ def format_rates(rows: list[RateRow], bound: dict) -> str:
     for r in rows:
         d = r.as_dict()
         rec = r.extra.get("recalled_shape_slope", math.nan)
+        recalled = f"{rec:+8.2f}" if math.isfinite(rec) else f"{'n/a':>8s}"  # no recalled form of this rate
         lines.append(
-            f"{r.name:{width}s} {r.predicted:+9.2f} {rec:+8.2f} {r.fitted:+8.3f} {_interval(r.low, r.high):>18s} "
+            f"{r.name:{width}s} {r.predicted:+9.2f} {recalled} {r.fitted:+8.3f} {_interval(r.low, r.high):>18s} "
             f"{d['margin']:6.3f} {_p(d['p_pass_holm']):>7s} {_p(d['p_fail_holm']):>7s}  {r.verdict}"
         )
         pts = ", ".join(f"{x:.3g}: {m:.3g}±{h:.2g}" for x, m, h in zip(r.xs, r.means, r.halfwidths))
