@@ -42,9 +42,10 @@ from perfedavg.runs import rundir
 from perfedavg.runs.status import DIVERGED, FINISHED
 
 from .common import client_hessians, gradient_dissimilarity, hessian_dissimilarity
-from .quadratic import client_moments, exact_objectives
+from .quadratic import exact_objectives, objective_moments
 
 _GATHER_CACHE: dict = {}
+_MOMENTS_CACHE: dict = {}
 
 
 def _gathered(task: Task):
@@ -57,15 +58,23 @@ def _gathered(task: Task):
     return hit[1]
 
 
-def _closed_form(task: Task, fn, W: Tensor, alpha: float):
-    return fn(task.train, W, alpha)
+def _moments(task: Task) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`synthetic.quadratic.objective_moments` of ``task.train``, computed once per task object (a run
+    evaluates the objectives at every round and local step)."""
+    key = id(task.train)
+    hit = _MOMENTS_CACHE.get(key)
+    if hit is None or hit[0] is not task.train:
+        _MOMENTS_CACHE.clear()
+        hit = _MOMENTS_CACHE[key] = (task.train, objective_moments(task.train))
+    return hit[1]
 
 
 def grad_F_batched(task: Task, W: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""For shared models ``W (S, P)``: :math:`F(w_s)`, :math:`\|\nabla F(w_s)\|^2`, :math:`f(w_s)`,
     :math:`\|\nabla f(w_s)\|^2`, each ``(S,)``, exactly from full local data (all users at once)."""
     if task.name == "quadratic":  # closed form (synthetic.quadratic.exact_objectives): same values, no autograd
-        return tuple(v.to(W.dtype) for v in _closed_form(task, exact_objectives, W, alpha))
+        F, gF, f, gf = exact_objectives(task.train, W, alpha, _moments(task))
+        return F.to(W.dtype), gF.to(W.dtype), f.to(W.dtype), gf.to(W.dtype)
     X, Y, Pw = _gathered(task)
     S, n, P = W.shape[0], X.shape[0], W.shape[1]
     # one leading (model) dimension, as every task's loss supports: rows s*n + i = (seed s, client i)
@@ -89,7 +98,7 @@ def heterogeneity_batched(task: Task, W: Tensor) -> tuple[Tensor, Tensor]:
     from full local data (closed form for the quadratic task, where :math:`\nabla f_i = H_iw - c_i` and the
     Hessians :math:`H_i` do not depend on w; autograd, one double backward per parameter, otherwise)."""
     if task.name == "quadratic":
-        H, c = client_moments(task.train)
+        H, c, _ = _moments(task)
         grads = torch.einsum("nab,sb->sna", H, W.double()) - c  # (S, n, d)
         gG = (grads - grads.mean(1, keepdim=True)).square().sum(-1).mean(1)
         gH = torch.full_like(gG, hessian_dissimilarity(H))

@@ -173,14 +173,23 @@ class QuadraticOracle:
         return ((X * V.unsqueeze(-2)).sum(-1).unsqueeze(-1) * X).mean(-2)
 
 
-def exact_objectives(data: ClientData, W: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def objective_moments(data: ClientData) -> tuple[Tensor, Tensor, Tensor]:
+    r"""What :func:`exact_objectives` needs of the data: :math:`H_i`, :math:`c_i` (:func:`client_moments`) and
+    :math:`e_i = \tfrac12\mathbb E_{p_i}y^2` ``(n,)``."""
+    H, c = client_moments(data)
+    _, Y, P = data.gather()
+    return H, c, 0.5 * (P.double() * Y.double().square()).sum(1)
+
+
+def exact_objectives(
+    data: ClientData, W: Tensor, alpha: float, moments: tuple[Tensor, Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""For shared models ``W (S, P)``, in closed form (module docstring; :math:`e_i = \tfrac12\mathbb E_{p_i}y^2`):
     :math:`F(w)`, :math:`\|\nabla F(w)\|^2`, :math:`f(w)`, :math:`\|\nabla f(w)\|^2`, each ``(S,)``, with
     :math:`u_i = w - \alpha(H_iw - c_i)`, :math:`F = \frac1n\sum_if_i(u_i)`,
-    :math:`\nabla F = \frac1n\sum_iA_i(H_iu_i - c_i)`."""
-    H, c = client_moments(data)
-    _, Y, P = data.gather()
-    e = 0.5 * (P.double() * Y.double().square()).sum(1)  # (n,)
+    :math:`\nabla F = \frac1n\sum_iA_i(H_iu_i - c_i)`.  ``moments``: :func:`objective_moments` of ``data``, for a
+    caller that evaluates many ``W`` on the same data (computed here when not given)."""
+    H, c, e = objective_moments(data) if moments is None else moments
     W = W.double()
 
     def f_i(U):  # U (S, n, d) -> (S, n)
