@@ -1,11 +1,13 @@
 r"""The flagship figure's long caption (its details, folded on the index): every comparison computed.
 
-Separate from :mod:`figures.fig1_flagship`, which draws; the constants that both the drawing and these
-sentences use (what counts as "late", as "equal") live here.
+Separate from :mod:`figures.fig1_flagship`, which draws; the constants and comparisons that both the drawing and
+these sentences use (what counts as "late", as "equal"; the algorithms' order, who wins, from which round) live
+here.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,7 +16,7 @@ from perfedavg.algorithms import ALGORITHMS
 from synthetic.quadratic import minimizer_F
 
 from .bounds import floor_of, task_for
-from .style import algorithm_label, plural
+from .style import algorithm_label, plural, times
 
 #: the late level ("floor") of ‖∇F(w_k)‖² is its mean over the last LATE fraction of the evaluated rounds
 LATE = 0.2
@@ -23,6 +25,39 @@ SAME = 0.01
 #: the recalled shape is drawn only if it is at most this factor above the largest derived bound drawn
 #: (otherwise its value is given in the caption: drawing it would leave decades of empty axis)
 RECALLED_MAX_FACTOR = 30.0
+#: short name of each algorithm in a panel's text
+SHORT = {"fedavg": "FedAvg", "fo": "FO", "hf": "HF", "exact": "exact"}
+
+
+def order_text(late: dict[str, float]) -> str:
+    """The algorithms from the lowest late level up, ``=`` between levels within :data:`SAME` of each other."""
+    ranked = sorted(late, key=lambda a: late[a])
+    text = SHORT[ranked[0]]
+    for prev, alg in itertools.pairwise(ranked):
+        text += (" = " if abs(late[alg] / late[prev] - 1) < SAME else " < ") + SHORT[alg]
+    return text
+
+
+def who_wins(ratio: float) -> str:
+    """``Per-FedAvg ends 246× below FedAvg`` (or FedAvg below Per-FedAvg) for the ratio of their late levels
+    FedAvg / Per-FedAvg (exact HVP); empty when there is none."""
+    if not math.isfinite(ratio):
+        return ""
+    if ratio >= 1:
+        return f"Per-FedAvg ends {times(ratio)} below FedAvg"
+    return f"FedAvg ends {times(1 / ratio)} below Per-FedAvg (too few rounds for the floors)"
+
+
+def crossing_round(kg, above, below) -> float:
+    """The first evaluated round from which ``below`` stays under ``above`` to the end (``nan`` if never):
+    where the winner changes in panel (a)."""
+    under = np.asarray(below) < np.asarray(above)
+    if not under[-1]:
+        return math.nan
+    i = len(under) - 1
+    while i > 0 and under[i - 1]:
+        i -= 1
+    return float(kg[i])
 
 
 def _ratio_sentence(name_a: str, a: float, name_b: str, b: float) -> str:

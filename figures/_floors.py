@@ -33,7 +33,7 @@ from perfedavg.runs.rundir import atomic_write_json, read_json
 from synthetic import rates
 from synthetic.rates import bound_terms
 
-from . import store
+from . import pool, store
 from .style import BOUND_STYLE, RATE_COLOR, bound_label, plural
 
 #: figure level -> rate-table length (:data:`synthetic.rates.GRID`'s keys) and seeds
@@ -63,7 +63,9 @@ def _signature(length: str, seeds: list[int]) -> str:
 
 def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
     """``<runs>/rates-<length>/rows.json`` for ``level``, running :func:`synthetic.rates.rate_table` unless a
-    saved one with the same design signature is there (its run directories are reused either way)."""
+    saved one with the same design signature is there (its run directories are reused either way).  The table's
+    sweeps run in the workers of the build's :func:`figures.pool.active` pool when there is one, ahead of other
+    work (every floor figure waits on them)."""
     length, seeds = LENGTH[level], SEEDS[level]
     out = rates_dir(root, level)
     path = out / ROWS
@@ -74,7 +76,9 @@ def ensure_rates(root: Path, level: str, progress: bool = False) -> Path:
                 return path
         except ValueError:
             pass  # unreadable: recompute
-    rows, bound = rates.rate_table(out, seeds, length=length, progress=progress)
+    workers = pool.active()
+    executor = None if workers is None else workers.at(pool.URGENT)
+    rows, bound = rates.rate_table(out, seeds, length=length, progress=progress, executor=executor)
     atomic_write_json(
         path,
         {

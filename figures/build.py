@@ -24,6 +24,7 @@ from tqdm import tqdm
 from perfedavg.errors import UsageError
 from perfedavg.runs.rundir import atomic_write_text
 
+from . import pool
 from .store import LEVELS, Skip
 
 #: figure name -> module, in index order
@@ -63,8 +64,11 @@ def module(name: str) -> ModuleType:
     return importlib.import_module(FIGURES[name])
 
 
-def build(names, out: str | Path, runs: str | Path, level: str = "quick", progress: bool = True) -> list[Entry]:
-    """Run what is missing and draw ``names`` (all when empty) into ``out``; write the index."""
+def build(
+    names, out: str | Path, runs: str | Path, level: str = "quick", progress: bool = True, jobs: int = 1
+) -> list[Entry]:
+    """Run what is missing and draw ``names`` (all when empty) into ``out``; write the index.  ``jobs`` > 1: the
+    figures' runs and drawings go to that many worker processes (:mod:`figures.pool`); the files are the same."""
     if level not in LEVELS:
         raise UsageError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     names = list(names) or list(FIGURES)
@@ -74,33 +78,112 @@ def build(names, out: str | Path, runs: str | Path, level: str = "quick", progre
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("PERFEDAVG_FIGURE_THREADS", "1")))  # tiny tensors: threads only contend
-    entries = []
+    figure_threads = int(os.environ.get("PERFEDAVG_FIGURE_THREADS", "1"))  # tiny tensors: threads only contend
+    torch.set_num_threads(figure_threads)
     try:
-        for name, mod in tqdm(list(zip(names, mods)), desc="figures", unit="figure", disable=not progress):
-            started = time.perf_counter()
-            entry = Entry(name, mod.TITLE)
-            try:
-                empirical = getattr(mod, "EMPIRICAL", False)
-                if not (empirical and level == "quick" and name not in named):
-                    mod.run(runs, level)
-                result = mod.draw(runs, out)
-                entry.files = [Path(p) for p in result["files"]]
-                entry.caption = result["caption"]
-                entry.table_markdown = result.get("table_markdown", "")
-                entry.details = result.get("details", "")
-                entry.headline = result.get("headline", "")
-                entry.report = list(result.get("report", []))
-            except Skip as exc:
-                entry.note = str(exc)
-                if getattr(mod, "EMPIRICAL", False) and level == "quick" and name not in named:
-                    entry.note += f" (--quick draws it only from saved results; to make it: `perfedavg figures {name}`)"
-            entry.seconds = time.perf_counter() - started
-            entries.append(entry)
+        if jobs > 1:
+            preload = ["figures.build", *(FIGURES[n] for n in names)]
+            with pool.Pool(jobs, figure_threads, preload) as workers, pool.activate(workers):
+                entries = _build_side_by_side(names, mods, out, runs, level, named, workers, progress)
+        else:
+            entries = [
+                _build_one(name, mod, out, runs, level, named)
+                for name, mod in tqdm(list(zip(names, mods)), desc="figures", unit="figure", disable=not progress)
+            ]
     finally:
         torch.set_num_threads(threads)
     write_index(entries, out, runs, level)
     return entries
+
+
+def _runs_here(mod: ModuleType, name: str, level: str, named: set[str]) -> bool:
+    """Whether the build runs figure ``name``'s experiments (at ``--quick`` an empirical figure is drawn only from
+    saved results, unless named)."""
+    return not (getattr(mod, "EMPIRICAL", False) and level == "quick" and name not in named)
+
+
+def _skip_note(exc: Skip, mod: ModuleType, name: str, level: str, named: set[str]) -> str:
+    note = str(exc)
+    if not _runs_here(mod, name, level, named):
+        note += f" (--quick draws it only from saved results; to make it: `perfedavg figures {name}`)"
+    return note
+
+
+def _take(entry: Entry, result: dict) -> None:
+    """Copy what a figure's ``draw`` returned into its entry."""
+    entry.files = [Path(p) for p in result["files"]]
+    entry.caption = result["caption"]
+    entry.table_markdown = result.get("table_markdown", "")
+    entry.details = result.get("details", "")
+    entry.headline = result.get("headline", "")
+    entry.report = list(result.get("report", []))
+
+
+def _build_one(name: str, mod: ModuleType, out: Path, runs: Path, level: str, named: set[str]) -> Entry:
+    """Figure ``name`` in this process: its runs (what is missing), then its drawing."""
+    started = time.perf_counter()
+    entry = Entry(name, mod.TITLE)
+    try:
+        if _runs_here(mod, name, level, named):
+            mod.run(runs, level)
+        _take(entry, mod.draw(runs, out))
+    except Skip as exc:
+        entry.note = _skip_note(exc, mod, name, level, named)
+    entry.seconds = time.perf_counter() - started
+    return entry
+
+
+def _draw(module_name: str, runs: Path, out: Path) -> dict:
+    """A figure's ``draw`` in a worker process."""
+    return importlib.import_module(module_name).draw(runs, out)
+
+
+def _build_side_by_side(
+    names: list[str],
+    mods: list[ModuleType],
+    out: Path,
+    runs: Path,
+    level: str,
+    named: set[str],
+    workers: pool.Pool,
+    progress: bool,
+) -> list[Entry]:
+    """The figures with ``workers``: every figure's independent pieces (its ``tasks``: runs that save their
+    results) start at once, in index order; here, each figure's ``run`` then only collects what they saved (the
+    figures without pieces come last: the rate table's ``run`` hands its sweeps to the workers ahead of the rest),
+    and its drawing goes to a worker.  Entries in index order; ``seconds`` is the time spent on each figure,
+    in whichever process."""
+    entries = {name: Entry(name, mod.TITLE) for name, mod in zip(names, mods)}
+    pieces = {
+        name: [workers.submit(fn, *args) for fn, args in mod.tasks(runs, level)]
+        if hasattr(mod, "tasks") and _runs_here(mod, name, level, named)
+        else []
+        for name, mod in zip(names, mods)
+    }
+    drawing = {}
+    for name, mod in sorted(zip(names, mods), key=lambda nm: not pieces[nm[0]]):  # stable: index order within
+        entry = entries[name]
+        try:
+            for piece in pieces[name]:
+                piece.result()
+                entry.seconds += getattr(piece, "seconds", 0.0)
+            started = time.perf_counter()
+            if _runs_here(mod, name, level, named):
+                mod.run(runs, level)
+            entry.seconds += time.perf_counter() - started
+        except Skip as exc:
+            entry.note = _skip_note(exc, mod, name, level, named)
+            continue
+        drawing[name] = workers.submit(_draw, FIGURES[name], runs, out)
+    for name, mod in tqdm(list(zip(names, mods)), desc="figures", unit="figure", disable=not progress):
+        if name not in drawing:
+            continue
+        try:
+            _take(entries[name], drawing[name].result())
+        except Skip as exc:
+            entries[name].note = _skip_note(exc, mod, name, level, named)
+        entries[name].seconds += getattr(drawing[name], "seconds", 0.0)
+    return [entries[n] for n in names]
 
 
 #: the symbolic checks of the derived statements are a command of their own; the index says it was not run

@@ -31,6 +31,17 @@ def _figure_name(text: str) -> str:
     return text
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a whole number of worker processes, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes (a whole number >= 1)")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "figures",
@@ -74,19 +85,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fast draft of everything (short synthetic runs, 2 seeds; a few minutes); MNIST / CIFAR-10 "
         "figures are drawn only from saved results unless named",
     )
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        metavar="N",
+        help="worker processes running the figures' experiments and drawings side by side (default: one per core "
+        "this process may use); the figures are the same for every N",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     p.set_defaults(func=main)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    from perfedavg.sweep.backends import default_workers
+
     from .build import build  # torch
 
     level = "quick" if args.quick else "full"
     runs = args.runs or ("runs/figures-quick" if args.quick else "runs/figures")
     output_dir(args.out, "--out")
     output_dir(runs, "--runs")
-    entries = build(args.names, args.out, runs, level=level, progress=not args.no_progress)
+    jobs = args.jobs or default_workers()
+    entries = build(args.names, args.out, runs, level=level, progress=not args.no_progress, jobs=jobs)
     for e in entries:
         status = f"skipped: {e.note}" if e.note else ", ".join(str(f) for f in e.files)
         print(f"{e.name:14s} {e.seconds:6.1f} s  {status}")

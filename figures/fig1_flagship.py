@@ -27,7 +27,6 @@ floor.  Every comparative sentence of the caption is computed from the data.
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from theory.checks_api import convergence
 
 from . import _flagship_data_dependent as ddb
 from . import _flagship_details, store
-from ._flagship_details import LATE, RECALLED_MAX_FACTOR, SAME
+from ._flagship_details import LATE, RECALLED_MAX_FACTOR, crossing_round, order_text, who_wins
 from .bounds import bound_for, constants_for_config
 from .style import (
     ALGORITHM_STYLE,
@@ -107,16 +106,29 @@ BOUND_LINES = {
 }
 
 
+def _plan(root: Path, level: str) -> list[tuple[dict, Path]]:
+    """``(run config, run directory)`` of every algorithm × seed of the level."""
+    s = SCALE[level]
+    cfgs = [
+        {**BASE, "algorithm": a, "seed": i, "K": s["K"], "eval_every": s["eval_every"]}
+        for a in ALGORITHMS
+        for i in range(s["seeds"])
+    ]
+    return [(c, Path(root) / NAME / figure_run_name(f"{c['algorithm']}-seed{c['seed']}", c)) for c in cfgs]
+
+
+def tasks(root: Path, level: str) -> list[tuple[Any, tuple]]:
+    """The runs of :func:`run` as independent pieces of work (:func:`figures.build.build` runs them in worker
+    processes; :func:`run` then finds them finished)."""
+    return [(store.ensure_run, planned) for planned in _plan(root, level)]
+
+
 def run(root: Path, level: str) -> None:
     """Run (or reuse) every algorithm × seed through the normal runner and write the manifest."""
-    s = SCALE[level]
-    entries = []
-    for alg in ALGORITHMS:
-        for seed in range(s["seeds"]):
-            cfg = {**BASE, "algorithm": alg, "seed": seed, "K": s["K"], "eval_every": s["eval_every"]}
-            d = Path(root) / NAME / figure_run_name(f"{alg}-seed{seed}", cfg)
-            store.ensure_run(cfg, d)
-            entries.append({"dir": str(d.relative_to(root)), "algorithm": alg, "seed": seed})
+    plan = _plan(root, level)
+    for cfg, d in plan:
+        store.ensure_run(cfg, d)
+    entries = [{"dir": str(d.relative_to(root)), "algorithm": c["algorithm"], "seed": c["seed"]} for c, d in plan]
     store.write_manifest(root, NAME, level, entries)
 
 
@@ -125,40 +137,6 @@ def _mean_curve(runs, key):
     curves = [dict(zip(*r.series(key))) for r in runs]
     ks = sorted(set.intersection(*[set(c) for c in curves]))
     return ks, np.array([[c[k] for k in ks] for c in curves])
-
-
-SHORT = {"fedavg": "FedAvg", "fo": "FO", "hf": "HF", "exact": "exact"}
-
-
-def order_text(late: dict[str, float]) -> str:
-    """The algorithms from the lowest late level up, ``=`` between levels within :data:`SAME` of each other."""
-    ranked = sorted(late, key=lambda a: late[a])
-    text = SHORT[ranked[0]]
-    for prev, alg in itertools.pairwise(ranked):
-        text += (" = " if abs(late[alg] / late[prev] - 1) < SAME else " < ") + SHORT[alg]
-    return text
-
-
-def who_wins(ratio: float) -> str:
-    """``Per-FedAvg ends 246× below FedAvg`` (or FedAvg below Per-FedAvg) for the ratio of their late levels
-    FedAvg / Per-FedAvg (exact HVP); empty when there is none."""
-    if not math.isfinite(ratio):
-        return ""
-    if ratio >= 1:
-        return f"Per-FedAvg ends {times(ratio)} below FedAvg"
-    return f"FedAvg ends {times(1 / ratio)} below Per-FedAvg (too few rounds for the floors)"
-
-
-def crossing_round(kg, above, below) -> float:
-    """The first evaluated round from which ``below`` stays under ``above`` to the end (``nan`` if never):
-    where the winner changes in panel (a)."""
-    under = np.asarray(below) < np.asarray(above)
-    if not under[-1]:
-        return math.nan
-    i = len(under) - 1
-    while i > 0 and under[i - 1]:
-        i -= 1
-    return float(kg[i])
 
 
 def draw(root: Path, out: Path) -> dict[str, Any]:

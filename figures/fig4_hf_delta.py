@@ -65,6 +65,12 @@ def _flat_stretch(deltas, errors) -> tuple[float, float] | None:
     return (float(deltas[i]), float(errors[-1])) if i < len(errors) - 1 else None
 
 
+def tasks(root: Path, level: str) -> list[tuple[Any, tuple]]:
+    """:func:`run` as one piece of work (:func:`figures.build.build` runs it in a worker process beside the other
+    figures'; :func:`run` then finds ``hf_delta/results.json`` up to date)."""
+    return [(run, (root, level))]
+
+
 def run(root: Path, level: str) -> None:
     """Measure e(δ) at a few random points (float64 and float32) into ``hf_delta/results.json``."""
     path = Path(root) / NAME / "results.json"

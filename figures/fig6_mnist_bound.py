@@ -21,8 +21,8 @@ from empirical.constants import estimate_run, write_constants
 from theory.checks_api import convergence
 
 from . import store
+from ._flagship_details import SHORT
 from .bounds import bound_for, constants_from_json
-from .fig1_flagship import SHORT
 from .fig5_table1 import DATASET_NAMES
 from .style import (
     ALGORITHM_STYLE,

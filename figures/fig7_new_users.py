@@ -56,6 +56,12 @@ TARGET_NAME = {"farthest user": "the farthest user", "one sample": "a one-sample
 TASK_MARKER = {"logistic": "o", "nonconvex": "s", "softmax": "^", "quadratic": "D"}
 
 
+def tasks(root: Path, level: str) -> list[tuple[Any, tuple]]:
+    """:func:`run` as one piece of work (:func:`figures.build.build` runs it in a worker process beside the other
+    figures'; :func:`run` then finds ``new_users/results.json`` up to date)."""
+    return [(run, (root, level))]
+
+
 def run(root: Path, level: str) -> None:
     """Measure every new user of :func:`synthetic.new_users.task_gaps` on the level's tasks, and the gap's exponent
     near p̄, into ``new_users/results.json`` (kept when the level and tasks are unchanged)."""

@@ -177,7 +177,7 @@ def replicates_row(name, xs, curves, pred, recalled, competitor, note="", **extr
 OPT_MIXING = 4
 
 
-def opt_term_row(betas, seeds, out, floors, progress: bool, domain: list) -> RateRow:
+def opt_term_row(betas, seeds, out, floors, progress: bool, domain: list, executor=None) -> RateRow:
     r"""The optimization term against β: per seed, :math:`K(\Phi_K - \text{floor}) = \sum_k(\varphi_k -
     \text{floor})` from w_0 = 0 (batches 100) at a K where every β's transient is over (:data:`OPT_MIXING`), the
     floor the stationary mean at the same β (``floors``, :func:`synthetic.rates.rate_table`'s runner).  Predicted
@@ -188,7 +188,7 @@ def opt_term_row(betas, seeds, out, floors, progress: bool, domain: list) -> Rat
     cfgs = [_config({"K": 1, "beta": b}) for b in betas]
     K = math.ceil(OPT_MIXING / (min(betas) * cfgs[0].tau * mu_F(cfgs[0])))
     cfgs = [c.replace(K=K) for c in cfgs]
-    res = run_sweep(cfgs, seeds, out / "opt", track_inner=True, progress=progress)
+    res = run_sweep(cfgs, seeds, out / "opt", track_inner=True, progress=progress, executor=executor)
     domain.append(_domain_ok(res, cfgs))
     _, _, fstats = floors("K-floor", [{"beta": b} for b in betas])
     curves = np.stack([K * (r["stationarity"][:, K - 1] - f[0].mean) for r, f in zip(res, fstats)], 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -111,36 +112,51 @@ def seed_dirs(out: Path, cfg, seeds: list[int]) -> list[Path]:
     return [Path(out) / seed_batch_name(cfg) / seed_dir_name(s) for s in seeds]
 
 
+def run_config(cfg, seeds: list[int], dirs: list[Path], track_inner: bool) -> None:
+    """Run ``cfg`` for all ``seeds`` (vectorized) and write one run directory per seed into ``dirs``: one config of
+    :func:`run_sweep`, a piece of work that another process may do (what it writes does not depend on where)."""
+    torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared machine
+    cfg_r, task = resolve(cfg)
+    runs = run_seeds(task, cfg_r, seeds, track_inner=track_inner)
+    write_run_dirs(runs, cfg_r, dirs, task.label or task.name)
+
+
 def run_sweep(
-    configs: list, seeds: list[int], out: Path, track_inner: bool = False, progress: bool = True
+    configs: list, seeds: list[int], out: Path, track_inner: bool = False, progress: bool = True, executor=None
 ) -> list[dict]:
     """Run each config for all ``seeds`` (vectorized), store run dirs ``out/<slug>/seed<s>``, skip finished
     ones; returns, per config, ``{"grad_norm_sq_F": (S, K+1), "stationarity": (S, K), "phi": (S, K) or None,
-    "max_w_norm": (S,), "dirs": [...]}``."""
+    "max_w_norm": (S,), "dirs": [...]}``, read back from the run directories.  ``executor``: anything with
+    :meth:`concurrent.futures.Executor.map` (e.g. :meth:`figures.pool.Pool.at`) runs the unfinished configs
+    (:func:`run_config`) side by side; by default they run here, one after the other."""
 
     torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared machine
-    results = []
+    all_dirs = [seed_dirs(out, cfg, seeds) for cfg in configs]
+    todo: dict[Path, tuple] = {}  # first directory -> (config, directories): a config listed twice is run once
+    for cfg, dirs in zip(configs, all_dirs):
+        if not all(is_done(run_status(d)) for d in dirs):
+            todo.setdefault(dirs[0], (cfg, dirs))
+    mapper = map if executor is None else executor.map
     with tqdm(total=len(configs), desc="rates", unit="config", disable=not progress, leave=False) as bar:
-        for cfg in configs:
-            dirs = seed_dirs(out, cfg, seeds)
-            if not all(is_done(run_status(d)) for d in dirs):
-                cfg_r, task = resolve(cfg)
-                runs = run_seeds(task, cfg_r, seeds, track_inner=track_inner)
-                write_run_dirs(runs, cfg_r, dirs, task.label or task.name)
-            sums = [read_json(d / SUMMARY) for d in dirs]
-            phi = [s.get("phi_by_round") for s in sums]
-            st_f = [s.get("stationarity_f_by_round") for s in sums]
-            results.append(
-                {
-                    "grad_norm_sq_F": np.array([s["grad_norm_sq_F_by_round"] for s in sums]),
-                    "stationarity": np.array([s["stationarity_by_round"] for s in sums], dtype=float),
-                    "phi": np.array(phi, dtype=float) if all(p is not None for p in phi) else None,
-                    "max_w_norm": np.array([s.get("max_w_norm") or math.nan for s in sums], dtype=float),
-                    "stationarity_f": np.array(st_f, dtype=float) if all(v is not None for v in st_f) else None,
-                    "dirs": [str(d) for d in dirs],
-                }
-            )
+        bar.update(len(configs) - len(todo))
+        pieces = list(todo.values())
+        for _ in mapper(run_config, [c for c, _ in pieces], repeat(seeds), [d for _, d in pieces], repeat(track_inner)):
             bar.update(1)
+    results = []
+    for dirs in all_dirs:
+        sums = [read_json(d / SUMMARY) for d in dirs]
+        phi = [s.get("phi_by_round") for s in sums]
+        st_f = [s.get("stationarity_f_by_round") for s in sums]
+        results.append(
+            {
+                "grad_norm_sq_F": np.array([s["grad_norm_sq_F_by_round"] for s in sums]),
+                "stationarity": np.array([s["stationarity_by_round"] for s in sums], dtype=float),
+                "phi": np.array(phi, dtype=float) if all(p is not None for p in phi) else None,
+                "max_w_norm": np.array([s.get("max_w_norm") or math.nan for s in sums], dtype=float),
+                "stationarity_f": np.array(st_f, dtype=float) if all(v is not None for v in st_f) else None,
+                "dirs": [str(d) for d in dirs],
+            }
+        )
     return results
 
 

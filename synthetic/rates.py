@@ -90,10 +90,17 @@ def _sum_terms(terms: dict, names) -> float:
 
 
 def rate_table(
-    out: Path, seeds: list[int], full: bool = False, progress: bool = True, length: str | None = None
+    out: Path,
+    seeds: list[int],
+    full: bool = False,
+    progress: bool = True,
+    length: str | None = None,
+    executor=None,
 ) -> tuple[list[RateRow], dict]:
     """Every row of the module docstring's table with its verdict (Holm across the table), and the
-    derived-bound check; ``length`` is one of :data:`GRID`'s keys (default "full" if ``full`` else "quick")."""
+    derived-bound check; ``length`` is one of :data:`GRID`'s keys (default "full" if ``full`` else "quick").
+    ``executor`` (an object with :meth:`concurrent.futures.Executor.map`) runs each sweep's configs side by side
+    (:func:`synthetic.rate_runs.run_sweep`); the table is the same with or without it."""
     length = length or ("full" if full else "quick")
     grid = GRID[length]
     rows: list[RateRow] = []
@@ -102,21 +109,21 @@ def rate_table(
     def floors(name, changes_list):
         built = [floor_config(ch, length) for ch in changes_list]
         cfgs = [c for c, _ in built]
-        res = run_sweep(cfgs, seeds, out / name, track_inner=True, progress=progress)
+        res = run_sweep(cfgs, seeds, out / name, track_inner=True, progress=progress, executor=executor)
         domain.append(_domain_ok(res, cfgs))
         return cfgs, res, [stationary_floor(r, b) for r, (_, b) in zip(res, built)]
 
     # 1. optimization term: the transient's whole sum K·(Φ_K − floor) against β (opt_term_row); the K-run from
     # w_0 = 0 (low noise) checks the derived bound at every K
-    rows.append(opt_term_row(list(grid["beta"]), seeds, out, floors, progress, domain))
+    rows.append(opt_term_row(list(grid["beta"]), seeds, out, floors, progress, domain, executor))
     K_max = int(max(grid["K"]))
     cfg_K = _config({"K": K_max})
-    (res,) = run_sweep([cfg_K], seeds, out / "K", track_inner=True, progress=progress)
+    (res,) = run_sweep([cfg_K], seeds, out / "K", track_inner=True, progress=progress, executor=executor)
     domain.append(_domain_ok([res], [cfg_K]))
     st = res["stationarity"]
     bound_check = derived_bound_check(cfg_K, st, list(range(1, K_max + 1)))
     cfg_fedavg = _config({"K": K_max, "algorithm": "fedavg"})
-    (res_f,) = run_sweep([cfg_fedavg], seeds, out / "K-fedavg", track_inner=True, progress=progress)
+    (res_f,) = run_sweep([cfg_fedavg], seeds, out / "K-fedavg", track_inner=True, progress=progress, executor=executor)
     domain.append(_domain_ok([res_f], [cfg_fedavg]))
     bound_check["fedavg"] = fedavg_bound_check(cfg_fedavg, res_f, list(range(1, K_max + 1)))
 
