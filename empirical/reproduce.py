@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from perfedavg.algorithms import ALGORITHM_NAMES
 from perfedavg.engine.objective import client_batches, personalized_test_metrics
 from perfedavg.engine.rounds import eval_batch_generator, evaluate
 from perfedavg.errors import UsageError
@@ -80,7 +81,7 @@ from .tasks import ImageTaskOptions, partition_options
 
 ROWS = ((10, 0.001), (4, 0.001), (10, 0.01))
 METHODS = ("fedavg", "fo", "hf")
-METHOD_NAMES = {"fedavg": "FedAvg", "fo": "Per-FedAvg (FO)", "hf": "Per-FedAvg (HF)", "exact": "Per-FedAvg (exact HVP)"}
+METHOD_NAMES = dict(ALGORITHM_NAMES)
 #: budget-matched FedAvg: ``fedavg-<variant>`` is FedAvg spending the variant's budget per round
 #: (``match_budget``, :func:`perfedavg.engine.costs.budget_matched`; the rule is ``Plan.match_rule``)
 METHOD_NAMES |= {

@@ -18,5 +18,14 @@ ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 PerFedAvgAlgorithm = Literal["fo", "hf", "exact"]
 PER_FEDAVG: tuple[PerFedAvgAlgorithm, ...] = get_args(PerFedAvgAlgorithm)
 
+#: each algorithm's name in printed text, tables and figures: the paper's "Per-FedAvg (FO)" and "(HF)", the
+#: exact variant in words
+ALGORITHM_NAMES: dict[str, str] = {
+    "fedavg": "FedAvg",
+    "fo": "Per-FedAvg (FO)",
+    "hf": "Per-FedAvg (HF)",
+    "exact": "Per-FedAvg (exact HVP)",
+}
+
 #: Per-FedAvg (HF)'s finite-difference width :math:`\delta` unless a run sets another
 DEFAULT_DELTA = 1e-3

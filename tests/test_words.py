@@ -214,3 +214,15 @@ def test_a_misspelt_choice_gets_did_you_mean(argv, meant, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"did you mean {meant}?" in err and len(err.strip().splitlines()) == 1
+
+
+def test_algorithms_are_named_as_the_figures_name_them(capsys):
+    """bounds writes Per-FedAvg (FO), (HF) and (exact HVP), as the figures and Table 1 do, never (EXACT)."""
+    from perfedavg.algorithms import ALGORITHM_NAMES
+
+    assert main(["bounds", "--constants", "examples/constants.example.toml"]) == 0
+    out = capsys.readouterr().out
+    assert "EXACT" not in out
+    for name in ("fo", "hf", "exact"):
+        assert f"Convergence, {ALGORITHM_NAMES[name]}:" in out
+    assert ALGORITHM_NAMES["exact"] == "Per-FedAvg (exact HVP)"

@@ -15,6 +15,7 @@ import math
 from collections.abc import Collection
 from typing import TYPE_CHECKING, TypedDict
 
+from perfedavg.algorithms import ALGORITHM_NAMES
 from perfedavg.errors import UsageError
 
 from .constants import _RULES, SAMPLE_TWINS, Constants
@@ -297,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
             f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}"
         )
     for v, rep in reports.items():
-        print(f"\nConvergence, Per-FedAvg ({v.upper()}): bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
+        print(f"\nConvergence, {ALGORITHM_NAMES[v]}: bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
         _print_terms("DERIVED explicit upper bound [derived]", rep.derived, rep.derived_terms)
         _print_terms("RECALLED shape, O(1)=1, not an upper bound [recalled]", rep.recalled_shape, rep.recalled_terms)
         if v in cors:
@@ -309,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
                 f"bound - floor ~ K^({co['rate_exponent']:.4g})"
             )
     for v, needs in unevaluable.items():
-        print(f"\nConvergence, Per-FedAvg ({v.upper()}): not evaluable (needs {', '.join(needs)})")
+        print(f"\nConvergence, {ALGORITHM_NAMES[v]}: not evaluable (needs {', '.join(needs)})")
     shown = _fmt(fedavg) if fedavg is not None else f"not evaluable (needs {', '.join(fed_needs)})"
     print(f"\nFedAvg (alpha = 0) bound [derived]: {shown}")
     return 0

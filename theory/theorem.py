@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from perfedavg.algorithms import ALGORITHM_NAMES
 from perfedavg.errors import UsageError
 
 from . import lemmas
@@ -120,7 +121,7 @@ def convergence_bound_derived(variant: str = "exact") -> Statement:
     )
     return Statement(
         "bound_" + variant,
-        f"convergence bound, Per-FedAvg ({variant.upper()})",
+        f"convergence bound, {ALGORITHM_NAMES[variant]}",
         "theory/DERIVATIONS.md §7 (explicit form of " + _REF5 + ")",
         "derived",
         _sum(terms),
@@ -180,7 +181,7 @@ def convergence_bound_recalled(variant: str = "exact") -> Statement:
         terms.append(("HF term", lemmas.hf_term_recalled().expr))
     return Statement(
         "shape_" + variant,
-        f"convergence shape, Per-FedAvg ({variant.upper()})",
+        f"convergence shape, {ALGORITHM_NAMES[variant]}",
         _REF5,
         "recalled",
         _sum(terms),
