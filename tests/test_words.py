@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 import pytest
@@ -226,3 +227,18 @@ def test_algorithms_are_named_as_the_figures_name_them(capsys):
     for name in ("fo", "hf", "exact"):
         assert f"Convergence, {ALGORITHM_NAMES[name]}:" in out
     assert ALGORITHM_NAMES["exact"] == "Per-FedAvg (exact HVP)"
+
+
+def test_run_help_says_what_a_run_without_config_uses(monkeypatch):
+    """The option table of `run --help` gives, beside each default that the first run (no --config) replaces,
+    the value that run uses: K, tau, alpha, beta as `perfedavg run` runs them."""
+    from perfedavg.runs.config import FIRST_RUN
+
+    monkeypatch.setenv("COLUMNS", "250")
+    text = " ".join(dict(all_parsers(build_parser()))["perfedavg run"].format_help().split())
+    changed = [k for k, v in FIRST_RUN.items() if k != "task" and load_run_config(None, []).to_dict()[k] == v]
+    assert {"K", "tau", "alpha", "beta"} <= set(changed)
+    defaults = {f.name: f.default for f in dataclasses.fields(type(load_run_config("examples/run.example.toml", [])))}
+    for key in ("K", "tau", "alpha", "beta"):
+        if defaults[key] != FIRST_RUN[key]:
+            assert re.search(rf"\[default: {defaults[key]!s}; without --config: {FIRST_RUN[key]!s}\]", text), key

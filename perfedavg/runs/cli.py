@@ -18,23 +18,25 @@ from perfedavg.runs.threads import threads_for, torch_threads
 from perfedavg.words import fill_block
 
 
-def _row(name: str, doc: str, default, width: int) -> str:
-    """One option of a help listing: its name, its documentation (which states the range), its default."""
-    shown = (
-        dumps_toml({"v": default}).split("=", 1)[1].strip()
-        if not isinstance(default, dict)
-        else "{" + ", ".join(f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in default.items()) + "}"
-    )
+def _shown(value) -> str:
+    """A value as a TOML file writes it (a table inline)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_shown(v)}" for k, v in value.items()) + "}"
+    return dumps_toml({"v": value}).split("=", 1)[1].strip()
+
+
+def _row(name: str, doc: str, default, width: int, first_run=MISSING) -> str:
+    """One option of a help listing: its name, its documentation (which states the range), its default, and
+    the value a run without --config uses where the first run sets another (``first_run``)."""
+    first = "" if first_run is MISSING or first_run == default else f"; without --config: {_shown(first_run)}"
     # one line, the name padded to its column and two spaces at least: the help formatter (or
     # fill_block, for --list-tasks) wraps it under its text column at the terminal's width
-    return f"  {name:<{width}}  {doc} [default: {shown}]"
+    return f"  {name:<{width}}  {doc} [default: {_shown(default)}{first}]"
 
 
 def _first_run_text() -> str:
     """:data:`perfedavg.runs.config.FIRST_RUN` in words, for ``--help``."""
-    options = ", ".join(
-        f"{k} = {dumps_toml({'v': v}).split('=', 1)[1].strip()}" for k, v in FIRST_RUN.items() if k != "task"
-    )
+    options = ", ".join(f"{k} = {_shown(v)}" for k, v in FIRST_RUN.items() if k != "task")
     task = ", ".join(f"task.{k} = {v}" for k, v in FIRST_RUN["task"].items() if k != "name")
     return (
         f"Per-FedAvg on the synthetic {FIRST_RUN['task']['name']} task where personalization helps, inside both "
@@ -47,7 +49,9 @@ def _first_run_text() -> str:
 def _options_text() -> str:
     """The config options for ``--help``."""
     defaults = field_defaults()
-    return "\n".join(_row(name, doc, defaults[name], 16) for name, doc in field_docs().items())
+    return "\n".join(
+        _row(name, doc, defaults[name], 16, FIRST_RUN.get(name, MISSING)) for name, doc in field_docs().items()
+    )
 
 
 def task_listing() -> str:
@@ -84,7 +88,9 @@ def register(sub) -> None:
             "memory (status failed; the last good round is kept either way), 2 bad input (one line naming "
             "the option; nothing written), 130/143 interrupted."
         ),
-        epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults:\n"
+        epilog="config options (TOML top-level keys, or --set key=value), with their ranges and defaults (a config "
+        "file's; a run without --config and without --set task=NAME is the first run, whose values follow "
+        "'without --config'):\n"
         + _options_text()
         + "\n\n"
         + (
