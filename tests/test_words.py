@@ -242,3 +242,40 @@ def test_run_help_says_what_a_run_without_config_uses(monkeypatch):
     for key in ("K", "tau", "alpha", "beta"):
         if defaults[key] != FIRST_RUN[key]:
             assert re.search(rf"\[default: {defaults[key]!s}; without --config: {FIRST_RUN[key]!s}\]", text), key
+
+
+#: a default written in another style than ``[default: X]``: ``(default 20)``, ``(default: paper)``,
+#: ``(>= 100, default 4000)``; a choice marked as the default (``fo (first-order; default)``) is not one
+OTHER_DEFAULT_STYLE = re.compile(r"\(default\b(?!\))|[;,] default\b(?!\))")
+
+
+def test_every_option_help_writes_its_default_one_way(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    found = []
+    for command, parser in all_parsers(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help and action.help != argparse.SUPPRESS:
+                text = formatter._expand_help(action)
+                found += [f"{command} {action.dest}: {text}" for _ in OTHER_DEFAULT_STYLE.findall(text)]
+    assert found == []
+    assert len(OTHER_DEFAULT_STYLE.findall("(default 20) (default: paper) (>= 100, default 4000) (x; default)")) == 3
+
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        ("timed rounds (default 20)", "timed rounds [default: 20]"),
+        ("how to split (default: paper)", "how to split [default: paper]"),
+        ("draws (>= 100, default 4000)", "draws (>= 100) [default: 4000]"),
+        ("seeds (>= 2; default 3 quick, 5 full)", "seeds (>= 2) [default: 3 quick, 5 full]"),
+        ("batch (default 0: not)", "batch [default: 0, not]"),
+        ("cores (default: one per core (of this process))", "cores [default: one per core (of this process)]"),
+        ("fo (first-order; default)", "fo (first-order; default)"),
+        ("already [default: 5]", "already [default: 5]"),
+    ],
+)
+def test_defaults_are_written_one_way(written, shown):
+    from perfedavg.words import one_default_style
+
+    assert one_default_style(written) == shown
