@@ -708,8 +708,9 @@ def test_a_raw_pickle_as_checkpoint_is_one_line_without_the_library_s_warning(fi
 
     run = _copy(finished_run, tmp_path / "run")
     (run / rundir.CHECKPOINT).write_bytes(pickle.dumps({"format": 2}, protocol=4))
-    # a process of its own: pytest would catch the warning before it reached stderr
-    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", str(run), "--no-progress", "--no-plot"]
+    # a process of its own: pytest would catch the warning before it reached stderr; --force, since a finished
+    # run is otherwise answered "already finished" without its checkpoint being read
+    argv = [sys.executable, "-m", "perfedavg", "run", "--resume", str(run), "--force", "--no-progress", "--no-plot"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     err = done.stderr.strip()
     assert done.returncode == 2 and "\n" not in err and "is damaged or truncated" in err, err
