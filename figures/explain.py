@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfedavg.errors import UsageError
 from perfedavg.runs.config import load_run_config
+from perfedavg.runs.config_file import load_command_config
 from perfedavg.runs.resolve import resolve
 
 from .style import algorithm_label
@@ -255,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
         cfg, _task = resolve(build_config(read_toml(run / rundir.CONFIG), args.overrides))
         records = rundir.read_metrics(run)
     else:
-        cfg, _task = resolve(load_run_config(args.config, args.overrides))
+        cfg, _task = resolve(load_command_config(args.config, args.overrides))
     config = cfg.to_dict()
     notes: list[str] = []
     constants: Constants | None

@@ -787,3 +787,20 @@ def test_non_uniform_weights_without_replacement_are_refused_at_configuration():
     )
     assert uniform.has_uniform_weights()
     dataclasses.replace(task, train=uniform, test=test_uniform, batch_with_replacement=False)  # accepted
+
+
+def test_a_runs_source_digest_covers_no_theory_or_figures_module():
+    """What a run computes depends on the engine and its task's package only: a module of theory/ or figures/ in
+    the import closure (even a lazy import on an error path) would make an edit there block every resume."""
+    from perfedavg.runs import provenance
+    from perfedavg.runs.registry import TASKS
+
+    root = Path(rundir.__file__).resolve().parents[2]
+    for task in ("softmax", "quadratic", "mnist"):
+        roots = [f"perfedavg.{name}" for name in provenance.ENGINE_MODULES] + [TASKS[task].split(":")[0]]
+        outside = [
+            f.relative_to(root).as_posix()
+            for f in provenance.source_files(roots, root)
+            if f.relative_to(root).parts[0] in ("theory", "figures")
+        ]
+        assert outside == [], (task, outside)

@@ -10,7 +10,8 @@ from typing import Any
 
 from perfedavg.engine.config import field_defaults, field_docs
 from perfedavg.errors import UsageError
-from perfedavg.runs.config import FIRST_RUN, dumps_toml, load_run_config
+from perfedavg.runs.config import FIRST_RUN, dumps_toml
+from perfedavg.runs.config_file import load_command_config
 from perfedavg.runs.registry import TASKS, task_spec
 from perfedavg.runs.resume import load_resume_config
 from perfedavg.runs.runner import run_config
@@ -192,7 +193,7 @@ def main(args) -> int:
     if resume_dir is not None:
         cfg = load_resume_config(resume_dir, args.config, args.overrides)
     else:
-        cfg = load_run_config(args.config, args.overrides)
+        cfg = load_command_config(args.config, args.overrides)
     out = resume_dir or args.out or f"runs/{cfg.algorithm}-{cfg.task['name']}-seed{cfg.seed}"
     finished = _finished_already(resume_dir, cfg) if resume_dir is not None and not args.force else ""
     if finished:

@@ -186,21 +186,4 @@ def first_run_base(overrides: Sequence[str] = ()) -> dict[str, Any]:
 def load_run_config(config_path: str | None, overrides: list[str]) -> RunConfig:
     """Defaults <- TOML file (without one: :data:`FIRST_RUN`, :func:`first_run_base`) <- ``--set`` overrides."""
     base = read_toml(config_path) if config_path else first_run_base(overrides)
-    if config_path:
-        refuse_other_kinds(config_path, base)
     return build_config(base, overrides)
-
-
-def refuse_other_kinds(path: str | Path, data: Mapping[str, Any]) -> None:
-    """A sweep file or a constants file given where a run config is expected: one line naming what reads it
-    (``perfedavg sweep FILE``; ``--constants FILE``), instead of an unknown option."""
-    if isinstance(data.get("sweep"), Mapping):
-        raise UsageError(f"{path} is a sweep file (it has a [sweep] table): run it with `perfedavg sweep {path}`")
-    from theory.constants import Constants  # here: only on this error path
-
-    problem = sorted(set(data) & set(Constants.field_names()) - {f.name for f in fields(RunConfig)}, key=str)
-    if problem:
-        raise UsageError(
-            f"{path} is a constants file (it sets {', '.join(problem)}): pass it as --constants {path} "
-            "(perfedavg explain or perfedavg bounds)"
-        )
