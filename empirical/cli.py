@@ -20,7 +20,7 @@ from perfedavg.outputs import output_file
 from perfedavg.runs.resolve import check_device
 
 DATA_HELP = (
-    "data root (default: $PERFEDAVG_DATA, else the user cache directory); holds MNIST/raw/ "
+    "data root [default: $PERFEDAVG_DATA, else the user cache directory]; holds MNIST/raw/ "
     "(IDX files) and cifar-10-batches-py/ or CIFAR-10-jpeg/"
 )
 
@@ -61,18 +61,18 @@ def _register_table1(what) -> None:
         "invocation is OUT/sweep_summary.md. "
         "Results on the JPEG copy of CIFAR-10 are labelled 'CIFAR-10 (JPEG copy)'.",
     )
-    p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder (default: runs/table1)")
+    p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder [default: runs/table1]")
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
     p.add_argument(
         "--download",
         action="store_true",
         help="download the official archives (md5-checked) when the data are missing; needs network",
     )
-    p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 (default: both)")
+    p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 [default: both]")
     p.add_argument(
         "--methods",
         default="fedavg,fo,hf",
-        help="comma-separated: fedavg, fo, hf, exact (default: fedavg,fo,hf; exact is the extra column); "
+        help="comma-separated: fedavg, fo, hf, exact [default: fedavg,fo,hf; exact is the extra column]; "
         "fedavg-fo, fedavg-hf, fedavg-exact: FedAvg given that variant's budget per round (--match-rule)",
     )
     p.add_argument(
@@ -96,7 +96,7 @@ def _register_table1(what) -> None:
         metavar="N",
         help="also report the adaptation step as one SGD step on a batch of N samples per user (the "
         "paper's wording), drawn from the protocol's data with a generator of its own after training, "
-        ">= 0 (default 0: only the full-batch step on the user's whole test/training data)",
+        ">= 0 [default: 0, only the full-batch step on the user's whole test/training data]",
     )
     p.add_argument(
         "--adapt-steps",
@@ -105,7 +105,7 @@ def _register_table1(what) -> None:
         metavar="N",
         help="also evaluate every cell's final model after k = 0, 1, ..., N full-batch adaptation steps of size "
         "alpha, with every user's outcome (spread over users, worst 10 %%, share of users harmed, by group): two "
-        "more tables, from the same training (default 0: not)",
+        "more tables, from the same training [default: 0, not]",
     )
     p.add_argument(
         "--new-users",
@@ -114,35 +114,35 @@ def _register_table1(what) -> None:
         metavar="V",
         help="hold users out of training and report them as new users (task.holdout_users: a count, or a "
         "fraction in (0, 1); both groups of the paper's split kept); changes the training, so use another --out "
-        "(default 0: every user trains)",
+        "[default: 0, every user trains]",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 (default 5; --quick: 1)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 [default: 5; --quick: 1]")
     p.add_argument(
-        "--rounds", type=int, default=None, help="rounds K, >= 1 (default 1000 as in the paper; --quick: 30)"
+        "--rounds", type=int, default=None, help="rounds K, >= 1 [default: 1000 as in the paper; --quick: 30]"
     )
     p.add_argument(
         "--eval-every",
         type=int,
         default=0,
         metavar="N",
-        help="also evaluate every N rounds, for curves (default 0: only rounds 0 and K; an evaluation "
-        "costs as much as many training rounds)",
+        help="also evaluate every N rounds, for curves [default: 0, only rounds 0 and K; an evaluation "
+        "costs as much as many training rounds]",
     )
     p.add_argument(
         "--workers",
         type=int,
         default=None,
         metavar="N",
-        help="cells run at once, each in its own process, >= 1 (default: the usable cores / --threads, "
-        "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads)",
+        help="cells run at once, each in its own process, >= 1 [default: the usable cores / --threads, "
+        "e.g. 2 on a 2-core machine; with --backend ray: the cluster's CPUs / --threads]",
     )
     p.add_argument(
         "--threads",
         type=int,
         default=1,
         metavar="T",
-        help="torch threads per cell, >= 1 (default 1: these small matrices gain little from more "
-        "threads; the cores are used by running cells side by side)",
+        help="torch threads per cell, >= 1 [default: 1, these small matrices gain little from more "
+        "threads; the cores are used by running cells side by side]",
     )
     p.add_argument(
         "--device",
@@ -189,38 +189,38 @@ def _register_constants(what) -> None:
     )
     p.add_argument("--run", required=True, metavar="DIR", help="a run directory (config.toml, checkpoint.pt)")
     p.add_argument(
-        "--rounds", default="0,final", help="comma-separated rounds, 'final' = the checkpoint's (default 0,final)"
+        "--rounds", default="0,final", help="comma-separated rounds, 'final' = the checkpoint's [default: 0,final]"
     )
-    p.add_argument("--out", default="", metavar="FILE", help="output JSON (default: DIR/constants.json)")
+    p.add_argument("--out", default="", metavar="FILE", help="output JSON [default: DIR/constants.json]")
     p.add_argument("--data-dir", default="", metavar="DIR", help="data root, overriding the run's task.data_dir")
-    p.add_argument("--lanczos-steps", type=int, default=20, help="Lanczos steps per operator norm, >= 1 (default 20)")
+    p.add_argument("--lanczos-steps", type=int, default=20, help="Lanczos steps per operator norm, >= 1 [default: 20]")
     p.add_argument(
         "--samples",
         type=int,
         default=100,
-        help="per-sample gradients per user for sigma_G, >= 0 (default 100, a Monte-Carlo estimate; "
-        "0: all local samples, exact but the costliest part)",
+        help="per-sample gradients per user for sigma_G, >= 0 [default: 100, a Monte-Carlo estimate; "
+        "0: all local samples, exact but the costliest part]",
     )
     p.add_argument(
-        "--hessian-samples", type=int, default=4, help="drawn samples per user for sigma_H, >= 1 (default 4)"
+        "--hessian-samples", type=int, default=4, help="drawn samples per user for sigma_H, >= 1 [default: 4]"
     )
     p.add_argument(
         "--gamma-users",
         type=int,
         default=5,
-        help="random users for gamma_H, >= 0 (default 5; 0 = all, each costs LANCZOS_STEPS full-data products)",
+        help="random users for gamma_H, >= 0 [default: 5; 0 = all, each costs LANCZOS_STEPS full-data products]",
     )
     p.add_argument(
         "--rho-directions",
         type=int,
         default=2,
-        help="random directions per user for rho, >= 0 (0 skips rho; default 2)",
+        help="random directions per user for rho, >= 0 (0 skips rho) [default: 2]",
     )
     p.add_argument(
-        "--rho-radius", type=float, default=1e-3, help="finite-difference radius for rho, > 0 (default 1e-3)"
+        "--rho-radius", type=float, default=1e-3, help="finite-difference radius for rho, > 0 [default: 1e-3]"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the estimates' random draws, >= 0 (default 0)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the estimates' random draws, >= 0 [default: 0]")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 [default: 1]")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=constants_main)
 

@@ -20,8 +20,8 @@ from perfedavg.outputs import output_dir
 from perfedavg.runs.rundir import atomic_write_text
 
 _DATA_HELP = (
-    "data root (default: $PERFEDAVG_DATA, else the user cache $XDG_CACHE_HOME/perfedavg or "
-    "~/.cache/perfedavg). MNIST: DIR/MNIST/raw/*-ubyte[.gz] or flat; CIFAR-10: "
+    "data root [default: $PERFEDAVG_DATA, else the user cache $XDG_CACHE_HOME/perfedavg or "
+    "~/.cache/perfedavg]. MNIST: DIR/MNIST/raw/*-ubyte[.gz] or flat; CIFAR-10: "
     "DIR/cifar-10-batches-py/ (official) or DIR/CIFAR-10-jpeg/ (class folders); "
     "folder:NAME: DIR/NAME/{train,test}/<class>/*.png|jpg"
 )
@@ -41,7 +41,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         help="if missing, fetch the official archives (mnist, cifar10) into the data root, checking their md5 sums",
     )
     parser.add_argument(
-        "--cache-dir", metavar="DIR", help="where decoded arrays are cached as .npz (default: <user cache>/decoded)"
+        "--cache-dir", metavar="DIR", help="where decoded arrays are cached as .npz [default: <user cache>/decoded]"
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="decode the source files, do not read or write the cache"
@@ -82,37 +82,37 @@ def register(sub) -> None:
     )
     _add_data_options(part)
     part.add_argument(
-        "--scheme", choices=("paper", "dirichlet", "classes"), default="paper", help="how to split (default: paper)"
+        "--scheme", choices=("paper", "dirichlet", "classes"), default="paper", help="how to split [default: paper]"
     )
-    part.add_argument("--clients", type=int, default=50, metavar="N", help="number of clients n (default: 50)")
-    part.add_argument("--seed", type=int, default=0, help="seed fixing every random choice (default: 0)")
+    part.add_argument("--clients", type=int, default=50, metavar="N", help="number of clients n [default: 50]")
+    part.add_argument("--seed", type=int, default=0, help="seed fixing every random choice [default: 0]")
     part.add_argument(
-        "--a", type=int, metavar="A", help="paper: images per class a, even (default: 196 for mnist, 68 for cifar10)"
+        "--a", type=int, metavar="A", help="paper: images per class a, even [default: 196 for mnist, 68 for cifar10]"
     )
     part.add_argument(
-        "--a-test", type=int, metavar="A", help="paper: a of the test split (default: largest even <= a*N_test/N_train)"
+        "--a-test", type=int, metavar="A", help="paper: a of the test split [default: largest even <= a*N_test/N_train]"
     )
     part.add_argument(
         "--concentration",
         type=float,
         default=None,
         metavar="C",
-        help="dirichlet: concentration c > 0, smaller is more skewed (default: 0.3, as the task option "
-        "task.concentration)",
+        help="dirichlet: concentration c > 0, smaller is more skewed [default: 0.3, as the task option "
+        "task.concentration]",
     )
     part.add_argument(
         "--min-size",
         type=int,
         default=1,
         metavar="M",
-        help="dirichlet: redraw until every client holds >= M training images (default: 1)",
+        help="dirichlet: redraw until every client holds >= M training images [default: 1]",
     )
     part.add_argument(
         "--classes-per-client",
         type=int,
         default=2,
         metavar="K",
-        help="classes: distinct classes per client (default: 2)",
+        help="classes: distinct classes per client [default: 2]",
     )
     part.add_argument(
         "--out",

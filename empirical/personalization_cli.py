@@ -27,17 +27,17 @@ def register_personalization(what) -> None:
     p.add_argument("--out", default="runs/personalization", metavar="DIR", help="output folder")
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download the official archives when missing")
-    p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 (default: both)")
+    p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 [default: both]")
     p.add_argument(
         "--alpha", type=float, default=0.01, help="alpha of the row: 0.01 (default) or the paper's other, 0.001"
     )
-    p.add_argument("--steps", type=int, default=5, metavar="N", help="adaptation steps k = 0..N, >= 1 (default 5)")
+    p.add_argument("--steps", type=int, default=5, metavar="N", help="adaptation steps k = 0..N, >= 1 [default: 5]")
     p.add_argument(
         "--new-users",
         type=float,
         default=0.2,
         metavar="V",
-        help="users held out of training: a fraction in (0, 1) or a count (default 0.2)",
+        help="users held out of training: a fraction in (0, 1) or a count [default: 0.2]",
     )
     p.add_argument("--with-exact", action="store_true", help="add Per-FedAvg with exact HVPs (an extra column)")
     p.add_argument(
@@ -46,10 +46,10 @@ def register_personalization(what) -> None:
         default="steps",
         help="how FedAvg gets HF's budget: more local steps (default) or larger batches",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 (default 5; --quick: 1)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds K, >= 1 (default 1000; --quick: 30)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, >= 1 [default: 5; --quick: 1]")
+    p.add_argument("--rounds", type=int, default=None, help="rounds K, >= 1 [default: 1000; --quick: 30]")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="cells run at once, >= 1")
-    p.add_argument("--threads", type=int, default=1, metavar="T", help="torch threads per cell, >= 1 (default 1)")
+    p.add_argument("--threads", type=int, default=1, metavar="T", help="torch threads per cell, >= 1 [default: 1]")
     p.add_argument("--quick", action="store_true", help="reduced version (30 rounds, one seed)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=personalization_main)

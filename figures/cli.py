@@ -64,20 +64,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         nargs="*",
         metavar="NAME",
         type=_figure_name,
-        help=f"figures to regenerate (default: all): {', '.join(FIGURE_NAMES)}",
+        help=f"figures to regenerate [default: all]: {', '.join(FIGURE_NAMES)}",
     )
     p.add_argument(
         "--out",
         default="figures-out",
         metavar="DIR",
-        help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index (default: figures-out)",
+        help="folder of the figures (PNG + PDF), tables (Markdown + LaTeX) and index [default: figures-out]",
     )
     p.add_argument(
         "--runs",
         default=None,
         metavar="DIR",
-        help="folder of the saved runs, read and completed (default: runs/figures-quick with --quick, "
-        "else runs/figures)",
+        help="folder of the saved runs, read and completed [default: runs/figures-quick with --quick, "
+        "else runs/figures]",
     )
     p.add_argument(
         "--quick",
@@ -90,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_jobs,
         default=None,
         metavar="N",
-        help="worker processes running the figures' experiments and drawings side by side (default: one per core "
-        "this process may use); the figures are the same for every N",
+        help="worker processes running the figures' experiments and drawings side by side [default: one per core "
+        "this process may use]; the figures are the same for every N",
     )
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     p.set_defaults(func=main)

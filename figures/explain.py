@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     p.add_argument(
-        "--config", metavar="FILE.toml", default=None, help="run config (default: the first run of `perfedavg run`)"
+        "--config", metavar="FILE.toml", default=None, help="run config [default: the first run of `perfedavg run`]"
     )
     p.add_argument(
         "--run",

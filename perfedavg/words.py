@@ -7,9 +7,10 @@ One home for how text meets a person (torch-free; every layer may import it):
   purpose are kept, and an indented listing row (``  name   what it is``) wraps under its text column;
 * :func:`fill_block`: the same wrapping for text printed outside argparse (``--list-tasks``);
 * :func:`did_you_mean`: the closest known name to a misspelt one (difflib), as a hint;
-* :func:`plural`: ``1 seed``, ``3 seeds``;
-* :func:`one_default_style`: an option's default written one way, ``[default: X]``, whatever style its
-  module wrote (``(default 20)``, ``(>= 100, default 4000)``); the formatter applies it to every option.
+* :func:`plural`: ``1 seed``, ``3 seeds``.
+
+An option's help writes its default as ``[default: X]``, as ``run --help``'s option table does, in the
+help string itself (tests/test_words.py checks every parser), so the source reads as the help prints.
 """
 
 from __future__ import annotations
@@ -28,11 +29,6 @@ MIN_WIDTH = 40
 
 #: an indented listing row: indentation, a name, then two or more spaces before its text
 _ROW = re.compile(r"^(\s+\S+\s{2,})\S")
-#: text in parentheses, one level of parentheses inside it allowed
-_PAREN_TEXT = r"(?:[^()]|\([^()]*\))*"
-#: ``(default X)`` / ``(default: X)``, and a default at the end of other parenthesised text ``(>= 100, default X)``
-_OWN_DEFAULT = re.compile(rf"\(default(:?)\s+({_PAREN_TEXT})\)")
-_TRAILING_DEFAULT = re.compile(rf"\(({_PAREN_TEXT}?)[;,] default(:?)\s+({_PAREN_TEXT})\)")
 
 
 def help_width() -> int:
@@ -76,26 +72,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 28, width: int | None = None):
         super().__init__(prog, indent_increment, max_help_position, width or help_width())
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return one_default_style(action.help) if action.help else action.help
-
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         block = fill_block(text, max(MIN_WIDTH, width - len(indent)))
         return "\n".join(indent + line if line else line for line in block.splitlines())
-
-
-def one_default_style(text: str) -> str:
-    """``text`` with every default written as ``[default: X]``: ``(default 20)`` -> ``[default: 20]``,
-    ``(>= 100, default 4000)`` -> ``(>= 100) [default: 4000]``, ``(default 0: not)`` -> ``[default: 0, not]``.
-    A choice marked as the default (``fo (first-order; default)``) is kept."""
-
-    def shown(colon: str, value: str) -> str:
-        if not colon:  # "default 0: not": the value, then what it means
-            value = re.sub(r"^([^\s:;,]+): ", r"\1, ", value)
-        return f"[default: {value}]"
-
-    text = _TRAILING_DEFAULT.sub(lambda m: f"({m.group(1)}) {shown(m.group(2), m.group(3))}", text)
-    return _OWN_DEFAULT.sub(lambda m: shown(m.group(1), m.group(2)), text)
 
 
 def closest(word: object, known: Iterable[str]) -> str | None:

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=4000,
         metavar="N",
-        help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100, default 4000)",
+        help="Monte Carlo draws per (point, user, variant) for bias / variance (>= 100) [default: 4000]",
     )
     parser.add_argument("--rates", action="store_true", help="print the rate table instead of the lemma checks")
     parser.add_argument(
@@ -97,21 +97,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="DIR",
         help="time the 100 configurations x 5 seeds logistic sweep (seed-vectorized, progress, "
-        "resumable) into DIR (default runs/speed, outside version control) and print JSON timing",
+        "resumable) into DIR [default: runs/speed, outside version control] and print JSON timing",
     )
     parser.add_argument(
         "--seeds",
         type=int,
         default=None,
         metavar="S",
-        help="with --rates: seeds per configuration (>= 2; default 3 quick, 5 full)",
+        help="with --rates: seeds per configuration (>= 2) [default: 3 quick, 5 full]",
     )
     parser.add_argument(
         "--out",
         default=None,
         metavar="DIR",
-        help="with --rates: folder of the run directories (default runs/rates-quick or "
-        "runs/rates-full); finished runs found there are reused (resumable)",
+        help="with --rates: folder of the run directories [default: runs/rates-quick or "
+        "runs/rates-full]; finished runs found there are reused (resumable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     parser.set_defaults(func=main)

@@ -103,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--variant",
         choices=(*_VARIANTS, "all"),
         default="all",
-        help="local step: exact second-order, FO, HF, or all three (default: all)",
+        help="local step: exact second-order, FO, HF, or all three [default: all]",
     )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument(

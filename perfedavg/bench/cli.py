@@ -66,35 +66,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "descheduled siblings: compare 'speedup' (same run) rather than absolute times, try --threads 1 "
         "(see engine_cpu_ms / loop_cpu_ms), or set OMP_WAIT_POLICY=PASSIVE in the environment.",
     )
-    p.add_argument("--rounds", type=_positive("rounds"), default=20, help="timed rounds per variant, >= 1 (default 20)")
-    p.add_argument("--warmup", type=_positive("warmup"), default=3, help="untimed rounds first, >= 0 (default 3)")
+    p.add_argument(
+        "--rounds", type=_positive("rounds"), default=20, help="timed rounds per variant, >= 1 [default: 20]"
+    )
+    p.add_argument("--warmup", type=_positive("warmup"), default=3, help="untimed rounds first, >= 0 [default: 3]")
     p.add_argument(
         "--threads",
         type=_positive("threads"),
         default=0,
-        help="torch threads (torch.set_num_threads), >= 0; 0 = all cores (default 0)",
+        help="torch threads (torch.set_num_threads), >= 0; 0 = all cores [default: 0]",
     )
     p.add_argument(
-        "--dtype", choices=("float32", "float64"), default="float32", help="floating-point type (default float32)"
+        "--dtype", choices=("float32", "float64"), default="float32", help="floating-point type [default: float32]"
     )
     p.add_argument(
         "--variants",
         type=_variants,
         default=",".join(VARIANTS),
-        help="comma-separated subset of fedavg,fo,hf,exact (default: all four)",
+        help="comma-separated subset of fedavg,fo,hf,exact [default: all four]",
     )
     p.add_argument(
         "--clients",
         type=_positive("clients"),
         default=50,
-        help="users n, >= 5; floor(0.2 n) of them are sampled per round (default 50)",
+        help="users n, >= 5; floor(0.2 n) of them are sampled per round [default: 50]",
     )
     p.add_argument(
         "--samples",
         type=_positive("samples"),
         default=0,
-        help="random samples per user, >= 40 (default: 1000 for mnist, 340 for cifar10, the larger users "
-        "of the paper's CIFAR-10 split); with few samples of many features per user the engine runs whole "
+        help="random samples per user, >= 40 [default: 1000 for mnist, 340 for cifar10, the larger users "
+        "of the paper's CIFAR-10 split]; with few samples of many features per user the engine runs whole "
         "rounds in the users' sample space (JSON: engine_rounds)",
     )
     p.add_argument(
@@ -114,14 +116,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device",
         default="cpu",
-        help="torch device of both the engine and the loop: cpu, cuda or cuda:N (default cpu); on CUDA "
+        help="torch device of both the engine and the loop: cpu, cuda or cuda:N [default: cpu]; on CUDA "
         "every timing waits for the device's queued work first",
     )
     p.add_argument(
         "--repeat",
         type=_positive("repeat"),
         default=1,
-        help="whole bench runs one after another, >= 1 (default 1); with more than one the JSON holds "
+        help="whole bench runs one after another, >= 1 [default: 1]; with more than one the JSON holds "
         "each run ('runs') and their distribution per variant ('pooled': median, least and greatest "
         "speedup, and the median over the runs on a quiet host), since on a shared host one run's ratio "
         "moves with the neighbours' load",

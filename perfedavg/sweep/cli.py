@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE.toml", help="the sweep file: a run config plus a [sweep] table")
-    parser.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps/<FILE stem>)")
+    parser.add_argument("--out", metavar="DIR", help="sweep directory [default: sweeps/<FILE stem>]")
     parser.add_argument(
         "--backend",
         choices=("local", "ray"),
@@ -43,20 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="runs at once (>= 1; default: local: the usable cores / --threads; ray: the cluster's CPUs / --threads)",
+        help="runs at once (>= 1) [default: local: the usable cores / --threads; ray: the cluster's CPUs / --threads]",
     )
     parser.add_argument(
         "--threads",
         type=int,
         metavar="T",
-        help="torch threads per run (>= 1; default: usable cores / --workers, at least 1); on Ray "
+        help="torch threads per run (>= 1) [default: usable cores / --workers, at least 1]; on Ray "
         "each run also reserves T CPUs",
     )
     parser.add_argument(
         "--address",
         metavar="ADDR",
-        help="ray only: the cluster to join, e.g. ray://head:10001 or auto (default: start a "
-        "local Ray instance with --workers x --threads CPUs)",
+        help="ray only: the cluster to join, e.g. ray://head:10001 or auto [default: start a "
+        "local Ray instance with --workers x --threads CPUs]",
     )
     parser.add_argument(
         "--retries",
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         metavar="N",
         help="times a run whose worker died or raised is tried again within this invocation "
-        "(>= 0, default 2); re-running the sweep tries failed runs again",
+        "(>= 0) [default: 2]; re-running the sweep tries failed runs again",
     )
     parser.add_argument(
         "--set",
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--force",
         action="store_true",
         help="restart from scratch runs whose saved config differs from the sweep's "
-        "(default: refuse, so an edited sweep never mixes with old results)",
+        "[default: refuse, so an edited sweep never mixes with old results]",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the sweep's progress bar")
     parser.add_argument(
