@@ -187,7 +187,7 @@ def format_mutations(verdicts: list[Verdict]) -> str:
     it, indented, by which check(s) (the point a row was measured at can be long: wrapped)."""
     import textwrap
 
-    from perfedavg.words import MAX_WIDTH
+    from perfedavg.words import MAX_WIDTH, plural
 
     head = f"{'mutant':52s} {'key':13s} verdict"
     lines = [head, "    killed by", "-" * len(head)]
@@ -196,12 +196,14 @@ def format_mutations(verdicts: list[Verdict]) -> str:
         if v.failing:
             r = _first(v.failing)
             why.append(
-                f"{len(v.failing)} row(s) FAIL, e.g. {r.task} {r.where}: measured {r.high:.4g} > bound {r.bound:.4g}"
+                f"{plural(len(v.failing), 'row')} {'FAILS' if len(v.failing) == 1 else 'FAIL'}, e.g. {r.task} "
+                f"{r.where}: measured {r.high:.4g} > bound {r.bound:.4g}"
             )
         if v.loose:
             r = max(v.loose, key=lambda r: r.margin)
             why.append(
-                f"{len(v.loose)} witness(es) looser than {factor_of(r):g}x, e.g. {r.where}: margin {r.margin:.3g}"
+                f"{plural(len(v.loose), 'witness', 'witnesses')} looser than {factor_of(r):g}x, e.g. {r.where}: "
+                f"margin {r.margin:.3g}"
             )
         lines.append(f"{v.mutant.name[:52]:52s} {v.mutant.key:13s} {'KILLED' if v.killed else 'survives'}")
         lines.append(
