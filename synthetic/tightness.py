@@ -1,12 +1,23 @@
 r"""``perfedavg check --tightness``: the worst-case and the data-dependent bound on Φ_K beside the measured Φ_K.
 
-Rows (every stochastic Φ_K row of the project, at its largest K, and the noise-free drift rows):
+Rows (every stochastic Φ_K row of the project at its largest K, two rows started at the minimiser of F, and the
+noise-free drift rows):
 
 * ``K-row``: the rate table's K-row (:data:`synthetic.rate_runs.BASE`, K = the quick grid's largest);
 * ``flagship (exact | hf | fo)``: the flagship figure's setting (:data:`FLAGSHIP`, its quick length);
 * ``logistic, paper-like``: :data:`LOGISTIC` (τ = 10, r = 0.2, D = D' = D'' = 40, the paper's α = 0.01);
-* ``noise-free drift``: the rate table's noise-free cycles (quadratic, h = 1, r = 1, whole-distribution
-  batches, K → ∞), with the cost of each step of the proof (:func:`noise_free_row`).
+* ``noise floor``: :data:`FLOOR`, the K-row's task started at the minimiser of F, where the stochastic term is
+  the whole bound;
+* ``identical users``: :data:`IDENTICAL`, one user in ten sampled (r = 0.1), τ = 8, started at the minimiser:
+  the drift is all noise, and Step 6's term (the sampled model's distance from the users' average) is large;
+* ``noise-free``: the drift rows of ``check --rates --full`` without noise (quadratic, h = 1, r = 1,
+  whole-distribution batches, K → ∞, τ up to 16), with the cost of each step of the proof
+  (:func:`noise_free_row`).
+
+The noise floor, the identical users and the noise-free rows at τ = 16 are there for :mod:`synthetic.bound_mutations`:
+each is where a term of the bound is large enough for a wrong formula in it to show (DERIVATIONS.md §10.5).  The
+noise floor and the identical users take β beyond the worst-case bound's step-size condition
+(Γ = 1 − 6β²τ²L_F² ≤ 0), so their worst-case column is infinite.
 
 Columns: the **worst-case** derived bound (:func:`theory.checks_api.convergence` on the task's global constants,
 γ from the TV statements, Δ₀ = F(w₀)); the **data-dependent** bound (:func:`theory.data_dependent.data_dependent_bound`
@@ -83,12 +94,32 @@ LOGISTIC: dict[str, Any] = {
     "dtype": "float64",
     "task": {"name": "logistic"},
 }
+
+
+def _at_the_minimiser(changes: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """The rate table's K-row configuration (:data:`synthetic.rate_runs.BASE`) with ``changes`` and ``task``'s
+    changes, started at the minimiser w* of F (so Δ₀ = 0: the rows where the optimization term is absent)."""
+    data = json.loads(json.dumps(RATE_BASE))
+    data["task"].update(task, init="minimizer", init_alpha=data["alpha"])
+    return {**data, **changes}
+
+
+#: the noise floor: started at w*, τ = 1, r = 1, so the stochastic term L_Fβs²/(2nκ) is the whole bound (a slip in
+#: it, such as a lost 1/n, shows only here); β = 2 (L_Fβ ≈ 0.5, beyond the worst-case step-size condition) mixes in
+#: about two rounds (1/(βμ_F)), so 200 rounds and the table's seeds estimate E Φ_K closely enough to judge a bound
+#: that is tight there (the K-row's β = 0.16 mixes in 26 rounds: its interval stays too wide at any affordable K)
+FLOOR: dict[str, Any] = _at_the_minimiser({"beta": 2.0, "K": 200}, {})
+#: identical users (h = 0), one of the ten sampled each round (r = 0.1: c = (1−r)/(r(n−1)) = 1), τ = 8 local steps of
+#: β = 1, started at w*: the users' drift is all noise (a drift formula without its noise is 0 here), c is large, and
+#: Step 6's L_F²cȲ is about as large as the rest of the bound; 40 rounds (a mixing time is under one round)
+IDENTICAL: dict[str, Any] = _at_the_minimiser({"beta": 1.0, "tau": 8, "r": 0.1, "K": 40}, {"h": 0.0})
 #: seeds of every stochastic row: five, so that the 95 % interval of the quadratic task's E Φ_K estimate
 #: (Student t with 4 degrees of freedom) resolves bounds that lie within 0.1 % of it
 SEEDS = (0, 1, 2, 3, 4)
-#: the noise-free drift rows of the rate table: β·τ_max ∈ {0.16, 0.06}, τ ∈ {2, 4, 8}, h = 1
+#: the noise-free drift rows of ``check --rates --full``: β·τ_max ∈ {0.16, 0.06}, τ ∈ {2, 4, 8, 16}, h = 1 (τ = 16 is
+#: where a drift growing like τ instead of τ² falls below φ_∞: up to τ = 8 it stays inside the bound's factor)
 NOISE_FREE_BETA_TAU_MAX = (0.16, 0.06)
-NOISE_FREE_TAUS = (2, 4, 8)
+NOISE_FREE_TAUS = (2, 4, 8, 16)
 
 
 def _config(data: dict[str, Any]) -> RunConfig:
@@ -209,6 +240,7 @@ def stochastic_row(name: str, config: dict[str, Any], seeds: Sequence[int]) -> T
     measured, high = _interval(curves.measured[:, -1])
     expected, expected_high = _interval(curves.expected[:, -1]) if curves.expected is not None else (math.nan,) * 2
     bound = dd.data_dependent_bound(curves.region, K)
+    beyond = "; β beyond the worst-case step-size condition" if math.isinf(curves.worst_case[-1]) else ""
     return TightnessRow(
         name,
         K,
@@ -220,7 +252,7 @@ def stochastic_row(name: str, config: dict[str, Any], seeds: Sequence[int]) -> T
         expected_high,
         terms=dict(bound.terms),
         note=f"{len(seeds)} seeds; Δ₀ = F(w₀) − F* = {curves.region.Delta0:.3g}; "
-        f"L_F (region) = {curves.region.L_F:.3g}",
+        f"L_F (region) = {curves.region.L_F:.3g}{beyond}",
         region=curves.region,
         config=config,
     )
@@ -302,7 +334,7 @@ def noise_free_row(beta: float, tau: int) -> TightnessRow:
         "§7 vs here: β²(τ-1)(2τ-1)γ_F² / mean y_t² (step 3)": poly * gamma_F**2 / ybar,
     }
     return TightnessRow(
-        f"noise-free drift β={beta:g} τ={tau}",
+        f"noise-free β={beta:g} τ={tau}",
         math.inf,
         worst,
         bound.value,
@@ -322,6 +354,8 @@ def tightness_table(seeds: Sequence[int] = SEEDS) -> list[TightnessRow]:
     for algorithm in ("exact", "hf", "fo"):
         rows.append(stochastic_row(f"flagship ({algorithm})", {**FLAGSHIP, "algorithm": algorithm}, seeds))
     rows.append(stochastic_row("logistic, paper-like", LOGISTIC, seeds))
+    rows.append(stochastic_row("noise floor, β=2", FLOOR, seeds))
+    rows.append(stochastic_row("identical users, r=0.1", IDENTICAL, seeds))
     for bt in NOISE_FREE_BETA_TAU_MAX:
         for tau in NOISE_FREE_TAUS:
             rows.append(noise_free_row(bt / max(NOISE_FREE_TAUS), tau))

@@ -242,11 +242,13 @@ WIDEST = 100
 def test_tightness_table_fits_the_terminal_and_keeps_every_number():
     """format_tightness (what ``perfedavg check --tightness`` prints) on a real noise-free row with the longest
     name and its proof's step costs, beside stochastic rows (hand-made: the real ones take minutes) with E Phi_K's
-    estimate and without: every line at most WIDEST characters, and every number still printed."""
-    noise_free = tightness.noise_free_row(0.0075, 8)
+    estimate and without, and one whose worst-case bound is infinite (β beyond its step-size condition): every line
+    at most WIDEST characters, and every number still printed."""
+    noise_free = tightness.noise_free_row(min(tightness.NOISE_FREE_BETA_TAU_MAX) / 16, 16)
     rows = [
         tightness.TightnessRow("K-row (rate table)", 4000, 6432.1, 1.23456e-05, 9.87654e-06, 1.1e-5, 9.9e-6, 1.2e-5),
         tightness.TightnessRow("logistic, paper-like", 1000, 16.4, 0.0123456, 0.0111111, 0.0121),
+        tightness.TightnessRow("identical users, r=0.1", 4000, math.inf, 1.9e-4, 8.9e-5, 9.5e-5, 8.5e-5, 9.1e-5),
         noise_free,
     ]
     text = tightness.format_tightness(rows)
