@@ -57,11 +57,16 @@ class Entry:
     report: list[dict] = field(default_factory=list)
 
 
-def module(name: str) -> ModuleType:
-    """The module that makes figure ``name``."""
+def known(name: str) -> str:
+    """``name`` if it is a figure's name, else a usage error listing them."""
     if name not in FIGURES:
         raise UsageError(f"unknown figure {name!r}; choose from {', '.join(FIGURES)}")
-    return importlib.import_module(FIGURES[name])
+    return name
+
+
+def module(name: str) -> ModuleType:
+    """The module that makes figure ``name``."""
+    return importlib.import_module(FIGURES[known(name)])
 
 
 def build(
@@ -71,9 +76,8 @@ def build(
     figures' runs and drawings go to that many worker processes (:mod:`figures.pool`); the files are the same."""
     if level not in LEVELS:
         raise UsageError(f"level {level!r} is not one of {', '.join(LEVELS)}")
-    names = list(names) or list(FIGURES)
+    names = [known(n) for n in names] or list(FIGURES)
     named = set(names) if names != list(FIGURES) else set()
-    mods = [module(n) for n in names]
     out, runs = Path(out), Path(runs)
     out.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
@@ -82,10 +86,13 @@ def build(
     torch.set_num_threads(figure_threads)
     try:
         if jobs > 1:
+            # the workers start (importing the figure modules) while this process imports them too
             preload = ["figures.build", *(FIGURES[n] for n in names)]
             with pool.Pool(jobs, figure_threads, preload) as workers, pool.activate(workers):
+                mods = [module(n) for n in names]
                 entries = _build_side_by_side(names, mods, out, runs, level, named, workers, progress)
         else:
+            mods = [module(n) for n in names]
             entries = [
                 _build_one(name, mod, out, runs, level, named)
                 for name, mod in tqdm(list(zip(names, mods)), desc="figures", unit="figure", disable=not progress)
@@ -138,6 +145,13 @@ def _draw(module_name: str, runs: Path, out: Path) -> dict:
     return importlib.import_module(module_name).draw(runs, out)
 
 
+def _run_and_draw(module_name: str, runs: Path, out: Path, level: str) -> dict:
+    """A figure's ``run`` (which collects what its pieces saved) and ``draw``, in a worker process."""
+    mod = importlib.import_module(module_name)
+    mod.run(runs, level)
+    return mod.draw(runs, out)
+
+
 def _build_side_by_side(
     names: list[str],
     mods: list[ModuleType],
@@ -148,41 +162,47 @@ def _build_side_by_side(
     workers: pool.Pool,
     progress: bool,
 ) -> list[Entry]:
-    """The figures with ``workers``: every figure's independent pieces (its ``tasks``: runs that save their
-    results) start at once, in index order; here, each figure's ``run`` then only collects what they saved (the
-    figures without pieces come last: the rate table's ``run`` hands its sweeps to the workers ahead of the rest),
-    and its drawing goes to a worker.  Entries in index order; ``seconds`` is the time spent on each figure,
-    in whichever process."""
+    """The figures with ``workers``.  A figure with independent pieces of work (its ``tasks``: runs that save
+    their results) has them all start at once, then its ``run`` and drawing follow in a worker; the others'
+    ``run`` is called here in index order (the rate table's hands its sweeps to the workers, ahead of every other
+    piece), then their drawing goes to a worker.  Entries in index order; ``seconds`` is the time spent on each
+    figure, in whichever process."""
     entries = {name: Entry(name, mod.TITLE) for name, mod in zip(names, mods)}
-    pieces = {
-        name: [workers.submit(fn, *args) for fn, args in mod.tasks(runs, level)]
-        if hasattr(mod, "tasks") and _runs_here(mod, name, level, named)
-        else []
-        for name, mod in zip(names, mods)
-    }
+    bar = tqdm(total=len(names), desc="figures", unit="figure", disable=not progress)
+    pieces: dict[str, list] = {}
     drawing = {}
-    for name, mod in sorted(zip(names, mods), key=lambda nm: not pieces[nm[0]]):  # stable: index order within
-        entry = entries[name]
+    for name, mod in zip(names, mods):
+        if hasattr(mod, "tasks") and _runs_here(mod, name, level, named):
+            pieces[name] = [workers.submit(fn, *args) for fn, args in mod.tasks(runs, level)]
+            drawing[name] = workers.after(pieces[name], _run_and_draw, FIGURES[name], runs, out, level)
+            drawing[name].add_done_callback(lambda _: bar.update(1))
+    for name, mod in zip(names, mods):
+        if name in drawing:
+            continue
+        started = time.perf_counter()
         try:
-            for piece in pieces[name]:
-                piece.result()
-                entry.seconds += getattr(piece, "seconds", 0.0)
-            started = time.perf_counter()
             if _runs_here(mod, name, level, named):
                 mod.run(runs, level)
-            entry.seconds += time.perf_counter() - started
-        except Skip as exc:
-            entry.note = _skip_note(exc, mod, name, level, named)
-            continue
-        drawing[name] = workers.submit(_draw, FIGURES[name], runs, out)
-    for name, mod in tqdm(list(zip(names, mods)), desc="figures", unit="figure", disable=not progress):
-        if name not in drawing:
-            continue
-        try:
-            _take(entries[name], drawing[name].result())
         except Skip as exc:
             entries[name].note = _skip_note(exc, mod, name, level, named)
-        entries[name].seconds += getattr(drawing[name], "seconds", 0.0)
+            bar.update(1)
+            continue
+        finally:
+            entries[name].seconds += time.perf_counter() - started
+        drawing[name] = workers.submit(_draw, FIGURES[name], runs, out)
+        drawing[name].add_done_callback(lambda _: bar.update(1))
+    for name, mod in zip(names, mods):
+        if name not in drawing:
+            continue
+        entry = entries[name]
+        try:
+            _take(entry, drawing[name].result())
+        except Skip as exc:
+            entry.note = _skip_note(exc, mod, name, level, named)
+        entry.seconds += getattr(drawing[name], "seconds", 0.0) + sum(
+            getattr(p, "seconds", 0.0) for p in pieces.get(name, [])
+        )
+    bar.close()
     return [entries[n] for n in names]
 
 

@@ -80,6 +80,15 @@ class Pool:
         self._running = 0
         self._lock = threading.Lock()
         self._order = itertools.count()
+        # start the workers now, from another thread: starting one waits for the forkserver to import its preload,
+        # which the caller's own imports can overlap
+        self._warming = threading.Thread(target=self._warm, name="figures-pool-warm", daemon=True)
+        self._warming.start()
+
+    def _warm(self) -> None:
+        with contextlib.suppress(Exception):  # a pool closed meanwhile: nothing to warm
+            for ping in [self._executor.submit(os.getpid) for _ in range(self.jobs)]:
+                ping.result()
 
     def submit(self, fn: Callable[..., Any], *args: Any, priority: int = NORMAL) -> Future:
         """Run ``fn(*args)`` in a worker once no piece of higher priority waits; the future's ``seconds`` attribute
@@ -116,6 +125,36 @@ class Pool:
         future.seconds = seconds  # type: ignore[attr-defined]
         future.set_result(result)
 
+    def after(self, futures: list[Future], fn: Callable[..., Any], *args: Any, priority: int = NORMAL) -> Future:
+        """Submit ``fn(*args)`` once every one of ``futures`` has ended; the first of their exceptions instead if
+        one failed.  The returned future is the piece's (its ``seconds`` too)."""
+        result: Future = Future()
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def start() -> None:
+            if any(f.cancelled() for f in futures):
+                result.cancel()
+                return
+            failed = next((f.exception() for f in futures if f.exception() is not None), None)
+            if failed is not None:
+                result.set_exception(failed)
+                return
+            self.submit(fn, *args, priority=priority).add_done_callback(functools.partial(_pass_on, result))
+
+        def one_ended(_: Future) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                start()
+
+        if not futures:
+            start()
+        for f in futures:
+            f.add_done_callback(one_ended)
+        return result
+
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], priority: int = NORMAL) -> Iterator[Any]:
         """``fn`` over ``zip(*iterables)`` in the workers, results in order (as :meth:`Executor.map`)."""
         futures = [self.submit(fn, *args, priority=priority) for args in zip(*iterables)]
@@ -127,6 +166,7 @@ class Pool:
 
     def close(self) -> None:
         """Drop what has not started and stop the workers once the running pieces end."""
+        self._warming.join()
         with self._lock:
             for _, _, future, _, _ in self._pending:
                 future.cancel()
@@ -138,6 +178,17 @@ class Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pass_on(result: Future, piece: Future) -> None:
+    """Give ``result`` what ``piece`` ended with."""
+    if piece.cancelled():
+        result.cancel()
+    elif piece.exception() is not None:
+        result.set_exception(piece.exception())
+    else:
+        result.seconds = getattr(piece, "seconds", 0.0)  # type: ignore[attr-defined]
+        result.set_result(piece.result())
 
 
 class _Prioritized:

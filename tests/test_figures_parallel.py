@@ -54,6 +54,22 @@ def test_pool_passes_a_pieces_exception_back():
         assert list(workers.map(_started_at, [0.0, 0.0])) and workers.submit(_started_at, 0.0).result() > 0
 
 
+def test_pool_runs_a_piece_after_those_it_needs_and_passes_their_failure_on():
+    from figures import pool
+    from figures.store import Skip
+
+    with pool.Pool(2) as workers:
+        sleeps = (0.1, 0.6)
+        needed = [workers.submit(_started_at, s) for s in sleeps]
+        then = workers.after(needed, _started_at, 0.0)
+        # started once both had ended (not as soon as a worker was free: after the shorter one)
+        assert then.result() >= max(f.result() + s for f, s in zip(needed, sleeps))
+        failed = workers.after([workers.submit(_fails, "no runs"), workers.submit(_started_at, 0.0)], _started_at, 0)
+        with pytest.raises(Skip, match="no runs"):
+            failed.result()
+        assert workers.after([], _started_at, 0.0).result() > 0
+
+
 def test_sweep_in_worker_processes_saves_and_returns_what_one_process_does(tmp_path):
     """synthetic.rate_runs.run_sweep with an executor: the same run directories (bit for bit) and the same arrays."""
     import numpy as np
