@@ -121,6 +121,24 @@ def run_config(cfg, seeds: list[int], dirs: list[Path], track_inner: bool) -> No
     write_run_dirs(runs, cfg_r, dirs, task.label or task.name)
 
 
+def run_ahead(
+    planned: list[tuple], seeds: list[int], executor, track_inner: bool = True, progress: bool = False
+) -> None:
+    """Run every ``(config, sweep directory)`` of ``planned`` whose seeds' run directories are not all done, all
+    at once with ``executor`` (anything with :meth:`concurrent.futures.Executor.map`; one after the other without
+    one), the longest (K·τ rounds) first; a config listed twice runs once.  :func:`run_sweep` then reads them back."""
+    todo: dict[Path, tuple] = {}  # first directory -> (config, directories)
+    for cfg, out in planned:
+        dirs = seed_dirs(out, cfg, seeds)
+        if not all(is_done(run_status(d)) for d in dirs):
+            todo.setdefault(dirs[0], (cfg, dirs))
+    pieces = sorted(todo.values(), key=lambda piece: -piece[0].K * piece[0].tau)
+    mapper = map if executor is None else executor.map
+    with tqdm(total=len(pieces), desc="rates", unit="config", disable=not progress, leave=False) as bar:
+        for _ in mapper(run_config, [c for c, _ in pieces], repeat(seeds), [d for _, d in pieces], repeat(track_inner)):
+            bar.update(1)
+
+
 def run_sweep(
     configs: list, seeds: list[int], out: Path, track_inner: bool = False, progress: bool = True, executor=None
 ) -> list[dict]:
@@ -128,22 +146,18 @@ def run_sweep(
     ones; returns, per config, ``{"grad_norm_sq_F": (S, K+1), "stationarity": (S, K), "phi": (S, K) or None,
     "max_w_norm": (S,), "dirs": [...]}``, read back from the run directories.  ``executor``: anything with
     :meth:`concurrent.futures.Executor.map` (e.g. :meth:`figures.pool.Pool.at`) runs the unfinished configs
-    (:func:`run_config`) side by side; by default they run here, one after the other."""
+    (:func:`run_config`) side by side; by default they run here, one after the other, in the order given."""
 
     torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared machine
-    all_dirs = [seed_dirs(out, cfg, seeds) for cfg in configs]
-    todo: dict[Path, tuple] = {}  # first directory -> (config, directories): a config listed twice is run once
-    for cfg, dirs in zip(configs, all_dirs):
-        if not all(is_done(run_status(d)) for d in dirs):
-            todo.setdefault(dirs[0], (cfg, dirs))
-    mapper = map if executor is None else executor.map
-    with tqdm(total=len(configs), desc="rates", unit="config", disable=not progress, leave=False) as bar:
-        bar.update(len(configs) - len(todo))
-        pieces = list(todo.values())
-        for _ in mapper(run_config, [c for c, _ in pieces], repeat(seeds), [d for _, d in pieces], repeat(track_inner)):
-            bar.update(1)
+    if executor is None:
+        with tqdm(total=len(configs), desc="rates", unit="config", disable=not progress, leave=False) as bar:
+            for cfg in configs:  # in order (a sweep interrupted keeps its first configs)
+                run_ahead([(cfg, out)], seeds, None, track_inner)
+                bar.update(1)
+    else:
+        run_ahead([(cfg, out) for cfg in configs], seeds, executor, track_inner, progress)
     results = []
-    for dirs in all_dirs:
+    for dirs in (seed_dirs(out, cfg, seeds) for cfg in configs):
         sums = [read_json(d / SUMMARY) for d in dirs]
         phi = [s.get("phi_by_round") for s in sums]
         st_f = [s.get("stationarity_f_by_round") for s in sums]

@@ -62,6 +62,7 @@ from .rate_runs import (
     derived_bound_check,
     fedavg_bound_check,
     floor_config,
+    run_ahead,
     run_sweep,
     stationary_floor,
     theory_LF,
@@ -89,6 +90,36 @@ def _sum_terms(terms: dict, names) -> float:
     return float(sum(terms[k] for k in names))
 
 
+#: β·τ_max of the drift row: fixed, inside the derived step-size condition
+DRIFT_BETA_TAU = 0.16
+#: batches of 200 (D = D' = D''): low noise, so that a floor's drift or heterogeneity part stands out
+BIG = {"D": 200, "D1": 200, "D2": 200}
+#: the heterogeneity rows' runs: client sampling r = 0.2, batches 200
+HET = {"r": 0.2, **BIG}
+
+
+def floor_sweeps(length: str) -> dict[str, list[dict]]:
+    """The stationary-floor sweeps of rows 2 to 6 at ``length``: each sweep's name (its directory under the table's
+    ``out``) with the changes to :data:`BASE` of its configs (:func:`synthetic.rate_runs.floor_config`), in order."""
+    grid = GRID[length]
+    taus = list(grid["tau"])
+    # W1 on its own: h = 1 fixed (TV fixed at its h = 1 value), the per-cone label shift s varied, so the supports
+    # move apart in y and W1(p_i, p̄) on θ = (x, y) grows while TV does not move; x (hence L, H_i, μ_F and the
+    # mixing time) is unchanged.  Measured: φ(h=1, s) − φ(h=0, s) (same s: the noise floor moves with s too).
+    wide = {"w_radius": 5.0}  # ||w*|| reaches 3.6 at s = 4
+    fo = {"algorithm": "fo", "beta": 0.08, **BIG, "task": {"h": 1.0}}
+    return {
+        "beta": [{"beta": b, "D1": 1} for b in grid["beta"]],
+        "tau": [{"tau": t, "beta": DRIFT_BETA_TAU / max(taus), **BIG, "task": {"h": 1.0}} for t in [1, *taus]],
+        # alpha = 1: the inner points w - alpha grad l reach ||.|| ~ 2.03 around w*, past W = 2, so B and sigma_G
+        # are stated on ||w|| <= 3 here (the recorded max ||w_bar|| is checked against it as everywhere)
+        "D": [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1, "task": {"w_radius": 3.0}} for d in grid["D"]],
+        "h": [{**HET, "task": {"h": h}} for h in [0.0, *grid["h"]]],
+        "w1": [{**HET, "task": {"h": hv, "shift": sv, **wide}} for sv in grid["shift"] for hv in (0.0, 1.0)],
+        "alpha": [{**fo, "alpha": a} for a in grid["alpha"]],
+    }
+
+
 def rate_table(
     out: Path,
     seeds: list[int],
@@ -105,6 +136,11 @@ def rate_table(
     grid = GRID[length]
     rows: list[RateRow] = []
     domain = []
+    sweeps = floor_sweeps(length)
+    if executor is not None:  # every run of rows 2-6 starts now, longest first; each row below reads its own back
+        run_ahead(
+            [(floor_config(ch, length)[0], out / name) for name, chs in sweeps.items() for ch in chs], seeds, executor
+        )
 
     def floors(name, changes_list):
         built = [floor_config(ch, length) for ch in changes_list]
@@ -129,7 +165,7 @@ def rate_table(
 
     # 2. floor vs β (gradient noise: D' = 1)
     betas = list(grid["beta"])
-    cfgs, _, stats = floors("beta", [{"beta": b, "D1": 1} for b in betas])
+    cfgs, _, stats = floors("beta", sweeps["beta"])
     terms = [bound_terms(c) for c in cfgs]
     rows.append(
         points_row(
@@ -146,9 +182,8 @@ def rate_table(
 
     # 3. drift vs τ (heterogeneous, low noise, β τ_max fixed inside the derived condition)
     taus = list(grid["tau"])
-    beta_tau = 0.16 / max(taus)
-    big = {"D": 200, "D1": 200, "D2": 200}
-    cfgs, _, stats = floors("tau", [{"tau": t, "beta": beta_tau, **big, "task": {"h": 1.0}} for t in [1, *taus]])
+    beta_tau = DRIFT_BETA_TAU / max(taus)
+    cfgs, _, stats = floors("tau", sweeps["tau"])
     base = stats[0][0]  # τ = 1: no drift, the same per-step noise floor
     terms = [bound_terms(c) for c in cfgs[1:]]
     recalled = [t[1]["local drift"] for t in terms]
@@ -175,11 +210,7 @@ def rate_table(
 
     # 4. floor vs inner batch D
     Ds = list(grid["D"])
-    # alpha = 1: the inner points w - alpha grad l reach ||.|| ~ 2.03 around w*, past W = 2, so B and sigma_G are
-    # stated on ||w|| <= 3 here (the recorded max ||w_bar|| is checked against it as everywhere)
-    cfgs, _, stats = floors(
-        "D", [{"D": d, "D1": 200, "D2": 200, "alpha": 1.0, "beta": 0.1, "task": {"w_radius": 3.0}} for d in Ds]
-    )
+    cfgs, _, stats = floors("D", sweeps["D"])
     terms = [bound_terms(c) for c in cfgs]
     names = ("stochastic gradient", "bias floor")
     rows.append(
@@ -197,8 +228,7 @@ def rate_table(
 
     # 5. floor vs heterogeneity (client sampling), TV and W1 axes
     hs = list(grid["h"])
-    het = {"r": 0.2, "D": 200, "D1": 200, "D2": 200}
-    cfgs, _, stats = floors("h", [{**het, "task": {"h": h}} for h in [0.0, *hs]])
+    cfgs, _, stats = floors("h", sweeps["h"])
     base = stats[0][0]
     tvs, _, _ = distances_of(cfgs[1:])
     sampling = "client sampling"
@@ -220,13 +250,9 @@ def rate_table(
             h=hs,
         )
     )
-    # W1 on its own: h = 1 fixed (TV fixed at its h = 1 value), the per-cone label shift s varied, so the supports
-    # move apart in y and W1(p_i, p̄) on θ = (x, y) grows while TV does not move; x (hence L, H_i, μ_F and the
-    # mixing time) is unchanged.  Measured: φ(h=1, s) − φ(h=0, s) (same s: the noise floor moves with s too).
+    # W1 on its own (floor_sweeps): h = 0 and 1 at each label shift s, so W1 moves while TV stays fixed
     shifts = list(grid["shift"])
-    wide = {"w_radius": 5.0}  # ||w*|| reaches 3.6 at s = 4
-    pairs = [[{**het, "task": {"h": hv, "shift": sv, **wide}} for hv in (0.0, 1.0)] for sv in shifts]
-    cfgs_w, _, stats_w = floors("w1", [c for pair in pairs for c in pair])
+    cfgs_w, _, stats_w = floors("w1", sweeps["w1"])
     top_w = cfgs_w[1::2]
     tvs_w, w1s, wstars = distances_of(top_w)
     w1_terms = [
@@ -255,8 +281,7 @@ def rate_table(
 
     # 6. FO floor vs α (heterogeneous Hessians, large batches)
     alphas = list(grid["alpha"])
-    fo = {"algorithm": "fo", "beta": 0.08, "D": 200, "D1": 200, "D2": 200, "task": {"h": 1.0}}
-    cfgs, _, stats = floors("alpha", [{**fo, "alpha": a} for a in alphas])
+    cfgs, _, stats = floors("alpha", sweeps["alpha"])
     terms = [bound_terms(c) for c in cfgs]
     rows.append(
         points_row(
