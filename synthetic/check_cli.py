@@ -142,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.tightness:
         if args.rates or args.speed_sweep is not None or args.mutations or args.new_users:
             raise UsageError("--tightness is a separate command: give it alone (with --seeds or --json if wanted)")
-        from .tightness import main_tightness  # torch
+        from .tightness_cli import main_tightness  # torch
 
         return main_tightness(args)
     if args.new_users:

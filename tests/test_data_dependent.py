@@ -13,7 +13,7 @@ import torch
 from perfedavg.engine.config import RunConfig
 from perfedavg.engine.objective import client_objectives
 from perfedavg.runs.resolve import resolve
-from synthetic import tightness
+from synthetic import tightness, tightness_cli
 from synthetic.glm import GLM, psi_autograd, psi_closed_form
 from synthetic.region import expected_stationarity, region_constants, virtual_run
 from theory import data_dependent as dd
@@ -251,7 +251,7 @@ def test_tightness_table_fits_the_terminal_and_keeps_every_number():
         tightness.TightnessRow("identical users, r=0.1", 4000, math.inf, 1.9e-4, 8.9e-5, 9.5e-5, 8.5e-5, 9.1e-5),
         noise_free,
     ]
-    text = tightness.format_tightness(rows)
+    text = tightness_cli.format_tightness(rows)
     widest = max(text.splitlines(), key=len)
     assert len(widest) <= WIDEST, f"{len(widest)} characters: {widest}"
     flat = " ".join(text.split())
