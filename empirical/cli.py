@@ -17,6 +17,7 @@ from pathlib import Path
 
 from perfedavg.errors import UsageError
 from perfedavg.outputs import output_file
+from perfedavg.runs.names import figure_results
 from perfedavg.runs.resolve import check_device
 
 DATA_HELP = (
@@ -61,7 +62,12 @@ def _register_table1(what) -> None:
         "invocation is OUT/sweep_summary.md. "
         "Results on the JPEG copy of CIFAR-10 are labelled 'CIFAR-10 (JPEG copy)'.",
     )
-    p.add_argument("--out", default="runs/table1", metavar="DIR", help="output folder [default: runs/table1]")
+    p.add_argument(
+        "--out",
+        default=figure_results("table1"),
+        metavar="DIR",
+        help=f"output folder [default: {figure_results('table1')}, where `perfedavg figures` reads it]",
+    )
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
     p.add_argument(
         "--download",

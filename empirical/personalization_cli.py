@@ -6,6 +6,7 @@ No torch at import time (``perfedavg --help`` loads this module through :mod:`em
 from __future__ import annotations
 
 from perfedavg.errors import UsageError
+from perfedavg.runs.names import figure_results
 
 from .cli import DATA_HELP, _at_least, _csv
 
@@ -24,7 +25,12 @@ def register_personalization(what) -> None:
         "column costs, every user's outcome by group). Every cell is a resumable run directory under OUT/runs/ "
         "(Table 1's runner); one training per cell serves every k.",
     )
-    p.add_argument("--out", default="runs/personalization", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--out",
+        default=figure_results("personalization"),
+        metavar="DIR",
+        help=f"output folder [default: {figure_results('personalization')}, where `perfedavg figures` reads it]",
+    )
     p.add_argument("--data-dir", default="", metavar="DIR", help=DATA_HELP)
     p.add_argument("--download", action="store_true", help="download the official archives when missing")
     p.add_argument("--datasets", default="mnist,cifar10", help="comma-separated: mnist, cifar10 [default: both]")

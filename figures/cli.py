@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from perfedavg.outputs import output_dir
+from perfedavg.runs.names import FIGURE_RUNS, FIGURE_RUNS_QUICK
 
 FIGURE_NAMES = (
     "flagship",
@@ -76,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--runs",
         default=None,
         metavar="DIR",
-        help="folder of the saved runs, read and completed [default: runs/figures-quick with --quick, "
-        "else runs/figures]",
+        help=f"folder of the saved runs, read and completed [default: {FIGURE_RUNS_QUICK} with --quick, "
+        f"else {FIGURE_RUNS}]",
     )
     p.add_argument(
         "--quick",
@@ -104,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     from .build import build  # torch
 
     level = "quick" if args.quick else "full"
-    runs = args.runs or ("runs/figures-quick" if args.quick else "runs/figures")
+    runs = args.runs or (FIGURE_RUNS_QUICK if args.quick else FIGURE_RUNS)
     output_dir(args.out, "--out")
     output_dir(runs, "--runs")
     jobs = args.jobs or default_workers()

@@ -65,8 +65,8 @@ def run(root: Path, level: str) -> None:
         return
     if not data_available():
         raise store.Skip(
-            "MNIST / CIFAR-10 not found (set PERFEDAVG_DATA or use `perfedavg data`); "
-            "Table 1 and the accuracy curves were not drawn"
+            f"no saved Table 1 in {out} (`perfedavg reproduce table1 --out {out}` makes it), and MNIST / CIFAR-10 "
+            "were not found to run its quick version here (set PERFEDAVG_DATA or use `perfedavg data`)"
         )
     # evaluate every K/6 rounds so the accuracy curves have points (the table itself needs only round K)
     if level != "tiny":

@@ -549,3 +549,16 @@ def test_table1_recalled_magnitudes_say_their_alpha_is_not_recalled(tmp_path, mo
     recalled = [label for label in labels if "recalled" in label]
     assert recalled and all("α unknown" in label for label in recalled), recalled
     assert "does not recall the α" in res["details"]
+
+
+def test_reproduce_writes_where_the_figures_read():
+    """`perfedavg reproduce table1` / `... personalization` without --out write into the folder `perfedavg figures`
+    reads by default, so the README's order (reproduce, then figures) draws them."""
+    from figures import fig5_table1, fig8_personalization
+    from perfedavg.cli import build_parser
+    from perfedavg.runs.names import FIGURE_RUNS
+
+    parser = build_parser()
+    for name, module in (("table1", fig5_table1), ("personalization", fig8_personalization)):
+        args = parser.parse_args(["reproduce", name])
+        assert Path(args.out) == Path(FIGURE_RUNS) / module.NAME, (name, args.out)

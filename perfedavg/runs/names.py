@@ -7,7 +7,9 @@ Each scheme stays as it is because saved results and tests find their runs by th
 * :func:`seed_batch_name`: a seed-batched synthetic configuration, the hash of its config with the
   seed left out, each seed below it as ``seed<s>`` (:mod:`synthetic.rates`);
 * :func:`table1_cell_path`: a Table 1 cell, ``<dataset>/tau<τ>-alpha<α>/<method>-seed<s>``
-  (:mod:`empirical.reproduce`).
+  (:mod:`empirical.reproduce`);
+* :data:`FIGURE_RUNS` and :func:`figure_results`: the figures' folder of saved runs, where the commands whose
+  results a figure shows write by default.
 
 A name that hashes the config changes whenever the config does, so a changed experiment
 never reuses a stale run.  No torch here: the sweep's spec imports it at ``--help`` time.
@@ -23,6 +25,15 @@ from typing import Any
 
 #: longest sweep run name; a longer one is cut and completed by a hash of the whole name
 MAX_NAME = 150
+#: the folder of saved runs that ``perfedavg figures`` reads (``--runs``), and ``--quick``'s
+FIGURE_RUNS = "runs/figures"
+FIGURE_RUNS_QUICK = "runs/figures-quick"
+
+
+def figure_results(name: str) -> str:
+    """Where a command whose results a figure shows (``perfedavg reproduce table1``, ``... personalization``)
+    writes by default: the figures' own folder, so ``perfedavg figures`` finds them."""
+    return f"{FIGURE_RUNS}/{name}"
 
 
 def config_hash(config: Mapping[str, Any], digits: int = 10) -> str:
