@@ -213,7 +213,7 @@ NOT_RUN_CHECK = "perfedavg check"
 def verdict_sentence(entries: list[Entry]) -> str:
     """The index's first sentence, computed from the figures' reports: how many bounds hold and how tight they
     are, how the slope rows came out, who wins, and what was not run."""
-    from .style import tightness_span
+    from .style import plural, tightness_span
 
     rows = [r for e in entries for r in e.report]
     bounds = [r for r in rows if r["kind"] == "bound" and r.get("ratio")]
@@ -243,7 +243,10 @@ def verdict_sentence(entries: list[Entry]) -> str:
     if skipped:
         missing += f" and {len(skipped)} figure{'s' if len(skipped) > 1 else ''} ({', '.join(skipped)}: see below)"
     if not parts:
-        return f"No figure was drawn; not run here: {missing}."
+        drawn = [e.name for e in entries if not e.note]
+        if not drawn:
+            return f"No figure was drawn; not run here: {missing}."
+        return f"{plural(len(drawn), 'figure')} drawn ({', '.join(drawn)}: see below); not run here: {missing}."
     return "; ".join(parts) + f". Not run here: {missing}."
 
 

@@ -562,3 +562,16 @@ def test_reproduce_writes_where_the_figures_read():
     for name, module in (("table1", fig5_table1), ("personalization", fig8_personalization)):
         args = parser.parse_args(["reproduce", name])
         assert Path(args.out) == Path(FIGURE_RUNS) / module.NAME, (name, args.out)
+
+
+def test_the_verdict_sentence_counts_a_drawn_figure_without_bounds():
+    """A figure drawn with nothing to tally (no bound, slope or comparison row) is still drawn: the index's first
+    sentence must not say that no figure was."""
+    from figures.build import Entry, verdict_sentence
+
+    drawn = Entry("personalization", "t", files=[Path("a.png")])
+    skipped = Entry("table1", "t", note="no saved Table 1")
+    sentence = verdict_sentence([drawn, skipped])
+    assert "No figure was drawn" not in sentence and "1 figure drawn (personalization" in sentence, sentence
+    assert "1 figure (table1" in sentence
+    assert verdict_sentence([skipped]).startswith("No figure was drawn")
