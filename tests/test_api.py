@@ -143,7 +143,7 @@ def test_directions_are_the_local_steps_on_shared_batches():
     big = perfedavg.directions(task, w, 0.5, user=2, batch=200_000)
     error = {k: float((big[k] - big["grad_F"]).norm()) for k in ("fo", "hf", "exact")}
     assert error["exact"] < 0.02 and error["hf"] < 0.02 and error["fo"] > 5 * error["exact"], error
-    with pytest.raises(UsageError, match="users 0..3"):
+    with pytest.raises(UsageError, match=r"users 0\.\.3"):
         perfedavg.directions(task, w, 0.5, user=4)
 
 
