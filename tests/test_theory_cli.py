@@ -231,3 +231,15 @@ def test_bounds_bad_distance_flag_is_one_line_exit_2(toml, flag, value, word, ca
     assert main(["bounds", "--constants", toml, flag, value]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and word in err
+
+
+def test_bounds_text_fits_a_terminal(capsys):
+    """Every line of `perfedavg bounds` (all statements, TV / W1 ones too) within perfedavg.words.MAX_WIDTH."""
+    from perfedavg.words import MAX_WIDTH
+
+    argv = ["bounds", "--task", "softmax", "--tv", "0.3", "--w1", "0.5", "--L-theta", "2", "--rho-theta", "1"]
+    assert main([*argv, "--g-norm", "1"]) == 0
+    out = capsys.readouterr().out
+    wide = [line for line in out.splitlines() if len(line) > MAX_WIDTH]
+    assert not wide, wide
+    assert "constants: L=" in out and "MSE of the HF direction [derived]" in out

@@ -10,13 +10,17 @@ corollary (τ = K^{1/3}, β(K), threshold K₀, rate exponent).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
+import textwrap
 from collections.abc import Collection
 from typing import TYPE_CHECKING, TypedDict
 
 from perfedavg.algorithms import ALGORITHM_NAMES
 from perfedavg.errors import UsageError
+from perfedavg.words import MAX_WIDTH, fill_block
 
 from .constants import _RULES, SAMPLE_TWINS, Constants
 
@@ -260,60 +264,75 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
 
-    print(
-        "Per-FedAvg bounds.  Provenance: [recalled] = reconstructed from memory of the paper "
-        "(unverified); [derived] = derived in theory/DERIVATIONS.md."
-    )
-    print(
-        "constants: " + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING" for k, v in c.as_dict().items())
-    )
-    for note in notes:
-        print(f"note: {note}")
-    if missing:
-        print(f"missing (not estimated): {', '.join(sorted(c.missing))}: every value that needs them is not evaluable")
-    if c.sample_assumed:
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
         print(
-            f"per-sample {', '.join(c.sample_assumed)} not given: taken equal to the per-user "
-            f"{', '.join(SAMPLE_TWINS[s] for s in c.sample_assumed)} (the HF terms and the TV statements need "
-            "per-sample bounds; valid only if the per-user values bound every sample's, as a synthetic task's do)"
-        )
-    if extra:
-        print("distances / extras: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
-    print("\nLemmas (docs/paper.md §4, §6; alpha <= 1/L):")
-    for vals in lem.values():
-        for st, val, needs in vals:
-            shown = _fmt(val) if val is not None else f"not evaluable (needs {', '.join(needs)})"
-            print(f"  {st.label:48s} {shown:>11s}   {st.meaning}")
-    if not any(k in lem for k in ("gamma_G2_tv", "gamma_G2_w1", "hf_hvp_error")):
-        print("  (the TV / W1 statements and the HF error need --tv, --w1 with --L-theta/--rho-theta, --g-norm)")
-    if reports:
-        r0 = next(iter(reports.values()))
-        print(f"\nStep-size condition (beta = {c.beta:g}):")
-        print(
-            f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
-            f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}"
+            "Per-FedAvg bounds.  Provenance: [recalled] = reconstructed from memory of the paper "
+            "(unverified); [derived] = derived in theory/DERIVATIONS.md."
         )
         print(
-            f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
-            f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}"
+            "constants: "
+            + ", ".join(f"{k}={v:g}" if k not in missing else f"{k}=MISSING" for k, v in c.as_dict().items())
         )
-    for v, rep in reports.items():
-        print(f"\nConvergence, {ALGORITHM_NAMES[v]}: bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
-        _print_terms("DERIVED explicit upper bound [derived]", rep.derived, rep.derived_terms)
-        _print_terms("RECALLED shape, O(1)=1, not an upper bound [recalled]", rep.recalled_shape, rep.recalled_terms)
-        if v in cors:
-            co = cors[v]
+        for note in notes:
+            print(f"note: {note}")
+        if missing:
             print(
-                f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']} (a choice), "
-                f"beta = sqrt(2 F0_gap/(tau K C)) = {_fmt(co['beta_at_K'])} at K = {c.K:g}; "
-                f"condition holds for K >= {_fmt(co['threshold_K'])}; "
-                f"bound - floor ~ K^({co['rate_exponent']:.4g})"
+                f"missing (not estimated): {', '.join(sorted(c.missing))}: every value that needs them is not evaluable"
             )
-    for v, needs in unevaluable.items():
-        print(f"\nConvergence, {ALGORITHM_NAMES[v]}: not evaluable (needs {', '.join(needs)})")
-    shown = _fmt(fedavg) if fedavg is not None else f"not evaluable (needs {', '.join(fed_needs)})"
-    print(f"\nFedAvg (alpha = 0) bound [derived]: {shown}")
+        if c.sample_assumed:
+            print(
+                f"per-sample {', '.join(c.sample_assumed)} not given: taken equal to the per-user "
+                f"{', '.join(SAMPLE_TWINS[s] for s in c.sample_assumed)} (the HF terms and the TV statements need "
+                "per-sample bounds; valid only if the per-user values bound every sample's, as a synthetic task's do)"
+            )
+        if extra:
+            print("distances / extras: " + ", ".join(f"{k}={v:g}" for k, v in extra.items()))
+        print("\nLemmas (docs/paper.md §4, §6; alpha <= 1/L):")
+        for vals in lem.values():
+            for st, val, needs in vals:
+                shown = _fmt(val) if val is not None else f"not evaluable (needs {', '.join(needs)})"
+                print(_lemma_row(st.label, shown, st.meaning))
+        if not any(k in lem for k in ("gamma_G2_tv", "gamma_G2_w1", "hf_hvp_error")):
+            print("  (the TV / W1 statements and the HF error need --tv, --w1 with --L-theta/--rho-theta, --g-norm)")
+        if reports:
+            r0 = next(iter(reports.values()))
+            print(f"\nStep-size condition (beta = {c.beta:g}):")
+            print(
+                f"  [recalled] beta <= 1/(10 tau L_F)   = {_fmt(r0.beta_max['recalled'])}: "
+                f"{'holds' if r0.condition['recalled'] else 'VIOLATED'}"
+            )
+            print(
+                f"  [derived]  6 beta^2 tau^2 L_F^2 < 1 <=> beta < {_fmt(r0.beta_max['derived'])}: "
+                f"{'holds' if r0.condition['derived'] else 'VIOLATED (derived bound not valid: inf)'}"
+            )
+        for v, rep in reports.items():
+            print(f"\nConvergence, {ALGORITHM_NAMES[v]}: bound on (1/(tau K)) sum_k sum_t E||grad F(w_bar_(k+1,t))||^2")
+            _print_terms("DERIVED explicit upper bound [derived]", rep.derived, rep.derived_terms)
+            recalled = "RECALLED shape, O(1)=1, not an upper bound [recalled]"
+            _print_terms(recalled, rep.recalled_shape, rep.recalled_terms)
+            if v in cors:
+                co = cors[v]
+                print(
+                    f"  corollary [derived]: tau = floor(K^(1/3)) = {co['tau_at_K']} (a choice), "
+                    f"beta = sqrt(2 F0_gap/(tau K C)) = {_fmt(co['beta_at_K'])} at K = {c.K:g}; "
+                    f"condition holds for K >= {_fmt(co['threshold_K'])}; "
+                    f"bound - floor ~ K^({co['rate_exponent']:.4g})"
+                )
+        for v, needs in unevaluable.items():
+            print(f"\nConvergence, {ALGORITHM_NAMES[v]}: not evaluable (needs {', '.join(needs)})")
+        shown = _fmt(fedavg) if fedavg is not None else f"not evaluable (needs {', '.join(fed_needs)})"
+        print(f"\nFedAvg (alpha = 0) bound [derived]: {shown}")
+    print(fill_block(report.getvalue().rstrip("\n"), MAX_WIDTH))
     return 0
+
+
+def _lemma_row(label: str, value: str, meaning: str) -> str:
+    """One lemma's line: its label, its value, then what it bounds, wrapped under its own column."""
+    head = f"  {label:40s} {value:>11s}   "
+    return textwrap.fill(
+        meaning, MAX_WIDTH, initial_indent=head, subsequent_indent=" " * len(head), break_on_hyphens=False
+    )
 
 
 def _json_num(x: float) -> float | str:
