@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perfedavg.errors import UsageError
@@ -242,9 +243,9 @@ def main(args: argparse.Namespace) -> int:
     from .bounds import config_participation_note, constants_for_config, constants_from_json  # torch
 
     records: list[dict[str, Any]] | None = None
+    if args.constants and not Path(args.constants).is_file():  # before the task is built (MNIST loads for seconds)
+        raise UsageError(f"--constants {args.constants}: no such file")
     if args.run:
-        from pathlib import Path
-
         from perfedavg.runs import rundir
         from perfedavg.runs.config import build_config, read_toml
 

@@ -120,3 +120,11 @@ def test_explain_run_puts_the_bound_beside_what_the_run_measured(tracked, tmp_pa
 def test_explain_run_refuses_a_folder_that_is_no_run(tmp_path, capsys):
     assert main(["explain", "--run", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_explain_names_a_missing_constants_file_before_building_the_task(capsys, monkeypatch):
+    """A missing --constants file is the one-line answer, even for a task whose data are missing too."""
+    monkeypatch.setenv("PERFEDAVG_DATA", "/nonexistent")
+    assert main(["explain", "--constants", "/nonexistent/constants.json", "--set", "task=mnist"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--constants /nonexistent/constants.json: no such file") and "\n" not in err, err
