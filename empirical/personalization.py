@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from perfedavg.runs import rundir
-from perfedavg.words import plural
+from perfedavg.words import plural, seed_summary
 
 from .reproduce import METHOD_NAMES, PROTOCOLS, Plan, cell_dir, run_plan, users_file
 
@@ -89,8 +89,8 @@ def personalization_markdown(result: dict) -> str:
     lines = [
         "# Current and new users after a few adaptation steps",
         "",
-        f"τ = {result['tau']}, α = {result['alpha']:g}, K = {plan['K']}, {plural(plan['seeds'], 'seed')}, "
-        f"mean ± sample std over seeds. New users: held out of training (task.holdout_users), both groups of the "
+        f"τ = {result['tau']}, α = {result['alpha']:g}, K = {plan['K']}, {seed_summary(plan['seeds'])}. "
+        f"New users: held out of training (task.holdout_users), both groups of the "
         "paper's split among them. k: full-batch adaptation steps of size α; each column estimates the accuracy of "
         "the k-step personalized objective F_k (k = 0: the shared model). FedAvg (HF's budget): FedAvg with HF's "
         "gradient evaluations per round (table1.md counts every column's cost).",

@@ -73,7 +73,7 @@ from perfedavg.runs.runner import run_from_trained
 from perfedavg.runs.status import TASK_NEUTRAL, is_done, is_finished, run_status, same_training
 from perfedavg.sweep.scheduler import SweepOptions, run_sweep
 from perfedavg.sweep.spec import Unit
-from perfedavg.words import plural
+from perfedavg.words import plural, seed_summary
 
 from .data import load_dataset
 from .partition import make_partition, plot_partition, summary_markdown
@@ -614,7 +614,7 @@ def markdown(table: dict) -> str:
         "# Table 1, regenerated",
         "",
         f"K = {plan['K']} rounds, r = {plan['r']}, β = {plan['beta']}, batches D = D' = D'' = {plan['D']}, "
-        f"δ = {plan['delta']}; {plural(plan['seeds'], 'seed')}, mean ± sample std over seeds. "
+        f"δ = {plan['delta']}; {seed_summary(plan['seeds'])}. "
         "[extra]: not in the paper (exact Hessian-vector products).",
         "",
     ]

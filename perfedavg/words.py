@@ -98,3 +98,11 @@ def did_you_mean(word: object, known: Iterable[str]) -> str:
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``"1 seed"``, ``"3 seeds"``; ``plural_form`` for an irregular word (``plural(2, "entry", "entries")``)."""
     return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+def seed_summary(seeds: int) -> str:
+    """How a table's cells summarise its seeds: ``"5 seeds, mean ± sample std over seeds"``, or for one seed
+    ``"1 seed (no spread over seeds)"`` (one value has no sample standard deviation)."""
+    if seeds == 1:
+        return "1 seed (no spread over seeds)"
+    return f"{plural(seeds, 'seed')}, mean ± sample std over seeds"

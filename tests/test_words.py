@@ -279,3 +279,10 @@ def test_every_help_writes_its_default_one_way():
 )
 def test_other_default_styles_are_found_and_choice_markers_spared(text, other_style):
     assert bool(OTHER_DEFAULT_STYLE.search(text)) is other_style
+
+
+def test_seed_summary_says_one_seed_has_no_spread():
+    from perfedavg.words import seed_summary
+
+    assert seed_summary(1) == "1 seed (no spread over seeds)"
+    assert seed_summary(5) == "5 seeds, mean ± sample std over seeds"
