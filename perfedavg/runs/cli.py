@@ -235,7 +235,7 @@ def _run_and_report(args, cfg, out: str, resume_dir: str | None) -> int:
         return 128 + int(getattr(signal, summary["signal"]))
     print(
         f"{out}: {summary['rounds_completed']} rounds ({summary['wall_seconds']:.1f} s wall, "
-        f"{summary['cpu_seconds']:.1f} s CPU), ||grad F||^2 = {final.get('grad_norm_sq_F', float('nan')):.4g}"
+        f"{summary['cpu_seconds']:.1f} s CPU), ‖∇F‖² = {final.get('grad_norm_sq_F', float('nan')):.4g}"
     )
     print(accuracy_line(cfg, out, final, compare=not args.no_compare, note=not args.no_progress))
     return 0

@@ -351,7 +351,7 @@ def _write_trained(
 
 def _postfix(record: dict) -> str:
     # in the unit of the run's last line: personalized accuracy in percent
-    return f"|∇F|²={record['grad_norm_sq_F']:.3g} acc={100 * record['personalized_accuracy']:.1f}%"
+    return f"‖∇F‖²={record['grad_norm_sq_F']:.3g} acc={100 * record['personalized_accuracy']:.1f}%"
 
 
 def _progress(cfg: RunConfig, state: TrainState | None, enabled: bool) -> Any:
