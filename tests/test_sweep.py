@@ -610,3 +610,15 @@ def test_ray_cluster_of_three_nodes_with_a_node_removed_mid_sweep(tmp_path):
     assert lost[0]["node"] == kept.node_id  # retried on the node that is left
     for unit in units:
         assert (tmp_path / "ray" / RUNS / unit.name / rundir.METRICS).read_bytes() == references[unit.name]
+
+
+def test_the_summary_table_prints_accuracies_as_percentages(tmp_path):
+    """sweep_summary.md shows accuracies as `perfedavg run` prints them (56.1%), not as fractions (0.561)."""
+    from perfedavg.sweep.scheduler import _row, write_summary
+
+    units = _units(tmp_path, SMALL)[:1]
+    row = {**_row(units[0]), "status": "finished", "rounds_completed": 3, "wall_seconds": 1.0}
+    row["final"] = {"F": 0.5, "grad_norm_sq_F": 0.01, "personalized_accuracy": 0.5613, "global_accuracy": 0.4}
+    write_summary(tmp_path, units, {units[0].name: row}, {"out": str(tmp_path)})
+    table = (tmp_path / SWEEP_SUMMARY_MD).read_text()
+    assert "| 56.1% | 40.0% |" in table and "0.5613" not in table, table

@@ -76,10 +76,10 @@ def make_backend(options: SweepOptions) -> Backend:
 # -- summary -----------------------------------------------------------------------------------
 #: final metrics shown in the markdown table (all of ``final`` goes to the JSON)
 TABLE_METRICS = (
-    ("F", "F"),
-    ("grad_norm_sq_F", "‖∇F‖²"),
-    ("personalized_accuracy", "pers. acc"),
-    ("global_accuracy", "global acc"),
+    ("F", "F", ".4g"),
+    ("grad_norm_sq_F", "‖∇F‖²", ".4g"),
+    ("personalized_accuracy", "pers. acc", "%"),
+    ("global_accuracy", "global acc", "%"),
 )
 #: the statuses the markdown table counts, in this order
 _COUNTED = ("finished", "diverged", "failed", "interrupted", "running", "pending")
@@ -113,7 +113,7 @@ def write_summary(out: Path, units: list[Unit], rows: dict, meta: dict) -> None:
     }
     rundir.atomic_write_json(out / SWEEP_SUMMARY_JSON, data)
     axes = list(units[0].varied) if units else []
-    head = ["run", *axes, "status", "attempts", "rounds", "wall s", *(label for _, label in TABLE_METRICS)]
+    head = ["run", *axes, "status", "attempts", "rounds", "wall s", *(label for _, label, _ in TABLE_METRICS)]
     lines = [
         f"# Sweep {meta.get('sweep_file') or meta.get('out', '')}",
         "",
@@ -131,7 +131,7 @@ def write_summary(out: Path, units: list[Unit], rows: dict, meta: dict) -> None:
             str(row["attempts"]),
             _fmt(row["rounds_completed"]),
             _fmt(row["wall_seconds"], ".1f"),
-            *(_fmt(row["final"].get(key)) for key, _ in TABLE_METRICS),
+            *(_fmt(row["final"].get(key), spec) for key, _, spec in TABLE_METRICS),
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     errors = [(u.name, rows[u.name]["error"]) for u in units if rows[u.name]["error"]]
@@ -141,10 +141,12 @@ def write_summary(out: Path, units: list[Unit], rows: dict, meta: dict) -> None:
 
 
 def _fmt(value, spec: str = ".4g") -> str:
+    """A table cell: empty for no value, ``spec`` for a float (``"%"``: a fraction as a percentage with one
+    decimal, as ``perfedavg run`` prints accuracies)."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return format(value, spec)
+        return f"{100 * value:.1f}%" if spec == "%" else format(value, spec)
     return str(value)
 
 
