@@ -575,3 +575,17 @@ def test_the_verdict_sentence_counts_a_drawn_figure_without_bounds():
     assert "No figure was drawn" not in sentence and "1 figure drawn (personalization" in sentence, sentence
     assert "1 figure (table1" in sentence
     assert verdict_sentence([skipped]).startswith("No figure was drawn")
+
+
+def test_the_verdict_sentence_reports_an_a_posteriori_bound_apart():
+    """The data-dependent bound's near-1 ratio (its constants are measured on the run it bounds) must not pass for
+    the tightness of the worst-case bounds in the index's first sentence."""
+    from figures.build import Entry, verdict_sentence
+
+    rows = [
+        {"kind": "bound", "ratio": (5.7, 44.7), "verdict": "holds"},
+        {"kind": "bound", "ratio": (1.0, 17.5), "verdict": "holds", "a_posteriori": True},
+    ]
+    sentence = verdict_sentence([Entry("flagship", "t", files=[Path("a.png")], report=rows)])
+    assert sentence.startswith("2 of 2 bounds drawn hold, 5.7–44.7× above the measurement"), sentence
+    assert "(the a posteriori data-dependent bound: 1–17.5×)" in sentence, sentence
