@@ -153,7 +153,7 @@ def test_index_shows_every_figure_and_caption(tiny_build):
 def test_index_opens_with_a_verdict_computed_from_the_results(tiny_build):
     """The index's first paragraph counts the bounds that hold and the slope rows that pass from the figures'
     reports (the same data their JSON files hold), and the HTML prints no raw notation."""
-    from figures.build import HEADER
+    from figures.index import HEADER
 
     root, entries = tiny_build
     md = (root / "out" / "index.md").read_text()
@@ -567,7 +567,7 @@ def test_reproduce_writes_where_the_figures_read():
 def test_the_verdict_sentence_counts_a_drawn_figure_without_bounds():
     """A figure drawn with nothing to tally (no bound, slope or comparison row) is still drawn: the index's first
     sentence must not say that no figure was."""
-    from figures.build import Entry, verdict_sentence
+    from figures.index import Entry, verdict_sentence
 
     drawn = Entry("personalization", "t", files=[Path("a.png")])
     skipped = Entry("table1", "t", note="no saved Table 1")
@@ -580,7 +580,7 @@ def test_the_verdict_sentence_counts_a_drawn_figure_without_bounds():
 def test_the_verdict_sentence_reports_an_a_posteriori_bound_apart():
     """The data-dependent bound's near-1 ratio (its constants are measured on the run it bounds) must not pass for
     the tightness of the worst-case bounds in the index's first sentence."""
-    from figures.build import Entry, verdict_sentence
+    from figures.index import Entry, verdict_sentence
 
     rows = [
         {"kind": "bound", "ratio": (5.7, 44.7), "verdict": "holds"},
