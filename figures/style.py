@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from perfedavg.algorithms import ALGORITHM_NAMES  # the one name of each algorithm, in every figure too
 from perfedavg.runs.rundir import atomic_write_bytes
 from perfedavg.words import plural  # noqa: F401  (re-exported: the figures' counts with their nouns)
 
@@ -42,13 +43,6 @@ OKABE_ITO = {
     "grey": "#777777",
 }
 
-#: full name of each algorithm, as in the paper (and empirical.reproduce.METHOD_NAMES)
-ALGORITHM_NAMES = {
-    "fedavg": "FedAvg",
-    "fo": "Per-FedAvg (FO)",
-    "hf": "Per-FedAvg (HF)",
-    "exact": "Per-FedAvg (exact HVP)",
-}
 
 #: colour and marker of each algorithm, identical in every figure
 ALGORITHM_STYLE = {

@@ -14,14 +14,16 @@ from typing import Any
 
 from perfedavg.engine.config import RunConfig
 from perfedavg.errors import UsageError
-from perfedavg.runs.config import load_run_config, read_toml
+from perfedavg.runs.config import build_config, load_run_config, read_toml
 
 
 def load_command_config(config_path: str | None, overrides: list[str]) -> RunConfig:
     """:func:`perfedavg.runs.config.load_run_config`, after :func:`refuse_other_kinds` on the file."""
-    if config_path:
-        refuse_other_kinds(config_path, read_toml(config_path))
-    return load_run_config(config_path, overrides)
+    if not config_path:
+        return load_run_config(None, overrides)
+    data = read_toml(config_path)  # read once: checked here, then built
+    refuse_other_kinds(config_path, data)
+    return build_config(data, overrides)
 
 
 def refuse_other_kinds(path: str | Path, data: Mapping[str, Any]) -> None:
